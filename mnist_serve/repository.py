@@ -1,0 +1,121 @@
+"""The model repository: ``ROOT/<variant>/<version>/`` holding a SavedModel and ``metadata.json``.
+
+This is the layout TF Serving reads (integer version folders under a model name), so the same
+folder can be mounted into TF Serving unchanged. Training writes it, the service reads it; both
+go through this module so the layout lives in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+METADATA_FILE = "metadata.json"
+# Variant names are also URL path segments and folder names: keep them to a safe alphabet so
+# that nothing a client sends (``..``, slashes, NUL) can ever become a file-system path.
+VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class RepositoryError(Exception):
+    """The model repository is missing, empty or malformed."""
+
+
+def is_valid_variant_name(name: str) -> bool:
+    """Whether ``name`` may be used as a variant (folder and URL segment)."""
+    return bool(VARIANT_NAME.match(name))
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One exported version of one variant."""
+
+    variant: str
+    version: int
+    path: Path
+
+    @property
+    def metadata_path(self) -> Path:
+        """Where this version's ``metadata.json`` lives."""
+        return self.path / METADATA_FILE
+
+    def read_metadata(self) -> dict[str, Any]:
+        """The training metadata written at export time."""
+        try:
+            data = json.loads(self.metadata_path.read_text())
+        except FileNotFoundError as err:
+            raise RepositoryError(f"{self.metadata_path} is missing") from err
+        except json.JSONDecodeError as err:
+            raise RepositoryError(f"{self.metadata_path} is not valid JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise RepositoryError(f"{self.metadata_path} must hold a JSON object")
+        return data
+
+
+class ModelRepository:
+    """A folder of variants, each a folder of integer versions."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def variants(self) -> list[str]:
+        """Names of the variants that have at least one complete version, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and is_valid_variant_name(p.name) and self.versions(p.name)
+        )
+
+    def versions(self, variant: str) -> list[ModelVersion]:
+        """Complete versions of ``variant`` (those with a SavedModel), oldest first."""
+        folder = self._variant_dir(variant)
+        if not folder.is_dir():
+            return []
+        found = [
+            ModelVersion(variant, int(p.name), p)
+            for p in folder.iterdir()
+            if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file()
+        ]
+        return sorted(found, key=lambda v: v.version)
+
+    def get(self, variant: str, version: int | None = None) -> ModelVersion:
+        """The pinned ``version`` of ``variant``, or its latest when ``version`` is None."""
+        versions = self.versions(variant)
+        if not versions:
+            raise RepositoryError(f"no exported version of {variant!r} under {self.root}")
+        if version is None:
+            return versions[-1]
+        for candidate in versions:
+            if candidate.version == version:
+                return candidate
+        known = ", ".join(str(v.version) for v in versions)
+        raise RepositoryError(f"{variant!r} has no version {version} (has {known})")
+
+    def next_version(self, variant: str) -> int:
+        """The version number the next export of ``variant`` gets (1 for the first)."""
+        folder = self._variant_dir(variant)
+        taken = (
+            [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+        )
+        return max(taken, default=0) + 1
+
+    def publish(self, variant: str, staging: Path) -> ModelVersion:
+        """Move a fully written ``staging`` folder into place as the next version.
+
+        The rename is atomic, so a server scanning the repository never sees half a model.
+        """
+        version = self.next_version(variant)
+        target = self._variant_dir(variant) / str(version)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(target))
+        return ModelVersion(variant, version, target)
+
+    def _variant_dir(self, variant: str) -> Path:
+        if not is_valid_variant_name(variant):
+            raise RepositoryError(f"invalid variant name {variant!r}")
+        return self.root / variant

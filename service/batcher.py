@@ -1,0 +1,176 @@
+"""Dynamic batching: merge concurrent requests for one variant into one model call.
+
+One asyncio task per variant takes requests from a bounded queue. A batch starts with the
+oldest waiting request and takes every other request already queued, up to ``max_batch_size``
+images. Only when the last batch held several requests (a sign of concurrent load) does a
+part-filled batch wait, up to ``max_wait_s``, for more; a lone request at low load is sent at
+once, so batching never adds its wait when there is nothing to merge. The model runs in a
+worker thread, off the event loop; its output is split back to the requests in order. If the
+call fails, every request in the batch fails with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import ModelFailure, Overloaded
+
+log = logging.getLogger(__name__)
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where one request's server time went, in seconds, and the batch it rode in."""
+
+    queue_s: float
+    model_s: float
+    batch_images: int
+
+
+@dataclass
+class _Pending:
+    images: np.ndarray
+    future: asyncio.Future[tuple[np.ndarray, Timing]]
+    enqueued: float
+
+
+class Batcher:
+    """A queue and a loop that feeds one model in batches."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        *,
+        max_batch_size: int = 32,
+        max_wait_s: float = 0.001,
+        max_queue: int = 512,
+        merge: bool = True,
+        executor: Executor | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.merge = merge
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._on_batch = on_batch
+        self._task: asyncio.Task[None] | None = None
+        self._last_batch_requests = 0
+        self._carry: _Pending | None = None
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch."""
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        """Start the batching loop on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        """Stop the loop and fail whatever is still queued."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        leftovers = [self._carry] if self._carry is not None else []
+        while not self._queue.empty():
+            leftovers.append(self._queue.get_nowait())
+        for pending in leftovers:
+            if not pending.future.done():
+                pending.future.set_exception(ModelFailure("the service is shutting down"))
+        if self._own_executor:
+            self._executor.shutdown(wait=False)
+
+    async def submit(self, images: np.ndarray) -> tuple[np.ndarray, Timing]:
+        """Queue ``images`` (N, 28, 28, 1) and wait for their (N, 10) probabilities."""
+        if len(images) > self.max_batch_size:
+            raise ValueError(f"{len(images)} images exceed max_batch_size {self.max_batch_size}")
+        future: asyncio.Future[tuple[np.ndarray, Timing]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        try:
+            self._queue.put_nowait(_Pending(images, future, time.perf_counter()))
+        except asyncio.QueueFull:
+            raise Overloaded(
+                f"{self._queue.maxsize} requests are already waiting for this model; retry shortly"
+            ) from None
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._gather()
+            if batch:
+                await self._execute(batch)
+
+    async def _gather(self) -> list[_Pending]:
+        """The next batch: the oldest request plus whatever fits and is (or soon is) waiting."""
+        first = self._carry if self._carry is not None else await self._queue.get()
+        self._carry = None
+        batch, size = [first], len(first.images)
+        under_load = self._last_batch_requests > 1 or not self._queue.empty()
+        deadline = time.perf_counter() + self.max_wait_s
+        while self.merge and size < self.max_batch_size:
+            if not self._queue.empty():
+                nxt = self._queue.get_nowait()
+            elif under_load and (remaining := deadline - time.perf_counter()) > 0:
+                try:
+                    nxt = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                break
+            if size + len(nxt.images) > self.max_batch_size:
+                self._carry = nxt  # too big for this batch: it opens the next one
+                break
+            batch.append(nxt)
+            size += len(nxt.images)
+        self._last_batch_requests = len(batch)
+        return [p for p in batch if not p.future.cancelled()]
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        images = batch[0].images if len(batch) == 1 else np.concatenate([p.images for p in batch])
+        loop = asyncio.get_running_loop()
+        try:
+            probabilities = await loop.run_in_executor(self._executor, self._predict, images)
+            if probabilities.shape[0] != images.shape[0]:
+                raise RuntimeError(
+                    f"model returned {probabilities.shape[0]} rows for {images.shape[0]} images"
+                )
+        except Exception:
+            log.exception("model call failed for a batch of %d images", len(images))
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(ModelFailure("the model failed on this batch"))
+            return
+        model_s = time.perf_counter() - started
+        if self._on_batch is not None:
+            self._on_batch(len(images))
+        offset = 0
+        for pending in batch:
+            n = len(pending.images)
+            if not pending.future.done():
+                timing = Timing(started - pending.enqueued, model_s, len(images))
+                pending.future.set_result((probabilities[offset : offset + n], timing))
+            offset += n

@@ -1,0 +1,51 @@
+"""Choose where the models run and configure TensorFlow's threads, before any model loads.
+
+One process serves on one device. With several GPUs, run one process per GPU and select it
+with ``CUDA_VISIBLE_DEVICES``: TensorFlow would otherwise reserve memory on every GPU it sees.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+
+class DeviceError(Exception):
+    """The requested device is not available."""
+
+
+def configure(device: str, intra_op_threads: int = 0, inter_op_threads: int = 0) -> str:
+    """Set threads and GPU memory growth; return the TensorFlow device name to place models on.
+
+    Must run before TensorFlow executes its first op (thread pools and GPU memory are fixed then).
+    """
+    if intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+    if inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cpu" or (device == "auto" and not gpus):
+        if gpus:
+            tf.config.set_visible_devices([], "GPU")  # keep TensorFlow off the GPU entirely
+        return "/CPU:0"
+    if not gpus:
+        raise DeviceError("device=gpu but TensorFlow sees no GPU (check drivers and --gpus)")
+    for gpu in gpus:
+        # Grow allocations on demand instead of reserving the whole card at start-up.
+        tf.config.experimental.set_memory_growth(gpu, True)
+    details = tf.config.experimental.get_device_details(gpus[0])
+    log.info("using %s (%s)", gpus[0].name, details.get("device_name", "unknown GPU"))
+    return "/GPU:0"
+
+
+def describe(device: str) -> str:
+    """A human name for the device: the GPU model, or the CPU."""
+    if device.startswith("/GPU"):
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+            return f"{device} ({name})"
+    return device

@@ -1,0 +1,92 @@
+"""The service's errors: each class carries its HTTP status and a stable error code.
+
+Handlers raise these; one exception handler in ``service.app`` turns them into JSON
+``{"error": code, "detail": message, ...}`` responses, so every 4xx says what is wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServeError(Exception):
+    """Base class: an error with an HTTP status, a code and a message for the client."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (Retry-After, for example)."""
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body sent to the client."""
+        return {"error": self.code, "detail": self.detail, **self.extra}
+
+
+class BadRequest(ServeError):
+    """The body could not be parsed at all (malformed JSON, undecodable image)."""
+
+    status = 400
+    code = "bad_request"
+
+
+class InvalidInput(ServeError):
+    """The body parsed but does not describe valid images (shape, range, NaN, no ink)."""
+
+    status = 422
+    code = "invalid_input"
+
+
+class UnknownVariant(ServeError):
+    """No variant of that name is served."""
+
+    status = 404
+    code = "unknown_variant"
+
+
+class PayloadTooLarge(ServeError):
+    """The body or the image is over the configured limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ServeError):
+    """The Content-Type is none of JSON, multipart form, PNG or JPEG."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class Unavailable(ServeError):
+    """The service cannot take the request now (not ready, or the queue is full)."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, detail: str, retry_after_s: int = 1, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        """Tell well-behaved clients when to come back."""
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class Overloaded(Unavailable):
+    """The variant's queue is full: back off instead of queueing without limit."""
+
+    code = "overloaded"
+
+
+class ModelFailure(ServeError):
+    """The model call itself failed; the client gets an opaque message, the log the traceback."""
+
+    status = 500
+    code = "model_failure"

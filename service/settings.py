@@ -1,0 +1,88 @@
+"""Service settings, from ``MNIST_SERVE_*`` environment variables or the CLI's flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from mnist_serve.repository import is_valid_variant_name
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; invalid values fail at start with the field named."""
+
+    model_config = SettingsConfigDict(env_prefix="MNIST_SERVE_", extra="forbid")
+
+    models_dir: Path = Field(Path("models"), description="Model repository to serve from.")
+    variants: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Variants to serve (comma-separated); empty = all found."
+    )
+    pins: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict, description="Pinned versions, e.g. 'original=1,depthwise=2'."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="auto: the first GPU if TensorFlow sees one, else the CPU."
+    )
+    batching: bool = Field(True, description="Merge concurrent requests into one model call.")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Images per model call, at most.")
+    max_wait_ms: float = Field(
+        1.0, ge=0, le=1000, description="How long a part-filled batch waits for more under load."
+    )
+    max_queue: int = Field(
+        512, ge=1, description="Requests waiting per variant before answering 503 (backpressure)."
+    )
+    max_images_per_request: int = Field(
+        0, ge=0, description="Images in one request, at most; 0 = max_batch_size."
+    )
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Request body limit (413).")
+    max_image_pixels: int = Field(
+        16_000_000, ge=784, description="Uploaded image width x height, at most (413)."
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, description="TensorFlow threads inside one op; 0 = TensorFlow's default."
+    )
+    inter_op_threads: int = Field(
+        0, ge=0, description="TensorFlow ops run in parallel; 0 = TensorFlow's default."
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = Field(False, description="One log line per request (costs throughput).")
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _split_variants(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            bad = [v for v in value if not isinstance(v, str) or not is_valid_variant_name(v)]
+            if bad:
+                raise ValueError(f"invalid variant names {bad}")
+        return value
+
+    @field_validator("pins", mode="before")
+    @classmethod
+    def _parse_pins(cls, value: object) -> object:
+        if isinstance(value, str):
+            pins = {}
+            for part in filter(None, (p.strip() for p in value.split(","))):
+                name, sep, version = part.partition("=")
+                if not sep or not version.strip().isdigit():
+                    raise ValueError(f"pin {part!r} is not of the form variant=version")
+                pins[name.strip()] = int(version)
+            return pins
+        return value
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Self:
+        if self.max_images_per_request == 0:
+            self.max_images_per_request = self.max_batch_size
+        if self.max_images_per_request > self.max_batch_size:
+            raise ValueError(
+                f"max_images_per_request ({self.max_images_per_request}) cannot exceed "
+                f"max_batch_size ({self.max_batch_size}): such a request could never run"
+            )
+        return self

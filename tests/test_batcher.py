@@ -1,0 +1,138 @@
+"""The batcher merges concurrent requests, keeps order, fails whole batches, and sheds load."""
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from service.batcher import Batcher
+from service.errors import ModelFailure, Overloaded
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class RecordingModel:
+    """A stand-in model: row i of the output encodes the first pixel of image i."""
+
+    def __init__(self, gate: threading.Event | None = None, fail: bool = False) -> None:
+        self.batches: list[int] = []
+        self.gate, self.fail = gate, fail
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        if self.gate is not None:
+            self.gate.wait(5)
+        self.batches.append(len(images))
+        if self.fail:
+            raise RuntimeError("boom")
+        return np.repeat(images[:, 0, 0, :], 10, axis=1)
+
+
+def images(*values: float) -> np.ndarray:
+    out = np.zeros((len(values), 28, 28, 1), dtype=np.float32)
+    out[:, 0, 0, 0] = values
+    return out
+
+
+async def test_concurrent_requests_form_one_batch_in_order() -> None:
+    gate = threading.Event()
+    model = RecordingModel(gate)
+    batcher = Batcher(model, max_batch_size=64, max_wait_s=0.05)
+    batcher.start()
+    # The first request occupies the model; the next 20 queue up behind it meanwhile.
+    first = asyncio.ensure_future(batcher.submit(images(0.5)))
+    await asyncio.sleep(0.05)
+    rest = [
+        asyncio.ensure_future(batcher.submit(images(i / 100, i / 100 + 0.001))) for i in range(20)
+    ]
+    await asyncio.sleep(0.05)
+    gate.set()
+    results = await asyncio.gather(first, *rest)
+    await batcher.stop()
+    assert model.batches == [1, 40]
+    for i, (probabilities, timing) in enumerate(results[1:]):
+        assert probabilities[:, 0] == pytest.approx([i / 100, i / 100 + 0.001])
+        assert timing.batch_images == 40
+        assert timing.queue_s > 0.0
+
+
+async def test_lone_request_is_not_delayed_by_max_wait() -> None:
+    model = RecordingModel()
+    batcher = Batcher(model, max_batch_size=32, max_wait_s=1.0)
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    _, timing = await batcher.submit(images(0.1))
+    await batcher.stop()
+    assert loop.time() - started < 0.5  # far below max_wait: it was not waited for
+    assert timing.batch_images == 1
+
+
+async def test_failing_batch_fails_every_request() -> None:
+    gate = threading.Event()
+    batcher = Batcher(RecordingModel(gate, fail=True), max_batch_size=8, max_wait_s=0.01)
+    batcher.start()
+    futures = [asyncio.ensure_future(batcher.submit(images(0.1))) for _ in range(4)]
+    await asyncio.sleep(0.02)
+    gate.set()
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    await batcher.stop()
+    assert all(isinstance(r, ModelFailure) for r in results)
+
+
+async def test_full_queue_rejects_at_once() -> None:
+    gate = threading.Event()
+    batcher = Batcher(RecordingModel(gate), max_batch_size=1, max_queue=2)
+    batcher.start()
+    running = asyncio.ensure_future(batcher.submit(images(0.1)))
+    await asyncio.sleep(0.02)  # taken by the loop: the model holds it
+    queued = [asyncio.ensure_future(batcher.submit(images(0.2))) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded):
+        await batcher.submit(images(0.3))
+    gate.set()
+    await asyncio.gather(running, *queued)
+    await batcher.stop()
+
+
+async def test_batching_off_runs_each_request_alone() -> None:
+    gate = threading.Event()
+    model = RecordingModel(gate)
+    batcher = Batcher(model, max_batch_size=32, merge=False)
+    batcher.start()
+    futures = [asyncio.ensure_future(batcher.submit(images(0.1, 0.2))) for _ in range(5)]
+    await asyncio.sleep(0.02)
+    gate.set()
+    await asyncio.gather(*futures)
+    await batcher.stop()
+    assert model.batches == [2, 2, 2, 2, 2]
+
+
+async def test_request_that_does_not_fit_opens_the_next_batch() -> None:
+    gate = threading.Event()
+    model = RecordingModel(gate)
+    batcher = Batcher(model, max_batch_size=4, max_wait_s=0.01)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(images(0.1)))
+    await asyncio.sleep(0.02)
+    sizes = [3, 3, 1]
+    futures = [asyncio.ensure_future(batcher.submit(images(*[0.5] * n))) for n in sizes]
+    await asyncio.sleep(0.02)
+    gate.set()
+    results = await asyncio.gather(first, *futures)
+    await batcher.stop()
+    assert model.batches == [1, 3, 4]
+    assert [len(p) for p, _ in results] == [1, *sizes]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_invalid_settings_are_rejected(anyio_backend: str) -> None:
+    with pytest.raises(ValueError, match="max_batch_size"):
+        Batcher(RecordingModel(), max_batch_size=0)
+    with pytest.raises(ValueError, match="max_queue"):
+        Batcher(RecordingModel(), max_queue=0)

@@ -1,0 +1,57 @@
+"""The command line: help everywhere, clear errors with exit code 2."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mnist_serve.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["serve"], ["variants"]])
+def test_help_explains_every_command(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+def test_unknown_variant_exits_2_listing_known_ones() -> None:
+    result = runner.invoke(app, ["train", "resnet50"])
+    assert result.exit_code == 2
+    assert "unknown variant 'resnet50'" in result.output
+    assert "depthwise" in result.output
+
+
+def test_missing_data_path_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "original", "--data", str(tmp_path / "missing.npz")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
+def test_bad_option_value_exits_2() -> None:
+    result = runner.invoke(app, ["train", "--epochs", "0"])
+    assert result.exit_code == 2
+
+
+def test_variants_json_lists_the_catalogue() -> None:
+    result = runner.invoke(app, ["variants", "--json"])
+    assert result.exit_code == 0
+    entries = {entry["name"]: entry for entry in json.loads(result.output)}
+    assert entries["original"]["parameters"] == 1_199_882
+    assert entries["depthwise"]["macs"] == 2_080_964
+    assert len(entries) == 17
+
+
+def test_serve_rejects_an_empty_model_repository(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["serve", "--models", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "no exported models" in result.output
+
+
+def test_serve_rejects_invalid_settings(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["serve", "--models", str(tmp_path), "--max-batch-size", "0"])
+    assert result.exit_code == 2
+    assert "max_batch_size" in result.output
