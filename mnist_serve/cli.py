@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 
 from training import catalog
+
+if TYPE_CHECKING:
+    from loadtests.runner import LoadPlan
 
 app = typer.Typer(
     help="Train, serve and load-test MNIST CNN variants: "
@@ -27,6 +31,7 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 DEFAULT_MODELS_DIR = Path("models")
+T = TypeVar("T")
 
 DataOption = Annotated[
     Path | None,
@@ -199,6 +204,201 @@ def serve(
     except ConfigError as err:
         console.print(f"[red]cannot serve:[/] {err}")
         raise typer.Exit(2) from err
+
+
+def _csv(text: str, convert: Callable[[str], T]) -> tuple[T, ...]:
+    try:
+        return tuple(convert(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise typer.BadParameter(f"{text!r}: {err}") from err
+
+
+def _seconds(text: str) -> int:
+    from loadtests.runner import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+
+
+def _default_out(prefix: str) -> Path:
+    from datetime import datetime
+
+    return Path("runs") / f"{prefix}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def run_load_test(
+    plan: LoadPlan, out: Path, url: str | None, models: Path, server_args: tuple[str, ...] = ()
+) -> None:
+    """Run ``plan`` with a progress display, then write and announce the report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from loadtests.report import build_report
+    from loadtests.runner import LoadTestError, Step, StepResult, run_plan
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    target = url or f"a service started here from {models}"
+    console.print(
+        f"Load test of {', '.join(plan.variants)} at {target}: {len(plan.steps())} steps, "
+        f"about {plan.seconds / 60:.1f} min"
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("starting", total=len(plan.steps()))
+
+        def on_step(step: Step, index: int, total: int, result: StepResult | None) -> None:
+            if result is None:
+                progress.update(
+                    task,
+                    description=f"{step.variant} @ {step.concurrency} clients, "
+                    f"repeat {step.repeat + 1}/{plan.repeats}",
+                )
+                return
+            progress.advance(task)
+            p = result.latency_ms
+            progress.console.print(
+                f"{step.variant:>10} c={step.concurrency:<3} r{step.repeat + 1}: "
+                f"{result.throughput_rps:8.1f} req/s  "
+                f"p50 {p['p50']:.3f} ms  p99 {p['p99']:.3f} ms  "
+                f"errors {result.errors}  accuracy {result.accuracy:.2%}"
+                + "".join(f"  [yellow]{w}[/]" for w in result.warnings)
+            )
+
+        try:
+            run_plan(
+                plan,
+                out,
+                url=url,
+                models=None if url else models,
+                server_args=server_args,
+                on_step=on_step,
+            )
+        except LoadTestError as err:
+            console.print(f"[red]load test failed:[/] {err}")
+            raise typer.Exit(1) from err
+    report_md, report_html, verdict = build_report(out)
+    console.print(f"\nReport: {report_html}  (also {report_md})")
+    for line in verdict:
+        console.print(f"  • {line}")
+
+
+@app.command("loadtest")
+def loadtest(
+    url: Annotated[
+        str | None,
+        typer.Option(help="Service to test, e.g. http://127.0.0.1:8000. Default: start one here."),
+    ] = None,
+    variants: Annotated[str, typer.Option(help="Comma-separated; the first is the baseline.")] = (
+        "original,depthwise"
+    ),
+    concurrency: Annotated[str, typer.Option(help="Comma-separated concurrent-client levels.")] = (
+        "1,8,32,64"
+    ),
+    duration: Annotated[str, typer.Option(help="Measured time per step (20s, 1m).")] = "20s",
+    warmup: Annotated[
+        str, typer.Option(help="Unrecorded warm-up at the start of each step.")
+    ] = "3s",
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Repeats per level, in alternating order.")
+    ] = 3,
+    mode: Annotated[str, typer.Option(help="Payloads: json (pixels) or png (uploads).")] = "json",
+    processes: Annotated[
+        int, typer.Option(min=1, help="Locust processes (its distributed mode) to spread the load.")
+    ] = 1,
+    out: Annotated[
+        Path | None, typer.Option(help="Results folder. Default: runs/loadtest-<time>.")
+    ] = None,
+    models: ModelsOption = DEFAULT_MODELS_DIR,
+    data: DataOption = None,
+) -> None:
+    """Drive the variants with identical Locust load and write a side-by-side report."""
+    from loadtests.runner import LoadPlan
+
+    check_data_path(data)
+    try:
+        plan = LoadPlan(
+            variants=_csv(variants, str),
+            concurrency=_csv(concurrency, int),
+            duration_s=_seconds(duration),
+            warmup_s=0 if warmup.strip() in ("0", "0s") else _seconds(warmup),
+            repeats=repeats,
+            mode=mode,
+            processes=processes,
+            mnist=str(data) if data else "",
+        )
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    run_load_test(plan, out or _default_out("loadtest"), url, models)
+
+
+@app.command("report")
+def report(
+    folder: Annotated[Path, typer.Argument(help="A load-test results folder (with results.json).")],
+) -> None:
+    """Rebuild report.md and report.html from a load test's recorded results."""
+    if not (folder / "results.json").is_file():
+        raise typer.BadParameter(f"{folder} holds no results.json")
+    from loadtests.report import build_report
+
+    report_md, report_html, verdict = build_report(folder)
+    console.print(f"Report: {report_html}  (also {report_md})")
+    for line in verdict:
+        console.print(f"  • {line}")
+
+
+@app.command("demo")
+def demo(
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Epochs if models must be trained (12 = the reference run).")
+    ] = 2,
+    models: ModelsOption = DEFAULT_MODELS_DIR,
+    data: DataOption = None,
+    concurrency: Annotated[str, typer.Option(help="Concurrent-client levels.")] = "1,8,32",
+    duration: Annotated[str, typer.Option(help="Measured time per step.")] = "8s",
+    repeats: Annotated[int, typer.Option(min=1, help="Repeats per level.")] = 3,
+    out: Annotated[
+        Path | None, typer.Option(help="Results folder. Default: runs/demo-<time>.")
+    ] = None,
+) -> None:
+    """The main job: train the seed models if missing, serve them, load-test both, report."""
+    from loadtests.runner import LoadPlan
+    from mnist_serve.repository import ModelRepository
+
+    check_data_path(data)
+    repository = ModelRepository(models)
+    missing = [name for name in catalog.SEED_VARIANTS if not repository.versions(name)]
+    if missing:
+        console.print(f"[bold]1/2[/] training {missing} for {epochs} epochs into {models}/")
+        from training.data import DataError, load_mnist
+        from training.pipeline import figures_table, train_and_export
+        from training.train import TrainConfig
+
+        try:
+            mnist = load_mnist(data)
+        except DataError as err:
+            console.print(f"[red]error:[/] {err}")
+            raise typer.Exit(2) from err
+        trained = train_and_export(missing, mnist, TrainConfig(epochs=epochs), models, console)
+        console.print(figures_table(trained))
+    else:
+        console.print(
+            f"[bold]1/2[/] using the models already in {models}/ (delete them to retrain)"
+        )
+    console.print("[bold]2/2[/] serving both and load-testing them under identical load")
+    plan = LoadPlan(
+        variants=catalog.SEED_VARIANTS,
+        concurrency=_csv(concurrency, int),
+        duration_s=_seconds(duration),
+        warmup_s=2,
+        repeats=repeats,
+        mnist=str(data) if data else "",
+    )
+    run_load_test(plan, out or _default_out("demo"), None, models)
 
 
 if __name__ == "__main__":

@@ -1,90 +1,23 @@
-"""Helpers shared by the tests: start a real server process and wait for it."""
+"""Helpers shared by the tests."""
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image
 
+from mnist_serve.procs import ServerProcess as Server
+from mnist_serve.procs import run_server
+
 REPO = Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
-    """Block until ``port`` accepts connections; fail if the process dies or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
-
-
-@dataclass
-class Server:
-    """A running ``mnist-serve serve`` process."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def wait_ready(self, timeout: float = 120.0) -> list[int]:
-        """Poll /readyz until 200; return every status seen on the way."""
-        seen: list[int] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = httpx.get(f"{self.url}/readyz", timeout=5).status_code
-            seen.append(status)
-            if status == 200:
-                return seen
-            time.sleep(0.02)
-        raise TimeoutError(f"not ready after {timeout} s: {self.log.read_text()[-3000:]}")
-
-
-@contextlib.contextmanager
-def run_server(models: Path, log: Path, *args: str) -> Iterator[Server]:
-    """Start ``mnist-serve serve`` on a free loopback port; stop it on exit."""
-    port = free_port()
-    command = [sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(models),
-               "--host", "127.0.0.1", "--port", str(port), *args]  # fmt: skip
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
-    try:
-        try:
-            wait_for_port(port, process)
-        except Exception as err:
-            raise RuntimeError(f"{err}\n--- server log ---\n{log.read_text()[-3000:]}") from err
-        yield Server(f"http://127.0.0.1:{port}", process, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+__all__ = ["REPO", "Server", "png_bytes", "run_server"]
 
 
 def png_bytes(array: np.ndarray, mode: str = "L") -> bytes:
     """Encode a uint8 array as PNG."""
     buffer = io.BytesIO()
-    Image.fromarray(array, mode=None).convert(mode).save(buffer, format="PNG")
+    Image.fromarray(array).convert(mode).save(buffer, format="PNG")
     return buffer.getvalue()

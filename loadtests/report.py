@@ -1,0 +1,494 @@
+"""Turn a load-test results folder into ``report.md`` and a self-contained ``report.html``.
+
+Percentiles are computed from the exact per-request samples (not Locust's rounded statistics),
+pooled over the repeats of a step. Speedups compare each variant with the first one named
+(``original`` by default) repeat by repeat (the two ran back to back under the same conditions)
+and carry a 95 % t-interval over the repeats.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtests.runner import PERCENTILES
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its confidence interval (NaN bounds with a single repeat)."""
+
+    mean: float
+    low: float
+    high: float
+
+    def excludes(self, value: float) -> bool:
+        """Whether the whole interval lies on one side of ``value``."""
+        return not math.isnan(self.low) and (self.low > value or self.high < value)
+
+    def __str__(self) -> str:
+        if math.isnan(self.low):
+            return f"{self.mean:.2f}x"
+        return f"{self.mean:.2f}x [{self.low:.2f}, {self.high:.2f}]"
+
+
+def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """Mean and two-sided t-interval of ``values`` (independent repeats)."""
+    from scipy import stats
+
+    data = np.asarray(values, dtype=float)
+    mean = float(data.mean())
+    if len(data) < 2:
+        return Interval(mean, math.nan, math.nan)
+    half = float(
+        stats.t.ppf((1 + confidence) / 2, len(data) - 1) * data.std(ddof=1) / math.sqrt(len(data))
+    )
+    return Interval(mean, mean - half, mean + half)
+
+
+def percentiles(latency_ms: np.ndarray) -> dict[str, float]:
+    """The report's latency percentiles of a sample."""
+    return {f"p{q:g}": float(np.percentile(latency_ms, q)) for q in PERCENTILES}
+
+
+@dataclass
+class Level:
+    """One variant at one concurrency, all repeats together."""
+
+    variant: str
+    concurrency: int
+    latency: np.ndarray  # successful requests' exact latencies, pooled over repeats, ms
+    throughput: list[float]  # per repeat, requests/s
+    p50: list[float]  # per repeat
+    p99: list[float]  # per repeat
+    errors: int
+    requests: int
+    accuracy: float
+    queue_ms: float
+    model_ms: float
+    generator_busy: float
+
+    @property
+    def percentiles(self) -> dict[str, float]:
+        """Latency percentiles of the pooled samples."""
+        return percentiles(self.latency) if len(self.latency) else {}
+
+
+def load_levels(out_dir: Path) -> tuple[dict[str, Any], dict[tuple[str, int], Level]]:
+    """The results record and, per (variant, concurrency), the pooled measurements."""
+    record = json.loads((out_dir / "results.json").read_text())
+    levels: dict[tuple[str, int], Level] = {}
+    for step in sorted(record["steps"], key=lambda s: s["repeat"]):
+        with np.load(out_dir / step["samples"]) as data:
+            ok = data["ok"].astype(bool)
+            latency = data["latency_ms"][ok]
+        key = (step["variant"], step["concurrency"])
+        level = levels.setdefault(
+            key, Level(key[0], key[1], np.empty(0), [], [], [], 0, 0, 0.0, 0.0, 0.0, 0.0)
+        )
+        level.latency = np.concatenate([level.latency, latency])
+        level.throughput.append(step["throughput_rps"])
+        level.p50.append(step["latency_ms"]["p50"])
+        level.p99.append(step["latency_ms"]["p99"])
+        level.errors += step["errors"]
+        level.requests += step["requests"]
+        n = len(level.throughput)
+        # Running means over repeats of the per-step figures.
+        level.accuracy += (step["accuracy"] - level.accuracy) / n
+        level.queue_ms += (step["server_queue_ms_p50"] - level.queue_ms) / n
+        level.model_ms += (step["server_model_ms_p50"] - level.model_ms) / n
+        level.generator_busy = max(level.generator_busy, step["generator_busy"])
+    return record, levels
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """How a candidate variant compares with the baseline at one concurrency (>1 = faster)."""
+
+    candidate: str
+    baseline: str
+    concurrency: int
+    throughput: Interval
+    p50: Interval
+    p99: Interval
+    p50_diff_ms: float
+
+
+def speedups(record: dict[str, Any], levels: dict[tuple[str, int], Level]) -> list[Speedup]:
+    """Per level, each variant against the first one named, paired repeat by repeat."""
+    variants, out = record["plan"]["variants"], []
+    baseline = variants[0]
+    for candidate in variants[1:]:
+        for level in record["plan"]["concurrency"]:
+            a, b = levels[(baseline, level)], levels[(candidate, level)]
+            out.append(
+                Speedup(
+                    candidate,
+                    baseline,
+                    level,
+                    mean_interval([y / x for x, y in zip(a.throughput, b.throughput, strict=True)]),
+                    mean_interval([x / y for x, y in zip(a.p50, b.p50, strict=True)]),
+                    mean_interval([x / y for x, y in zip(a.p99, b.p99, strict=True)]),
+                    float(np.mean(b.p50) - np.mean(a.p50)),
+                )
+            )
+    return out
+
+
+def verdict(items: Sequence[Speedup]) -> list[str]:
+    """Plain sentences: where the candidate is faster, slower, or not distinguishable."""
+    lines = []
+    for s in items:
+        clients = f"{s.concurrency} client{'s' if s.concurrency > 1 else ''}"
+        t = s.throughput
+        if t.excludes(1.0):
+            word = "more" if t.mean > 1 else "fewer"
+            lines.append(
+                f"At {clients}, {s.candidate} serves {t.mean:.2f}x the requests/s of {s.baseline} "
+                f"({word}; 95% CI {t.low:.2f}-{t.high:.2f}), median latency "
+                f"{s.p50_diff_ms:+.2f} ms."
+            )
+        elif math.isnan(t.low):
+            lines.append(
+                f"At {clients}, {s.candidate} serves {t.mean:.2f}x the requests/s of {s.baseline} "
+                "(one repeat: no interval, so no claim)."
+            )
+        else:
+            lines.append(
+                f"At {clients}, the difference ({t.mean:.2f}x requests/s, median "
+                f"{s.p50_diff_ms:+.2f} ms) is within run-to-run noise "
+                f"(95% CI {t.low:.2f}-{t.high:.2f} includes 1)."
+            )
+    return lines
+
+
+def plots(
+    record: dict[str, Any], levels: dict[tuple[str, int], Level], out_dir: Path
+) -> dict[str, Path]:
+    """The report's figures as PNG files; returns title -> path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants, conc = record["plan"]["variants"], record["plan"]["concurrency"]
+    folder = out_dir / "plots"
+    folder.mkdir(exist_ok=True)
+    files: dict[str, Path] = {}
+
+    colours = {v: f"C{i}" for i, v in enumerate(variants)}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v in variants:
+        for q, style in (("p50", "-o"), ("p99", "--s")):
+            ys = [levels[(v, c)].percentiles[q] for c in conc]
+            ax.plot(conc, ys, style, color=colours[v], label=f"{v} {q}")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="concurrent clients",
+        ylabel="latency (ms)",
+        title="Latency percentiles vs concurrency",
+    )
+    ax.set_xticks(conc, [str(c) for c in conc])
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    files["Latency percentiles vs concurrency"] = _save(fig, folder / "latency.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v in variants:
+        means = [float(np.mean(levels[(v, c)].throughput)) for c in conc]
+        errs = [float(np.std(levels[(v, c)].throughput)) for c in conc]
+        ax.errorbar(conc, means, yerr=errs, fmt="-o", capsize=3, color=colours[v], label=v)
+    ax.set(
+        xscale="log",
+        xlabel="concurrent clients",
+        ylabel="requests/s",
+        title="Throughput vs concurrency (mean ± sd over repeats)",
+    )
+    ax.set_xticks(conc, [str(c) for c in conc])
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    files["Throughput vs concurrency"] = _save(fig, folder / "throughput.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v in variants:
+        xs = [float(np.mean(levels[(v, c)].throughput)) for c in conc]
+        for q, style in (("p50", "-o"), ("p99", "--s")):
+            ys = [levels[(v, c)].percentiles[q] for c in conc]
+            ax.plot(xs, ys, style, color=colours[v], label=f"{v} {q}")
+        for x, c in zip(xs, conc, strict=True):
+            ax.annotate(f"c={c}", (x, levels[(v, c)].percentiles["p50"]), fontsize=7)
+    ax.set(yscale="log", xlabel="requests/s", ylabel="latency (ms)", title="Latency vs throughput")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    files["Latency vs throughput"] = _save(fig, folder / "latency_vs_throughput.png")
+
+    cols = min(len(conc), 4)
+    rows = math.ceil(len(conc) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
+    for ax, c in zip(axes.flat, conc, strict=False):
+        for v in variants:
+            data = np.sort(levels[(v, c)].latency)
+            ax.plot(data, np.arange(1, len(data) + 1) / len(data), color=colours[v], label=v)
+        ax.set(xscale="log", title=f"{c} clients", xlabel="latency (ms)", ylabel="fraction")
+        ax.grid(True, which="both", alpha=0.3)
+    axes.flat[0].legend()
+    for ax in list(axes.flat)[len(conc) :]:
+        ax.set_visible(False)
+    fig.suptitle("Latency CDF at each concurrency")
+    files["Latency CDF at each concurrency"] = _save(fig, folder / "cdf.png")
+    return files
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    for ax in fig.axes:  # log axes: plain numbers at 1-2-5 steps, not 2x10^0
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale != "log":
+                continue
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+            axis.set_minor_formatter(ScalarFormatter())
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def tables(
+    record: dict[str, Any], levels: dict[tuple[str, int], Level], items: list[Speedup]
+) -> dict[str, Table]:
+    """The report's tables, as (header, rows) in display order."""
+    variants, conc = record["plan"]["variants"], record["plan"]["concurrency"]
+    out: dict[str, Table] = {}
+    out["Speedup of " + ", ".join(variants[1:]) + f" over {variants[0]} (95% CI over repeats)"] = (
+        ["clients", "variant", "throughput ratio", "p50 speedup", "p99 speedup", "p50 diff (ms)"],
+        [
+            [
+                str(s.concurrency),
+                s.candidate,
+                str(s.throughput),
+                str(s.p50),
+                str(s.p99),
+                f"{s.p50_diff_ms:+.3f}",
+            ]
+            for s in items
+        ],
+    )
+    header = [
+        "clients",
+        "variant",
+        "req/s",
+        *[f"p{q:g} ms" for q in PERCENTILES],
+        "errors",
+        "accuracy",
+        "gen. CPU",
+    ]
+    rows = []
+    for c in conc:
+        for v in variants:
+            lv = levels[(v, c)]
+            rows.append(
+                [
+                    str(c),
+                    v,
+                    f"{np.mean(lv.throughput):,.0f}",
+                    *[f"{lv.percentiles[f'p{q:g}']:.3f}" for q in PERCENTILES],
+                    f"{lv.errors}/{lv.requests}",
+                    f"{lv.accuracy:.2%}",
+                    f"{lv.generator_busy:.0%}",
+                ]
+            )
+    out["Client-side latency and throughput (exact samples, pooled over repeats)"] = (header, rows)
+    rows = []
+    for c in conc:
+        for v in variants:
+            lv = levels[(v, c)]
+            p50 = lv.percentiles["p50"]
+            rest = p50 - lv.model_ms - lv.queue_ms
+            rows.append(
+                [
+                    str(c),
+                    v,
+                    f"{p50:.3f}",
+                    f"{lv.model_ms:.3f}",
+                    f"{lv.queue_ms:.3f}",
+                    f"{rest:.3f}",
+                    f"{lv.model_ms / p50:.0%}",
+                ]
+            )
+    out["Where the time goes (medians, ms): client vs server"] = (
+        ["clients", "variant", "client p50", "model", "queue", "HTTP + rest", "model share"],
+        rows,
+    )
+    rows = []
+    for entry in record["variants"]:
+        rows.append(
+            [
+                entry["name"],
+                str(entry["version"]),
+                f"{entry.get('parameters') or 0:,}",
+                f"{entry.get('macs') or 0:,}",
+                f"{(entry.get('test_accuracy') or 0):.2%}",
+                f"{(entry.get('savedmodel_bytes') or 0) / 1e6:.2f} MB",
+                str(entry.get("epochs")),
+                str(entry.get("device")),
+            ]
+        )
+    out["The variants (training figures)"] = (
+        [
+            "variant",
+            "version",
+            "parameters",
+            "MACs/image",
+            "test accuracy",
+            "SavedModel",
+            "epochs",
+            "device",
+        ],
+        rows,
+    )
+    plan, m = record["plan"], record["machine"]
+    out["Machine and settings"] = (
+        ["what", "value"],
+        [
+            ["CPU", f"{m['cpu']} ({m['cores']} cores)"],
+            ["platform", m["platform"]],
+            ["Python / TensorFlow / Locust", f"{m['python']} / {m['tensorflow']} / {m['locust']}"],
+            [
+                "target",
+                record["target"]
+                + (" (started by the load test)" if record.get("started_server") else ""),
+            ],
+            ["server options", " ".join(record.get("server_args") or []) or "defaults"],
+            [
+                "load",
+                f"closed loop, {plan['mode']} payloads, {plan['duration_s']} s per step after "
+                f"{plan['warmup_s']} s warm-up, {plan['repeats']} repeats, alternating order, "
+                f"{plan['processes']} Locust process(es)",
+            ],
+            ["run", f"{record['created_at']} to {record['finished_at']}"],
+        ],
+    )
+    return out
+
+
+def markdown_table(table: Table) -> str:
+    """A GitHub-flavoured Markdown table."""
+    header, rows = table
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def html_table(table: Table) -> str:
+    """An HTML table."""
+    header, rows = table
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def build_report(out_dir: Path) -> tuple[Path, Path, list[str]]:
+    """Write report.md, report.html and steps.csv into ``out_dir``; return them and the verdict."""
+    record, levels = load_levels(out_dir)
+    items = speedups(record, levels)
+    lines = verdict(items)
+    figures = plots(record, levels, out_dir)
+    all_tables = tables(record, levels, items)
+    warnings = sorted({w for step in record["steps"] for w in step["warnings"]})
+    title = "mnist-serve load test: " + " vs ".join(record["plan"]["variants"])
+
+    md = [f"# {title}", "", "## Verdict", "", *[f"- {line}" for line in lines], ""]
+    if warnings:
+        md += ["**Warnings:** " + "; ".join(warnings), ""]
+    for name, table in all_tables.items():
+        md += [f"## {name}", "", markdown_table(table), ""]
+    for name, path in figures.items():
+        md += [f"## {name}", "", f"![{name}]({path.relative_to(out_dir)})", ""]
+    md += [
+        "Raw data: `results.json` (every step), `steps.csv`, `samples/*.npz` (every request).",
+        "",
+    ]
+    report_md = out_dir / "report.md"
+    report_md.write_text("\n".join(md))
+
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>Verdict</h2><ul>",
+        *[f"<li>{html.escape(line)}</li>" for line in lines],
+        "</ul>",
+    ]
+    if warnings:
+        parts.append(f"<p class=warn><b>Warnings:</b> {html.escape('; '.join(warnings))}</p>")
+    for name, table in all_tables.items():
+        parts += [f"<h2>{html.escape(name)}</h2>", html_table(table)]
+    for name, path in figures.items():
+        encoded = base64.b64encode(path.read_bytes()).decode()
+        parts += [
+            f"<h2>{html.escape(name)}</h2>",
+            f'<img alt="{html.escape(name)}" src="data:image/png;base64,{encoded}">',
+        ]
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "text-align:right}th{background:#f3f3f3}img{max-width:100%}.warn{color:#a40}"
+    )
+    report_html = out_dir / "report.html"
+    report_html.write_text(
+        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}"
+        f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
+
+    header = [
+        "variant",
+        "concurrency",
+        "repeat",
+        "requests",
+        "errors",
+        "throughput_rps",
+        *[f"p{q:g}_ms" for q in PERCENTILES],
+        "accuracy",
+        "server_model_ms_p50",
+        "server_queue_ms_p50",
+        "generator_busy",
+    ]
+    rows = [",".join(header)]
+    for s in record["steps"]:
+        rows.append(
+            ",".join(
+                str(x)
+                for x in [
+                    s["variant"],
+                    s["concurrency"],
+                    s["repeat"],
+                    s["requests"],
+                    s["errors"],
+                    round(s["throughput_rps"], 2),
+                    *[round(s["latency_ms"][f"p{q:g}"], 4) for q in PERCENTILES],
+                    round(s["accuracy"], 4),
+                    round(s["server_model_ms_p50"], 4),
+                    round(s["server_queue_ms_p50"], 4),
+                    s["generator_busy"],
+                ]
+            )
+        )
+    (out_dir / "steps.csv").write_text("\n".join(rows) + "\n")
+    return report_md, report_html, lines

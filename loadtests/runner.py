@@ -1,0 +1,321 @@
+"""Drive every variant with identical Locust load, step by step, and keep exact results.
+
+For each concurrency level and repeat, each variant gets one headless Locust run of
+``warmup + duration`` seconds (the warm-up's requests are not recorded). Variants alternate
+order between repeats (A B, then B A, ...) so that drift on the machine (thermal, background
+work) does not favour one of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from mnist_serve.procs import run_server
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+PERCENTILES = (50, 90, 95, 99, 99.9)
+# One Locust process saturates near this share of a core; above it, the generator may be
+# what limits throughput, not the server.
+GENERATOR_BUSY = 0.85
+
+
+class LoadTestError(Exception):
+    """The load test could not run (target unreachable, Locust failed, ...)."""
+
+
+def parse_duration(text: str) -> int:
+    """'20s', '2m', '1m30s' or '20' -> whole seconds."""
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s?)?", text.strip())
+    if not text.strip() or not match:
+        raise ValueError(f"{text!r} is not a duration such as 20s, 2m or 1m30s")
+    seconds = int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
+    if seconds < 1:
+        raise ValueError(f"duration {text!r} must be at least 1 second")
+    return seconds
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What to run: the same load for each variant."""
+
+    variants: tuple[str, ...] = ("original", "depthwise")
+    concurrency: tuple[int, ...] = (1, 8, 32, 64)
+    duration_s: int = 20
+    warmup_s: int = 3
+    repeats: int = 3
+    mode: str = "json"
+    processes: int = 1
+    mnist: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.variants:
+            raise ValueError("name at least one variant")
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants repeat: {self.variants}")
+        if not self.concurrency or min(self.concurrency) < 1:
+            raise ValueError(f"concurrency levels must be >= 1, got {self.concurrency}")
+        if self.duration_s < 1 or self.warmup_s < 0 or self.repeats < 1:
+            raise ValueError("duration >= 1 s, warm-up >= 0 s and repeats >= 1, please")
+        if self.mode not in ("json", "png"):
+            raise ValueError(f"mode must be json or png, got {self.mode!r}")
+        if self.processes < 1:
+            raise ValueError(f"processes must be >= 1, got {self.processes}")
+
+    def steps(self) -> list[Step]:
+        """Every run in order: per level, per repeat, the variants in alternating order."""
+        steps = []
+        for level in self.concurrency:
+            for repeat in range(self.repeats):
+                order = self.variants if repeat % 2 == 0 else tuple(reversed(self.variants))
+                steps += [Step(variant, level, repeat) for variant in order]
+        return steps
+
+    @property
+    def seconds(self) -> float:
+        """Roughly how long the whole plan takes (Locust start-up included)."""
+        return len(self.steps()) * (self.duration_s + self.warmup_s + 3)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One Locust run: one variant at one concurrency, in one repeat."""
+
+    variant: str
+    concurrency: int
+    repeat: int
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe identifier."""
+        return f"{self.variant}-c{self.concurrency}-r{self.repeat}"
+
+
+@dataclass
+class StepResult:
+    """What one run measured, from the client's exact per-request samples."""
+
+    variant: str
+    concurrency: int
+    repeat: int
+    requests: int
+    errors: int
+    window_s: float
+    throughput_rps: float
+    latency_ms: dict[str, float]
+    mean_ms: float
+    accuracy: float
+    server_queue_ms_p50: float
+    server_model_ms_p50: float
+    generator_cpu_s: float
+    generator_busy: float
+    samples: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def summarize(step: Step, samples: dict[str, np.ndarray], processes: int, path: str) -> StepResult:
+    """Percentiles, throughput, errors and accuracy of one run's samples."""
+    latency, ok = samples["latency_ms"], samples["ok"].astype(bool)
+    finished = samples["finished_at"]
+    window = float(finished.max() - samples["window_start"]) if len(finished) else 0.0
+    good = latency[ok]
+    cpu_s = float(samples["generator_cpu_s"])
+    busy = cpu_s / window / processes if window > 0 else 0.0
+    warnings = []
+    if busy > GENERATOR_BUSY:
+        warnings.append(
+            f"load generator at {busy:.0%} of a core per process: it may be the bottleneck "
+            "(try --processes 2)"
+        )
+    if len(good) == 0:
+        warnings.append("no successful requests")
+    return StepResult(
+        variant=step.variant,
+        concurrency=step.concurrency,
+        repeat=step.repeat,
+        requests=len(latency),
+        errors=int((~ok).sum()),
+        window_s=round(window, 3),
+        throughput_rps=len(good) / window if window > 0 else 0.0,
+        latency_ms={
+            f"p{q:g}": float(np.percentile(good, q)) if len(good) else math.nan for q in PERCENTILES
+        },
+        mean_ms=float(good.mean()) if len(good) else math.nan,
+        accuracy=float(samples["correct"][ok].mean()) if len(good) else math.nan,
+        server_queue_ms_p50=float(np.nanmedian(samples["queue_ms"][ok])) if len(good) else math.nan,
+        server_model_ms_p50=float(np.nanmedian(samples["model_ms"][ok])) if len(good) else math.nan,
+        generator_cpu_s=round(cpu_s, 3),
+        generator_busy=round(busy, 3),
+        samples=path,
+        warnings=warnings,
+    )
+
+
+def locust_command(url: str, step: Step, plan: LoadPlan, samples: Path) -> list[str]:
+    """The headless Locust invocation for one step."""
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        url,
+        "--users",
+        str(step.concurrency),
+        "--spawn-rate",
+        str(step.concurrency),
+        "--run-time",
+        f"{plan.warmup_s + plan.duration_s}s",
+        "--stop-timeout",
+        "10",
+        "--variant",
+        step.variant,
+        "--mode",
+        plan.mode,
+        "--warmup",
+        str(plan.warmup_s),
+        "--samples-out",
+        str(samples),
+        "--exit-code-on-error",
+        "0",
+        "--loglevel",
+        "WARNING",
+        "--only-summary",
+    ]
+    if plan.mnist:
+        command += ["--mnist", plan.mnist]
+    if plan.processes > 1:
+        command += ["--processes", str(plan.processes)]
+    return command
+
+
+def run_step(url: str, step: Step, plan: LoadPlan, out_dir: Path) -> StepResult:
+    """One Locust run, bounded in time; its exact samples summarized."""
+    samples_path = out_dir / "samples" / f"{step.key}.npz"
+    samples_path.parent.mkdir(parents=True, exist_ok=True)
+    samples_path.unlink(missing_ok=True)
+    limit = plan.warmup_s + plan.duration_s + 60
+    try:
+        done = subprocess.run(
+            locust_command(url, step, plan, samples_path),
+            capture_output=True,
+            text=True,
+            timeout=limit,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise LoadTestError(f"Locust did not stop within {limit} s for {step.key}") from err
+    if done.returncode != 0 or not samples_path.exists():
+        raise LoadTestError(
+            f"Locust failed for {step.key} (exit {done.returncode}):\n{done.stderr[-2000:]}"
+        )
+    with np.load(samples_path) as data:
+        samples = {key: data[key] for key in data.files}
+    return summarize(step, samples, plan.processes, str(samples_path.relative_to(out_dir)))
+
+
+def check_target(url: str, variants: tuple[str, ...], wait_s: float = 120) -> list[dict[str, Any]]:
+    """Fail fast on an unreachable target; wait for readiness; return the variants' figures."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            ready = httpx.get(f"{url}/readyz", timeout=5)
+        except httpx.HTTPError as err:
+            raise LoadTestError(
+                f"cannot reach {url} ({type(err).__name__}: {err}); is the service running? "
+                "Leave out --url to let the load test start one."
+            ) from err
+        if ready.status_code == 200:
+            break
+        if time.monotonic() > deadline:
+            raise LoadTestError(f"{url} did not become ready within {wait_s:.0f} s: {ready.text}")
+        time.sleep(0.5)
+    served = httpx.get(f"{url}/variants", timeout=10).json()
+    names = [entry["name"] for entry in served]
+    missing = [v for v in variants if v not in names]
+    if missing:
+        raise LoadTestError(f"{url} does not serve {missing} (it serves {', '.join(names)})")
+    return [entry for entry in served if entry["name"] in variants]
+
+
+def machine() -> dict[str, Any]:
+    """The machine and software the numbers were measured on."""
+    import os
+    from importlib.metadata import version
+
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        # Versions from package metadata: importing TensorFlow here would cost seconds.
+        "tensorflow": version("tensorflow"),
+        "locust": version("locust"),
+    }
+
+
+def run_plan(
+    plan: LoadPlan,
+    out_dir: Path,
+    url: str | None = None,
+    models: Path | None = None,
+    server_args: tuple[str, ...] = (),
+    on_step: Callable[[Step, int, int, StepResult | None], None] | None = None,
+) -> dict[str, Any]:
+    """Run every step of ``plan`` against ``url`` (or a service started here).
+
+    Writes ``results.json`` into ``out_dir`` and returns the same record.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started_here = url is None
+    with ExitStack() as stack:
+        if url is None:
+            if models is None:
+                raise LoadTestError("give either a --url to test or a --models folder to serve")
+            server = stack.enter_context(run_server(models, out_dir / "server.log", *server_args))
+            server.wait_ready()
+            url = server.url
+        served = check_target(url, plan.variants)
+        steps = plan.steps()
+        results: list[StepResult] = []
+        started = datetime.now(UTC)
+        for index, step in enumerate(steps):
+            if on_step:
+                on_step(step, index, len(steps), None)
+            results.append(run_step(url, step, plan, out_dir))
+            if on_step:
+                on_step(step, index, len(steps), results[-1])
+    record = {
+        "created_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "target": url,
+        "started_server": started_here,
+        "server_args": list(server_args),
+        "plan": asdict(plan),
+        "machine": machine(),
+        "variants": served,
+        "steps": [asdict(r) for r in results],
+    }
+    (out_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
