@@ -29,9 +29,10 @@ from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
+from loadtests.samples import Recorder
+
 PAYLOADS = 512  # distinct test digits cycled through
 SERVER_TIMING = re.compile(r"(\w+);dur=([\d.]+)")
-SAMPLE_FIELDS = ("latency_ms", "ok", "correct", "queue_ms", "model_ms", "finished_at")
 
 
 @events.init_command_line_parser.add_listener
@@ -51,63 +52,6 @@ def add_options(parser: Any) -> None:
         help="Seconds at the start whose requests are not recorded.",
     )
     parser.add_argument("--samples-out", default="", help="Write exact per-request samples here.")
-
-
-class Recorder:
-    """Exact per-request samples, recorded after the warm-up window."""
-
-    def __init__(self) -> None:
-        self.columns: dict[str, list[float]] = {name: [] for name in SAMPLE_FIELDS}
-        self.record_from = float("inf")
-        self.window_start = 0.0
-        # CPU this process spent inside the window: is the load generator the bottleneck?
-        self.cpu_s = 0.0
-        self._cpu_mark: float | None = None
-
-    def start(self, warmup_s: float) -> None:
-        self.window_start = time.time() + warmup_s
-        self.record_from = self.window_start
-
-    def add(
-        self, latency_ms: float, ok: bool, correct: bool, queue_ms: float, model_ms: float
-    ) -> None:
-        now = time.time()
-        if now - latency_ms / 1000 < self.record_from:
-            return  # started during the warm-up
-        if self._cpu_mark is None:
-            self._cpu_mark = time.process_time()
-        for name, value in zip(
-            SAMPLE_FIELDS, (latency_ms, ok, correct, queue_ms, model_ms, now), strict=True
-        ):
-            self.columns[name].append(float(value))
-
-    def _take_cpu(self) -> float:
-        if self._cpu_mark is None:
-            return 0.0
-        now = time.process_time()
-        used, self._cpu_mark = now - self._cpu_mark, now
-        return used
-
-    def drain(self) -> dict[str, Any]:
-        data = {"window_start": self.window_start, "cpu_s": self._take_cpu(), **self.columns}
-        self.columns = {name: [] for name in SAMPLE_FIELDS}
-        return data
-
-    def merge(self, data: dict[str, Any]) -> None:
-        for name in SAMPLE_FIELDS:
-            self.columns[name].extend(data[name])
-        self.cpu_s += data["cpu_s"]
-        if data["window_start"]:
-            self.window_start = min(self.window_start or data["window_start"], data["window_start"])
-
-    def save(self, path: str) -> None:
-        arrays = {
-            name: np.asarray(values, dtype=np.float64) for name, values in self.columns.items()
-        }
-        self.cpu_s += self._take_cpu()
-        arrays["window_start"] = np.asarray(self.window_start, dtype=np.float64)
-        arrays["generator_cpu_s"] = np.asarray(self.cpu_s, dtype=np.float64)
-        np.savez_compressed(path, allow_pickle=False, **arrays)
 
 
 RECORDER = Recorder()

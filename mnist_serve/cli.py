@@ -145,40 +145,54 @@ def train(
 
 @app.command("serve")
 def serve(
-    models: ModelsOption = DEFAULT_MODELS_DIR,
-    variants: Annotated[
-        str | None, typer.Option(help="Comma-separated variants to serve. Default: all found.")
+    models: Annotated[
+        Path | None,
+        typer.Option("--models", help="Model repository. [default: models]", show_default=False),
     ] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    device: Annotated[str, typer.Option(help="auto (GPU if there is one), cpu or gpu.")] = "auto",
+    variants: Annotated[
+        str | None, typer.Option(help="Comma-separated variants to serve. [default: all found]")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address. [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port. [default: 8000]")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto (GPU if there is one), cpu or gpu. [default: auto]")
+    ] = None,
     batching: Annotated[
-        bool, typer.Option(help="Merge concurrent requests into one model call.")
-    ] = True,
-    max_batch_size: Annotated[int, typer.Option(help="Images per model call, at most.")] = 32,
+        bool | None,
+        typer.Option(help="Merge concurrent requests into one model call. [default: on]"),
+    ] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="Images per model call, at most. [default: 32]")
+    ] = None,
     max_wait_ms: Annotated[
-        float, typer.Option(help="How long a part-filled batch waits for more, under load.")
-    ] = 1.0,
+        float | None,
+        typer.Option(help="How long a part-filled batch waits for more, under load. [default: 1]"),
+    ] = None,
     max_queue: Annotated[
-        int, typer.Option(help="Waiting requests per variant before answering 503.")
-    ] = 512,
+        int | None, typer.Option(help="Waiting requests per variant before 503. [default: 512]")
+    ] = None,
     intra_op_threads: Annotated[
-        int, typer.Option(help="TensorFlow threads inside one op (0 = TensorFlow's default).")
-    ] = 0,
+        int | None,
+        typer.Option(help="TensorFlow threads inside one op; 0 = TensorFlow's. [default: 0]"),
+    ] = None,
     log_level: Annotated[
-        str, typer.Option(help="critical, error, warning, info or debug.")
-    ] = "info",
+        str | None, typer.Option(help="critical, error, warning, info or debug. [default: info]")
+    ] = None,
 ) -> None:
-    """Serve every exported variant over HTTP (POST /predict/<variant>); settings also from
-    MNIST_SERVE_* environment variables, which these flags override."""
+    """Serve every exported variant over HTTP (POST /predict/<variant>).
+
+    Every setting can also come from a MNIST_SERVE_* environment variable (MNIST_SERVE_PORT,
+    MNIST_SERVE_MODELS_DIR, ...); a flag given here wins over the variable.
+    """
     from pydantic import ValidationError
 
     from service.registry import ConfigError
     from service.server import run
     from service.settings import Settings
 
-    overrides: dict[str, object] = {
+    given = {
         "models_dir": models,
+        "variants": variants,
         "host": host,
         "port": port,
         "device": device,
@@ -189,10 +203,8 @@ def serve(
         "intra_op_threads": intra_op_threads,
         "log_level": log_level,
     }
-    if variants is not None:
-        overrides["variants"] = variants
     try:
-        settings = Settings.model_validate(overrides)
+        settings = Settings.model_validate({k: v for k, v in given.items() if v is not None})
         run(settings)
     except ValidationError as err:
         problems = "; ".join(

@@ -55,3 +55,14 @@ def test_serve_rejects_invalid_settings(tmp_path: Path) -> None:
     result = runner.invoke(app, ["serve", "--models", str(tmp_path), "--max-batch-size", "0"])
     assert result.exit_code == 2
     assert "max_batch_size" in result.output
+
+
+def test_serve_reads_environment_when_no_flag_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MNIST_SERVE_MODELS_DIR", str(tmp_path / "from-env"))
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 2
+    assert "from-env" in result.output  # the variable, not the flag's default, was used
+    result = runner.invoke(app, ["serve", "--models", str(tmp_path / "from-flag")])
+    assert "from-flag" in result.output

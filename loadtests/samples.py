@@ -1,0 +1,77 @@
+"""Exact per-request samples of a load test, kept apart from Locust.
+
+Locust's statistics round times over 2 ms to whole milliseconds; these are not rounded. This
+module does not import Locust (which monkey-patches the whole process with gevent on import), so
+the runner, the report and the tests can read and write samples safely.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+SAMPLE_FIELDS = ("latency_ms", "ok", "correct", "queue_ms", "model_ms", "finished_at")
+
+
+class Recorder:
+    """Exact per-request samples, recorded after the warm-up window."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[float]] = {name: [] for name in SAMPLE_FIELDS}
+        self.record_from = float("inf")
+        self.window_start = 0.0
+        # CPU this process spent inside the window: is the load generator the bottleneck?
+        self.cpu_s = 0.0
+        self._cpu_mark: float | None = None
+
+    def start(self, warmup_s: float) -> None:
+        """Open the recording window ``warmup_s`` seconds from now."""
+        self.window_start = time.time() + warmup_s
+        self.record_from = self.window_start
+
+    def add(
+        self, latency_ms: float, ok: bool, correct: bool, queue_ms: float, model_ms: float
+    ) -> None:
+        """Record one finished request, unless it started during the warm-up."""
+        now = time.time()
+        if now - latency_ms / 1000 < self.record_from:
+            return  # started during the warm-up
+        if self._cpu_mark is None:
+            self._cpu_mark = time.process_time()
+        for name, value in zip(
+            SAMPLE_FIELDS, (latency_ms, ok, correct, queue_ms, model_ms, now), strict=True
+        ):
+            self.columns[name].append(float(value))
+
+    def _take_cpu(self) -> float:
+        if self._cpu_mark is None:
+            return 0.0
+        now = time.process_time()
+        used, self._cpu_mark = now - self._cpu_mark, now
+        return used
+
+    def drain(self) -> dict[str, Any]:
+        """Hand over what was recorded since the last drain (a worker's report to the master)."""
+        data = {"window_start": self.window_start, "cpu_s": self._take_cpu(), **self.columns}
+        self.columns = {name: [] for name in SAMPLE_FIELDS}
+        return data
+
+    def merge(self, data: dict[str, Any]) -> None:
+        """Take in a worker's drained samples (on the master)."""
+        for name in SAMPLE_FIELDS:
+            self.columns[name].extend(data[name])
+        self.cpu_s += data["cpu_s"]
+        if data["window_start"]:
+            self.window_start = min(self.window_start or data["window_start"], data["window_start"])
+
+    def save(self, path: str) -> None:
+        """Write every sample as ``.npz`` (one array per field, plus the window and CPU)."""
+        arrays = {
+            name: np.asarray(values, dtype=np.float64) for name, values in self.columns.items()
+        }
+        self.cpu_s += self._take_cpu()
+        arrays["window_start"] = np.asarray(self.window_start, dtype=np.float64)
+        arrays["generator_cpu_s"] = np.asarray(self.cpu_s, dtype=np.float64)
+        np.savez_compressed(path, allow_pickle=False, **arrays)

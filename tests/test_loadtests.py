@@ -1,0 +1,235 @@
+"""The load-test runner and report: real Locust runs, and report maths checked against numpy."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from loadtests.report import build_report, load_levels, mean_interval, speedups
+from loadtests.runner import (
+    LoadPlan,
+    LoadTestError,
+    Step,
+    parse_duration,
+    run_plan,
+    summarize,
+)
+from loadtests.samples import Recorder
+from mnist_serve.procs import free_port
+from tests.helpers import REPO, Server
+
+
+def test_durations_parse() -> None:
+    assert [parse_duration(t) for t in ("20s", "20", "2m", "1m30s")] == [20, 20, 120, 90]
+    for bad in ("", "0s", "fast", "-3s"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_plan_alternates_variant_order_between_repeats() -> None:
+    plan = LoadPlan(variants=("a", "b"), concurrency=(1, 8), repeats=3)
+    order = [(s.concurrency, s.variant) for s in plan.steps()]
+    assert order == [
+        (1, "a"),
+        (1, "b"),
+        (1, "b"),
+        (1, "a"),
+        (1, "a"),
+        (1, "b"),
+        (8, "a"),
+        (8, "b"),
+        (8, "b"),
+        (8, "a"),
+        (8, "a"),
+        (8, "b"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"variants": ()}, {"concurrency": (0,)}, {"repeats": 0}, {"mode": "xml"}]
+)
+def test_plan_rejects_nonsense(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        LoadPlan(**kwargs)  # type: ignore[arg-type]
+
+
+def test_recorder_discards_the_warmup() -> None:
+    recorder = Recorder()
+    recorder.start(warmup_s=0.05)
+    recorder.add(1.0, True, True, 0.1, 0.5)  # during the warm-up
+    time.sleep(0.06)
+    recorder.add(1.5, True, False, 0.1, 0.5)
+    data = recorder.drain()
+    assert data["latency_ms"] == [1.5] and data["correct"] == [0.0]
+
+
+def test_refused_connection_is_a_clear_error(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(LoadTestError, match="cannot reach"):
+        run_plan(LoadPlan(concurrency=(1,), duration_s=1, repeats=1), tmp_path, url=url)
+    assert time.monotonic() - started < 15
+
+
+def write_recorded_set(
+    folder: Path, rng: np.random.Generator
+) -> dict[tuple[str, int, int], np.ndarray]:
+    """A results folder as the runner writes it, with known latencies."""
+    plan = LoadPlan(
+        variants=("original", "depthwise"), concurrency=(1, 8), repeats=3, duration_s=2, warmup_s=0
+    )
+    steps, samples = [], {}
+    for step in plan.steps():
+        base = 2.0 if step.variant == "original" else 1.6
+        n = int(rng.integers(800, 1200))
+        latency = rng.gamma(8.0, base * step.concurrency**0.5 / 8.0, n)
+        samples[(step.variant, step.concurrency, step.repeat)] = latency
+        data = {
+            "latency_ms": latency,
+            "ok": np.ones(n),
+            "correct": (rng.random(n) < 0.99) * 1.0,
+            "queue_ms": rng.random(n) * 0.1,
+            "model_ms": np.full(n, base / 2),
+            "finished_at": 1000.0 + np.sort(rng.random(n)) * 2.0,
+            "window_start": np.asarray(1000.0),
+            "generator_cpu_s": np.asarray(0.4),
+        }
+        path = folder / "samples" / f"{step.key}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **data)  # type: ignore[arg-type]
+        result = summarize(step, data, processes=1, path=str(path.relative_to(folder)))
+        steps.append(result.__dict__)
+    record = {
+        "created_at": "2026-11-22T00:00:00+00:00",
+        "finished_at": "2026-11-22T00:01:00+00:00",
+        "target": "http://127.0.0.1:1",
+        "started_server": False,
+        "server_args": [],
+        "plan": plan.__dict__
+        | {"variants": list(plan.variants), "concurrency": list(plan.concurrency)},
+        "machine": {
+            "cpu": "test",
+            "cores": 2,
+            "platform": "test",
+            "python": "3.11",
+            "tensorflow": "2.21",
+            "locust": "2.47",
+        },
+        "variants": [{"name": "original", "version": 1}, {"name": "depthwise", "version": 1}],
+        "steps": steps,
+    }
+    (folder / "results.json").write_text(json.dumps(record))
+    return samples
+
+
+def test_report_maths_match_numpy(tmp_path: Path) -> None:
+    samples = write_recorded_set(tmp_path, np.random.default_rng(7))
+    record, levels = load_levels(tmp_path)
+    for (variant, level), pooled in levels.items():
+        expected = np.concatenate([samples[(variant, level, r)] for r in range(3)])
+        for q in (50, 90, 95, 99, 99.9):
+            assert pooled.percentiles[f"p{q:g}"] == pytest.approx(np.percentile(expected, q))
+    for s in speedups(record, levels):
+        steps = {
+            (st["variant"], st["repeat"]): st
+            for st in record["steps"]
+            if st["concurrency"] == s.concurrency
+        }
+        ratios = [
+            steps[("depthwise", r)]["throughput_rps"] / steps[("original", r)]["throughput_rps"]
+            for r in range(3)
+        ]
+        half = stats.t.ppf(0.975, 2) * np.std(ratios, ddof=1) / math.sqrt(3)
+        assert s.throughput.mean == pytest.approx(np.mean(ratios))
+        assert (s.throughput.low, s.throughput.high) == pytest.approx(
+            (np.mean(ratios) - half, np.mean(ratios) + half)
+        )
+        p50_ratios = [
+            np.percentile(samples[("original", s.concurrency, r)], 50)
+            / np.percentile(samples[("depthwise", s.concurrency, r)], 50)
+            for r in range(3)
+        ]
+        assert s.p50.mean == pytest.approx(np.mean(p50_ratios))
+        assert s.p50.low > 1.0  # depthwise was made ~20 % faster
+    report_md, report_html, verdict = build_report(tmp_path)
+    assert "data:image/png;base64," in report_html.read_text()
+    assert report_md.read_text().count("![") == 4
+    assert all(
+        (tmp_path / "plots" / f).stat().st_size > 10_000
+        for f in ("latency.png", "throughput.png", "latency_vs_throughput.png", "cdf.png")
+    )
+    assert len(verdict) == 2 and (tmp_path / "steps.csv").read_text().count("\n") == 13
+
+
+def test_single_repeat_has_no_interval() -> None:
+    interval = mean_interval([1.3])
+    assert interval.mean == 1.3 and math.isnan(interval.low) and not interval.excludes(1.0)
+
+
+@pytest.mark.slow
+def test_short_real_run_against_a_real_service(
+    server: Server, tmp_path: Path, mnist_path: Path
+) -> None:
+    plan = LoadPlan(concurrency=(1, 4), duration_s=2, warmup_s=1, repeats=1, mnist=str(mnist_path))
+    seen: list[Step] = []
+
+    def on_step(step: Step, index: int, total: int, result: object) -> None:
+        if result is not None:
+            seen.append(step)
+
+    record = run_plan(plan, tmp_path, url=server.url, on_step=on_step)
+    assert len(seen) == 4 and len(record["steps"]) == 4
+    for step in record["steps"]:
+        assert step["throughput_rps"] > 0 and step["errors"] == 0 and step["requests"] > 20
+        assert step["accuracy"] > 0.85
+        assert step["server_model_ms_p50"] > 0
+    p50s = [step["latency_ms"]["p50"] for step in record["steps"]]
+    assert any(p != round(p) for p in p50s), "percentiles must keep sub-millisecond precision"
+    _, report_html, verdict = build_report(tmp_path)
+    assert report_html.stat().st_size > 20_000 and len(verdict) == 2
+
+
+@pytest.mark.slow
+def test_locustfile_runs_on_its_own(server: Server, tmp_path: Path, mnist_path: Path) -> None:
+    samples = tmp_path / "samples.npz"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            "loadtests/locustfile.py",
+            "--headless",
+            "--host",
+            server.url,
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "-t",
+            "2s",
+            "--variant",
+            "original",
+            "--mode",
+            "png",
+            "--mnist",
+            str(mnist_path),
+            "--samples-out",
+            str(samples),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with np.load(samples) as data:
+        assert len(data["latency_ms"]) > 10 and data["ok"].all()
