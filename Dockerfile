@@ -35,7 +35,7 @@ COPY training ./training
 COPY service ./service
 COPY loadtests ./loadtests
 RUN pip install --no-deps . \
-    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
+    && useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin app \
     && mkdir -p /models && chown app:app /models
 
 # Optional MNIST for the training stage: --build-context mnist=<folder with mnist.npz>.
@@ -49,7 +49,7 @@ RUN --mount=type=bind,from=mnist,target=/mnist \
     && mnist-serve train original depthwise --epochs "${EPOCHS}" --models /models
 
 FROM base AS runtime
-USER app
+USER 10001:10001
 ENV MNIST_SERVE_HOST=0.0.0.0 \
     MNIST_SERVE_PORT=8000 \
     MNIST_SERVE_MODELS_DIR=/models \

@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 METADATA_FILE = "metadata.json"
+# The serving signature every exported SavedModel carries: float32 [None, 28, 28, 1] pixels / 255
+# in ``image``, float32 [None, 10] ``probabilities`` out.
+SIGNATURE = "serving_default"
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
 # Variant names are also URL path segments and folder names: keep them to a safe alphabet so
 # that nothing a client sends (``..``, slashes, NUL) can ever become a file-system path.
 VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

@@ -8,13 +8,13 @@ requests get 503 with ``Retry-After`` until then.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -97,9 +97,10 @@ router = APIRouter()
     openapi_extra={"requestBody": PREDICT_BODY},
     summary="Classify digits with one variant",
 )
-async def predict(variant: str, request: Request, registry: RegistryDep) -> Response:
+async def predict(variant: str, request: Request) -> Response:
     """Classify JSON pixels or an uploaded digit picture with the named variant."""
     started = time.perf_counter()
+    registry = get_registry(request)  # not a Depends: dependency solving costs on the hot path
     metrics = registry.metrics
     label = variant if variant in registry.variants else "unknown"
     status = 500
@@ -132,7 +133,7 @@ async def predict(variant: str, request: Request, registry: RegistryDep) -> Resp
         metrics.queue_seconds.labels(label).observe(timing.queue_s)
         metrics.model_seconds.labels(label).observe(timing.model_s)
         return Response(
-            json.dumps(body, separators=(",", ":")),
+            orjson.dumps(body),
             media_type="application/json",
             headers={
                 "Server-Timing": f"queue;dur={queue_ms:.4f}, model;dur={model_ms:.4f}, "

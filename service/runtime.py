@@ -12,11 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 import tensorflow as tf
 
-from mnist_serve.repository import ModelVersion
-
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
-SIGNATURE = "serving_default"
+from mnist_serve.repository import INPUT_NAME, OUTPUT_NAME, SIGNATURE, ModelVersion
 
 
 class Runtime(Protocol):

@@ -103,6 +103,7 @@ def json_of(image: object) -> dict[str, object]:
 
 NAN_JSON = b'{"image": [' + b",".join([b"NaN"] * 784) + b"]}"
 INF_JSON = b'{"image": [' + b",".join([b"Infinity"] * 784) + b"]}"
+OVERFLOW_JSON = b'{"image": [' + b",".join([b"1e999"] * 784) + b"]}"
 JSON, PNG = "application/json", "image/png"
 BAD_INPUTS = [
     ("unknown variant", "nope", json_of([0.0] * 784), 404, "unknown_variant"),
@@ -111,8 +112,9 @@ BAD_INPUTS = [
     ("neither key", "original", {"json": {"pixels": []}}, 422, "invalid_input"),
     ("wrong shape", "original", json_of([0.5] * 100), 422, "invalid_input"),
     ("ragged rows", "original", json_of([[0.0] * 28] * 27 + [[0.0] * 3]), 422, "invalid_input"),
-    ("NaN", "original", raw(NAN_JSON, JSON), 422, "invalid_input"),
-    ("infinity", "original", raw(INF_JSON, JSON), 422, "invalid_input"),
+    ("NaN literal (not JSON)", "original", raw(NAN_JSON, JSON), 400, "bad_request"),
+    ("Infinity literal (not JSON)", "original", raw(INF_JSON, JSON), 400, "bad_request"),
+    ("overflow to infinity", "original", raw(OVERFLOW_JSON, JSON), 400, "bad_request"),
     ("0-255 pixels", "original", json_of([255.0] * 784), 422, "invalid_input"),
     ("strings", "original", json_of(["a"] * 784), 422, "invalid_input"),
     ("too many images", "original", {"json": {"images": [[0.0] * 784] * 17}}, 422, "invalid_input"),

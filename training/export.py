@@ -21,14 +21,17 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from mnist_serve.repository import METADATA_FILE, ModelRepository, ModelVersion
+from mnist_serve.repository import (
+    INPUT_NAME,
+    METADATA_FILE,
+    OUTPUT_NAME,
+    SIGNATURE,
+    ModelRepository,
+    ModelVersion,
+)
 from training.catalog import count_macs
 from training.data import Mnist
 from training.train import TrainResult
-
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
-SIGNATURE = "serving_default"
 
 
 def export_model(result: TrainResult, data: Mnist, repository: ModelRepository) -> ModelVersion:
