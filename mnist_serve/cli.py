@@ -173,7 +173,7 @@ def serve(
     ] = None,
     intra_op_threads: Annotated[
         int | None,
-        typer.Option(help="TensorFlow threads inside one op; 0 = TensorFlow's. [default: 0]"),
+        typer.Option(help="TensorFlow threads inside one op; 0 = TensorFlow's. [default: 1]"),
     ] = None,
     log_level: Annotated[
         str | None, typer.Option(help="critical, error, warning, info or debug. [default: info]")

@@ -154,9 +154,9 @@ def main() -> None:
         "HTTP floor (no model)": baseline("floor"),
         "naive model.predict": baseline("naive"),
         "direct signature call": baseline("direct"),
-        "mnist-serve, batching": ours(),
+        "mnist-serve (defaults: batching, 1 intra-op thread)": ours(),
         "mnist-serve, no batching": ours("--no-batching"),
-        "mnist-serve, batching, 1 intra-op thread": ours("--intra-op-threads", "1"),
+        "mnist-serve, TensorFlow's default threads": ours("--intra-op-threads", "0"),
     }
     results: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
     for name, command in configs.items():
@@ -180,7 +180,7 @@ def main() -> None:
     print(f"Machine: {cpu[0] if cpu else platform.processor()}, {os.cpu_count()} cores, "
           f"{platform.platform()}; wrk on the same machine; {args.repeats} runs of "
           f"{args.duration} s each, median run shown.\n")  # fmt: skip
-    ours_name = "mnist-serve, batching"
+    ours_name = "mnist-serve (defaults: batching, 1 intra-op thread)"
     header = "| server | variant | " + " | ".join(
         f"c={c} req/s | c={c} p50 ms | c={c} p99 ms | c={c} vs ours" for c in levels
     )

@@ -43,8 +43,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         16_000_000, ge=784, description="Uploaded image width x height, at most (413)."
     )
+    # Measured on 2 cores (docs/benchmarks.md): one intra-op thread cuts c=1 p50 by ~23 % and
+    # costs nothing at c=32, where the event loop, not the model, is the bottleneck. On a big
+    # CPU serving large batches, try 0 (TensorFlow's default: one thread per core).
     intra_op_threads: int = Field(
-        0, ge=0, description="TensorFlow threads inside one op; 0 = TensorFlow's default."
+        1, ge=0, description="TensorFlow threads inside one op; 0 = TensorFlow's default."
     )
     inter_op_threads: int = Field(
         0, ge=0, description="TensorFlow ops run in parallel; 0 = TensorFlow's default."

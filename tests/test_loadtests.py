@@ -233,3 +233,17 @@ def test_locustfile_runs_on_its_own(server: Server, tmp_path: Path, mnist_path: 
     assert done.returncode == 0, done.stderr[-2000:]
     with np.load(samples) as data:
         assert len(data["latency_ms"]) > 10 and data["ok"].all()
+
+
+@pytest.mark.slow
+def test_distributed_mode_gathers_every_workers_samples(
+    server: Server, tmp_path: Path, mnist_path: Path
+) -> None:
+    plan = LoadPlan(
+        variants=("depthwise",), concurrency=(4,), duration_s=2, warmup_s=1, repeats=1,
+        processes=2, mnist=str(mnist_path),
+    )  # fmt: skip
+    record = run_plan(plan, tmp_path, url=server.url)
+    (step,) = record["steps"]
+    assert step["requests"] > 50 and step["errors"] == 0
+    assert step["generator_cpu_s"] > 0  # reported by the workers, summed by the master

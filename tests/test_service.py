@@ -192,3 +192,33 @@ def test_metrics_count_what_was_sent(server: Server) -> None:
     assert count(after, "422") - count(before, "422") == 1
     assert "mnist_serve_model_seconds_bucket" in after and 'le="0.0001"' in after
     assert "mnist_serve_batch_size_bucket" in after and "mnist_serve_in_flight" in after
+
+
+def test_openapi_examples_work_when_pasted(server: Server) -> None:
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    body = spec["paths"]["/predict/{variant}"]["post"]["requestBody"]["content"]
+    examples = body["application/json"]["examples"]
+    assert examples
+    for example in examples.values():
+        response = predict_json(server, "depthwise", example["value"])
+        assert response.status_code == 200, response.text
+    assert {"multipart/form-data", "image/png", "image/jpeg"} <= body.keys()
+
+
+def test_full_queue_answers_503_with_retry_after(models_dir: Path, tmp_path: Path) -> None:
+    """With a one-request queue, a burst overflows it: 503 at once, and the server recovers."""
+    image = {"image": [0.0] * 784}
+    with run_server(models_dir, tmp_path / "log", "--max-queue", "1", "--no-batching") as server:
+        server.wait_ready()
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                calls = [client.post("/predict/original", json=image) for _ in range(64)]
+                return await asyncio.gather(*calls)
+
+        responses = asyncio.run(burst())
+        statuses = {r.status_code for r in responses}
+        assert statuses <= {200, 503} and 503 in statuses and 200 in statuses
+        rejected = next(r for r in responses if r.status_code == 503)
+        assert rejected.headers["retry-after"] and rejected.json()["error"] == "overloaded"
+        assert predict_json(server, "original", image).status_code == 200
