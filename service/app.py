@@ -14,12 +14,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import device as devices
+from service.batcher import Timing
 from service.decode import decode_request
 from service.errors import ServeError, UnknownVariant
 from service.metrics import Metrics
@@ -107,39 +109,16 @@ async def predict(variant: str, request: Request) -> Response:
     metrics.in_flight.labels(label).inc()
     try:
         served = registry.get(variant)
-        assert served.batcher is not None and served.runtime is not None
+        assert served.batcher is not None and served.runtime is not None  # get() checked
         images = await decode_request(request, registry.limits)
         probabilities, timing = await served.batcher.submit(images)
-        queue_ms, model_ms = timing.queue_s * 1000, timing.model_s * 1000
-        body = {
-            "variant": variant,
-            "version": served.runtime.version,
-            "predictions": [
-                {
-                    "digit": int(row.argmax()),
-                    "confidence": float(row.max()),
-                    "probabilities": row.tolist(),
-                }
-                for row in probabilities.astype(float)
-            ],
-            "timing": {
-                "queue_ms": round(queue_ms, 4),
-                "model_ms": round(model_ms, 4),
-                "batch_images": timing.batch_images,
-            },
-        }
-        total_ms = (time.perf_counter() - started) * 1000
-        status = 200
         metrics.queue_seconds.labels(label).observe(timing.queue_s)
         metrics.model_seconds.labels(label).observe(timing.model_s)
-        return Response(
-            orjson.dumps(body),
-            media_type="application/json",
-            headers={
-                "Server-Timing": f"queue;dur={queue_ms:.4f}, model;dur={model_ms:.4f}, "
-                f"app;dur={total_ms:.4f}"
-            },
+        response = render_predictions(
+            variant, served.runtime.version, probabilities, timing, started
         )
+        status = 200
+        return response
     except ServeError as err:
         status = err.status
         raise
@@ -147,6 +126,35 @@ async def predict(variant: str, request: Request) -> Response:
         metrics.in_flight.labels(label).dec()
         metrics.requests.labels(label, str(status)).inc()
         metrics.request_seconds.labels(label).observe(time.perf_counter() - started)
+
+
+def render_predictions(
+    variant: str, version: int, probabilities: np.ndarray, timing: Timing, started: float
+) -> Response:
+    """The predict response: one entry per image, and the server's timing in body and header."""
+    queue_ms, model_ms = timing.queue_s * 1000, timing.model_s * 1000
+    body = {
+        "variant": variant,
+        "version": version,
+        "predictions": [
+            {
+                "digit": int(row.argmax()),
+                "confidence": float(row.max()),
+                "probabilities": row.tolist(),
+            }
+            for row in probabilities.astype(float)
+        ],
+        "timing": {
+            "queue_ms": round(queue_ms, 4),
+            "model_ms": round(model_ms, 4),
+            "batch_images": timing.batch_images,
+        },
+    }
+    app_ms = (time.perf_counter() - started) * 1000
+    server_timing = f"queue;dur={queue_ms:.4f}, model;dur={model_ms:.4f}, app;dur={app_ms:.4f}"
+    return Response(
+        orjson.dumps(body), media_type="application/json", headers={"Server-Timing": server_timing}
+    )
 
 
 @router.get("/variants", response_model=list[VariantInfo], summary="Served variants")
