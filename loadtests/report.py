@@ -252,15 +252,18 @@ def plots(
 
 def _save(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import LogLocator, ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     for ax in fig.axes:  # log axes: plain numbers at 1-2-5 steps, not 2x10^0
         for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
             if scale != "log":
                 continue
             axis.set_major_formatter(ScalarFormatter())
-            axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-            axis.set_minor_formatter(ScalarFormatter())
+            if "ms" in axis.get_label().get_text():  # latency: label 2 and 5 between decades
+                axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+                axis.set_minor_formatter(ScalarFormatter())
+            else:  # concurrency: only the levels tested, set by the plot
+                axis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
