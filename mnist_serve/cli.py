@@ -186,6 +186,7 @@ def serve(
     """
     from pydantic import ValidationError
 
+    from service.device import DeviceError
     from service.registry import ConfigError
     from service.server import run
     from service.settings import Settings
@@ -213,7 +214,7 @@ def serve(
         )
         console.print(f"[red]invalid settings:[/] {problems}")
         raise typer.Exit(2) from err
-    except ConfigError as err:
+    except (ConfigError, DeviceError) as err:
         console.print(f"[red]cannot serve:[/] {err}")
         raise typer.Exit(2) from err
 

@@ -215,7 +215,7 @@ def variant_info(name: str, served: ServedVariant, registry: VariantRegistry) ->
         name=name,
         version=served.model.version,
         ready=served.batcher is not None,
-        device=devices.describe(registry.device) if registry.device else None,
+        device=devices.describe(registry.device) if served.runtime is not None else None,
         runtime="savedmodel",
         metadata=meta,
         **figures,
@@ -231,9 +231,14 @@ async def handle_serve_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; raises ConfigError at once if the settings don't fit the repository."""
+    """Build the app; ConfigError or DeviceError at once if the settings can't be met."""
     settings = settings or Settings()
-    registry = VariantRegistry(settings, Metrics(), plan(settings))
+    planned = plan(settings)
+    device = devices.configure(
+        settings.device, settings.intra_op_threads, settings.inter_op_threads
+    )
+    log.info("models will run on %s", devices.describe(device))
+    registry = VariantRegistry(settings, Metrics(), planned, device)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -20,12 +20,16 @@ class DeviceError(Exception):
 def configure(device: str, intra_op_threads: int = 0, inter_op_threads: int = 0) -> str:
     """Set threads and GPU memory growth; return the TensorFlow device name to place models on.
 
-    Must run before TensorFlow executes its first op (thread pools and GPU memory are fixed then).
+    Must run before TensorFlow executes its first op (thread pools and GPU memory are fixed then);
+    a second call in the same process keeps the first call's threads and says so.
     """
-    if intra_op_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-    if inter_op_threads:
-        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    try:
+        if intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        if inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    except RuntimeError as err:
+        log.warning("TensorFlow threads already fixed in this process, kept as they are: %s", err)
     gpus = tf.config.list_physical_devices("GPU")
     if device == "cpu" or (device == "auto" and not gpus):
         if gpus:

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from mnist_serve.repository import ModelRepository, ModelVersion, RepositoryError
-from service import device as devices
 from service.batcher import Batcher
 from service.decode import Limits
 from service.errors import Unavailable, UnknownVariant
@@ -76,7 +75,7 @@ class VariantRegistry:
     settings: Settings
     metrics: Metrics
     variants: dict[str, ServedVariant]
-    device: str | None = None
+    device: str  # where the models run, chosen by service.device.configure
     ready: bool = False
     failure: str | None = None
     limits: Limits = field(init=False)
@@ -98,12 +97,6 @@ class VariantRegistry:
         """Load, warm and start every variant; then report ready. Failures are kept, not raised."""
         try:
             settings = self.settings
-            self.device = await asyncio.to_thread(
-                devices.configure,
-                settings.device,
-                settings.intra_op_threads,
-                settings.inter_op_threads,
-            )
             for name, served in self.variants.items():
                 runtime = await asyncio.to_thread(
                     RUNTIMES["savedmodel"].load, served.model, self.device

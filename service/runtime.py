@@ -21,7 +21,6 @@ class Runtime(Protocol):
     variant: str
     version: int
     device: str
-    metadata: dict[str, Any]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """float32 (N, 28, 28, 1) in [0, 1] -> float32 (N, 10) probabilities."""
@@ -35,7 +34,6 @@ class SavedModelRuntime:
     variant: str
     version: int
     device: str
-    metadata: dict[str, Any]
     _fn: Any = field(repr=False)
     _loaded: Any = field(repr=False)  # the signature needs its object graph kept alive
 
@@ -53,7 +51,7 @@ class SavedModelRuntime:
                 f"{model.path}: signature takes {sorted(inputs)} and gives "
                 f"{sorted(fn.structured_outputs)}; expected {INPUT_NAME!r} -> {OUTPUT_NAME!r}"
             )
-        return cls(model.variant, model.version, device, model.read_metadata(), fn, loaded)
+        return cls(model.variant, model.version, device, fn, loaded)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Run one batch; called from the batcher's worker thread, never the event loop."""

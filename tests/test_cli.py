@@ -66,3 +66,11 @@ def test_serve_reads_environment_when_no_flag_is_given(
     assert "from-env" in result.output  # the variable, not the flag's default, was used
     result = runner.invoke(app, ["serve", "--models", str(tmp_path / "from-flag")])
     assert "from-flag" in result.output
+
+
+@pytest.mark.slow
+def test_serve_on_a_missing_gpu_exits_2(models_dir: Path) -> None:
+    # No GPU on this machine (nor in CI): asking for one must stop the start, not half-serve.
+    result = runner.invoke(app, ["serve", "--models", str(models_dir), "--device", "gpu"])
+    assert result.exit_code == 2
+    assert "sees no GPU" in result.output
