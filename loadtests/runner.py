@@ -38,14 +38,14 @@ class LoadTestError(Exception):
     """The load test could not run (target unreachable, Locust failed, ...)."""
 
 
-def parse_duration(text: str) -> int:
-    """'20s', '2m', '1m30s' or '20' -> whole seconds."""
+def parse_duration(text: str, minimum: int = 1) -> int:
+    """'20s', '2m', '1m30s' or '20' -> whole seconds, at least ``minimum``."""
     match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s?)?", text.strip())
     if not text.strip() or not match:
         raise ValueError(f"{text!r} is not a duration such as 20s, 2m or 1m30s")
     seconds = int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
-    if seconds < 1:
-        raise ValueError(f"duration {text!r} must be at least 1 second")
+    if seconds < minimum:
+        raise ValueError(f"duration {text!r} must be at least {minimum} s")
     return seconds
 
 

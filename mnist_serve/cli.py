@@ -19,6 +19,7 @@ from training import catalog
 
 if TYPE_CHECKING:
     from loadtests.runner import LoadPlan
+    from training.train import TrainConfig
 
 app = typer.Typer(
     help="Train, serve and load-test MNIST CNN variants: "
@@ -63,6 +64,30 @@ def check_data_path(path: Path | None) -> Path | None:
     if path is not None and not path.exists():
         raise typer.BadParameter(f"{path} does not exist (expected an .npz file or IDX folder)")
     return path
+
+
+def train_variants(names: list[str], data: Path | None, config: TrainConfig, models: Path) -> None:
+    """Load MNIST (exit 2 on a bad source), train and export ``names``, print their figures."""
+    from training.data import DataError, load_mnist
+    from training.pipeline import figures_table, train_and_export
+
+    try:
+        mnist = load_mnist(data)
+    except DataError as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from err
+    console.print(f"MNIST from {mnist.source} (sha256 {mnist.checksum[:12]}...), training {names}")
+    console.print(figures_table(train_and_export(names, mnist, config, models, console)))
+
+
+def announce_report(folder: Path) -> None:
+    """Write the report of a results folder and print where it is and the verdict."""
+    from loadtests.report import build_report
+
+    report_md, report_html, verdict = build_report(folder)
+    console.print(f"Report: {report_html}  (also {report_md})")
+    for line in verdict:
+        console.print(f"  • {line}")
 
 
 @app.command("variants")
@@ -128,19 +153,11 @@ def train(
     names = names or list(catalog.SEED_VARIANTS)
     check_data_path(data)
 
-    from training.data import DataError, load_mnist
-    from training.pipeline import figures_table, train_and_export
     from training.train import TrainConfig
 
-    try:
-        mnist = load_mnist(data)
-    except DataError as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from err
-    config = TrainConfig(epochs, batch_size, learning_rate, rho, seed, limit)
-    console.print(f"MNIST from {mnist.source} (sha256 {mnist.checksum[:12]}...), training {names}")
-    trained = train_and_export(names, mnist, config, models, console)
-    console.print(figures_table(trained))
+    train_variants(
+        names, data, TrainConfig(epochs, batch_size, learning_rate, rho, seed, limit), models
+    )
 
 
 @app.command("serve")
@@ -226,11 +243,11 @@ def _csv(text: str, convert: Callable[[str], T]) -> tuple[T, ...]:
         raise typer.BadParameter(f"{text!r}: {err}") from err
 
 
-def _seconds(text: str) -> int:
+def _seconds(text: str, minimum: int = 1) -> int:
     from loadtests.runner import parse_duration
 
     try:
-        return parse_duration(text)
+        return parse_duration(text, minimum)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
 
@@ -247,7 +264,6 @@ def run_load_test(
     """Run ``plan`` with a progress display, then write and announce the report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from loadtests.report import build_report
     from loadtests.runner import LoadTestError, Step, StepResult, run_plan
 
     columns = (
@@ -294,10 +310,7 @@ def run_load_test(
         except LoadTestError as err:
             console.print(f"[red]load test failed:[/] {err}")
             raise typer.Exit(1) from err
-    report_md, report_html, verdict = build_report(out)
-    console.print(f"\nReport: {report_html}  (also {report_md})")
-    for line in verdict:
-        console.print(f"  • {line}")
+    announce_report(out)
 
 
 @app.command("loadtest")
@@ -338,7 +351,7 @@ def loadtest(
             variants=_csv(variants, str),
             concurrency=_csv(concurrency, int),
             duration_s=_seconds(duration),
-            warmup_s=0 if warmup.strip() in ("0", "0s") else _seconds(warmup),
+            warmup_s=_seconds(warmup, minimum=0),
             repeats=repeats,
             mode=mode,
             processes=processes,
@@ -356,12 +369,7 @@ def report(
     """Rebuild report.md and report.html from a load test's recorded results."""
     if not (folder / "results.json").is_file():
         raise typer.BadParameter(f"{folder} holds no results.json")
-    from loadtests.report import build_report
-
-    report_md, report_html, verdict = build_report(folder)
-    console.print(f"Report: {report_html}  (also {report_md})")
-    for line in verdict:
-        console.print(f"  • {line}")
+    announce_report(folder)
 
 
 @app.command("demo")
@@ -387,17 +395,9 @@ def demo(
     missing = [name for name in catalog.SEED_VARIANTS if not repository.versions(name)]
     if missing:
         console.print(f"[bold]1/2[/] training {missing} for {epochs} epochs into {models}/")
-        from training.data import DataError, load_mnist
-        from training.pipeline import figures_table, train_and_export
         from training.train import TrainConfig
 
-        try:
-            mnist = load_mnist(data)
-        except DataError as err:
-            console.print(f"[red]error:[/] {err}")
-            raise typer.Exit(2) from err
-        trained = train_and_export(missing, mnist, TrainConfig(epochs=epochs), models, console)
-        console.print(figures_table(trained))
+        train_variants(missing, data, TrainConfig(epochs=epochs), models)
     else:
         console.print(
             f"[bold]1/2[/] using the models already in {models}/ (delete them to retrain)"

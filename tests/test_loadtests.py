@@ -32,6 +32,7 @@ def test_durations_parse() -> None:
     for bad in ("", "0s", "fast", "-3s"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+    assert parse_duration("0s", minimum=0) == 0  # a warm-up may be switched off
 
 
 def test_plan_alternates_variant_order_between_repeats() -> None:
