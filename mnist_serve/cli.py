@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.console import Console
 
+from modelrepo.layout import CONVERTED_RUNTIMES, RUNTIME_NAMES
 from training import catalog
 
 if TYPE_CHECKING:
     from loadtests.runner import LoadPlan
+    from training.data import Mnist
     from training.train import TrainConfig
 
 app = typer.Typer(
@@ -32,6 +34,7 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 DEFAULT_MODELS_DIR = Path("models")
+ALL_CONVERTED = ",".join(CONVERTED_RUNTIMES)
 T = TypeVar("T")
 
 DataOption = Annotated[
@@ -41,6 +44,13 @@ DataOption = Annotated[
         help="MNIST as a Keras-layout .npz or a folder of the four IDX .gz files. "
         "Default: $MNIST_DATA, else download with Keras (needs internet).",
         show_default=False,
+    ),
+]
+RuntimesToConvert = Annotated[
+    str,
+    typer.Option(
+        help="Runtimes to convert each export to, checked against the SavedModel "
+        "(onnx, litert, openvino; 'none' for the SavedModel only)."
     ),
 ]
 ModelsOption = Annotated[
@@ -66,18 +76,43 @@ def check_data_path(path: Path | None) -> Path | None:
     return path
 
 
-def train_variants(names: list[str], data: Path | None, config: TrainConfig, models: Path) -> None:
-    """Load MNIST (exit 2 on a bad source), train and export ``names``, print their figures."""
+def load_data(data: Path | None) -> Mnist:
+    """MNIST from ``data`` (or $MNIST_DATA); exit 2 with the reason when it can't be read."""
     from training.data import DataError, load_mnist
-    from training.pipeline import figures_table, train_and_export
 
     try:
         mnist = load_mnist(data)
     except DataError as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from err
-    console.print(f"MNIST from {mnist.source} (sha256 {mnist.checksum[:12]}...), training {names}")
-    console.print(figures_table(train_and_export(names, mnist, config, models, console)))
+    console.print(f"MNIST from {mnist.source} (sha256 {mnist.checksum[:12]}...)")
+    return mnist
+
+
+def train_variants(
+    names: list[str],
+    data: Path | None,
+    config: TrainConfig,
+    models: Path,
+    runtimes: tuple[str, ...] = CONVERTED_RUNTIMES,
+) -> None:
+    """Load MNIST (exit 2 on a bad source), train and export ``names``, print their figures."""
+    from training.pipeline import figures_table, train_and_export
+
+    mnist = load_data(data)
+    console.print(f"training {names}; converting to {', '.join(runtimes) or 'no other runtime'}")
+    console.print(figures_table(train_and_export(names, mnist, config, models, console, runtimes)))
+
+
+def parse_runtimes(text: str, allowed: tuple[str, ...] = RUNTIME_NAMES) -> tuple[str, ...]:
+    """'onnx,litert' -> ('onnx', 'litert'); 'none' or '' -> (); BadParameter for unknown names."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    names = _csv(text, str)
+    unknown = [name for name in names if name not in allowed]
+    if unknown:
+        raise typer.BadParameter(f"unknown runtimes {list(unknown)}; known: {', '.join(allowed)}")
+    return names
 
 
 def announce_report(folder: Path) -> None:
@@ -142,8 +177,13 @@ def train(
         int | None, typer.Option(min=1, help="Train on the first N training images only.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (Python, NumPy, TensorFlow).")] = 1337,
+    runtimes: RuntimesToConvert = ALL_CONVERTED,
 ) -> None:
-    """Train variants on MNIST and export each as a SavedModel with its figures."""
+    """Train variants on MNIST and export each as a SavedModel with its figures.
+
+    Each export is also converted for the other runtimes (ONNX Runtime, LiteRT, OpenVINO), and
+    each conversion is checked against the SavedModel on the 10,000 test digits.
+    """
     names = list(variants or [])
     if family:
         members = [v.name for v in catalog.VARIANTS if family in ("all", v.family)]
@@ -155,9 +195,56 @@ def train(
 
     from training.train import TrainConfig
 
-    train_variants(
-        names, data, TrainConfig(epochs, batch_size, learning_rate, rho, seed, limit), models
-    )
+    config = TrainConfig(epochs, batch_size, learning_rate, rho, seed, limit)
+    train_variants(names, data, config, models, parse_runtimes(runtimes, CONVERTED_RUNTIMES))
+
+
+@app.command("export")
+def export(
+    variants: Annotated[
+        list[str],
+        typer.Argument(help="Variants whose exported version gets the runtimes' artifacts."),
+    ],
+    runtime: Annotated[
+        str,
+        typer.Option(
+            "--runtime",
+            "--runtimes",
+            help="Comma-separated runtimes to convert to: onnx, litert, openvino.",
+        ),
+    ] = ALL_CONVERTED,
+    version: Annotated[
+        int | None, typer.Option(min=1, help="Version to convert. [default: the latest]")
+    ] = None,
+    models: ModelsOption = DEFAULT_MODELS_DIR,
+    data: DataOption = None,
+) -> None:
+    """Convert already exported versions for other runtimes, in place, checked on test digits.
+
+    Exits 1 if any conversion fails (the SavedModel and the other artifacts are kept).
+    """
+    from modelrepo.layout import ModelRepository, RepositoryError
+    from training.export import export_runtimes
+    from training.pipeline import conversion_printer
+
+    wanted = parse_runtimes(runtime, CONVERTED_RUNTIMES)
+    if not wanted:
+        raise typer.BadParameter("name at least one runtime", param_hint="--runtime")
+    check_data_path(data)
+    repository = ModelRepository(models)
+    try:
+        versions = [repository.get(name, version) for name in variants]
+    except RepositoryError as err:
+        raise typer.BadParameter(str(err)) from err
+    mnist = load_data(data)
+    failed = 0
+    for model in versions:
+        console.print(f"[bold]{model.variant}[/] version {model.version}: {', '.join(wanted)}")
+        done = export_runtimes(model, mnist, wanted, conversion_printer(console, model.variant))
+        failed += sum("error" in entry for entry in done.values())
+    if failed:
+        console.print(f"[red]{failed} conversion(s) failed[/] (see above)")
+        raise typer.Exit(1)
 
 
 @app.command("serve")
@@ -388,7 +475,7 @@ def demo(
 ) -> None:
     """The main job: train the seed models if missing, serve them, load-test both, report."""
     from loadtests.runner import LoadPlan
-    from mnist_serve.repository import ModelRepository
+    from modelrepo.layout import ModelRepository
 
     check_data_path(data)
     repository = ModelRepository(models)

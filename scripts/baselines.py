@@ -19,8 +19,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-import mnist_serve  # noqa: F401  (quiet TensorFlow)
-from mnist_serve.repository import ModelRepository
+import modelrepo  # noqa: F401  (quiet TensorFlow)
+from modelrepo.layout import ModelRepository
 
 
 def parse(body: bytes) -> np.ndarray:

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-import mnist_serve  # noqa: F401  (quiet TensorFlow)
-from mnist_serve.repository import ModelRepository
+import modelrepo  # noqa: F401  (quiet TensorFlow)
+from modelrepo.layout import ModelRepository
 
 
 def time_calls(fn: object, batch: int, seconds: float) -> float:

@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 
 from mnist_serve.procs import free_port, wait_for_port
-from mnist_serve.repository import ModelRepository
+from modelrepo.layout import ModelRepository
 from training.data import load_mnist
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from mnist_serve.repository import ModelRepository
+from modelrepo.layout import ModelRepository
 from training import catalog
 
 REFERENCE = {  # accuracy, loss, parameters (issue 2)

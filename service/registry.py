@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_serve.repository import ModelRepository, ModelVersion, RepositoryError
+from modelrepo.layout import ModelRepository, ModelVersion, RepositoryError
 from service.batcher import Batcher
 from service.decode import Limits
 from service.errors import Unavailable, UnknownVariant

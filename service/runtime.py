@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 import tensorflow as tf
 
-from mnist_serve.repository import INPUT_NAME, OUTPUT_NAME, SIGNATURE, ModelVersion
+from modelrepo.layout import INPUT_NAME, OUTPUT_NAME, SIGNATURE, ModelVersion
 
 
 class Runtime(Protocol):

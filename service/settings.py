@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from mnist_serve.repository import is_valid_variant_name
+from modelrepo.layout import is_valid_variant_name
 
 
 class Settings(BaseSettings):

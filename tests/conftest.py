@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mnist_serve.repository import ModelRepository, ModelVersion
+from modelrepo.layout import ModelRepository, ModelVersion
 from tests.helpers import REPO, Server, run_server
 from training import catalog
 from training.data import ENV_VAR, Mnist, load_mnist

@@ -54,7 +54,7 @@ def test_metadata_holds_every_figure(trained: QuickModels, mnist: Mnist, name: s
 def test_next_export_gets_the_next_version(
     trained: QuickModels, mnist: Mnist, tmp_path: Path
 ) -> None:
-    from mnist_serve.repository import ModelRepository
+    from modelrepo.layout import ModelRepository
     from training.export import export_model
 
     repository = ModelRepository(tmp_path)

@@ -1,3 +1,3 @@
 """Training: load MNIST, build the catalogued variants, train them and export SavedModels."""
 
-import mnist_serve  # noqa: F401  (quietens TensorFlow before any training module imports it)
+import modelrepo  # noqa: F401  (quietens TensorFlow before any training module imports it)

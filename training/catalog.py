@@ -17,11 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from modelrepo.layout import CLASSES, INPUT_SHAPE
+
 if TYPE_CHECKING:
     import keras
-
-INPUT_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
 
 
 def seed_convnet(first: str, second_kernel: int) -> keras.Sequential:
@@ -44,7 +43,7 @@ def seed_convnet(first: str, second_kernel: int) -> keras.Sequential:
             layers.Flatten(),
             layers.Dense(128, activation="relu"),
             layers.Dropout(0.5),
-            layers.Dense(NUM_CLASSES, activation="softmax"),
+            layers.Dense(CLASSES, activation="softmax"),
         ]
     )
 
@@ -70,7 +69,7 @@ def small_convnet(
     stack += [
         layers.Flatten(),
         layers.Dense(32, activation="relu"),
-        layers.Dense(NUM_CLASSES, activation="softmax"),
+        layers.Dense(CLASSES, activation="softmax"),
     ]
     return keras.Sequential(stack)
 

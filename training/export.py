@@ -1,4 +1,5 @@
-"""Export a trained model into the model repository as a SavedModel plus ``metadata.json``.
+"""Export a trained model into the model repository: a SavedModel, the other runtimes'
+artifacts converted from it (training/convert.py), and ``metadata.json``.
 
 The serving signature is named and stable: ``serving_default`` takes ``image`` (float32
 [None, 28, 28, 1], pixels / 255) and returns ``probabilities`` (float32 [None, 10]). Keras 3
@@ -14,6 +15,7 @@ import json
 import platform
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,10 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from mnist_serve.repository import (
+from modelrepo.layout import (
+    CONVERTED_RUNTIMES,
     INPUT_NAME,
+    INPUT_SHAPE,
     METADATA_FILE,
     OUTPUT_NAME,
     SIGNATURE,
@@ -30,24 +34,60 @@ from mnist_serve.repository import (
     ModelVersion,
 )
 from training.catalog import count_macs
-from training.data import Mnist
+from training.convert import ConversionError, Converted, convert_all, reference
+from training.data import Mnist, to_model_input
 from training.train import TrainResult
 
+OnConverted = Callable[[str, Converted | ConversionError], None]
 
-def export_model(result: TrainResult, data: Mnist, repository: ModelRepository) -> ModelVersion:
-    """Write ``result`` as the next version of its variant and return where it went."""
+
+def export_model(
+    result: TrainResult,
+    data: Mnist,
+    repository: ModelRepository,
+    runtimes: Sequence[str] = CONVERTED_RUNTIMES,
+    on_converted: OnConverted | None = None,
+) -> ModelVersion:
+    """Write ``result`` (and its ``runtimes``' artifacts) as the next version of its variant.
+
+    A failed conversion is recorded in the metadata and reported through ``on_converted``; the
+    SavedModel is published all the same.
+    """
     model = result.model
     repository.root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{result.variant.name}-", dir=repository.root))
     try:
         _write_savedmodel(model, staging)
+        savedmodel_bytes = _folder_bytes(staging)
         version = repository.next_version(result.variant.name)
-        metadata = build_metadata(result, data, version, savedmodel_bytes=_folder_bytes(staging))
+        staged = ModelVersion(result.variant.name, version, staging)
+        check = reference(staged, to_model_input(data.x_test), data.y_test)
+        converted = convert_all(staged, runtimes, check, on_converted)
+        metadata = build_metadata(result, data, version, savedmodel_bytes)
+        metadata["runtimes"] = converted
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         return repository.publish(result.variant.name, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def export_runtimes(
+    model: ModelVersion,
+    data: Mnist,
+    runtimes: Sequence[str],
+    on_converted: OnConverted | None = None,
+) -> dict[str, dict[str, object]]:
+    """Add (or redo) ``runtimes``' artifacts in an already published version, in place.
+
+    Returns the new entries, which are also merged into the version's ``metadata.json``.
+    """
+    metadata = model.read_metadata()
+    check = reference(model, to_model_input(data.x_test), data.y_test)
+    converted = convert_all(model, runtimes, check, on_converted)
+    metadata["runtimes"] = {**metadata.get("runtimes", {}), **converted}
+    model.write_metadata(metadata)
+    return converted
 
 
 def _write_savedmodel(model: keras.Model, path: Path) -> None:
@@ -57,7 +97,7 @@ def _write_savedmodel(model: keras.Model, path: Path) -> None:
         name=SIGNATURE,
         fn=lambda image: {OUTPUT_NAME: model(image, training=False)},
         input_signature=[
-            keras.InputSpec(shape=(None, 28, 28, 1), dtype="float32", name=INPUT_NAME)
+            keras.InputSpec(shape=(None, *INPUT_SHAPE), dtype="float32", name=INPUT_NAME)
         ],
     )
     # TensorFlow still prints tracing notes to stdout on some paths despite verbose=False.

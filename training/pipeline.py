@@ -22,10 +22,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mnist_serve.repository import ModelRepository
+from modelrepo.layout import CONVERTED_RUNTIMES, ModelRepository
 from training import catalog
+from training.convert import ConversionError, Converted
 from training.data import Mnist
-from training.export import export_model
+from training.export import OnConverted, export_model
 from training.train import TrainConfig, batches_per_epoch, train_variant
 
 
@@ -43,8 +44,9 @@ def train_and_export(
     config: TrainConfig,
     models_dir: Path,
     console: Console,
+    runtimes: Sequence[str] = CONVERTED_RUNTIMES,
 ) -> list[Trained]:
-    """Train and export each named variant in turn, showing per-batch and per-epoch progress."""
+    """Train and export each named variant (with ``runtimes``' artifacts), showing progress."""
     repository = ModelRepository(models_dir)
     train_images = len(data.limited(config.limit).x_train)
     steps = config.epochs * batches_per_epoch(train_images, config.batch_size)
@@ -74,17 +76,41 @@ def train_and_export(
                 progress.advance(task)
 
             result = train_variant(catalog.get(name), data, config, on_epoch, on_batch)
-            exported = export_model(result, data, repository)
+            progress.update(task, description=f"{name:>16} (converting)")
+            exported = export_model(
+                result, data, repository, runtimes, conversion_printer(progress.console, name)
+            )
             done.append(Trained(exported.read_metadata(), exported.path))
             progress.console.print(f"[green]exported[/] {name} -> {exported.path}")
     return done
+
+
+def conversion_printer(console: Console, variant: str) -> OnConverted:
+    """A callback that prints each conversion's outcome as it finishes."""
+
+    def show(runtime: str, outcome: Converted | ConversionError) -> None:
+        if isinstance(outcome, ConversionError):
+            console.print(f"[red]{variant}: {runtime} conversion failed:[/] {outcome.cause}")
+            return
+        console.print(
+            f"{variant}: {runtime:<8} {outcome.artifact} in {outcome.convert_seconds:.1f} s, "
+            f"max diff {outcome.max_abs_diff:.1e}, test acc {outcome.test_accuracy:.2%}, "
+            f"batch 1 {outcome.batch1_ms:.3f} ms"
+        )
+
+    return show
+
+
+def usable_runtimes(metadata: dict[str, Any]) -> list[str]:
+    """The converted runtimes whose conversion succeeded, from a version's metadata."""
+    return [name for name, entry in metadata.get("runtimes", {}).items() if "error" not in entry]
 
 
 def figures_table(trained: Sequence[Trained]) -> Table:
     """The trained variants side by side: parameters, MACs, accuracy, loss and timings."""
     table = Table(title="Trained variants")
     for column in ("variant", "version", "parameters", "MACs/image", "test acc", "test loss",
-                   "s/epoch", "train s", "SavedModel"):  # fmt: skip
+                   "s/epoch", "train s", "SavedModel", "runtimes"):  # fmt: skip
         table.add_column(column, justify="left" if column == "variant" else "right")
     for item in trained:
         m = item.metadata
@@ -99,5 +125,6 @@ def figures_table(trained: Sequence[Trained]) -> Table:
             f"{per_epoch:.1f}",
             f"{m['training_seconds']:.1f}",
             f"{m['savedmodel_bytes'] / 1e6:.2f} MB",
+            ", ".join(["savedmodel", *sorted(usable_runtimes(m))]),
         )
     return table

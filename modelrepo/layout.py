@@ -1,8 +1,12 @@
-"""The model repository: ``ROOT/<variant>/<version>/`` holding a SavedModel and ``metadata.json``.
+"""The model repository: ``ROOT/<variant>/<version>/`` holding a SavedModel, ``metadata.json``
+and the other runtimes' artifacts (``model.onnx``, ``model.tflite``, ``openvino/model.xml``).
 
-This is the layout TF Serving reads (integer version folders under a model name), so the same
-folder can be mounted into TF Serving unchanged. Training writes it, the service reads it; both
-go through this module so the layout lives in one place.
+This is the layout TF Serving reads (integer version folders under a model name; it ignores the
+extra files), so the same folder can be mounted into TF Serving unchanged. Training writes it,
+the service reads it; both go through this module so the layout lives in one place.
+
+Model names: a served model is ``<variant>@<runtime>`` (``depthwise@onnx``); a bare
+``<variant>`` means that variant on the service's default runtime. Every protocol uses this rule.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 METADATA_FILE = "metadata.json"
+# One image as every model takes it: 28x28 pixels, one channel, float32 in [0, 1].
+INPUT_SHAPE = (28, 28, 1)
+CLASSES = 10
 # The serving signature every exported SavedModel carries: float32 [None, 28, 28, 1] pixels / 255
 # in ``image``, float32 [None, 10] ``probabilities`` out.
 SIGNATURE = "serving_default"
@@ -23,6 +30,17 @@ OUTPUT_NAME = "probabilities"
 # Variant names are also URL path segments and folder names: keep them to a safe alphabet so
 # that nothing a client sends (``..``, slashes, NUL) can ever become a file-system path.
 VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# The artifact each runtime loads, relative to a version folder. The SavedModel is the source:
+# every other artifact is converted from it and checked against it (training/convert.py).
+ARTIFACTS = {
+    "savedmodel": "saved_model.pb",
+    "onnx": "model.onnx",
+    "litert": "model.tflite",
+    "openvino": "openvino/model.xml",
+}
+RUNTIME_NAMES = tuple(ARTIFACTS)
+CONVERTED_RUNTIMES = tuple(name for name in RUNTIME_NAMES if name != "savedmodel")
+MODEL_SEPARATOR = "@"
 
 
 class RepositoryError(Exception):
@@ -32,6 +50,36 @@ class RepositoryError(Exception):
 def is_valid_variant_name(name: str) -> bool:
     """Whether ``name`` may be used as a variant (folder and URL segment)."""
     return bool(VARIANT_NAME.match(name))
+
+
+def check_runtimes(names: list[str] | tuple[str, ...]) -> list[str]:
+    """``names`` unchanged, or ValueError naming the unknown runtimes and the known ones."""
+    unknown = [name for name in names if name not in ARTIFACTS]
+    if unknown:
+        raise ValueError(f"unknown runtimes {unknown}; known: {', '.join(RUNTIME_NAMES)}")
+    return list(names)
+
+
+@dataclass(frozen=True)
+class ModelName:
+    """A served model's name: a variant and, optionally, a runtime (``depthwise@onnx``)."""
+
+    variant: str
+    runtime: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelName:
+        """``variant`` or ``variant@runtime``; ValueError for anything else."""
+        variant, sep, runtime = text.partition(MODEL_SEPARATOR)
+        if not is_valid_variant_name(variant) or (sep and runtime not in ARTIFACTS):
+            raise ValueError(
+                f"{text!r} is not a model name: expected <variant> or <variant>@<runtime> "
+                f"with a runtime among {', '.join(RUNTIME_NAMES)}"
+            )
+        return cls(variant, runtime or None)
+
+    def __str__(self) -> str:
+        return f"{self.variant}{MODEL_SEPARATOR}{self.runtime}" if self.runtime else self.variant
 
 
 @dataclass(frozen=True)
@@ -46,6 +94,20 @@ class ModelVersion:
     def metadata_path(self) -> Path:
         """Where this version's ``metadata.json`` lives."""
         return self.path / METADATA_FILE
+
+    def artifact(self, runtime: str) -> Path:
+        """Where ``runtime``'s artifact lives in this version (present or not)."""
+        return self.path / ARTIFACTS[runtime]
+
+    def runtimes(self) -> list[str]:
+        """The runtimes whose artifact this version holds, in :data:`RUNTIME_NAMES` order."""
+        return [name for name in RUNTIME_NAMES if self.artifact(name).is_file()]
+
+    def write_metadata(self, metadata: dict[str, Any]) -> None:
+        """Replace ``metadata.json`` atomically (a reader never sees half a file)."""
+        staging = self.metadata_path.with_suffix(".json.tmp")
+        staging.write_text(json.dumps(metadata, indent=2) + "\n")
+        staging.replace(self.metadata_path)
 
     def read_metadata(self) -> dict[str, Any]:
         """The training metadata written at export time."""
@@ -78,13 +140,14 @@ class ModelRepository:
 
     def versions(self, variant: str) -> list[ModelVersion]:
         """Complete versions of ``variant`` (those with a SavedModel), oldest first."""
+        source = ARTIFACTS["savedmodel"]
         folder = self._variant_dir(variant)
         if not folder.is_dir():
             return []
         found = [
             ModelVersion(variant, int(p.name), p)
             for p in folder.iterdir()
-            if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file()
+            if p.is_dir() and p.name.isdigit() and (p / source).is_file()
         ]
         return sorted(found, key=lambda v: v.version)
 
