@@ -4,8 +4,9 @@ Usable on its own, web UI included::
 
     locust -f loadtests/locustfile.py --host http://127.0.0.1:8000 --variant depthwise
 
-Options of its own (also in ``locust --help``): ``--variant``, ``--mode json|png``, ``--mnist``
-(default ``$MNIST_DATA``), ``--warmup`` seconds to discard, ``--samples-out`` file.
+Options of its own (also in ``locust --help``): ``--variant`` (or a model name such as
+``depthwise@onnx``), ``--mode json|png``, ``--mnist`` (default ``$MNIST_DATA``), ``--warmup``
+seconds to discard, ``--samples-out`` file.
 
 Locust's statistics round response times over 2 ms to whole milliseconds, so a 0.9 ms and a 1.4 ms
 median would both read "1 ms". Every request's exact time is therefore also kept here, from
@@ -38,7 +39,11 @@ SERVER_TIMING = re.compile(r"(\w+);dur=([\d.]+)")
 @events.init_command_line_parser.add_listener
 def add_options(parser: Any) -> None:
     """Options of this Locust file."""
-    parser.add_argument("--variant", default="depthwise", help="Variant to load.")
+    parser.add_argument(
+        "--variant",
+        default="depthwise",
+        help="Variant, or model name variant@runtime (depthwise@onnx), to load.",
+    )
     parser.add_argument("--mode", choices=["json", "png"], default="json", help="Payload kind.")
     parser.add_argument(
         "--mnist",

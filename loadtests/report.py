@@ -1,9 +1,11 @@
 """Turn a load-test results folder into ``report.md`` and a self-contained ``report.html``.
 
 Percentiles are computed from the exact per-request samples (not Locust's rounded statistics),
-pooled over the repeats of a step. Speedups compare each variant with the first one named
-(``original`` by default) repeat by repeat (the two ran back to back under the same conditions)
-and carry a 95 % t-interval over the repeats.
+pooled over the repeats of a step. Speedups pair two models repeat by repeat (they ran back to
+back under the same conditions) and carry a 95 % t-interval over the repeats. Two kinds:
+
+* variants: each variant against the first one named (``original``), on the same runtime;
+* runtimes: each runtime against the first one named (``savedmodel``), on the same variant.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from loadtests.runner import PERCENTILES
+from loadtests.runner import PERCENTILES, LoadPlan
+from modelrepo.layout import ModelName
 
 CONFIDENCE = 0.95
 
@@ -63,9 +66,9 @@ def percentiles(latency_ms: np.ndarray) -> dict[str, float]:
 
 @dataclass
 class Level:
-    """One variant at one concurrency, all repeats together."""
+    """One model at one concurrency, all repeats together."""
 
-    variant: str
+    model: str
     concurrency: int
     latency: np.ndarray  # successful requests' exact latencies, pooled over repeats, ms
     throughput: list[float]  # per repeat, requests/s
@@ -85,14 +88,14 @@ class Level:
 
 
 def load_levels(out_dir: Path) -> tuple[dict[str, Any], dict[tuple[str, int], Level]]:
-    """The results record and, per (variant, concurrency), the pooled measurements."""
+    """The results record and, per (model, concurrency), the pooled measurements."""
     record = json.loads((out_dir / "results.json").read_text())
     levels: dict[tuple[str, int], Level] = {}
     for step in sorted(record["steps"], key=lambda s: s["repeat"]):
         with np.load(out_dir / step["samples"]) as data:
             ok = data["ok"].astype(bool)
             latency = data["latency_ms"][ok]
-        key = (step["variant"], step["concurrency"])
+        key = (step["model"], step["concurrency"])
         level = levels.setdefault(
             key, Level(key[0], key[1], np.empty(0), [], [], [], 0, 0, 0.0, 0.0, 0.0, 0.0)
         )
@@ -113,8 +116,9 @@ def load_levels(out_dir: Path) -> tuple[dict[str, Any], dict[tuple[str, int], Le
 
 @dataclass(frozen=True)
 class Speedup:
-    """How a candidate variant compares with the baseline at one concurrency (>1 = faster)."""
+    """How a candidate model compares with a baseline at one concurrency (>1 = faster)."""
 
+    kind: str  # "variant" (same runtime) or "runtime" (same variant)
     candidate: str
     baseline: str
     concurrency: int
@@ -124,15 +128,27 @@ class Speedup:
     p50_diff_ms: float
 
 
+def comparisons(plan: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(kind, baseline, candidate) model pairs: variants per runtime, then runtimes per variant."""
+    variants, runtimes = plan["variants"], plan.get("runtimes") or [None]
+
+    def name(variant: str, runtime: str | None) -> str:
+        return str(ModelName(variant, runtime))
+
+    pairs = [("variant", name(variants[0], r), name(v, r)) for r in runtimes for v in variants[1:]]
+    pairs += [("runtime", name(v, runtimes[0]), name(v, r)) for v in variants for r in runtimes[1:]]
+    return pairs
+
+
 def speedups(record: dict[str, Any], levels: dict[tuple[str, int], Level]) -> list[Speedup]:
-    """Per level, each variant against the first one named, paired repeat by repeat."""
-    variants, out = record["plan"]["variants"], []
-    baseline = variants[0]
-    for candidate in variants[1:]:
+    """Per level and compared pair, the candidate against the baseline, repeat by repeat."""
+    out = []
+    for kind, baseline, candidate in comparisons(record["plan"]):
         for level in record["plan"]["concurrency"]:
             a, b = levels[(baseline, level)], levels[(candidate, level)]
             out.append(
                 Speedup(
+                    kind,
                     candidate,
                     baseline,
                     level,
@@ -181,14 +197,14 @@ def plots(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    variants, conc = record["plan"]["variants"], record["plan"]["concurrency"]
+    models, conc = models_of(record), record["plan"]["concurrency"]
     folder = out_dir / "plots"
     folder.mkdir(exist_ok=True)
     files: dict[str, Path] = {}
 
-    colours = {v: f"C{i}" for i, v in enumerate(variants)}
+    colours = {v: f"C{i}" for i, v in enumerate(models)}
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for v in variants:
+    for v in models:
         for q, style in (("p50", "-o"), ("p99", "--s")):
             ys = [levels[(v, c)].percentiles[q] for c in conc]
             ax.plot(conc, ys, style, color=colours[v], label=f"{v} {q}")
@@ -205,7 +221,7 @@ def plots(
     files["Latency percentiles vs concurrency"] = _save(fig, folder / "latency.png")
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for v in variants:
+    for v in models:
         means = [float(np.mean(levels[(v, c)].throughput)) for c in conc]
         errs = [float(np.std(levels[(v, c)].throughput)) for c in conc]
         ax.errorbar(conc, means, yerr=errs, fmt="-o", capsize=3, color=colours[v], label=v)
@@ -221,7 +237,7 @@ def plots(
     files["Throughput vs concurrency"] = _save(fig, folder / "throughput.png")
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for v in variants:
+    for v in models:
         xs = [float(np.mean(levels[(v, c)].throughput)) for c in conc]
         for q, style in (("p50", "-o"), ("p99", "--s")):
             ys = [levels[(v, c)].percentiles[q] for c in conc]
@@ -237,7 +253,7 @@ def plots(
     rows = math.ceil(len(conc) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
     for ax, c in zip(axes.flat, conc, strict=False):
-        for v in variants:
+        for v in models:
             data = np.sort(levels[(v, c)].latency)
             ax.plot(data, np.arange(1, len(data) + 1) / len(data), color=colours[v], label=v)
         ax.set(xscale="log", title=f"{c} clients", xlabel="latency (ms)", ylabel="fraction")
@@ -248,6 +264,12 @@ def plots(
     fig.suptitle("Latency CDF at each concurrency")
     files["Latency CDF at each concurrency"] = _save(fig, folder / "cdf.png")
     return files
+
+
+def models_of(record: dict[str, Any]) -> list[str]:
+    """The models a record measured, in the plan's order."""
+    plan = record["plan"]
+    return list(LoadPlan(tuple(plan["variants"]), tuple(plan.get("runtimes") or ())).models())
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -277,25 +299,36 @@ def tables(
     record: dict[str, Any], levels: dict[tuple[str, int], Level], items: list[Speedup]
 ) -> dict[str, Table]:
     """The report's tables, as (header, rows) in display order."""
-    variants, conc = record["plan"]["variants"], record["plan"]["concurrency"]
+    plan = record["plan"]
+    models, conc = models_of(record), plan["concurrency"]
     out: dict[str, Table] = {}
-    out["Speedup of " + ", ".join(variants[1:]) + f" over {variants[0]} (95% CI over repeats)"] = (
-        ["clients", "variant", "throughput ratio", "p50 speedup", "p99 speedup", "p50 diff (ms)"],
-        [
+    titles = {
+        "variant": "Speedup of " + ", ".join(plan["variants"][1:]) + f" over "
+        f"{plan['variants'][0]}, on each runtime (95% CI over repeats)",
+        "runtime": "Runtimes compared on the same variant, against "
+        f"{(plan.get('runtimes') or ['-'])[0]} (95% CI over repeats)",
+    }
+    for kind, title in titles.items():
+        rows = [
             [
                 str(s.concurrency),
                 s.candidate,
+                s.baseline,
                 str(s.throughput),
                 str(s.p50),
                 str(s.p99),
                 f"{s.p50_diff_ms:+.3f}",
             ]
             for s in items
-        ],
-    )
+            if s.kind == kind
+        ]
+        if rows:
+            header = ["clients", "model", "vs", "throughput ratio", "p50 speedup", "p99 speedup",
+                      "p50 diff (ms)"]  # fmt: skip
+            out[title] = (header, rows)
     header = [
         "clients",
-        "variant",
+        "model",
         "req/s",
         *[f"p{q:g} ms" for q in PERCENTILES],
         "errors",
@@ -304,7 +337,7 @@ def tables(
     ]
     rows = []
     for c in conc:
-        for v in variants:
+        for v in models:
             lv = levels[(v, c)]
             rows.append(
                 [
@@ -320,7 +353,7 @@ def tables(
     out["Client-side latency and throughput (exact samples, pooled over repeats)"] = (header, rows)
     rows = []
     for c in conc:
-        for v in variants:
+        for v in models:
             lv = levels[(v, c)]
             p50 = lv.percentiles["p50"]
             rest = p50 - lv.model_ms - lv.queue_ms
@@ -336,7 +369,7 @@ def tables(
                 ]
             )
     out["Where the time goes (medians, ms): client vs server"] = (
-        ["clients", "variant", "client p50", "model", "queue", "HTTP + rest", "model share"],
+        ["clients", "model", "client p50", "model time", "queue", "HTTP + rest", "model share"],
         rows,
     )
     rows = []
@@ -366,7 +399,22 @@ def tables(
         ],
         rows,
     )
-    plan, m = record["plan"], record["machine"]
+    tested = {(step["variant"], step["runtime"]) for step in record["steps"]}
+    out["Runtimes served (device, model time at warm-up, difference from the SavedModel)"] = (
+        ["model", "device", "batch-1 ms", "max abs diff"],
+        [
+            [
+                r["model"],
+                str(r.get("device")),
+                f"{r['batch1_ms']:.3f}" if r.get("batch1_ms") is not None else "-",
+                f"{r['max_abs_diff']:.1e}" if r.get("max_abs_diff") is not None else "-",
+            ]
+            for entry in record["variants"]
+            for r in entry.get("runtimes", [])
+            if (entry["name"], r["runtime"]) in tested
+        ],
+    )
+    m = record["machine"]
     out["Machine and settings"] = (
         ["what", "value"],
         [
@@ -418,6 +466,8 @@ def build_report(out_dir: Path) -> tuple[Path, Path, list[str]]:
     all_tables = tables(record, levels, items)
     warnings = sorted({w for step in record["steps"] for w in step["warnings"]})
     title = "mnist-serve load test: " + " vs ".join(record["plan"]["variants"])
+    if record["plan"].get("runtimes"):
+        title += " on " + ", ".join(record["plan"]["runtimes"])
 
     md = [f"# {title}", "", "## Verdict", "", *[f"- {line}" for line in lines], ""]
     if warnings:
@@ -461,7 +511,8 @@ def build_report(out_dir: Path) -> tuple[Path, Path, list[str]]:
     )
 
     header = [
-        "variant",
+        "model",
+        "runtime",
         "concurrency",
         "repeat",
         "requests",
@@ -479,7 +530,8 @@ def build_report(out_dir: Path) -> tuple[Path, Path, list[str]]:
             ",".join(
                 str(x)
                 for x in [
-                    s["variant"],
+                    s["model"],
+                    s["runtime"],
                     s["concurrency"],
                     s["repeat"],
                     s["requests"],

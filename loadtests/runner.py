@@ -1,9 +1,11 @@
-"""Drive every variant with identical Locust load, step by step, and keep exact results.
+"""Drive every variant x runtime with identical Locust load, step by step; keep exact results.
 
-For each concurrency level and repeat, each variant gets one headless Locust run of
-``warmup + duration`` seconds (the warm-up's requests are not recorded). Variants alternate
-order between repeats (A B, then B A, ...) so that drift on the machine (thermal, background
-work) does not favour one of them.
+The models under test are ``<variant>@<runtime>`` for every runtime and variant of the plan (or
+the bare variants, on the server's default runtime, when the plan names no runtime). For each
+concurrency level and repeat, each model gets one headless Locust run of ``warmup + duration``
+seconds (the warm-up's requests are not recorded). Models alternate order between repeats
+(A B C D, then D C B A, ...) so that drift on the machine (thermal, background work) does not
+favour one of them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import httpx
 import numpy as np
 
 from mnist_serve.procs import run_server
+from modelrepo.layout import ModelName, check_runtimes
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 PERCENTILES = (50, 90, 95, 99, 99.9)
@@ -54,6 +57,7 @@ class LoadPlan:
     """What to run: the same load for each variant."""
 
     variants: tuple[str, ...] = ("original", "depthwise")
+    runtimes: tuple[str, ...] = ()  # empty: the server's default runtime, bare variant names
     concurrency: tuple[int, ...] = (1, 8, 32, 64)
     duration_s: int = 20
     warmup_s: int = 3
@@ -67,6 +71,9 @@ class LoadPlan:
             raise ValueError("name at least one variant")
         if len(set(self.variants)) != len(self.variants):
             raise ValueError(f"variants repeat: {self.variants}")
+        if len(set(self.runtimes)) != len(self.runtimes):
+            raise ValueError(f"runtimes repeat: {self.runtimes}")
+        check_runtimes(self.runtimes)
         if not self.concurrency or min(self.concurrency) < 1:
             raise ValueError(f"concurrency levels must be >= 1, got {self.concurrency}")
         if self.duration_s < 1 or self.warmup_s < 0 or self.repeats < 1:
@@ -76,13 +83,20 @@ class LoadPlan:
         if self.processes < 1:
             raise ValueError(f"processes must be >= 1, got {self.processes}")
 
+    def models(self) -> tuple[str, ...]:
+        """The model names under test: runtime by runtime, each variant (or bare variants)."""
+        if not self.runtimes:
+            return self.variants
+        return tuple(str(ModelName(v, r)) for r in self.runtimes for v in self.variants)
+
     def steps(self) -> list[Step]:
-        """Every run in order: per level, per repeat, the variants in alternating order."""
+        """Every run in order: per level, per repeat, the models in alternating order."""
         steps = []
+        models = self.models()
         for level in self.concurrency:
             for repeat in range(self.repeats):
-                order = self.variants if repeat % 2 == 0 else tuple(reversed(self.variants))
-                steps += [Step(variant, level, repeat) for variant in order]
+                order = models if repeat % 2 == 0 else tuple(reversed(models))
+                steps += [Step(model, level, repeat) for model in order]
         return steps
 
     @property
@@ -93,23 +107,25 @@ class LoadPlan:
 
 @dataclass(frozen=True)
 class Step:
-    """One Locust run: one variant at one concurrency, in one repeat."""
+    """One Locust run: one model (variant or variant@runtime) at one concurrency, one repeat."""
 
-    variant: str
+    model: str
     concurrency: int
     repeat: int
 
     @property
     def key(self) -> str:
         """A file-name-safe identifier."""
-        return f"{self.variant}-c{self.concurrency}-r{self.repeat}"
+        return f"{self.model.replace('@', '_')}-c{self.concurrency}-r{self.repeat}"
 
 
 @dataclass
 class StepResult:
     """What one run measured, from the client's exact per-request samples."""
 
+    model: str  # as addressed: variant, or variant@runtime
     variant: str
+    runtime: str  # the runtime that answered (from the server's /variants when not named)
     concurrency: int
     repeat: int
     requests: int
@@ -127,7 +143,9 @@ class StepResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def summarize(step: Step, samples: dict[str, np.ndarray], processes: int, path: str) -> StepResult:
+def summarize(
+    step: Step, runtime: str, samples: dict[str, np.ndarray], processes: int, path: str
+) -> StepResult:
     """Percentiles, throughput, errors and accuracy of one run's samples."""
     latency, ok = samples["latency_ms"], samples["ok"].astype(bool)
     finished = samples["finished_at"]
@@ -144,7 +162,9 @@ def summarize(step: Step, samples: dict[str, np.ndarray], processes: int, path: 
     if len(good) == 0:
         warnings.append("no successful requests")
     return StepResult(
-        variant=step.variant,
+        model=step.model,
+        variant=ModelName.parse(step.model).variant,
+        runtime=runtime,
         concurrency=step.concurrency,
         repeat=step.repeat,
         requests=len(latency),
@@ -185,7 +205,7 @@ def locust_command(url: str, step: Step, plan: LoadPlan, samples: Path) -> list[
         "--stop-timeout",
         "10",
         "--variant",
-        step.variant,
+        step.model,
         "--mode",
         plan.mode,
         "--warmup",
@@ -205,7 +225,7 @@ def locust_command(url: str, step: Step, plan: LoadPlan, samples: Path) -> list[
     return command
 
 
-def run_step(url: str, step: Step, plan: LoadPlan, out_dir: Path) -> StepResult:
+def run_step(url: str, step: Step, runtime: str, plan: LoadPlan, out_dir: Path) -> StepResult:
     """One Locust run, bounded in time; its exact samples summarized."""
     samples_path = out_dir / "samples" / f"{step.key}.npz"
     samples_path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,11 +247,14 @@ def run_step(url: str, step: Step, plan: LoadPlan, out_dir: Path) -> StepResult:
         )
     with np.load(samples_path) as data:
         samples = {key: data[key] for key in data.files}
-    return summarize(step, samples, plan.processes, str(samples_path.relative_to(out_dir)))
+    return summarize(step, runtime, samples, plan.processes, str(samples_path.relative_to(out_dir)))
 
 
-def check_target(url: str, variants: tuple[str, ...], wait_s: float = 120) -> list[dict[str, Any]]:
-    """Fail fast on an unreachable target; wait for readiness; return the variants' figures."""
+def check_target(url: str, plan: LoadPlan, wait_s: float = 120) -> list[dict[str, Any]]:
+    """Fail fast on an unreachable target; wait for readiness; check every model serves.
+
+    Returns the served variants' entries from ``/variants`` (figures, runtimes, devices).
+    """
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -246,12 +269,28 @@ def check_target(url: str, variants: tuple[str, ...], wait_s: float = 120) -> li
         if time.monotonic() > deadline:
             raise LoadTestError(f"{url} did not become ready within {wait_s:.0f} s: {ready.text}")
         time.sleep(0.5)
-    served = httpx.get(f"{url}/variants", timeout=10).json()
-    names = [entry["name"] for entry in served]
-    missing = [v for v in variants if v not in names]
+    served = {entry["name"]: entry for entry in httpx.get(f"{url}/variants", timeout=10).json()}
+    missing = [v for v in plan.variants if v not in served]
     if missing:
-        raise LoadTestError(f"{url} does not serve {missing} (it serves {', '.join(names)})")
-    return [entry for entry in served if entry["name"] in variants]
+        raise LoadTestError(f"{url} does not serve {missing} (it serves {', '.join(served)})")
+    for variant in plan.variants:
+        states = {r["runtime"]: r["state"] for r in served[variant].get("runtimes", [])}
+        absent = [r for r in plan.runtimes if states.get(r) != "ready"]
+        if absent:
+            raise LoadTestError(
+                f"{url} does not serve {variant} on {', '.join(absent)} "
+                f"(runtimes there: {', '.join(f'{k} {v}' for k, v in states.items()) or 'none'})"
+            )
+    return [served[v] for v in plan.variants]
+
+
+def runtime_of(model: str, served: list[dict[str, Any]]) -> str:
+    """The runtime that answers ``model``: named in it, else the variant's default."""
+    name = ModelName.parse(model)
+    if name.runtime:
+        return name.runtime
+    entry = next(e for e in served if e["name"] == name.variant)
+    return str(entry.get("runtime", "savedmodel"))
 
 
 def machine() -> dict[str, Any]:
@@ -296,14 +335,14 @@ def run_plan(
             server = stack.enter_context(run_server(models, out_dir / "server.log", *server_args))
             server.wait_ready()
             url = server.url
-        served = check_target(url, plan.variants)
+        served = check_target(url, plan)
         steps = plan.steps()
         results: list[StepResult] = []
         started = datetime.now(UTC)
         for index, step in enumerate(steps):
             if on_step:
                 on_step(step, index, len(steps), None)
-            results.append(run_step(url, step, plan, out_dir))
+            results.append(run_step(url, step, runtime_of(step.model, served), plan, out_dir))
             if on_step:
                 on_step(step, index, len(steps), results[-1])
     record = {

@@ -20,6 +20,7 @@ from training import catalog
 
 if TYPE_CHECKING:
     from loadtests.runner import LoadPlan
+    from modelrepo.layout import ModelRepository
     from training.data import Mnist
     from training.train import TrainConfig
 
@@ -256,6 +257,17 @@ def serve(
     variants: Annotated[
         str | None, typer.Option(help="Comma-separated variants to serve. [default: all found]")
     ] = None,
+    runtimes: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated runtimes to serve: savedmodel, onnx, litert, openvino. "
+            "[default: every artifact present]"
+        ),
+    ] = None,
+    default_runtime: Annotated[
+        str | None,
+        typer.Option(help="What a bare variant name means. [default: savedmodel]"),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address. [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port. [default: 8000]")] = None,
     device: Annotated[
@@ -283,7 +295,10 @@ def serve(
         str | None, typer.Option(help="critical, error, warning, info or debug. [default: info]")
     ] = None,
 ) -> None:
-    """Serve every exported variant over HTTP (POST /predict/<variant>).
+    """Serve every exported variant on every runtime found (POST /predict/<variant>).
+
+    Address a runtime with ?runtime=onnx or by the model name <variant>@<runtime>
+    (POST /predict/depthwise@onnx); GET /variants lists what serves where.
 
     Every setting can also come from a MNIST_SERVE_* environment variable (MNIST_SERVE_PORT,
     MNIST_SERVE_MODELS_DIR, ...); a flag given here wins over the variable.
@@ -298,6 +313,8 @@ def serve(
     given = {
         "models_dir": models,
         "variants": variants,
+        "runtimes": runtimes,
+        "default_runtime": default_runtime,
         "host": host,
         "port": port,
         "device": device,
@@ -361,7 +378,7 @@ def run_load_test(
     )
     target = url or f"a service started here from {models}"
     console.print(
-        f"Load test of {', '.join(plan.variants)} at {target}: {len(plan.steps())} steps, "
+        f"Load test of {', '.join(plan.models())} at {target}: {len(plan.steps())} steps, "
         f"about {plan.seconds / 60:.1f} min"
     )
     with Progress(*columns, console=console) as progress:
@@ -371,14 +388,14 @@ def run_load_test(
             if result is None:
                 progress.update(
                     task,
-                    description=f"{step.variant} @ {step.concurrency} clients, "
+                    description=f"{step.model} @ {step.concurrency} clients, "
                     f"repeat {step.repeat + 1}/{plan.repeats}",
                 )
                 return
             progress.advance(task)
             p = result.latency_ms
             progress.console.print(
-                f"{step.variant:>10} c={step.concurrency:<3} r{step.repeat + 1}: "
+                f"{step.model:>20} c={step.concurrency:<3} r{step.repeat + 1}: "
                 f"{result.throughput_rps:8.1f} req/s  "
                 f"p50 {p['p50']:.3f} ms  p99 {p['p99']:.3f} ms  "
                 f"errors {result.errors}  accuracy {result.accuracy:.2%}"
@@ -409,6 +426,14 @@ def loadtest(
     variants: Annotated[str, typer.Option(help="Comma-separated; the first is the baseline.")] = (
         "original,depthwise"
     ),
+    runtimes: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated runtimes to drive each variant on (savedmodel, onnx, litert, "
+            "openvino); the first is the baseline of the runtime comparison. "
+            "Default: the server's default runtime."
+        ),
+    ] = "",
     concurrency: Annotated[str, typer.Option(help="Comma-separated concurrent-client levels.")] = (
         "1,8,32,64"
     ),
@@ -429,13 +454,14 @@ def loadtest(
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
 ) -> None:
-    """Drive the variants with identical Locust load and write a side-by-side report."""
+    """Drive every variant x runtime with identical Locust load; write a side-by-side report."""
     from loadtests.runner import LoadPlan
 
     check_data_path(data)
     try:
         plan = LoadPlan(
             variants=_csv(variants, str),
+            runtimes=parse_runtimes(runtimes),
             concurrency=_csv(concurrency, int),
             duration_s=_seconds(duration),
             warmup_s=_seconds(warmup, minimum=0),
@@ -459,6 +485,17 @@ def report(
     announce_report(folder)
 
 
+def demo_runtimes(repository: ModelRepository) -> tuple[str, ...]:
+    """savedmodel and the converted runtime with the fastest batch-1 time for the last variant."""
+    metadata = repository.get(catalog.SEED_VARIANTS[-1]).read_metadata()
+    timed = {
+        name: entry["batch1_ms"]
+        for name, entry in metadata.get("runtimes", {}).items()
+        if "batch1_ms" in entry
+    }
+    return ("savedmodel", min(timed, key=timed.__getitem__)) if timed else ("savedmodel",)
+
+
 @app.command("demo")
 def demo(
     epochs: Annotated[
@@ -467,13 +504,25 @@ def demo(
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
     concurrency: Annotated[str, typer.Option(help="Concurrent-client levels.")] = "1,8,32",
-    duration: Annotated[str, typer.Option(help="Measured time per step.")] = "8s",
+    duration: Annotated[str, typer.Option(help="Measured time per step.")] = "5s",
+    runtimes: Annotated[
+        str | None,
+        typer.Option(
+            help="Runtimes to compare. [default: savedmodel and the fastest other runtime "
+            "found at export]",
+            show_default=False,
+        ),
+    ] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Repeats per level.")] = 3,
     out: Annotated[
         Path | None, typer.Option(help="Results folder. Default: runs/demo-<time>.")
     ] = None,
 ) -> None:
-    """The main job: train the seed models if missing, serve them, load-test both, report."""
+    """The main job: train the seed models if missing, serve them, load-test both, report.
+
+    Both variants are compared on the SavedModel and on the fastest other runtime (the
+    smallest batch-1 time the exports recorded for the depthwise model).
+    """
     from loadtests.runner import LoadPlan
     from modelrepo.layout import ModelRepository
 
@@ -489,9 +538,13 @@ def demo(
         console.print(
             f"[bold]1/2[/] using the models already in {models}/ (delete them to retrain)"
         )
-    console.print("[bold]2/2[/] serving both and load-testing them under identical load")
+    chosen = parse_runtimes(runtimes) if runtimes is not None else demo_runtimes(repository)
+    console.print(
+        f"[bold]2/2[/] serving both on {' and '.join(chosen)}, load-testing under identical load"
+    )
     plan = LoadPlan(
         variants=catalog.SEED_VARIANTS,
+        runtimes=chosen,
         concurrency=_csv(concurrency, int),
         duration_s=_seconds(duration),
         warmup_s=2,

@@ -17,6 +17,7 @@ SavedModels never pays for the others. A runtime object is not thread-safe: one 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -214,7 +215,10 @@ def _check_names(inputs: list[str], outputs: list[str]) -> None:
         )
 
 
+ABSOLUTE_PATH = re.compile(r"/[^\s:'\"()]+")
+
+
 def _first_line(err: BaseException) -> str:
-    """An exception's message, first line only and short (no C++ stack traces for clients)."""
+    """An exception's message for clients: first line, short, file paths cut to their name."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text[:200]
+    return ABSOLUTE_PATH.sub(lambda m: Path(m.group()).name, text)[:200]

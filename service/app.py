@@ -16,17 +16,17 @@ from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import device as devices
 from service.batcher import Timing
 from service.decode import decode_request
-from service.errors import ServeError, UnknownVariant
+from service.errors import ServeError, UnknownModel
 from service.metrics import Metrics
-from service.registry import ServedVariant, VariantRegistry, plan
-from service.schemas import ErrorResponse, PredictResponse, VariantInfo
+from service.registry import ModelRegistry, ServedModel, ServedVariant, plan
+from service.schemas import ErrorResponse, PredictResponse, RuntimeInfo, VariantInfo
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in (
         (400, "Malformed JSON or an undecodable image"),
-        (404, "Unknown variant (the body lists the known ones)"),
+        (404, "Unknown variant or runtime (the body lists the served model names)"),
         (413, "Body or image over the size limit"),
         (415, "Content-Type is not JSON, multipart, PNG or JPEG"),
         (422, "Wrong shape, values outside [0, 1], NaN, no ink, or too many images"),
-        (503, "Still loading, or the variant's queue is full (see Retry-After)"),
+        (503, "Still loading, failed to load, or the model's queue is full (see Retry-After)"),
     )
 }
 PREDICT_BODY = {
@@ -80,16 +80,27 @@ TRAINING_FIGURES = (
     "parameters", "macs", "test_accuracy", "test_loss", "epochs", "training_seconds",
     "epoch_seconds", "savedmodel_bytes", "created_at",
 )  # fmt: skip
+# metadata.json fields that describe the training machine, not the model: not for clients.
+PRIVATE_METADATA = ("data_source",)
 
 
-def get_registry(request: Request) -> VariantRegistry:
+def get_registry(request: Request) -> ModelRegistry:
     """The app's variant registry."""
-    registry: VariantRegistry = request.app.state.registry
+    registry: ModelRegistry = request.app.state.registry
     return registry
 
 
-RegistryDep = Annotated[VariantRegistry, Depends(get_registry)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 router = APIRouter()
+
+
+RuntimeQuery = Annotated[
+    str | None,
+    Query(
+        description="Runtime to use (savedmodel, onnx, litert, openvino); "
+        "default: the variant's default runtime. Same as naming the model variant@runtime.",
+    ),
+]
 
 
 @router.post(
@@ -97,45 +108,46 @@ router = APIRouter()
     response_model=PredictResponse,
     responses=ERRORS,
     openapi_extra={"requestBody": PREDICT_BODY},
-    summary="Classify digits with one variant",
+    summary="Classify digits with one variant (on one runtime)",
 )
-async def predict(variant: str, request: Request) -> Response:
-    """Classify JSON pixels or an uploaded digit picture with the named variant."""
+async def predict(variant: str, request: Request, runtime: RuntimeQuery = None) -> Response:
+    """Classify JSON pixels or an uploaded digit picture with the named variant (or model)."""
     started = time.perf_counter()
     registry = get_registry(request)  # not a Depends: dependency solving costs on the hot path
     metrics = registry.metrics
-    label = variant if variant in registry.variants else "unknown"
+    labels = ("unknown", "unknown")
     status = 500
-    metrics.in_flight.labels(label).inc()
+    registry.in_flight += 1
     try:
-        served = registry.get(variant)
-        assert served.batcher is not None and served.runtime is not None  # get() checked
+        served = registry.get(variant, runtime)
+        assert served.batcher is not None  # get() returns ready models only
+        labels = (served.model.variant, served.runtime_name)
         images = await decode_request(request, registry.limits)
         probabilities, timing = await served.batcher.submit(images)
-        metrics.queue_seconds.labels(label).observe(timing.queue_s)
-        metrics.model_seconds.labels(label).observe(timing.model_s)
-        response = render_predictions(
-            variant, served.runtime.version, probabilities, timing, started
-        )
+        metrics.queue_seconds.labels(*labels).observe(timing.queue_s)
+        metrics.model_seconds.labels(*labels).observe(timing.model_s)
+        response = render_predictions(served, probabilities, timing, started)
         status = 200
         return response
     except ServeError as err:
         status = err.status
         raise
     finally:
-        metrics.in_flight.labels(label).dec()
-        metrics.requests.labels(label, str(status)).inc()
-        metrics.request_seconds.labels(label).observe(time.perf_counter() - started)
+        registry.in_flight -= 1
+        metrics.requests.labels(*labels, str(status)).inc()
+        metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)
 
 
 def render_predictions(
-    variant: str, version: int, probabilities: np.ndarray, timing: Timing, started: float
+    served: ServedModel, probabilities: np.ndarray, timing: Timing, started: float
 ) -> Response:
     """The predict response: one entry per image, and the server's timing in body and header."""
     queue_ms, model_ms = timing.queue_s * 1000, timing.model_s * 1000
     body = {
-        "variant": variant,
-        "version": version,
+        "variant": served.model.variant,
+        "runtime": served.runtime_name,
+        "model": served.name,
+        "version": served.model.version,
         "predictions": [
             {
                 "digit": int(row.argmax()),
@@ -159,8 +171,8 @@ def render_predictions(
 
 @router.get("/variants", response_model=list[VariantInfo], summary="Served variants")
 async def list_variants(registry: RegistryDep) -> list[VariantInfo]:
-    """Every served variant with its training figures and device."""
-    return [variant_info(name, served, registry) for name, served in registry.variants.items()]
+    """Every served variant with its training figures and, per runtime, device and state."""
+    return [variant_info(served) for served in registry.variants.values()]
 
 
 @router.get(
@@ -170,28 +182,30 @@ async def list_variants(registry: RegistryDep) -> list[VariantInfo]:
     summary="A variant",
 )
 async def read_variant(name: str, registry: RegistryDep) -> VariantInfo:
-    """One served variant with its training figures and device."""
+    """One served variant with its training figures and, per runtime, device and state."""
     served = registry.variants.get(name)
     if served is None:
-        raise UnknownVariant(f"no variant named {name!r}", known=sorted(registry.variants))
-    return variant_info(name, served, registry)
+        raise UnknownModel(f"no variant named {name!r}", known=registry.names())
+    return variant_info(served)
 
 
 @router.get("/healthz", summary="Liveness")
-async def read_health(registry: RegistryDep) -> JSONResponse:
-    """200 while the process is alive and its models have not failed to load."""
-    if registry.failure:
-        return JSONResponse({"status": "failed", "detail": registry.failure}, status_code=500)
+async def read_health() -> JSONResponse:
+    """200 while the process is alive (a model that failed to load does not make it unhealthy)."""
     return JSONResponse({"status": "ok"})
 
 
 @router.get("/readyz", summary="Readiness")
 async def read_ready(registry: RegistryDep) -> JSONResponse:
-    """200 once every variant is loaded and warm; 503 before (or if loading failed)."""
+    """200 once every model has loaded or failed and at least one serves; 503 before."""
+    models = registry.models()
+    ready = [m.name for m in models if m.state == "ready"]
+    failed = {m.name: m.reason for m in models if m.state == "failed"}
     if registry.ready:
-        return JSONResponse({"status": "ready", "variants": sorted(registry.variants)})
-    status = "failed" if registry.failure else "loading"
-    body = {"status": status, "detail": registry.failure or "loading and warming the models"}
+        return JSONResponse({"status": "ready", "models": ready, "failed": failed})
+    status = "loading" if registry.loading else "failed"
+    body = {"status": status, "models": ready, "failed": failed,
+            "loading": [m.name for m in models if m.state == "loading"]}  # fmt: skip
     return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
 
 
@@ -207,16 +221,32 @@ async def read_root() -> RedirectResponse:
     return RedirectResponse("/docs")
 
 
-def variant_info(name: str, served: ServedVariant, registry: VariantRegistry) -> VariantInfo:
-    """A served variant as the API shows it."""
-    meta = served.metadata
+def variant_info(served: ServedVariant) -> VariantInfo:
+    """A served variant as the API shows it: figures, and each runtime's state and device."""
+    meta = {k: v for k, v in served.metadata.items() if k not in PRIVATE_METADATA}
     figures = {key: meta[key] for key in TRAINING_FIGURES if key in meta}
+    conversions = meta.get("runtimes", {})
+    runtimes = [
+        RuntimeInfo(
+            runtime=m.runtime_name,
+            model=m.name,
+            state=m.state,
+            device=m.runtime.device if m.runtime is not None else None,
+            cpu_only=m.cpu_only,
+            reason=m.reason,
+            batch1_ms=m.batch1_ms,
+            max_abs_diff=conversions.get(m.runtime_name, {}).get("max_abs_diff"),
+        )
+        for m in served.runtimes.values()
+    ]
+    default = served.default
     return VariantInfo(
-        name=name,
+        name=served.model.variant,
         version=served.model.version,
-        ready=served.batcher is not None,
-        device=devices.describe(registry.device) if served.runtime is not None else None,
-        runtime="savedmodel",
+        ready=default.state == "ready",
+        device=default.runtime.device if default.runtime is not None else None,
+        runtime=served.default_runtime,
+        runtimes=runtimes,
         metadata=meta,
         **figures,
     )
@@ -238,7 +268,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.device, settings.intra_op_threads, settings.inter_op_threads
     )
     log.info("models will run on %s", devices.describe(device))
-    registry = VariantRegistry(settings, Metrics(), planned, device)
+    registry = ModelRegistry(settings, Metrics(), planned, gpu=device.startswith("/GPU"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

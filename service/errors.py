@@ -43,11 +43,11 @@ class InvalidInput(ServeError):
     code = "invalid_input"
 
 
-class UnknownVariant(ServeError):
-    """No variant of that name is served."""
+class UnknownModel(ServeError):
+    """No such variant, or that runtime is not served for it (the body lists the names)."""
 
     status = 404
-    code = "unknown_variant"
+    code = "unknown_model"
 
 
 class PayloadTooLarge(ServeError):
@@ -83,6 +83,15 @@ class Overloaded(Unavailable):
     """The variant's queue is full: back off instead of queueing without limit."""
 
     code = "overloaded"
+
+
+class ModelNotLoaded(Unavailable):
+    """The model failed to load (not "still loading"): it will not serve until restarted."""
+
+    code = "model_not_loaded"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, retry_after_s=60)
 
 
 class ModelFailure(ServeError):

@@ -1,5 +1,6 @@
 """Prometheus metrics, in a registry of the app's own (so several apps in one process don't clash).
 
+Every series is labelled by variant and runtime (``unknown`` for names not served).
 Latency buckets reach down to 50 µs: a served MNIST model answers in about a millisecond, and
 Prometheus' default buckets (5 ms and up) would put every request in the first one.
 """
@@ -23,40 +24,39 @@ class Metrics:
         self.requests = Counter(
             "mnist_serve_requests",
             "Predict requests by variant and HTTP status.",
-            ["variant", "status"],
+            ["variant", "runtime", "status"],
             registry=self.registry,
         )
         self.request_seconds = Histogram(
             "mnist_serve_request_seconds",
             "Server time of a predict request, from routing to response (decode, queue, model).",
-            ["variant"],
+            ["variant", "runtime"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.queue_seconds = Histogram(
             "mnist_serve_queue_seconds",
             "Time a request waited for its batch to start.",
-            ["variant"],
+            ["variant", "runtime"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.model_seconds = Histogram(
             "mnist_serve_model_seconds",
             "Time of the model call that served a request (its whole batch).",
-            ["variant"],
+            ["variant", "runtime"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.batch_size = Histogram(
             "mnist_serve_batch_size",
             "Images per model call.",
-            ["variant"],
+            ["variant", "runtime"],
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.in_flight = Gauge(
             "mnist_serve_in_flight",
-            "Predict requests being handled now.",
-            ["variant"],
+            "Predict requests being handled now (all models).",
             registry=self.registry,
         )

@@ -1,8 +1,14 @@
-"""The served variants: which ones, from where, and their loaded runtimes and batchers.
+"""The served models, variant x runtime: which ones, from where, their state and batchers.
 
 :func:`plan` runs at construction and checks the repository against the settings (so a typo
-fails at start, not at the first request); :meth:`VariantRegistry.load` runs in the background
-during start-up, loading and warming each model, and only then marks the service ready.
+fails at start, not at the first request). :meth:`ModelRegistry.load` runs in the background
+during start-up and loads, warms and starts each model on its own: one that fails is marked
+``failed`` with a short reason and the others serve. The service is ready once every model has
+either loaded or failed, and at least one serves.
+
+Names: ``depthwise@onnx`` is the depthwise variant on ONNX Runtime; a bare ``depthwise`` is that
+variant on its default runtime (the ``default_runtime`` setting when that runtime is served for
+it, else the first one served, in :data:`~modelrepo.layout.RUNTIME_NAMES` order).
 """
 
 from __future__ import annotations
@@ -10,20 +16,24 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import statistics
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from modelrepo.layout import ModelRepository, ModelVersion, RepositoryError
+from modelrepo.layout import INPUT_SHAPE, ModelName, ModelRepository, ModelVersion, RepositoryError
+from modelrepo.runtimes import RUNTIMES, LoadOptions, Runtime, RuntimeLoadError, load_runtime
 from service.batcher import Batcher
 from service.decode import Limits
-from service.errors import Unavailable, UnknownVariant
+from service.errors import BadRequest, ModelNotLoaded, Unavailable, UnknownModel
 from service.metrics import Metrics
-from service.runtime import RUNTIMES, Runtime
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+State = Literal["loading", "ready", "failed"]
 
 
 class ConfigError(Exception):
@@ -31,22 +41,50 @@ class ConfigError(Exception):
 
 
 @dataclass
+class ServedModel:
+    """One variant on one runtime: where it comes from, its state and, once ready, its batcher."""
+
+    model: ModelVersion
+    runtime_name: str
+    state: State = "loading"
+    reason: str | None = None  # why it failed, short, for clients (no paths, no tracebacks)
+    runtime: Runtime | None = None
+    batcher: Batcher | None = None
+    batch1_ms: float | None = None  # median model time of one image, measured at warm-up
+
+    @property
+    def name(self) -> str:
+        """``<variant>@<runtime>``."""
+        return str(ModelName(self.model.variant, self.runtime_name))
+
+    @property
+    def cpu_only(self) -> bool:
+        """Whether the runtime runs on the CPU only, whatever the service's device."""
+        return RUNTIMES[self.runtime_name].cpu_only
+
+
+@dataclass
 class ServedVariant:
-    """One variant as served: where it came from, and once loaded, its runtime and batcher."""
+    """One variant: its exported version, training metadata and its models per runtime."""
 
     model: ModelVersion
     metadata: dict[str, Any]
-    runtime: Runtime | None = None
-    batcher: Batcher | None = None
+    runtimes: dict[str, ServedModel]
+    default_runtime: str
+
+    @property
+    def default(self) -> ServedModel:
+        """The model a bare variant name means."""
+        return self.runtimes[self.default_runtime]
 
 
 def plan(settings: Settings) -> dict[str, ServedVariant]:
-    """Which version of which variant to serve; ConfigError if the settings can't be met."""
+    """Which version of each variant, on which runtimes; ConfigError if that can't be met."""
     repository = ModelRepository(settings.models_dir)
     found = repository.variants()
     if not found:
         raise ConfigError(
-            f"no exported models under {settings.models_dir.resolve()}; "
+            f"no exported models under {settings.models_dir}; "
             "train some first (mnist-serve train) or point --models at a model repository"
         )
     wanted = settings.variants or found
@@ -62,74 +100,155 @@ def plan(settings: Settings) -> dict[str, ServedVariant]:
     for name in wanted:
         try:
             model = repository.get(name, settings.pins.get(name))
-            planned[name] = ServedVariant(model, model.read_metadata())
+            metadata = model.read_metadata()
         except RepositoryError as err:
             raise ConfigError(str(err)) from err
+        present = model.runtimes()
+        if settings.runtimes:
+            absent = [r for r in settings.runtimes if r not in present]
+            if absent:
+                raise ConfigError(
+                    f"{name} version {model.version} has no {', '.join(absent)} artifact "
+                    f"(it has {', '.join(present)}); convert it with "
+                    f"`mnist-serve export {name} --runtime {','.join(absent)}` "
+                    "or leave those runtimes out"
+                )
+        chosen = [r for r in present if not settings.runtimes or r in settings.runtimes]
+        default = settings.default_runtime if settings.default_runtime in chosen else chosen[0]
+        models = {runtime: ServedModel(model, runtime) for runtime in chosen}
+        planned[name] = ServedVariant(model, metadata, models, default)
     return planned
 
 
 @dataclass
-class VariantRegistry:
-    """All served variants and the service's readiness."""
+class ModelRegistry:
+    """Every served model, looked up by variant and runtime, and the service's readiness."""
 
     settings: Settings
     metrics: Metrics
     variants: dict[str, ServedVariant]
-    device: str  # where the models run, chosen by service.device.configure
-    ready: bool = False
-    failure: str | None = None
+    gpu: bool  # whether GPU-capable runtimes use the GPU, chosen by service.device.configure
+    in_flight: int = 0  # predict requests in the server now, all models (kept by the handler)
     limits: Limits = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.limits = Limits(s.max_body_bytes, s.max_images_per_request, s.max_image_pixels)
+        self.metrics.in_flight.set_function(lambda: self.in_flight)
 
-    def get(self, name: str) -> ServedVariant:
-        """A ready variant; 404 for a name not served, 503 while loading."""
+    def models(self) -> list[ServedModel]:
+        """Every served model, variant by variant."""
+        return [m for v in self.variants.values() for m in v.runtimes.values()]
+
+    @property
+    def loading(self) -> bool:
+        """Whether some model is still loading."""
+        return any(m.state == "loading" for m in self.models())
+
+    @property
+    def ready(self) -> bool:
+        """Loading is over and at least one model serves."""
+        return not self.loading and any(m.state == "ready" for m in self.models())
+
+    def get(self, name: str, runtime: str | None = None) -> ServedModel:
+        """The ready model for ``name`` (``variant`` or ``variant@runtime``) and ``runtime``.
+
+        404 for a variant or runtime not served, 400 for a malformed name or two different
+        runtimes, 503 while loading or when the model failed to load.
+        """
         served = self.variants.get(name)
         if served is None:
-            raise UnknownVariant(f"no variant named {name!r}", known=sorted(self.variants))
-        if served.batcher is None:
-            raise Unavailable("the models are still loading; retry shortly", retry_after_s=2)
-        return served
+            try:
+                parsed = ModelName.parse(name)
+            except ValueError as err:
+                raise UnknownModel(str(err), known=self.names()) from None
+            served = self.variants.get(parsed.variant)
+            if served is None:
+                raise UnknownModel(f"no variant named {parsed.variant!r}", known=self.names())
+            if runtime is not None and parsed.runtime is not None and runtime != parsed.runtime:
+                raise BadRequest(
+                    f"{name!r} names runtime {parsed.runtime!r} but ?runtime={runtime}"
+                )
+            runtime = runtime or parsed.runtime
+        model = served.runtimes.get(runtime or served.default_runtime)
+        if model is None:
+            raise UnknownModel(
+                f"runtime {runtime!r} is not served for {served.model.variant!r} "
+                f"(served: {', '.join(served.runtimes)})",
+                known=self.names(),
+            )
+        if model.state == "ready":
+            return model
+        if model.state == "failed":
+            raise ModelNotLoaded(f"{model.name} failed to load: {model.reason}")
+        raise Unavailable(f"{model.name} is still loading; retry shortly", retry_after_s=2)
+
+    def names(self) -> list[str]:
+        """Every name a client may use: each variant, and each variant@runtime."""
+        return [
+            n for v, s in self.variants.items() for n in (v, *(m.name for m in s.runtimes.values()))
+        ]
 
     async def load(self) -> None:
-        """Load, warm and start every variant; then report ready. Failures are kept, not raised."""
-        try:
-            settings = self.settings
-            for name, served in self.variants.items():
-                runtime = await asyncio.to_thread(
-                    RUNTIMES["savedmodel"].load, served.model, self.device
-                )
-                await asyncio.to_thread(warm_up, runtime, settings.max_batch_size)
-                batcher = Batcher(
-                    runtime.predict,
-                    max_batch_size=settings.max_batch_size,
-                    max_wait_s=settings.max_wait_ms / 1000,
-                    max_queue=settings.max_queue,
-                    merge=settings.batching,
-                    on_batch=self.metrics.batch_size.labels(name).observe,
-                )
-                batcher.start()
-                served.runtime, served.batcher = runtime, batcher
-                log.info("serving %s version %d on %s", name, served.model.version, self.device)
-            # Requests allocate many short-lived objects (784 floats each), which triggers
-            # garbage collections; a full one would walk TensorFlow's large, permanent object
-            # graph (a ~100 ms pause, seen as p99). Freezing moves everything alive now out of
-            # the collector's way.
-            gc.collect()
-            gc.freeze()
-            self.ready = True
-            log.info("ready: %s", ", ".join(self.variants))
-        except Exception as err:
-            self.failure = f"{type(err).__name__}: {err}"
-            log.exception("loading the models failed")
+        """Load, warm and start every model, each on its own; failures are kept, not raised."""
+        for model in self.models():
+            try:
+                await self._load_one(model)
+            except Exception as err:  # one model's fault must not stop the others
+                model.state, model.reason = "failed", short_reason(err)
+                log.error("%s failed to load: %s", model.name, model.reason, exc_info=err)
+        # Requests allocate many short-lived objects (784 floats each), which triggers
+        # garbage collections; a full one would walk TensorFlow's large, permanent object
+        # graph (a ~100 ms pause, seen as p99). Freezing moves everything alive now out of
+        # the collector's way.
+        gc.collect()
+        gc.freeze()
+        ready = [m.name for m in self.models() if m.state == "ready"]
+        failed = [m.name for m in self.models() if m.state == "failed"]
+        log.info("ready: %s%s", ", ".join(ready) or "nothing", f"; failed: {failed}" * bool(failed))
+
+    async def _load_one(self, model: ServedModel) -> None:
+        settings = self.settings
+        options = LoadOptions(
+            gpu=self.gpu and not model.cpu_only, threads=settings.intra_op_threads
+        )
+        artifact = model.model.artifact(model.runtime_name)
+        runtime = await asyncio.to_thread(load_runtime, model.runtime_name, artifact, options)
+        model.batch1_ms = await asyncio.to_thread(warm_up, runtime, settings.max_batch_size)
+        labels = (model.model.variant, model.runtime_name)
+        batcher = Batcher(
+            runtime.predict,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_wait_ms / 1000,
+            max_queue=settings.max_queue,
+            merge=settings.batching,
+            inline=model.batch1_ms <= settings.inline_max_model_ms,
+            busy=lambda: self.in_flight > 1,  # another request is in the server: batch instead
+            on_batch=self.metrics.batch_size.labels(*labels).observe,
+        )
+        batcher.start()
+        model.runtime, model.batcher, model.state = runtime, batcher, "ready"
+        log.info(
+            "serving %s version %d on %s (batch 1: %.3f ms%s)",
+            model.name,
+            model.model.version,
+            runtime.device,
+            model.batch1_ms,
+            ", lone requests run inline" if batcher.inline else "",
+        )
 
     async def close(self) -> None:
         """Stop every batcher."""
-        for served in self.variants.values():
-            if served.batcher is not None:
-                await served.batcher.stop()
+        for model in self.models():
+            if model.batcher is not None:
+                await model.batcher.stop()
+
+
+def short_reason(err: BaseException) -> str:
+    """A failure as a client may see it: the error's own words, first line, no paths."""
+    if isinstance(err, RuntimeLoadError):
+        return str(err)
+    return f"{type(err).__name__} while loading"
 
 
 def warm_up_sizes(max_batch_size: int) -> list[int]:
@@ -139,7 +258,14 @@ def warm_up_sizes(max_batch_size: int) -> list[int]:
     return sorted(sizes)
 
 
-def warm_up(runtime: Runtime, max_batch_size: int) -> None:
-    """Run one batch of each size the batcher forms, so no request pays for a first call."""
+def warm_up(runtime: Runtime, max_batch_size: int, timed_calls: int = 50) -> float:
+    """Run one batch of each size the batcher forms; return the median batch-1 time in ms."""
     for size in warm_up_sizes(max_batch_size):
-        runtime.predict(np.zeros((size, 28, 28, 1), dtype=np.float32))
+        runtime.predict(np.zeros((size, *INPUT_SHAPE), dtype=np.float32))
+    one = np.zeros((1, *INPUT_SHAPE), dtype=np.float32)
+    times = []
+    for _ in range(timed_calls):
+        started = time.perf_counter()
+        runtime.predict(one)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)

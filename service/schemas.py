@@ -6,7 +6,7 @@ model call at batch 1); these classes document that JSON and the tests hold the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,8 @@ class PredictResponse(BaseModel):
     """What ``POST /predict/{variant}`` answers."""
 
     variant: str = Field(examples=["depthwise"])
+    runtime: str = Field(examples=["onnx"])
+    model: str = Field(examples=["depthwise@onnx"], description="<variant>@<runtime>")
     version: int = Field(examples=[1])
     predictions: list[Prediction]
     timing: ServerTiming
@@ -43,14 +45,30 @@ class ErrorResponse(BaseModel):
     detail: str = Field(examples=["pixel values must lie in [0, 1] (pixels / 255); found 0 to 255"])
 
 
+class RuntimeInfo(BaseModel):
+    """One runtime of a served variant."""
+
+    runtime: str = Field(examples=["onnx"])
+    model: str = Field(examples=["depthwise@onnx"], description="The name to address it by.")
+    state: Literal["loading", "ready", "failed"]
+    device: str | None = Field(description="Where it runs, once loaded.")
+    cpu_only: bool = Field(description="LiteRT and OpenVINO run on the CPU even with a GPU.")
+    reason: str | None = Field(None, description="Why it failed to load.")
+    batch1_ms: float | None = Field(None, description="Model time for one image at warm-up.")
+    max_abs_diff: float | None = Field(
+        None, description="Largest difference from the SavedModel's answers on the test set."
+    )
+
+
 class VariantInfo(BaseModel):
-    """A served variant, with its training figures."""
+    """A served variant, with its training figures and its runtimes."""
 
     name: str
     version: int
-    ready: bool
-    device: str | None
-    runtime: str
+    ready: bool = Field(description="Whether the default runtime serves.")
+    device: str | None = Field(description="The default runtime's device.")
+    runtime: str = Field(description="The default runtime: what the bare variant name means.")
+    runtimes: list[RuntimeInfo]
     parameters: int | None = None
     macs: int | None = None
     test_accuracy: float | None = None

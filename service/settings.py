@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from modelrepo.layout import is_valid_variant_name
+from modelrepo.layout import check_runtimes, is_valid_variant_name
 
 
 class Settings(BaseSettings):
@@ -22,6 +22,14 @@ class Settings(BaseSettings):
     )
     pins: Annotated[dict[str, int], NoDecode] = Field(
         default_factory=dict, description="Pinned versions, e.g. 'original=1,depthwise=2'."
+    )
+    runtimes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Runtimes to serve (savedmodel, onnx, litert, openvino; comma-separated); "
+        "empty = every artifact present.",
+    )
+    default_runtime: str = Field(
+        "savedmodel", description="The runtime a bare variant name (no @runtime) means."
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -52,6 +60,15 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(
         0, ge=0, description="TensorFlow ops run in parallel; 0 = TensorFlow's default."
     )
+    # Measured (docs/benchmarks.md): a sub-millisecond model answers a lone request faster on
+    # the event loop than through the model thread (the hop and the wake-ups cost more than
+    # the model). Only when the model is idle and nothing else waits; 0 turns it off.
+    inline_max_model_ms: float = Field(
+        1.0,
+        ge=0,
+        description="A lone request runs on the event loop when the model's batch-1 time "
+        "(measured at warm-up) is at most this; 0 = always through the model thread.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(False, description="One log line per request (costs throughput).")
 
@@ -64,6 +81,21 @@ class Settings(BaseSettings):
             bad = [v for v in value if not isinstance(v, str) or not is_valid_variant_name(v)]
             if bad:
                 raise ValueError(f"invalid variant names {bad}")
+        return value
+
+    @field_validator("runtimes", mode="before")
+    @classmethod
+    def _split_runtimes(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            check_runtimes(value)
+        return value
+
+    @field_validator("default_runtime")
+    @classmethod
+    def _check_default_runtime(cls, value: str) -> str:
+        check_runtimes([value])
         return value
 
     @field_validator("pins", mode="before")

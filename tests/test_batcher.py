@@ -136,3 +136,65 @@ async def test_invalid_settings_are_rejected(anyio_backend: str) -> None:
         Batcher(RecordingModel(), max_batch_size=0)
     with pytest.raises(ValueError, match="max_queue"):
         Batcher(RecordingModel(), max_queue=0)
+
+
+class ThreadRecordingModel(RecordingModel):
+    """Also records which thread ran each call."""
+
+    def __init__(self, gate: threading.Event | None = None, fail: bool = False) -> None:
+        super().__init__(gate, fail)
+        self.threads: list[int] = []
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        self.threads.append(threading.get_ident())
+        return super().__call__(images)
+
+
+async def test_lone_request_on_an_idle_model_runs_inline() -> None:
+    model = ThreadRecordingModel()
+    batcher = Batcher(model, inline=True)
+    batcher.start()
+    probabilities, timing = await batcher.submit(images(0.25))
+    await batcher.stop()
+    assert model.threads == [threading.get_ident()]  # the event loop's own thread
+    assert probabilities[0, 0] == pytest.approx(0.25)
+    assert timing.queue_s == 0 and timing.batch_images == 1
+
+
+async def test_inline_is_skipped_when_the_server_is_busy() -> None:
+    model = ThreadRecordingModel()
+    batcher = Batcher(model, inline=True, busy=lambda: True)
+    batcher.start()
+    await batcher.submit(images(0.25))
+    await batcher.stop()
+    assert model.threads and model.threads[0] != threading.get_ident()
+
+
+async def test_requests_arriving_together_are_batched_not_inlined() -> None:
+    """Concurrent submits see each other after the one yield and go to the queue."""
+    in_flight = 0
+    model = ThreadRecordingModel()
+    batcher = Batcher(model, inline=True, max_wait_s=0.01, busy=lambda: in_flight > 1)
+    batcher.start()
+
+    async def one(value: float) -> np.ndarray:
+        nonlocal in_flight
+        in_flight += 1
+        try:
+            return (await batcher.submit(images(value)))[0]
+        finally:
+            in_flight -= 1
+
+    results = await asyncio.gather(*(one(i / 10) for i in range(8)))
+    await batcher.stop()
+    assert threading.get_ident() not in model.threads
+    assert sum(model.batches) == 8 and max(model.batches) > 1
+    assert [r[0, 0] for r in results] == pytest.approx([i / 10 for i in range(8)])
+
+
+async def test_inline_model_failure_is_a_model_failure() -> None:
+    batcher = Batcher(ThreadRecordingModel(fail=True), inline=True)
+    batcher.start()
+    with pytest.raises(ModelFailure):
+        await batcher.submit(images(0.1))
+    await batcher.stop()

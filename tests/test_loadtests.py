@@ -35,9 +35,21 @@ def test_durations_parse() -> None:
     assert parse_duration("0s", minimum=0) == 0  # a warm-up may be switched off
 
 
+def test_plan_crosses_variants_with_runtimes() -> None:
+    plan = LoadPlan(variants=("a", "b"), runtimes=("savedmodel", "onnx"), concurrency=(1,))
+    assert plan.models() == ("a@savedmodel", "b@savedmodel", "a@onnx", "b@onnx")
+    assert [s.model for s in plan.steps()][4:8] == [
+        "b@onnx",
+        "a@onnx",
+        "b@savedmodel",
+        "a@savedmodel",
+    ]
+    assert LoadPlan(variants=("a",)).models() == ("a",)  # no runtime named: the server's default
+
+
 def test_plan_alternates_variant_order_between_repeats() -> None:
     plan = LoadPlan(variants=("a", "b"), concurrency=(1, 8), repeats=3)
-    order = [(s.concurrency, s.variant) for s in plan.steps()]
+    order = [(s.concurrency, s.model) for s in plan.steps()]
     assert order == [
         (1, "a"),
         (1, "b"),
@@ -55,7 +67,15 @@ def test_plan_alternates_variant_order_between_repeats() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"variants": ()}, {"concurrency": (0,)}, {"repeats": 0}, {"mode": "xml"}]
+    "kwargs",
+    [
+        {"variants": ()},
+        {"concurrency": (0,)},
+        {"repeats": 0},
+        {"mode": "xml"},
+        {"runtimes": ("tensorrt",)},
+        {"runtimes": ("onnx", "onnx")},
+    ],
 )
 def test_plan_rejects_nonsense(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
@@ -85,14 +105,18 @@ def write_recorded_set(
 ) -> dict[tuple[str, int, int], np.ndarray]:
     """A results folder as the runner writes it, with known latencies."""
     plan = LoadPlan(
-        variants=("original", "depthwise"), concurrency=(1, 8), repeats=3, duration_s=2, warmup_s=0
-    )
+        variants=("original", "depthwise"), runtimes=("savedmodel", "onnx"), concurrency=(1, 8),
+        repeats=3, duration_s=2, warmup_s=0,
+    )  # fmt: skip
     steps, samples = [], {}
     for step in plan.steps():
-        base = 2.0 if step.variant == "original" else 1.6
+        # depthwise ~20 % faster than original; onnx ~10 % faster than savedmodel.
+        base = (2.0 if step.model.startswith("original") else 1.6) * (
+            0.9 if step.model.endswith("onnx") else 1.0
+        )
         n = int(rng.integers(800, 1200))
         latency = rng.gamma(8.0, base * step.concurrency**0.5 / 8.0, n)
-        samples[(step.variant, step.concurrency, step.repeat)] = latency
+        samples[(step.model, step.concurrency, step.repeat)] = latency
         data = {
             "latency_ms": latency,
             "ok": np.ones(n),
@@ -106,7 +130,8 @@ def write_recorded_set(
         path = folder / "samples" / f"{step.key}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **data)  # type: ignore[arg-type]
-        result = summarize(step, data, processes=1, path=str(path.relative_to(folder)))
+        runtime = step.model.partition("@")[2]
+        result = summarize(step, runtime, data, processes=1, path=str(path.relative_to(folder)))
         steps.append(result.__dict__)
     record = {
         "created_at": "2026-11-22T00:00:00+00:00",
@@ -115,7 +140,11 @@ def write_recorded_set(
         "started_server": False,
         "server_args": [],
         "plan": plan.__dict__
-        | {"variants": list(plan.variants), "concurrency": list(plan.concurrency)},
+        | {
+            "variants": list(plan.variants),
+            "runtimes": list(plan.runtimes),
+            "concurrency": list(plan.concurrency),
+        },
         "machine": {
             "cpu": "test",
             "cores": 2,
@@ -134,18 +163,25 @@ def write_recorded_set(
 def test_report_maths_match_numpy(tmp_path: Path) -> None:
     samples = write_recorded_set(tmp_path, np.random.default_rng(7))
     record, levels = load_levels(tmp_path)
-    for (variant, level), pooled in levels.items():
-        expected = np.concatenate([samples[(variant, level, r)] for r in range(3)])
+    for (model, level), pooled in levels.items():
+        expected = np.concatenate([samples[(model, level, r)] for r in range(3)])
         for q in (50, 90, 95, 99, 99.9):
             assert pooled.percentiles[f"p{q:g}"] == pytest.approx(np.percentile(expected, q))
-    for s in speedups(record, levels):
+    items = speedups(record, levels)
+    assert {(s.kind, s.baseline, s.candidate) for s in items} == {
+        ("variant", "original@savedmodel", "depthwise@savedmodel"),
+        ("variant", "original@onnx", "depthwise@onnx"),
+        ("runtime", "original@savedmodel", "original@onnx"),
+        ("runtime", "depthwise@savedmodel", "depthwise@onnx"),
+    }
+    for s in items:
         steps = {
-            (st["variant"], st["repeat"]): st
+            (st["model"], st["repeat"]): st
             for st in record["steps"]
             if st["concurrency"] == s.concurrency
         }
         ratios = [
-            steps[("depthwise", r)]["throughput_rps"] / steps[("original", r)]["throughput_rps"]
+            steps[(s.candidate, r)]["throughput_rps"] / steps[(s.baseline, r)]["throughput_rps"]
             for r in range(3)
         ]
         half = stats.t.ppf(0.975, 2) * np.std(ratios, ddof=1) / math.sqrt(3)
@@ -154,12 +190,13 @@ def test_report_maths_match_numpy(tmp_path: Path) -> None:
             (np.mean(ratios) - half, np.mean(ratios) + half)
         )
         p50_ratios = [
-            np.percentile(samples[("original", s.concurrency, r)], 50)
-            / np.percentile(samples[("depthwise", s.concurrency, r)], 50)
+            np.percentile(samples[(s.baseline, s.concurrency, r)], 50)
+            / np.percentile(samples[(s.candidate, s.concurrency, r)], 50)
             for r in range(3)
         ]
         assert s.p50.mean == pytest.approx(np.mean(p50_ratios))
-        assert s.p50.low > 1.0  # depthwise was made ~20 % faster
+        if s.kind == "variant":
+            assert s.p50.low > 1.0  # depthwise was made ~20 % faster
     report_md, report_html, verdict = build_report(tmp_path)
     assert "data:image/png;base64," in report_html.read_text()
     assert report_md.read_text().count("![") == 4
@@ -167,7 +204,9 @@ def test_report_maths_match_numpy(tmp_path: Path) -> None:
         (tmp_path / "plots" / f).stat().st_size > 10_000
         for f in ("latency.png", "throughput.png", "latency_vs_throughput.png", "cdf.png")
     )
-    assert len(verdict) == 2 and (tmp_path / "steps.csv").read_text().count("\n") == 13
+    assert len(verdict) == 8 and (tmp_path / "steps.csv").read_text().count("\n") == 25
+    text = report_md.read_text()
+    assert "on each runtime" in text and "Runtimes compared on the same variant" in text
 
 
 def test_single_repeat_has_no_interval() -> None:
@@ -179,7 +218,10 @@ def test_single_repeat_has_no_interval() -> None:
 def test_short_real_run_against_a_real_service(
     server: Server, tmp_path: Path, mnist_path: Path
 ) -> None:
-    plan = LoadPlan(concurrency=(1, 4), duration_s=2, warmup_s=1, repeats=1, mnist=str(mnist_path))
+    plan = LoadPlan(
+        runtimes=("savedmodel", "onnx"), concurrency=(1, 4), duration_s=2, warmup_s=1, repeats=1,
+        mnist=str(mnist_path),
+    )  # fmt: skip
     seen: list[Step] = []
 
     def on_step(step: Step, index: int, total: int, result: object) -> None:
@@ -187,7 +229,10 @@ def test_short_real_run_against_a_real_service(
             seen.append(step)
 
     record = run_plan(plan, tmp_path, url=server.url, on_step=on_step)
-    assert len(seen) == 4 and len(record["steps"]) == 4
+    assert len(seen) == 8 and len(record["steps"]) == 8
+    assert {(s["variant"], s["runtime"]) for s in record["steps"]} == {
+        (v, r) for v in ("original", "depthwise") for r in ("savedmodel", "onnx")
+    }
     for step in record["steps"]:
         assert step["throughput_rps"] > 0 and step["errors"] == 0 and step["requests"] > 20
         assert step["accuracy"] > 0.85
@@ -195,7 +240,7 @@ def test_short_real_run_against_a_real_service(
     p50s = [step["latency_ms"]["p50"] for step in record["steps"]]
     assert any(p != round(p) for p in p50s), "percentiles must keep sub-millisecond precision"
     _, report_html, verdict = build_report(tmp_path)
-    assert report_html.stat().st_size > 20_000 and len(verdict) == 2
+    assert report_html.stat().st_size > 20_000 and len(verdict) == 8
 
 
 @pytest.mark.slow

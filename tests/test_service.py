@@ -106,7 +106,7 @@ INF_JSON = b'{"image": [' + b",".join([b"Infinity"] * 784) + b"]}"
 OVERFLOW_JSON = b'{"image": [' + b",".join([b"1e999"] * 784) + b"]}"
 JSON, PNG = "application/json", "image/png"
 BAD_INPUTS = [
-    ("unknown variant", "nope", json_of([0.0] * 784), 404, "unknown_variant"),
+    ("unknown variant", "nope", json_of([0.0] * 784), 404, "unknown_model"),
     ("dot-dot path", "..%2F..%2Fetc", json_of([0.0] * 784), 404, None),
     ("malformed JSON", "original", raw(b'{"image": [1,', JSON), 400, "bad_request"),
     ("neither key", "original", {"json": {"pixels": []}}, 422, "invalid_input"),
@@ -147,8 +147,9 @@ def test_bad_input_gets_4xx_and_server_keeps_serving(
     if code is not None:
         body = response.json()
         assert body["error"] == code and body["detail"]
-    if code == "unknown_variant":
-        assert response.json()["known"] == ["depthwise", "original"]
+    if code == "unknown_model":
+        known = response.json()["known"]
+        assert {"depthwise", "original", "depthwise@onnx", "original@litert"} <= set(known)
     good = predict_json(server, "original", {"image": (mnist.x_test[0] / 255.0).tolist()})
     assert good.status_code == 200
 
@@ -179,7 +180,10 @@ def test_concurrent_requests_are_batched(server: Server, mnist: Mnist) -> None:
 
 def test_metrics_count_what_was_sent(server: Server) -> None:
     def count(text: str, status: str) -> float:
-        pattern = rf'mnist_serve_requests_total{{status="{status}",variant="depthwise"}} ([\d.e+]+)'
+        pattern = (
+            rf'mnist_serve_requests_total{{runtime="savedmodel",status="{status}",'
+            rf'variant="depthwise"}} ([\d.e+]+)'
+        )
         found = re.search(pattern, text)
         return float(found.group(1)) if found else 0.0
 

@@ -28,9 +28,9 @@ from modelrepo.layout import INPUT_NAME, INPUT_SHAPE, SIGNATURE, ModelVersion
 from modelrepo.runtimes import LoadOptions, Runtime, RuntimeLoadError, load_runtime
 
 ONNX_OPSET = 17
-# float32 kernels differ in summation order between runtimes: ~1e-7 on ONNX Runtime and LiteRT,
-# ~1e-4 on OpenVINO's CPU plugin. 1e-3 still catches any real conversion fault.
-MAX_ABS_DIFF = 1e-3
+# float32 kernels differ in summation order between runtimes: ~1e-6 at most, measured on all
+# three. 1e-4 leaves room for other CPUs and still catches any real conversion fault.
+MAX_ABS_DIFF = 1e-4
 MAX_ACCURACY_GAP = 0.0001  # 0.01 percentage points: one test digit in 10,000
 CHECK_BATCH = 128
 
@@ -119,7 +119,9 @@ def to_openvino(savedmodel: Path, target: Path) -> None:
     """OpenVINO's model conversion API; writes ``model.xml`` and ``model.bin``."""
     import openvino as ov
 
-    ov.save_model(ov.convert_model(str(savedmodel)), str(target))
+    # save_model halves weights to float16 by default: answers then drift by ~1e-3 and flip
+    # near-tied digits. Keep float32, like every other runtime here.
+    ov.save_model(ov.convert_model(str(savedmodel)), str(target), compress_to_fp16=False)
 
 
 CONVERTERS: dict[str, Callable[[Path, Path], None]] = {
