@@ -1,18 +1,22 @@
-"""Benchmark the service against its baselines with wrk on 127.0.0.1, and print ratios.
+"""Benchmark the service on every runtime against the HTTP floor, with wrk on 127.0.0.1.
 
-For each variant and concurrency (1 and 32), each server gets ``--repeats`` wrk runs of
-``--duration`` seconds with the same JSON body (a real MNIST test digit); the median run is
-reported. Servers: the HTTP floor (JSON parsed, no model), the naive ``model.predict`` server,
-a direct signature call per request, and ours (with batching, without, and with one intra-op
-thread). Also measured in-process: the model alone at batch 1, for the c=1 latency target.
+Servers: the HTTP floor (the same JSON parsed into the same array, no model; see
+scripts/baselines.py for it and the naive and direct baselines) and ours, once per runtime and
+variant (``--variants V --runtimes R``, defaults otherwise), plus ours with the inline path
+off (``--inline-max-model-ms 0``: every request through the batcher's model thread, as before
+the inline path existed). Each server gets ``--repeats`` wrk runs of ``--duration`` seconds per
+concurrency with the same body (a real MNIST test digit); the median run is reported, with its
+ratio to the floor. Also measured in-process: each runtime's model alone at batch 1, for the
+c=1 target (p50 <= floor p50 + model p50 + 0.15 ms).
 
 Run: ``make bench`` or ``python scripts/bench_service.py --models models``. Needs ``wrk``
-(``apt-get install wrk``). Takes about 12 minutes with the defaults.
+(``apt-get install wrk``). About 15 minutes with the defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -31,7 +35,8 @@ import httpx
 import numpy as np
 
 from mnist_serve.procs import free_port, wait_for_port
-from modelrepo.layout import ModelRepository
+from modelrepo.layout import INPUT_SHAPE, RUNTIME_NAMES, ModelRepository
+from modelrepo.runtimes import LoadOptions, load_runtime
 from training.data import load_mnist
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,37 +81,40 @@ def wrk(url: str, connections: int, seconds: int, script: Path) -> dict[str, flo
     return result
 
 
-def model_only_p50(models: Path, variant: str, calls: int = 2000) -> float:
-    """The SavedModel signature alone at batch 1, in-process, median ms."""
-    import tensorflow as tf
+def model_only_p50(models: Path, variant: str, runtime: str, calls: int = 2000) -> float:
+    """The model alone at batch 1, in-process, one thread (the service's default), median ms."""
+    if runtime == "savedmodel":
+        import tensorflow as tf
 
-    fn = tf.saved_model.load(str(ModelRepository(models).get(variant).path)).signatures[
-        "serving_default"
-    ]
-    x = tf.constant(np.random.default_rng(0).random((1, 28, 28, 1), dtype=np.float32))
+        with contextlib.suppress(RuntimeError):  # already set by an earlier call
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+    artifact = ModelRepository(models).get(variant).artifact(runtime)
+    model = load_runtime(runtime, artifact, LoadOptions(threads=1))
+    x = np.random.default_rng(0).random((1, *INPUT_SHAPE), dtype=np.float32)
     for _ in range(200):
-        fn(image=x)
+        model.predict(x)
     times = []
     for _ in range(calls):
         started = time.perf_counter()
-        fn(image=x)["probabilities"].numpy()
+        model.predict(x)
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
 
 
 def main() -> None:
-    """Run every server x variant x concurrency and print a markdown table with ratios."""
+    """Run the floor and ours per runtime x variant x concurrency; print tables with ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--variants", default="original,depthwise")
-    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--runtimes", default=",".join(RUNTIME_NAMES))
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--concurrency", default="1,32")
+    parser.add_argument("--concurrency", default="1,32,64")
     parser.add_argument("--json-out", type=Path, help="also write the raw figures here")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk")
-    variants = args.variants.split(",")
+    variants, runtimes = args.variants.split(","), args.runtimes.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]
 
     digit = load_mnist().x_test[0] / 255.0
@@ -118,49 +126,31 @@ def main() -> None:
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
     )
+    model_p50 = {(v, r): model_only_p50(args.models, v, r) for v in variants for r in runtimes}
+    fastest = min(runtimes, key=lambda r: model_p50[(variants[-1], r)])
 
-    def baseline(kind: str) -> Command:
-        return lambda v, p: [
-            sys.executable,
-            "scripts/baselines.py",
-            "--kind",
-            kind,
-            "--models",
-            str(args.models),
-            "--variant",
-            v,
-            "--port",
-            str(p),
-        ]
+    def floor(variant: str, port: int) -> list[str]:
+        return [sys.executable, "scripts/baselines.py", "--kind", "floor", "--models",
+                str(args.models), "--variant", variant, "--port", str(port)]  # fmt: skip
 
-    def ours(*flags: str) -> Command:
+    def ours(runtime: str, *flags: str) -> Command:
         return lambda v, p: [
-            sys.executable,
-            "-m",
-            "mnist_serve.cli",
-            "serve",
-            "--models",
-            str(args.models),
-            "--variants",
-            v,
-            "--port",
-            str(p),
-            "--log-level",
-            "warning",
+            sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(args.models),
+            "--variants", v, "--runtimes", runtime, "--port", str(p), "--log-level", "warning",
             *flags,
-        ]
+        ]  # fmt: skip
 
-    configs = {
-        "HTTP floor (no model)": baseline("floor"),
-        "naive model.predict": baseline("naive"),
-        "direct signature call": baseline("direct"),
-        "mnist-serve (defaults: batching, 1 intra-op thread)": ours(),
-        "mnist-serve, no batching": ours("--no-batching"),
-        "mnist-serve, TensorFlow's default threads": ours("--intra-op-threads", "0"),
+    configs: dict[str, tuple[Command, list[str]]] = {
+        "HTTP floor (no model)": (floor, variants[-1:]),  # the same for every variant
+        **{f"mnist-serve {r}": (ours(r), variants) for r in runtimes},
+        f"mnist-serve {fastest}, inline off": (
+            ours(fastest, "--inline-max-model-ms", "0"),
+            variants,
+        ),
     }
     results: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
-    for name, command in configs.items():
-        for variant in variants:
+    for name, (command, served) in configs.items():
+        for variant in served:
             port = free_port()
             with server(command(variant, port), port) as url:
                 target = f"{url}/predict/{variant}"
@@ -169,20 +159,19 @@ def main() -> None:
                     runs = [wrk(target, level, args.duration, script) for _ in range(args.repeats)]
                     median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
                     results.setdefault(name, {}).setdefault(variant, {})[level] = median
-                    line = (f"{name:42} {variant:10} c={level:<3} {median['rps']:8.0f} req/s  "
+                    line = (f"{name:36} {variant:10} c={level:<3} {median['rps']:8.0f} req/s  "
                             f"p50 {median.get('p50', float('nan')):.3f} ms  "
                             f"p99 {median.get('p99', float('nan')):.3f} ms  "
                             f"errors {median['errors']:.0f}")  # fmt: skip
                     print(line, file=sys.stderr, flush=True)
-    model_p50 = {v: model_only_p50(args.models, v) for v in variants}
+    floor_results = results["HTTP floor (no model)"][variants[-1]]
 
     cpu = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
     print(f"Machine: {cpu[0] if cpu else platform.processor()}, {os.cpu_count()} cores, "
           f"{platform.platform()}; wrk on the same machine; {args.repeats} runs of "
           f"{args.duration} s each, median run shown.\n")  # fmt: skip
-    ours_name = "mnist-serve (defaults: batching, 1 intra-op thread)"
     header = "| server | variant | " + " | ".join(
-        f"c={c} req/s | c={c} p50 ms | c={c} p99 ms | c={c} vs ours" for c in levels
+        f"c={c} req/s | c={c} p50 ms | c={c} p99 ms | c={c} vs floor" for c in levels
     )
     print(header + " |")
     print("|" + "---|" * (2 + 4 * len(levels)))
@@ -191,27 +180,46 @@ def main() -> None:
             cells = []
             for c in levels:
                 r = per_level[c]
-                ratio = results[ours_name][variant][c]["rps"] / r["rps"]
+                ratio = r["rps"] / floor_results[c]["rps"]
                 cells.append(f"{r['rps']:,.0f} | {r.get('p50', float('nan')):.3f} | "
                              f"{r.get('p99', float('nan')):.3f} | {ratio:.2f}x")  # fmt: skip
-            print(f"| {name} | {variant} | " + " | ".join(cells) + " |")
-    print()
-    floor = results["HTTP floor (no model)"]
+            label = "-" if name.startswith("HTTP floor") else variant
+            print(f"| {name} | {label} | " + " | ".join(cells) + " |")
+    print("\nModel alone, batch 1, one thread, median ms:\n")
+    print("| variant | " + " | ".join(runtimes) + " |")
+    print("|---" * (1 + len(runtimes)) + "|")
     for v in variants:
-        limit = floor[v][1]["p50"] + model_p50[v] + 0.2
-        got = results[ours_name][v][1]["p50"]
-        print(f"- {v}: model alone p50 {model_p50[v]:.3f} ms; c=1 target p50 <= floor "
-              f"{floor[v][1]['p50']:.3f} + model {model_p50[v]:.3f} + 0.2 = {limit:.3f} ms; "
-              f"ours {got:.3f} ms: {'met' if got <= limit else 'missed'}")  # fmt: skip
-        if 32 in levels:
-            rps = results[ours_name][v][32]["rps"]
-            direct = results["direct signature call"][v][32]["rps"]
-            naive = results["naive model.predict"][v][32]["rps"]
-            print(f"- {v}: c=32 ours {rps:,.0f} req/s ({rps / direct:.2f}x the direct call, "
-                  f"{rps / naive:.0f}x naive)")  # fmt: skip
+        print(f"| {v} | " + " | ".join(f"{model_p50[(v, r)]:.3f}" for r in runtimes) + " |")
+    print()
+    for v in variants:
+        for r in runtimes:
+            limit = floor_results[1]["p50"] + model_p50[(v, r)] + 0.15
+            got = results[f"mnist-serve {r}"][v][1]["p50"]
+            print(f"- {v}@{r}: c=1 p50 {got:.3f} ms vs floor {floor_results[1]['p50']:.3f} + "
+                  f"model {model_p50[(v, r)]:.3f} + 0.15 = {limit:.3f} ms: "
+                  f"{'met' if got <= limit else 'missed'}; c=32 "
+                  f"{results[f'mnist-serve {r}'][v].get(32, {}).get('rps', float('nan')):,.0f} "
+                  f"req/s")  # fmt: skip
+    if 32 in levels:
+        got = results[f"mnist-serve {fastest}"][variants[-1]][32]["rps"]
+        share = got / floor_results[32]["rps"]
+        print(f"- fastest runtime here: {fastest}; {variants[-1]}@{fastest} at c=32: "
+              f"{share:.2f}x the floor's throughput (target >= 0.7x): "
+              f"{'met' if share >= 0.7 else 'missed'}")  # fmt: skip
+    inline_off = results[f"mnist-serve {fastest}, inline off"]
+    for v in variants:
+        on, off = results[f"mnist-serve {fastest}"][v][1], inline_off[v][1]
+        print(f"- {v}@{fastest} c=1 p50: inline {on['p50']:.3f} ms vs through the model "
+              f"thread {off['p50']:.3f} ms ({off['p50'] / on['p50']:.2f}x)")  # fmt: skip
     if args.json_out:
         args.json_out.write_text(
-            json.dumps({"results": results, "model_only_p50_ms": model_p50}, indent=2)
+            json.dumps(
+                {
+                    "results": results,
+                    "model_only_p50_ms": {f"{v}@{r}": p for (v, r), p in model_p50.items()},
+                },
+                indent=2,
+            )
         )
 
 
