@@ -268,6 +268,10 @@ def serve(
         str | None,
         typer.Option(help="What a bare variant name means. [default: savedmodel]"),
     ] = None,
+    runs_dir: Annotated[
+        Path | None,
+        typer.Option(help="Load-test results the web page lists. [default: runs]"),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address. [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port. [default: 8000]")] = None,
     device: Annotated[
@@ -298,7 +302,8 @@ def serve(
     """Serve every exported variant on every runtime found (POST /predict/<variant>).
 
     Address a runtime with ?runtime=onnx or by the model name <variant>@<runtime>
-    (POST /predict/depthwise@onnx); GET /variants lists what serves where.
+    (POST /predict/depthwise@onnx); GET /variants lists what serves where. Open
+    http://127.0.0.1:8000/ for the web page: draw a digit, see every model answer.
 
     Every setting can also come from a MNIST_SERVE_* environment variable (MNIST_SERVE_PORT,
     MNIST_SERVE_MODELS_DIR, ...); a flag given here wins over the variable.
@@ -315,6 +320,7 @@ def serve(
         "variants": variants,
         "runtimes": runtimes,
         "default_runtime": default_runtime,
+        "runs_dir": runs_dir,
         "host": host,
         "port": port,
         "device": device,

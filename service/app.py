@@ -12,24 +12,35 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import device as devices
 from service.batcher import Timing
 from service.decode import decode_request
-from service.errors import ServeError, UnknownModel
+from service.errors import NotFound, ServeError, UnknownModel
 from service.metrics import Metrics
 from service.registry import ModelRegistry, ServedModel, ServedVariant, plan
-from service.schemas import ErrorResponse, PredictResponse, RuntimeInfo, VariantInfo
+from service.reports import find_runs
+from service.schemas import (
+    ErrorResponse,
+    PredictResponse,
+    PreparedImages,
+    RunInfo,
+    RuntimeInfo,
+    VariantInfo,
+)
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).with_name("static")  # the web page: plain HTML, CSS and JS files
 
 # A "1": a vertical stroke. Pasted into the docs' "Try it out", it gets a real answer.
 EXAMPLE_IMAGE = [
@@ -215,10 +226,48 @@ async def read_metrics(registry: RegistryDep) -> Response:
     return Response(generate_latest(registry.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+@router.post(
+    "/prepare",
+    response_model=PreparedImages,
+    responses={k: v for k, v in ERRORS.items() if k != 503},
+    openapi_extra={"requestBody": PREDICT_BODY},
+    summary="The 28x28 images a model would see",
+)
+async def prepare(request: Request, registry: RegistryDep) -> PreparedImages:
+    """Decode and prepare a body exactly as predict does, and return the model input."""
+    images = await decode_request(request, registry.limits)
+    return PreparedImages(images=np.round(images[..., 0], 4).tolist())
+
+
+@router.get("/reports", response_model=list[RunInfo], summary="Load-test reports")
+async def list_reports(registry: RegistryDep) -> list[RunInfo]:
+    """The load-test runs with a report under the runs folder, newest first."""
+    runs = find_runs(registry.settings.runs_dir)
+    return [
+        RunInfo(
+            name=run.name,
+            created_at=run.created_at,
+            models=run.models,
+            url=f"/reports/{run.name}/report.html",
+        )
+        for run in runs.values()
+    ]
+
+
+@router.get("/reports/{name}/report.html", response_class=FileResponse, summary="A report")
+async def read_report(name: str, registry: RegistryDep) -> FileResponse:
+    """One run's self-contained report.html (only runs the listing finds are served)."""
+    run = find_runs(registry.settings.runs_dir).get(name)
+    if run is None:
+        raise NotFound(f"no load-test report named {name!r}")
+    return FileResponse(run.report, media_type="text/html")
+
+
 @router.get("/", include_in_schema=False)
-async def read_root() -> RedirectResponse:
-    """Send people who open the bare address to the API docs."""
-    return RedirectResponse("/docs")
+@router.get("/ui", include_in_schema=False)
+async def read_page() -> FileResponse:
+    """The web page: draw a digit, see every model answer, browse the reports."""
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
 
 def variant_info(served: ServedVariant) -> VariantInfo:
@@ -288,4 +337,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.add_exception_handler(ServeError, handle_serve_error)
     app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

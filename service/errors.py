@@ -50,6 +50,13 @@ class UnknownModel(ServeError):
     code = "unknown_model"
 
 
+class NotFound(ServeError):
+    """Nothing of that name (a report, say)."""
+
+    status = 404
+    code = "not_found"
+
+
 class PayloadTooLarge(ServeError):
     """The body or the image is over the configured limit."""
 

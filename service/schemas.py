@@ -79,3 +79,18 @@ class VariantInfo(BaseModel):
     savedmodel_bytes: int | None = None
     created_at: str | None = None
     metadata: dict[str, Any] = Field(description="Everything in the version's metadata.json.")
+
+
+class PreparedImages(BaseModel):
+    """What ``POST /prepare`` answers: the model input, as 28x28 rows of [0, 1] pixels."""
+
+    images: list[list[list[float]]]
+
+
+class RunInfo(BaseModel):
+    """A load-test run with a report, as the web page lists it."""
+
+    name: str = Field(examples=["demo-20261124-193000"])
+    created_at: str | None
+    models: list[str] = Field(description="The models it measured (variant@runtime).")
+    url: str = Field(description="Where its self-contained report.html is served.")

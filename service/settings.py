@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     default_runtime: str = Field(
         "savedmodel", description="The runtime a bare variant name (no @runtime) means."
     )
+    runs_dir: Path = Field(
+        Path("runs"), description="Load-test results folder whose reports the web page lists."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     device: Literal["auto", "cpu", "gpu"] = Field(
