@@ -181,8 +181,8 @@ def verdict(items: Sequence[Speedup]) -> list[str]:
             )
         else:
             lines.append(
-                f"At {clients}, the difference ({t.mean:.2f}x requests/s, median "
-                f"{s.p50_diff_ms:+.2f} ms) is within run-to-run noise "
+                f"At {clients}, {s.candidate} vs {s.baseline}: the difference ({t.mean:.2f}x "
+                f"requests/s, median {s.p50_diff_ms:+.2f} ms) is within run-to-run noise "
                 f"(95% CI {t.low:.2f}-{t.high:.2f} includes 1)."
             )
     return lines

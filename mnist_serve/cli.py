@@ -510,7 +510,7 @@ def demo(
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
     concurrency: Annotated[str, typer.Option(help="Concurrent-client levels.")] = "1,8,32",
-    duration: Annotated[str, typer.Option(help="Measured time per step.")] = "5s",
+    duration: Annotated[str, typer.Option(help="Measured time per step.")] = "4s",
     runtimes: Annotated[
         str | None,
         typer.Option(
@@ -553,7 +553,7 @@ def demo(
         runtimes=chosen,
         concurrency=_csv(concurrency, int),
         duration_s=_seconds(duration),
-        warmup_s=2,
+        warmup_s=1,  # the models are warm already: this only lets connections settle
         repeats=repeats,
         mnist=str(data) if data else "",
     )

@@ -26,6 +26,7 @@ from service import device as devices
 from service.batcher import Timing
 from service.decode import decode_request
 from service.errors import NotFound, ServeError, UnknownModel
+from service.inference import Inference
 from service.metrics import Metrics
 from service.registry import ModelRegistry, ServedModel, ServedVariant, plan
 from service.reports import find_runs
@@ -123,30 +124,12 @@ RuntimeQuery = Annotated[
 )
 async def predict(variant: str, request: Request, runtime: RuntimeQuery = None) -> Response:
     """Classify JSON pixels or an uploaded digit picture with the named variant (or model)."""
-    started = time.perf_counter()
     registry = get_registry(request)  # not a Depends: dependency solving costs on the hot path
-    metrics = registry.metrics
-    labels = ("unknown", "unknown")
-    status = 500
-    registry.in_flight += 1
-    try:
-        served = registry.get(variant, runtime)
-        assert served.batcher is not None  # get() returns ready models only
-        labels = (served.model.variant, served.runtime_name)
+    with Inference(registry) as call:
+        served = call.resolve(variant, runtime)
         images = await decode_request(request, registry.limits)
-        probabilities, timing = await served.batcher.submit(images)
-        metrics.queue_seconds.labels(*labels).observe(timing.queue_s)
-        metrics.model_seconds.labels(*labels).observe(timing.model_s)
-        response = render_predictions(served, probabilities, timing, started)
-        status = 200
-        return response
-    except ServeError as err:
-        status = err.status
-        raise
-    finally:
-        registry.in_flight -= 1
-        metrics.requests.labels(*labels, str(status)).inc()
-        metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)
+        probabilities, timing = await call.run(images)
+        return render_predictions(served, probabilities, timing, call.started)
 
 
 def render_predictions(

@@ -145,7 +145,7 @@ def test_quick_compare_draws_every_models_distribution(page: Page) -> None:
     page.fill("#count", "10")
     page.click("#compare")
     page.wait_for_selector("#strip svg", timeout=60_000)
-    labels = page.locator("#strip svg text").all_inner_texts()
+    labels = page.locator("#strip svg text").all_text_contents()
     assert all(model in labels for model in MODELS)
     assert "not a load test" in page.locator("#strip").inner_text()
 

@@ -1,0 +1,77 @@
+"""One inference, whatever the protocol: find the model, run images through its batcher, and
+count the request (in flight, status, time, queue and model time) in one place.
+
+Every protocol (our ``/predict``, TF Serving's REST API, KServe V2 over REST and gRPC) goes
+through :class:`Inference`, so they share the batchers, the metrics and the inline path's view
+of how busy the server is::
+
+    with Inference(registry) as call:
+        model = call.resolve("depthwise@onnx", version=1)
+        probabilities, timing = await call.run(images)
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+import numpy as np
+
+from service.batcher import Timing
+from service.errors import ServeError, UnknownModel
+from service.registry import ModelRegistry, ServedModel
+
+
+class Inference:
+    """One request's inference, counted from ``with`` to its end."""
+
+    __slots__ = ("model", "registry", "started", "status")
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.started = time.perf_counter()
+        self.model: ServedModel | None = None
+        self.status = 500
+
+    def __enter__(self) -> Inference:
+        self.registry.in_flight += 1
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.registry.in_flight -= 1
+        if isinstance(exc, ServeError):
+            self.status = exc.status
+        model = self.model
+        labels = (model.model.variant, model.runtime_name) if model else ("unknown", "unknown")
+        metrics = self.registry.metrics
+        metrics.requests.labels(*labels, str(self.status)).inc()
+        metrics.request_seconds.labels(*labels).observe(time.perf_counter() - self.started)
+
+    def resolve(
+        self, name: str, runtime: str | None = None, version: int | None = None
+    ) -> ServedModel:
+        """The ready model called ``name`` (on ``runtime``); 404 if ``version`` is not served."""
+        self.model = self.registry.get(name, runtime)
+        if version is not None and version != self.model.model.version:
+            raise UnknownModel(
+                f"version {version} of {name!r} is not served "
+                f"(serving version {self.model.model.version})",
+                known=self.registry.names(),
+            )
+        return self.model
+
+    async def run(self, images: np.ndarray) -> tuple[np.ndarray, Timing]:
+        """``images`` through the resolved model's batcher: probabilities and where time went."""
+        model = self.model
+        assert model is not None and model.batcher is not None, "resolve() first"
+        probabilities, timing = await model.batcher.submit(images)
+        labels = (model.model.variant, model.runtime_name)
+        self.registry.metrics.queue_seconds.labels(*labels).observe(timing.queue_s)
+        self.registry.metrics.model_seconds.labels(*labels).observe(timing.model_s)
+        self.status = 200
+        return probabilities, timing
