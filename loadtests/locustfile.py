@@ -1,36 +1,54 @@
-"""Locust file: closed-loop users POSTing real MNIST test digits to one variant.
+"""Locust file: closed-loop users sending real MNIST test digits to one model, in one protocol.
 
-Usable on its own, web UI included::
+Usable on its own, web UI included, against ours or any server speaking the protocol::
 
-    locust -f loadtests/locustfile.py --host http://127.0.0.1:8000 --variant depthwise
+    locust -f loadtests/locustfile.py MnistUser --host http://127.0.0.1:8000 --variant depthwise
+    locust -f loadtests/locustfile.py MnistUser --host http://127.0.0.1:8000 --protocol kserve-http
+    locust -f loadtests/locustfile.py MnistGrpcUser --host grpc://127.0.0.1:8001 \
+        --protocol kserve-grpc --variant depthwise@onnx
 
 Options of its own (also in ``locust --help``): ``--variant`` (or a model name such as
-``depthwise@onnx``), ``--mode json|png``, ``--mnist`` (default ``$MNIST_DATA``), ``--warmup``
-seconds to discard, ``--samples-out`` file.
+``depthwise@onnx``), ``--protocol``, ``--mode json|png`` (png: native only), ``--mnist``
+(default ``$MNIST_DATA``), ``--warmup`` seconds to discard, ``--samples-out`` file.
 
 Locust's statistics round response times over 2 ms to whole milliseconds, so a 0.9 ms and a 1.4 ms
 median would both read "1 ms". Every request's exact time is therefore also kept here, from
 Locust's request event, together with whether the predicted digit matched the label and the
-server's own queue and model time (from ``Server-Timing``). With ``--samples-out`` they are
-written as ``.npz`` when Locust quits; in distributed mode the workers send theirs to the master.
+server's own queue and model time (from ``Server-Timing``, where the server sends it). With
+``--samples-out`` they are written as ``.npz`` when Locust quits; in distributed mode the
+workers send theirs to the master.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import random
 import re
 import time
 from typing import Any
 
+import grpc
+import grpc.experimental.gevent as grpc_gevent
 import numpy as np
-from locust import FastHttpUser, constant, events, task
+from locust import FastHttpUser, User, constant, events, task
 from locust.env import Environment
+from locust.exception import StopUser
 from locust.runners import WorkerRunner
 
+from loadtests.protocols import (
+    HEADER_LENGTH,
+    HTTP_PROTOCOLS,
+    PROTOCOLS,
+    AnswerError,
+    decode,
+    encode,
+)
 from loadtests.samples import Recorder
+
+# gRPC must cooperate with gevent, whose greenlets run Locust's users.
+grpc_gevent.init_gevent()
+from tritonclient.grpc import service_pb2 as pb  # noqa: E402  (after init_gevent)
+from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
 
 PAYLOADS = 512  # distinct test digits cycled through
 SERVER_TIMING = re.compile(r"(\w+);dur=([\d.]+)")
@@ -45,6 +63,13 @@ def add_options(parser: Any) -> None:
         help="Variant, or model name variant@runtime (depthwise@onnx), to load.",
     )
     parser.add_argument("--mode", choices=["json", "png"], default="json", help="Payload kind.")
+    parser.add_argument(
+        "--protocol",
+        choices=list(PROTOCOLS),
+        default="native",
+        help="native (/predict), tfserving (TF Serving REST), kserve-http (V2, binary tensors) "
+        "or kserve-grpc (V2 gRPC: run the MnistGrpcUser class, --host grpc://host:port).",
+    )
     parser.add_argument(
         "--mnist",
         default=os.environ.get("MNIST_DATA", ""),
@@ -63,33 +88,34 @@ RECORDER = Recorder()
 
 
 class Payloads:
-    """Pre-encoded request bodies of real MNIST test digits, with their labels."""
+    """Pre-encoded requests for real MNIST test digits in one protocol, with their labels."""
 
-    def __init__(self, mnist_path: str, mode: str, count: int = PAYLOADS) -> None:
+    def __init__(self, mnist_path: str, protocol: str, mode: str, model: str) -> None:
         from training.data import load_mnist
 
         data = load_mnist(mnist_path or None)
-        rng = np.random.default_rng(0)
-        picks = rng.choice(len(data.x_test), size=count, replace=False)
+        rng = np.random.default_rng(0)  # the same digits, in the same order, in every protocol
+        picks = rng.choice(len(data.x_test), size=PAYLOADS, replace=False)
         self.labels = [int(data.y_test[i]) for i in picks]
-        if mode == "png":
-            from PIL import Image
-
-            self.content_type = "image/png"
-            self.bodies = []
-            for i in picks:
-                buffer = io.BytesIO()
-                Image.fromarray(data.x_test[i]).save(buffer, format="PNG")
-                self.bodies.append(buffer.getvalue())
-        else:
-            self.content_type = "application/json"
-            self.bodies = [
-                json.dumps({"image": np.round(data.x_test[i] / 255.0, 4).tolist()}).encode()
-                for i in picks
-            ]
+        self.requests = [encode(protocol, mode, model, data.x_test[i]) for i in picks]
 
 
-PAYLOAD_CACHE: dict[tuple[str, str], Payloads] = {}
+PAYLOAD_CACHE: dict[tuple[str, ...], Payloads] = {}
+
+
+def payloads_for(environment: Environment) -> tuple[Payloads, str]:
+    """This process's payloads (encoded once) and the protocol, from the command line."""
+    options = environment.parsed_options
+    protocol = options.protocol if options else "native"
+    key = (
+        options.mnist if options else "",
+        protocol,
+        options.mode if options else "json",
+        options.variant if options else "depthwise",
+    )
+    if key not in PAYLOAD_CACHE:
+        PAYLOAD_CACHE[key] = Payloads(*key)
+    return PAYLOAD_CACHE[key], protocol
 
 
 @events.test_start.add_listener
@@ -120,35 +146,34 @@ def on_quitting(environment: Environment, **_: Any) -> None:
 
 
 class MnistUser(FastHttpUser):
-    """Sends one digit, waits for the answer, checks it, and sends the next (closed loop)."""
+    """Sends one digit over HTTP, waits for the answer, checks it, sends the next (closed loop).
+
+    Speaks ``--protocol native`` (our ``/predict``), ``tfserving`` or ``kserve-http``.
+    """
 
     wait_time = constant(0)
     # Keep-alive connections, like any real client pool; one per user.
     concurrency = 1
 
     def on_start(self) -> None:
-        """Pick this user's variant and payloads (encoded once per process)."""
-        options = self.environment.parsed_options
-        self.variant = options.variant if options else "depthwise"
-        mode = options.mode if options else "json"
-        key = (options.mnist if options else "", mode)
-        if key not in PAYLOAD_CACHE:
-            PAYLOAD_CACHE[key] = Payloads(key[0], mode)
-        self.payloads = PAYLOAD_CACHE[key]
-        self.headers = {"content-type": self.payloads.content_type}
+        """Pick this user's payloads and a random first digit."""
+        self.payloads, self.protocol = payloads_for(self.environment)
+        if self.protocol not in HTTP_PROTOCOLS:
+            raise StopUser()  # the gRPC protocol has its own user class, MnistGrpcUser
         self.next_index = random.randrange(PAYLOADS)
 
     @task
     def predict(self) -> None:
-        """POST one digit and check status, shape and label."""
+        """Send one digit and check status, shape and label."""
         i = self.next_index
         self.next_index = (i + 1) % PAYLOADS
+        request = self.payloads.requests[i]
         started = time.perf_counter()
         with self.client.post(
-            f"/predict/{self.variant}",
-            data=self.payloads.bodies[i],  # type: ignore[arg-type]  # bytes are sent as-is
-            headers=self.headers,
-            name=f"/predict/{self.variant}",
+            request.path,
+            data=request.body,  # type: ignore[arg-type]  # bytes are sent as-is
+            headers=request.headers,
+            name=request.path,
             catch_response=True,
         ) as response:
             latency_ms = (time.perf_counter() - started) * 1000
@@ -157,13 +182,11 @@ class MnistUser(FastHttpUser):
                 response.failure(f"HTTP {response.status_code}")
             else:
                 try:
-                    predictions = response.json()["predictions"]
-                    ok = len(predictions) == 1 and len(predictions[0]["probabilities"]) == 10
-                    correct = ok and predictions[0]["digit"] == self.payloads.labels[i]
-                except (ValueError, KeyError, TypeError):
-                    ok = False
-                if not ok:
-                    response.failure("malformed prediction")
+                    header = response.headers.get(HEADER_LENGTH)
+                    row = decode(self.protocol, response.content or b"", header)
+                    ok, correct = True, int(row.argmax()) == self.payloads.labels[i]
+                except AnswerError as err:
+                    response.failure(str(err))
                 timing = dict(SERVER_TIMING.findall(response.headers.get("server-timing", "")))
             RECORDER.add(
                 latency_ms,
@@ -174,4 +197,63 @@ class MnistUser(FastHttpUser):
             )
 
 
-__all__ = ["RECORDER", "MnistUser"]
+class MnistGrpcUser(User):
+    """The same closed loop over KServe V2 gRPC (``--protocol kserve-grpc``).
+
+    Locust's pattern for clients other than HTTP: a User of its own that times each call and
+    fires Locust's request event. ``--host`` is the gRPC address, ``grpc://host:port``.
+    """
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        """Open this user's channel (gevent-friendly, see init_gevent above)."""
+        self.payloads, protocol = payloads_for(self.environment)
+        if protocol != "kserve-grpc":
+            raise StopUser()
+        target = (self.host or "").removeprefix("grpc://").removeprefix("http://")
+        self.channel = grpc.insecure_channel(target)
+        self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
+        self.next_index = random.randrange(PAYLOADS)
+
+    def on_stop(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+    @task
+    def predict(self) -> None:
+        """ModelInfer for one digit; check shape and label."""
+        i = self.next_index
+        self.next_index = (i + 1) % PAYLOADS
+        request = self.payloads.requests[i]
+        call = pb.ModelInferRequest(
+            model_name=request.path,
+            inputs=[pb.ModelInferRequest.InferInputTensor(
+                name="image", datatype="FP32", shape=[1, 28, 28, 1])],
+            raw_input_contents=[request.body],
+        )  # fmt: skip
+        started = time.perf_counter()
+        error: Exception | None = None
+        ok = correct = False
+        try:
+            answer = self.stub.ModelInfer(call, timeout=30)
+            row = np.frombuffer(answer.raw_output_contents[0], dtype="<f4")
+            ok = row.shape == (10,)
+            correct = ok and int(row.argmax()) == self.payloads.labels[i]
+            if not ok:
+                error = AnswerError(f"answer holds {row.size} values, not 10")
+        except (grpc.RpcError, IndexError) as err:
+            error = err
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=f"ModelInfer {request.path}",
+            response_time=latency_ms,
+            response_length=0,
+            exception=error,
+            context={},
+        )
+        RECORDER.add(latency_ms, ok, correct, float("nan"), float("nan"))
+
+
+__all__ = ["RECORDER", "MnistGrpcUser", "MnistUser"]

@@ -16,13 +16,13 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from loadtests.runner import PERCENTILES, LoadPlan
-from modelrepo.layout import ModelName
 
 CONFIDENCE = 0.95
 
@@ -95,7 +95,7 @@ def load_levels(out_dir: Path) -> tuple[dict[str, Any], dict[tuple[str, int], Le
         with np.load(out_dir / step["samples"]) as data:
             ok = data["ok"].astype(bool)
             latency = data["latency_ms"][ok]
-        key = (step["model"], step["concurrency"])
+        key = (step.get("target") or step["model"], step["concurrency"])
         level = levels.setdefault(
             key, Level(key[0], key[1], np.empty(0), [], [], [], 0, 0, 0.0, 0.0, 0.0, 0.0)
         )
@@ -128,15 +128,28 @@ class Speedup:
     p50_diff_ms: float
 
 
-def comparisons(plan: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(kind, baseline, candidate) model pairs: variants per runtime, then runtimes per variant."""
-    variants, runtimes = plan["variants"], plan.get("runtimes") or [None]
+def comparisons(record_plan: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(kind, baseline, candidate) pairs of report targets along each axis swept.
 
-    def name(variant: str, runtime: str | None) -> str:
-        return str(ModelName(variant, runtime))
-
-    pairs = [("variant", name(variants[0], r), name(v, r)) for r in runtimes for v in variants[1:]]
-    pairs += [("runtime", name(v, runtimes[0]), name(v, r)) for v in variants for r in runtimes[1:]]
+    Along each axis (variant, runtime, protocol) with several values, every other value is
+    compared with the first one named, the other two axes held fixed.
+    """
+    plan = LoadPlan.from_record(record_plan)
+    axes: dict[str, tuple[str | None, ...]] = {
+        "variant": plan.variants,
+        "runtime": plan.runtimes or (None,),
+        "protocol": plan.protocols,
+    }
+    pairs = []
+    for kind, values in axes.items():
+        others = [k for k in axes if k != kind]
+        for combo in product(*(axes[k] for k in others)):
+            fixed = dict(zip(others, combo, strict=True))
+            names = [
+                plan.label(str(c["variant"]), c["runtime"], str(c["protocol"]))
+                for c in ({**fixed, kind: value} for value in values)
+            ]
+            pairs += [(kind, names[0], name) for name in names[1:]]
     return pairs
 
 
@@ -267,9 +280,9 @@ def plots(
 
 
 def models_of(record: dict[str, Any]) -> list[str]:
-    """The models a record measured, in the plan's order."""
-    plan = record["plan"]
-    return list(LoadPlan(tuple(plan["variants"]), tuple(plan.get("runtimes") or ())).models())
+    """The report's targets (models, with their protocol when several), in the plan's order."""
+    plan = LoadPlan.from_record(record["plan"])
+    return [plan.label_of(model, protocol) for model, protocol in plan.targets()]
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -307,6 +320,8 @@ def tables(
         f"{plan['variants'][0]}, on each runtime (95% CI over repeats)",
         "runtime": "Runtimes compared on the same variant, against "
         f"{(plan.get('runtimes') or ['-'])[0]} (95% CI over repeats)",
+        "protocol": "Protocols compared on the same model, against "
+        f"{(plan.get('protocols') or ['native'])[0]} (95% CI over repeats)",
     }
     for kind, title in titles.items():
         rows = [
@@ -429,7 +444,8 @@ def tables(
             ["server options", " ".join(record.get("server_args") or []) or "defaults"],
             [
                 "load",
-                f"closed loop, {plan['mode']} payloads, {plan['duration_s']} s per step after "
+                f"closed loop, {', '.join(plan.get('protocols') or ['native'])} protocol(s), "
+                f"{plan['mode']} payloads, {plan['duration_s']} s per step after "
                 f"{plan['warmup_s']} s warm-up, {plan['repeats']} repeats, alternating order, "
                 f"{plan['processes']} Locust process(es)",
             ],
@@ -468,6 +484,9 @@ def build_report(out_dir: Path) -> tuple[Path, Path, list[str]]:
     title = "mnist-serve load test: " + " vs ".join(record["plan"]["variants"])
     if record["plan"].get("runtimes"):
         title += " on " + ", ".join(record["plan"]["runtimes"])
+    protocols = record["plan"].get("protocols") or ["native"]
+    if protocols != ["native"]:
+        title += " over " + ", ".join(protocols)
 
     md = [f"# {title}", "", "## Verdict", "", *[f"- {line}" for line in lines], ""]
     if warnings:

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from loadtests.protocols import PROTOCOLS
 from mnist_serve.procs import run_server
 from modelrepo.layout import ModelName, check_runtimes
 
@@ -58,6 +59,7 @@ class LoadPlan:
 
     variants: tuple[str, ...] = ("original", "depthwise")
     runtimes: tuple[str, ...] = ()  # empty: the server's default runtime, bare variant names
+    protocols: tuple[str, ...] = ("native",)
     concurrency: tuple[int, ...] = (1, 8, 32, 64)
     duration_s: int = 20
     warmup_s: int = 3
@@ -74,14 +76,27 @@ class LoadPlan:
         if len(set(self.runtimes)) != len(self.runtimes):
             raise ValueError(f"runtimes repeat: {self.runtimes}")
         check_runtimes(self.runtimes)
+        unknown = [p for p in self.protocols if p not in PROTOCOLS]
+        if not self.protocols or unknown or len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(f"protocols must be distinct, among {', '.join(PROTOCOLS)}")
         if not self.concurrency or min(self.concurrency) < 1:
             raise ValueError(f"concurrency levels must be >= 1, got {self.concurrency}")
         if self.duration_s < 1 or self.warmup_s < 0 or self.repeats < 1:
             raise ValueError("duration >= 1 s, warm-up >= 0 s and repeats >= 1, please")
         if self.mode not in ("json", "png"):
             raise ValueError(f"mode must be json or png, got {self.mode!r}")
+        if self.mode == "png" and self.protocols != ("native",):
+            raise ValueError("--mode png uploads pictures: the native protocol only")
         if self.processes < 1:
             raise ValueError(f"processes must be >= 1, got {self.processes}")
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> LoadPlan:
+        """The plan as ``results.json`` stored it (lists back to tuples)."""
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in record.items()
+        }
+        return cls(**fields)
 
     def models(self) -> tuple[str, ...]:
         """The model names under test: runtime by runtime, each variant (or bare variants)."""
@@ -89,15 +104,32 @@ class LoadPlan:
             return self.variants
         return tuple(str(ModelName(v, r)) for r in self.runtimes for v in self.variants)
 
+    def label(self, variant: str, runtime: str | None, protocol: str) -> str:
+        """A target's name in the report: the model, and its protocol when several are swept."""
+        model = str(ModelName(variant, runtime))
+        return model if len(self.protocols) == 1 else f"{model} via {protocol}"
+
+    def targets(self) -> list[tuple[str, str]]:
+        """(model, protocol) pairs: protocol by protocol, each model."""
+        return [(model, protocol) for protocol in self.protocols for model in self.models()]
+
     def steps(self) -> list[Step]:
-        """Every run in order: per level, per repeat, the models in alternating order."""
+        """Every run in order: per level, per repeat, the targets in alternating order."""
         steps = []
-        models = self.models()
+        targets = self.targets()
         for level in self.concurrency:
             for repeat in range(self.repeats):
-                order = models if repeat % 2 == 0 else tuple(reversed(models))
-                steps += [Step(model, level, repeat) for model in order]
+                order = targets if repeat % 2 == 0 else list(reversed(targets))
+                steps += [
+                    Step(model, level, repeat, protocol, self.label_of(model, protocol))
+                    for model, protocol in order
+                ]
         return steps
+
+    def label_of(self, model: str, protocol: str) -> str:
+        """:meth:`label` of a model name."""
+        name = ModelName.parse(model)
+        return self.label(name.variant, name.runtime, protocol)
 
     @property
     def seconds(self) -> float:
@@ -112,11 +144,13 @@ class Step:
     model: str
     concurrency: int
     repeat: int
+    protocol: str = "native"
+    target: str = ""  # the report's name for what was measured (model, and protocol if several)
 
     @property
     def key(self) -> str:
         """A file-name-safe identifier."""
-        return f"{self.model.replace('@', '_')}-c{self.concurrency}-r{self.repeat}"
+        return f"{self.model.replace('@', '_')}-{self.protocol}-c{self.concurrency}-r{self.repeat}"
 
 
 @dataclass
@@ -126,6 +160,8 @@ class StepResult:
     model: str  # as addressed: variant, or variant@runtime
     variant: str
     runtime: str  # the runtime that answered (from the server's /variants when not named)
+    protocol: str
+    target: str  # the report's name for it (see LoadPlan.label)
     concurrency: int
     repeat: int
     requests: int
@@ -165,6 +201,8 @@ def summarize(
         model=step.model,
         variant=ModelName.parse(step.model).variant,
         runtime=runtime,
+        protocol=step.protocol,
+        target=step.target or step.model,
         concurrency=step.concurrency,
         repeat=step.repeat,
         requests=len(latency),
@@ -176,8 +214,8 @@ def summarize(
         },
         mean_ms=float(good.mean()) if len(good) else math.nan,
         accuracy=float(samples["correct"][ok].mean()) if len(good) else math.nan,
-        server_queue_ms_p50=float(np.nanmedian(samples["queue_ms"][ok])) if len(good) else math.nan,
-        server_model_ms_p50=float(np.nanmedian(samples["model_ms"][ok])) if len(good) else math.nan,
+        server_queue_ms_p50=known_median(samples["queue_ms"][ok]),
+        server_model_ms_p50=known_median(samples["model_ms"][ok]),
         generator_cpu_s=round(cpu_s, 3),
         generator_busy=round(busy, 3),
         samples=path,
@@ -185,17 +223,27 @@ def summarize(
     )
 
 
+def known_median(values: np.ndarray) -> float:
+    """Median of the known values (NaN: the server sent no Server-Timing); NaN if none."""
+    known = values[~np.isnan(values)]
+    return float(np.median(known)) if len(known) else math.nan
+
+
 def locust_command(url: str, step: Step, plan: LoadPlan, samples: Path) -> list[str]:
-    """The headless Locust invocation for one step."""
+    """The headless Locust invocation for one step (``url``: gRPC address for kserve-grpc)."""
+    grpc = step.protocol == "kserve-grpc"
     command = [
         sys.executable,
         "-m",
         "locust",
         "-f",
         str(LOCUSTFILE),
+        "MnistGrpcUser" if grpc else "MnistUser",
         "--headless",
         "--host",
-        url,
+        f"grpc://{url}" if grpc else url,
+        "--protocol",
+        step.protocol,
         "--users",
         str(step.concurrency),
         "--spawn-rate",
@@ -250,11 +298,28 @@ def run_step(url: str, step: Step, runtime: str, plan: LoadPlan, out_dir: Path) 
     return summarize(step, runtime, samples, plan.processes, str(samples_path.relative_to(out_dir)))
 
 
-def check_target(url: str, plan: LoadPlan, wait_s: float = 120) -> list[dict[str, Any]]:
-    """Fail fast on an unreachable target; wait for readiness; check every model serves.
+def check_target(
+    url: str, plan: LoadPlan, grpc_url: str | None = None, wait_s: float = 120
+) -> list[dict[str, Any]]:
+    """Fail fast on an unreachable target; check every model answers in every protocol swept.
 
-    Returns the served variants' entries from ``/variants`` (figures, runtimes, devices).
+    Against mnist-serve (it has ``/readyz``), wait for readiness and return its ``/variants``
+    entries (figures, runtimes, devices); against any other server, return bare names.
     """
+    served = wait_for_mnist_serve(url, wait_s)
+    if served is not None:
+        check_served(url, plan, served)
+    if "kserve-grpc" in plan.protocols and not grpc_url:
+        raise LoadTestError("--protocol kserve-grpc needs the server's gRPC address (--grpc-url)")
+    for protocol in plan.protocols:
+        for model in plan.models():
+            if not model_answers(protocol, url, grpc_url, model):
+                raise LoadTestError(f"{model} is not ready over {protocol} at {grpc_url or url}")
+    return served if served is not None else [{"name": v} for v in plan.variants]
+
+
+def wait_for_mnist_serve(url: str, wait_s: float) -> list[dict[str, Any]] | None:
+    """``/variants`` of an mnist-serve target once ready; None for another kind of server."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -264,12 +329,20 @@ def check_target(url: str, plan: LoadPlan, wait_s: float = 120) -> list[dict[str
                 f"cannot reach {url} ({type(err).__name__}: {err}); is the service running? "
                 "Leave out --url to let the load test start one."
             ) from err
+        if ready.status_code == 404:
+            return None  # not mnist-serve: checked per protocol instead
         if ready.status_code == 200:
             break
         if time.monotonic() > deadline:
             raise LoadTestError(f"{url} did not become ready within {wait_s:.0f} s: {ready.text}")
         time.sleep(0.5)
-    served = {entry["name"]: entry for entry in httpx.get(f"{url}/variants", timeout=10).json()}
+    entries: list[dict[str, Any]] = httpx.get(f"{url}/variants", timeout=10).json()
+    return entries
+
+
+def check_served(url: str, plan: LoadPlan, entries: list[dict[str, Any]]) -> None:
+    """Every variant of the plan served by mnist-serve, on every runtime of the plan."""
+    served = {entry["name"]: entry for entry in entries}
     missing = [v for v in plan.variants if v not in served]
     if missing:
         raise LoadTestError(f"{url} does not serve {missing} (it serves {', '.join(served)})")
@@ -281,7 +354,28 @@ def check_target(url: str, plan: LoadPlan, wait_s: float = 120) -> list[dict[str
                 f"{url} does not serve {variant} on {', '.join(absent)} "
                 f"(runtimes there: {', '.join(f'{k} {v}' for k, v in states.items()) or 'none'})"
             )
-    return [served[v] for v in plan.variants]
+
+
+def model_answers(protocol: str, url: str, grpc_url: str | None, model: str) -> bool:
+    """Whether ``model`` reports ready through ``protocol``'s own status call."""
+    try:
+        if protocol == "native":
+            return True  # mnist-serve's own readiness was checked above
+        if protocol == "tfserving":
+            status = httpx.get(f"{url}/v1/models/{model}", timeout=10)
+            states = [v.get("state") for v in status.json().get("model_version_status", [])]
+            return status.status_code == 200 and "AVAILABLE" in states
+        if protocol == "kserve-http":
+            return httpx.get(f"{url}/v2/models/{model}/ready", timeout=10).status_code == 200
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(url=grpc_url or "")
+        try:
+            return bool(client.is_model_ready(model))
+        finally:
+            client.close()
+    except Exception as err:  # any failure to get a status means: not ready
+        raise LoadTestError(f"{model} over {protocol}: {type(err).__name__}: {err}") from err
 
 
 def runtime_of(model: str, served: list[dict[str, Any]]) -> str:
@@ -289,8 +383,8 @@ def runtime_of(model: str, served: list[dict[str, Any]]) -> str:
     name = ModelName.parse(model)
     if name.runtime:
         return name.runtime
-    entry = next(e for e in served if e["name"] == name.variant)
-    return str(entry.get("runtime", "savedmodel"))
+    entry = next((e for e in served if e["name"] == name.variant), {})
+    return str(entry.get("runtime", "default"))
 
 
 def machine() -> dict[str, Any]:
@@ -321,10 +415,13 @@ def run_plan(
     models: Path | None = None,
     server_args: tuple[str, ...] = (),
     on_step: Callable[[Step, int, int, StepResult | None], None] | None = None,
+    grpc_url: str | None = None,
 ) -> dict[str, Any]:
     """Run every step of ``plan`` against ``url`` (or a service started here).
 
-    Writes ``results.json`` into ``out_dir`` and returns the same record.
+    ``grpc_url`` (host:port) is where kserve-grpc steps go; a service started here gets a gRPC
+    port of its own when the plan needs one. Writes ``results.json`` into ``out_dir`` and
+    returns the same record.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     started_here = url is None
@@ -332,23 +429,29 @@ def run_plan(
         if url is None:
             if models is None:
                 raise LoadTestError("give either a --url to test or a --models folder to serve")
-            server = stack.enter_context(run_server(models, out_dir / "server.log", *server_args))
+            needs_grpc = "kserve-grpc" in plan.protocols
+            server = stack.enter_context(
+                run_server(models, out_dir / "server.log", *server_args, grpc=needs_grpc)
+            )
             server.wait_ready()
-            url = server.url
-        served = check_target(url, plan)
+            url, grpc_url = server.url, server.grpc_target
+        served = check_target(url, plan, grpc_url)
         steps = plan.steps()
         results: list[StepResult] = []
         started = datetime.now(UTC)
         for index, step in enumerate(steps):
             if on_step:
                 on_step(step, index, len(steps), None)
-            results.append(run_step(url, step, runtime_of(step.model, served), plan, out_dir))
+            address = (grpc_url or "") if step.protocol == "kserve-grpc" else url
+            runtime = runtime_of(step.model, served)
+            results.append(run_step(address, step, runtime, plan, out_dir))
             if on_step:
                 on_step(step, index, len(steps), results[-1])
     record = {
         "created_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "target": url,
+        "grpc_target": grpc_url,
         "started_server": started_here,
         "server_args": list(server_args),
         "plan": asdict(plan),

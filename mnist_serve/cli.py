@@ -274,6 +274,10 @@ def serve(
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address. [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port. [default: 8000]")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(help="KServe V2 gRPC port (0: no gRPC). [default: 0]"),
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="auto (GPU if there is one), cpu or gpu. [default: auto]")
     ] = None,
@@ -323,6 +327,7 @@ def serve(
         "runs_dir": runs_dir,
         "host": host,
         "port": port,
+        "grpc_port": grpc_port,
         "device": device,
         "batching": batching,
         "max_batch_size": max_batch_size,
@@ -369,7 +374,12 @@ def _default_out(prefix: str) -> Path:
 
 
 def run_load_test(
-    plan: LoadPlan, out: Path, url: str | None, models: Path, server_args: tuple[str, ...] = ()
+    plan: LoadPlan,
+    out: Path,
+    url: str | None,
+    models: Path,
+    server_args: tuple[str, ...] = (),
+    grpc_url: str | None = None,
 ) -> None:
     """Run ``plan`` with a progress display, then write and announce the report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -384,7 +394,8 @@ def run_load_test(
     )
     target = url or f"a service started here from {models}"
     console.print(
-        f"Load test of {', '.join(plan.models())} at {target}: {len(plan.steps())} steps, "
+        f"Load test of {', '.join(plan.models())} over {', '.join(plan.protocols)} at {target}: "
+        f"{len(plan.steps())} steps, "
         f"about {plan.seconds / 60:.1f} min"
     )
     with Progress(*columns, console=console) as progress:
@@ -394,14 +405,14 @@ def run_load_test(
             if result is None:
                 progress.update(
                     task,
-                    description=f"{step.model} @ {step.concurrency} clients, "
+                    description=f"{step.target or step.model} @ {step.concurrency} clients, "
                     f"repeat {step.repeat + 1}/{plan.repeats}",
                 )
                 return
             progress.advance(task)
             p = result.latency_ms
             progress.console.print(
-                f"{step.model:>20} c={step.concurrency:<3} r{step.repeat + 1}: "
+                f"{step.target or step.model:>20} c={step.concurrency:<3} r{step.repeat + 1}: "
                 f"{result.throughput_rps:8.1f} req/s  "
                 f"p50 {p['p50']:.3f} ms  p99 {p['p99']:.3f} ms  "
                 f"errors {result.errors}  accuracy {result.accuracy:.2%}"
@@ -416,6 +427,7 @@ def run_load_test(
                 models=None if url else models,
                 server_args=server_args,
                 on_step=on_step,
+                grpc_url=grpc_url,
             )
         except LoadTestError as err:
             console.print(f"[red]load test failed:[/] {err}")
@@ -440,6 +452,23 @@ def loadtest(
             "Default: the server's default runtime."
         ),
     ] = "",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            "--protocols",
+            help="Comma-separated protocols: native (/predict), tfserving (TF Serving REST), "
+            "kserve-http (KServe V2 REST, binary tensors), kserve-grpc (KServe V2 gRPC). "
+            "Several: each model is driven over each, and compared with the first.",
+        ),
+    ] = "native",
+    grpc_url: Annotated[
+        str | None,
+        typer.Option(
+            help="host:port of the server's KServe V2 gRPC endpoint, for kserve-grpc with "
+            "--url. Without --url the service started here gets one."
+        ),
+    ] = None,
     concurrency: Annotated[str, typer.Option(help="Comma-separated concurrent-client levels.")] = (
         "1,8,32,64"
     ),
@@ -468,6 +497,7 @@ def loadtest(
         plan = LoadPlan(
             variants=_csv(variants, str),
             runtimes=parse_runtimes(runtimes),
+            protocols=_csv(protocol, str),
             concurrency=_csv(concurrency, int),
             duration_s=_seconds(duration),
             warmup_s=_seconds(warmup, minimum=0),
@@ -478,7 +508,7 @@ def loadtest(
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-    run_load_test(plan, out or _default_out("loadtest"), url, models)
+    run_load_test(plan, out or _default_out("loadtest"), url, models, grpc_url=grpc_url)
 
 
 @app.command("report")

@@ -44,6 +44,7 @@ class ServerProcess:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    grpc_target: str | None = None  # host:port of its KServe V2 gRPC endpoint, when started
 
     def wait_ready(self, timeout: float = 120.0) -> list[int]:
         """Poll /readyz until 200; return every status seen on the way."""
@@ -61,11 +62,17 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def run_server(models: Path, log: Path, *args: str) -> Iterator[ServerProcess]:
-    """Start ``mnist-serve serve`` on a free 127.0.0.1 port (not yet ready); stop it on exit."""
+def run_server(models: Path, log: Path, *args: str, grpc: bool = False) -> Iterator[ServerProcess]:
+    """Start ``mnist-serve serve`` on a free 127.0.0.1 port (not yet ready); stop it on exit.
+
+    With ``grpc``, its KServe V2 gRPC endpoint listens on another free port.
+    """
     port = free_port()
     command = [sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(models),
                "--host", "127.0.0.1", "--port", str(port), *args]  # fmt: skip
+    grpc_port = free_port() if grpc else 0
+    if grpc:
+        command += ["--grpc-port", str(grpc_port)]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
@@ -75,7 +82,8 @@ def run_server(models: Path, log: Path, *args: str) -> Iterator[ServerProcess]:
             wait_for_port(port, process)
         except Exception as err:
             raise RuntimeError(f"{err}\n--- server log ---\n{log.read_text()[-3000:]}") from err
-        yield ServerProcess(f"http://127.0.0.1:{port}", process, log)
+        grpc_target = f"127.0.0.1:{grpc_port}" if grpc else None
+        yield ServerProcess(f"http://127.0.0.1:{port}", process, log, grpc_target)
     finally:
         process.terminate()
         try:

@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service import __version__, kserve, tfserving
 from service import device as devices
 from service.batcher import Timing
 from service.decode import decode_request
@@ -304,21 +305,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        grpc_server = None
+        if settings.grpc_port:
+            from service import kserve_grpc
+
+            grpc_server = await kserve_grpc.start(registry, settings.host, settings.grpc_port)
         loading = asyncio.create_task(registry.load(), name="load-models")
         try:
             yield
         finally:
             loading.cancel()
+            if grpc_server is not None:
+                await grpc_server.stop(grace=2)
             await registry.close()
 
     app = FastAPI(
         title="mnist-serve",
         summary="Serve MNIST CNN variants side by side to measure which is faster when served.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
     )
     app.state.registry = registry
     app.add_exception_handler(ServeError, handle_serve_error)
     app.include_router(router)
+    app.include_router(tfserving.router)
+    app.include_router(kserve.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

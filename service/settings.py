@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int = Field(
+        0, ge=0, le=65535, description="KServe V2 gRPC port on the same host; 0 = no gRPC."
+    )
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="auto: the first GPU if TensorFlow sees one, else the CPU."
     )

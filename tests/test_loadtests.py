@@ -7,13 +7,15 @@ import math
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from loadtests.report import build_report, load_levels, mean_interval, speedups
+from loadtests.protocols import PROTOCOLS, AnswerError, decode, encode
+from loadtests.report import build_report, comparisons, load_levels, mean_interval, speedups
 from loadtests.runner import (
     LoadPlan,
     LoadTestError,
@@ -293,3 +295,66 @@ def test_distributed_mode_gathers_every_workers_samples(
     (step,) = record["steps"]
     assert step["requests"] > 50 and step["errors"] == 0
     assert step["generator_cpu_s"] > 0  # reported by the workers, summed by the master
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_every_protocol_encodes_the_same_digit(protocol: str) -> None:
+    digit = (np.arange(784).reshape(28, 28) % 256).astype(np.uint8)
+    request = encode(protocol, "json", "depthwise@onnx", digit)
+    assert "depthwise@onnx" in request.path
+    if protocol in ("kserve-http", "kserve-grpc"):
+        raw = request.body[-784 * 4 :]
+        assert np.frombuffer(raw, "<f4") == pytest.approx(digit.ravel() / 255.0)
+    else:
+        data = json.loads(request.body)
+        pixels = data["image"] if protocol == "native" else data["instances"][0]
+        assert np.asarray(pixels).ravel() == pytest.approx(digit.ravel() / 255.0, abs=1e-4)
+    if protocol != "native":
+        with pytest.raises(ValueError, match="native protocol only"):
+            encode(protocol, "png", "depthwise", digit)
+
+
+def test_answers_decode_in_each_protocol() -> None:
+    row = np.linspace(0, 1, 10, dtype=np.float32)
+    native = json.dumps({"predictions": [{"probabilities": row.tolist()}]}).encode()
+    tfserving = json.dumps({"predictions": [row.tolist()]}).encode()
+    header = json.dumps({"outputs": [{"parameters": {"binary_data_size": 40}}]}).encode()
+    assert decode("native", native) == pytest.approx(row)
+    assert decode("tfserving", tfserving) == pytest.approx(row)
+    assert decode("kserve-http", header + row.tobytes(), str(len(header))) == pytest.approx(row)
+    with pytest.raises(AnswerError):
+        decode("tfserving", b'{"predictions": [[0.5, 0.5]]}')
+    with pytest.raises(AnswerError):
+        decode("native", b"<html>")
+
+
+def test_plan_sweeps_protocols_and_compares_them() -> None:
+    plan = LoadPlan(variants=("depthwise",), protocols=("native", "kserve-grpc"), repeats=1,
+                    concurrency=(1,))  # fmt: skip
+    assert [s.target for s in plan.steps()] == ["depthwise via native", "depthwise via kserve-grpc"]
+    assert comparisons(asdict(plan)) == [
+        ("protocol", "depthwise via native", "depthwise via kserve-grpc")
+    ]
+    with pytest.raises(ValueError, match="protocols"):
+        LoadPlan(protocols=("soap",))
+    with pytest.raises(ValueError, match="native protocol only"):
+        LoadPlan(protocols=("tfserving",), mode="png")
+
+
+@pytest.mark.slow
+def test_load_test_speaks_every_protocol(
+    models_dir: Path, tmp_path: Path, mnist_path: Path
+) -> None:
+    """One model over the four protocols against a service the load test starts (gRPC on)."""
+    plan = LoadPlan(
+        variants=("depthwise",), runtimes=("onnx",), protocols=PROTOCOLS, concurrency=(2,),
+        duration_s=2, warmup_s=1, repeats=1, mnist=str(mnist_path),
+    )  # fmt: skip
+    record = run_plan(plan, tmp_path, models=models_dir)
+    assert [s["protocol"] for s in record["steps"]] == list(PROTOCOLS)
+    for step in record["steps"]:
+        assert step["errors"] == 0 and step["requests"] > 20, step
+        assert step["accuracy"] > 0.85 and step["runtime"] == "onnx"
+    report_md, _, verdict = build_report(tmp_path)
+    assert "Protocols compared on the same model" in report_md.read_text()
+    assert len(verdict) == 3  # each protocol against native

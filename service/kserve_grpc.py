@@ -1,0 +1,159 @@
+"""KServe V2 / Open Inference Protocol over gRPC, on its own port, sharing the batchers.
+
+``inference.GRPCInferenceService``: ServerLive, ServerReady, ServerMetadata, ModelReady,
+ModelMetadata and ModelInfer (inputs as ``raw_input_contents`` or ``fp32_contents``; outputs
+as ``raw_output_contents``). The message and service classes are the protocol's generated code
+as the ``tritonclient[grpc]`` package ships it (Triton's ``grpc_service.proto``, package
+``inference``: KServe's ``grpc_predict_v2.proto`` plus Triton's extra calls, which answer
+UNIMPLEMENTED here). Using the package's generated code keeps the protocol's own definition the
+single source, with no code generation step and nothing vendored.
+
+The server is a ``grpc.aio`` server started in the app's lifespan on the same event loop as the
+HTTP side, so a gRPC request goes through the same :class:`~service.inference.Inference`, the
+same batcher (it can share a batch with HTTP requests) and the same metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from modelrepo.layout import OUTPUT_NAME
+from service import __version__
+from service.errors import BadRequest, ServeError
+from service.inference import Inference
+from service.kserve import (
+    EXTENSIONS,
+    SERVER_NAME,
+    check_input,
+    find,
+    from_raw,
+    model_metadata,
+    parse_version,
+    to_images,
+)
+from service.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+# Our statuses as gRPC codes.
+CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    """The Open Inference Protocol's calls over the service's models."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        """Alive while the process runs."""
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        """Ready once every model has loaded (or failed) and one serves."""
+        return pb.ServerReadyResponse(ready=self.registry.ready)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        """Name, version and extensions."""
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=__version__, extensions=EXTENSIONS
+        )
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        """Whether the named model (and version) serves."""
+        try:
+            model = find(self.registry, request.name, request.version or None)
+        except ServeError as err:
+            await abort(context, err)
+        return pb.ModelReadyResponse(ready=model.state == "ready")
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        """Versions, platform and tensors of the named model."""
+        try:
+            meta = model_metadata(request.name, find(self.registry, request.name, request.version))
+        except ServeError as err:
+            await abort(context, err)
+
+        def tensors(key: str) -> list[Any]:
+            return [
+                pb.ModelMetadataResponse.TensorMetadata(
+                    name=t["name"], datatype=t["datatype"], shape=t["shape"]
+                )
+                for t in meta[key]
+            ]
+
+        return pb.ModelMetadataResponse(
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=tensors("inputs"),
+            outputs=tensors("outputs"),
+        )
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        """Classify the FP32 images of the one input tensor; probabilities as raw bytes."""
+        try:
+            with Inference(self.registry) as call:
+                model = call.resolve(
+                    request.model_name, version=parse_version(request.model_version or None)
+                )
+                images = self._images(request)
+                probabilities, _ = await call.run(images)
+        except ServeError as err:
+            await abort(context, err)
+        output = pb.ModelInferResponse.InferOutputTensor(
+            name=OUTPUT_NAME, datatype="FP32", shape=list(probabilities.shape)
+        )
+        return pb.ModelInferResponse(
+            model_name=request.model_name,
+            model_version=str(model.model.version),
+            id=request.id,
+            outputs=[output],
+            raw_output_contents=[np.ascontiguousarray(probabilities, dtype="<f4").tobytes()],
+        )
+
+    def _images(self, request: Any) -> np.ndarray:
+        if len(request.inputs) != 1:
+            raise BadRequest(f"the model takes one input tensor, got {len(request.inputs)}")
+        tensor = request.inputs[0]
+        batch, shape = check_input(
+            tensor.name, tensor.datatype, list(tensor.shape), self.registry.limits.max_images
+        )
+        if request.raw_input_contents:
+            return from_raw(request.raw_input_contents[0], batch)
+        values = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
+        if values.size != int(np.prod(shape)):
+            raise BadRequest(f"fp32_contents holds {values.size} values for shape {list(shape)}")
+        return to_images(values.reshape(shape))
+
+
+async def abort(context: Any, err: ServeError) -> None:
+    """End the call with the gRPC code matching ``err``'s HTTP status and its message."""
+    await context.abort(CODES.get(err.status, grpc.StatusCode.INTERNAL), err.detail)
+
+
+async def start(registry: ModelRegistry, host: str, port: int) -> Any:
+    """Start the gRPC server on ``host:port`` (on the running event loop) and return it."""
+    limit = registry.settings.max_body_bytes
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", 0)]
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(registry), server)
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise OSError(f"gRPC cannot listen on {host}:{port}")
+    await server.start()
+    log.info("KServe V2 gRPC on %s:%d", host, port)
+    return server

@@ -1,0 +1,240 @@
+"""TensorFlow Serving's REST API (v1), on the same models and batchers as ``/predict``.
+
+Follows TF Serving's published RESTful API text:
+
+* ``POST /v1/models/<name>[/versions/<n>]:predict`` with ``{"signature_name"?, "instances":
+  [...]}`` (row format, answered with ``{"predictions": [...]}``) or ``{"inputs": ...}``
+  (columnar format, answered with ``{"outputs": ...}``). Our signature has one input
+  (``image``) and one output (``probabilities``), so an instance is the image itself or
+  ``{"image": ...}``, and ``inputs`` is the batch itself or ``{"image": [...]}``;
+* ``GET /v1/models/<name>[/versions/<n>]``: the version status;
+* ``GET /v1/models/<name>[/versions/<n>]/metadata``: the signature def.
+
+Model names follow the service's rule (``depthwise``, ``depthwise@onnx``); versions are the
+repository's numbered folders, and only the served one is found. Errors are
+``{"error": "<message>"}`` with TF Serving's status codes: 400 for anything wrong with the
+request (TF's INVALID_ARGUMENT, which our 415 and 422 also become), 404 for an unknown model or
+version, 503 while loading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from modelrepo.layout import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, SIGNATURE, ModelName
+from service.decode import read_body, validate_pixels
+from service.errors import BadRequest, InvalidInput, ServeError, UnknownModel
+from service.inference import Inference
+from service.registry import ModelRegistry, ServedModel
+
+router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST API"])
+# What TF Serving answers with for each of our statuses: its REST layer maps
+# INVALID_ARGUMENT to 400, NOT_FOUND to 404 and UNAVAILABLE to 503 (a body over our size
+# limit stays 413, which TF Serving has no equivalent for).
+STATUS = {415: 400, 422: 400}
+
+
+def tf_error(err: ServeError) -> JSONResponse:
+    """A ServeError as TF Serving writes errors: ``{"error": message}``."""
+    return JSONResponse(
+        {"error": err.detail}, status_code=STATUS.get(err.status, err.status), headers=err.headers()
+    )
+
+
+async def answer(work: Callable[[], Awaitable[Response]]) -> Response:
+    """Run a handler's work, turning our errors into TF Serving's error body."""
+    try:
+        return await work()
+    except ServeError as err:
+        return tf_error(err)
+
+
+def parse_predict(body: bytes, max_images: int) -> tuple[np.ndarray, bool]:
+    """A predict request's images and whether it used the row (``instances``) format."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise BadRequest(f"JSON Parse error: {err}") from err
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object")
+    signature = payload.get("signature_name", SIGNATURE) or SIGNATURE
+    if signature != SIGNATURE:
+        raise BadRequest(f'Serving signature name: "{signature}" not found in signature def')
+    if ("instances" in payload) == ("inputs" in payload):
+        raise BadRequest('the request must hold exactly one of "instances" or "inputs"')
+    row = "instances" in payload
+    data = payload["instances"] if row else payload["inputs"]
+    if row and isinstance(data, list):
+        data = [_named(item) for item in data]
+    elif not row:
+        data = _named(data)
+    if not isinstance(data, list) or not data:
+        raise BadRequest("the images must be a non-empty list")
+    if len(data) > max_images:
+        raise BadRequest(f"{len(data)} images in one request; the limit is {max_images}")
+    try:
+        array = np.asarray(data, dtype=np.float32)
+    except (ValueError, TypeError) as err:
+        raise BadRequest(f"each image must be 28x28x1, 28x28 or 784 numbers: {err}") from err
+    try:
+        return validate_pixels(array), row
+    except InvalidInput as err:
+        raise BadRequest(err.detail) from err
+
+
+def _named(item: Any) -> Any:
+    """``{"image": x}`` -> ``x`` (the one named input); other objects are refused."""
+    if isinstance(item, dict):
+        if set(item) != {INPUT_NAME}:
+            raise BadRequest(f"unknown inputs {sorted(item)}: the signature takes {INPUT_NAME!r}")
+        return item[INPUT_NAME]
+    return item
+
+
+async def predict_version(
+    request: Request, name: str, version: int | None, registry: ModelRegistry
+) -> Response:
+    """The predict call for both URL forms."""
+    with Inference(registry) as call:
+        call.resolve(name, version=version)
+        body = await read_body(request, registry.limits.max_body_bytes)
+        images, row = parse_predict(body, registry.limits.max_images)
+        probabilities, _ = await call.run(images)
+        rows = probabilities.astype(float).tolist()
+        result = {"predictions": rows} if row else {"outputs": rows}
+        return Response(orjson.dumps(result), media_type="application/json")
+
+
+def parse_version(text: str) -> int | None:
+    """A version from the URL; -1 (never served) for anything that is not a number."""
+    return int(text) if text.isdigit() else -1
+
+
+def _registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+@router.post("/{name}:predict", summary="Predict (TF Serving REST API)")
+async def tf_predict(name: str, request: Request) -> Response:
+    """TF Serving's predict on the served version; instances (row) or inputs (columnar)."""
+    return await answer(lambda: predict_version(request, name, None, _registry(request)))
+
+
+@router.post("/{name}/versions/{version}:predict", summary="Predict, version pinned")
+async def tf_predict_version(name: str, version: str, request: Request) -> Response:
+    """TF Serving's predict, pinned to ``version`` (404 unless it is the served one)."""
+    return await answer(
+        lambda: predict_version(request, name, parse_version(version), _registry(request))
+    )
+
+
+def find(registry: ModelRegistry, name: str, version: int | None) -> ServedModel:
+    """The model of that name in any state (status and metadata answer while loading too)."""
+    try:
+        parsed = ModelName.parse(name)
+    except ValueError as err:
+        raise UnknownModel(str(err)) from None
+    variant = registry.variants.get(parsed.variant)
+    model = variant.runtimes.get(parsed.runtime or variant.default_runtime) if variant else None
+    if model is None:
+        raise UnknownModel(f"Servable not found for request: Latest({name})")
+    if version is not None and version != model.model.version:
+        raise UnknownModel(f"Servable not found for request: Specific({name}, {version})")
+    return model
+
+
+STATE = {"loading": "LOADING", "ready": "AVAILABLE", "failed": "END"}
+
+
+def version_status(model: ServedModel) -> dict[str, Any]:
+    """A GetModelStatusResponse as JSON."""
+    ok = model.state != "failed"
+    return {
+        "model_version_status": [
+            {
+                "version": str(model.model.version),
+                "state": STATE[model.state],
+                "status": {
+                    "error_code": "OK" if ok else "UNKNOWN",
+                    "error_message": "" if ok else f"failed to load: {model.reason}",
+                },
+            }
+        ]
+    }
+
+
+def signature_def() -> dict[str, Any]:
+    """The serving signature as TF Serving's metadata API shows a SignatureDef."""
+
+    def tensor(name: str, shape: tuple[int, ...]) -> dict[str, Any]:
+        return {
+            "dtype": "DT_FLOAT",
+            "tensor_shape": {
+                "dim": [{"size": str(size), "name": ""} for size in (-1, *shape)],
+                "unknown_rank": False,
+            },
+            "name": f"{SIGNATURE}_{name}:0",
+        }
+
+    return {
+        SIGNATURE: {
+            "inputs": {INPUT_NAME: tensor(INPUT_NAME, INPUT_SHAPE)},
+            "outputs": {OUTPUT_NAME: tensor(OUTPUT_NAME, (10,))},
+            "method_name": "tensorflow/serving/predict",
+        }
+    }
+
+
+async def _status(request: Request, name: str, version: int | None) -> Response:
+    async def work() -> Response:
+        return JSONResponse(version_status(find(_registry(request), name, version)))
+
+    return await answer(work)
+
+
+async def _metadata(request: Request, name: str, version: int | None) -> Response:
+    async def work() -> Response:
+        model = find(_registry(request), name, version)
+        return JSONResponse(
+            {
+                "model_spec": {
+                    "name": name,
+                    "signature_name": "",
+                    "version": str(model.model.version),
+                },
+                "metadata": {"signature_def": {"signature_def": signature_def()}},
+            }
+        )
+
+    return await answer(work)
+
+
+@router.get("/{name}", summary="Model version status (TF Serving REST API)")
+async def tf_status(name: str, request: Request) -> Response:
+    """The served version's state: LOADING, AVAILABLE or END (failed to load)."""
+    return await _status(request, name, None)
+
+
+@router.get("/{name}/versions/{version}", summary="Model version status, one version")
+async def tf_status_version(name: str, version: str, request: Request) -> Response:
+    """One version's state (404 unless it is the served one)."""
+    return await _status(request, name, parse_version(version))
+
+
+@router.get("/{name}/metadata", summary="Model metadata (TF Serving REST API)")
+async def tf_metadata(name: str, request: Request) -> Response:
+    """The signature def of the served version."""
+    return await _metadata(request, name, None)
+
+
+@router.get("/{name}/versions/{version}/metadata", summary="Model metadata, one version")
+async def tf_metadata_version(name: str, version: str, request: Request) -> Response:
+    """The signature def of one version (404 unless it is the served one)."""
+    return await _metadata(request, name, parse_version(version))

@@ -1,0 +1,245 @@
+"""The standard protocols against a real server, spoken by real clients.
+
+KServe V2 / Open Inference Protocol: the official clients, ``tritonclient.http`` (JSON and the
+binary tensor extension) and ``tritonclient.grpc``. TF Serving's REST API: plain HTTP requests
+shaped like its documented examples. Every answer must equal ``/predict``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.helpers import Server, run_server
+from training.data import Mnist, to_model_input
+
+pytestmark = pytest.mark.slow
+
+MODELS = ["depthwise", "original@onnx", "depthwise@litert"]
+TOLERANCE = 1e-6  # the same model on the same runtime: the same numbers, bar JSON rounding
+
+
+@pytest.fixture(scope="module")
+def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real server with its gRPC endpoint on."""
+    log = tmp_path_factory.mktemp("protocols") / "server.log"
+    with run_server(models_dir, log, grpc=True) as running:
+        running.wait_ready()
+        yield running
+
+
+@pytest.fixture(scope="module")
+def digits(mnist: Mnist) -> tuple[np.ndarray, np.ndarray]:
+    """Four real test digits as model input, and their labels."""
+    return to_model_input(mnist.x_test[10:14]), mnist.y_test[10:14]
+
+
+def native(server: Server, model: str, images: np.ndarray) -> np.ndarray:
+    """What ``/predict`` answers for ``images``."""
+    response = httpx.post(
+        f"{server.url}/predict/{model}", json={"images": images[..., 0].tolist()}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    return np.array([p["probabilities"] for p in response.json()["predictions"]])
+
+
+# ---- TF Serving REST ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("form", ["instances", "named instances", "inputs", "named inputs"])
+def test_tfserving_predict_equals_native(
+    server: Server, digits: tuple[np.ndarray, np.ndarray], model: str, form: str
+) -> None:
+    images, _ = digits
+    rows = images.tolist()  # [N, 28, 28, 1], as TF Serving takes a [None, 28, 28, 1] input
+    body = {
+        "instances": {"instances": rows},
+        "named instances": {"signature_name": "serving_default",
+                            "instances": [{"image": r} for r in rows]},
+        "inputs": {"inputs": rows},
+        "named inputs": {"inputs": {"image": rows}},
+    }[form]  # fmt: skip
+    response = httpx.post(f"{server.url}/v1/models/{model}:predict", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    key = "predictions" if "instances" in form else "outputs"
+    got = np.array(response.json()[key])
+    assert got.shape == (len(images), 10)
+    assert np.abs(got - native(server, model, images)).max() < TOLERANCE
+
+
+def test_tfserving_version_pinning_status_and_metadata(
+    server: Server, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    rows = {"instances": digits[0][:1].tolist()}
+    pinned = httpx.post(f"{server.url}/v1/models/depthwise/versions/1:predict", json=rows)
+    missing = httpx.post(f"{server.url}/v1/models/depthwise/versions/7:predict", json=rows)
+    status = httpx.get(f"{server.url}/v1/models/depthwise@onnx").json()
+    status_v1 = httpx.get(f"{server.url}/v1/models/depthwise/versions/1")
+    metadata = httpx.get(f"{server.url}/v1/models/depthwise/metadata").json()
+    assert pinned.status_code == 200 and len(pinned.json()["predictions"]) == 1
+    assert missing.status_code == 404 and set(missing.json()) == {"error"}
+    assert status["model_version_status"] == [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    ]
+    assert status_v1.status_code == 200
+    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert metadata["model_spec"]["version"] == "1"
+    assert [d["size"] for d in signature["inputs"]["image"]["tensor_shape"]["dim"]] == [
+        "-1", "28", "28", "1",
+    ]  # fmt: skip
+    assert signature["outputs"]["probabilities"]["dtype"] == "DT_FLOAT"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/v1/models/nope:predict", {"instances": [[0.0] * 784]}, 404),
+        ("/v1/models/depthwise:predict", {"signature_name": "other", "instances": [[0.0] * 784]},
+         400),
+        ("/v1/models/depthwise:predict", {"instances": [[0.0] * 783]}, 400),
+        ("/v1/models/depthwise:predict", {"instances": [[2.0] * 784]}, 400),
+        ("/v1/models/depthwise:predict", {"instances": [], "inputs": []}, 400),
+        ("/v1/models/depthwise:predict", {"instances": [{"pixels": [0.0] * 784}]}, 400),
+        ("/v1/models/depthwise:predict", "not json", 400),
+    ],
+)  # fmt: skip
+def test_tfserving_errors_are_its_error_body(
+    server: Server, path: str, body: object, status: int
+) -> None:
+    kwargs = {"content": body} if isinstance(body, str) else {"json": body}
+    response = httpx.post(f"{server.url}{path}", timeout=30, **kwargs)
+    assert response.status_code == status, response.text
+    assert set(response.json()) == {"error"} and response.json()["error"]
+
+
+# ---- KServe V2 over REST, with Triton's official HTTP client -----------------------------
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_kserve_http_client_infers_like_native(
+    server: Server, digits: tuple[np.ndarray, np.ndarray], model: str, binary: bool
+) -> None:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
+    images, _ = digits
+    tensor = httpclient.InferInput("image", list(images.shape), "FP32")
+    tensor.set_data_from_numpy(images, binary_data=binary)
+    wanted = httpclient.InferRequestedOutput("probabilities", binary_data=binary)
+    result = client.infer(model, [tensor], outputs=[wanted], request_id="r1")
+    got = result.as_numpy("probabilities")
+    assert got is not None and got.shape == (len(images), 10)
+    assert np.abs(got - native(server, model, images)).max() < TOLERANCE
+    assert result.get_response()["id"] == "r1"
+    client.close()
+
+
+def test_kserve_http_health_and_metadata(server: Server) -> None:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("depthwise@onnx") and client.is_model_ready("depthwise", "1")
+    assert not client.is_model_ready("depthwise", "2")
+    meta = client.get_model_metadata("original@openvino")
+    assert meta["versions"] == ["1"] and meta["platform"] == "openvino"
+    assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 28, 28, 1]}]
+    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    client.close()
+
+
+def test_kserve_binary_body_is_smaller_than_json(
+    server: Server, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The binary extension's body for a real digit is ~0.56x the JSON one (MNIST is mostly
+    zeros, which JSON writes in 4 bytes too); its real saving is parsing time (benchmarked)."""
+    image = digits[0][:1]
+    header = b'{"inputs":[{"name":"image","shape":[1,28,28,1],"datatype":"FP32",' + (
+        b'"parameters":{"binary_data_size":3136}}]}'
+    )
+    binary = header + image.astype("<f4").tobytes()
+    as_json = httpx.Request(
+        "POST", "/", json={"inputs": [{"name": "image", "shape": [1, 28, 28, 1],
+                                       "datatype": "FP32", "data": image.ravel().tolist()}]},
+    ).content  # fmt: skip
+    answered = httpx.post(
+        f"{server.url}/v2/models/depthwise/infer",
+        content=binary,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert answered.status_code == 200, answered.text
+    assert len(binary) < 0.7 * len(as_json)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"inputs": [{"name": "image", "shape": [1, 784], "datatype": "INT8", "data": [0] * 784}]},
+         400),
+        ({"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "FP32", "data": [0] * 784}]},
+         400),
+        ({"inputs": [{"name": "image", "shape": [1, 783], "datatype": "FP32", "data": [0] * 783}]},
+         400),
+        ({"inputs": [{"name": "image", "shape": [2, 784], "datatype": "FP32", "data": [0] * 784}]},
+         400),
+        ({"inputs": []}, 400),
+    ],
+)  # fmt: skip
+def test_kserve_http_errors_are_clear(server: Server, body: object, status: int) -> None:
+    response = httpx.post(f"{server.url}/v2/models/depthwise/infer", json=body, timeout=30)
+    assert response.status_code == status, response.text
+    assert set(response.json()) == {"error"} and response.json()["error"]
+    assert httpx.post(f"{server.url}/v2/models/nope/infer", json=body).status_code == 404
+
+
+# ---- KServe V2 over gRPC, with Triton's official gRPC client -----------------------------
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_kserve_grpc_client_infers_like_native(
+    server: Server, digits: tuple[np.ndarray, np.ndarray], model: str
+) -> None:
+    import tritonclient.grpc as grpcclient
+
+    assert server.grpc_target is not None
+    client = grpcclient.InferenceServerClient(url=server.grpc_target)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(model)
+    images, _ = digits
+    tensor = grpcclient.InferInput("image", list(images.shape), "FP32")
+    tensor.set_data_from_numpy(images)
+    result = client.infer(model, [tensor], model_version="1")
+    got = result.as_numpy("probabilities")
+    assert got is not None and got.shape == (len(images), 10)
+    assert np.abs(got - native(server, model, images)).max() < TOLERANCE
+    meta = client.get_model_metadata(model)
+    assert meta.versions == ["1"] and meta.inputs[0].name == "image"
+    client.close()
+
+
+def test_kserve_grpc_errors_carry_codes(server: Server) -> None:
+    import grpc
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    assert server.grpc_target is not None
+    client = grpcclient.InferenceServerClient(url=server.grpc_target)
+    bad = grpcclient.InferInput("image", [1, 783], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 783), np.float32))
+    with pytest.raises(InferenceServerException) as wrong_shape:
+        client.infer("depthwise", [bad])
+    good = grpcclient.InferInput("image", [1, 784], "FP32")
+    good.set_data_from_numpy(np.zeros((1, 784), np.float32))
+    with pytest.raises(InferenceServerException) as unknown:
+        client.infer("nope", [good])
+    assert wrong_shape.value.status() == str(grpc.StatusCode.INVALID_ARGUMENT)
+    assert unknown.value.status() == str(grpc.StatusCode.NOT_FOUND)
+    assert client.infer("depthwise", [good]).as_numpy("probabilities").shape == (1, 10)
+    client.close()
