@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench env browser clean
+.PHONY: demo test test-fast bench bench-models bench-protocols env browser clean
 
 env: $(STAMP)
 
@@ -34,8 +34,17 @@ test: $(STAMP) browser
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow"
 
+# Benchmarks (docs/benchmarks.md): need models/ (make demo trains them) and wrk for `bench`.
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_service.py
+
+bench-models: $(STAMP)
+	$(BIN)/python scripts/bench_models.py
+
+bench-protocols: $(STAMP)
+	$(BIN)/mnist-serve loadtest --variants depthwise --runtimes onnx \
+	    --protocol native,tfserving,kserve-http,kserve-grpc --concurrency 1,32 \
+	    --duration 8s --repeats 3 --out runs/bench-protocols
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import re
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -206,6 +208,18 @@ def load_runtime(name: str, artifact: Path, options: LoadOptions) -> Runtime:
     if not artifact.is_file():
         raise RuntimeLoadError(f"no {name} artifact ({artifact.name} is missing)")
     return RUNTIMES[name](artifact, options)
+
+
+def median_call_ms(runtime: Runtime, images: np.ndarray, calls: int = 200, warm: int = 20) -> float:
+    """Median milliseconds of one ``runtime.predict(images)``, over ``calls`` after ``warm``."""
+    for _ in range(warm):
+        runtime.predict(images)
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        runtime.predict(images)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
 
 
 def _check_names(inputs: list[str], outputs: list[str]) -> None:

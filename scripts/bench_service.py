@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import numpy as np
 
 from mnist_serve.procs import free_port, wait_for_port
 from modelrepo.layout import INPUT_SHAPE, RUNTIME_NAMES, ModelRepository
-from modelrepo.runtimes import LoadOptions, load_runtime
+from modelrepo.runtimes import LoadOptions, load_runtime, median_call_ms
 from training.data import load_mnist
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,14 +90,7 @@ def model_only_p50(models: Path, variant: str, runtime: str, calls: int = 2000) 
     artifact = ModelRepository(models).get(variant).artifact(runtime)
     model = load_runtime(runtime, artifact, LoadOptions(threads=1))
     x = np.random.default_rng(0).random((1, *INPUT_SHAPE), dtype=np.float32)
-    for _ in range(200):
-        model.predict(x)
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        model.predict(x)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    return median_call_ms(model, x, calls, warm=200)
 
 
 def main() -> None:

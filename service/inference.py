@@ -18,7 +18,7 @@ from types import TracebackType
 import numpy as np
 
 from service.batcher import Timing
-from service.errors import ServeError, UnknownModel
+from service.errors import ServeError
 from service.registry import ModelRegistry, ServedModel
 
 
@@ -55,14 +55,8 @@ class Inference:
     def resolve(
         self, name: str, runtime: str | None = None, version: int | None = None
     ) -> ServedModel:
-        """The ready model called ``name`` (on ``runtime``); 404 if ``version`` is not served."""
-        self.model = self.registry.get(name, runtime)
-        if version is not None and version != self.model.model.version:
-            raise UnknownModel(
-                f"version {version} of {name!r} is not served "
-                f"(serving version {self.model.model.version})",
-                known=self.registry.names(),
-            )
+        """The ready model called ``name`` (on ``runtime``, at ``version``): ModelRegistry.get."""
+        self.model = self.registry.get(name, runtime, version)
         return self.model
 
     async def run(self, images: np.ndarray) -> tuple[np.ndarray, Timing]:

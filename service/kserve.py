@@ -26,9 +26,9 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from modelrepo.layout import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, ModelName
+from modelrepo.layout import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
 from service.decode import read_body, validate_pixels
-from service.errors import BadRequest, InvalidInput, ServeError, UnknownModel
+from service.errors import BadRequest, InvalidInput, ServeError
 from service.inference import Inference
 from service.registry import ModelRegistry, ServedModel
 
@@ -48,23 +48,6 @@ PIXELS = int(np.prod(INPUT_SHAPE))
 def v2_error(err: ServeError) -> JSONResponse:
     """A ServeError as the protocol writes errors: ``{"error": message}``."""
     return JSONResponse({"error": err.detail}, status_code=err.status, headers=err.headers())
-
-
-def find(registry: ModelRegistry, name: str, version: str | None) -> ServedModel:
-    """The model of that name in any state; 404 for an unknown name or version."""
-    try:
-        parsed = ModelName.parse(name)
-    except ValueError as err:
-        raise UnknownModel(str(err)) from None
-    variant = registry.variants.get(parsed.variant)
-    model = variant.runtimes.get(parsed.runtime or variant.default_runtime) if variant else None
-    if model is None:
-        raise UnknownModel(f"unknown model {name!r}; served: {', '.join(registry.names())}")
-    if version is not None and version not in ("", str(model.model.version)):
-        raise UnknownModel(
-            f"version {version!r} of {name!r} is not served (serving {model.model.version})"
-        )
-    return model
 
 
 def model_metadata(name: str, model: ServedModel) -> dict[str, Any]:
@@ -199,14 +182,16 @@ async def v2_ready(request: Request) -> JSONResponse:
 
 async def _metadata(request: Request, name: str, version: str | None) -> Response:
     try:
-        return JSONResponse(model_metadata(name, find(_registry(request), name, version)))
+        return JSONResponse(
+            model_metadata(name, _registry(request).lookup(name, version=parse_version(version)))
+        )
     except ServeError as err:
         return v2_error(err)
 
 
 async def _model_ready(request: Request, name: str, version: str | None) -> Response:
     try:
-        model = find(_registry(request), name, version)
+        model = _registry(request).lookup(name, version=parse_version(version))
     except ServeError as err:
         return v2_error(err)
     ready = model.state == "ready"

@@ -31,7 +31,6 @@ from service.kserve import (
     EXTENSIONS,
     SERVER_NAME,
     check_input,
-    find,
     from_raw,
     model_metadata,
     parse_version,
@@ -75,7 +74,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request: Any, context: Any) -> Any:
         """Whether the named model (and version) serves."""
         try:
-            model = find(self.registry, request.name, request.version or None)
+            model = self.registry.lookup(
+                request.name, version=parse_version(request.version or None)
+            )
         except ServeError as err:
             await abort(context, err)
         return pb.ModelReadyResponse(ready=model.state == "ready")
@@ -83,7 +84,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         """Versions, platform and tensors of the named model."""
         try:
-            meta = model_metadata(request.name, find(self.registry, request.name, request.version))
+            model = self.registry.lookup(
+                request.name, version=parse_version(request.version or None)
+            )
+            meta = model_metadata(request.name, model)
         except ServeError as err:
             await abort(context, err)
 

@@ -16,15 +16,20 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from modelrepo.layout import INPUT_SHAPE, ModelName, ModelRepository, ModelVersion, RepositoryError
-from modelrepo.runtimes import RUNTIMES, LoadOptions, Runtime, RuntimeLoadError, load_runtime
+from modelrepo.runtimes import (
+    RUNTIMES,
+    LoadOptions,
+    Runtime,
+    RuntimeLoadError,
+    load_runtime,
+    median_call_ms,
+)
 from service.batcher import Batcher
 from service.decode import Limits
 from service.errors import BadRequest, ModelNotLoaded, Unavailable, UnknownModel
@@ -150,11 +155,12 @@ class ModelRegistry:
         """Loading is over and at least one model serves."""
         return not self.loading and any(m.state == "ready" for m in self.models())
 
-    def get(self, name: str, runtime: str | None = None) -> ServedModel:
-        """The ready model for ``name`` (``variant`` or ``variant@runtime``) and ``runtime``.
+    def lookup(
+        self, name: str, runtime: str | None = None, version: int | None = None
+    ) -> ServedModel:
+        """The model for ``name`` (``variant`` or ``variant@runtime``), in whatever state.
 
-        404 for a variant or runtime not served, 400 for a malformed name or two different
-        runtimes, 503 while loading or when the model failed to load.
+        404 for a variant, runtime or version not served; 400 for two different runtimes.
         """
         served = self.variants.get(name)
         if served is None:
@@ -166,9 +172,7 @@ class ModelRegistry:
             if served is None:
                 raise UnknownModel(f"no variant named {parsed.variant!r}", known=self.names())
             if runtime is not None and parsed.runtime is not None and runtime != parsed.runtime:
-                raise BadRequest(
-                    f"{name!r} names runtime {parsed.runtime!r} but ?runtime={runtime}"
-                )
+                raise BadRequest(f"{name!r} names runtime {parsed.runtime!r}, ?runtime {runtime!r}")
             runtime = runtime or parsed.runtime
         model = served.runtimes.get(runtime or served.default_runtime)
         if model is None:
@@ -177,6 +181,17 @@ class ModelRegistry:
                 f"(served: {', '.join(served.runtimes)})",
                 known=self.names(),
             )
+        if version is not None and version != model.model.version:
+            raise UnknownModel(
+                f"version {version} of {name!r} is not served "
+                f"(serving version {model.model.version})",
+                known=self.names(),
+            )
+        return model
+
+    def get(self, name: str, runtime: str | None = None, version: int | None = None) -> ServedModel:
+        """:meth:`lookup`, for a model that serves: 503 while loading or if it failed to load."""
+        model = self.lookup(name, runtime, version)
         if model.state == "ready":
             return model
         if model.state == "failed":
@@ -258,14 +273,8 @@ def warm_up_sizes(max_batch_size: int) -> list[int]:
     return sorted(sizes)
 
 
-def warm_up(runtime: Runtime, max_batch_size: int, timed_calls: int = 50) -> float:
+def warm_up(runtime: Runtime, max_batch_size: int) -> float:
     """Run one batch of each size the batcher forms; return the median batch-1 time in ms."""
     for size in warm_up_sizes(max_batch_size):
         runtime.predict(np.zeros((size, *INPUT_SHAPE), dtype=np.float32))
-    one = np.zeros((1, *INPUT_SHAPE), dtype=np.float32)
-    times = []
-    for _ in range(timed_calls):
-        started = time.perf_counter()
-        runtime.predict(one)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    return median_call_ms(runtime, np.zeros((1, *INPUT_SHAPE), dtype=np.float32), 50, 0)

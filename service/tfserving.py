@@ -27,9 +27,9 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from modelrepo.layout import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, SIGNATURE, ModelName
+from modelrepo.layout import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, SIGNATURE
 from service.decode import read_body, validate_pixels
-from service.errors import BadRequest, InvalidInput, ServeError, UnknownModel
+from service.errors import BadRequest, InvalidInput, ServeError
 from service.inference import Inference
 from service.registry import ModelRegistry, ServedModel
 
@@ -135,21 +135,6 @@ async def tf_predict_version(name: str, version: str, request: Request) -> Respo
     )
 
 
-def find(registry: ModelRegistry, name: str, version: int | None) -> ServedModel:
-    """The model of that name in any state (status and metadata answer while loading too)."""
-    try:
-        parsed = ModelName.parse(name)
-    except ValueError as err:
-        raise UnknownModel(str(err)) from None
-    variant = registry.variants.get(parsed.variant)
-    model = variant.runtimes.get(parsed.runtime or variant.default_runtime) if variant else None
-    if model is None:
-        raise UnknownModel(f"Servable not found for request: Latest({name})")
-    if version is not None and version != model.model.version:
-        raise UnknownModel(f"Servable not found for request: Specific({name}, {version})")
-    return model
-
-
 STATE = {"loading": "LOADING", "ready": "AVAILABLE", "failed": "END"}
 
 
@@ -194,14 +179,14 @@ def signature_def() -> dict[str, Any]:
 
 async def _status(request: Request, name: str, version: int | None) -> Response:
     async def work() -> Response:
-        return JSONResponse(version_status(find(_registry(request), name, version)))
+        return JSONResponse(version_status(_registry(request).lookup(name, version=version)))
 
     return await answer(work)
 
 
 async def _metadata(request: Request, name: str, version: int | None) -> Response:
     async def work() -> Response:
-        model = find(_registry(request), name, version)
+        model = _registry(request).lookup(name, version=version)
         return JSONResponse(
             {
                 "model_spec": {

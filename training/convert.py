@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -25,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from modelrepo.layout import INPUT_NAME, INPUT_SHAPE, SIGNATURE, ModelVersion
-from modelrepo.runtimes import LoadOptions, Runtime, RuntimeLoadError, load_runtime
+from modelrepo.runtimes import (
+    LoadOptions,
+    Runtime,
+    RuntimeLoadError,
+    load_runtime,
+    median_call_ms,
+)
 
 ONNX_OPSET = 17
 # float32 kernels differ in summation order between runtimes: ~1e-6 at most, measured on all
@@ -176,18 +181,7 @@ def _check(runtime: str, artifact: Path, check: Reference) -> tuple[float, float
             runtime,
             f"test accuracy {accuracy:.4%} differs from the SavedModel's {check.accuracy:.4%}",
         )
-    return diff, accuracy, _batch1_ms(loaded, check.images[:1])
-
-
-def _batch1_ms(runtime: Runtime, image: np.ndarray, calls: int = 200) -> float:
-    for _ in range(20):
-        runtime.predict(image)
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        runtime.predict(image)
-        times.append((time.perf_counter() - started) * 1000)
-    return round(statistics.median(times), 4)
+    return diff, accuracy, round(median_call_ms(loaded, check.images[:1]), 4)
 
 
 def convert_all(
