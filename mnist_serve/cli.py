@@ -295,6 +295,13 @@ def serve(
     max_queue: Annotated[
         int | None, typer.Option(help="Waiting requests per variant before 503. [default: 512]")
     ] = None,
+    inline_max_model_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="A lone request runs on the event loop when the model's batch-1 time is at "
+            "most this (0: never). [default: 1]"
+        ),
+    ] = None,
     intra_op_threads: Annotated[
         int | None,
         typer.Option(help="TensorFlow threads inside one op; 0 = TensorFlow's. [default: 1]"),
@@ -333,6 +340,7 @@ def serve(
         "max_batch_size": max_batch_size,
         "max_wait_ms": max_wait_ms,
         "max_queue": max_queue,
+        "inline_max_model_ms": inline_max_model_ms,
         "intra_op_threads": intra_op_threads,
         "log_level": log_level,
     }

@@ -5,12 +5,13 @@ scripts/baselines.py for it and the naive and direct baselines) and ours, once p
 variant (``--variants V --runtimes R``, defaults otherwise), plus ours with the inline path
 off (``--inline-max-model-ms 0``: every request through the batcher's model thread, as before
 the inline path existed). Each server gets ``--repeats`` wrk runs of ``--duration`` seconds per
-concurrency with the same body (a real MNIST test digit); the median run is reported, with its
-ratio to the floor. Also measured in-process: each runtime's model alone at batch 1, for the
-c=1 target (p50 <= floor p50 + model p50 + 0.15 ms).
+concurrency with the same body (a real MNIST test digit), round-robin over all the servers,
+which run at once; the median run is reported, with its ratio to the floor. Also measured
+in-process: each runtime's model alone at batch 1, for the c=1 target (p50 <= floor p50 +
+model p50 + 0.15 ms).
 
 Run: ``make bench`` or ``python scripts/bench_service.py --models models``. Needs ``wrk``
-(``apt-get install wrk``). About 15 minutes with the defaults.
+(``apt-get install wrk``). About 10 minutes with the defaults (11 servers at once, ~7 GB of memory).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -140,28 +141,38 @@ def main() -> None:
             variants,
         ),
     }
+    # Every server runs at once (idle ones cost nothing), and the wrk runs go round-robin over
+    # them, repeat by repeat: drift on a shared machine then hits every server alike, so the
+    # ratios between them hold even when the absolute figures move.
     results: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
-    for name, (command, served) in configs.items():
-        for variant in served:
+    cells = [(name, variant) for name, (_, served) in configs.items() for variant in served]
+    with ExitStack() as stack:
+        targets = {}
+        for name, variant in cells:
             port = free_port()
-            with server(command(variant, port), port) as url:
-                target = f"{url}/predict/{variant}"
-                wrk(target, 4, 2, script)  # warm the server and its connections
-                for level in levels:
-                    runs = [wrk(target, level, args.duration, script) for _ in range(args.repeats)]
-                    median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
-                    results.setdefault(name, {}).setdefault(variant, {})[level] = median
-                    line = (f"{name:36} {variant:10} c={level:<3} {median['rps']:8.0f} req/s  "
-                            f"p50 {median.get('p50', float('nan')):.3f} ms  "
-                            f"p99 {median.get('p99', float('nan')):.3f} ms  "
-                            f"errors {median['errors']:.0f}")  # fmt: skip
-                    print(line, file=sys.stderr, flush=True)
+            url = stack.enter_context(server(configs[name][0](variant, port), port))
+            targets[(name, variant)] = f"{url}/predict/{variant}"
+            wrk(targets[(name, variant)], 4, 2, script)  # warm the server and its connections
+        for level in levels:
+            runs: dict[tuple[str, str], list[dict[str, float]]] = {cell: [] for cell in cells}
+            for repeat in range(args.repeats):
+                order = cells if repeat % 2 == 0 else cells[::-1]
+                for cell in order:
+                    runs[cell].append(wrk(targets[cell], level, args.duration, script))
+            for (name, variant), cell_runs in runs.items():
+                median = sorted(cell_runs, key=lambda r: r["rps"])[len(cell_runs) // 2]
+                results.setdefault(name, {}).setdefault(variant, {})[level] = median
+                line = (f"{name:36} {variant:10} c={level:<3} {median['rps']:8.0f} req/s  "
+                        f"p50 {median.get('p50', float('nan')):.3f} ms  "
+                        f"p99 {median.get('p99', float('nan')):.3f} ms  "
+                        f"errors {median['errors']:.0f}")  # fmt: skip
+                print(line, file=sys.stderr, flush=True)
     floor_results = results["HTTP floor (no model)"][variants[-1]]
 
     cpu = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
     print(f"Machine: {cpu[0] if cpu else platform.processor()}, {os.cpu_count()} cores, "
           f"{platform.platform()}; wrk on the same machine; {args.repeats} runs of "
-          f"{args.duration} s each, median run shown.\n")  # fmt: skip
+          f"{args.duration} s each, round-robin over all servers, median run shown.\n")  # fmt: skip
     header = "| server | variant | " + " | ".join(
         f"c={c} req/s | c={c} p50 ms | c={c} p99 ms | c={c} vs floor" for c in levels
     )
