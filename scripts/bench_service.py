@@ -145,20 +145,20 @@ def main() -> None:
     # them, repeat by repeat: drift on a shared machine then hits every server alike, so the
     # ratios between them hold even when the absolute figures move.
     results: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
-    cells = [(name, variant) for name, (_, served) in configs.items() for variant in served]
+    pairs = [(name, variant) for name, (_, served) in configs.items() for variant in served]
     with ExitStack() as stack:
         targets = {}
-        for name, variant in cells:
+        for name, variant in pairs:
             port = free_port()
             url = stack.enter_context(server(configs[name][0](variant, port), port))
             targets[(name, variant)] = f"{url}/predict/{variant}"
             wrk(targets[(name, variant)], 4, 2, script)  # warm the server and its connections
         for level in levels:
-            runs: dict[tuple[str, str], list[dict[str, float]]] = {cell: [] for cell in cells}
+            runs: dict[tuple[str, str], list[dict[str, float]]] = {pair: [] for pair in pairs}
             for repeat in range(args.repeats):
-                order = cells if repeat % 2 == 0 else cells[::-1]
-                for cell in order:
-                    runs[cell].append(wrk(targets[cell], level, args.duration, script))
+                order = pairs if repeat % 2 == 0 else pairs[::-1]
+                for pair in order:
+                    runs[pair].append(wrk(targets[pair], level, args.duration, script))
             for (name, variant), cell_runs in runs.items():
                 median = sorted(cell_runs, key=lambda r: r["rps"])[len(cell_runs) // 2]
                 results.setdefault(name, {}).setdefault(variant, {})[level] = median
