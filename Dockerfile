@@ -31,6 +31,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && rm /tmp/requirements.txt
 COPY README.md ./
 COPY mnist_serve ./mnist_serve
+COPY modelrepo ./modelrepo
 COPY training ./training
 COPY service ./service
 COPY loadtests ./loadtests
