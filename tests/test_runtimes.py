@@ -154,3 +154,28 @@ def test_a_corrupt_artifact_fails_alone(trained: QuickModels, tmp_path: Path) ->
     assert fine.status_code == 200
     onnx = next(r for r in entry["runtimes"] if r["runtime"] == "onnx")
     assert onnx["state"] == "failed" and onnx["reason"] and str(tmp_path) not in onnx["reason"]
+
+
+@pytest.mark.slow
+def test_export_again_keeps_a_checked_artifact_when_reconversion_fails(
+    trained: QuickModels, mnist: Mnist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mnist-serve export` that fails for one runtime: that runtime's earlier artifact stays,
+    and so does its record, with the new error beside it; the others are redone."""
+    from training import convert
+    from training.export import export_runtimes
+
+    shutil.copytree(trained.exported["depthwise"].path, tmp_path / "depthwise" / "1")
+    version = ModelRepository(tmp_path).get("depthwise")
+    before = version.read_metadata()["runtimes"]["litert"]
+
+    def broken(savedmodel: Path, target: Path) -> None:
+        raise RuntimeError("converter exploded")
+
+    monkeypatch.setitem(convert.CONVERTERS, "litert", broken)
+    done = export_runtimes(version, mnist, ["litert", "onnx"])
+    after = version.read_metadata()["runtimes"]
+    assert "converter exploded" in str(done["litert"]["error"])
+    assert after["litert"]["max_abs_diff"] == before["max_abs_diff"]
+    assert "converter exploded" in after["litert"]["last_conversion_error"]
+    assert version.artifact("litert").is_file() and "error" not in after["onnx"]

@@ -85,7 +85,15 @@ def export_runtimes(
     metadata = model.read_metadata()
     check = reference(model, to_model_input(data.x_test), data.y_test)
     converted = convert_all(model, runtimes, check, on_converted)
-    metadata["runtimes"] = {**metadata.get("runtimes", {}), **converted}
+    recorded = metadata.get("runtimes", {})
+    for runtime, entry in converted.items():
+        previous = recorded.get(runtime, {})
+        if "error" in entry and "error" not in previous and model.artifact(runtime).is_file():
+            # The earlier, checked artifact is still there and still serves: keep its record.
+            recorded[runtime] = {**previous, "last_conversion_error": entry["error"]}
+        else:
+            recorded[runtime] = entry
+    metadata["runtimes"] = recorded
     model.write_metadata(metadata)
     return converted
 
