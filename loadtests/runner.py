@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from loadtests.procs import run_server
 from loadtests.protocols import PROTOCOLS
-from mnist_serve.procs import run_server
 from modelrepo.layout import ModelName, check_runtimes
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")

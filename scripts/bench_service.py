@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from mnist_serve.procs import free_port, wait_for_port
+from loadtests.procs import free_port, wait_for_port
 from modelrepo.layout import INPUT_SHAPE, RUNTIME_NAMES, ModelRepository
 from modelrepo.runtimes import LoadOptions, load_runtime, median_call_ms
 from training.data import load_mnist

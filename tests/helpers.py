@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnist_serve.procs import ServerProcess as Server
-from mnist_serve.procs import run_server
+from loadtests.procs import ServerProcess as Server
+from loadtests.procs import run_server
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from loadtests.procs import free_port
 from loadtests.protocols import PROTOCOLS, AnswerError, decode, encode
 from loadtests.report import build_report, comparisons, load_levels, mean_interval, speedups
 from loadtests.runner import (
@@ -25,7 +26,6 @@ from loadtests.runner import (
     summarize,
 )
 from loadtests.samples import Recorder
-from mnist_serve.procs import free_port
 from tests.helpers import REPO, Server
 
 
