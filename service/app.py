@@ -27,7 +27,7 @@ from service import device as devices
 from service.batcher import Timing
 from service.decode import decode_request
 from service.errors import NotFound, ServeError, UnknownModel
-from service.inference import Inference
+from service.inference import Inference, registry_of
 from service.metrics import Metrics
 from service.registry import ModelRegistry, ServedModel, ServedVariant, plan
 from service.reports import find_runs
@@ -97,13 +97,7 @@ TRAINING_FIGURES = (
 PRIVATE_METADATA = ("data_source",)
 
 
-def get_registry(request: Request) -> ModelRegistry:
-    """The app's variant registry."""
-    registry: ModelRegistry = request.app.state.registry
-    return registry
-
-
-RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+RegistryDep = Annotated[ModelRegistry, Depends(registry_of)]
 router = APIRouter()
 
 
@@ -125,7 +119,7 @@ RuntimeQuery = Annotated[
 )
 async def predict(variant: str, request: Request, runtime: RuntimeQuery = None) -> Response:
     """Classify JSON pixels or an uploaded digit picture with the named variant (or model)."""
-    registry = get_registry(request)  # not a Depends: dependency solving costs on the hot path
+    registry = registry_of(request)  # not a Depends: dependency solving costs on the hot path
     with Inference(registry) as call:
         served = call.resolve(variant, runtime)
         images = await decode_request(request, registry.limits)

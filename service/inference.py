@@ -16,6 +16,7 @@ import time
 from types import TracebackType
 
 import numpy as np
+from starlette.requests import Request
 
 from service.batcher import Timing
 from service.errors import ServeError
@@ -69,3 +70,16 @@ class Inference:
         self.registry.metrics.model_seconds.labels(*labels).observe(timing.model_s)
         self.status = 200
         return probabilities, timing
+
+
+def registry_of(request: Request) -> ModelRegistry:
+    """The app's model registry (set by ``create_app``)."""
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+def url_version(text: str | None) -> int | None:
+    """A version from a URL (None: the served one); -1, never served, if not a number."""
+    if text is None:
+        return None
+    return int(text) if text.isdigit() else -1

@@ -29,8 +29,8 @@ from fastapi.responses import JSONResponse, Response
 from modelrepo.layout import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
 from service.decode import read_body, validate_pixels
 from service.errors import BadRequest, InvalidInput, ServeError
-from service.inference import Inference
-from service.registry import ModelRegistry, ServedModel
+from service.inference import Inference, registry_of, url_version
+from service.registry import ServedModel
 
 router = APIRouter(prefix="/v2", tags=["KServe V2 (Open Inference Protocol)"])
 SERVER_NAME = "mnist-serve"
@@ -147,18 +147,6 @@ def wants_binary(request: dict[str, Any]) -> bool:
     )
 
 
-def parse_version(text: str | None) -> int | None:
-    """A version from the URL (None: the served one); -1, never served, if not a number."""
-    if text is None:
-        return None
-    return int(text) if text.isdigit() else -1
-
-
-def _registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = request.app.state.registry
-    return registry
-
-
 @router.get("", summary="Server metadata")
 async def v2_server() -> JSONResponse:
     """The server's name, version and protocol extensions."""
@@ -176,14 +164,14 @@ async def v2_live() -> JSONResponse:
 @router.get("/health/ready", summary="Server ready")
 async def v2_ready(request: Request) -> JSONResponse:
     """200 once every model has loaded (or failed) and one serves; 503 before."""
-    ready = _registry(request).ready
+    ready = registry_of(request).ready
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
 async def _metadata(request: Request, name: str, version: str | None) -> Response:
     try:
         return JSONResponse(
-            model_metadata(name, _registry(request).lookup(name, version=parse_version(version)))
+            model_metadata(name, registry_of(request).lookup(name, version=url_version(version)))
         )
     except ServeError as err:
         return v2_error(err)
@@ -191,7 +179,7 @@ async def _metadata(request: Request, name: str, version: str | None) -> Respons
 
 async def _model_ready(request: Request, name: str, version: str | None) -> Response:
     try:
-        model = _registry(request).lookup(name, version=parse_version(version))
+        model = registry_of(request).lookup(name, version=url_version(version))
     except ServeError as err:
         return v2_error(err)
     ready = model.state == "ready"
@@ -224,10 +212,10 @@ async def v2_model_version_ready(name: str, version: str, request: Request) -> R
 
 async def infer(request: Request, name: str, version: str | None) -> Response:
     """An inference request in JSON or with binary tensors, answered in kind."""
-    registry = _registry(request)
+    registry = registry_of(request)
     try:
         with Inference(registry) as call:
-            model = call.resolve(name, version=parse_version(version))
+            model = call.resolve(name, version=url_version(version))
             body = await read_body(request, registry.limits.max_body_bytes)
             header = request.headers.get(HEADER_LENGTH)
             parsed, images = parse_infer(body, header, registry.limits.max_images)

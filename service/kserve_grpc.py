@@ -26,14 +26,13 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from modelrepo.layout import OUTPUT_NAME
 from service import __version__
 from service.errors import BadRequest, ServeError
-from service.inference import Inference
+from service.inference import Inference, url_version
 from service.kserve import (
     EXTENSIONS,
     SERVER_NAME,
     check_input,
     from_raw,
     model_metadata,
-    parse_version,
     to_images,
 )
 from service.registry import ModelRegistry
@@ -74,9 +73,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request: Any, context: Any) -> Any:
         """Whether the named model (and version) serves."""
         try:
-            model = self.registry.lookup(
-                request.name, version=parse_version(request.version or None)
-            )
+            model = self.registry.lookup(request.name, version=url_version(request.version or None))
         except ServeError as err:
             await abort(context, err)
         return pb.ModelReadyResponse(ready=model.state == "ready")
@@ -84,9 +81,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         """Versions, platform and tensors of the named model."""
         try:
-            model = self.registry.lookup(
-                request.name, version=parse_version(request.version or None)
-            )
+            model = self.registry.lookup(request.name, version=url_version(request.version or None))
             meta = model_metadata(request.name, model)
         except ServeError as err:
             await abort(context, err)
@@ -112,7 +107,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         try:
             with Inference(self.registry) as call:
                 model = call.resolve(
-                    request.model_name, version=parse_version(request.model_version or None)
+                    request.model_name, version=url_version(request.model_version or None)
                 )
                 images = self._images(request)
                 probabilities, _ = await call.run(images)

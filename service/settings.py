@@ -11,6 +11,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from modelrepo.layout import check_runtimes, is_valid_variant_name
 
 
+def split_csv(value: object) -> object:
+    """'a, b,,c' -> ['a', 'b', 'c']; anything but a string is left for pydantic to check."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class Settings(BaseSettings):
     """Everything the service can be told; invalid values fail at start with the field named."""
 
@@ -81,8 +88,7 @@ class Settings(BaseSettings):
     @field_validator("variants", mode="before")
     @classmethod
     def _split_variants(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
+        value = split_csv(value)
         if isinstance(value, list):
             bad = [v for v in value if not isinstance(v, str) or not is_valid_variant_name(v)]
             if bad:
@@ -92,8 +98,7 @@ class Settings(BaseSettings):
     @field_validator("runtimes", mode="before")
     @classmethod
     def _split_runtimes(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
+        value = split_csv(value)
         if isinstance(value, list):
             check_runtimes(value)
         return value

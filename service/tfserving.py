@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from modelrepo.layout import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, SIGNATURE
 from service.decode import read_body, validate_pixels
 from service.errors import BadRequest, InvalidInput, ServeError
-from service.inference import Inference
+from service.inference import Inference, registry_of, url_version
 from service.registry import ModelRegistry, ServedModel
 
 router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST API"])
@@ -133,27 +133,17 @@ async def predict_version(
         return Response(orjson.dumps(result), media_type="application/json")
 
 
-def parse_version(text: str) -> int | None:
-    """A version from the URL; -1 (never served) for anything that is not a number."""
-    return int(text) if text.isdigit() else -1
-
-
-def _registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = request.app.state.registry
-    return registry
-
-
 @router.post("/{name}:predict", summary="Predict (TF Serving REST API)")
 async def tf_predict(name: str, request: Request) -> Response:
     """TF Serving's predict on the served version; instances (row) or inputs (columnar)."""
-    return await answer(lambda: predict_version(request, name, None, _registry(request)))
+    return await answer(lambda: predict_version(request, name, None, registry_of(request)))
 
 
 @router.post("/{name}/versions/{version}:predict", summary="Predict, version pinned")
 async def tf_predict_version(name: str, version: str, request: Request) -> Response:
     """TF Serving's predict, pinned to ``version`` (404 unless it is the served one)."""
     return await answer(
-        lambda: predict_version(request, name, parse_version(version), _registry(request))
+        lambda: predict_version(request, name, url_version(version), registry_of(request))
     )
 
 
@@ -201,14 +191,14 @@ def signature_def() -> dict[str, Any]:
 
 async def _status(request: Request, name: str, version: int | None) -> Response:
     async def work() -> Response:
-        return JSONResponse(version_status(_registry(request).lookup(name, version=version)))
+        return JSONResponse(version_status(registry_of(request).lookup(name, version=version)))
 
     return await answer(work)
 
 
 async def _metadata(request: Request, name: str, version: int | None) -> Response:
     async def work() -> Response:
-        model = _registry(request).lookup(name, version=version)
+        model = registry_of(request).lookup(name, version=version)
         return JSONResponse(
             {
                 "model_spec": {
@@ -232,7 +222,7 @@ async def tf_status(name: str, request: Request) -> Response:
 @router.get("/{name}/versions/{version}", summary="Model version status, one version")
 async def tf_status_version(name: str, version: str, request: Request) -> Response:
     """One version's state (404 unless it is the served one)."""
-    return await _status(request, name, parse_version(version))
+    return await _status(request, name, url_version(version))
 
 
 @router.get("/{name}/metadata", summary="Model metadata (TF Serving REST API)")
@@ -244,4 +234,4 @@ async def tf_metadata(name: str, request: Request) -> Response:
 @router.get("/{name}/versions/{version}/metadata", summary="Model metadata, one version")
 async def tf_metadata_version(name: str, version: str, request: Request) -> Response:
     """The signature def of one version (404 unless it is the served one)."""
-    return await _metadata(request, name, parse_version(version))
+    return await _metadata(request, name, url_version(version))
