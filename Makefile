@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-models bench-protocols env browser clean
+.PHONY: demo test test-fast bench bench-models bench-protocols bench-overload env browser clean
 
 env: $(STAMP)
 
@@ -40,6 +40,9 @@ bench: $(STAMP)
 
 bench-models: $(STAMP)
 	$(BIN)/python scripts/bench_models.py
+
+bench-overload: $(STAMP)
+	$(BIN)/python scripts/bench_overload.py
 
 bench-protocols: $(STAMP)
 	$(BIN)/mnist-serve loadtest --variants depthwise --runtimes onnx \

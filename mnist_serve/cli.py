@@ -6,16 +6,19 @@ them, so ``--help`` and argument errors answer at once.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 
 from modelrepo.layout import CONVERTED_RUNTIMES, RUNTIME_NAMES
+from service.settings import Settings
 from training import catalog
 
 if TYPE_CHECKING:
@@ -248,102 +251,67 @@ def export(
         raise typer.Exit(1)
 
 
+def settings_options(
+    fields: type[BaseModel], flags: dict[str, str]
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a ``**given`` command one ``--option`` per field of a settings class.
+
+    Each option takes its help from the field's description and its default from the field
+    (shown, not passed: an option left out is left to the MNIST_SERVE_* variable, then the
+    default), so the settings are written once, in service.settings. Lists and mappings are
+    typed as text and parsed by the settings' own validators. ``flags`` renames options.
+    """
+
+    def option_type(annotation: Any) -> Any:
+        if annotation in (bool, int, float, Path):
+            return annotation
+        return str  # str, Literal, comma-separated lists, 'name=value' mappings
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        parameters = []
+        for name, info in fields.model_fields.items():
+            default = info.get_default(call_default_factory=True)
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            if isinstance(default, dict):
+                shown = ",".join(f"{k}={v}" for k, v in default.items())
+            hint = f"{info.description or ''} (default: {shown if shown != '' else 'none'})"
+            option = typer.Option(
+                *([flags[name]] if name in flags else []), help=hint.strip(), show_default=False
+            )
+            kind = option_type(info.annotation)
+            parameters.append(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=None,
+                    annotation=Annotated[kind | None, option],
+                )
+            )
+        command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        return command
+
+    return decorate
+
+
 @app.command("serve")
-def serve(
-    models: Annotated[
-        Path | None,
-        typer.Option("--models", help="Model repository. [default: models]", show_default=False),
-    ] = None,
-    variants: Annotated[
-        str | None, typer.Option(help="Comma-separated variants to serve. [default: all found]")
-    ] = None,
-    runtimes: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated runtimes to serve: savedmodel, onnx, litert, openvino. "
-            "[default: every artifact present]"
-        ),
-    ] = None,
-    default_runtime: Annotated[
-        str | None,
-        typer.Option(help="What a bare variant name means. [default: savedmodel]"),
-    ] = None,
-    runs_dir: Annotated[
-        Path | None,
-        typer.Option(help="Load-test results the web page lists. [default: runs]"),
-    ] = None,
-    host: Annotated[str | None, typer.Option(help="Address. [default: 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port. [default: 8000]")] = None,
-    grpc_port: Annotated[
-        int | None,
-        typer.Option(help="KServe V2 gRPC port (0: no gRPC). [default: 0]"),
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto (GPU if there is one), cpu or gpu. [default: auto]")
-    ] = None,
-    batching: Annotated[
-        bool | None,
-        typer.Option(help="Merge concurrent requests into one model call. [default: on]"),
-    ] = None,
-    max_batch_size: Annotated[
-        int | None, typer.Option(help="Images per model call, at most. [default: 32]")
-    ] = None,
-    max_wait_ms: Annotated[
-        float | None,
-        typer.Option(help="How long a part-filled batch waits for more, under load. [default: 1]"),
-    ] = None,
-    max_queue: Annotated[
-        int | None, typer.Option(help="Waiting requests per variant before 503. [default: 512]")
-    ] = None,
-    inline_max_model_ms: Annotated[
-        float | None,
-        typer.Option(
-            help="A lone request runs on the event loop when the model's batch-1 time is at "
-            "most this (0: never). [default: 1]"
-        ),
-    ] = None,
-    intra_op_threads: Annotated[
-        int | None,
-        typer.Option(help="TensorFlow threads inside one op; 0 = TensorFlow's. [default: 1]"),
-    ] = None,
-    log_level: Annotated[
-        str | None, typer.Option(help="critical, error, warning, info or debug. [default: info]")
-    ] = None,
-) -> None:
+@settings_options(Settings, flags={"models_dir": "--models"})
+def serve(**given: Any) -> None:
     """Serve every exported variant on every runtime found (POST /predict/<variant>).
 
     Address a runtime with ?runtime=onnx or by the model name <variant>@<runtime>
     (POST /predict/depthwise@onnx); GET /variants lists what serves where. Open
     http://127.0.0.1:8000/ for the web page: draw a digit, see every model answer.
 
-    Every setting can also come from a MNIST_SERVE_* environment variable (MNIST_SERVE_PORT,
-    MNIST_SERVE_MODELS_DIR, ...); a flag given here wins over the variable.
+    Every option can also come from a MNIST_SERVE_* environment variable (MNIST_SERVE_PORT,
+    MNIST_SERVE_MODELS_DIR, ...); an option given here wins over the variable.
     """
     from pydantic import ValidationError
 
     from service.device import DeviceError
     from service.registry import ConfigError
     from service.server import run
-    from service.settings import Settings
 
-    given = {
-        "models_dir": models,
-        "variants": variants,
-        "runtimes": runtimes,
-        "default_runtime": default_runtime,
-        "runs_dir": runs_dir,
-        "host": host,
-        "port": port,
-        "grpc_port": grpc_port,
-        "device": device,
-        "batching": batching,
-        "max_batch_size": max_batch_size,
-        "max_wait_ms": max_wait_ms,
-        "max_queue": max_queue,
-        "inline_max_model_ms": inline_max_model_ms,
-        "intra_op_threads": intra_op_threads,
-        "log_level": log_level,
-    }
     try:
         settings = Settings.model_validate({k: v for k, v in given.items() if v is not None})
         run(settings)

@@ -2,7 +2,13 @@
 
 Start-up returns at once and loads the models in the background: ``/healthz`` answers from the
 first moment, ``/readyz`` says 503 until every variant is loaded and warm, and predict
-requests get 503 with ``Retry-After`` until then.
+requests get 503 with ``Retry-After`` until then. (With ``strict_models`` the models load
+during start-up instead, and one that fails stops the server.)
+
+:func:`guarded_app` wraps the app in ``service.admission.AdmissionGuard``, outermost, which
+sheds inference requests at once when the server is full. The API docs (``/docs``,
+``/redoc``) load their scripts from the ``fastapi-offline`` package, not a CDN, so they work
+on an offline machine.
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__, kserve, tfserving
 from service import device as devices
+from service.admission import AdmissionGuard
 from service.batcher import Timing
-from service.decode import decode_request
+from service.decode import decode_request, settle_body
 from service.errors import NotFound, ServeError, UnknownModel
-from service.inference import Inference, registry_of
+from service.inference import Inference, client_gone, registry_of
 from service.metrics import Metrics
 from service.registry import ModelRegistry, ServedModel, ServedVariant, plan
 from service.reports import find_runs
@@ -123,7 +131,7 @@ async def predict(variant: str, request: Request, runtime: RuntimeQuery = None) 
     with Inference(registry) as call:
         served = call.resolve(variant, runtime)
         images = await decode_request(request, registry.limits)
-        probabilities, timing = await call.run(images)
+        probabilities, timing = await call.run(images, client_gone(request))
         return render_predictions(served, probabilities, timing, call.started)
 
 
@@ -284,7 +292,16 @@ async def handle_serve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServeError)
     if exc.status >= 500 and exc.status != 503:
         log.error("%s on %s: %s", exc.code, request.url.path, exc.detail)
+    await settle_body(request, registry_of(request).settings.body_timeout_s)
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+
+def guarded_app(app: FastAPI) -> AdmissionGuard:
+    """``app`` behind its admission guard (shedding before any of FastAPI's layers run)."""
+    registry: ModelRegistry = app.state.registry
+    return AdmissionGuard(
+        app, registry.settings.max_in_flight, on_shed=registry.metrics.shed.labels("in_flight").inc
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -304,16 +321,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from service import kserve_grpc
 
             grpc_server = await kserve_grpc.start(registry, settings.host, settings.grpc_port)
-        loading = asyncio.create_task(registry.load(), name="load-models")
+        loading = None
+        if settings.strict_models:
+            await registry.load()  # ModelLoadError here fails start-up: uvicorn exits
+        else:
+            loading = asyncio.create_task(registry.load(), name="load-models")
         try:
             yield
         finally:
-            loading.cancel()
+            if loading is not None:
+                loading.cancel()
             if grpc_server is not None:
                 await grpc_server.stop(grace=2)
             await registry.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="mnist-serve",
         summary="Serve MNIST CNN variants side by side to measure which is faster when served.",
         version=__version__,

@@ -8,6 +8,12 @@ once, so batching never adds its wait when there is nothing to merge. The model 
 worker thread, off the event loop; its output is split back to the requests in order. If the
 call fails, every request in the batch fails with it.
 
+Load shedding (see ``service.admission`` for the server-wide part): with a ``deadline_s``, a
+request is refused at once (503, before its body is read) when the batches ahead of it would
+take longer than the deadline, by a running average of batch time; and a request still waiting
+when its deadline passes is failed instead of run. A request whose client has gone (``gone()``
+says so) is dropped from its batch: nobody would read the answer.
+
 The inline path: with ``inline`` on (for models whose batch-1 call takes well under a
 millisecond), a request that finds the model idle and the server otherwise quiet runs on the
 event loop itself, skipping the queue, the batcher's wake-up and the thread hop, which together
@@ -28,11 +34,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import ModelFailure, Overloaded
+from service.errors import ClientGone, ModelFailure, Overloaded
 
 log = logging.getLogger(__name__)
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
+# Weight of the newest batch in the running average of batch time (admission's wait estimate).
+BATCH_TIME_WEIGHT = 0.2
+
+
+def never() -> bool:
+    """The default "has the client gone?": no."""
+    return False
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class _Pending:
     images: np.ndarray
     future: asyncio.Future[tuple[np.ndarray, Timing]]
     enqueued: float
+    gone: Callable[[], bool] = never
 
 
 class Batcher:
@@ -66,6 +80,8 @@ class Batcher:
         on_batch: Callable[[int], None] | None = None,
         inline: bool = False,
         busy: Callable[[], bool] | None = None,
+        deadline_s: float | None = None,
+        batch_s: float = 0.0,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -73,6 +89,8 @@ class Batcher:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        if deadline_s is not None and deadline_s <= 0:
+            raise ValueError(f"deadline_s must be > 0 (or None), got {deadline_s}")
         self._predict = predict
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -86,12 +104,32 @@ class Batcher:
         self._carry: _Pending | None = None
         self._running = False  # a batch is being gathered or run
         self.inline = inline
-        self._busy = busy or (lambda: False)
+        self._busy = busy or never
+        self.deadline_s = deadline_s
+        self.batch_s = batch_s  # running average of a batch's model time (seed: warm-up's)
+        self.dropped = 0  # requests dropped from their batch: client gone or deadline passed
 
     @property
     def queued(self) -> int:
         """Requests waiting for a batch."""
         return self._queue.qsize()
+
+    def estimated_wait_s(self) -> float:
+        """How long a request queued now would wait: the batches ahead of it, at average time."""
+        batches_ahead = -(-self._queue.qsize() // self.max_batch_size) + self._running
+        return batches_ahead * self.batch_s
+
+    def admit(self) -> None:
+        """Raise Overloaded (503) if a request queued now would miss its deadline."""
+        if self._queue.full():
+            raise Overloaded(
+                f"{self._queue.maxsize} requests are already waiting for this model; retry shortly"
+            )
+        if self.deadline_s is not None and (wait := self.estimated_wait_s()) > self.deadline_s:
+            raise Overloaded(
+                f"the model's queue would take ~{wait * 1000:.0f} ms, over the "
+                f"{self.deadline_s * 1000:.0f} ms deadline; retry shortly"
+            )
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -117,8 +155,13 @@ class Batcher:
     def _idle(self) -> bool:
         return not self._running and self._carry is None and self._queue.empty()
 
-    async def submit(self, images: np.ndarray) -> tuple[np.ndarray, Timing]:
-        """Queue ``images`` (N, 28, 28, 1) and wait for their (N, 10) probabilities."""
+    async def submit(
+        self, images: np.ndarray, gone: Callable[[], bool] = never
+    ) -> tuple[np.ndarray, Timing]:
+        """Queue ``images`` (N, 28, 28, 1) and wait for their (N, 10) probabilities.
+
+        ``gone()`` tells whether the client has disconnected (then the request is dropped).
+        """
         if len(images) > self.max_batch_size:
             raise ValueError(f"{len(images)} images exceed max_batch_size {self.max_batch_size}")
         if self.inline and self._idle() and not self._busy():
@@ -129,7 +172,7 @@ class Batcher:
             asyncio.get_running_loop().create_future()
         )
         try:
-            self._queue.put_nowait(_Pending(images, future, time.perf_counter()))
+            self._queue.put_nowait(_Pending(images, future, time.perf_counter(), gone))
         except asyncio.QueueFull:
             raise Overloaded(
                 f"{self._queue.maxsize} requests are already waiting for this model; retry shortly"
@@ -182,7 +225,28 @@ class Batcher:
             batch.append(nxt)
             size += len(nxt.images)
         self._last_batch_requests = len(batch)
-        return [p for p in batch if not p.future.cancelled()]
+        return [p for p in batch if self._still_wanted(p)]
+
+    def _still_wanted(self, pending: _Pending) -> bool:
+        """False (and the request failed) if its client left or its deadline passed."""
+        if pending.future.cancelled():
+            return False
+        if pending.gone():
+            pending.future.set_exception(ClientGone("the client closed the connection"))
+        elif (
+            self.deadline_s is not None
+            and (waited := time.perf_counter() - pending.enqueued) > self.deadline_s
+        ):
+            pending.future.set_exception(
+                Overloaded(
+                    f"waited {waited * 1000:.0f} ms for the model, over the "
+                    f"{self.deadline_s * 1000:.0f} ms deadline; retry shortly"
+                )
+            )
+        else:
+            return True
+        self.dropped += 1
+        return False
 
     async def _execute(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -201,6 +265,7 @@ class Batcher:
                     pending.future.set_exception(ModelFailure("the model failed on this batch"))
             return
         model_s = time.perf_counter() - started
+        self.batch_s += BATCH_TIME_WEIGHT * (model_s - self.batch_s)
         if self._on_batch is not None:
             self._on_batch(len(images))
         offset = 0

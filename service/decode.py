@@ -4,35 +4,58 @@ Accepted bodies:
 
 * ``application/json``: ``{"image": <28x28 nested or 784 flat list>}`` or ``{"images": [...]}``;
 * ``multipart/form-data`` with the picture in the field ``file``;
-* a raw ``image/png`` or ``image/jpeg`` body.
+* a raw picture body (``image/png``, ``image/jpeg``, ``image/webp``, ``image/bmp``,
+  ``image/gif``, ``image/tiff``); which formats are accepted is :data:`service.imaging.FORMATS`.
 
 Every problem becomes a :class:`service.errors.ServeError` with a message for the client.
+Memory stays bounded whatever arrives: bodies (multipart included) are counted while they
+stream and refused past the limit, so nothing larger ever reaches memory or disk; a body that
+stalls part-way is refused after a timeout (408); and at most ``decode_slots`` pictures are
+decoded at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import orjson
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect, Request
 
-from service.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from service.imaging import ImageError, decode_image
+from service.errors import (
+    BadRequest,
+    ClientGone,
+    InvalidInput,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+from service.imaging import FORMATS, ImageError, decode_image
 
+T = TypeVar("T")
 SIDE = 28
-IMAGE_TYPES = ("image/png", "image/jpeg")
+IMAGE_TYPES = tuple(f"image/{name.lower()}" for name in FORMATS)
 ACCEPTED = ("application/json", "multipart/form-data", *IMAGE_TYPES)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may hold."""
+    """What one request may hold, and how many pictures decode at once."""
 
     max_body_bytes: int
     max_images: int
     max_image_pixels: int
+    body_timeout_s: float = 30.0
+    decode_slots: int = 2
+    slots: asyncio.Semaphore = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slots", asyncio.Semaphore(self.decode_slots))
 
 
 async def decode_request(request: Request, limits: Limits) -> np.ndarray:
@@ -45,25 +68,87 @@ async def decode_request(request: Request, limits: Limits) -> np.ndarray:
         )
     if content_type == "multipart/form-data":
         data = await _read_upload(request, limits)
+    else:
+        data = await read_body(request, limits)
+        if content_type == "application/json":
+            return decode_json(data, limits.max_images)
+    async with limits.slots:  # bounded: each decode may briefly hold a few megapixels
         return await run_in_threadpool(_decode_picture, data, limits)
-    body = await read_body(request, limits.max_body_bytes)
-    if content_type == "application/json":
-        return decode_json(body, limits.max_images)
-    return await run_in_threadpool(_decode_picture, body, limits)
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``max_bytes``."""
+async def read_body(request: Request, limits: Limits) -> bytes:
+    """The whole body, under the size limit and the body timeout."""
+    stream = limited_stream(request, limits.max_body_bytes)
+    return await within_body_timeout(_collect(stream), limits)
+
+
+async def _collect(stream: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in stream])
+
+
+async def within_body_timeout(awaitable: Awaitable[T], limits: Limits) -> T:
+    """``awaitable`` (reading a body), or 408 if the client takes longer than the timeout."""
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            return await awaitable
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the body did not arrive within {limits.body_timeout_s:g} s"
+        ) from None
+
+
+async def limited_stream(request: Request, max_bytes: int) -> AsyncGenerator[bytes, None]:
+    """The body's chunks as they arrive: 413 past ``max_bytes`` (declared or counted), and a
+    client that leaves part-way is ClientGone (499).
+
+    After a 413 the HTTP server (uvicorn's httptools protocol) reads and discards the rest of
+    the body, so a client that writes its whole body before reading still gets the 413.
+    """
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"the body is {int(declared):,} bytes, over the {max_bytes:,} limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"the body is over the {max_bytes:,}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"the body is over the {max_bytes:,}-byte limit")
+            yield chunk
+    except ClientDisconnect:
+        raise ClientGone("the client closed the connection while sending the body") from None
+
+
+# An early answer (413, 404, 503...) to a client that asked to close the connection after it:
+# uvicorn closes right after the answer, and a close with unread body bytes is a TCP reset that
+# such a client (urllib, HTTP/1.0) reads instead of the answer. So the rest of its body is read
+# and dropped first, up to this much; beyond it, closing (and the reset) is cheaper.
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
+
+
+def wants_close(request: Request) -> bool:
+    """Whether the connection closes after this request (Connection: close, or HTTP/1.0)."""
+    connection = request.headers.get("connection", "").lower()
+    return "close" in connection or request.scope.get("http_version") == "1.0"
+
+
+async def settle_body(request: Request, timeout_s: float) -> None:
+    """Before an early answer to a POST: drain its body if the connection will close after."""
+    if request.method == "POST" and wants_close(request):
+        await drain_body(request, timeout_s)
+
+
+async def drain_body(request: Request, timeout_s: float) -> None:
+    """Read and drop what is left of the body (see DRAIN_MAX_BYTES), within ``timeout_s``."""
+    drained = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            while drained <= DRAIN_MAX_BYTES:
+                message = await request.receive()
+                drained += len(message.get("body", b""))
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+    except TimeoutError:
+        return
 
 
 def decode_json(body: bytes, max_images: int) -> np.ndarray:
@@ -109,15 +194,15 @@ def validate_pixels(array: np.ndarray) -> np.ndarray:
 
 
 async def _read_upload(request: Request, limits: Limits) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise PayloadTooLarge(
-            f"the body is {int(declared):,} bytes, over the {limits.max_body_bytes:,} limit"
-        )
+    """The ``file`` field of a multipart body, parsed while it streams under the body limit."""
+    stream = limited_stream(request, limits.max_body_bytes)
+    parser = MultiPartParser(
+        request.headers, stream, max_files=1, max_fields=4, max_part_size=limits.max_body_bytes
+    )
     try:
-        form = await request.form(max_files=1, max_fields=4, max_part_size=limits.max_body_bytes)
-    except Exception as err:  # Starlette raises several types for a malformed form
-        raise BadRequest(f"the multipart body cannot be parsed: {err}") from err
+        form = await within_body_timeout(parser.parse(), limits)
+    except MultiPartException as err:
+        raise BadRequest(f"the multipart body cannot be parsed: {err.message}") from err
     try:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -134,9 +219,7 @@ def _decode_picture(data: bytes, limits: Limits) -> np.ndarray:
     try:
         image = decode_image(data, limits.max_image_pixels)
     except ImageError as err:
-        if err.reason == "too_large":
-            raise PayloadTooLarge(str(err)) from err
-        if err.reason == "no_ink":
-            raise InvalidInput(str(err)) from err
-        raise BadRequest(str(err)) from err
+        error = {"too_large": PayloadTooLarge, "no_ink": InvalidInput,
+                 "unsupported": UnsupportedMediaType}.get(err.reason, BadRequest)  # fmt: skip
+        raise error(str(err)) from err
     return image.reshape(1, SIDE, SIDE, 1)

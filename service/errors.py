@@ -57,6 +57,13 @@ class NotFound(ServeError):
     code = "not_found"
 
 
+class RequestTimeout(ServeError):
+    """The client stopped sending its body part-way (slow or stalled upload)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(ServeError):
     """The body or the image is over the configured limit."""
 
@@ -65,10 +72,17 @@ class PayloadTooLarge(ServeError):
 
 
 class UnsupportedMediaType(ServeError):
-    """The Content-Type is none of JSON, multipart form, PNG or JPEG."""
+    """The Content-Type, or the picture's format, is not one the service accepts."""
 
     status = 415
     code = "unsupported_media_type"
+
+
+class ClientGone(ServeError):
+    """The client disconnected before its answer was ready: counted as 499 (nginx's code)."""
+
+    status = 499
+    code = "client_closed_request"
 
 
 class Unavailable(ServeError):

@@ -12,10 +12,13 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 SIDE = 28
 BOX = 20
+# The picture formats accepted (Pillow's names), each tested with every common image mode in
+# tests/test_hostile.py. Anything else Pillow could open (ICO, PPM, PSD, ...) is refused.
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 # Downscale big uploads first: the digit ends up 20 px tall, so 256 px keeps plenty of detail.
 WORKING_SIDE = 256
 # A picture whose ink is fainter than this (0-1 contrast against its background) has no digit.
@@ -23,6 +26,10 @@ MIN_CONTRAST = 0.15
 # Pixels fainter than this share of the ink's peak are ignored when finding the bounding box,
 # so paper texture and JPEG noise do not stretch it.
 BOX_THRESHOLD = 0.2
+# Modes whose pixels are not 8-bit: scaled to 0-255 by their own range before anything else.
+WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
+# Modes the steps below handle as they are; any other is converted to RGB(A) first.
+PLAIN_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")
 
 
 class ImageError(ValueError):
@@ -30,33 +37,83 @@ class ImageError(ValueError):
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
-        self.reason = reason  # "undecodable", "too_large" or "no_ink"
+        self.reason = reason  # "undecodable", "unsupported", "too_large" or "no_ink"
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Bytes of a PNG/JPEG/... picture -> float32 (28, 28) in [0, 1], white ink on black."""
+    """Bytes of a picture in one of FORMATS -> float32 (28, 28) in [0, 1], white ink on black.
+
+    Memory stays small whatever the file claims: dimensions are checked against ``max_pixels``
+    before any pixel is decoded (for a JPEG, after ``draft`` has chosen a reduced decoding
+    scale, so a big photo is decoded at 1/2 to 1/8 size), and the picture is shrunk to 256 px
+    before any copy (colour conversion, EXIF rotation) is made.
+    """
     if not data:
         raise ImageError("the image is empty", "undecodable")
+    image = open_image(data)
+    what = f"the {image.format} image ({image.mode}, {image.width}x{image.height})"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image: Image.Image = Image.open(io.BytesIO(data))
+            image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG: decode at reduced size
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(
                     f"the image is {width}x{height}, over the {max_pixels:,}-pixel limit",
                     "too_large",
                 )
-            image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG: decode at reduced size
-            image = ImageOps.exif_transpose(image)
             image.load()
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+            if image.mode in WIDE_MODES:
+                image = to_8bit(image)
+            elif image.mode not in PLAIN_MODES:  # CMYK, YCbCr, LAB, HSV, RGBa, ...
+                image = image.convert("RGBA" if "A" in image.mode else "RGB")
+            image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.LANCZOS)
+            if orientation != 1:
+                image = ImageOps.exif_transpose(image)
+            return mnistify(ink_map(image))
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as err:  # fmt: skip
-        raise ImageError(f"the image cannot be decoded ({err})", "undecodable") from err
-    image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.LANCZOS)
-    return mnistify(ink_map(image))
+        # Truncated or corrupt data, or a mode Pillow cannot convert: the client's picture.
+        raise ImageError(f"{what} cannot be decoded: {describe(err)}", "undecodable") from err
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Identify the picture from its header (no pixels decoded); only FORMATS are tried."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked after
+            return Image.open(io.BytesIO(data), formats=FORMATS)
+    except UnidentifiedImageError:
+        pass
+    except Image.DecompressionBombError as err:  # so many pixels that Pillow will not open it
+        raise ImageError(f"the image is too large: {describe(err)}", "too_large") from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageError(f"the image cannot be decoded: {describe(err)}", "undecodable") from err
+    try:  # not one we accept: say what it is, if Pillow knows it
+        other = Image.open(io.BytesIO(data)).format
+    except Exception:
+        other = None
+    accepted = ", ".join(FORMATS)
+    if other:
+        raise ImageError(f"{other} pictures are not accepted; send {accepted}", "unsupported")
+    raise ImageError(f"the body is not a picture in an accepted format ({accepted})", "undecodable")
+
+
+def describe(err: BaseException) -> str:
+    """An exception's message for a client: no reprs of Python objects (``<... at 0x...>``)."""
+    text = str(err).split("\n")[0]
+    return text if text and " at 0x" not in text else type(err).__name__
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float picture scaled by its own range to 8-bit grey."""
+    pixels = np.asarray(image, dtype=np.float64)
+    low, high = float(pixels.min()), float(pixels.max())
+    scaled = (pixels - low) / (high - low) * 255 if high > low else np.zeros_like(pixels)
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
 
 
 def ink_map(image: Image.Image) -> np.ndarray:

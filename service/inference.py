@@ -6,19 +6,21 @@ through :class:`Inference`, so they share the batchers, the metrics and the inli
 of how busy the server is::
 
     with Inference(registry) as call:
-        model = call.resolve("depthwise@onnx", version=1)
-        probabilities, timing = await call.run(images)
+        model = call.resolve("depthwise@onnx", version=1)  # 404/503 before the body is read
+        images = ...  # read and decode the body
+        probabilities, timing = await call.run(images, gone=client_gone(request))
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 import numpy as np
 from starlette.requests import Request
 
-from service.batcher import Timing
+from service.batcher import Timing, never
 from service.errors import ServeError
 from service.registry import ModelRegistry, ServedModel
 
@@ -56,15 +58,23 @@ class Inference:
     def resolve(
         self, name: str, runtime: str | None = None, version: int | None = None
     ) -> ServedModel:
-        """The ready model called ``name`` (on ``runtime``, at ``version``): ModelRegistry.get."""
+        """The ready model called ``name`` (on ``runtime``, at ``version``): ModelRegistry.get.
+
+        Also admission: 503 at once if the model's queue would miss its deadline, so that a
+        request to be refused is refused before its body is read.
+        """
         self.model = self.registry.get(name, runtime, version)
+        assert self.model.batcher is not None  # ready models have one
+        self.model.batcher.admit()
         return self.model
 
-    async def run(self, images: np.ndarray) -> tuple[np.ndarray, Timing]:
+    async def run(
+        self, images: np.ndarray, gone: Callable[[], bool] = never
+    ) -> tuple[np.ndarray, Timing]:
         """``images`` through the resolved model's batcher: probabilities and where time went."""
         model = self.model
         assert model is not None and model.batcher is not None, "resolve() first"
-        probabilities, timing = await model.batcher.submit(images)
+        probabilities, timing = await model.batcher.submit(images, gone)
         labels = (model.model.variant, model.runtime_name)
         self.registry.metrics.queue_seconds.labels(*labels).observe(timing.queue_s)
         self.registry.metrics.model_seconds.labels(*labels).observe(timing.model_s)
@@ -78,8 +88,20 @@ def registry_of(request: Request) -> ModelRegistry:
     return registry
 
 
+def client_gone(request: Request) -> Callable[[], bool]:
+    """A cheap "has the client disconnected?" for the batcher, without awaiting ``receive``.
+
+    uvicorn's ``receive`` is a method of the request's cycle, which keeps a ``disconnected``
+    flag; other servers (the test client) give no such flag, and then the answer is "no".
+    """
+    cycle = getattr(request.receive, "__self__", None)
+    if cycle is None or not hasattr(cycle, "disconnected"):
+        return never
+    return lambda: bool(cycle.disconnected)
+
+
 def url_version(text: str | None) -> int | None:
     """A version from a URL (None: the served one); -1, never served, if not a number."""
     if text is None:
         return None
-    return int(text) if text.isdigit() else -1
+    return int(text) if text.isascii() and text.isdigit() else -1

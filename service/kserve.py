@@ -27,9 +27,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from modelrepo.layout import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
-from service.decode import read_body, validate_pixels
+from service.decode import read_body, settle_body, validate_pixels
 from service.errors import BadRequest, InvalidInput, ServeError
-from service.inference import Inference, registry_of, url_version
+from service.inference import Inference, client_gone, registry_of, url_version
 from service.registry import ServedModel
 
 router = APIRouter(prefix="/v2", tags=["KServe V2 (Open Inference Protocol)"])
@@ -101,7 +101,9 @@ def parse_infer(body: bytes, header_length: str | None, max_images: int) -> tupl
     """The JSON request and its images, from JSON data or the binary section after it."""
     split = len(body)
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(
+            body
+        ):
             raise BadRequest(f"Inference-Header-Content-Length {header_length!r} is not valid")
         split = int(header_length)
     try:
@@ -216,12 +218,13 @@ async def infer(request: Request, name: str, version: str | None) -> Response:
     try:
         with Inference(registry) as call:
             model = call.resolve(name, version=url_version(version))
-            body = await read_body(request, registry.limits.max_body_bytes)
+            body = await read_body(request, registry.limits)
             header = request.headers.get(HEADER_LENGTH)
             parsed, images = parse_infer(body, header, registry.limits.max_images)
             binary = wants_binary(parsed)
-            probabilities, _ = await call.run(images)
+            probabilities, _ = await call.run(images, client_gone(request))
     except ServeError as err:
+        await settle_body(request, registry.settings.body_timeout_s)
         return v2_error(err)
     output: dict[str, Any] = {
         "name": OUTPUT_NAME,

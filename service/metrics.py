@@ -55,6 +55,13 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.shed = Counter(
+            "mnist_serve_shed",
+            "Inference requests refused at once because the server was full (reason in_flight; "
+            "those refused by a model's deadline are counted as status 503 in requests).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "mnist_serve_in_flight",
             "Predict requests being handled now (all models).",

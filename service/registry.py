@@ -45,6 +45,10 @@ class ConfigError(Exception):
     """The settings do not match what the model repository holds."""
 
 
+class ModelLoadError(Exception):
+    """A model failed to load and ``strict_models`` makes that fatal."""
+
+
 @dataclass
 class ServedModel:
     """One variant on one runtime: where it comes from, its state and, once ready, its batcher."""
@@ -138,7 +142,13 @@ class ModelRegistry:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.limits = Limits(s.max_body_bytes, s.max_images_per_request, s.max_image_pixels)
+        self.limits = Limits(
+            s.max_body_bytes,
+            s.max_images_per_request,
+            s.max_image_pixels,
+            body_timeout_s=s.body_timeout_s,
+            decode_slots=s.decode_slots,
+        )
         self.metrics.in_flight.set_function(lambda: self.in_flight)
 
     def models(self) -> list[ServedModel]:
@@ -205,13 +215,16 @@ class ModelRegistry:
         ]
 
     async def load(self) -> None:
-        """Load, warm and start every model, each on its own; failures are kept, not raised."""
+        """Load, warm and start every model, each on its own; failures are kept, not raised
+        (with ``strict_models``, the first one is raised as ModelLoadError)."""
         for model in self.models():
             try:
                 await self._load_one(model)
             except Exception as err:  # one model's fault must not stop the others
                 model.state, model.reason = "failed", short_reason(err)
                 log.error("%s failed to load: %s", model.name, model.reason, exc_info=err)
+                if self.settings.strict_models:
+                    raise ModelLoadError(f"{model.name} failed to load: {model.reason}") from err
         # Requests allocate many short-lived objects (784 floats each), which triggers
         # garbage collections; a full one would walk TensorFlow's large, permanent object
         # graph (a ~100 ms pause, seen as p99). Freezing moves everything alive now out of
@@ -239,6 +252,8 @@ class ModelRegistry:
             merge=settings.batching,
             inline=model.batch1_ms <= settings.inline_max_model_ms,
             busy=lambda: self.in_flight > 1,  # another request is in the server: batch instead
+            deadline_s=settings.max_queue_wait_ms / 1000,
+            batch_s=model.batch1_ms / 1000,
             on_batch=self.metrics.batch_size.labels(*labels).observe,
         )
         batcher.start()

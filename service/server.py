@@ -10,7 +10,8 @@ import logging
 
 import uvicorn
 
-from service.app import create_app
+from service.app import create_app, guarded_app
+from service.protocol import guarded_protocol
 from service.settings import Settings
 
 
@@ -19,7 +20,7 @@ def run(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
+    app = guarded_app(create_app(settings))
     uvicorn.run(
         app,
         host=settings.host,
@@ -27,7 +28,13 @@ def run(settings: Settings) -> None:
         workers=1,
         log_level=settings.log_level,
         access_log=settings.access_log,
-        # uvloop + httptools when installed (uvicorn[standard]): the fastest pure-Python stack.
+        # uvloop + httptools (uvicorn[standard]): the fastest pure-Python stack; the protocol
+        # is httptools' with header limits and timeouts (service.protocol).
         loop="auto",
-        http="auto",
+        http=guarded_protocol(settings),
+        timeout_keep_alive=settings.keep_alive_s,
+        timeout_graceful_shutdown=10,
+        # Bound to 127.0.0.1 by default, behind no proxy: skip X-Forwarded-* handling (a layer
+        # of middleware on every request).
+        proxy_headers=False,
     )

@@ -41,8 +41,10 @@ class Settings(BaseSettings):
     runs_dir: Path = Field(
         Path("runs"), description="Load-test results folder whose reports the web page lists."
     )
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    host: str = Field(
+        "127.0.0.1", description="Address to listen on (0.0.0.0: every interface; think twice)."
+    )
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     grpc_port: int = Field(
         0, ge=0, le=65535, description="KServe V2 gRPC port on the same host; 0 = no gRPC."
     )
@@ -55,15 +57,56 @@ class Settings(BaseSettings):
         1.0, ge=0, le=1000, description="How long a part-filled batch waits for more under load."
     )
     max_queue: int = Field(
-        512, ge=1, description="Requests waiting per variant before answering 503 (backpressure)."
+        512, ge=1, description="Requests waiting per model before answering 503 (backpressure)."
+    )
+    # Load shedding (service.admission, Batcher.admit): refuse at once what cannot be served in
+    # time, before reading its body, instead of queueing it (docs/benchmarks.md, overload).
+    max_in_flight: int = Field(
+        64,
+        ge=1,
+        description="Inference (POST) requests in the server at once; more get 503 at once, "
+        "before their body is read.",
+    )
+    max_queue_wait_ms: float = Field(
+        300,
+        gt=0,
+        description="Deadline for waiting in a model's queue: a request that would wait longer "
+        "gets 503 before its body is read, one still waiting at the deadline gets 503.",
+    )
+    strict_models: bool = Field(
+        False,
+        description="A model that fails to load stops the server (exit 3) instead of "
+        "being marked failed while the others serve.",
     )
     max_images_per_request: int = Field(
         0, ge=0, description="Images in one request, at most; 0 = max_batch_size."
     )
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Request body limit (413).")
     max_image_pixels: int = Field(
-        16_000_000, ge=784, description="Uploaded image width x height, at most (413)."
+        4_194_304,
+        ge=784,
+        description="Uploaded picture's width x height, at most, as decoded (a JPEG is decoded "
+        "at up to 1/8 scale first); larger gets 413.",
     )
+    decode_slots: int = Field(2, ge=1, description="Pictures decoded at once, at most.")
+    # Slow or stalled clients (slowloris) must not hold connections and memory: limits applied
+    # by service.protocol (headers) and service.decode (body).
+    header_timeout_s: float = Field(
+        10,
+        gt=0,
+        description="Time for a request's headers to arrive once it has begun (or "
+        "for a new connection's first request), else the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        30, gt=0, description="Time for a request's body to arrive, else 408."
+    )
+    keep_alive_s: int = Field(
+        5, ge=1, description="An idle keep-alive connection is closed after this many seconds."
+    )
+    max_header_bytes: int = Field(
+        16_384, ge=1024, description="Size of a request's line and headers, at most (431)."
+    )
+    max_headers: int = Field(100, ge=8, description="Headers in one request, at most (431).")
     # Measured on 2 cores (docs/benchmarks.md): one intra-op thread cuts c=1 p50 by ~23 % and
     # costs nothing at c=32, where the event loop, not the model, is the bottleneck. On a big
     # CPU serving large batches, try 0 (TensorFlow's default: one thread per core).
@@ -82,7 +125,9 @@ class Settings(BaseSettings):
         description="A lone request runs on the event loop when the model's batch-1 time "
         "(measured at warm-up) is at most this; 0 = always through the model thread.",
     )
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="critical, error, warning, info or debug."
+    )
     access_log: bool = Field(False, description="One log line per request (costs throughput).")
 
     @field_validator("variants", mode="before")
@@ -116,7 +161,7 @@ class Settings(BaseSettings):
             pins = {}
             for part in filter(None, (p.strip() for p in value.split(","))):
                 name, sep, version = part.partition("=")
-                if not sep or not version.strip().isdigit():
+                if not sep or not (version.strip().isascii() and version.strip().isdigit()):
                     raise ValueError(f"pin {part!r} is not of the form variant=version")
                 pins[name.strip()] = int(version)
             return pins

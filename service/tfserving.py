@@ -29,9 +29,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from modelrepo.layout import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, SIGNATURE
-from service.decode import read_body, validate_pixels
+from service.decode import read_body, settle_body, validate_pixels
 from service.errors import BadRequest, InvalidInput, ServeError
-from service.inference import Inference, registry_of, url_version
+from service.inference import Inference, client_gone, registry_of, url_version
 from service.registry import ModelRegistry, ServedModel
 
 router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST API"])
@@ -50,11 +50,12 @@ def tf_error(err: ServeError) -> JSONResponse:
     )
 
 
-async def answer(work: Callable[[], Awaitable[Response]]) -> Response:
+async def answer(request: Request, work: Callable[[], Awaitable[Response]]) -> Response:
     """Run a handler's work, turning our errors into TF Serving's error body."""
     try:
         return await work()
     except ServeError as err:
+        await settle_body(request, registry_of(request).settings.body_timeout_s)
         return tf_error(err)
 
 
@@ -125,9 +126,9 @@ async def predict_version(
     """The predict call for both URL forms."""
     with Inference(registry) as call:
         call.resolve(name, version=version)
-        body = await read_body(request, registry.limits.max_body_bytes)
+        body = await read_body(request, registry.limits)
         images, row = parse_predict(body, registry.limits.max_images)
-        probabilities, _ = await call.run(images)
+        probabilities, _ = await call.run(images, client_gone(request))
         rows = probabilities.astype(float).tolist()
         result = {"predictions": rows} if row else {"outputs": rows}
         return Response(orjson.dumps(result), media_type="application/json")
@@ -136,14 +137,15 @@ async def predict_version(
 @router.post("/{name}:predict", summary="Predict (TF Serving REST API)")
 async def tf_predict(name: str, request: Request) -> Response:
     """TF Serving's predict on the served version; instances (row) or inputs (columnar)."""
-    return await answer(lambda: predict_version(request, name, None, registry_of(request)))
+    return await answer(request, lambda: predict_version(request, name, None, registry_of(request)))
 
 
 @router.post("/{name}/versions/{version}:predict", summary="Predict, version pinned")
 async def tf_predict_version(name: str, version: str, request: Request) -> Response:
     """TF Serving's predict, pinned to ``version`` (404 unless it is the served one)."""
     return await answer(
-        lambda: predict_version(request, name, url_version(version), registry_of(request))
+        request,
+        lambda: predict_version(request, name, url_version(version), registry_of(request)),
     )
 
 
@@ -193,7 +195,7 @@ async def _status(request: Request, name: str, version: int | None) -> Response:
     async def work() -> Response:
         return JSONResponse(version_status(registry_of(request).lookup(name, version=version)))
 
-    return await answer(work)
+    return await answer(request, work)
 
 
 async def _metadata(request: Request, name: str, version: int | None) -> Response:
@@ -210,7 +212,7 @@ async def _metadata(request: Request, name: str, version: int | None) -> Respons
             }
         )
 
-    return await answer(work)
+    return await answer(request, work)
 
 
 @router.get("/{name}", summary="Model version status (TF Serving REST API)")

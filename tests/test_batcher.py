@@ -198,3 +198,65 @@ async def test_inline_model_failure_is_a_model_failure() -> None:
     with pytest.raises(ModelFailure):
         await batcher.submit(images(0.1))
     await batcher.stop()
+
+
+async def test_admission_refuses_when_the_queue_would_miss_the_deadline() -> None:
+    """With 64 requests queued and 10 ms batches of 32, the wait is ~30 ms: over a 20 ms
+    deadline the next request is refused before it is queued; under 50 ms it is admitted."""
+    gate = threading.Event()
+    model = RecordingModel(gate)
+    batcher = Batcher(model, max_batch_size=32, deadline_s=0.02, batch_s=0.01)
+    batcher.start()
+    waiting = [asyncio.ensure_future(batcher.submit(images(0.1))) for _ in range(65)]
+    await asyncio.sleep(0.05)  # one batch running (held by the gate), 64 queued
+    assert batcher.estimated_wait_s() == pytest.approx(0.03)
+    with pytest.raises(Overloaded, match="deadline"):
+        batcher.admit()
+    batcher.deadline_s = 0.05
+    batcher.admit()
+    gate.set()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    await batcher.stop()
+
+
+async def test_requests_past_their_deadline_are_failed_not_run() -> None:
+    """Requests that waited longer than the deadline behind a slow batch get Overloaded."""
+    gate = threading.Event()
+    model = RecordingModel(gate)
+    batcher = Batcher(model, max_batch_size=4, deadline_s=0.05)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(images(0.5)))
+    await asyncio.sleep(0.01)
+    late = [asyncio.ensure_future(batcher.submit(images(0.1))) for _ in range(3)]
+    await asyncio.sleep(0.1)  # past the deadline while the first batch is held
+    gate.set()
+    results = await asyncio.gather(first, *late, return_exceptions=True)
+    await batcher.stop()
+    assert not isinstance(results[0], Exception)
+    assert all(isinstance(r, Overloaded) for r in results[1:])
+    assert model.batches == [1] and batcher.dropped == 3
+
+
+async def test_a_request_whose_client_left_is_dropped_from_its_batch() -> None:
+    """gone() true when the batch forms: that request fails with ClientGone and is not run."""
+    from service.errors import ClientGone
+
+    gate = threading.Event()
+    model = RecordingModel(gate)
+    batcher = Batcher(model, max_batch_size=8)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(images(0.5)))
+    await asyncio.sleep(0.01)
+    stays = asyncio.ensure_future(batcher.submit(images(0.2)))
+    leaves = asyncio.ensure_future(batcher.submit(images(0.3), gone=lambda: True))
+    await asyncio.sleep(0.01)
+    gate.set()
+    results = await asyncio.gather(first, stays, leaves, return_exceptions=True)
+    await batcher.stop()
+    assert isinstance(results[2], ClientGone) and results[2].status == 499
+    assert model.batches == [1, 1]
+
+
+def test_invalid_deadline_is_rejected() -> None:
+    with pytest.raises(ValueError, match="deadline_s"):
+        Batcher(RecordingModel(), deadline_s=0)

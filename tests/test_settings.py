@@ -31,3 +31,10 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_values_fail_with_the_field_named(field: str, value: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Settings.model_validate({field: value})
+
+
+def test_a_unicode_digit_version_is_not_a_version() -> None:
+    """'²' passes str.isdigit but is not an int: it must mean 'no such version', not a crash."""
+    from service.inference import url_version
+
+    assert url_version("²") == -1 and url_version("3") == 3 and url_version(None) is None

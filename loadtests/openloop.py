@@ -1,0 +1,271 @@
+"""An open-loop HTTP load generator: requests leave at scheduled times, whatever the answers.
+
+A closed-loop client (wrk, Locust users) sends its next request only after the previous answer,
+so an overloaded server slows its own load down and queueing delay goes unmeasured (coordinated
+omission). Here every request has a scheduled send time (constant or Poisson spacing at the
+asked rate) and its latency runs from that time, so time spent waiting for a free connection
+counts too. The generator's own lateness (``lag``: actual send minus scheduled) is reported so
+that a saturated generator is visible rather than mistaken for a slow server.
+
+It speaks just enough HTTP/1.1 for this (pre-encoded requests, Content-Length responses) over
+plain asyncio protocols, so one Python process can offer several thousand requests per second.
+A pool of ``connections`` is opened first; more are opened as needed (up to
+``max_connections``) and every one is reused when idle. Only
+127.0.0.1 targets are allowed: this is for measuring our own server, not someone else's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request: when it was due, when it left, when its answer was complete, its status."""
+
+    scheduled: float
+    sent: float
+    done: float
+    status: int  # 0: the connection failed or the run ended first
+
+    @property
+    def latency(self) -> float:
+        """Seconds from the scheduled send time to the complete answer."""
+        return self.done - self.scheduled
+
+
+@dataclass
+class OpenLoopResult:
+    """Every request of one run at one rate, and the probes of cheap endpoints beside it."""
+
+    rate: float
+    seconds: float
+    samples: list[Sample]
+    probes: dict[str, list[float]] = field(default_factory=dict)  # path -> latencies (s)
+
+    def statuses(self) -> Counter[int]:
+        """How many answers of each status (0: failed or unanswered)."""
+        return Counter(s.status for s in self.samples)
+
+    def per_second(self, status: int) -> float:
+        """Answers of ``status`` per second of the run."""
+        return sum(s.status == status for s in self.samples) / self.seconds
+
+    def latency_ms(self, status: int, percentile: float) -> float:
+        """A latency percentile, in ms, over the answers of ``status`` (NaN if none)."""
+        values = [s.latency for s in self.samples if s.status == status]
+        return float(np.percentile(values, percentile)) * 1000 if values else float("nan")
+
+    def lag_ms(self, percentile: float) -> float:
+        """The generator's own lateness (send minus schedule), in ms."""
+        values = [s.sent - s.scheduled for s in self.samples if s.sent]
+        return float(np.percentile(values, percentile)) * 1000 if values else float("nan")
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; answers are matched to requests in order."""
+
+    def __init__(
+        self, on_free: Callable[[_Connection], None], record: Callable[[Sample], None]
+    ) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.pending: tuple[float, float] | None = None  # (scheduled, sent)
+        self.closed = False
+        self._on_free = on_free
+        self._record = record
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, request: bytes, scheduled: float) -> None:
+        self.pending = (scheduled, time.perf_counter())
+        assert self.transport is not None
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while self.pending is not None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end]).split(b"\r\n")
+            status = int(head[0].split(b" ", 2)[1])
+            length, close = 0, False
+            for line in head[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"connection" and b"close" in value.lower():
+                    close = True
+            if len(self.buffer) < end + 4 + length:
+                return
+            del self.buffer[: end + 4 + length]
+            scheduled, sent = self.pending
+            self.pending = None
+            self._record(Sample(scheduled, sent, time.perf_counter(), status))
+            if close:
+                assert self.transport is not None
+                self.transport.close()
+            else:
+                self._on_free(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.pending is not None:
+            scheduled, sent = self.pending
+            self.pending = None
+            self._record(Sample(scheduled, sent, time.perf_counter(), 0))
+
+
+def encode_request(url: str, method: str, body: bytes, content_type: str) -> bytes:
+    """The bytes of one keep-alive HTTP/1.1 request."""
+    parts = urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def run_open_loop(
+    url: str,
+    body: bytes,
+    rate: float,
+    seconds: float,
+    *,
+    content_type: str = "application/json",
+    poisson: bool = False,
+    connections: int = 256,
+    max_connections: int = 2048,
+    probe_paths: tuple[str, ...] = (),
+    probe_every_s: float = 0.1,
+    seed: int = 0,
+) -> OpenLoopResult:
+    """POST ``body`` to ``url`` at ``rate`` per second for ``seconds``; see the module doc."""
+    parts = urlsplit(url)
+    if parts.hostname != "127.0.0.1":
+        raise ValueError(f"open-loop load only targets 127.0.0.1, not {parts.hostname}")
+    if rate <= 0 or seconds <= 0:
+        raise ValueError("rate and seconds must be > 0")
+    host, port = "127.0.0.1", parts.port or 80
+    loop = asyncio.get_running_loop()
+    request = encode_request(url, "POST", body, content_type)
+    idle: list[_Connection] = []
+    live: set[_Connection] = set()
+    waiting: deque[float] = deque()  # scheduled times of due requests with no connection yet
+    samples: list[Sample] = []
+    all_answered = asyncio.Event()
+    sent_count = 0
+
+    def record(sample: Sample) -> None:
+        samples.append(sample)
+        if sending_over and len(samples) >= sent_count:
+            all_answered.set()
+
+    def on_free(connection: _Connection) -> None:
+        if waiting:
+            connection.send(request, waiting.popleft())
+        else:
+            idle.append(connection)
+
+    async def open_and_send(scheduled: float) -> None:
+        try:
+            _, connection = await loop.create_connection(
+                lambda: _Connection(on_free, record), host, port
+            )
+        except OSError:
+            record(Sample(scheduled, 0.0, time.perf_counter(), 0))
+            return
+        live.add(connection)
+        connection.send(request, scheduled)
+
+    def dispatch(scheduled: float) -> None:
+        """Send now on an idle connection, else open one, else wait for one to come free."""
+        while idle:
+            connection = idle.pop()
+            if not connection.closed:
+                connection.send(request, scheduled)
+                return
+        live.difference_update([c for c in live if c.closed])
+        if len(live) + len(opening) >= max_connections:
+            waiting.append(scheduled)
+            return
+        task = loop.create_task(open_and_send(scheduled))
+        opening.add(task)
+        task.add_done_callback(opening.discard)
+
+    opening: set[asyncio.Task[None]] = set()
+    sending_over = False
+
+    probes: dict[str, list[float]] = {path: [] for path in probe_paths}
+
+    async def probe(path: str) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        get = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
+        try:
+            while True:
+                started = time.perf_counter()
+                writer.write(get)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                     if line.lower().startswith(b"content-length:")),
+                    0,
+                )  # fmt: skip
+                await reader.readexactly(length)
+                probes[path].append(time.perf_counter() - started)
+                await asyncio.sleep(probe_every_s)
+        finally:
+            writer.close()
+
+    probing = [loop.create_task(probe(path)) for path in probe_paths]
+    # Open the pool first, as a real client's connection pool would be: opening hundreds of
+    # connections in a burst mid-run overflows the server's accept queue and stalls the
+    # handshakes for seconds (SYN retries), which would be measured as server latency.
+    for _ in range(min(connections, max_connections) // 64):
+        opened = await asyncio.gather(
+            *(loop.create_connection(lambda: _Connection(on_free, record), host, port)
+              for _ in range(64))
+        )  # fmt: skip
+        for _, connection in opened:
+            live.add(connection)
+            idle.append(connection)
+    rng = random.Random(seed)
+    start = time.perf_counter() + 0.05
+    due = start
+    end = start + seconds
+    while due < end:
+        now = time.perf_counter()
+        if due > now:
+            await asyncio.sleep(due - now)
+        now = time.perf_counter()
+        while due <= now and due < end:  # everything due by now leaves now
+            dispatch(due)
+            sent_count += 1
+            due += rng.expovariate(rate) if poisson else 1.0 / rate
+    sending_over = True
+    if len(samples) < sent_count:
+        # Answers still missing a while after the end count as failures (status 0).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_answered.wait(), timeout=5.0)
+    for task in probing:
+        task.cancel()
+    finished = time.perf_counter()
+    unanswered = sent_count - len(samples)
+    samples.extend(Sample(end, 0.0, finished, 0) for _ in range(unanswered))
+    for connection in live:
+        if connection.transport is not None:
+            connection.transport.close()
+    return OpenLoopResult(rate, seconds, samples[:sent_count], probes)

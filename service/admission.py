@@ -1,0 +1,70 @@
+"""Server-wide admission: shed inference requests at once when too many are in the server.
+
+Under overload the event loop, not the model, is the bottleneck here (an HTTP request costs more
+Python time than a batched MNIST model does), so a request that will be refused must be refused
+before it costs anything: before routing, before its body is read or parsed. This pure ASGI
+middleware counts the POST requests (every inference and /prepare) in the app; when
+``max_in_flight`` are already in, the next one gets a pre-encoded 503 with ``Retry-After`` and
+its body is left to the HTTP server to discard. GETs (health, metrics, the page) always pass:
+they are cheap, and the operator needs them most when the server is overloaded.
+
+The per-model part (a request whose model queue would miss its deadline) is in
+``service.batcher.Batcher.admit``, called by the handlers once they know the model, still
+before the body is read. Together they follow what TF Serving (``max_enqueued_batches``),
+Triton (``max_queue_size``, queue timeouts) and mosec (bounded queues, 429/503 at once) do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+SHED_BODY = orjson.dumps(
+    {
+        "error": "overloaded",
+        "detail": "the server is at its limit of requests in flight; retry shortly",
+    }
+)
+SHED_START = {
+    "type": "http.response.start",
+    "status": 503,
+    "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(SHED_BODY)).encode()),
+        (b"retry-after", b"1"),
+    ],
+}
+SHED_BODY_MESSAGE = {"type": "http.response.body", "body": SHED_BODY}
+
+
+class AdmissionGuard:
+    """Pure ASGI middleware: at most ``max_in_flight`` POST requests in the app at once."""
+
+    def __init__(
+        self, app: ASGIApp, max_in_flight: int, on_shed: Callable[[], None] | None = None
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self._on_shed = on_shed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, or shed it at once if it is a POST and the server is full."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            if self._on_shed is not None:
+                self._on_shed()
+            await send(SHED_START)
+            await send(SHED_BODY_MESSAGE)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

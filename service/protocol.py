@@ -1,0 +1,137 @@
+"""uvicorn's fast HTTP protocol (httptools), with the limits it lacks against hostile clients.
+
+uvicorn's httptools protocol bounds neither the size nor the number of headers, and a
+connection that sends nothing, or half a request line, stays open for ever (its keep-alive
+timeout only runs between requests). This subclass adds, per connection:
+
+* a header timeout: a new connection must complete its first request's headers, and a
+  request once begun must complete its headers, within ``header_timeout_s``, else the
+  connection is closed;
+* a limit on the bytes of an unfinished request line and headers (``max_header_bytes``) and on
+  the number of headers (``max_headers``): past either, 431 and the connection is closed.
+
+It hooks the protocol's documented parser callbacks (``on_message_begin``, ``on_header``,
+``on_headers_complete``) and ``data_received``; tests/test_hostile.py checks each limit against
+a real server, so an uvicorn upgrade that changes them fails there. (uvicorn's h11 protocol has
+a size limit but runs 2-3x slower.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol with header size, count and time limits (the class attributes)."""
+
+    header_timeout_s = 10.0
+    max_header_bytes = 16_384
+    max_headers = 100
+
+    _header_timer: asyncio.TimerHandle | None = None
+    # From the connection's start, or a request's first byte, until its headers are complete.
+    # (Between requests uvicorn's keep-alive timeout applies; the rest of a body answered
+    # early, 413 say, is read and discarded by uvicorn and is not counted as headers.)
+    _in_headers = True
+    _header_bytes = 0
+    _header_count = 0
+    _refusal = ""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the clock: the first request's headers must arrive in time."""
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the header clock with the connection."""
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; count what arrives while the headers are still incomplete."""
+        if self.transport.is_closing():
+            return  # refused: whatever else arrives is dropped
+        super().data_received(data)
+        if self._in_headers and not self.transport.is_closing():
+            # The chunk that completes the headers is not counted (it may carry a body).
+            self._header_bytes += len(data)
+            if self._header_bytes > self.max_header_bytes:
+                self._refuse(f"request headers over {self.max_header_bytes:,} bytes")
+
+    def on_message_begin(self) -> None:
+        """A new request (keep-alive or pipelined): its headers get the header clock too."""
+        super().on_message_begin()
+        self._in_headers, self._header_bytes, self._header_count = True, 0, 0
+        if self._header_timer is None:
+            self._arm_header_timer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Count the headers."""
+        self._header_count += 1
+        if self._header_count > self.max_headers:
+            # Stops the parser: uvicorn catches the parser error and calls send_400_response.
+            self._refusal = f"more than {self.max_headers} headers"
+            raise OverflowError(self._refusal)
+        super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a parser error; ours (431) when a header limit stopped it."""
+        if self._refusal:
+            self._refuse(self._refusal)
+        else:
+            super().send_400_response(msg)
+
+    def on_headers_complete(self) -> None:
+        """Headers in: stop the clock and hand over to uvicorn."""
+        self._in_headers = False
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self._in_headers and not self.transport.is_closing():
+            log.info("closing a connection: its headers took over %gs", self.header_timeout_s)
+            self.transport.close()
+
+    def _refuse(self, reason: str) -> None:
+        if self.transport.is_closing():
+            return
+        log.info("refusing a request: %s", reason)
+        body = reason.encode()
+        self.transport.write(TOO_LARGE % (len(body), body))
+        self.transport.close()
+        self._in_headers = False
+        self._cancel_header_timer()
+
+
+def guarded_protocol(settings: Settings) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class with the settings' limits, for ``uvicorn.Config(http=...)``."""
+    return type(
+        "ConfiguredHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {
+            "header_timeout_s": settings.header_timeout_s,
+            "max_header_bytes": settings.max_header_bytes,
+            "max_headers": settings.max_headers,
+        },
+    )

@@ -1,0 +1,350 @@
+"""A hostile client against a real server: every bad input a clear 4xx, never a 5xx, no
+Python reprs or machine paths in answers, slow clients cut off, memory bounded, and the server
+still serving (and back near its idle memory) at the end."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import io
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.imaging import FORMATS
+from tests.helpers import Server, run_server
+
+pytestmark = pytest.mark.slow
+
+LIMITS = ("--header-timeout-s", "1", "--body-timeout-s", "1", "--keep-alive-s", "2",
+          "--max-header-bytes", "8192", "--max-headers", "50")  # fmt: skip
+# A "1" on black, 64x64: every format and mode below must classify it.
+DIGIT = np.zeros((64, 64), dtype=np.uint8)
+DIGIT[10:54, 28:36] = 255
+MODES = ("1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "I;16",
+         "LA", "PA", "RGBX")  # fmt: skip
+# What no answer may contain: a Python object's repr, a traceback, a path on this machine.
+LEAKS = re.compile(r" at 0x[0-9a-f]+|Traceback|/(?:tmp|work|home|root|usr)/")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def hostile(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real server with short timeouts; after the module, it must still serve."""
+    log = tmp_path_factory.mktemp("hostile") / "server.log"
+    with run_server(models_dir, log, "--runtimes", "savedmodel", *LIMITS) as server:
+        server.wait_ready()
+        yield server
+        assert "Traceback" not in log.read_text(), "the server logged a traceback"
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    """``image`` saved in ``fmt``."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def picture(mode: str) -> Image.Image | None:
+    """DIGIT in ``mode`` (None if Pillow cannot make that mode from L)."""
+    if mode == "I;16":
+        return Image.fromarray(DIGIT.astype(np.uint16) * 200)
+    try:
+        return Image.fromarray(DIGIT).convert(mode)
+    except ValueError:
+        return None
+
+
+def upload(server: Server, data: bytes, content_type: str = "image/png") -> httpx.Response:
+    """A raw picture body to the depthwise model."""
+    return httpx.post(
+        f"{server.url}/predict/depthwise", content=data, headers={"content-type": content_type}
+    )
+
+
+def assert_clean(response: httpx.Response) -> None:
+    """A 4xx with a JSON error and detail, and nothing leaked."""
+    assert 400 <= response.status_code < 500, response.text
+    body = response.json()
+    assert body["error"] and body["detail"], body
+    assert not LEAKS.search(response.text), response.text
+
+
+def test_idle_memory_is_recorded(hostile: Server) -> None:
+    """The baseline for the last test: RSS after a few ordinary requests."""
+    for _ in range(20):
+        assert upload(hostile, encode(Image.fromarray(DIGIT), "PNG")).status_code == 200
+    hostile.idle_rss = rss_mb(hostile.process.pid)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_accepted_format_in_every_mode_classifies(hostile: Server, fmt: str) -> None:
+    """Each accepted format, in each mode Pillow can save it in, gives the digit 1."""
+    tried = 0
+    for mode in MODES:
+        image = picture(mode)
+        try:
+            data = encode(image, fmt) if image is not None else None
+        except (OSError, ValueError, KeyError):
+            data = None  # Pillow cannot write this mode in this format: no client can send it
+        if data is None:
+            continue
+        tried += 1
+        response = upload(hostile, data, f"image/{fmt.lower()}")
+        assert response.status_code == 200, (mode, response.text)
+        assert response.json()["predictions"][0]["digit"] == 1 or fmt == "JPEG", mode
+    assert tried >= 3
+
+
+def test_first_frame_of_an_animated_gif(hostile: Server) -> None:
+    """An animated GIF: its first frame is the picture."""
+    frames = [Image.fromarray(DIGIT), Image.fromarray(255 - DIGIT)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    assert upload(hostile, buffer.getvalue(), "image/gif").status_code == 200
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PPM", "TGA", "PCX"])
+def test_other_formats_are_415_naming_the_accepted_ones(hostile: Server, fmt: str) -> None:
+    """A picture Pillow could read but we do not accept: 415, and the list of what we do."""
+    response = upload(hostile, encode(Image.fromarray(DIGIT).convert("RGB"), fmt))
+    assert_clean(response)
+    assert response.status_code == 415 and "PNG, JPEG, WEBP" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, b"GIF89a garbage", b"%PDF-1.4 not an image",
+     b"\xff\xd8\xff\xe0" + b"\0" * 100],
+    ids=["empty", "png-header-only", "gif-garbage", "pdf", "jpeg-garbage"],
+)  # fmt: skip
+def test_garbage_and_truncated_pictures_are_400(hostile: Server, data: bytes) -> None:
+    """Not a picture, or a broken one: 4xx, message without reprs."""
+    assert_clean(upload(hostile, data))
+
+
+def test_a_truncated_png_is_400(hostile: Server) -> None:
+    """Half of a real PNG."""
+    data = encode(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256), np.uint8)), "PNG"
+    )
+    assert_clean(upload(hostile, data[: len(data) // 2]))
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(hostile: Server) -> None:
+    """A tiny PNG that claims 20000x20000 pixels: 413 at once, memory untouched."""
+    bomb = encode(Image.new("1", (20_000, 20_000)), "PNG")
+    assert len(bomb) < 100_000
+    started = time.perf_counter()
+    response = upload(hostile, bomb)
+    assert_clean(response)
+    assert response.status_code == 413 and time.perf_counter() - started < 1.0
+
+
+def test_a_big_jpeg_photo_is_decoded_at_reduced_scale(hostile: Server) -> None:
+    """A 12-megapixel JPEG (over the 4 MP limit as stored) decodes at 1/8 scale and serves."""
+    big = Image.fromarray(DIGIT).resize((4000, 3000))
+    assert upload(hostile, encode(big, "JPEG"), "image/jpeg").status_code == 200
+
+
+def test_many_large_pictures_at_once_keep_memory_bounded(hostile: Server) -> None:
+    """40 concurrent 2048x2048 PNGs (small files, 4 MP each): answered, memory bounded."""
+    big = encode(Image.fromarray(DIGIT).resize((2048, 2048)), "PNG")
+    before = rss_mb(hostile.process.pid)
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        codes = list(pool.map(lambda _: upload(hostile, big).status_code, range(40)))
+    assert set(codes) <= {200, 503}, codes
+    assert rss_mb(hostile.process.pid) - before < 300
+
+
+def test_oversized_body_is_a_413_that_a_simple_client_reads(hostile: Server) -> None:
+    """urllib writes its whole 12 MB body before reading: it must get the 413, not a reset."""
+    request = urllib.request.Request(
+        f"{hostile.url}/predict/depthwise",
+        data=b"0" * 12_000_000,
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    assert caught.value.code == 413
+
+
+def test_a_chunked_multipart_upload_is_cut_off_at_the_limit(hostile: Server) -> None:
+    """A 40 MB multipart upload with no Content-Length: 413, never spooled whole."""
+    boundary = "xyz"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            'filename="a.png"\r\nContent-Type: image/png\r\n\r\n').encode()  # fmt: skip
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        for _ in range(40):
+            yield b"\0" * 1_000_000
+
+    response = httpx.post(
+        f"{hostile.url}/predict/depthwise",
+        content=chunks(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        timeout=30,
+    )
+    assert_clean(response)
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "body", [b"{", b"[" * 100_000, b'{"image": "x"}', b'{"image": [NaN]}', b'{"images": []}'],
+    ids=["truncated", "deep", "string", "nan", "empty-list"],
+)  # fmt: skip
+def test_bad_json_is_4xx(hostile: Server, body: bytes) -> None:
+    """Malformed or meaningless JSON: 400/422 with a message."""
+    response = upload(hostile, body, "application/json")
+    assert_clean(response)
+
+
+def post_head(length: int) -> bytes:
+    """The request line and headers of a JSON predict promising ``length`` body bytes."""
+    return (
+        b"POST /predict/depthwise HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % length
+    )
+
+
+def raw_exchange(server: Server, data: bytes, wait: float = 3.0) -> bytes:
+    """Send raw bytes on a fresh connection; whatever comes back before it closes (or ``wait``)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except TimeoutError:
+            pass
+    return received
+
+
+def test_too_many_headers_is_431(hostile: Server) -> None:
+    """Over --max-headers: 431 and the connection closed."""
+    headers = "".join(f"X-H{i}: v\r\n" for i in range(60))
+    answer = raw_exchange(hostile, f"GET /healthz HTTP/1.1\r\nHost: a\r\n{headers}\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 431")
+
+
+def test_headers_too_large_is_431(hostile: Server) -> None:
+    """Over --max-header-bytes of unfinished headers: 431 and the connection closed."""
+    answer = raw_exchange(hostile, b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 20_000)
+    assert answer.startswith(b"HTTP/1.1 431")
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /heal"], ids=["silent", "half-request-line"])
+def test_slow_clients_are_disconnected_after_the_header_timeout(
+    hostile: Server, sent: bytes
+) -> None:
+    """A connection that sends nothing, or half a request line, is closed after ~1 s."""
+    started = time.perf_counter()
+    answer = raw_exchange(hostile, sent, wait=5.0)
+    assert answer == b"" and time.perf_counter() - started < 3.0
+
+
+def test_a_stalled_body_is_408(hostile: Server) -> None:
+    """Headers promise 30,000 bytes, 1,000 come, then nothing: 408 after the body timeout."""
+    head = (b"POST /predict/depthwise HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 30000\r\n\r\n")  # fmt: skip
+    answer = raw_exchange(hostile, head + b" " * 1000, wait=5.0)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+
+
+def test_a_client_that_leaves_mid_body_counts_499_not_500(hostile: Server) -> None:
+    """Disconnecting part-way through the body: no 500 anywhere, a 499 in the metrics."""
+    host, port = hostile.url.removeprefix("http://").split(":")
+    for _ in range(3):
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(post_head(30_000) + b"{")
+            time.sleep(0.1)
+    time.sleep(0.3)
+    metrics = httpx.get(f"{hostile.url}/metrics").text
+    assert re.search(r'status="499"[^}]*\} [1-9]', metrics)
+    assert 'status="500"' not in metrics
+
+
+def test_unsupported_content_type_names_the_accepted_ones(hostile: Server) -> None:
+    """415 lists what is accepted."""
+    response = upload(hostile, b"abc", "text/plain")
+    assert response.status_code == 415 and "image/webp" in response.json()["detail"]
+
+
+def test_answers_leak_no_machine_paths(hostile: Server) -> None:
+    """/variants and /readyz: figures and model names, no paths of this machine."""
+    for path in ("/variants", "/readyz", "/variants/depthwise"):
+        text = httpx.get(f"{hostile.url}{path}").text
+        assert not LEAKS.search(text), (path, text[:300])
+
+
+def test_docs_load_offline(hostile: Server) -> None:
+    """/docs and /redoc use scripts served by this server, not a CDN."""
+    for page in ("/docs", "/redoc"):
+        html = httpx.get(f"{hostile.url}{page}").text
+        scripts = re.findall(r'src="([^"]+)"', html) + re.findall(r'href="([^"]+\.css)"', html)
+        assert scripts and all(s.startswith("/") for s in scripts), scripts
+        for src in scripts:
+            assert httpx.get(f"{hostile.url}{src}").status_code == 200, src
+
+
+def test_in_flight_limit_sheds_at_once(models_dir: Path, tmp_path: Path) -> None:
+    """--max-in-flight 1: with one request held in the server, the next POST gets 503 +
+    Retry-After at once, and GETs still answer."""
+    with run_server(models_dir, tmp_path / "log", "--max-in-flight", "1") as server:
+        server.wait_ready()
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as held:
+            held.sendall(post_head(100) + b"{")
+            time.sleep(0.2)
+            started = time.perf_counter()
+            shed = httpx.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
+            shed_s = time.perf_counter() - started
+            health = httpx.get(f"{server.url}/healthz")
+        metrics = httpx.get(f"{server.url}/metrics").text
+        time.sleep(0.2)
+        after = httpx.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
+    assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
+    assert shed.json()["error"] == "overloaded" and shed_s < 0.5
+    assert health.status_code == 200
+    assert 'mnist_serve_shed_total{reason="in_flight"} 1.0' in metrics
+    assert after.status_code == 200
+
+
+def test_http_client_chunked_oversize(hostile: Server) -> None:
+    """http.client, chunked, 10 MB of JSON: the 413 arrives."""
+    host, port = hostile.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request(
+        "POST",
+        "/predict/depthwise",
+        body=iter([b"0" * 1_000_000] * 10),
+        headers={"Content-Type": "application/json"},
+        encode_chunked=True,
+    )
+    assert connection.getresponse().status == 413
+
+
+def test_still_serving_and_memory_back_near_idle(hostile: Server) -> None:
+    """After everything above: a prediction works and RSS is within 100 MB of idle."""
+    time.sleep(1.0)
+    assert httpx.get(f"{hostile.url}/healthz").status_code == 200
+    assert upload(hostile, encode(Image.fromarray(DIGIT), "PNG")).status_code == 200
+    idle = getattr(hostile, "idle_rss", None)
+    assert idle is not None, "test_idle_memory_is_recorded did not run first"
+    assert rss_mb(hostile.process.pid) - idle < 100
