@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from loadtests.procs import free_port
 from modelrepo.layout import CONVERTED_RUNTIMES, RUNTIME_NAMES, ModelName, ModelRepository
 from modelrepo.runtimes import LoadOptions, RuntimeLoadError, load_runtime
 from tests.conftest import QuickModels
@@ -179,3 +183,32 @@ def test_export_again_keeps_a_checked_artifact_when_reconversion_fails(
     assert after["litert"]["max_abs_diff"] == before["max_abs_diff"]
     assert "converter exploded" in after["litert"]["last_conversion_error"]
     assert version.artifact("litert").is_file() and "error" not in after["onnx"]
+
+
+@pytest.mark.slow
+def test_a_corrupt_savedmodel_variant_leaves_the_other_serving(
+    trained: QuickModels, tmp_path: Path
+) -> None:
+    """depthwise's saved_model.pb is garbage: original serves 200, depthwise is 503 'failed
+    to load' (not 'still loading'), /readyz is ready and names it; no paths in the reason.
+    With --strict-models the same repository stops the server instead."""
+    for name, version in trained.exported.items():
+        shutil.copytree(version.path, tmp_path / name / "1")
+    (tmp_path / "depthwise" / "1" / "saved_model.pb").write_bytes(b"not a graph")
+    started = time.perf_counter()
+    with run_server(tmp_path, tmp_path / "log", "--runtimes", "savedmodel") as server:
+        server.wait_ready()
+        ready_s = time.perf_counter() - started
+        ready = httpx.get(f"{server.url}/readyz").json()
+        fine = httpx.post(f"{server.url}/predict/original", json={"image": [0.0] * 784})
+        broken = httpx.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
+    assert fine.status_code == 200 and ready_s < 120
+    assert broken.status_code == 503 and broken.json()["error"] == "model_not_loaded"
+    assert "depthwise@savedmodel" in ready["failed"]
+    assert str(tmp_path) not in str(ready) and "/" not in ready["failed"]["depthwise@savedmodel"]
+    strict = subprocess.run(
+        [sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(tmp_path),
+         "--runtimes", "savedmodel", "--strict-models", "--port", str(free_port())],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert strict.returncode != 0 and "failed to load" in strict.stderr + strict.stdout
