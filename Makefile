@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-models bench-protocols bench-overload env browser clean
+.PHONY: demo test test-fast bench bench-models bench-protocols bench-overload container-test env browser clean
 
 env: $(STAMP)
 
@@ -33,6 +33,10 @@ test: $(STAMP) browser
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow"
+
+# Build the CPU image (base from Debian packages, no registry needed) and check it for real.
+container-test: $(STAMP)
+	$(BIN)/pytest -m container -s
 
 # Benchmarks (docs/benchmarks.md): need models/ (make demo trains them) and wrk for `bench`.
 bench: $(STAMP)

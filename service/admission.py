@@ -27,16 +27,20 @@ SHED_BODY = orjson.dumps(
         "detail": "the server is at its limit of requests in flight; retry shortly",
     }
 )
-SHED_START = {
-    "type": "http.response.start",
-    "status": 503,
-    "headers": [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(SHED_BODY)).encode()),
-        (b"retry-after", b"1"),
-    ],
-}
+SHED_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(SHED_BODY)).encode()),
+    (b"retry-after", b"1"),
+]
+SHED_START = {"type": "http.response.start", "status": 503, "headers": SHED_HEADERS}
 SHED_BODY_MESSAGE = {"type": "http.response.body", "body": SHED_BODY}
+# The same answer as raw HTTP/1.1, for service.protocol to write without any ASGI machinery.
+SHED_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    + b"".join(name + b": " + value + b"\r\n" for name, value in SHED_HEADERS)
+    + b"\r\n"
+    + SHED_BODY
+)
 
 
 class AdmissionGuard:
@@ -52,14 +56,23 @@ class AdmissionGuard:
         self.in_flight = 0
         self._on_shed = on_shed
 
+    @property
+    def full(self) -> bool:
+        """Whether the next POST would be shed."""
+        return self.in_flight >= self.max_in_flight
+
+    def shed(self) -> None:
+        """Count one shed request (here or in service.protocol)."""
+        if self._on_shed is not None:
+            self._on_shed()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on, or shed it at once if it is a POST and the server is full."""
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_in_flight:
-            if self._on_shed is not None:
-                self._on_shed()
+        if self.full:
+            self.shed()
             await send(SHED_START)
             await send(SHED_BODY_MESSAGE)
             return

@@ -10,6 +10,12 @@ timeout only runs between requests). This subclass adds, per connection:
 * a limit on the bytes of an unfinished request line and headers (``max_header_bytes``) and on
   the number of headers (``max_headers``): past either, 431 and the connection is closed.
 
+And it sheds load at the cheapest point there is: a POST that arrives while the admission guard
+(``service.admission``) is full is answered with the guard's pre-encoded 503 right after its
+headers are parsed, with no ASGI task, no request cycle and no middleware; its body is then
+discarded as it arrives. (Only on an otherwise idle keep-alive connection, so responses stay in
+order; anything else takes the normal path, where the guard sheds it.)
+
 It hooks the protocol's documented parser callbacks (``on_message_begin``, ``on_header``,
 ``on_headers_complete``) and ``data_received``; tests/test_hostile.py checks each limit against
 a real server, so an uvicorn upgrade that changes them fails there. (uvicorn's h11 protocol has
@@ -20,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service.admission import SHED_RESPONSE, AdmissionGuard
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s = 10.0
     max_header_bytes = 16_384
     max_headers = 100
+    guard: AdmissionGuard | None = None  # shed POSTs here when it is full
 
     _header_timer: asyncio.TimerHandle | None = None
     # From the connection's start, or a request's first byte, until its headers are complete.
@@ -94,9 +103,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             super().send_400_response(msg)
 
     def on_headers_complete(self) -> None:
-        """Headers in: stop the clock and hand over to uvicorn."""
+        """Headers in: stop the clock, shed if the server is full, else hand over to uvicorn."""
         self._in_headers = False
         self._cancel_header_timer()
+        guard = self.guard
+        if (
+            guard is not None
+            and guard.full
+            and self.parser.get_method() == b"POST"
+            and (self.cycle is None or self.cycle.response_complete)  # nothing else pending
+            and self.parser.should_keep_alive()
+        ):
+            guard.shed()
+            self.transport.write(SHED_RESPONSE)
+            # A request already answered: uvicorn's body callbacks drop its body as it comes.
+            self.cycle = SimpleNamespace(  # type: ignore[assignment]
+                response_complete=True, disconnected=False, keep_alive=True,
+                message_event=asyncio.Event(),
+            )  # fmt: skip
+            self.on_response_complete()
+            return
         super().on_headers_complete()
 
     def _arm_header_timer(self) -> None:
@@ -124,8 +150,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
 
 
-def guarded_protocol(settings: Settings) -> type[GuardedHttpToolsProtocol]:
-    """The protocol class with the settings' limits, for ``uvicorn.Config(http=...)``."""
+def guarded_protocol(
+    settings: Settings, guard: AdmissionGuard | None = None
+) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class with the settings' limits (and the app's admission guard, to shed
+    at the protocol level), for ``uvicorn.Config(http=...)``."""
     return type(
         "ConfiguredHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
@@ -133,5 +162,6 @@ def guarded_protocol(settings: Settings) -> type[GuardedHttpToolsProtocol]:
             "header_timeout_s": settings.header_timeout_s,
             "max_header_bytes": settings.max_header_bytes,
             "max_headers": settings.max_headers,
+            "guard": guard,
         },
     )

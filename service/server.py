@@ -31,7 +31,7 @@ def run(settings: Settings) -> None:
         # uvloop + httptools (uvicorn[standard]): the fastest pure-Python stack; the protocol
         # is httptools' with header limits and timeouts (service.protocol).
         loop="auto",
-        http=guarded_protocol(settings),
+        http=guarded_protocol(settings, app),
         timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=10,
         # Bound to 127.0.0.1 by default, behind no proxy: skip X-Forwarded-* handling (a layer

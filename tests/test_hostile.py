@@ -305,24 +305,26 @@ def test_docs_load_offline(hostile: Server) -> None:
 
 def test_in_flight_limit_sheds_at_once(models_dir: Path, tmp_path: Path) -> None:
     """--max-in-flight 1: with one request held in the server, the next POST gets 503 +
-    Retry-After at once, and GETs still answer."""
+    Retry-After at once, its connection stays usable, and GETs still answer."""
     with run_server(models_dir, tmp_path / "log", "--max-in-flight", "1") as server:
         server.wait_ready()
         host, port = server.url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port))) as held:
+        with socket.create_connection((host, int(port))) as held, httpx.Client() as client:
             held.sendall(post_head(100) + b"{")
             time.sleep(0.2)
             started = time.perf_counter()
-            shed = httpx.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
+            shed = client.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
             shed_s = time.perf_counter() - started
-            health = httpx.get(f"{server.url}/healthz")
+            # The same keep-alive connection, after a shed request whose body was dropped:
+            health = client.get(f"{server.url}/healthz")
+            again = client.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
         metrics = httpx.get(f"{server.url}/metrics").text
         time.sleep(0.2)
         after = httpx.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
     assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
     assert shed.json()["error"] == "overloaded" and shed_s < 0.5
-    assert health.status_code == 200
-    assert 'mnist_serve_shed_total{reason="in_flight"} 1.0' in metrics
+    assert health.status_code == 200 and again.status_code == 503
+    assert 'mnist_serve_shed_total{reason="in_flight"} 2.0' in metrics
     assert after.status_code == 200
 
 
