@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-models bench-protocols bench-overload container-test env browser clean
+.PHONY: demo test test-fast bench bench-models bench-protocols bench-overload container-test container-gpu-check env browser clean
 
 env: $(STAMP)
 
@@ -37,6 +37,10 @@ test-fast: $(STAMP)
 # Build the CPU image (base from Debian packages, no registry needed) and check it for real.
 container-test: $(STAMP)
 	$(BIN)/pytest -m container -s
+
+# Build the GPU image and check its TensorFlow has CUDA (no GPU needed; ~3 min, ~7 GB).
+container-gpu-check:
+	bash scripts/gpu_image_check.sh
 
 # Benchmarks (docs/benchmarks.md): need models/ (make demo trains them) and wrk for `bench`.
 bench: $(STAMP)

@@ -4,7 +4,8 @@ Two servers run at once on the same models: ours with its defaults (load sheddin
 same server with shedding off (``--max-in-flight``, ``--max-queue-wait-ms`` and ``--max-queue``
 so large they never trigger: the old behaviour). For each: c=1 p50 and capacity (wrk, closed
 loop, c=1 and c=32), then open-loop load (loadtests.openloop: requests leave at scheduled times
-whatever the answers, latency from the scheduled time) at 1x, 2x and 4x that capacity, with
+whatever the answers, latency from the scheduled time) at 1x, 2x and 4x the first server's
+capacity (the same offered rates for every server, so they compare), with
 /healthz and /metrics probed every 100 ms throughout, and the server's RSS sampled (idle,
 peak, and 3 s after). The load generator shares the machine's cores with the server, as it
 would in CI; its own lateness is printed so that a saturated generator is visible.
@@ -112,6 +113,7 @@ def main() -> None:
     configs["shedding off"] = (*common, *NO_SHEDDING)
     multiples = [float(m) for m in args.multiples.split(",")]
     rows: list[str] = []
+    reference = 0.0  # the first server's capacity: every server gets the same offered rates
     for label, flags in configs.items():
         with run_server(args.models, work / f"{len(rows)}.log", *flags) as server:
             server.wait_ready()
@@ -119,6 +121,7 @@ def main() -> None:
             wrk(url, 4, 2, script)  # warm up
             _, c1_p50 = wrk(url, 1, 5, script)
             capacity, _ = wrk(url, 32, 5, script)
+            reference = reference or capacity
             idle = rss_mb(server.process.pid)
             print(f"\n{label}: c=1 p50 {c1_p50:.2f} ms, capacity {capacity:,.0f} req/s (c=32), "
                   f"idle RSS {idle:,.0f} MB")  # fmt: skip
@@ -126,13 +129,13 @@ def main() -> None:
                 peak = PeakRss(server.process.pid)
                 peak.start()
                 result = asyncio.run(
-                    run_open_loop(url, body, capacity * multiple, args.seconds,
+                    run_open_loop(url, body, reference * multiple, args.seconds,
                                   probe_paths=("/healthz", "/metrics"))
                 )  # fmt: skip
                 peak.running = False
                 time.sleep(3)
                 after = rss_mb(server.process.pid)
-                rows.append(report(label, multiple, capacity, c1_p50, result, peak.peak, after))
+                rows.append(report(label, multiple, reference, c1_p50, result, peak.peak, after))
     print(
         "\n| server | load | offered/s | goodput/s (of capacity) | 503/s | failed/s "
         "| 503 p50 / p99 ms | 200 p50 / p99 ms (p99 / c=1 p50) | /healthz, /metrics max ms "

@@ -5,6 +5,7 @@
 #
 #   scripts/container_smoke.sh            # GPU image, expects /GPU:0
 #   DEVICE=cpu scripts/container_smoke.sh # CPU image, expects /CPU:0
+#   BASE_IMAGE=mnist-serve-base:bookworm-py3.11 ...  # base built by scripts/base_image.sh
 #
 # Needs trained models in ./models (mnist-serve train, or make demo). Stops the container on exit.
 set -euo pipefail
@@ -16,7 +17,7 @@ PORT="${PORT:-8000}"
 NAME="mnist-serve-smoke-$$"
 
 [ -d models ] || { echo "no ./models: run 'mnist-serve train' (or 'make demo') first" >&2; exit 2; }
-docker build --build-arg DEVICE="$DEVICE" -t "$IMAGE" .
+docker build --build-arg DEVICE="$DEVICE" ${BASE_IMAGE:+--build-arg BASE_IMAGE="$BASE_IMAGE"} -t "$IMAGE" .
 
 gpu_flag=()
 [ "$DEVICE" = "gpu" ] && gpu_flag=(--gpus all)
