@@ -7,6 +7,8 @@ timeout only runs between requests). This subclass adds, per connection:
 * a header timeout: a new connection must complete its first request's headers, and a
   request once begun must complete its headers, within ``header_timeout_s``, else the
   connection is closed;
+* a limit on open connections (``max_connections``, like nginx's ``worker_connections``): one
+  more gets 503 to its first request and is closed, while the open ones carry on;
 * a limit on the bytes of an unfinished request line and headers (``max_header_bytes``) and on
   the number of headers (``max_headers``): past either, 431 and the connection is closed.
 
@@ -41,12 +43,19 @@ TOO_LARGE = (
 )
 
 
+TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry-after: 1\r\n"
+    b"connection: close\r\ncontent-length: 25\r\n\r\ntoo many open connections"
+)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol with header size, count and time limits (the class attributes)."""
 
     header_timeout_s = 10.0
     max_header_bytes = 16_384
     max_headers = 100
+    max_connections = 4096
     guard: AdmissionGuard | None = None  # shed POSTs here when it is full
 
     _header_timer: asyncio.TimerHandle | None = None
@@ -57,10 +66,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _header_bytes = 0
     _header_count = 0
     _refusal = ""
+    _over_limit = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Start the clock: the first request's headers must arrive in time."""
+        """Refuse a connection over the limit; else start the clock for its first headers."""
         super().connection_made(transport)
+        # Answered once its first request's headers are in (closing before reading them would
+        # reset the connection under the client's feet, losing the 503).
+        self._over_limit = len(self.connections) > self.max_connections
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -106,6 +119,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Headers in: stop the clock, shed if the server is full, else hand over to uvicorn."""
         self._in_headers = False
         self._cancel_header_timer()
+        if self._over_limit:
+            log.warning("refusing a connection: over %d are open", self.max_connections)
+            self.transport.write(TOO_MANY_CONNECTIONS)
+            self.transport.close()
+            return
         guard = self.guard
         if (
             guard is not None
@@ -162,6 +180,7 @@ def guarded_protocol(
             "header_timeout_s": settings.header_timeout_s,
             "max_header_bytes": settings.max_header_bytes,
             "max_headers": settings.max_headers,
+            "max_connections": settings.max_connections,
             "guard": guard,
         },
     )

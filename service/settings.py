@@ -107,6 +107,9 @@ class Settings(BaseSettings):
         16_384, ge=1024, description="Size of a request's line and headers, at most (431)."
     )
     max_headers: int = Field(100, ge=8, description="Headers in one request, at most (431).")
+    max_connections: int = Field(
+        4096, ge=1, description="Open connections, at most: one more gets 503 and is closed."
+    )
     # Measured on 2 cores (docs/benchmarks.md): one intra-op thread cuts c=1 p50 by ~23 % and
     # costs nothing at c=32, where the event loop, not the model, is the bottleneck. On a big
     # CPU serving large batches, try 0 (TensorFlow's default: one thread per core).

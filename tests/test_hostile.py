@@ -328,6 +328,25 @@ def test_in_flight_limit_sheds_at_once(models_dir: Path, tmp_path: Path) -> None
     assert after.status_code == 200
 
 
+def test_connections_over_the_limit_are_refused_and_the_rest_serve(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """--max-connections 3: three idle connections are held; a fourth gets 503 and is closed;
+    once they go, requests are served again."""
+    with run_server(models_dir, tmp_path / "log", "--max-connections", "3") as server:
+        server.wait_ready()
+        host, port = server.url.removeprefix("http://").split(":")
+        held = [socket.create_connection((host, int(port))) for _ in range(3)]
+        time.sleep(0.2)
+        refused = raw_exchange(server, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        for sock in held:
+            sock.close()
+        time.sleep(0.2)
+        served = httpx.get(f"{server.url}/healthz")
+    assert refused.startswith(b"HTTP/1.1 503") and b"too many open connections" in refused
+    assert served.status_code == 200
+
+
 def test_http_client_chunked_oversize(hostile: Server) -> None:
     """http.client, chunked, 10 MB of JSON: the 413 arrives."""
     host, port = hostile.url.removeprefix("http://").split(":")
