@@ -244,17 +244,21 @@ async def run_open_loop(
             idle.append(connection)
     rng = random.Random(seed)
     start = time.perf_counter() + 0.05
-    due = start
     end = start + seconds
-    while due < end:
+    if poisson:
+        due, schedule = start, []
+        while (due := due + rng.expovariate(rate)) < end:
+            schedule.append(due)
+    else:  # by index, so float error never adds or drops a request
+        schedule = [start + i / rate for i in range(round(rate * seconds))]
+    for index, due in enumerate(schedule):
         now = time.perf_counter()
         if due > now:
             await asyncio.sleep(due - now)
-        now = time.perf_counter()
-        while due <= now and due < end:  # everything due by now leaves now
-            dispatch(due)
-            sent_count += 1
-            due += rng.expovariate(rate) if poisson else 1.0 / rate
+        elif index % 64 == 0:
+            await asyncio.sleep(0)  # late: send at once, but let answers in now and then
+        dispatch(due)
+        sent_count += 1
     sending_over = True
     if len(samples) < sent_count:
         # Answers still missing a while after the end count as failures (status 0).

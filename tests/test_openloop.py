@@ -1,0 +1,90 @@
+"""The open-loop generator measures what a server really does: a known delay within 10 %, and
+queueing it causes counted from the scheduled send time (no coordinated omission)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+import pytest
+
+from loadtests.openloop import run_open_loop
+
+pytestmark = pytest.mark.anyio
+
+DELAY_S = 0.05
+RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def start_server(delay_s: float, serial: bool) -> tuple[asyncio.Server, int]:
+    """A real HTTP server on 127.0.0.1 answering every request after ``delay_s``; ``serial``:
+    one request at a time for the whole server (a queue in front of a single worker)."""
+    lock = asyncio.Lock()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                     if line.lower().startswith(b"content-length:")),
+                    0,
+                )  # fmt: skip
+                await reader.readexactly(length)
+                if serial:
+                    async with lock:
+                        await asyncio.sleep(delay_s)
+                else:
+                    await asyncio.sleep(delay_s)
+                writer.write(RESPONSE)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_a_known_delay_is_measured_within_ten_percent() -> None:
+    """50 ms per answer, 100 requests/s for 2 s: median latency 50-55 ms, rate as asked."""
+    server, port = await start_server(DELAY_S, serial=False)
+    async with server:
+        result = await run_open_loop(f"http://127.0.0.1:{port}/x", b"{}", 100, 2.0, connections=16)
+    assert result.statuses()[200] == 200
+    median = statistics.median(s.latency for s in result.samples)
+    assert DELAY_S <= median <= DELAY_S * 1.1, median
+    assert result.per_second(200) == pytest.approx(100, rel=0.02)
+
+
+async def test_queueing_is_counted_from_the_scheduled_time() -> None:
+    """A server that takes 50 ms per request, one at a time (20/s), offered 40/s for 1 s: the
+    backlog grows, so late requests wait ~0.5 s more than early ones. A closed-loop client
+    would report 50 ms for every request; open loop must show the growth."""
+    server, port = await start_server(DELAY_S, serial=True)
+    async with server:
+        result = await run_open_loop(f"http://127.0.0.1:{port}/x", b"{}", 40, 1.0, connections=64)
+    latencies = [s.latency for s in sorted(result.samples, key=lambda s: s.scheduled)]
+    assert len(latencies) == 40 and result.statuses()[200] == 40
+    assert latencies[0] < 0.1
+    assert latencies[-1] == pytest.approx(40 * DELAY_S - 1.0 + DELAY_S, rel=0.15)
+    assert result.lag_ms(99) < 20  # the generator itself kept to its schedule
+
+
+async def test_poisson_arrivals_average_the_asked_rate() -> None:
+    """Exponential gaps: over 3 s at 200/s, about 600 requests (within 4 standard deviations)."""
+    server, port = await start_server(0.0, serial=False)
+    async with server:
+        result = await run_open_loop(
+            f"http://127.0.0.1:{port}/x", b"{}", 200, 3.0, poisson=True, seed=3
+        )
+    assert abs(len(result.samples) - 600) < 4 * 600**0.5
+    assert result.statuses()[200] == len(result.samples)
+
+
+async def test_only_loopback_targets_are_allowed() -> None:
+    with pytest.raises(ValueError, match=r"127\.0\.0\.1"):
+        await run_open_loop("http://example.com/x", b"{}", 10, 1.0)
