@@ -121,10 +121,24 @@ def parse_runtimes(text: str, allowed: tuple[str, ...] = RUNTIME_NAMES) -> tuple
 
 def announce_report(folder: Path) -> None:
     """Write the report of a results folder and print where it is and the verdict."""
-    from loadtests.report import build_report
+    from rich.table import Table
+
+    from loadtests.report import build_report, claims_of
 
     report_md, report_html, verdict = build_report(folder)
     console.print(f"Report: {report_html}  (also {report_md})")
+    summary, found = claims_of(folder)
+    if summary:
+        console.print(f"[bold]{summary}[/]")
+    if found:
+        table = Table(title="The seed study's claims against this run")
+        for column in ("claim", "reference", "measured", "verdict"):
+            table.add_column(column)
+        colours = {"holds": "green", "does not": "red"}
+        for c in found:
+            colour = colours.get(c.verdict, "yellow")
+            table.add_row(c.claim, c.reference, c.measured, f"[{colour}]{c.verdict}[/]")
+        console.print(table)
     for line in verdict:
         console.print(f"  • {line}")
 

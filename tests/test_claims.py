@@ -1,0 +1,59 @@
+"""The claims view: each of the seed study's claims against the measured figure, with a verdict
+that follows the interval."""
+
+from __future__ import annotations
+
+import math
+
+from loadtests.claims import accuracy_difference, bottom_line, claims
+from loadtests.report import Interval, Speedup
+
+
+def record(acc_original: float, acc_depthwise: float) -> dict[str, object]:
+    return {
+        "plan": {"variants": ["original", "depthwise"]},
+        "variants": [
+            {"name": "original", "parameters": 1_199_882, "macs": 11_992_448,
+             "test_accuracy": acc_original, "epoch_seconds": [41.0, 40.0, 42.0], "epochs": 12},
+            {"name": "depthwise", "parameters": 823_828, "macs": 2_080_964,
+             "test_accuracy": acc_depthwise, "epoch_seconds": [21.0, 20.0, 22.0], "epochs": 12},
+        ],
+    }  # fmt: skip
+
+
+def speedup(level: int, low: float, high: float) -> Speedup:
+    mean = (low + high) / 2
+    return Speedup("variant", "depthwise", "original", level, Interval(mean, low, high),
+                   Interval(1, 1, 1), Interval(1, 1, 1), -1.0)  # fmt: skip
+
+
+def test_verdicts_follow_the_figures_and_intervals() -> None:
+    items = [speedup(1, 1.2, 1.4), speedup(8, 0.9, 1.3), speedup(32, 0.5, 0.8),
+             Speedup("variant", "depthwise", "original", 64, Interval(1.1, math.nan, math.nan),
+                     Interval(1, 1, 1), Interval(1, 1, 1), 0.0)]  # fmt: skip
+    found = {c.claim: c for c in claims(record(0.9914, 0.9903), items)}
+    assert found["fewer parameters"].verdict == "holds"
+    assert "1.46x fewer" in found["fewer parameters"].measured
+    assert "5.76x fewer" in found["fewer multiply-adds per image"].measured
+    accuracy = found["higher test accuracy (10,000 test images)"]
+    assert accuracy.verdict == "within noise" and "-0.11 points" in accuracy.measured
+    assert found["faster training"].verdict == "one run" and "1.95x faster" in (
+        found["faster training"].measured
+    )
+    verdicts = [found[f"faster inference: depthwise at {c} client(s)"].verdict
+                for c in (1, 8, 32, 64)]  # fmt: skip
+    assert verdicts == ["holds", "within noise", "does not", "one run"]
+
+
+def test_a_clear_accuracy_drop_does_not_hold_and_the_bottom_line_says_so() -> None:
+    items = [speedup(1, 1.2, 1.4), speedup(32, 1.5, 1.7)]
+    found = {c.claim: c for c in claims(record(0.9862, 0.9798), items)}
+    assert found["higher test accuracy (10,000 test images)"].verdict == "does not"
+    line = bottom_line(record(0.9862, 0.9798), items)
+    assert "1.60x the requests/s of original at 32 clients (95% CI 1.50-1.70)" in line
+    assert "5.76x fewer multiply-adds" in line and "is less accurate" in line
+
+
+def test_accuracy_interval_is_the_difference_of_two_proportions() -> None:
+    diff, low, high = accuracy_difference(0.99, 0.99)
+    assert diff == 0 and low == -high and 0.0027 < high < 0.0029  # 1.96 * sqrt(2 * .0099 / 1e4)
