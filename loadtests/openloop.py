@@ -21,7 +21,7 @@ import contextlib
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -141,7 +141,7 @@ def encode_request(url: str, method: str, body: bytes, content_type: str) -> byt
 
 async def run_open_loop(
     url: str,
-    body: bytes,
+    body: bytes | Sequence[bytes],
     rate: float,
     seconds: float,
     *,
@@ -153,7 +153,8 @@ async def run_open_loop(
     probe_every_s: float = 0.1,
     seed: int = 0,
 ) -> OpenLoopResult:
-    """POST ``body`` to ``url`` at ``rate`` per second for ``seconds``; see the module doc."""
+    """POST ``body`` (or each of several bodies in turn) to ``url`` at ``rate`` per second for
+    ``seconds``; see the module doc."""
     parts = urlsplit(url)
     if parts.hostname != "127.0.0.1":
         raise ValueError(f"open-loop load only targets 127.0.0.1, not {parts.hostname}")
@@ -161,7 +162,15 @@ async def run_open_loop(
         raise ValueError("rate and seconds must be > 0")
     host, port = "127.0.0.1", parts.port or 80
     loop = asyncio.get_running_loop()
-    request = encode_request(url, "POST", body, content_type)
+    bodies = [body] if isinstance(body, bytes) else list(body)
+    requests = [encode_request(url, "POST", b, content_type) for b in bodies]
+    turn = 0
+
+    def next_request() -> bytes:
+        nonlocal turn
+        turn += 1
+        return requests[turn % len(requests)]
+
     idle: list[_Connection] = []
     live: set[_Connection] = set()
     waiting: deque[float] = deque()  # scheduled times of due requests with no connection yet
@@ -176,7 +185,7 @@ async def run_open_loop(
 
     def on_free(connection: _Connection) -> None:
         if waiting:
-            connection.send(request, waiting.popleft())
+            connection.send(next_request(), waiting.popleft())
         else:
             idle.append(connection)
 
@@ -189,14 +198,14 @@ async def run_open_loop(
             record(Sample(scheduled, 0.0, time.perf_counter(), 0))
             return
         live.add(connection)
-        connection.send(request, scheduled)
+        connection.send(next_request(), scheduled)
 
     def dispatch(scheduled: float) -> None:
         """Send now on an idle connection, else open one, else wait for one to come free."""
         while idle:
             connection = idle.pop()
             if not connection.closed:
-                connection.send(request, scheduled)
+                connection.send(next_request(), scheduled)
                 return
         live.difference_update([c for c in live if c.closed])
         if len(live) + len(opening) >= max_connections:

@@ -476,13 +476,38 @@ def loadtest(
     out: Annotated[
         Path | None, typer.Option(help="Results folder. Default: runs/loadtest-<time>.")
     ] = None,
+    arrival: Annotated[
+        str,
+        typer.Option(
+            help="closed: Locust users that wait for each answer (concurrency levels). "
+            "poisson: open loop, requests at scheduled Poisson times whatever the answers "
+            "(--rates, --slo), latency from the scheduled time."
+        ),
+    ] = "closed",
+    rates: Annotated[
+        str, typer.Option(help="Open loop: comma-separated arrival rates, requests/s.")
+    ] = "100,200,400,800",
+    slo: Annotated[
+        str,
+        typer.Option(
+            help="Open loop: the latency target whose highest sustainable rate is searched "
+            "for each model, e.g. p99=20ms."
+        ),
+    ] = "p99=20ms",
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
 ) -> None:
-    """Drive every variant x runtime with identical Locust load; write a side-by-side report."""
+    """Drive every variant x runtime with identical load; write a side-by-side report.
+
+    Closed loop (default): Locust users at each concurrency level. Open loop
+    (--arrival poisson): requests at each --rates, then the highest rate meeting --slo per
+    model, found by bisection; results in openloop.md and openloop.json.
+    """
     from loadtests.runner import LoadPlan
 
     check_data_path(data)
+    if arrival not in ("closed", "poisson"):
+        raise typer.BadParameter(f"--arrival is closed or poisson, not {arrival!r}")
     try:
         plan = LoadPlan(
             variants=_csv(variants, str),
@@ -498,7 +523,52 @@ def loadtest(
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
+    if arrival == "poisson":
+        run_open_loop_test(plan, out or _default_out("openloop"), url, models, rates, slo)
+        return
     run_load_test(plan, out or _default_out("loadtest"), url, models, grpc_url=grpc_url)
+
+
+def run_open_loop_test(
+    plan: LoadPlan, out: Path, url: str | None, models: Path, rates: str, slo: str
+) -> None:
+    """The open-loop sweep and SLO search (loadtests/slo.py) against ``url`` or a server here."""
+    from contextlib import ExitStack
+
+    from loadtests.procs import run_server
+    from loadtests.slo import Slo, run_sweep
+
+    try:
+        target, arrival_rates = Slo.parse(slo), _csv(rates, float)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    if not arrival_rates or min(arrival_rates) <= 0:
+        raise typer.BadParameter("--rates must be positive numbers")
+    if plan.protocols != ("native",) or plan.mode != "json":
+        raise typer.BadParameter("open loop sends JSON over the native protocol only (for now)")
+    with ExitStack() as stack:
+        if url is None:
+            out.mkdir(parents=True, exist_ok=True)
+            server = stack.enter_context(run_server(models, out / "server.log"))
+            server.wait_ready()
+            url = server.url
+        console.print(f"open loop: {', '.join(plan.models())} at {rates} req/s, {target}")
+
+        def show(point: Any) -> None:
+            console.print(
+                f"{point.model:>22} {point.rate:8.1f}/s: {point.ok}/{point.requests} ok, "
+                f"p50 {point.p50_ms:.2f} p99 {point.p99_ms:.2f} ms, "
+                f"SLO {'met' if point.met else '[red]missed[/]'}"
+            )
+
+        record = run_sweep(url, plan.models(), arrival_rates, plan.duration_s, target, out,
+                           plan.mnist or None, on_point=show)  # fmt: skip
+    best: dict[str, float] = record["max_rate"]  # type: ignore[assignment]
+    base = plan.models()[0]
+    for model, rate in best.items():
+        ratio = f" ({rate / best[base]:.2f}x {base})" if best[base] and model != base else ""
+        console.print(f"[bold]{model}[/]: {rate:,.0f} req/s within {target}{ratio}")
+    console.print(f"Report: {out / 'openloop.md'}  (data: {out / 'openloop.json'})")
 
 
 @app.command("report")
