@@ -27,6 +27,9 @@ from loadtests.claims import Claim, bottom_line, claims, variant_of
 from loadtests.runner import PERCENTILES, LoadPlan
 
 CONFIDENCE = 0.95
+# A repeat whose throughput is further than this from the median of its level's repeats is
+# flagged as drift: the run was noisy there.
+DRIFT = 0.2
 
 
 @dataclass(frozen=True)
@@ -310,8 +313,64 @@ def _save(fig: Any, path: Path) -> Path:
 Table = tuple[list[str], list[list[str]]]
 
 
+def drift(levels: dict[tuple[str, int], Level]) -> list[tuple[str, int, float, list[int]]]:
+    """Per level with several repeats: (target, level, spread, flagged repeats). The spread is
+    max/min - 1 of the repeats' throughput; flagged repeats are over DRIFT off the median."""
+    out = []
+    for (target, level), lv in levels.items():
+        if len(lv.throughput) < 2:
+            continue
+        median = float(np.median(lv.throughput))
+        flagged = [i + 1 for i, t in enumerate(lv.throughput) if abs(t / median - 1) > DRIFT]
+        spread = max(lv.throughput) / min(lv.throughput) - 1 if min(lv.throughput) > 0 else 0.0
+        out.append((target, level, spread, flagged))
+    return out
+
+
+def noise_line(levels: dict[tuple[str, int], Level]) -> str | None:
+    """A verdict line when repeats drifted, with what to change; None for a steady run."""
+    noisy = [(t, lv, flagged) for t, lv, _, flagged in drift(levels) if flagged]
+    if not noisy:
+        return None
+    where = "; ".join(f"{t} at {lv} clients (repeat {', '.join(map(str, f))})"
+                      for t, lv, f in noisy[:4])  # fmt: skip
+    more = f" and {len(noisy) - 4} more" if len(noisy) > 4 else ""
+    return (
+        f"The run was noisy: {len(noisy)} level(s) had a repeat more than {DRIFT:.0%} off its "
+        f"siblings' median ({where}{more}). Treat their intervals with care; use longer steps "
+        "(--duration), more repeats (--repeats) or a quieter machine."
+    )
+
+
+def history_table(out_dir: Path, record: dict[str, Any]) -> tuple[str, Table] | None:
+    """This run against the previous comparable one in the history, if there is one."""
+    from loadtests import history
+
+    path = history.default_path(out_dir.parent)
+    before = history.previous_comparable(path, out_dir, record)
+    if before is None:
+        return None
+    try:
+        after = history.get(path, str(out_dir))
+    except KeyError:
+        return None
+    rows = [
+        [c.target, str(c.level), f"{c.before[0]:,.0f}", f"{c.after[0]:,.0f}",
+         f"{c.ratio:.2f}x", "yes" if c.moved else "no (intervals overlap)"]
+        for c in history.compare(path, before, after)
+    ]  # fmt: skip
+    title = (
+        f"Against the previous comparable run ({Path(before.folder).name}, {before.created_at}): "
+        "throughput, req/s (moved = 95% intervals over repeats do not overlap)"
+    )
+    return title, (["model", "clients", "then", "now", "now/then", "moved"], rows)
+
+
 def tables(
-    record: dict[str, Any], levels: dict[tuple[str, int], Level], items: list[Speedup]
+    record: dict[str, Any],
+    levels: dict[tuple[str, int], Level],
+    items: list[Speedup],
+    out_dir: Path | None = None,
 ) -> dict[str, Table]:
     """The report's tables, as (header, rows) in display order."""
     plan = record["plan"]
@@ -446,6 +505,15 @@ def tables(
         ],
     )
     m = record["machine"]
+    out["Drift between repeats (throughput spread = max/min - 1; flagged: over "
+        f"{DRIFT:.0%} off the level's median)"] = (
+        ["model", "clients", "spread", "flagged repeats"],
+        [[t, str(lv), f"{spread:.0%}", ", ".join(map(str, f)) or "-"]
+         for t, lv, spread, f in drift(levels)],
+    )  # fmt: skip
+    previous = history_table(out_dir, record) if out_dir is not None else None
+    if previous is not None:
+        out[previous[0]] = previous[1]
     out["Machine and settings"] = (
         ["what", "value"],
         [
@@ -505,8 +573,11 @@ def build_report(out_dir: Path) -> tuple[Path, Path, list[str]]:
     record, levels = load_levels(out_dir)
     items = speedups(record, levels)
     lines = verdict(items)
+    noisy = noise_line(levels)
+    if noisy:
+        lines.append(noisy)
     figures = plots(record, levels, out_dir)
-    all_tables = tables(record, levels, items)
+    all_tables = tables(record, levels, items, out_dir)
     warnings = sorted({w for step in record["steps"] for w in step["warnings"]})
     title = "mnist-serve load test: " + " vs ".join(record["plan"]["variants"])
     if record["plan"].get("runtimes"):

@@ -422,6 +422,12 @@ def run_load_test(
         except LoadTestError as err:
             console.print(f"[red]load test failed:[/] {err}")
             raise typer.Exit(1) from err
+    from loadtests import history
+
+    record = json.loads((out / "results.json").read_text())
+    path = history.default_path(out.parent)
+    run_id = history.store(path, out, record)
+    console.print(f"History: run {run_id} in {path}")
     announce_report(out)
 
 
@@ -569,6 +575,79 @@ def run_open_loop_test(
         ratio = f" ({rate / best[base]:.2f}x {base})" if best[base] and model != base else ""
         console.print(f"[bold]{model}[/]: {rate:,.0f} req/s within {target}{ratio}")
     console.print(f"Report: {out / 'openloop.md'}  (data: {out / 'openloop.json'})")
+
+
+history_app = typer.Typer(
+    help="Past load tests, stored in runs/history.sqlite ($MNIST_SERVE_HISTORY to move it).",
+    no_args_is_help=False,
+)
+app.add_typer(history_app, name="history")
+HistoryOption = Annotated[
+    Path | None,
+    typer.Option("--history", help="History file. Default: $MNIST_SERVE_HISTORY, else "
+                 "runs/history.sqlite.", show_default=False),
+]  # fmt: skip
+
+
+@history_app.callback(invoke_without_command=True)
+def history_list(ctx: typer.Context, history_file: HistoryOption = None) -> None:
+    """List the stored load tests (newest last); `history compare A B` sets two side by side."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from loadtests import history
+
+    path = history_file or history.default_path(Path("runs"))
+    if not path.is_file():
+        console.print(f"no history yet at {path}: run `mnist-serve loadtest` first")
+        return
+    table = Table(title=f"Load tests in {path}")
+    for column in ("id", "when", "folder", "models", "clients", "repeats", "CPU"):
+        table.add_column(column)
+    for run in history.runs(path):
+        plan = run.plan
+        models = ", ".join(plan["variants"]) + (
+            f" on {', '.join(plan['runtimes'])}" if plan.get("runtimes") else ""
+        )
+        table.add_row(str(run.id), run.created_at, Path(run.folder).name, models,
+                      ",".join(map(str, plan["concurrency"])), str(plan["repeats"]),
+                      str(run.machine.get("cpu")))  # fmt: skip
+    console.print(table)
+
+
+@history_app.command("compare")
+def history_compare(
+    before: Annotated[str, typer.Argument(help="A run: its id or folder.")],
+    after: Annotated[str, typer.Argument(help="Another run: its id or folder.")],
+    history_file: HistoryOption = None,
+) -> None:
+    """What changed between two runs, level by level, with 95% intervals over repeats."""
+    from rich.table import Table
+
+    from loadtests import history
+
+    path = history_file or history.default_path(Path("runs"))
+    try:
+        first, second = history.get(path, before), history.get(path, after)
+    except KeyError as err:
+        raise typer.BadParameter(str(err.args[0])) from err
+    if first.comparable != second.comparable:
+        console.print("[yellow]the runs differ in models, levels, payloads or CPU: "
+                      "compare with care[/]")  # fmt: skip
+    table = Table(title=f"Throughput, req/s: run {first.id} -> run {second.id}")
+    for column in ("model", "clients", f"run {first.id}", f"run {second.id}", "ratio", "moved"):
+        table.add_column(column)
+
+    def shown(figure: tuple[float, float, float]) -> str:
+        mean, low, high = figure
+        return f"{mean:,.0f}" + ("" if low != low else f" [{low:,.0f}, {high:,.0f}]")
+
+    for change in history.compare(path, first, second):
+        table.add_row(change.target, str(change.level), shown(change.before),
+                      shown(change.after), f"{change.ratio:.2f}x",
+                      "[bold]yes[/]" if change.moved else "no")  # fmt: skip
+    console.print(table)
 
 
 @app.command("report")

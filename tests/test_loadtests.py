@@ -206,7 +206,8 @@ def test_report_maths_match_numpy(tmp_path: Path) -> None:
         (tmp_path / "plots" / f).stat().st_size > 10_000
         for f in ("latency.png", "throughput.png", "latency_vs_throughput.png", "cdf.png")
     )
-    assert len(verdict) == 8 and (tmp_path / "steps.csv").read_text().count("\n") == 25
+    speed_lines = [line for line in verdict if not line.startswith("The run was noisy")]
+    assert len(speed_lines) == 8 and (tmp_path / "steps.csv").read_text().count("\n") == 25
     text = report_md.read_text()
     assert "on each runtime" in text and "Runtimes compared on the same variant" in text
 
@@ -358,3 +359,19 @@ def test_load_test_speaks_every_protocol(
     report_md, _, verdict = build_report(tmp_path)
     assert "Protocols compared on the same model" in report_md.read_text()
     assert len(verdict) == 3  # each protocol against native
+
+
+def test_drift_flags_a_repeat_off_its_siblings() -> None:
+    """Repeats 100, 102, 130 req/s: the third is over 20 % off the median; the verdict says
+    the run was noisy and what to change. Repeats within 20 % are not flagged."""
+    from loadtests.report import Level, drift, noise_line
+
+    def level(target: str, throughput: list[float]) -> Level:
+        return Level(target, 8, np.empty(0), throughput, [], [], 0, 0, 0.0, 0.0, 0.0, 0.0)
+
+    steady = {("a", 8): level("a", [100, 104, 97])}
+    assert noise_line(steady) is None and drift(steady)[0][3] == []
+    noisy = {**steady, ("b", 8): level("b", [100, 102, 130])}
+    assert drift(noisy)[1][3] == [3] and drift(noisy)[1][2] == pytest.approx(0.3)
+    line = noise_line(noisy)
+    assert line is not None and "b at 8 clients (repeat 3)" in line and "--repeats" in line

@@ -1,0 +1,172 @@
+"""Run history: every closed-loop load test in one SQLite file, to compare runs over time.
+
+Each run stores its plan, machine and versions (as JSON) and, per target and level, the
+throughput and latency of every repeat. Two runs are *comparable* when they tested the same
+models, protocols, levels and payloads on the same CPU: :func:`previous_comparable` finds the
+last such run for the report, and :func:`compare` sets two runs side by side level by level,
+each with its 95 % interval over repeats, and says whether the difference is beyond them.
+
+The file is ``history.sqlite`` beside the run folders (``runs/``) unless
+``MNIST_SERVE_HISTORY`` (or ``--history``) names another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_VAR = "MNIST_SERVE_HISTORY"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    folder TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    comparable TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    machine TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    target TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    repeat INTEGER NOT NULL,
+    throughput_rps REAL NOT NULL,
+    p50_ms REAL NOT NULL,
+    p99_ms REAL NOT NULL,
+    errors INTEGER NOT NULL,
+    requests INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One stored load test."""
+
+    id: int
+    folder: str
+    created_at: str
+    comparable: str
+    plan: dict[str, Any]
+    machine: dict[str, Any]
+
+
+def default_path(runs_dir: Path) -> Path:
+    """Where the history lives: $MNIST_SERVE_HISTORY, else ``runs_dir/history.sqlite``."""
+    return Path(os.environ.get(ENV_VAR) or runs_dir / "history.sqlite")
+
+
+@contextmanager
+def connect(path: Path) -> Iterator[sqlite3.Connection]:
+    """The history database (created on first use), committed on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(SCHEMA)
+        with db:  # a transaction
+            yield db
+
+
+def comparable_key(record: dict[str, Any]) -> str:
+    """What must match for two runs to compare: models, protocols, levels, payloads, CPU."""
+    plan = record["plan"]
+    key = {k: plan.get(k) for k in ("variants", "runtimes", "protocols", "concurrency", "mode")}
+    key["cpu"] = record["machine"].get("cpu")
+    return json.dumps(key, sort_keys=True)
+
+
+def store(path: Path, folder: Path, record: dict[str, Any]) -> int:
+    """Add a run (its ``results.json`` record) to the history; its id."""
+    with connect(path) as db:
+        cursor = db.execute(
+            "INSERT INTO runs (folder, created_at, comparable, plan, machine) VALUES (?,?,?,?,?)",
+            (str(folder), record["created_at"], comparable_key(record),
+             json.dumps(record["plan"]), json.dumps(record["machine"])),
+        )  # fmt: skip
+        run_id = int(cursor.lastrowid or 0)
+        db.executemany(
+            "INSERT INTO steps VALUES (?,?,?,?,?,?,?,?,?)",
+            [
+                (run_id, s.get("target") or s["model"], s["concurrency"], s["repeat"],
+                 s["throughput_rps"], s["latency_ms"]["p50"], s["latency_ms"]["p99"],
+                 s["errors"], s["requests"])
+                for s in record["steps"]
+            ],
+        )  # fmt: skip
+    return run_id
+
+
+def runs(path: Path) -> list[Run]:
+    """Every stored run, oldest first."""
+    with connect(path) as db:
+        rows = db.execute("SELECT * FROM runs ORDER BY id").fetchall()
+    return [Run(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5])) for r in rows]
+
+
+def get(path: Path, ref: str) -> Run:
+    """A run by id or folder (name or path); KeyError naming what exists otherwise."""
+    found = runs(path)
+    for run in found:
+        if ref == str(run.id) or ref in (run.folder, Path(run.folder).name):
+            return run
+    raise KeyError(f"no run {ref!r} in {path} (ids 1-{len(found)}; see `mnist-serve history`)")
+
+
+def previous_comparable(path: Path, folder: Path, record: dict[str, Any]) -> Run | None:
+    """The latest earlier run with the same comparable key (not ``folder`` itself)."""
+    if not path.is_file():
+        return None
+    key = comparable_key(record)
+    earlier = [r for r in runs(path) if r.comparable == key and r.folder != str(folder)]
+    return earlier[-1] if earlier else None
+
+
+def throughputs(path: Path, run_id: int) -> dict[tuple[str, int], list[float]]:
+    """Per (target, level), the throughput of each repeat."""
+    with connect(path) as db:
+        rows = db.execute(
+            "SELECT target, level, throughput_rps FROM steps WHERE run_id = ? ORDER BY repeat",
+            (run_id,),
+        ).fetchall()
+    out: dict[tuple[str, int], list[float]] = {}
+    for target, level, value in rows:
+        out.setdefault((target, level), []).append(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Change:
+    """One target at one level in two runs: throughput mean and 95 % interval in each."""
+
+    target: str
+    level: int
+    before: tuple[float, float, float]  # mean, low, high
+    after: tuple[float, float, float]
+
+    @property
+    def ratio(self) -> float:
+        """After over before."""
+        return self.after[0] / self.before[0] if self.before[0] else float("nan")
+
+    @property
+    def moved(self) -> bool:
+        """Whether the intervals do not overlap (NaN bounds with one repeat: never)."""
+        (_, b_low, b_high), (_, a_low, a_high) = self.before, self.after
+        return a_low > b_high or a_high < b_low
+
+
+def compare(path: Path, before: Run, after: Run) -> list[Change]:
+    """Every (target, level) measured in both runs."""
+    from loadtests.report import mean_interval
+
+    first, second = throughputs(path, before.id), throughputs(path, after.id)
+    changes = []
+    for key in sorted(first.keys() & second.keys(), key=lambda k: (k[1], k[0])):
+        a, b = mean_interval(first[key]), mean_interval(second[key])
+        changes.append(Change(key[0], key[1], (a.mean, a.low, a.high), (b.mean, b.low, b.high)))
+    return changes

@@ -1,0 +1,59 @@
+"""The run history: stored runs, the previous comparable one, and a comparison that says what
+moved beyond the repeats' intervals; the `history` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from loadtests import history
+from mnist_serve.cli import app
+
+
+def record(created: str, throughputs: dict[int, list[float]], cpu: str = "EPYC") -> dict:
+    """A results.json-shaped record: depthwise at each level, one step per repeat."""
+    steps = [
+        {"model": "depthwise", "target": "depthwise", "concurrency": level, "repeat": r,
+         "throughput_rps": value, "latency_ms": {"p50": 1.0, "p99": 2.0}, "errors": 0,
+         "requests": 100}
+        for level, values in throughputs.items() for r, value in enumerate(values)
+    ]  # fmt: skip
+    plan = {"variants": ["depthwise"], "runtimes": [], "protocols": ["native"],
+            "concurrency": sorted(throughputs), "mode": "json", "repeats": 3}  # fmt: skip
+    return {"created_at": created, "plan": plan, "machine": {"cpu": cpu}, "steps": steps}
+
+
+def test_store_compare_and_previous(tmp_path: Path) -> None:
+    db = tmp_path / "history.sqlite"
+    old = record("2026-11-20", {1: [100, 102, 98], 32: [900, 910, 890]})
+    new = record("2026-11-24", {1: [101, 99, 100], 32: [1200, 1190, 1210]})
+    other_machine = record("2026-11-22", {1: [50, 50, 50], 32: [400, 400, 400]}, cpu="Xeon")
+    history.store(db, tmp_path / "a", old)
+    history.store(db, tmp_path / "x", other_machine)
+    history.store(db, tmp_path / "b", new)
+    assert [r.folder for r in history.runs(db)] == [str(tmp_path / n) for n in "axb"]
+    previous = history.previous_comparable(db, tmp_path / "b", new)
+    assert previous is not None and previous.folder == str(tmp_path / "a")  # not the Xeon run
+    changes = {c.level: c for c in history.compare(db, previous, history.get(db, "b"))}
+    assert not changes[1].moved and changes[1].ratio == pytest.approx(1.0)
+    assert changes[32].moved and changes[32].ratio == pytest.approx(1200 / 900)
+    with pytest.raises(KeyError, match="no run"):
+        history.get(db, "nope")
+
+
+def test_history_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "h.sqlite"
+    monkeypatch.setenv(history.ENV_VAR, str(db))
+    runner = CliRunner()
+    assert "no history yet" in runner.invoke(app, ["history"]).output
+    history.store(db, tmp_path / "run-a", record("2026-11-20", {8: [500, 510, 490]}))
+    history.store(db, tmp_path / "run-b", record("2026-11-24", {8: [700, 690, 710]}))
+    listed = runner.invoke(app, ["history"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "run-a" in listed.output and "run-b" in listed.output
+    compared = runner.invoke(app, ["history", "compare", "1", "run-b"], env={"COLUMNS": "200"})
+    assert compared.exit_code == 0, compared.output
+    assert "1.40x" in compared.output and "yes" in compared.output
+    missing = runner.invoke(app, ["history", "compare", "1", "9"])
+    assert missing.exit_code != 0 and "no run '9'" in missing.output
