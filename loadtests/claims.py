@@ -60,6 +60,38 @@ def accuracy_difference(base: float, candidate: float) -> tuple[float, float, fl
     return diff, diff - Z95 * se, diff + Z95 * se
 
 
+def seed_accuracy_claim(
+    base: dict[str, Any], cand: dict[str, Any], ref_base: dict[str, Any], ref_cand: dict[str, Any]
+) -> Claim | None:
+    """The accuracy claim over seeds, when both models were trained with several (--seeds)."""
+    from training.seeds import SeedSummary, difference
+
+    def seeds_of(entry: dict[str, Any]) -> SeedSummary | None:
+        found = entry.get("seeds") or entry.get("metadata", {}).get("seeds")
+        return SeedSummary(**found) if isinstance(found, dict) else None
+
+    first, second = seeds_of(base), seeds_of(cand)
+    if first is None or second is None:
+        return None
+    if len(first.seeds) < 2 or len(second.seeds) < 2:
+        return None
+    diff, low, high = difference(first, second)
+    ref = (
+        f"{ref_cand['test_accuracy']:.2%} vs {ref_base['test_accuracy']:.2%}"
+        if ref_base and ref_cand
+        else "higher"
+    )
+    return Claim(
+        f"higher test accuracy (10,000 test images, mean of {len(second.seeds)} and "
+        f"{len(first.seeds)} seeds)",
+        ref,
+        f"{second.mean:.2%} vs {first.mean:.2%} ({diff * 100:+.2f} points, 95% CI "
+        f"{low * 100:+.2f} to {high * 100:+.2f}; seed sd {second.std * 100:.2f} and "
+        f"{first.std * 100:.2f} points)",
+        "holds" if low > 0 else "does not" if high < 0 else "within noise",
+    )
+
+
 def claims(record: dict[str, Any], items: Sequence[Speedup]) -> list[Claim]:
     """The claims of the second variant named against the first (the baseline)."""
     variants = record["plan"]["variants"]
@@ -96,8 +128,11 @@ def claims(record: dict[str, Any], items: Sequence[Speedup]) -> list[Claim]:
                 "holds" if m_cand < m_base else "does not",
             )
         )
+    seeds_claim = seed_accuracy_claim(base, cand, ref_base, ref_cand)
     a_base, a_cand = _figure(base, "test_accuracy"), _figure(cand, "test_accuracy")
-    if a_base is not None and a_cand is not None:
+    if seeds_claim is not None:
+        out.append(seeds_claim)
+    elif a_base is not None and a_cand is not None:
         diff, low, high = accuracy_difference(a_base, a_cand)
         ref = (
             f"{ref_cand['test_accuracy']:.2%} vs {ref_base['test_accuracy']:.2%}"

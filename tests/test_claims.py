@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from loadtests.claims import accuracy_difference, bottom_line, claims
 from loadtests.report import Interval, Speedup
 
@@ -57,3 +59,31 @@ def test_a_clear_accuracy_drop_does_not_hold_and_the_bottom_line_says_so() -> No
 def test_accuracy_interval_is_the_difference_of_two_proportions() -> None:
     diff, low, high = accuracy_difference(0.99, 0.99)
     assert diff == 0 and low == -high and 0.0027 < high < 0.0029  # 1.96 * sqrt(2 * .0099 / 1e4)
+
+
+def test_accuracy_over_seeds_is_used_when_both_have_several() -> None:
+    """With --seeds metadata, the claim compares means with a t-interval over seeds."""
+    from dataclasses import asdict
+
+    from training.seeds import summarize
+
+    data = record(0.9914, 0.9903)
+    base = summarize([1, 2, 3], [0.9914, 0.9908, 0.9911], [[41.0], [40.0], [42.0]])
+    cand = summarize([1, 2, 3], [0.9903, 0.9921, 0.9890], [[21.0], [20.0], [22.0]])
+    data["variants"][0]["metadata"] = {"seeds": asdict(base)}  # type: ignore[index]
+    data["variants"][1]["metadata"] = {"seeds": asdict(cand)}  # type: ignore[index]
+    found = {c.claim.split(" (")[0]: c for c in claims(data, [])}
+    claim = found["higher test accuracy"]
+    assert "mean of 3 and 3 seeds" in claim.claim and claim.verdict == "within noise"
+    assert "99.05% vs 99.11%" in claim.measured
+
+
+def test_seed_summary_interval() -> None:
+    from training.seeds import summarize, t975
+
+    summary = summarize([1, 2, 3], [0.990, 0.992, 0.994], [[1.0, 3.0], [2.0], [4.0]])
+    assert summary.mean == pytest.approx(0.992) and summary.std == pytest.approx(0.002)
+    half = 4.303 * 0.002 / 3**0.5
+    assert (summary.low, summary.high) == pytest.approx((0.992 - half, 0.992 + half))
+    assert summary.epoch_seconds_median == [2.0, 2.0, 4.0]
+    assert t975(2) == 4.303 and t975(12) == 2.131 and t975(100) == 1.96

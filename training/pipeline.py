@@ -7,7 +7,7 @@ This is what ``mnist-serve train`` and ``mnist-serve demo`` run; the pieces it s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from training import catalog
 from training.convert import ConversionError, Converted
 from training.data import Mnist
 from training.export import OnConverted, export_model
+from training.seeds import summarize
 from training.train import TrainConfig, batches_per_epoch, train_variant
 
 
@@ -45,8 +46,13 @@ def train_and_export(
     models_dir: Path,
     console: Console,
     runtimes: Sequence[str] = CONVERTED_RUNTIMES,
+    extra_seeds: Sequence[int] = (),
 ) -> list[Trained]:
-    """Train and export each named variant (with ``runtimes``' artifacts), showing progress."""
+    """Train and export each named variant (with ``runtimes``' artifacts), showing progress.
+
+    With ``extra_seeds``, each variant is also trained once per extra seed (not exported) and
+    the exported version's metadata gets the seeds' summary (training.seeds).
+    """
     repository = ModelRepository(models_dir)
     train_images = len(data.limited(config.limit).x_train)
     steps = config.epochs * batches_per_epoch(train_images, config.batch_size)
@@ -80,8 +86,29 @@ def train_and_export(
             exported = export_model(
                 result, data, repository, runtimes, conversion_printer(progress.console, name)
             )
-            done.append(Trained(exported.read_metadata(), exported.path))
             progress.console.print(f"[green]exported[/] {name} -> {exported.path}")
+            if extra_seeds:
+                runs = [result]
+                for seed in extra_seeds:
+                    progress.reset(task, description=f"{name:>16} (seed {seed})")
+                    runs.append(
+                        train_variant(catalog.get(name), data, replace(config, seed=seed),
+                                      on_epoch, on_batch)
+                    )  # fmt: skip
+                summary = summarize(
+                    [r.config.seed for r in runs],
+                    [round(r.test_accuracy, 6) for r in runs],
+                    [r.epoch_seconds for r in runs],
+                )
+                metadata = exported.read_metadata()
+                metadata["seeds"] = asdict(summary)
+                exported.write_metadata(metadata)
+                progress.console.print(
+                    f"{name}: test accuracy over seeds {summary.seeds}: mean {summary.mean:.2%}, "
+                    f"sd {summary.std * 100:.2f} points, "
+                    f"95% CI {summary.low:.2%}-{summary.high:.2%}"
+                )
+            done.append(Trained(exported.read_metadata(), exported.path))
     return done
 
 
