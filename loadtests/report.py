@@ -281,6 +281,29 @@ def plots(
         ax.set_visible(False)
     fig.suptitle("Latency CDF at each concurrency")
     files["Latency CDF at each concurrency"] = _save(fig, folder / "cdf.png")
+
+    # The trade-off: what each model costs in latency against what it gives in accuracy.
+    figures = {e["name"]: e for e in record["variants"]}
+    low = min(conc)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v in models:
+        entry = figures.get(variant_of(v), {})
+        accuracy = entry.get("test_accuracy")
+        if not isinstance(accuracy, int | float):
+            continue
+        p50 = levels[(v, low)].percentiles["p50"]
+        macs = entry.get("macs") or 0
+        ax.scatter(p50, accuracy * 100, s=40 + macs / 1e5, color=colours[v], alpha=0.7, label=v)
+        ax.annotate(f"{v}\n{entry.get('parameters') or 0:,} params, {macs / 1e6:.1f}M MACs",
+                    (p50, accuracy * 100), fontsize=7, xytext=(6, 4),
+                    textcoords="offset points")  # fmt: skip
+    ax.set(
+        xlabel=f"p50 latency at {low} client{'s' if low > 1 else ''} (ms)",
+        ylabel="test accuracy (%, 10,000 images)",
+        title="Trade-off: accuracy vs served latency (marker area ~ multiply-adds)",
+    )
+    ax.grid(True, alpha=0.3)
+    files["Trade-off: accuracy vs served latency"] = _save(fig, folder / "tradeoff.png")
     return files
 
 

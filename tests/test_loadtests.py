@@ -201,10 +201,16 @@ def test_report_maths_match_numpy(tmp_path: Path) -> None:
             assert s.p50.low > 1.0  # depthwise was made ~20 % faster
     report_md, report_html, verdict = build_report(tmp_path)
     assert "data:image/png;base64," in report_html.read_text()
-    assert report_md.read_text().count("![") == 4
+    assert report_md.read_text().count("![") == 5
     assert all(
         (tmp_path / "plots" / f).stat().st_size > 10_000
-        for f in ("latency.png", "throughput.png", "latency_vs_throughput.png", "cdf.png")
+        for f in (
+            "latency.png",
+            "throughput.png",
+            "latency_vs_throughput.png",
+            "cdf.png",
+            "tradeoff.png",
+        )
     )
     speed_lines = [line for line in verdict if not line.startswith("The run was noisy")]
     assert len(speed_lines) == 8 and (tmp_path / "steps.csv").read_text().count("\n") == 25
