@@ -40,6 +40,21 @@ class Claim:
     verdict: str  # "holds", "does not", "within noise" or "one run"
 
 
+def interval_verdict(low: float, high: float, none: float = 0.0) -> str:
+    """holds (the interval lies above ``none``, "no difference"), does not (below), or
+    within noise (it includes it); one run when there is no interval."""
+    if math.isnan(low):
+        return "one run"
+    return "holds" if low > none else "does not" if high < none else "within noise"
+
+
+def accuracy_reference(ref_base: dict[str, Any], ref_cand: dict[str, Any]) -> str:
+    """The seed study's accuracies, candidate vs baseline, or just "higher" when unknown."""
+    if ref_base and ref_cand:
+        return f"{ref_cand['test_accuracy']:.2%} vs {ref_base['test_accuracy']:.2%}"
+    return "higher"
+
+
 def variant_of(target: str) -> str:
     """The variant of a report target ("depthwise@onnx via tfserving" -> "depthwise")."""
     return target.split(" via ")[0].split("@")[0]
@@ -76,19 +91,14 @@ def seed_accuracy_claim(
     if len(first.seeds) < 2 or len(second.seeds) < 2:
         return None
     diff, low, high = difference(first, second)
-    ref = (
-        f"{ref_cand['test_accuracy']:.2%} vs {ref_base['test_accuracy']:.2%}"
-        if ref_base and ref_cand
-        else "higher"
-    )
     return Claim(
         f"higher test accuracy (10,000 test images, mean of {len(second.seeds)} and "
         f"{len(first.seeds)} seeds)",
-        ref,
+        accuracy_reference(ref_base, ref_cand),
         f"{second.mean:.2%} vs {first.mean:.2%} ({diff * 100:+.2f} points, 95% CI "
         f"{low * 100:+.2f} to {high * 100:+.2f}; seed sd {second.std * 100:.2f} and "
         f"{first.std * 100:.2f} points)",
-        "holds" if low > 0 else "does not" if high < 0 else "within noise",
+        interval_verdict(low, high),
     )
 
 
@@ -134,19 +144,13 @@ def claims(record: dict[str, Any], items: Sequence[Speedup]) -> list[Claim]:
         out.append(seeds_claim)
     elif a_base is not None and a_cand is not None:
         diff, low, high = accuracy_difference(a_base, a_cand)
-        ref = (
-            f"{ref_cand['test_accuracy']:.2%} vs {ref_base['test_accuracy']:.2%}"
-            if ref_base and ref_cand
-            else "higher"
-        )
-        verdict = "holds" if low > 0 else "does not" if high < 0 else "within noise"
         out.append(
             Claim(
                 "higher test accuracy (10,000 test images)",
-                ref,
+                accuracy_reference(ref_base, ref_cand),
                 f"{a_cand:.2%} vs {a_base:.2%} ({diff * 100:+.2f} points, 95% CI "
                 f"{low * 100:+.2f} to {high * 100:+.2f}; {cand.get('epochs')} epochs, one seed)",
-                verdict,
+                interval_verdict(low, high),
             )
         )
     e_base, e_cand = _figure(base, "epoch_seconds"), _figure(cand, "epoch_seconds")
@@ -164,10 +168,7 @@ def claims(record: dict[str, Any], items: Sequence[Speedup]) -> list[Claim]:
         if s.kind != "variant" or variant_of(s.baseline) != base_name:
             continue
         t = s.throughput
-        if math.isnan(t.low):
-            verdict = "one run"
-        else:
-            verdict = "holds" if t.low > 1 else "does not" if t.high < 1 else "within noise"
+        verdict = interval_verdict(t.low, t.high, none=1.0)
         out.append(
             Claim(
                 f"faster inference: {s.candidate} at {s.concurrency} client(s)",

@@ -128,6 +128,15 @@ class _Connection(asyncio.Protocol):
             self._record(Sample(scheduled, sent, time.perf_counter(), 0))
 
 
+def content_length(head: bytes) -> int:
+    """The Content-Length of an HTTP message head (0 when absent)."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
 def encode_request(url: str, method: str, body: bytes, content_type: str) -> bytes:
     """The bytes of one keep-alive HTTP/1.1 request."""
     parts = urlsplit(url)
@@ -228,12 +237,7 @@ async def run_open_loop(
                 started = time.perf_counter()
                 writer.write(get)
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    (int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                     if line.lower().startswith(b"content-length:")),
-                    0,
-                )  # fmt: skip
-                await reader.readexactly(length)
+                await reader.readexactly(content_length(head))
                 probes[path].append(time.perf_counter() - started)
                 await asyncio.sleep(probe_every_s)
         finally:

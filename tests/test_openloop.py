@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from loadtests.openloop import run_open_loop
+from loadtests.openloop import content_length, run_open_loop
 
 pytestmark = pytest.mark.anyio
 
@@ -30,12 +30,7 @@ async def start_server(delay_s: float, serial: bool) -> tuple[asyncio.Server, in
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    (int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                     if line.lower().startswith(b"content-length:")),
-                    0,
-                )  # fmt: skip
-                await reader.readexactly(length)
+                await reader.readexactly(content_length(head))
                 if serial:
                     async with lock:
                         await asyncio.sleep(delay_s)
