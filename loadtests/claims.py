@@ -16,15 +16,27 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from loadtests.results import OpenLoopRecord, RunRecord, ServedVariant
+from modelrepo.layout import ModelName
 
 if TYPE_CHECKING:
     from loadtests.report import Speedup
 
+
+@dataclass(frozen=True)
+class Reference:
+    """A seed-study model's published figures."""
+
+    parameters: int
+    test_accuracy: float
+
+
 # The seed study's figures (the keras-io CNN and its depthwise variant, 12 epochs).
 REFERENCE = {
-    "original": {"parameters": 1_199_882, "test_accuracy": 0.991},
-    "depthwise": {"parameters": 823_828, "test_accuracy": 0.9921},
+    "original": Reference(parameters=1_199_882, test_accuracy=0.991),
+    "depthwise": Reference(parameters=823_828, test_accuracy=0.9921),
 }
 TEST_IMAGES = 10_000
 Z95 = 1.959964
@@ -48,10 +60,10 @@ def interval_verdict(low: float, high: float, none: float = 0.0) -> str:
     return "holds" if low > none else "does not" if high < none else "within noise"
 
 
-def accuracy_reference(ref_base: dict[str, Any], ref_cand: dict[str, Any]) -> str:
+def accuracy_reference(ref_base: Reference | None, ref_cand: Reference | None) -> str:
     """The seed study's accuracies, candidate vs baseline, or just "higher" when unknown."""
     if ref_base and ref_cand:
-        return f"{ref_cand['test_accuracy']:.2%} vs {ref_base['test_accuracy']:.2%}"
+        return f"{ref_cand.test_accuracy:.2%} vs {ref_base.test_accuracy:.2%}"
     return "higher"
 
 
@@ -60,12 +72,9 @@ def variant_of(target: str) -> str:
     return target.split(" via ")[0].split("@")[0]
 
 
-def _figure(entry: dict[str, Any], key: str) -> float | None:
-    """A number from a variant's metadata; a list (per-epoch times) gives its median."""
-    value = entry.get(key)
-    if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
-        return float(sorted(value)[len(value) // 2])
-    return float(value) if isinstance(value, int | float) else None
+def median(values: list[float] | None) -> float | None:
+    """The median of per-epoch times (None when there are none)."""
+    return float(sorted(values)[len(values) // 2]) if values else None
 
 
 def accuracy_difference(base: float, candidate: float) -> tuple[float, float, float]:
@@ -76,16 +85,12 @@ def accuracy_difference(base: float, candidate: float) -> tuple[float, float, fl
 
 
 def seed_accuracy_claim(
-    base: dict[str, Any], cand: dict[str, Any], ref_base: dict[str, Any], ref_cand: dict[str, Any]
+    base: ServedVariant, cand: ServedVariant, ref_base: Reference | None, ref_cand: Reference | None
 ) -> Claim | None:
     """The accuracy claim over seeds, when both models were trained with several (--seeds)."""
-    from training.seeds import SeedSummary, difference
+    from training.seeds import difference
 
-    def seeds_of(entry: dict[str, Any]) -> SeedSummary | None:
-        found = entry.get("seeds") or entry.get("metadata", {}).get("seeds")
-        return SeedSummary(**found) if isinstance(found, dict) else None
-
-    first, second = seeds_of(base), seeds_of(cand)
+    first, second = base.seeds, cand.seeds
     if first is None or second is None:
         return None
     if len(first.seeds) < 2 or len(second.seeds) < 2:
@@ -102,21 +107,31 @@ def seed_accuracy_claim(
     )
 
 
-def claims(record: dict[str, Any], items: Sequence[Speedup]) -> list[Claim]:
+def pair(record: RunRecord) -> tuple[ServedVariant, ServedVariant] | None:
+    """The baseline (first variant named) and the candidate (second), as the server saw them."""
+    names = record.plan.variants
+    if len(names) < 2:
+        return None
+    return (
+        record.variant(names[0]) or ServedVariant(names[0]),
+        record.variant(names[1]) or ServedVariant(names[1]),
+    )
+
+
+def claims(
+    record: RunRecord, items: Sequence[Speedup], openloop: OpenLoopRecord | None = None
+) -> list[Claim]:
     """The claims of the second variant named against the first (the baseline)."""
-    variants = record["plan"]["variants"]
-    if len(variants) < 2:
+    found = pair(record)
+    if found is None:
         return []
-    by_name = {entry["name"]: entry for entry in record["variants"]}
-    base_name, cand_name = variants[0], variants[1]
-    base, cand = by_name.get(base_name, {}), by_name.get(cand_name, {})
-    ref_base, ref_cand = REFERENCE.get(base_name, {}), REFERENCE.get(cand_name, {})
+    base, cand = found
+    ref_base, ref_cand = REFERENCE.get(base.name), REFERENCE.get(cand.name)
     out = []
 
-    p_base, p_cand = _figure(base, "parameters"), _figure(cand, "parameters")
-    if p_base and p_cand:
+    if base.parameters and cand.parameters:
         ref = (
-            f"{ref_cand['parameters']:,} vs {ref_base['parameters']:,}"
+            f"{ref_cand.parameters:,} vs {ref_base.parameters:,}"
             if ref_base and ref_cand
             else "fewer"
         )
@@ -124,36 +139,36 @@ def claims(record: dict[str, Any], items: Sequence[Speedup]) -> list[Claim]:
             Claim(
                 "fewer parameters",
                 ref,
-                f"{p_cand:,.0f} vs {p_base:,.0f} ({p_base / p_cand:.2f}x fewer)",
-                "holds" if p_cand < p_base else "does not",
+                f"{cand.parameters:,} vs {base.parameters:,} "
+                f"({base.parameters / cand.parameters:.2f}x fewer)",
+                "holds" if cand.parameters < base.parameters else "does not",
             )
         )
-    m_base, m_cand = _figure(base, "macs"), _figure(cand, "macs")
-    if m_base and m_cand:
+    if base.macs and cand.macs:
         out.append(
             Claim(
                 "fewer multiply-adds per image",
                 "implied by 'cuts inference time'",
-                f"{m_cand:,.0f} vs {m_base:,.0f} ({m_base / m_cand:.2f}x fewer)",
-                "holds" if m_cand < m_base else "does not",
+                f"{cand.macs:,} vs {base.macs:,} ({base.macs / cand.macs:.2f}x fewer)",
+                "holds" if cand.macs < base.macs else "does not",
             )
         )
     seeds_claim = seed_accuracy_claim(base, cand, ref_base, ref_cand)
-    a_base, a_cand = _figure(base, "test_accuracy"), _figure(cand, "test_accuracy")
     if seeds_claim is not None:
         out.append(seeds_claim)
-    elif a_base is not None and a_cand is not None:
-        diff, low, high = accuracy_difference(a_base, a_cand)
+    elif base.test_accuracy is not None and cand.test_accuracy is not None:
+        diff, low, high = accuracy_difference(base.test_accuracy, cand.test_accuracy)
         out.append(
             Claim(
                 "higher test accuracy (10,000 test images)",
                 accuracy_reference(ref_base, ref_cand),
-                f"{a_cand:.2%} vs {a_base:.2%} ({diff * 100:+.2f} points, 95% CI "
-                f"{low * 100:+.2f} to {high * 100:+.2f}; {cand.get('epochs')} epochs, one seed)",
+                f"{cand.test_accuracy:.2%} vs {base.test_accuracy:.2%} ({diff * 100:+.2f} "
+                f"points, 95% CI {low * 100:+.2f} to {high * 100:+.2f}; {cand.epochs} epochs, "
+                "one seed)",
                 interval_verdict(low, high),
             )
         )
-    e_base, e_cand = _figure(base, "epoch_seconds"), _figure(cand, "epoch_seconds")
+    e_base, e_cand = median(base.epoch_seconds), median(cand.epoch_seconds)
     if e_base and e_cand:
         out.append(
             Claim(
@@ -165,28 +180,66 @@ def claims(record: dict[str, Any], items: Sequence[Speedup]) -> list[Claim]:
             )
         )
     for s in items:
-        if s.kind != "variant" or variant_of(s.baseline) != base_name:
+        if s.kind != "variant" or variant_of(s.baseline) != base.name:
             continue
         t = s.throughput
-        verdict = interval_verdict(t.low, t.high, none=1.0)
         out.append(
             Claim(
                 f"faster inference: {s.candidate} at {s.concurrency} client(s)",
                 "cuts inference time",
                 f"{t} the requests/s of {s.baseline}, p50 {s.p50_diff_ms:+.2f} ms",
+                interval_verdict(t.low, t.high, none=1.0),
+            )
+        )
+    if openloop is not None:
+        out += rate_claims(openloop, base.name)
+    return out
+
+
+def rate_pairs(openloop: OpenLoopRecord, base_name: str) -> list[tuple[str, str]]:
+    """(candidate, baseline) model pairs of an open-loop sweep: each other variant against
+    ``base_name`` on the same runtime."""
+    out = []
+    for model in openloop.models:
+        name = ModelName.parse(model)
+        baseline = str(ModelName(base_name, name.runtime))
+        if name.variant != base_name and baseline in openloop.max_rate:
+            out.append((model, baseline))
+    return out
+
+
+def rate_claims(openloop: OpenLoopRecord, base_name: str) -> list[Claim]:
+    """Per candidate model, its highest arrival rate within the SLO against its baseline's
+    (same runtime). The search brackets each answer between the highest rate that met the SLO
+    and the lowest that missed it; the claim holds or fails only when the brackets are apart."""
+    out = []
+    for model, baseline in rate_pairs(openloop, base_name):
+        (low_c, high_c), (low_b, high_b) = openloop.bracket(model), openloop.bracket(baseline)
+        verdict = (
+            "holds" if low_c >= high_b else "does not" if high_c <= low_b
+            else "within search resolution"
+        )  # fmt: skip
+        out.append(
+            Claim(
+                f"faster inference: {model}, highest Poisson arrival rate within {openloop.slo}",
+                "cuts inference time",
+                f"{openloop.max_rate[model]:,.0f} vs {openloop.max_rate[baseline]:,.0f} req/s of "
+                f"{baseline} ({openloop.ratio_to(model, baseline):.2f}x)",
                 verdict,
             )
         )
     return out
 
 
-def bottom_line(record: dict[str, Any], items: Sequence[Speedup]) -> str:
+def bottom_line(
+    record: RunRecord, items: Sequence[Speedup], openloop: OpenLoopRecord | None = None
+) -> str:
     """One sentence: the speedup at the highest load measured, the MACs, the accuracy."""
-    variants = record["plan"]["variants"]
-    if len(variants) < 2:
+    found = pair(record)
+    if found is None:
         return ""
-    base_name, cand_name = variants[0], variants[1]
-    speed = [s for s in items if s.kind == "variant" and variant_of(s.baseline) == base_name]
+    base, cand = found
+    speed = [s for s in items if s.kind == "variant" and variant_of(s.baseline) == base.name]
     parts = []
     if speed:
         top = max(speed, key=lambda s: s.concurrency)
@@ -196,13 +249,19 @@ def bottom_line(record: dict[str, Any], items: Sequence[Speedup]) -> str:
             f"{top.candidate} serves {t.mean:.2f}x the requests/s of {top.baseline} at "
             f"{top.concurrency} clients{interval}"
         )
-    by_name = {entry["name"]: entry for entry in record["variants"]}
-    base, cand = by_name.get(base_name, {}), by_name.get(cand_name, {})
-    m_base, m_cand = _figure(base, "macs"), _figure(cand, "macs")
-    if m_base and m_cand:
-        parts.append(f"needs {m_base / m_cand:.2f}x fewer multiply-adds")
-    a_base, a_cand = _figure(base, "test_accuracy"), _figure(cand, "test_accuracy")
-    if a_base is not None and a_cand is not None:
+    if openloop is not None:
+        for claim, (model, baseline) in list(
+            zip(rate_claims(openloop, base.name), rate_pairs(openloop, base.name), strict=True)
+        )[:1]:
+            caveat = "" if claim.verdict in ("holds", "does not") else f" ({claim.verdict})"
+            parts.append(
+                f"{model} sustains {openloop.ratio_to(model, baseline):.2f}x the arrival rate of "
+                f"{baseline} within {openloop.slo}{caveat}"
+            )
+    if base.macs and cand.macs:
+        parts.append(f"needs {base.macs / cand.macs:.2f}x fewer multiply-adds")
+    if base.test_accuracy is not None and cand.test_accuracy is not None:
+        a_base, a_cand = base.test_accuracy, cand.test_accuracy
         _, low, high = accuracy_difference(a_base, a_cand)
         if high < 0:
             accuracy = f"is less accurate ({a_cand:.2%} vs {a_base:.2%})"

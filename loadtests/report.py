@@ -6,6 +6,9 @@ back under the same conditions) and carry a 95 % t-interval over the repeats. Tw
 
 * variants: each variant against the first one named (``original``), on the same runtime;
 * runtimes: each runtime against the first one named (``savedmodel``), on the same variant.
+
+An open-loop sweep written into the same folder (``openloop.json``) joins the report: the
+highest arrival rate each model sustains within the SLO, every run of the search, and a claim.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,50 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from loadtests import slo
 from loadtests.claims import Claim, bottom_line, claims, variant_of
-from loadtests.runner import PERCENTILES, LoadPlan
+from loadtests.results import OPENLOOP_FILE, LoadPlan, OpenLoopRecord, Percentiles, RunRecord
+from loadtests.stats import Interval, ratio_interval
 
-CONFIDENCE = 0.95
 # A repeat whose throughput is further than this from the median of its level's repeats is
 # flagged as drift: the run was noisy there.
 DRIFT = 0.2
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A mean with its confidence interval (NaN bounds with a single repeat)."""
-
-    mean: float
-    low: float
-    high: float
-
-    def excludes(self, value: float) -> bool:
-        """Whether the whole interval lies on one side of ``value``."""
-        return not math.isnan(self.low) and (self.low > value or self.high < value)
-
-    def __str__(self) -> str:
-        if math.isnan(self.low):
-            return f"{self.mean:.2f}x"
-        return f"{self.mean:.2f}x [{self.low:.2f}, {self.high:.2f}]"
-
-
-def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
-    """Mean and two-sided t-interval of ``values`` (independent repeats)."""
-    from scipy import stats
-
-    data = np.asarray(values, dtype=float)
-    mean = float(data.mean())
-    if len(data) < 2:
-        return Interval(mean, math.nan, math.nan)
-    half = float(
-        stats.t.ppf((1 + confidence) / 2, len(data) - 1) * data.std(ddof=1) / math.sqrt(len(data))
-    )
-    return Interval(mean, mean - half, mean + half)
-
-
-def percentiles(latency_ms: np.ndarray) -> dict[str, float]:
-    """The report's latency percentiles of a sample."""
-    return {f"p{q:g}": float(np.percentile(latency_ms, q)) for q in PERCENTILES}
 
 
 @dataclass
@@ -87,36 +53,44 @@ class Level:
     generator_busy: float
 
     @property
-    def percentiles(self) -> dict[str, float]:
+    def percentiles(self) -> Percentiles:
         """Latency percentiles of the pooled samples."""
-        return percentiles(self.latency) if len(self.latency) else {}
+        return Percentiles.of(self.latency)
 
 
-def load_levels(out_dir: Path) -> tuple[dict[str, Any], dict[tuple[str, int], Level]]:
-    """The results record and, per (model, concurrency), the pooled measurements."""
-    record = json.loads((out_dir / "results.json").read_text())
-    levels: dict[tuple[str, int], Level] = {}
-    for step in sorted(record["steps"], key=lambda s: s["repeat"]):
-        with np.load(out_dir / step["samples"]) as data:
+Levels = dict[tuple[str, int], Level]
+
+
+def load_levels(out_dir: Path) -> tuple[RunRecord, Levels]:
+    """The results record and, per (target, concurrency), the pooled measurements."""
+    record = RunRecord.load(out_dir)
+    levels: Levels = {}
+    for step in sorted(record.steps, key=lambda s: s.repeat):
+        with np.load(out_dir / step.samples) as data:
             ok = data["ok"].astype(bool)
             latency = data["latency_ms"][ok]
-        key = (step.get("target") or step["model"], step["concurrency"])
+        key = (step.target or step.model, step.concurrency)
         level = levels.setdefault(
             key, Level(key[0], key[1], np.empty(0), [], [], [], 0, 0, 0.0, 0.0, 0.0, 0.0)
         )
         level.latency = np.concatenate([level.latency, latency])
-        level.throughput.append(step["throughput_rps"])
-        level.p50.append(step["latency_ms"]["p50"])
-        level.p99.append(step["latency_ms"]["p99"])
-        level.errors += step["errors"]
-        level.requests += step["requests"]
+        level.throughput.append(step.throughput_rps)
+        level.p50.append(step.latency_ms.p50)
+        level.p99.append(step.latency_ms.p99)
+        level.errors += step.errors
+        level.requests += step.requests
         n = len(level.throughput)
         # Running means over repeats of the per-step figures.
-        level.accuracy += (step["accuracy"] - level.accuracy) / n
-        level.queue_ms += (step["server_queue_ms_p50"] - level.queue_ms) / n
-        level.model_ms += (step["server_model_ms_p50"] - level.model_ms) / n
-        level.generator_busy = max(level.generator_busy, step["generator_busy"])
+        level.accuracy += (step.accuracy - level.accuracy) / n
+        level.queue_ms += (step.server_queue_ms_p50 - level.queue_ms) / n
+        level.model_ms += (step.server_model_ms_p50 - level.model_ms) / n
+        level.generator_busy = max(level.generator_busy, step.generator_busy)
     return record, levels
+
+
+def load_openloop(out_dir: Path) -> OpenLoopRecord | None:
+    """The open-loop sweep run into the same folder, if there is one."""
+    return OpenLoopRecord.load(out_dir) if (out_dir / OPENLOOP_FILE).is_file() else None
 
 
 @dataclass(frozen=True)
@@ -133,13 +107,12 @@ class Speedup:
     p50_diff_ms: float
 
 
-def comparisons(record_plan: dict[str, Any]) -> list[tuple[str, str, str]]:
+def comparisons(plan: LoadPlan) -> list[tuple[str, str, str]]:
     """(kind, baseline, candidate) pairs of report targets along each axis swept.
 
     Along each axis (variant, runtime, protocol) with several values, every other value is
     compared with the first one named, the other two axes held fixed.
     """
-    plan = LoadPlan.from_record(record_plan)
     axes: dict[str, tuple[str | None, ...]] = {
         "variant": plan.variants,
         "runtime": plan.runtimes or (None,),
@@ -158,11 +131,11 @@ def comparisons(record_plan: dict[str, Any]) -> list[tuple[str, str, str]]:
     return pairs
 
 
-def speedups(record: dict[str, Any], levels: dict[tuple[str, int], Level]) -> list[Speedup]:
+def speedups(record: RunRecord, levels: Levels) -> list[Speedup]:
     """Per level and compared pair, the candidate against the baseline, repeat by repeat."""
     out = []
-    for kind, baseline, candidate in comparisons(record["plan"]):
-        for level in record["plan"]["concurrency"]:
+    for kind, baseline, candidate in comparisons(record.plan):
+        for level in record.plan.concurrency:
             a, b = levels[(baseline, level)], levels[(candidate, level)]
             out.append(
                 Speedup(
@@ -170,9 +143,9 @@ def speedups(record: dict[str, Any], levels: dict[tuple[str, int], Level]) -> li
                     candidate,
                     baseline,
                     level,
-                    mean_interval([y / x for x, y in zip(a.throughput, b.throughput, strict=True)]),
-                    mean_interval([x / y for x, y in zip(a.p50, b.p50, strict=True)]),
-                    mean_interval([x / y for x, y in zip(a.p99, b.p99, strict=True)]),
+                    ratio_interval(a.throughput, b.throughput),
+                    ratio_interval(b.p50, a.p50),  # latency: lower is faster
+                    ratio_interval(b.p99, a.p99),
                     float(np.mean(b.p50) - np.mean(a.p50)),
                 )
             )
@@ -207,7 +180,7 @@ def verdict(items: Sequence[Speedup]) -> list[str]:
 
 
 def plots(
-    record: dict[str, Any], levels: dict[tuple[str, int], Level], out_dir: Path
+    record: RunRecord, levels: Levels, out_dir: Path, openloop: OpenLoopRecord | None = None
 ) -> dict[str, Path]:
     """The report's figures as PNG files; returns title -> path."""
     import matplotlib
@@ -215,17 +188,20 @@ def plots(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models, conc = models_of(record), record["plan"]["concurrency"]
+    models, conc = record.plan.target_labels(), record.plan.concurrency
     folder = out_dir / "plots"
     folder.mkdir(exist_ok=True)
     files: dict[str, Path] = {}
+
+    def latency(v: str, c: int, q: str) -> float:
+        return float(getattr(levels[(v, c)].percentiles, q))
 
     colours = {v: f"C{i}" for i, v in enumerate(models)}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for v in models:
         for q, style in (("p50", "-o"), ("p99", "--s")):
-            ys = [levels[(v, c)].percentiles[q] for c in conc]
-            ax.plot(conc, ys, style, color=colours[v], label=f"{v} {q}")
+            ax.plot(conc, [latency(v, c, q) for c in conc], style, color=colours[v],
+                    label=f"{v} {q}")  # fmt: skip
     ax.set(
         xscale="log",
         yscale="log",
@@ -258,10 +234,10 @@ def plots(
     for v in models:
         xs = [float(np.mean(levels[(v, c)].throughput)) for c in conc]
         for q, style in (("p50", "-o"), ("p99", "--s")):
-            ys = [levels[(v, c)].percentiles[q] for c in conc]
-            ax.plot(xs, ys, style, color=colours[v], label=f"{v} {q}")
+            ax.plot(xs, [latency(v, c, q) for c in conc], style, color=colours[v],
+                    label=f"{v} {q}")  # fmt: skip
         for x, c in zip(xs, conc, strict=True):
-            ax.annotate(f"c={c}", (x, levels[(v, c)].percentiles["p50"]), fontsize=7)
+            ax.annotate(f"c={c}", (x, latency(v, c, "p50")), fontsize=7)
     ax.set(yscale="log", xlabel="requests/s", ylabel="latency (ms)", title="Latency vs throughput")
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
@@ -282,35 +258,55 @@ def plots(
     fig.suptitle("Latency CDF at each concurrency")
     files["Latency CDF at each concurrency"] = _save(fig, folder / "cdf.png")
 
-    # The trade-off: what each model costs in latency against what it gives in accuracy.
-    figures = {e["name"]: e for e in record["variants"]}
-    low = min(conc)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for v in models:
-        entry = figures.get(variant_of(v), {})
-        accuracy = entry.get("test_accuracy")
-        if not isinstance(accuracy, int | float):
-            continue
-        p50 = levels[(v, low)].percentiles["p50"]
-        macs = entry.get("macs") or 0
-        ax.scatter(p50, accuracy * 100, s=40 + macs / 1e5, color=colours[v], alpha=0.7, label=v)
-        ax.annotate(f"{v}\n{entry.get('parameters') or 0:,} params, {macs / 1e6:.1f}M MACs",
-                    (p50, accuracy * 100), fontsize=7, xytext=(6, 4),
-                    textcoords="offset points")  # fmt: skip
-    ax.set(
-        xlabel=f"p50 latency at {low} client{'s' if low > 1 else ''} (ms)",
-        ylabel="test accuracy (%, 10,000 images)",
-        title="Trade-off: accuracy vs served latency (marker area ~ multiply-adds)",
+    files["Trade-off: accuracy vs served latency"] = tradeoff_plot(
+        record, levels, openloop, colours, folder / "tradeoff.png"
     )
-    ax.grid(True, alpha=0.3)
-    files["Trade-off: accuracy vs served latency"] = _save(fig, folder / "tradeoff.png")
     return files
 
 
-def models_of(record: dict[str, Any]) -> list[str]:
-    """The report's targets (models, with their protocol when several), in the plan's order."""
-    plan = LoadPlan.from_record(record["plan"])
-    return [plan.label_of(model, protocol) for model, protocol in plan.targets()]
+def tradeoff_plot(
+    record: RunRecord,
+    levels: Levels,
+    openloop: OpenLoopRecord | None,
+    colours: dict[str, str],
+    path: Path,
+) -> Path:
+    """What each model costs against what it gives: test accuracy against p50 at the lowest
+    load and, with an open-loop sweep, against the highest arrival rate within the SLO.
+    Marker area grows with multiply-adds; the label gives parameters and MACs."""
+    import matplotlib.pyplot as plt
+
+    low = min(record.plan.concurrency)
+    panels = 2 if openloop is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.5), squeeze=False)
+
+    def mark(ax: Any, model: str, x: float) -> None:
+        served = record.variant(variant_of(model))
+        if served is None or served.test_accuracy is None:
+            return
+        macs, y = served.macs or 0, served.test_accuracy * 100
+        ax.scatter(x, y, s=40 + macs / 1e5, color=colours.get(model, "C0"), alpha=0.7,
+                   label=model)  # fmt: skip
+        ax.annotate(f"{model}\n{served.parameters or 0:,} params, {macs / 1e6:.1f}M MACs",
+                    (x, y), fontsize=7, xytext=(6, 4), textcoords="offset points")  # fmt: skip
+
+    ax = axes[0][0]
+    for model in record.plan.target_labels():
+        mark(ax, model, levels[(model, low)].percentiles.p50)
+    ax.set(xlabel=f"p50 latency at {low} client{'s' if low > 1 else ''} (ms)",
+           ylabel="test accuracy (%, 10,000 images)",
+           title="Accuracy vs latency at the lowest load")  # fmt: skip
+    ax.grid(True, alpha=0.3)
+    if openloop is not None:
+        ax = axes[0][1]
+        for model in openloop.models:
+            mark(ax, model, openloop.max_rate[model])
+        ax.set(xlabel=f"highest Poisson arrival rate within {openloop.slo} (req/s)",
+               ylabel="test accuracy (%, 10,000 images)",
+               title="Accuracy vs capacity at the latency target")  # fmt: skip
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("Trade-off (marker area ~ multiply-adds)")
+    return _save(fig, path)
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -336,7 +332,7 @@ def _save(fig: Any, path: Path) -> Path:
 Table = tuple[list[str], list[list[str]]]
 
 
-def drift(levels: dict[tuple[str, int], Level]) -> list[tuple[str, int, float, list[int]]]:
+def drift(levels: Levels) -> list[tuple[str, int, float, list[int]]]:
     """Per level with several repeats: (target, level, spread, flagged repeats). The spread is
     max/min - 1 of the repeats' throughput; flagged repeats are over DRIFT off the median."""
     out = []
@@ -350,7 +346,7 @@ def drift(levels: dict[tuple[str, int], Level]) -> list[tuple[str, int, float, l
     return out
 
 
-def noise_line(levels: dict[tuple[str, int], Level]) -> str | None:
+def noise_line(levels: Levels) -> str | None:
     """A verdict line when repeats drifted, with what to change; None for a steady run."""
     noisy = [(t, lv, flagged) for t, lv, _, flagged in drift(levels) if flagged]
     if not noisy:
@@ -365,8 +361,16 @@ def noise_line(levels: dict[tuple[str, int], Level]) -> str | None:
     )
 
 
-def history_table(out_dir: Path, record: dict[str, Any]) -> tuple[str, Table] | None:
-    """This run against the previous comparable one in the history, if there is one."""
+@dataclass(frozen=True)
+class Previous:
+    """This run against the previous comparable one in the history."""
+
+    tables: dict[str, Table]
+    lines: list[str]  # for the verdict: did the speedup move?
+
+
+def against_previous(out_dir: Path, record: RunRecord) -> Previous | None:
+    """Throughput and speedups against the previous comparable run, if the history has one."""
     from loadtests import history
 
     path = history.default_path(out_dir.parent)
@@ -377,84 +381,121 @@ def history_table(out_dir: Path, record: dict[str, Any]) -> tuple[str, Table] | 
         after = history.get(path, str(out_dir))
     except KeyError:
         return None
-    rows = [
-        [c.target, str(c.level), f"{c.before[0]:,.0f}", f"{c.after[0]:,.0f}",
-         f"{c.ratio:.2f}x", "yes" if c.moved else "no (intervals overlap)"]
+    name = f"run {before.id} ({Path(before.folder).name}, {before.created_at})"
+    header = ["model", "clients", "then", "now", "now/then", "moved"]
+
+    def moved(change: history.Change) -> str:
+        return "yes" if change.moved else "no (intervals overlap)"
+
+    throughput = [
+        [c.target, str(c.level), f"{c.before.mean:,.0f}", f"{c.after.mean:,.0f}",
+         f"{c.ratio:.2f}x", moved(c)]
         for c in history.compare(path, before, after)
     ]  # fmt: skip
-    title = (
-        f"Against the previous comparable run ({Path(before.folder).name}, {before.created_at}): "
-        "throughput, req/s (moved = 95% intervals over repeats do not overlap)"
+    pairs = [(b, c) for kind, b, c in comparisons(record.plan) if kind == "variant"]
+    changes = history.compare_speedups(path, before, after, pairs)
+    speedup = [
+        [c.target, str(c.level), str(c.before), str(c.after), f"{c.ratio:.2f}x", moved(c)]
+        for c in changes
+    ]
+    shifted = [c for c in changes if c.moved]
+    if shifted:
+        lines = [
+            f"Against {name}, the speedup moved: "
+            + "; ".join(f"{c.target} at {c.level} clients {c.before.mean:.2f}x -> "
+                        f"{c.after.mean:.2f}x" for c in shifted) + "."
+        ]  # fmt: skip
+    elif changes:
+        lines = [f"Against {name}, the speedup did not move beyond run-to-run noise at any level "
+                 "(95% intervals overlap)."]  # fmt: skip
+    else:
+        lines = []
+    note = "moved = 95% intervals over repeats do not overlap"
+    return Previous(
+        {
+            f"Against the previous comparable {name}: speedup ({note})": (header, speedup),
+            f"Against the previous comparable {name}: throughput, req/s ({note})": (
+                header,
+                throughput,
+            ),
+        },
+        lines,
     )
-    return title, (["model", "clients", "then", "now", "now/then", "moved"], rows)
+
+
+def openloop_tables(openloop: OpenLoopRecord) -> dict[str, Table]:
+    """The open-loop sweep's tables: the highest rate under the SLO per model, every run."""
+    return {
+        f"Open loop: the highest Poisson arrival rate within {openloop.slo} (bisection; latency "
+        "from the scheduled send time, failures count as infinitely slow)": slo.summary_table(
+            openloop
+        ),
+        f"Open loop: every run ({openloop.seconds_per_run:g} s each)": slo.runs_table(openloop),
+    }
 
 
 def tables(
-    record: dict[str, Any],
-    levels: dict[tuple[str, int], Level],
+    record: RunRecord,
+    levels: Levels,
     items: list[Speedup],
-    out_dir: Path | None = None,
+    found: list[Claim],
+    previous: Previous | None = None,
+    openloop: OpenLoopRecord | None = None,
 ) -> dict[str, Table]:
     """The report's tables, as (header, rows) in display order."""
-    plan = record["plan"]
-    models, conc = models_of(record), plan["concurrency"]
+    plan = record.plan
+    models, conc = plan.target_labels(), plan.concurrency
     out: dict[str, Table] = {}
-    found = claims(record, items)
     if found:
         out["Claims: the seed study's against what was measured"] = (
             ["claim", "reference", "measured", "verdict"],
             [[c.claim, c.reference, c.measured, c.verdict] for c in found],
         )
     titles = {
-        "variant": "Speedup of " + ", ".join(plan["variants"][1:]) + f" over "
-        f"{plan['variants'][0]}, on each runtime (95% CI over repeats)",
+        "variant": "Speedup of " + ", ".join(plan.variants[1:]) + f" over "
+        f"{plan.variants[0]}, on each runtime (95% CI over repeats)",
         "runtime": "Runtimes compared on the same variant, against "
-        f"{(plan.get('runtimes') or ['-'])[0]} (95% CI over repeats)",
-        "protocol": "Protocols compared on the same model, against "
-        f"{(plan.get('protocols') or ['native'])[0]} (95% CI over repeats)",
+        f"{(plan.runtimes or ('-',))[0]} (95% CI over repeats)",
+        "protocol": f"Protocols compared on the same model, against {plan.protocols[0]} "
+        "(95% CI over repeats)",
     }
     for kind, title in titles.items():
         rows = [
-            [
-                str(s.concurrency),
-                s.candidate,
-                s.baseline,
-                str(s.throughput),
-                str(s.p50),
-                str(s.p99),
-                f"{s.p50_diff_ms:+.3f}",
-            ]
+            [str(s.concurrency), s.candidate, s.baseline, str(s.throughput), str(s.p50),
+             str(s.p99), f"{s.p50_diff_ms:+.3f}"]
             for s in items
             if s.kind == kind
-        ]
+        ]  # fmt: skip
         if rows:
             header = ["clients", "model", "vs", "throughput ratio", "p50 speedup", "p99 speedup",
                       "p50 diff (ms)"]  # fmt: skip
             out[title] = (header, rows)
+    if openloop is not None:
+        out.update(openloop_tables(openloop))
     header = [
         "clients",
         "model",
         "req/s",
-        *[f"p{q:g} ms" for q in PERCENTILES],
+        *[f"{q} ms" for q in Percentiles.labels()],
         "errors",
         "right on digits sent",
         "test accuracy (10k)",
         "gen. CPU",
     ]
-    test_accuracy = {e["name"]: e.get("test_accuracy") for e in record["variants"]}
     rows = []
     for c in conc:
         for v in models:
             lv = levels[(v, c)]
+            served = record.variant(variant_of(v))
             rows.append(
                 [
                     str(c),
                     v,
                     f"{np.mean(lv.throughput):,.0f}",
-                    *[f"{lv.percentiles[f'p{q:g}']:.3f}" for q in PERCENTILES],
+                    *[f"{value:.3f}" for value in lv.percentiles.values()],
                     f"{lv.errors}/{lv.requests}",
                     f"{lv.accuracy:.2%}",
-                    _percent(test_accuracy.get(variant_of(v))),
+                    _percent(served.test_accuracy if served else None),
                     f"{lv.generator_busy:.0%}",
                 ]
             )
@@ -468,102 +509,71 @@ def tables(
     for c in conc:
         for v in models:
             lv = levels[(v, c)]
-            p50 = lv.percentiles["p50"]
+            p50 = lv.percentiles.p50
             rest = p50 - lv.model_ms - lv.queue_ms
             rows.append(
-                [
-                    str(c),
-                    v,
-                    f"{p50:.3f}",
-                    f"{lv.model_ms:.3f}",
-                    f"{lv.queue_ms:.3f}",
-                    f"{rest:.3f}",
-                    f"{lv.model_ms / p50:.0%}",
-                ]
-            )
+                [str(c), v, f"{p50:.3f}", f"{lv.model_ms:.3f}", f"{lv.queue_ms:.3f}",
+                 f"{rest:.3f}", f"{lv.model_ms / p50:.0%}"]
+            )  # fmt: skip
     out["Where the time goes (medians, ms): client vs server"] = (
         ["clients", "model", "client p50", "model time", "queue", "HTTP + rest", "model share"],
         rows,
     )
-    rows = []
-    for entry in record["variants"]:
-        rows.append(
-            [
-                entry["name"],
-                str(entry["version"]),
-                f"{entry.get('parameters') or 0:,}",
-                f"{entry.get('macs') or 0:,}",
-                f"{(entry.get('test_accuracy') or 0):.2%}",
-                f"{(entry.get('savedmodel_bytes') or 0) / 1e6:.2f} MB",
-                str(entry.get("epochs")),
-                str(entry.get("device")),
-            ]
-        )
     out["The variants (training figures)"] = (
+        ["variant", "version", "parameters", "MACs/image", "test accuracy", "SavedModel",
+         "epochs", "device"],
         [
-            "variant",
-            "version",
-            "parameters",
-            "MACs/image",
-            "test accuracy",
-            "SavedModel",
-            "epochs",
-            "device",
+            [e.name, str(e.version), f"{e.parameters or 0:,}", f"{e.macs or 0:,}",
+             _percent(e.test_accuracy), f"{(e.savedmodel_bytes or 0) / 1e6:.2f} MB",
+             str(e.epochs), str(e.device)]
+            for e in record.variants
         ],
-        rows,
-    )
-    tested = {(step["variant"], step["runtime"]) for step in record["steps"]}
+    )  # fmt: skip
+    tested = {(step.variant, step.runtime) for step in record.steps}
     out["Runtimes served (device, model time at warm-up, difference from the SavedModel)"] = (
         ["model", "device", "batch-1 ms", "max abs diff"],
         [
-            [
-                r["model"],
-                str(r.get("device")),
-                f"{r['batch1_ms']:.3f}" if r.get("batch1_ms") is not None else "-",
-                f"{r['max_abs_diff']:.1e}" if r.get("max_abs_diff") is not None else "-",
-            ]
-            for entry in record["variants"]
-            for r in entry.get("runtimes", [])
-            if (entry["name"], r["runtime"]) in tested
+            [r.model, str(r.device),
+             f"{r.batch1_ms:.3f}" if r.batch1_ms is not None else "-",
+             f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "-"]
+            for entry in record.variants
+            for r in entry.runtimes
+            if (entry.name, r.runtime) in tested
         ],
-    )
-    m = record["machine"]
+    )  # fmt: skip
     out["Drift between repeats (throughput spread = max/min - 1; flagged: over "
         f"{DRIFT:.0%} off the level's median)"] = (
         ["model", "clients", "spread", "flagged repeats"],
         [[t, str(lv), f"{spread:.0%}", ", ".join(map(str, f)) or "-"]
          for t, lv, spread, f in drift(levels)],
     )  # fmt: skip
-    previous = history_table(out_dir, record) if out_dir is not None else None
     if previous is not None:
-        out[previous[0]] = previous[1]
+        out.update(previous.tables)
+    m = record.machine
     out["Machine and settings"] = (
         ["what", "value"],
         [
-            ["CPU", f"{m['cpu']} ({m['cores']} cores)"],
-            ["platform", m["platform"]],
-            ["Python / TensorFlow / Locust", f"{m['python']} / {m['tensorflow']} / {m['locust']}"],
-            [
-                "target",
-                record["target"]
-                + (" (started by the load test)" if record.get("started_server") else ""),
-            ],
-            ["server options", " ".join(record.get("server_args") or []) or "defaults"],
+            ["CPU", f"{m.cpu} ({m.cores} cores)"],
+            ["platform", m.platform],
+            ["Python / TensorFlow / Locust", f"{m.python} / {m.tensorflow} / {m.locust}"],
+            ["target", record.target
+             + (" (started by the load test)" if record.started_server else "")],
+            ["server options", " ".join(record.server_args) or "defaults"],
             [
                 "load",
-                f"closed loop, {', '.join(plan.get('protocols') or ['native'])} protocol(s), "
-                f"{plan['mode']} payloads, {plan['duration_s']} s per step after "
-                f"{plan['warmup_s']} s warm-up, {plan['repeats']} repeats, alternating order, "
-                f"{plan['processes']} Locust process(es)",
+                f"closed loop, {', '.join(plan.protocols)} protocol(s), {plan.mode} payloads, "
+                f"{plan.duration_s} s per step after {plan.warmup_s} s warm-up, "
+                f"{plan.repeats} repeats, alternating order, {plan.processes} Locust "
+                "process(es)",
             ],
-            ["run", f"{record['created_at']} to {record['finished_at']}"],
+            ["run", f"{record.created_at} to {record.finished_at}"],
         ],
-    )
+    )  # fmt: skip
     return out
 
 
-def _percent(value: object) -> str:
-    return f"{value:.2%}" if isinstance(value, int | float) else "-"
+def _percent(value: float | None) -> str:
+    return f"{value:.2%}" if value is not None else "-"
 
 
 def markdown_table(table: Table) -> str:
@@ -584,32 +594,44 @@ def html_table(table: Table) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def claims_of(out_dir: Path) -> tuple[str, list[Claim]]:
-    """The bottom line and the claims table of a results folder (for the command line)."""
-    record, levels = load_levels(out_dir)
-    items = speedups(record, levels)
-    return bottom_line(record, items), claims(record, items)
+@dataclass(frozen=True)
+class Report:
+    """A written report: its files, and what to print of it."""
+
+    markdown: Path
+    html: Path
+    bottom_line: str
+    claims: list[Claim]
+    verdict: list[str]
 
 
-def build_report(out_dir: Path) -> tuple[Path, Path, list[str]]:
-    """Write report.md, report.html and steps.csv into ``out_dir``; return them and the verdict."""
+def build_report(out_dir: Path) -> Report:
+    """Write report.md, report.html and steps.csv into ``out_dir``."""
     record, levels = load_levels(out_dir)
+    openloop = load_openloop(out_dir)
     items = speedups(record, levels)
+    found = claims(record, items, openloop)
+    summary = bottom_line(record, items, openloop)
     lines = verdict(items)
+    if openloop is not None:
+        lines += [f"Open loop: {c.claim.removeprefix('faster inference: ')}: {c.measured} "
+                  f"({c.verdict})." for c in found if "arrival rate" in c.claim]  # fmt: skip
     noisy = noise_line(levels)
     if noisy:
         lines.append(noisy)
-    figures = plots(record, levels, out_dir)
-    all_tables = tables(record, levels, items, out_dir)
-    warnings = sorted({w for step in record["steps"] for w in step["warnings"]})
-    title = "mnist-serve load test: " + " vs ".join(record["plan"]["variants"])
-    if record["plan"].get("runtimes"):
-        title += " on " + ", ".join(record["plan"]["runtimes"])
-    protocols = record["plan"].get("protocols") or ["native"]
-    if protocols != ["native"]:
-        title += " over " + ", ".join(protocols)
+    previous = against_previous(out_dir, record)
+    if previous is not None:
+        lines += previous.lines
+    figures = plots(record, levels, out_dir, openloop)
+    all_tables = tables(record, levels, items, found, previous, openloop)
+    warnings = sorted({w for step in record.steps for w in step.warnings})
+    plan = record.plan
+    title = "mnist-serve load test: " + " vs ".join(plan.variants)
+    if plan.runtimes:
+        title += " on " + ", ".join(plan.runtimes)
+    if plan.protocols != ("native",):
+        title += " over " + ", ".join(plan.protocols)
 
-    summary = bottom_line(record, items)
     md = [f"# {title}", "", f"**{summary}**" if summary else "", "", "## Verdict", "",
           *[f"- {line}" for line in lines], ""]  # fmt: skip
     if warnings:
@@ -618,10 +640,10 @@ def build_report(out_dir: Path) -> tuple[Path, Path, list[str]]:
         md += [f"## {name}", "", markdown_table(table), ""]
     for name, path in figures.items():
         md += [f"## {name}", "", f"![{name}]({path.relative_to(out_dir)})", ""]
-    md += [
-        "Raw data: `results.json` (every step), `steps.csv`, `samples/*.npz` (every request).",
-        "",
-    ]
+    raw = "`results.json` (every step), `steps.csv`, `samples/*.npz` (every request)"
+    if openloop is not None:
+        raw += ", `openloop.json` (every open-loop run)"
+    md += [f"Raw data: {raw}.", ""]
     report_md = out_dir / "report.md"
     report_md.write_text("\n".join(md))
 
@@ -652,39 +674,23 @@ def build_report(out_dir: Path) -> tuple[Path, Path, list[str]]:
         f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}"
         f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
     )
+    write_steps_csv(record, out_dir / "steps.csv")
+    return Report(report_md, report_html, summary, found, lines)
 
-    header = [
-        "model",
-        "runtime",
-        "concurrency",
-        "repeat",
-        "requests",
-        "errors",
-        "throughput_rps",
-        *[f"p{q:g}_ms" for q in PERCENTILES],
-        "right_on_digits_sent",
-        "server_model_ms_p50",
-        "server_queue_ms_p50",
-        "generator_busy",
-    ]
-    with (out_dir / "steps.csv").open("w", newline="") as handle:
+
+def write_steps_csv(record: RunRecord, path: Path) -> None:
+    """Every step's figures, one row each."""
+    header = ["model", "runtime", "concurrency", "repeat", "requests", "errors",
+              "throughput_rps", *[f"{q}_ms" for q in Percentiles.labels()],
+              "right_on_digits_sent", "server_model_ms_p50", "server_queue_ms_p50",
+              "generator_busy"]  # fmt: skip
+    with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
-        for s in record["steps"]:
+        for s in record.steps:
             writer.writerow(
-                [
-                    s["model"],
-                    s["runtime"],
-                    s["concurrency"],
-                    s["repeat"],
-                    s["requests"],
-                    s["errors"],
-                    round(s["throughput_rps"], 2),
-                    *[round(s["latency_ms"][f"p{q:g}"], 4) for q in PERCENTILES],
-                    round(s["accuracy"], 4),
-                    round(s["server_model_ms_p50"], 4),
-                    round(s["server_queue_ms_p50"], 4),
-                    s["generator_busy"],
-                ]
-            )
-    return report_md, report_html, lines
+                [s.model, s.runtime, s.concurrency, s.repeat, s.requests, s.errors,
+                 round(s.throughput_rps, 2), *[round(v, 4) for v in s.latency_ms.values()],
+                 round(s.accuracy, 4), round(s.server_model_ms_p50, 4),
+                 round(s.server_queue_ms_p50, 4), s.generator_busy]
+            )  # fmt: skip

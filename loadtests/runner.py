@@ -10,7 +10,6 @@ favour one of them.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import re
@@ -19,20 +18,25 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 
 from loadtests.procs import run_server
-from loadtests.protocols import PROTOCOLS
-from modelrepo.layout import ModelName, check_runtimes
+from loadtests.results import (
+    LoadPlan,
+    Machine,
+    Percentiles,
+    RunRecord,
+    ServedVariant,
+    Step,
+    StepResult,
+)
+from modelrepo.layout import ModelName
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-PERCENTILES = (50, 90, 95, 99, 99.9)
 # One Locust process saturates near this share of a core; above it, the generator may be
 # what limits throughput, not the server.
 GENERATOR_BUSY = 0.85
@@ -51,132 +55,6 @@ def parse_duration(text: str, minimum: int = 1) -> int:
     if seconds < minimum:
         raise ValueError(f"duration {text!r} must be at least {minimum} s")
     return seconds
-
-
-@dataclass(frozen=True)
-class LoadPlan:
-    """What to run: the same load for each variant."""
-
-    variants: tuple[str, ...] = ("original", "depthwise")
-    runtimes: tuple[str, ...] = ()  # empty: the server's default runtime, bare variant names
-    protocols: tuple[str, ...] = ("native",)
-    concurrency: tuple[int, ...] = (1, 8, 32, 64)
-    duration_s: int = 20
-    warmup_s: int = 3
-    repeats: int = 3
-    mode: str = "json"
-    processes: int = 1
-    mnist: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.variants:
-            raise ValueError("name at least one variant")
-        if len(set(self.variants)) != len(self.variants):
-            raise ValueError(f"variants repeat: {self.variants}")
-        if len(set(self.runtimes)) != len(self.runtimes):
-            raise ValueError(f"runtimes repeat: {self.runtimes}")
-        check_runtimes(self.runtimes)
-        unknown = [p for p in self.protocols if p not in PROTOCOLS]
-        if not self.protocols or unknown or len(set(self.protocols)) != len(self.protocols):
-            raise ValueError(f"protocols must be distinct, among {', '.join(PROTOCOLS)}")
-        if not self.concurrency or min(self.concurrency) < 1:
-            raise ValueError(f"concurrency levels must be >= 1, got {self.concurrency}")
-        if self.duration_s < 1 or self.warmup_s < 0 or self.repeats < 1:
-            raise ValueError("duration >= 1 s, warm-up >= 0 s and repeats >= 1, please")
-        if self.mode not in ("json", "png"):
-            raise ValueError(f"mode must be json or png, got {self.mode!r}")
-        if self.mode == "png" and self.protocols != ("native",):
-            raise ValueError("--mode png uploads pictures: the native protocol only")
-        if self.processes < 1:
-            raise ValueError(f"processes must be >= 1, got {self.processes}")
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> LoadPlan:
-        """The plan as ``results.json`` stored it (lists back to tuples)."""
-        fields: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in record.items()
-        }
-        return cls(**fields)
-
-    def models(self) -> tuple[str, ...]:
-        """The model names under test: runtime by runtime, each variant (or bare variants)."""
-        if not self.runtimes:
-            return self.variants
-        return tuple(str(ModelName(v, r)) for r in self.runtimes for v in self.variants)
-
-    def label(self, variant: str, runtime: str | None, protocol: str) -> str:
-        """A target's name in the report: the model, and its protocol when several are swept."""
-        model = str(ModelName(variant, runtime))
-        return model if len(self.protocols) == 1 else f"{model} via {protocol}"
-
-    def targets(self) -> list[tuple[str, str]]:
-        """(model, protocol) pairs: protocol by protocol, each model."""
-        return [(model, protocol) for protocol in self.protocols for model in self.models()]
-
-    def steps(self) -> list[Step]:
-        """Every run in order: per level, per repeat, the targets in alternating order."""
-        steps = []
-        targets = self.targets()
-        for level in self.concurrency:
-            for repeat in range(self.repeats):
-                order = targets if repeat % 2 == 0 else list(reversed(targets))
-                steps += [
-                    Step(model, level, repeat, protocol, self.label_of(model, protocol))
-                    for model, protocol in order
-                ]
-        return steps
-
-    def label_of(self, model: str, protocol: str) -> str:
-        """:meth:`label` of a model name."""
-        name = ModelName.parse(model)
-        return self.label(name.variant, name.runtime, protocol)
-
-    @property
-    def seconds(self) -> float:
-        """Roughly how long the whole plan takes (Locust start-up included)."""
-        return len(self.steps()) * (self.duration_s + self.warmup_s + 3)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One Locust run: one model (variant or variant@runtime) at one concurrency, one repeat."""
-
-    model: str
-    concurrency: int
-    repeat: int
-    protocol: str = "native"
-    target: str = ""  # the report's name for what was measured (model, and protocol if several)
-
-    @property
-    def key(self) -> str:
-        """A file-name-safe identifier."""
-        return f"{self.model.replace('@', '_')}-{self.protocol}-c{self.concurrency}-r{self.repeat}"
-
-
-@dataclass
-class StepResult:
-    """What one run measured, from the client's exact per-request samples."""
-
-    model: str  # as addressed: variant, or variant@runtime
-    variant: str
-    runtime: str  # the runtime that answered (from the server's /variants when not named)
-    protocol: str
-    target: str  # the report's name for it (see LoadPlan.label)
-    concurrency: int
-    repeat: int
-    requests: int
-    errors: int
-    window_s: float
-    throughput_rps: float
-    latency_ms: dict[str, float]
-    mean_ms: float
-    accuracy: float
-    server_queue_ms_p50: float
-    server_model_ms_p50: float
-    generator_cpu_s: float
-    generator_busy: float
-    samples: str
-    warnings: list[str] = field(default_factory=list)
 
 
 def summarize(
@@ -209,9 +87,7 @@ def summarize(
         errors=int((~ok).sum()),
         window_s=round(window, 3),
         throughput_rps=len(good) / window if window > 0 else 0.0,
-        latency_ms={
-            f"p{q:g}": float(np.percentile(good, q)) if len(good) else math.nan for q in PERCENTILES
-        },
+        latency_ms=Percentiles.of(good),
         mean_ms=float(good.mean()) if len(good) else math.nan,
         accuracy=float(samples["correct"][ok].mean()) if len(good) else math.nan,
         server_queue_ms_p50=known_median(samples["queue_ms"][ok]),
@@ -300,7 +176,7 @@ def run_step(url: str, step: Step, runtime: str, plan: LoadPlan, out_dir: Path) 
 
 def check_target(
     url: str, plan: LoadPlan, grpc_url: str | None = None, wait_s: float = 120
-) -> list[dict[str, Any]]:
+) -> list[ServedVariant]:
     """Fail fast on an unreachable target; check every model answers in every protocol swept.
 
     Against mnist-serve (it has ``/readyz``), wait for readiness and return its ``/variants``
@@ -315,10 +191,10 @@ def check_target(
         for model in plan.models():
             if not model_answers(protocol, url, grpc_url, model):
                 raise LoadTestError(f"{model} is not ready over {protocol} at {grpc_url or url}")
-    return served if served is not None else [{"name": v} for v in plan.variants]
+    return served if served is not None else [ServedVariant(v) for v in plan.variants]
 
 
-def wait_for_mnist_serve(url: str, wait_s: float) -> list[dict[str, Any]] | None:
+def wait_for_mnist_serve(url: str, wait_s: float) -> list[ServedVariant] | None:
     """``/variants`` of an mnist-serve target once ready; None for another kind of server."""
     deadline = time.monotonic() + wait_s
     while True:
@@ -336,18 +212,17 @@ def wait_for_mnist_serve(url: str, wait_s: float) -> list[dict[str, Any]] | None
         if time.monotonic() > deadline:
             raise LoadTestError(f"{url} did not become ready within {wait_s:.0f} s: {ready.text}")
         time.sleep(0.5)
-    entries: list[dict[str, Any]] = httpx.get(f"{url}/variants", timeout=10).json()
-    return entries
+    return ServedVariant.from_server(httpx.get(f"{url}/variants", timeout=10).json())
 
 
-def check_served(url: str, plan: LoadPlan, entries: list[dict[str, Any]]) -> None:
+def check_served(url: str, plan: LoadPlan, entries: list[ServedVariant]) -> None:
     """Every variant of the plan served by mnist-serve, on every runtime of the plan."""
-    served = {entry["name"]: entry for entry in entries}
+    served = {entry.name: entry for entry in entries}
     missing = [v for v in plan.variants if v not in served]
     if missing:
         raise LoadTestError(f"{url} does not serve {missing} (it serves {', '.join(served)})")
     for variant in plan.variants:
-        states = {r["runtime"]: r["state"] for r in served[variant].get("runtimes", [])}
+        states = {r.runtime: r.state for r in served[variant].runtimes}
         absent = [r for r in plan.runtimes if states.get(r) != "ready"]
         if absent:
             raise LoadTestError(
@@ -378,16 +253,16 @@ def model_answers(protocol: str, url: str, grpc_url: str | None, model: str) -> 
         raise LoadTestError(f"{model} over {protocol}: {type(err).__name__}: {err}") from err
 
 
-def runtime_of(model: str, served: list[dict[str, Any]]) -> str:
+def runtime_of(model: str, served: list[ServedVariant]) -> str:
     """The runtime that answers ``model``: named in it, else the variant's default."""
     name = ModelName.parse(model)
     if name.runtime:
         return name.runtime
-    entry = next((e for e in served if e["name"] == name.variant), {})
-    return str(entry.get("runtime", "default"))
+    entry = next((e for e in served if e.name == name.variant), None)
+    return (entry.runtime if entry else None) or "default"
 
 
-def machine() -> dict[str, Any]:
+def machine() -> Machine:
     """The machine and software the numbers were measured on."""
     import os
     from importlib.metadata import version
@@ -397,15 +272,15 @@ def machine() -> dict[str, Any]:
     if cpuinfo.exists():
         names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
         cpu = names[0] if names else cpu
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+    return Machine(
+        cpu=cpu,
+        cores=os.cpu_count(),
+        platform=platform.platform(),
+        python=platform.python_version(),
         # Versions from package metadata: importing TensorFlow here would cost seconds.
-        "tensorflow": version("tensorflow"),
-        "locust": version("locust"),
-    }
+        tensorflow=version("tensorflow"),
+        locust=version("locust"),
+    )
 
 
 def run_plan(
@@ -416,15 +291,17 @@ def run_plan(
     server_args: tuple[str, ...] = (),
     on_step: Callable[[Step, int, int, StepResult | None], None] | None = None,
     grpc_url: str | None = None,
-) -> dict[str, Any]:
-    """Run every step of ``plan`` against ``url`` (or a service started here).
+    started_server: bool = False,
+) -> RunRecord:
+    """Run every step of ``plan`` against ``url`` (or a service started here from ``models``).
 
     ``grpc_url`` (host:port) is where kserve-grpc steps go; a service started here gets a gRPC
-    port of its own when the plan needs one. Writes ``results.json`` into ``out_dir`` and
-    returns the same record.
+    port of its own when the plan needs one. ``started_server`` says the caller started the
+    service at ``url`` for this run (the report says so). Writes ``results.json`` into
+    ``out_dir`` and returns the same record.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    started_here = url is None
+    started_here = started_server or url is None
     with ExitStack() as stack:
         if url is None:
             if models is None:
@@ -447,17 +324,17 @@ def run_plan(
             results.append(run_step(address, step, runtime, plan, out_dir))
             if on_step:
                 on_step(step, index, len(steps), results[-1])
-    record = {
-        "created_at": started.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "target": url,
-        "grpc_target": grpc_url,
-        "started_server": started_here,
-        "server_args": list(server_args),
-        "plan": asdict(plan),
-        "machine": machine(),
-        "variants": served,
-        "steps": [asdict(r) for r in results],
-    }
-    (out_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    record = RunRecord(
+        created_at=started.isoformat(timespec="seconds"),
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        target=url,
+        grpc_target=grpc_url,
+        started_server=started_here,
+        server_args=list(server_args),
+        plan=plan,
+        machine=machine(),
+        variants=served,
+        steps=results,
+    )
+    record.save(out_dir)
     return record

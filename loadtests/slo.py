@@ -20,87 +20,33 @@ against a server with a known delay (tests/test_openloop.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from loadtests.openloop import OpenLoopResult, run_open_loop
 from loadtests.protocols import encode
+from loadtests.results import OpenLoopRecord, Percentiles, RatePoint, Slo
 
-SLO_PATTERN = re.compile(r"^p(\d+(?:\.\d+)?)=(\d+(?:\.\d+)?)ms$")
 DIGITS = 256  # distinct test digits cycled through
 
 
-@dataclass(frozen=True)
-class Slo:
-    """A latency target: the ``percentile`` of all requests within ``limit_ms``."""
-
-    percentile: float
-    limit_ms: float
-
-    @classmethod
-    def parse(cls, text: str) -> Slo:
-        """``p99=20ms`` -> Slo(99, 20); ValueError naming the expected form otherwise."""
-        match = SLO_PATTERN.match(text.strip())
-        if not match or not 0 < float(match.group(1)) < 100 or float(match.group(2)) <= 0:
-            raise ValueError(f"SLO {text!r} is not of the form p99=20ms")
-        return cls(float(match.group(1)), float(match.group(2)))
-
-    def __str__(self) -> str:
-        return f"p{self.percentile:g} <= {self.limit_ms:g} ms"
-
-    def latency_ms(self, result: OpenLoopResult) -> float:
-        """The SLO's percentile over every request, failures counting as infinitely slow."""
-        values = [s.latency * 1000 if s.status == 200 else math.inf for s in result.samples]
-        # "higher": an actual sample, so an infinite one stays infinite (no inf - inf = NaN).
-        return (
-            float(np.percentile(values, self.percentile, method="higher")) if values else math.inf
-        )
-
-    def met(self, result: OpenLoopResult) -> bool:
-        """Whether the run kept the target."""
-        return self.latency_ms(result) <= self.limit_ms
-
-
-@dataclass(frozen=True)
-class RatePoint:
-    """One open-loop run of one model at one rate."""
-
-    model: str
-    rate: float
-    requests: int
-    ok: int
-    goodput_rps: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    p999_ms: float
-    slo_ms: float  # the SLO's percentile, failures as infinity
-    met: bool
-    lag_p99_ms: float
-
-    @classmethod
-    def of(cls, model: str, result: OpenLoopResult, slo: Slo) -> RatePoint:
-        """Summarize a run."""
-        return cls(
-            model=model,
-            rate=result.rate,
-            requests=len(result.samples),
-            ok=result.statuses()[200],
-            goodput_rps=round(result.per_second(200), 1),
-            p50_ms=round(result.latency_ms(200, 50), 3),
-            p90_ms=round(result.latency_ms(200, 90), 3),
-            p99_ms=round(result.latency_ms(200, 99), 3),
-            p999_ms=round(result.latency_ms(200, 99.9), 3),
-            slo_ms=round(slo.latency_ms(result), 3),
-            met=slo.met(result),
-            lag_p99_ms=round(result.lag_ms(99), 3),
-        )
+def rate_point(model: str, result: OpenLoopResult, slo: Slo) -> RatePoint:
+    """Summarize one open-loop run."""
+    answered = [sample.latency * 1000 for sample in result.samples if sample.status == 200]
+    return RatePoint(
+        model=model,
+        rate=result.rate,
+        requests=len(result.samples),
+        ok=result.statuses()[200],
+        goodput_rps=round(result.per_second(200), 1),
+        latency_ms=Percentiles.of(answered),
+        slo_ms=round(slo.latency_ms(result), 3),
+        met=slo.met(result),
+        lag_p99_ms=round(result.lag_ms(99), 3),
+    )
 
 
 def find_max_rate(
@@ -151,9 +97,8 @@ def run_sweep(
     out_dir: Path,
     mnist: str | None = None,
     on_point: Callable[[RatePoint], None] | None = None,
-) -> dict[str, object]:
+) -> OpenLoopRecord:
     """Every model at every rate, then its SLO search; writes openloop.json and openloop.md."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     points: list[RatePoint] = []
     best: dict[str, float] = {}
     for model in models:
@@ -163,52 +108,62 @@ def run_sweep(
             result = asyncio.run(
                 run_open_loop(f"{url}/predict/{model}", payloads, rate, seconds, poisson=True)
             )
-            point = RatePoint.of(model, result, slo)
+            point = rate_point(model, result, slo)
             if on_point is not None:
                 on_point(point)
             return point
 
         best[model], runs = find_max_rate(measure, rates)
         points += runs
-    record: dict[str, object] = {
-        "slo": str(slo),
-        "seconds_per_run": seconds,
-        "rates": list(rates),
-        "max_rate": best,
-        "points": [asdict(p) for p in points],
-    }
-    (out_dir / "openloop.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out_dir / "openloop.md").write_text(markdown(record, models, slo))
+    record = OpenLoopRecord(slo, seconds, list(rates), list(models), best, points)
+    record.save(out_dir)
+    (out_dir / "openloop.md").write_text(markdown(record))
     return record
 
 
-def markdown(record: dict[str, object], models: Sequence[str], slo: Slo) -> str:
+def summary_table(record: OpenLoopRecord) -> tuple[list[str], list[list[str]]]:
+    """Per model: its highest rate under the SLO, the ratio to the first model, and its
+    latency and the generator's lag at that rate."""
+    base = record.models[0]
+    header = ["model", "max rate under SLO (req/s)", f"vs {base}", "p50 ms there",
+              "p99 ms there", "generator lag p99 ms"]  # fmt: skip
+    rows = []
+    for model in record.models:
+        point = record.at_max_rate(model)
+        rows.append(
+            [model, f"{record.max_rate[model]:,.0f}", f"{record.ratio_to(model, base):.2f}x",
+             f"{point.latency_ms.p50:.2f}" if point else "-",
+             f"{point.latency_ms.p99:.2f}" if point else "-",
+             f"{point.lag_p99_ms:.2f}" if point else "-"]
+        )  # fmt: skip
+    return header, rows
+
+
+def runs_table(record: OpenLoopRecord) -> tuple[list[str], list[list[str]]]:
+    """Every run of the sweep and the search, in the order made."""
+    header = ["model", "rate", "answered 200", "goodput/s", *[f"{q} ms" for q in
+              Percentiles.labels()], f"SLO p{record.slo.percentile:g} ms", "met",
+              "generator lag p99 ms"]  # fmt: skip
+    rows = [
+        [p.model, f"{p.rate:,.1f}", f"{p.ok}/{p.requests}", f"{p.goodput_rps:,.1f}",
+         *[f"{v:.2f}" for v in p.latency_ms.values()], f"{p.slo_ms:.2f}",
+         "yes" if p.met else "no", f"{p.lag_p99_ms:.2f}"]
+        for p in record.points
+    ]  # fmt: skip
+    return header, rows
+
+
+def markdown(record: OpenLoopRecord) -> str:
     """The open-loop report: the highest rate under the SLO per model, then every run."""
-    best: dict[str, float] = record["max_rate"]  # type: ignore[assignment]
-    base = models[0]
     lines = [
-        f"# Open-loop load: the highest Poisson arrival rate meeting {slo}",
+        f"# Open-loop load: the highest Poisson arrival rate meeting {record.slo}",
         "",
         "Latency is measured from each request's scheduled send time (no coordinated omission); "
         "a failed request counts as infinitely slow.",
         "",
-        "| model | max rate under SLO (req/s) | vs " + base + " |",
-        "|---|---|---|",
     ]
-    for model in models:
-        ratio = best[model] / best[base] if best[base] else math.nan
-        lines.append(f"| {model} | {best[model]:,.0f} | {ratio:.2f}x |")
-    lines += [
-        "",
-        "| model | rate | answered 200 | goodput/s | p50 ms | p90 ms | p99 ms | p99.9 ms "
-        f"| SLO p{slo.percentile:g} ms | met | generator lag p99 ms |",
-        "|---" * 11 + "|",
-    ]
-    for p in record["points"]:  # type: ignore[attr-defined]
-        lines.append(
-            f"| {p['model']} | {p['rate']:,.1f} | {p['ok']}/{p['requests']} "
-            f"| {p['goodput_rps']:,.1f} | {p['p50_ms']:.2f} | {p['p90_ms']:.2f} "
-            f"| {p['p99_ms']:.2f} | {p['p999_ms']:.2f} | {p['slo_ms']:.2f} "
-            f"| {'yes' if p['met'] else 'no'} | {p['lag_p99_ms']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
+    for header, rows in (summary_table(record), runs_table(record)):
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    return "\n".join(lines)

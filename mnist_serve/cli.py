@@ -10,6 +10,7 @@ import inspect
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -22,7 +23,8 @@ from service.settings import Settings
 from training import catalog
 
 if TYPE_CHECKING:
-    from loadtests.runner import LoadPlan
+    from loadtests.results import LoadPlan, Slo
+    from loadtests.stats import Interval
     from modelrepo.layout import ModelRepository
     from training.data import Mnist
     from training.train import TrainConfig
@@ -61,6 +63,21 @@ ModelsOption = Annotated[
     Path,
     typer.Option("--models", help="Model repository: <models>/<variant>/<version>/ SavedModels."),
 ]
+RatesOption = Annotated[
+    str,
+    typer.Option(
+        help="Open loop: comma-separated Poisson arrival rates, requests/s, tried in order "
+        "until one misses the --slo; the search then bisects between the last two."
+    ),
+]
+SloOption = Annotated[
+    str,
+    typer.Option(
+        help="Open loop: the latency target whose highest sustainable arrival rate is searched "
+        "for each model, e.g. p99=20ms (failed requests count as infinitely slow)."
+    ),
+]
+DEFAULT_SLO = "p99=20ms"
 
 
 def check_variants(names: list[str] | None) -> list[str]:
@@ -122,26 +139,30 @@ def parse_runtimes(text: str, allowed: tuple[str, ...] = RUNTIME_NAMES) -> tuple
 
 
 def announce_report(folder: Path) -> None:
-    """Write the report of a results folder and print where it is and the verdict."""
+    """Write the report of a results folder and print where it is, the claims and the verdict."""
     from rich.table import Table
 
-    from loadtests.report import build_report, claims_of
+    from loadtests.report import build_report
+    from loadtests.results import ResultsError
 
-    report_md, report_html, verdict = build_report(folder)
-    console.print(f"Report: {report_html}  (also {report_md})")
-    summary, found = claims_of(folder)
-    if summary:
-        console.print(f"[bold]{summary}[/]")
-    if found:
+    try:
+        written = build_report(folder)
+    except ResultsError as err:
+        console.print(f"[red]cannot report on {folder}:[/] {err}")
+        raise typer.Exit(1) from err
+    console.print(f"Report: {written.html}  (also {written.markdown})")
+    if written.bottom_line:
+        console.print(f"[bold]{written.bottom_line}[/]")
+    if written.claims:
         table = Table(title="The seed study's claims against this run")
         for column in ("claim", "reference", "measured", "verdict"):
             table.add_column(column)
         colours = {"holds": "green", "does not": "red"}
-        for c in found:
+        for c in written.claims:
             colour = colours.get(c.verdict, "yellow")
             table.add_row(c.claim, c.reference, c.measured, f"[{colour}]{c.verdict}[/]")
         console.print(table)
-    for line in verdict:
+    for line in written.verdict:
         console.print(f"  • {line}")
 
 
@@ -380,6 +401,28 @@ def _default_out(prefix: str) -> Path:
     return Path("runs") / f"{prefix}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """An open-loop sweep to run after (or instead of) the closed-loop steps."""
+
+    rates: tuple[float, ...]
+    slo: Slo
+    seconds: int
+
+    @classmethod
+    def parse(cls, rates: str, slo: str, seconds: int) -> Sweep:
+        """From the command line's --rates and --slo; BadParameter when malformed."""
+        from loadtests.results import Slo
+
+        try:
+            target, arrival_rates = Slo.parse(slo), _csv(rates, float)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
+        if not arrival_rates or min(arrival_rates) <= 0:
+            raise typer.BadParameter("--rates must be positive numbers")
+        return cls(arrival_rates, target, seconds)
+
+
 def run_load_test(
     plan: LoadPlan,
     out: Path,
@@ -387,23 +430,73 @@ def run_load_test(
     models: Path,
     server_args: tuple[str, ...] = (),
     grpc_url: str | None = None,
+    sweep: Sweep | None = None,
+    closed: bool = True,
 ) -> None:
-    """Run ``plan`` with a progress display, then write and announce the report."""
+    """Run ``plan`` (closed loop) and/or ``sweep`` (open loop) against ``url``, or against one
+    service started here for both; then store, write and announce the report."""
+    from contextlib import ExitStack
+
+    from loadtests.procs import run_server
+    from loadtests.runner import LoadTestError
+
+    target = url or f"a service started here from {models}"
+    out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        started = url is None
+        if url is None:
+            console.print(f"starting a service on 127.0.0.1 from {models}/ ...")
+            server = stack.enter_context(
+                run_server(models, out / "server.log", *server_args,
+                           grpc="kserve-grpc" in plan.protocols)
+            )  # fmt: skip
+            try:
+                server.wait_ready()
+            except Exception as err:  # a failed start-up: say where its log is
+                console.print(f"[red]the service did not start:[/] {err} (log: {server.log})")
+                raise typer.Exit(1) from err
+            url, grpc_url = server.url, server.grpc_target
+        try:
+            if closed:
+                console.print(
+                    f"Load test of {', '.join(plan.models())} over {', '.join(plan.protocols)} "
+                    f"at {target}: {len(plan.steps())} steps, about {plan.seconds / 60:.1f} min"
+                )
+                run_closed_loop(plan, out, url, grpc_url, server_args, started)
+            if sweep is not None:
+                run_sweep(plan, sweep, out, url)
+        except LoadTestError as err:
+            console.print(f"[red]load test failed:[/] {err}")
+            raise typer.Exit(1) from err
+    if closed:
+        from loadtests import history
+        from loadtests.results import RunRecord
+
+        path = history.default_path(out.parent)
+        run_id = history.store(path, out, RunRecord.load(out))
+        console.print(f"History: run {run_id} in {path}")
+        announce_report(out)
+
+
+def run_closed_loop(
+    plan: LoadPlan,
+    out: Path,
+    url: str,
+    grpc_url: str | None,
+    server_args: tuple[str, ...],
+    started: bool,
+) -> None:
+    """The Locust steps of ``plan`` with a progress bar and a line per finished step."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from loadtests.runner import LoadTestError, Step, StepResult, run_plan
+    from loadtests.results import Step, StepResult
+    from loadtests.runner import run_plan
 
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-    )
-    target = url or f"a service started here from {models}"
-    console.print(
-        f"Load test of {', '.join(plan.models())} over {', '.join(plan.protocols)} at {target}: "
-        f"{len(plan.steps())} steps, "
-        f"about {plan.seconds / 60:.1f} min"
     )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("starting", total=len(plan.steps()))
@@ -420,32 +513,41 @@ def run_load_test(
             p = result.latency_ms
             progress.console.print(
                 f"{step.target or step.model:>20} c={step.concurrency:<3} r{step.repeat + 1}: "
-                f"{result.throughput_rps:8.1f} req/s  "
-                f"p50 {p['p50']:.3f} ms  p99 {p['p99']:.3f} ms  "
+                f"{result.throughput_rps:8.1f} req/s  p50 {p.p50:.3f} ms  p99 {p.p99:.3f} ms  "
                 f"errors {result.errors}  accuracy {result.accuracy:.2%}"
                 + "".join(f"  [yellow]{w}[/]" for w in result.warnings)
             )
 
-        try:
-            run_plan(
-                plan,
-                out,
-                url=url,
-                models=None if url else models,
-                server_args=server_args,
-                on_step=on_step,
-                grpc_url=grpc_url,
-            )
-        except LoadTestError as err:
-            console.print(f"[red]load test failed:[/] {err}")
-            raise typer.Exit(1) from err
-    from loadtests import history
+        run_plan(plan, out, url=url, server_args=server_args, on_step=on_step,
+                 grpc_url=grpc_url, started_server=started)  # fmt: skip
 
-    record = json.loads((out / "results.json").read_text())
-    path = history.default_path(out.parent)
-    run_id = history.store(path, out, record)
-    console.print(f"History: run {run_id} in {path}")
-    announce_report(out)
+
+def run_sweep(plan: LoadPlan, sweep: Sweep, out: Path, url: str) -> None:
+    """The open-loop sweep and SLO search (loadtests/slo.py), a line per run."""
+    from loadtests import slo
+    from loadtests.results import RatePoint
+
+    rates = ", ".join(f"{r:g}" for r in sweep.rates)
+    console.print(
+        f"Open loop: {', '.join(plan.models())} at {rates} req/s ({sweep.seconds} s each), then "
+        f"the highest rate within {sweep.slo} by bisection"
+    )
+
+    def show(point: RatePoint) -> None:
+        console.print(
+            f"{point.model:>22} {point.rate:8.1f}/s: {point.ok}/{point.requests} ok, "
+            f"p50 {point.latency_ms.p50:.2f} p99 {point.latency_ms.p99:.2f} ms, "
+            f"SLO {'met' if point.met else '[red]missed[/]'}"
+        )
+
+    record = slo.run_sweep(url, plan.models(), sweep.rates, sweep.seconds, sweep.slo, out,
+                           plan.mnist or None, on_point=show)  # fmt: skip
+    base = record.models[0]
+    for model in record.models:
+        rate = record.max_rate[model]
+        ratio = f" ({record.ratio_to(model, base):.2f}x {base})" if model != base else ""
+        console.print(f"[bold]{model}[/]: {rate:,.0f} req/s within {sweep.slo}{ratio}")
+    console.print(f"Open-loop results: {out / 'openloop.md'}  (data: {out / 'openloop.json'})")
 
 
 @app.command("loadtest")
@@ -507,16 +609,8 @@ def loadtest(
             "(--rates, --slo), latency from the scheduled time."
         ),
     ] = "closed",
-    rates: Annotated[
-        str, typer.Option(help="Open loop: comma-separated arrival rates, requests/s.")
-    ] = "100,200,400,800",
-    slo: Annotated[
-        str,
-        typer.Option(
-            help="Open loop: the latency target whose highest sustainable rate is searched "
-            "for each model, e.g. p99=20ms."
-        ),
-    ] = "p99=20ms",
+    rates: RatesOption = "100,200,400,800",
+    slo: SloOption = DEFAULT_SLO,
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
 ) -> None:
@@ -526,7 +620,7 @@ def loadtest(
     (--arrival poisson): requests at each --rates, then the highest rate meeting --slo per
     model, found by bisection; results in openloop.md and openloop.json.
     """
-    from loadtests.runner import LoadPlan
+    from loadtests.results import LoadPlan
 
     check_data_path(data)
     if arrival not in ("closed", "poisson"):
@@ -547,51 +641,13 @@ def loadtest(
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     if arrival == "poisson":
-        run_open_loop_test(plan, out or _default_out("openloop"), url, models, rates, slo)
+        if plan.protocols != ("native",) or plan.mode != "json":
+            raise typer.BadParameter("open loop sends JSON over the native protocol only (for now)")
+        sweep = Sweep.parse(rates, slo, plan.duration_s)
+        run_load_test(plan, out or _default_out("openloop"), url, models, sweep=sweep,
+                      closed=False)  # fmt: skip
         return
     run_load_test(plan, out or _default_out("loadtest"), url, models, grpc_url=grpc_url)
-
-
-def run_open_loop_test(
-    plan: LoadPlan, out: Path, url: str | None, models: Path, rates: str, slo: str
-) -> None:
-    """The open-loop sweep and SLO search (loadtests/slo.py) against ``url`` or a server here."""
-    from contextlib import ExitStack
-
-    from loadtests.procs import run_server
-    from loadtests.slo import Slo, run_sweep
-
-    try:
-        target, arrival_rates = Slo.parse(slo), _csv(rates, float)
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from err
-    if not arrival_rates or min(arrival_rates) <= 0:
-        raise typer.BadParameter("--rates must be positive numbers")
-    if plan.protocols != ("native",) or plan.mode != "json":
-        raise typer.BadParameter("open loop sends JSON over the native protocol only (for now)")
-    with ExitStack() as stack:
-        if url is None:
-            out.mkdir(parents=True, exist_ok=True)
-            server = stack.enter_context(run_server(models, out / "server.log"))
-            server.wait_ready()
-            url = server.url
-        console.print(f"open loop: {', '.join(plan.models())} at {rates} req/s, {target}")
-
-        def show(point: Any) -> None:
-            console.print(
-                f"{point.model:>22} {point.rate:8.1f}/s: {point.ok}/{point.requests} ok, "
-                f"p50 {point.p50_ms:.2f} p99 {point.p99_ms:.2f} ms, "
-                f"SLO {'met' if point.met else '[red]missed[/]'}"
-            )
-
-        record = run_sweep(url, plan.models(), arrival_rates, plan.duration_s, target, out,
-                           plan.mnist or None, on_point=show)  # fmt: skip
-    best: dict[str, float] = record["max_rate"]  # type: ignore[assignment]
-    base = plan.models()[0]
-    for model, rate in best.items():
-        ratio = f" ({rate / best[base]:.2f}x {base})" if best[base] and model != base else ""
-        console.print(f"[bold]{model}[/]: {rate:,.0f} req/s within {target}{ratio}")
-    console.print(f"Report: {out / 'openloop.md'}  (data: {out / 'openloop.json'})")
 
 
 history_app = typer.Typer(
@@ -624,12 +680,12 @@ def history_list(ctx: typer.Context, history_file: HistoryOption = None) -> None
         table.add_column(column)
     for run in history.runs(path):
         plan = run.plan
-        models = ", ".join(plan["variants"]) + (
-            f" on {', '.join(plan['runtimes'])}" if plan.get("runtimes") else ""
+        models = ", ".join(plan.variants) + (
+            f" on {', '.join(plan.runtimes)}" if plan.runtimes else ""
         )
         table.add_row(str(run.id), run.created_at, Path(run.folder).name, models,
-                      ",".join(map(str, plan["concurrency"])), str(plan["repeats"]),
-                      str(run.machine.get("cpu")))  # fmt: skip
+                      ",".join(map(str, plan.concurrency)), str(plan.repeats),
+                      run.machine.cpu)  # fmt: skip
     console.print(table)
 
 
@@ -639,10 +695,12 @@ def history_compare(
     after: Annotated[str, typer.Argument(help="Another run: its id or folder.")],
     history_file: HistoryOption = None,
 ) -> None:
-    """What changed between two runs, level by level, with 95% intervals over repeats."""
+    """What changed between two runs, level by level, with 95% intervals over repeats: the
+    speedup of each variant over the first, then each model's throughput."""
     from rich.table import Table
 
     from loadtests import history
+    from loadtests.report import comparisons
 
     path = history_file or history.default_path(Path("runs"))
     try:
@@ -652,19 +710,33 @@ def history_compare(
     if first.comparable != second.comparable:
         console.print("[yellow]the runs differ in models, levels, payloads or CPU: "
                       "compare with care[/]")  # fmt: skip
-    table = Table(title=f"Throughput, req/s: run {first.id} -> run {second.id}")
-    for column in ("model", "clients", f"run {first.id}", f"run {second.id}", "ratio", "moved"):
-        table.add_column(column)
+    pairs = [(b, c) for kind, b, c in comparisons(second.plan) if kind == "variant"]
+    speedups = history.compare_speedups(path, first, second, pairs)
+    throughputs = history.compare(path, first, second)
+    for title, changes, unit in (
+        ("Speedup (throughput ratio)", speedups, "x"),
+        ("Throughput, req/s", throughputs, ""),
+    ):
+        if not changes:
+            continue
+        table = Table(title=f"{title}: run {first.id} -> run {second.id}")
+        for column in ("model", "clients", f"run {first.id}", f"run {second.id}", "ratio",
+                       "moved"):  # fmt: skip
+            table.add_column(column)
+        for change in changes:
+            table.add_row(change.target, str(change.level), shown(change.before, unit),
+                          shown(change.after, unit), f"{change.ratio:.2f}x",
+                          "[bold]yes[/]" if change.moved else "no")  # fmt: skip
+        console.print(table)
 
-    def shown(figure: tuple[float, float, float]) -> str:
-        mean, low, high = figure
-        return f"{mean:,.0f}" + ("" if low != low else f" [{low:,.0f}, {high:,.0f}]")
 
-    for change in history.compare(path, first, second):
-        table.add_row(change.target, str(change.level), shown(change.before),
-                      shown(change.after), f"{change.ratio:.2f}x",
-                      "[bold]yes[/]" if change.moved else "no")  # fmt: skip
-    console.print(table)
+def shown(interval: Interval, unit: str) -> str:
+    """A mean and its interval: throughputs as whole numbers, ratios with two decimals."""
+    digits = 2 if unit else 0
+    text = f"{interval.mean:,.{digits}f}{unit}"
+    if interval.low == interval.low:  # not NaN
+        text += f" [{interval.low:,.{digits}f}, {interval.high:,.{digits}f}]"
+    return text
 
 
 @app.command("report")
@@ -706,6 +778,14 @@ def demo(
         ),
     ] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Repeats per level.")] = 3,
+    rates: Annotated[
+        str,
+        typer.Option(
+            help="Open-loop Poisson arrival rates (requests/s) after the closed-loop steps, "
+            "each run for --duration; 'none' to skip the open loop."
+        ),
+    ] = "100,200,400,800,1600",
+    slo: SloOption = DEFAULT_SLO,
     out: Annotated[
         Path | None, typer.Option(help="Results folder. Default: runs/demo-<time>.")
     ] = None,
@@ -713,12 +793,15 @@ def demo(
     """The main job: train the seed models if missing, serve them, load-test both, report.
 
     Both variants are compared on the SavedModel and on the fastest other runtime (the
-    smallest batch-1 time the exports recorded for the depthwise model).
+    smallest batch-1 time the exports recorded for the depthwise model): closed loop (clients
+    that wait for each answer) at each --concurrency, then open loop (Poisson arrivals at
+    --rates) with the highest rate each model sustains within --slo.
     """
-    from loadtests.runner import LoadPlan
+    from loadtests.results import LoadPlan
     from modelrepo.layout import ModelRepository
 
     check_data_path(data)
+    sweep = None if rates.strip().lower() == "none" else Sweep.parse(rates, slo, _seconds(duration))
     repository = ModelRepository(models)
     missing = [name for name in catalog.SEED_VARIANTS if not repository.versions(name)]
     if missing:
@@ -743,7 +826,7 @@ def demo(
         repeats=repeats,
         mnist=str(data) if data else "",
     )
-    run_load_test(plan, out or _default_out("demo"), None, models)
+    run_load_test(plan, out or _default_out("demo"), None, models, sweep=sweep)
 
 
 if __name__ == "__main__":

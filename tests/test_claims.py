@@ -8,19 +8,26 @@ import math
 import pytest
 
 from loadtests.claims import accuracy_difference, bottom_line, claims
-from loadtests.report import Interval, Speedup
+from loadtests.report import Speedup
+from loadtests.results import LoadPlan, RunRecord, ServedVariant
+from loadtests.stats import Interval
+from tests.helpers import run_record
+from training.seeds import SeedSummary, summarize
 
 
-def record(acc_original: float, acc_depthwise: float) -> dict[str, object]:
-    return {
-        "plan": {"variants": ["original", "depthwise"]},
-        "variants": [
-            {"name": "original", "parameters": 1_199_882, "macs": 11_992_448,
-             "test_accuracy": acc_original, "epoch_seconds": [41.0, 40.0, 42.0], "epochs": 12},
-            {"name": "depthwise", "parameters": 823_828, "macs": 2_080_964,
-             "test_accuracy": acc_depthwise, "epoch_seconds": [21.0, 20.0, 22.0], "epochs": 12},
-        ],
-    }  # fmt: skip
+def record(
+    acc_original: float, acc_depthwise: float, seeds: tuple[SeedSummary, SeedSummary] | None = None
+) -> RunRecord:
+    base, cand = seeds or (None, None)
+    return run_record(
+        LoadPlan(),
+        [ServedVariant("original", parameters=1_199_882, macs=11_992_448,
+                       test_accuracy=acc_original, epoch_seconds=[41.0, 40.0, 42.0], epochs=12,
+                       seeds=base),
+         ServedVariant("depthwise", parameters=823_828, macs=2_080_964,
+                       test_accuracy=acc_depthwise, epoch_seconds=[21.0, 20.0, 22.0], epochs=12,
+                       seeds=cand)],
+    )  # fmt: skip
 
 
 def speedup(level: int, low: float, high: float) -> Speedup:
@@ -63,15 +70,9 @@ def test_accuracy_interval_is_the_difference_of_two_proportions() -> None:
 
 def test_accuracy_over_seeds_is_used_when_both_have_several() -> None:
     """With --seeds metadata, the claim compares means with a t-interval over seeds."""
-    from dataclasses import asdict
-
-    from training.seeds import summarize
-
-    data = record(0.9914, 0.9903)
     base = summarize([1, 2, 3], [0.9914, 0.9908, 0.9911], [[41.0], [40.0], [42.0]])
     cand = summarize([1, 2, 3], [0.9903, 0.9921, 0.9890], [[21.0], [20.0], [22.0]])
-    data["variants"][0]["metadata"] = {"seeds": asdict(base)}  # type: ignore[index]
-    data["variants"][1]["metadata"] = {"seeds": asdict(cand)}  # type: ignore[index]
+    data = record(0.9914, 0.9903, (base, cand))
     found = {c.claim.split(" (")[0]: c for c in claims(data, [])}
     claim = found["higher test accuracy"]
     assert "mean of 3 and 3 seeds" in claim.claim and claim.verdict == "within noise"
@@ -79,7 +80,7 @@ def test_accuracy_over_seeds_is_used_when_both_have_several() -> None:
 
 
 def test_seed_summary_interval() -> None:
-    from training.seeds import summarize, t975
+    from training.seeds import t975
 
     summary = summarize([1, 2, 3], [0.990, 0.992, 0.994], [[1.0, 3.0], [2.0], [4.0]])
     assert summary.mean == pytest.approx(0.992) and summary.std == pytest.approx(0.002)
@@ -87,3 +88,50 @@ def test_seed_summary_interval() -> None:
     assert (summary.low, summary.high) == pytest.approx((0.992 - half, 0.992 + half))
     assert summary.epoch_seconds_median == [2.0, 2.0, 4.0]
     assert t975(2) == 4.303 and t975(12) == 2.131 and t975(100) == 1.96
+
+
+def test_seeds_are_lifted_from_the_servers_metadata() -> None:
+    """/variants carries --seeds figures inside the metadata; the record holds them typed."""
+    from dataclasses import asdict
+
+    summary = summarize([1, 2], [0.99, 0.992], [[1.0], [1.0]])
+    (served,) = ServedVariant.from_server(
+        [{"name": "depthwise", "version": 1, "metadata": {"seeds": asdict(summary)},
+          "runtimes": [{"runtime": "onnx", "model": "depthwise@onnx", "state": "ready"}],
+          "unknown_field": 1}]
+    )  # fmt: skip
+    assert served.seeds == summary and served.runtimes[0].model == "depthwise@onnx"
+
+
+def test_rate_claims_follow_the_search_brackets() -> None:
+    """Open loop: a higher max rate holds only when the two search brackets are apart."""
+    from loadtests.results import OpenLoopRecord, Percentiles, RatePoint, Slo
+
+    def run(model: str, rate: float, met: bool) -> RatePoint:
+        latency = Percentiles(1, 2, 3, 4, 5)
+        return RatePoint(model, rate, 10, 10, rate, latency, 4 if met else math.inf, met, 0.1)
+
+    points = [
+        run("original@onnx", 400, True),
+        run("original@onnx", 800, False),
+        run("depthwise@onnx", 800, True),
+        run("depthwise@onnx", 1600, False),
+        run("original@savedmodel", 400, True),
+        run("original@savedmodel", 600, False),
+        run("depthwise@savedmodel", 500, True),
+        run("depthwise@savedmodel", 700, False),
+    ]
+    openloop = OpenLoopRecord(
+        Slo(99, 20), 2, [400, 800, 1600],
+        ["original@onnx", "depthwise@onnx", "original@savedmodel", "depthwise@savedmodel"],
+        {"original@onnx": 400, "depthwise@onnx": 800, "original@savedmodel": 400,
+         "depthwise@savedmodel": 500},
+        points,
+    )  # fmt: skip
+    found = {c.claim.split(",")[0]: c for c in claims(record(0.99, 0.99), [], openloop)}
+    onnx = found["faster inference: depthwise@onnx"]
+    assert onnx.verdict == "holds" and "800 vs 400 req/s of original@onnx (2.00x)" in onnx.measured
+    assert found["faster inference: depthwise@savedmodel"].verdict == "within search resolution"
+    line = bottom_line(record(0.99, 0.99), [], openloop)
+    expected = "depthwise@onnx sustains 2.00x the arrival rate of original@onnx within p99 <= 20 ms"
+    assert expected in line

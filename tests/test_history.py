@@ -9,20 +9,27 @@ import pytest
 from typer.testing import CliRunner
 
 from loadtests import history
+from loadtests.results import LoadPlan, RunRecord
 from mnist_serve.cli import app
+from tests.helpers import run_record, step_result
 
 
-def record(created: str, throughputs: dict[int, list[float]], cpu: str = "EPYC") -> dict:
-    """A results.json-shaped record: depthwise at each level, one step per repeat."""
+def record(created: str, throughputs: dict[int, list[float]], cpu: str = "EPYC") -> RunRecord:
+    """A run of depthwise at each level, one step per repeat."""
     steps = [
-        {"model": "depthwise", "target": "depthwise", "concurrency": level, "repeat": r,
-         "throughput_rps": value, "latency_ms": {"p50": 1.0, "p99": 2.0}, "errors": 0,
-         "requests": 100}
-        for level, values in throughputs.items() for r, value in enumerate(values)
-    ]  # fmt: skip
-    plan = {"variants": ["depthwise"], "runtimes": [], "protocols": ["native"],
-            "concurrency": sorted(throughputs), "mode": "json", "repeats": 3}  # fmt: skip
-    return {"created_at": created, "plan": plan, "machine": {"cpu": cpu}, "steps": steps}
+        step_result("depthwise", level, r, value)
+        for level, values in throughputs.items()
+        for r, value in enumerate(values)
+    ]
+    plan = LoadPlan(variants=("depthwise",), concurrency=tuple(sorted(throughputs)))
+    return run_record(plan, steps=steps, created=created, cpu=cpu)
+
+
+def pair(created: str, ratios: list[float]) -> RunRecord:
+    """original and depthwise at 8 clients, depthwise ``ratios`` times as fast per repeat."""
+    steps = [step_result(m, 8, r, 100 * (ratio if m == "depthwise" else 1))
+             for r, ratio in enumerate(ratios) for m in ("original", "depthwise")]  # fmt: skip
+    return run_record(LoadPlan(concurrency=(8,)), steps=steps, created=created)
 
 
 def test_store_compare_and_previous(tmp_path: Path) -> None:
@@ -57,3 +64,18 @@ def test_history_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert "1.40x" in compared.output and "yes" in compared.output
     missing = runner.invoke(app, ["history", "compare", "1", "9"])
     assert missing.exit_code != 0 and "no run '9'" in missing.output
+
+
+def test_the_speedup_moved_or_not(tmp_path: Path) -> None:
+    """Runs compare on the speedup itself: a steady 1.2x is not a move, 1.2x -> 1.5x is."""
+    db = tmp_path / "history.sqlite"
+    for name, ratios in (("a", [1.2, 1.21, 1.19]), ("b", [1.2, 1.22, 1.18]),
+                         ("c", [1.5, 1.52, 1.49])):  # fmt: skip
+        history.store(db, tmp_path / name, pair(f"2026-11-2{len(name)}", ratios))
+    a, b, c = (history.get(db, n) for n in "abc")
+    pairs = [("original", "depthwise")]
+    (steady,) = history.compare_speedups(db, a, b, pairs)
+    assert steady.target == "depthwise over original" and steady.level == 8
+    assert steady.before.mean == pytest.approx(1.2) and not steady.moved
+    (moved,) = history.compare_speedups(db, b, c, pairs)
+    assert moved.moved and moved.ratio == pytest.approx(1.503 / 1.2, rel=1e-3)

@@ -7,7 +7,6 @@ import math
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +15,13 @@ from scipy import stats
 
 from loadtests.procs import free_port
 from loadtests.protocols import PROTOCOLS, AnswerError, decode, encode
-from loadtests.report import build_report, comparisons, load_levels, mean_interval, speedups
-from loadtests.runner import (
-    LoadPlan,
-    LoadTestError,
-    Step,
-    parse_duration,
-    run_plan,
-    summarize,
-)
+from loadtests.report import build_report, comparisons, load_levels, speedups
+from loadtests.results import LoadPlan, ResultsError, RunRecord, ServedVariant, Step
+from loadtests.runner import LoadTestError, parse_duration, run_plan, summarize
 from loadtests.samples import Recorder
-from tests.helpers import REPO, Server
+from loadtests.stats import mean_interval
+from tests import helpers
+from tests.helpers import REPO, Server, run_record
 
 
 def test_durations_parse() -> None:
@@ -133,32 +128,10 @@ def write_recorded_set(
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **data)  # type: ignore[arg-type]
         runtime = step.model.partition("@")[2]
-        result = summarize(step, runtime, data, processes=1, path=str(path.relative_to(folder)))
-        steps.append(result.__dict__)
-    record = {
-        "created_at": "2026-11-22T00:00:00+00:00",
-        "finished_at": "2026-11-22T00:01:00+00:00",
-        "target": "http://127.0.0.1:1",
-        "started_server": False,
-        "server_args": [],
-        "plan": plan.__dict__
-        | {
-            "variants": list(plan.variants),
-            "runtimes": list(plan.runtimes),
-            "concurrency": list(plan.concurrency),
-        },
-        "machine": {
-            "cpu": "test",
-            "cores": 2,
-            "platform": "test",
-            "python": "3.11",
-            "tensorflow": "2.21",
-            "locust": "2.47",
-        },
-        "variants": [{"name": "original", "version": 1}, {"name": "depthwise", "version": 1}],
-        "steps": steps,
-    }
-    (folder / "results.json").write_text(json.dumps(record))
+        steps.append(summarize(step, runtime, data, processes=1,
+                               path=str(path.relative_to(folder))))  # fmt: skip
+    served = [ServedVariant("original", version=1), ServedVariant("depthwise", version=1)]
+    run_record(plan, served, steps, created="2026-11-22T00:00:00+00:00").save(folder)
     return samples
 
 
@@ -167,8 +140,9 @@ def test_report_maths_match_numpy(tmp_path: Path) -> None:
     record, levels = load_levels(tmp_path)
     for (model, level), pooled in levels.items():
         expected = np.concatenate([samples[(model, level, r)] for r in range(3)])
-        for q in (50, 90, 95, 99, 99.9):
-            assert pooled.percentiles[f"p{q:g}"] == pytest.approx(np.percentile(expected, q))
+        assert pooled.percentiles.values() == pytest.approx(
+            np.percentile(expected, [50, 90, 95, 99, 99.9])
+        )
     items = speedups(record, levels)
     assert {(s.kind, s.baseline, s.candidate) for s in items} == {
         ("variant", "original@savedmodel", "depthwise@savedmodel"),
@@ -177,13 +151,10 @@ def test_report_maths_match_numpy(tmp_path: Path) -> None:
         ("runtime", "depthwise@savedmodel", "depthwise@onnx"),
     }
     for s in items:
-        steps = {
-            (st["model"], st["repeat"]): st
-            for st in record["steps"]
-            if st["concurrency"] == s.concurrency
-        }
+        at_level = [st for st in record.steps if st.concurrency == s.concurrency]
+        steps = {(st.model, st.repeat): st for st in at_level}
         ratios = [
-            steps[(s.candidate, r)]["throughput_rps"] / steps[(s.baseline, r)]["throughput_rps"]
+            steps[(s.candidate, r)].throughput_rps / steps[(s.baseline, r)].throughput_rps
             for r in range(3)
         ]
         half = stats.t.ppf(0.975, 2) * np.std(ratios, ddof=1) / math.sqrt(3)
@@ -199,7 +170,8 @@ def test_report_maths_match_numpy(tmp_path: Path) -> None:
         assert s.p50.mean == pytest.approx(np.mean(p50_ratios))
         if s.kind == "variant":
             assert s.p50.low > 1.0  # depthwise was made ~20 % faster
-    report_md, report_html, verdict = build_report(tmp_path)
+    written = build_report(tmp_path)
+    report_md, report_html, verdict = written.markdown, written.html, written.verdict
     assert "data:image/png;base64," in report_html.read_text()
     assert report_md.read_text().count("![") == 5
     assert all(
@@ -216,6 +188,71 @@ def test_report_maths_match_numpy(tmp_path: Path) -> None:
     assert len(speed_lines) == 8 and (tmp_path / "steps.csv").read_text().count("\n") == 25
     text = report_md.read_text()
     assert "on each runtime" in text and "Runtimes compared on the same variant" in text
+
+
+def test_results_files_are_typed_and_refuse_what_they_cannot_read(tmp_path: Path) -> None:
+    """results.json round-trips (NaN included); an older file or a broken one is refused with
+    a message naming the problem, not a KeyError."""
+    import dataclasses
+
+    plan = LoadPlan(concurrency=(1,), repeats=1)
+    steps = [helpers.step_result("original", 1, 0, 0.0, mean_ms=math.nan)]
+    record = run_record(plan, steps=steps)
+    record.save(tmp_path)
+    loaded = RunRecord.load(tmp_path)
+    assert math.isnan(loaded.steps[0].mean_ms) and loaded.plan == plan
+    assert dataclasses.replace(loaded, steps=[]) == dataclasses.replace(record, steps=[])
+    text = json.loads((tmp_path / "results.json").read_text())
+    del text["schema"]
+    (tmp_path / "results.json").write_text(json.dumps(text))
+    with pytest.raises(ResultsError, match="older mnist-serve"):
+        RunRecord.load(tmp_path)
+    text["schema"] = 2
+    text["plan"]["repeats"] = 0
+    del text["machine"]
+    (tmp_path / "results.json").write_text(json.dumps(text))
+    problems = r"plan: Value error, .*repeats >= 1.*; machine: Field required"
+    with pytest.raises(ResultsError, match=problems):
+        RunRecord.load(tmp_path)
+    with pytest.raises(ResultsError, match="cannot read"):
+        RunRecord.load(tmp_path / "nowhere")
+
+
+def test_report_joins_the_open_loop_and_the_previous_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder with openloop.json beside results.json gets the SLO tables, a rate claim and a
+    two-panel trade-off; a second comparable run says whether the speedup moved."""
+    from loadtests import history
+    from loadtests.results import OpenLoopRecord, Percentiles, RatePoint, Slo
+
+    monkeypatch.setenv(history.ENV_VAR, str(tmp_path / "history.sqlite"))
+    first, second = tmp_path / "run-a", tmp_path / "run-b"
+    for folder, seed in ((first, 7), (second, 8)):
+        write_recorded_set(folder, np.random.default_rng(seed))
+        history.store(history.default_path(tmp_path), folder, RunRecord.load(folder))
+    models = list(LoadPlan(runtimes=("savedmodel", "onnx")).models())
+    points = [RatePoint(m, rate, 100, 100, rate, Percentiles(1, 2, 3, 4, 5), 4.0, rate <= cap, 0.2)
+              for m, cap in zip(models, (400, 800, 400, 800), strict=True)
+              for rate in (400, 800, 1600) if rate <= 2 * cap]  # fmt: skip
+    best = {m: max(p.rate for p in points if p.model == m and p.met) for m in models}
+    OpenLoopRecord(Slo(99, 20), 2, [400, 800, 1600], models, best, points).save(second)
+    written = build_report(second)
+    text = written.markdown.read_text()
+    assert "Open loop: the highest Poisson arrival rate within p99 <= 20 ms" in text
+    assert "| depthwise@onnx | 800 | 2.00x | 1.00 | 4.00 | 0.20 |" in text
+    rate = next(c for c in written.claims if "arrival rate" in c.claim and "onnx" in c.claim)
+    assert rate.verdict == "holds" and "800 vs 400 req/s of original@onnx" in rate.measured
+    assert "sustains 2.00x the arrival rate" in written.bottom_line
+    assert "Against the previous comparable run 1 (run-a" in text
+    moved = [line for line in written.verdict if line.startswith("Against run 1")]
+    assert len(moved) == 1 and "speedup" in moved[0]
+    assert "depthwise@savedmodel over original@savedmodel" in text
+    panels = build_report(first)  # no open loop there: one panel, a narrower picture
+    wide, narrow = (f / "plots" / "tradeoff.png" for f in (second, first))
+    assert wide.stat().st_size > narrow.stat().st_size and "Open loop" not in (
+        panels.markdown.read_text()
+    )
 
 
 def test_single_repeat_has_no_interval() -> None:
@@ -238,18 +275,19 @@ def test_short_real_run_against_a_real_service(
             seen.append(step)
 
     record = run_plan(plan, tmp_path, url=server.url, on_step=on_step)
-    assert len(seen) == 8 and len(record["steps"]) == 8
-    assert {(s["variant"], s["runtime"]) for s in record["steps"]} == {
+    assert len(seen) == 8 and len(record.steps) == 8
+    assert {(s.variant, s.runtime) for s in record.steps} == {
         (v, r) for v in ("original", "depthwise") for r in ("savedmodel", "onnx")
     }
-    for step in record["steps"]:
-        assert step["throughput_rps"] > 0 and step["errors"] == 0 and step["requests"] > 20
-        assert step["accuracy"] > 0.85
-        assert step["server_model_ms_p50"] > 0
-    p50s = [step["latency_ms"]["p50"] for step in record["steps"]]
+    for step in record.steps:
+        assert step.throughput_rps > 0 and step.errors == 0 and step.requests > 20
+        assert step.accuracy > 0.85
+        assert step.server_model_ms_p50 > 0
+    p50s = [step.latency_ms.p50 for step in record.steps]
     assert any(p != round(p) for p in p50s), "percentiles must keep sub-millisecond precision"
-    _, report_html, verdict = build_report(tmp_path)
-    assert report_html.stat().st_size > 20_000 and len(verdict) == 8
+    assert RunRecord.load(tmp_path) == record  # the file round-trips to the same record
+    written = build_report(tmp_path)
+    assert written.html.stat().st_size > 20_000 and len(written.verdict) == 8
 
 
 @pytest.mark.slow
@@ -299,9 +337,9 @@ def test_distributed_mode_gathers_every_workers_samples(
         processes=2, mnist=str(mnist_path),
     )  # fmt: skip
     record = run_plan(plan, tmp_path, url=server.url)
-    (step,) = record["steps"]
-    assert step["requests"] > 50 and step["errors"] == 0
-    assert step["generator_cpu_s"] > 0  # reported by the workers, summed by the master
+    (step,) = record.steps
+    assert step.requests > 50 and step.errors == 0
+    assert step.generator_cpu_s > 0  # reported by the workers, summed by the master
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -339,9 +377,7 @@ def test_plan_sweeps_protocols_and_compares_them() -> None:
     plan = LoadPlan(variants=("depthwise",), protocols=("native", "kserve-grpc"), repeats=1,
                     concurrency=(1,))  # fmt: skip
     assert [s.target for s in plan.steps()] == ["depthwise via native", "depthwise via kserve-grpc"]
-    assert comparisons(asdict(plan)) == [
-        ("protocol", "depthwise via native", "depthwise via kserve-grpc")
-    ]
+    assert comparisons(plan) == [("protocol", "depthwise via native", "depthwise via kserve-grpc")]
     with pytest.raises(ValueError, match="protocols"):
         LoadPlan(protocols=("soap",))
     with pytest.raises(ValueError, match="native protocol only"):
@@ -358,13 +394,13 @@ def test_load_test_speaks_every_protocol(
         duration_s=2, warmup_s=1, repeats=1, mnist=str(mnist_path),
     )  # fmt: skip
     record = run_plan(plan, tmp_path, models=models_dir)
-    assert [s["protocol"] for s in record["steps"]] == list(PROTOCOLS)
-    for step in record["steps"]:
-        assert step["errors"] == 0 and step["requests"] > 20, step
-        assert step["accuracy"] > 0.85 and step["runtime"] == "onnx"
-    report_md, _, verdict = build_report(tmp_path)
-    assert "Protocols compared on the same model" in report_md.read_text()
-    assert len(verdict) == 3  # each protocol against native
+    assert [s.protocol for s in record.steps] == list(PROTOCOLS)
+    for step in record.steps:
+        assert step.errors == 0 and step.requests > 20, step
+        assert step.accuracy > 0.85 and step.runtime == "onnx"
+    written = build_report(tmp_path)
+    assert "Protocols compared on the same model" in written.markdown.read_text()
+    assert len(written.verdict) == 3  # each protocol against native
 
 
 def test_drift_flags_a_repeat_off_its_siblings() -> None:

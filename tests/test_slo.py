@@ -3,7 +3,6 @@ mode of `mnist-serve loadtest` end to end against a real server."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from loadtests.openloop import OpenLoopResult, Sample
-from loadtests.slo import RatePoint, Slo, find_max_rate
+from loadtests.results import OpenLoopRecord, Percentiles, RatePoint, Slo
+from loadtests.slo import find_max_rate
 from mnist_serve.cli import app
 
 
@@ -33,7 +33,8 @@ def test_failures_count_as_infinitely_slow() -> None:
 def point(rate: float, capacity: float) -> RatePoint:
     """A fake server that meets the SLO below ``capacity`` requests/s."""
     met = rate <= capacity
-    return RatePoint("m", rate, 100, 100, rate, 1, 1, 1, 1, 1 if met else math.inf, met, 0)
+    latency = Percentiles(1, 1, 1, 1, 1)
+    return RatePoint("m", rate, 100, 100, rate, latency, 1 if met else math.inf, met, 0)
 
 
 def test_search_bisects_between_the_last_pass_and_the_first_fail() -> None:
@@ -66,8 +67,35 @@ def test_open_loop_mode_end_to_end(models_dir: Path, mnist_path: Path, tmp_path:
          "--out", str(tmp_path)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    record = json.loads((tmp_path / "openloop.json").read_text())
-    assert record["max_rate"] == {"original": 40, "depthwise": 40}
-    assert all(p["ok"] == p["requests"] > 0 and p["met"] for p in record["points"])
+    record = OpenLoopRecord.load(tmp_path)
+    assert record.max_rate == {"original": 40, "depthwise": 40}
+    assert all(p.ok == p.requests > 0 and p.met for p in record.points)
+    assert record.slo == Slo(99, 2000) and record.models == ["original", "depthwise"]
     assert "max rate under SLO" in (tmp_path / "openloop.md").read_text()
     assert "depthwise: 40 req/s within p99 <= 2000 ms (1.00x original)" in result.output
+
+
+@pytest.mark.slow
+def test_demo_prints_the_bottom_line_and_reports_both_loops(
+    models_dir: Path, mnist_path: Path, tmp_path: Path
+) -> None:
+    """The main job end to end on small models: closed loop, then open loop on the same
+    service; the bottom line and the claims table printed; one report with both."""
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(
+        app,
+        ["demo", "--models", str(models_dir), "--data", str(mnist_path), "--runtimes",
+         "savedmodel", "--concurrency", "2", "--duration", "1s", "--repeats", "2",
+         "--rates", "25,50", "--slo", "p99=5000ms", "--out", str(out)],
+        env={"COLUMNS": "200", "MNIST_SERVE_HISTORY": str(tmp_path / "h.sqlite")},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Bottom line: depthwise@savedmodel serves" in result.output
+    assert "The seed study's claims against this run" in result.output
+    assert "highest Poisson arrival rate" in result.output  # the open-loop claim, printed
+    text = (out / "report.md").read_text()
+    assert "## Claims: the seed study's against what was measured" in text
+    assert "Open loop: the highest Poisson arrival rate within p99 <= 5000 ms" in text
+    assert "started by the load test" in text  # one service served both loops
+    assert OpenLoopRecord.load(out).max_rate == {"original@savedmodel": 50,
+                                                 "depthwise@savedmodel": 50}  # fmt: skip

@@ -1,0 +1,395 @@
+"""The results contract: what a load test writes and what the report, the history and the
+claims view read, as typed records saved and loaded here only.
+
+A closed-loop run (``mnist-serve loadtest``, ``demo``) leaves ``results.json``: a
+:class:`RunRecord` holding the :class:`LoadPlan`, the :class:`Machine`, what the server said of
+each variant (:class:`ServedVariant`) and one :class:`StepResult` per Locust run. An open-loop
+sweep (``--arrival poisson``) leaves ``openloop.json``: an :class:`OpenLoopRecord` with one
+:class:`RatePoint` per run. Both are dataclasses, validated by pydantic when loaded, so a
+missing or mistyped field fails with the field's name instead of a ``KeyError`` deep in the
+report. Latency percentiles are computed in one place, :meth:`Percentiles.of`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import numpy as np
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from loadtests.protocols import PROTOCOLS
+from modelrepo.layout import ModelName, check_runtimes
+from training.seeds import SeedSummary
+
+if TYPE_CHECKING:
+    from loadtests.openloop import OpenLoopResult
+
+RESULTS_FILE = "results.json"
+OPENLOOP_FILE = "openloop.json"
+# Bumped when a record's shape changes; an older file is refused with a clear message.
+SCHEMA = 2
+SLO_PATTERN = re.compile(r"^p(\d+(?:\.\d+)?)=(\d+(?:\.\d+)?)ms$")
+# NaN (no successful request) and infinity (a failed request under an SLO) survive a round trip.
+JSON_CONFIG = ConfigDict(ser_json_inf_nan="constants")
+
+
+class ResultsError(ValueError):
+    """A results file that is missing, from an older version, or not a valid record."""
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """Latency percentiles of a sample, in ms (NaN when it is empty)."""
+
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    p999: float
+
+    LEVELS: ClassVar[tuple[float, ...]] = (50, 90, 95, 99, 99.9)
+
+    @classmethod
+    def of(cls, latency_ms: np.ndarray | list[float]) -> Percentiles:
+        """The percentiles of ``latency_ms``: the one place they are computed."""
+        values = np.asarray(latency_ms, dtype=float)
+        if not len(values):
+            return cls(*[math.nan] * len(cls.LEVELS))
+        return cls(*(float(v) for v in np.percentile(values, cls.LEVELS)))
+
+    @classmethod
+    def labels(cls) -> list[str]:
+        """Column names: p50, p90, p95, p99, p99.9."""
+        return [f"p{q:g}" for q in cls.LEVELS]
+
+    def values(self) -> list[float]:
+        """The percentiles in :attr:`LEVELS` order."""
+        return [self.p50, self.p90, self.p95, self.p99, self.p999]
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What to run: the same closed-loop load for each variant."""
+
+    variants: tuple[str, ...] = ("original", "depthwise")
+    runtimes: tuple[str, ...] = ()  # empty: the server's default runtime, bare variant names
+    protocols: tuple[str, ...] = ("native",)
+    concurrency: tuple[int, ...] = (1, 8, 32, 64)
+    duration_s: int = 20
+    warmup_s: int = 3
+    repeats: int = 3
+    mode: str = "json"
+    processes: int = 1
+    mnist: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.variants:
+            raise ValueError("name at least one variant")
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants repeat: {self.variants}")
+        if len(set(self.runtimes)) != len(self.runtimes):
+            raise ValueError(f"runtimes repeat: {self.runtimes}")
+        check_runtimes(self.runtimes)
+        unknown = [p for p in self.protocols if p not in PROTOCOLS]
+        if not self.protocols or unknown or len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(f"protocols must be distinct, among {', '.join(PROTOCOLS)}")
+        if not self.concurrency or min(self.concurrency) < 1:
+            raise ValueError(f"concurrency levels must be >= 1, got {self.concurrency}")
+        if self.duration_s < 1 or self.warmup_s < 0 or self.repeats < 1:
+            raise ValueError("duration >= 1 s, warm-up >= 0 s and repeats >= 1, please")
+        if self.mode not in ("json", "png"):
+            raise ValueError(f"mode must be json or png, got {self.mode!r}")
+        if self.mode == "png" and self.protocols != ("native",):
+            raise ValueError("--mode png uploads pictures: the native protocol only")
+        if self.processes < 1:
+            raise ValueError(f"processes must be >= 1, got {self.processes}")
+
+    def models(self) -> tuple[str, ...]:
+        """The model names under test: runtime by runtime, each variant (or bare variants)."""
+        if not self.runtimes:
+            return self.variants
+        return tuple(str(ModelName(v, r)) for r in self.runtimes for v in self.variants)
+
+    def label(self, variant: str, runtime: str | None, protocol: str) -> str:
+        """A target's name in the report: the model, and its protocol when several are swept."""
+        model = str(ModelName(variant, runtime))
+        return model if len(self.protocols) == 1 else f"{model} via {protocol}"
+
+    def label_of(self, model: str, protocol: str) -> str:
+        """:meth:`label` of a model name."""
+        name = ModelName.parse(model)
+        return self.label(name.variant, name.runtime, protocol)
+
+    def targets(self) -> list[tuple[str, str]]:
+        """(model, protocol) pairs: protocol by protocol, each model."""
+        return [(model, protocol) for protocol in self.protocols for model in self.models()]
+
+    def target_labels(self) -> list[str]:
+        """The report's names of the targets, in the plan's order."""
+        return [self.label_of(model, protocol) for model, protocol in self.targets()]
+
+    def steps(self) -> list[Step]:
+        """Every run in order: per level, per repeat, the targets in alternating order."""
+        steps = []
+        targets = self.targets()
+        for level in self.concurrency:
+            for repeat in range(self.repeats):
+                order = targets if repeat % 2 == 0 else list(reversed(targets))
+                steps += [
+                    Step(model, level, repeat, protocol, self.label_of(model, protocol))
+                    for model, protocol in order
+                ]
+        return steps
+
+    @property
+    def seconds(self) -> float:
+        """Roughly how long the whole plan takes (Locust start-up included)."""
+        return len(self.steps()) * (self.duration_s + self.warmup_s + 3)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One Locust run: one model (variant or variant@runtime) at one concurrency, one repeat."""
+
+    model: str
+    concurrency: int
+    repeat: int
+    protocol: str = "native"
+    target: str = ""  # the report's name for what was measured (model, and protocol if several)
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe identifier."""
+        return f"{self.model.replace('@', '_')}-{self.protocol}-c{self.concurrency}-r{self.repeat}"
+
+
+@dataclass
+class StepResult:
+    """What one run measured, from the client's exact per-request samples."""
+
+    model: str  # as addressed: variant, or variant@runtime
+    variant: str
+    runtime: str  # the runtime that answered (from the server's /variants when not named)
+    protocol: str
+    target: str  # the report's name for it (see LoadPlan.label)
+    concurrency: int
+    repeat: int
+    requests: int
+    errors: int
+    window_s: float
+    throughput_rps: float
+    latency_ms: Percentiles  # successful requests only
+    mean_ms: float
+    accuracy: float  # right answers among the digits sent (not the test-set accuracy)
+    server_queue_ms_p50: float
+    server_model_ms_p50: float
+    generator_cpu_s: float
+    generator_busy: float
+    samples: str  # the .npz of every request, relative to the run folder
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The machine and software the numbers were measured on."""
+
+    cpu: str
+    cores: int | None
+    platform: str
+    python: str
+    tensorflow: str
+    locust: str
+
+
+@dataclass(frozen=True)
+class ServedRuntime:
+    """One runtime of a variant, as the server's ``/variants`` described it."""
+
+    runtime: str
+    model: str
+    state: str
+    device: str | None = None
+    batch1_ms: float | None = None
+    max_abs_diff: float | None = None
+
+
+@dataclass(frozen=True)
+class ServedVariant:
+    """A variant as the server described it: its training figures and runtimes. Against a
+    server other than mnist-serve only the name is known."""
+
+    name: str
+    version: int | None = None
+    runtime: str | None = None  # the default runtime: what the bare name means
+    device: str | None = None
+    parameters: int | None = None
+    macs: int | None = None
+    test_accuracy: float | None = None
+    epochs: int | None = None
+    epoch_seconds: list[float] | None = None
+    savedmodel_bytes: int | None = None
+    seeds: SeedSummary | None = None  # when trained with --seeds
+    runtimes: list[ServedRuntime] = field(default_factory=list)
+
+    @classmethod
+    def from_server(cls, entries: list[dict[str, Any]]) -> list[ServedVariant]:
+        """``/variants`` JSON as records (the seed summary lifted out of the metadata)."""
+        lifted = [
+            {**e, "seeds": e.get("seeds") or (e.get("metadata") or {}).get("seeds")}
+            for e in entries
+        ]
+        return TypeAdapter(list[ServedVariant]).validate_python(lifted)
+
+
+@dataclass
+class RunRecord:
+    """A closed-loop load test: ``results.json``."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    created_at: str
+    finished_at: str
+    target: str
+    grpc_target: str | None
+    started_server: bool
+    server_args: list[str]
+    plan: LoadPlan
+    machine: Machine
+    variants: list[ServedVariant]
+    steps: list[StepResult]
+    schema: int = SCHEMA
+
+    def variant(self, name: str) -> ServedVariant | None:
+        """What the server said of a variant, if it was served."""
+        return next((v for v in self.variants if v.name == name), None)
+
+    def save(self, folder: Path) -> Path:
+        """Write ``results.json`` into ``folder``."""
+        return _save(self, folder / RESULTS_FILE)
+
+    @classmethod
+    def load(cls, folder: Path) -> RunRecord:
+        """Read ``folder/results.json``; :class:`ResultsError` saying what is wrong otherwise."""
+        return _load(cls, folder / RESULTS_FILE)
+
+
+@dataclass(frozen=True)
+class Slo:
+    """A latency target: the ``percentile`` of all requests within ``limit_ms``."""
+
+    percentile: float
+    limit_ms: float
+
+    @classmethod
+    def parse(cls, text: str) -> Slo:
+        """``p99=20ms`` -> Slo(99, 20); ValueError naming the expected form otherwise."""
+        match = SLO_PATTERN.match(text.strip())
+        if not match or not 0 < float(match.group(1)) < 100 or float(match.group(2)) <= 0:
+            raise ValueError(f"SLO {text!r} is not of the form p99=20ms")
+        return cls(float(match.group(1)), float(match.group(2)))
+
+    def __str__(self) -> str:
+        return f"p{self.percentile:g} <= {self.limit_ms:g} ms"
+
+    def latency_ms(self, result: OpenLoopResult) -> float:
+        """The SLO's percentile over every request, failures counting as infinitely slow."""
+        values = [s.latency * 1000 if s.status == 200 else math.inf for s in result.samples]
+        # "higher": an actual sample, so an infinite one stays infinite (no inf - inf = NaN).
+        return (
+            float(np.percentile(values, self.percentile, method="higher")) if values else math.inf
+        )
+
+    def met(self, result: OpenLoopResult) -> bool:
+        """Whether the run kept the target."""
+        return self.latency_ms(result) <= self.limit_ms
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """One open-loop run of one model at one arrival rate."""
+
+    model: str
+    rate: float
+    requests: int
+    ok: int
+    goodput_rps: float
+    latency_ms: Percentiles  # answers with status 200, from their scheduled send times
+    slo_ms: float  # the SLO's percentile over every request, failures as infinity
+    met: bool
+    lag_p99_ms: float  # how late the generator itself sent (send minus schedule)
+
+
+@dataclass
+class OpenLoopRecord:
+    """An open-loop sweep with its SLO search: ``openloop.json``."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    slo: Slo
+    seconds_per_run: float
+    rates: list[float]
+    models: list[str]  # in the order given; the first is the baseline of the ratios
+    max_rate: dict[str, float]  # per model, the highest rate that met the SLO (0: none did)
+    points: list[RatePoint]
+    schema: int = SCHEMA
+
+    def ratio_to(self, model: str, baseline: str) -> float:
+        """``model``'s highest rate under the SLO over ``baseline``'s (NaN if that is 0)."""
+        base = self.max_rate[baseline]
+        return self.max_rate[model] / base if base else math.nan
+
+    def bracket(self, model: str) -> tuple[float, float]:
+        """Where the search left ``model``'s answer: the highest rate that met the SLO (0 if
+        none) and the lowest that missed it (infinity if none did)."""
+        missed = [p.rate for p in self.points if p.model == model and not p.met]
+        return self.max_rate.get(model, 0.0), min(missed, default=math.inf)
+
+    def at_max_rate(self, model: str) -> RatePoint | None:
+        """The run of ``model`` at its highest rate under the SLO (None if none met it)."""
+        rate = self.max_rate.get(model, 0.0)
+        return next((p for p in self.points if p.model == model and p.rate == rate), None)
+
+    def save(self, folder: Path) -> Path:
+        """Write ``openloop.json`` into ``folder``."""
+        return _save(self, folder / OPENLOOP_FILE)
+
+    @classmethod
+    def load(cls, folder: Path) -> OpenLoopRecord:
+        """Read ``folder/openloop.json``; :class:`ResultsError` saying what is wrong otherwise."""
+        return _load(cls, folder / OPENLOOP_FILE)
+
+
+Record = TypeVar("Record", RunRecord, OpenLoopRecord)
+
+
+def _save(record: RunRecord | OpenLoopRecord, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(TypeAdapter(type(record)).dump_json(record, indent=2) + b"\n")
+    return path
+
+
+def _load(kind: type[Record], path: Path) -> Record:
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as err:
+        raise ResultsError(f"cannot read {path}: {err.strerror or err}") from err
+    except ValueError as err:
+        raise ResultsError(f"{path} is not JSON: {err}") from err
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        found = data.get("schema", "none") if isinstance(data, dict) else "none"
+        raise ResultsError(
+            f"{path} has results schema {found}, this mnist-serve reads {SCHEMA}: it was "
+            "written by an older mnist-serve (or is not a results file); run the load test again"
+        )
+    try:
+        return TypeAdapter(kind).validate_python(data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:5]
+        )
+        raise ResultsError(f"{path} is not a valid {kind.__name__}: {problems}") from err
