@@ -14,6 +14,7 @@ The file is ``history.sqlite`` beside the run folders (``runs/``) unless
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from loadtests.results import LoadPlan, Machine, RunRecord
+from loadtests.results import LoadPlan, Machine, OpenLoopRecord, RunRecord
 from loadtests.stats import Interval, mean_interval, ratio_interval
 
 ENV_VAR = "MNIST_SERVE_HISTORY"
@@ -35,6 +36,13 @@ CREATE TABLE IF NOT EXISTS runs (
     comparable TEXT NOT NULL,
     plan TEXT NOT NULL,
     machine TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rates (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    model TEXT NOT NULL,
+    slo TEXT NOT NULL,
+    max_rate REAL NOT NULL,
+    first_missed REAL
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -90,13 +98,22 @@ def comparable_key(plan: LoadPlan, machine: Machine) -> str:
     return json.dumps(key, sort_keys=True)
 
 
-def store(path: Path, folder: Path, record: RunRecord) -> int:
-    """Add a run to the history; its id."""
+def store(
+    path: Path,
+    folder: Path,
+    plan: LoadPlan,
+    closed: RunRecord | None = None,
+    openloop: OpenLoopRecord | None = None,
+) -> int:
+    """Add a run to the history: its closed-loop steps, its open-loop search, or both; its id."""
+    found = closed or openloop
+    if found is None or found.machine is None:
+        raise ValueError("a run to store needs closed-loop results or an open-loop record")
     with connect(path) as db:
         cursor = db.execute(
             "INSERT INTO runs (folder, created_at, comparable, plan, machine) VALUES (?,?,?,?,?)",
-            (str(folder), record.created_at, comparable_key(record.plan, record.machine),
-             json.dumps(asdict(record.plan)), json.dumps(asdict(record.machine))),
+            (str(folder), found.created_at, comparable_key(plan, found.machine),
+             json.dumps(asdict(plan)), json.dumps(asdict(found.machine))),
         )  # fmt: skip
         run_id = int(cursor.lastrowid or 0)
         db.executemany(
@@ -104,10 +121,22 @@ def store(path: Path, folder: Path, record: RunRecord) -> int:
             [
                 (run_id, s.target or s.model, s.concurrency, s.repeat, s.throughput_rps,
                  s.latency_ms.p50, s.latency_ms.p99, s.errors, s.requests)
-                for s in record.steps
+                for s in (closed.steps if closed else [])
             ],
         )  # fmt: skip
+        if openloop is not None:
+            db.executemany(
+                "INSERT INTO rates VALUES (?,?,?,?,?)",
+                [
+                    (run_id, model, str(openloop.slo), rate, _finite(openloop.bracket(model)[1]))
+                    for model, rate in openloop.max_rate.items()
+                ],
+            )
     return run_id
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isinf(value) else value
 
 
 def runs(path: Path) -> list[Run]:
@@ -131,11 +160,16 @@ def get(path: Path, ref: str) -> Run:
 
 
 def previous_comparable(path: Path, folder: Path, record: RunRecord) -> Run | None:
-    """The latest earlier run with the same comparable key (not ``folder`` itself)."""
+    """The latest earlier run with the same comparable key and closed-loop steps (not
+    ``folder`` itself)."""
     if not path.is_file():
         return None
     key = comparable_key(record.plan, record.machine)
-    earlier = [r for r in runs(path) if r.comparable == key and r.folder != str(folder)]
+    with connect(path) as db:
+        closed = {row[0] for row in db.execute("SELECT DISTINCT run_id FROM steps")}
+    earlier = [
+        r for r in runs(path) if r.comparable == key and r.folder != str(folder) and r.id in closed
+    ]
     return earlier[-1] if earlier else None
 
 
@@ -203,3 +237,40 @@ def compare_speedups(
                 )
             )
     return changes
+
+
+@dataclass(frozen=True)
+class RateChange:
+    """One model's highest rate within an SLO in two runs, each bracketed by the search between
+    the highest rate that met it and the lowest that missed it (None: none missed)."""
+
+    model: str
+    slo: str
+    before: tuple[float, float | None]
+    after: tuple[float, float | None]
+
+    @property
+    def ratio(self) -> float:
+        """After over before."""
+        return self.after[0] / self.before[0] if self.before[0] else float("nan")
+
+    @property
+    def moved(self) -> bool:
+        """Whether the two search brackets do not overlap."""
+        (b_low, b_high), (a_low, a_high) = self.before, self.after
+        return (b_high is not None and a_low >= b_high) or (a_high is not None and b_low >= a_high)
+
+
+def rates(path: Path, run_id: int) -> dict[tuple[str, str], tuple[float, float | None]]:
+    """Per (model, SLO), the open-loop search's bracket of a run."""
+    with connect(path) as db:
+        rows = db.execute(
+            "SELECT model, slo, max_rate, first_missed FROM rates WHERE run_id = ?", (run_id,)
+        ).fetchall()
+    return {(model, slo): (rate, missed) for model, slo, rate, missed in rows}
+
+
+def compare_rates(path: Path, before: Run, after: Run) -> list[RateChange]:
+    """The highest rate within the same SLO of every model searched in both runs."""
+    first, second = rates(path, before.id), rates(path, after.id)
+    return [RateChange(k[0], k[1], first[k], second[k]) for k in first if k in second]

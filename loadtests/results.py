@@ -336,6 +336,8 @@ class OpenLoopRecord:
     models: list[str]  # in the order given; the first is the baseline of the ratios
     max_rate: dict[str, float]  # per model, the highest rate that met the SLO (0: none did)
     points: list[RatePoint]
+    created_at: str = ""
+    machine: Machine | None = None
     schema: int = SCHEMA
 
     def ratio_to(self, model: str, baseline: str) -> float:

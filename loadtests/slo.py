@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 from loadtests.openloop import OpenLoopResult, run_open_loop
 from loadtests.protocols import encode
 from loadtests.results import OpenLoopRecord, Percentiles, RatePoint, Slo
+from loadtests.runner import machine
 
 DIGITS = 256  # distinct test digits cycled through
 
@@ -101,6 +103,7 @@ def run_sweep(
     """Every model at every rate, then its SLO search; writes openloop.json and openloop.md."""
     points: list[RatePoint] = []
     best: dict[str, float] = {}
+    started = datetime.now(UTC)
     for model in models:
         payloads = bodies(mnist, model)
 
@@ -115,7 +118,8 @@ def run_sweep(
 
         best[model], runs = find_max_rate(measure, rates)
         points += runs
-    record = OpenLoopRecord(slo, seconds, list(rates), list(models), best, points)
+    record = OpenLoopRecord(slo, seconds, list(rates), list(models), best, points,
+                            started.isoformat(timespec="seconds"), machine())  # fmt: skip
     record.save(out_dir)
     (out_dir / "openloop.md").write_text(markdown(record))
     return record

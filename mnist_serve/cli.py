@@ -468,13 +468,14 @@ def run_load_test(
         except LoadTestError as err:
             console.print(f"[red]load test failed:[/] {err}")
             raise typer.Exit(1) from err
-    if closed:
-        from loadtests import history
-        from loadtests.results import RunRecord
+    from loadtests import history
+    from loadtests.results import OpenLoopRecord, RunRecord
 
-        path = history.default_path(out.parent)
-        run_id = history.store(path, out, RunRecord.load(out))
-        console.print(f"History: run {run_id} in {path}")
+    path = history.default_path(out.parent)
+    run_id = history.store(path, out, plan, RunRecord.load(out) if closed else None,
+                           OpenLoopRecord.load(out) if sweep else None)  # fmt: skip
+    console.print(f"History: run {run_id} in {path}")
+    if closed:
         announce_report(out)
 
 
@@ -676,16 +677,22 @@ def history_list(ctx: typer.Context, history_file: HistoryOption = None) -> None
         console.print(f"no history yet at {path}: run `mnist-serve loadtest` first")
         return
     table = Table(title=f"Load tests in {path}")
-    for column in ("id", "when", "folder", "models", "clients", "repeats", "CPU"):
+    for column in ("id", "when", "folder", "models", "closed loop: clients x repeats",
+                   "open loop: max rate within SLO", "CPU"):  # fmt: skip
         table.add_column(column)
     for run in history.runs(path):
         plan = run.plan
         models = ", ".join(plan.variants) + (
             f" on {', '.join(plan.runtimes)}" if plan.runtimes else ""
         )
-        table.add_row(str(run.id), run.created_at, Path(run.folder).name, models,
-                      ",".join(map(str, plan.concurrency)), str(plan.repeats),
-                      run.machine.cpu)  # fmt: skip
+        closed = history.throughputs(path, run.id)
+        rates = history.rates(path, run.id)
+        table.add_row(
+            str(run.id), run.created_at, Path(run.folder).name, models,
+            f"{','.join(map(str, plan.concurrency))} x {plan.repeats}" if closed else "-",
+            ", ".join(f"{m} {r:,.0f}/s ({slo})" for (m, slo), (r, _) in rates.items()) or "-",
+            run.machine.cpu,
+        )  # fmt: skip
     console.print(table)
 
 
@@ -727,6 +734,17 @@ def history_compare(
             table.add_row(change.target, str(change.level), shown(change.before, unit),
                           shown(change.after, unit), f"{change.ratio:.2f}x",
                           "[bold]yes[/]" if change.moved else "no")  # fmt: skip
+        console.print(table)
+    rate_changes = history.compare_rates(path, first, second)
+    if rate_changes:
+        table = Table(title=f"Open loop, highest rate within the SLO: run {first.id} -> "
+                      f"run {second.id} (moved = the search brackets do not overlap)")  # fmt: skip
+        for column in ("model", "SLO", f"run {first.id}", f"run {second.id}", "ratio", "moved"):
+            table.add_column(column)
+        for rate in rate_changes:
+            table.add_row(rate.model, rate.slo, f"{rate.before[0]:,.0f}/s",
+                          f"{rate.after[0]:,.0f}/s", f"{rate.ratio:.2f}x",
+                          "[bold]yes[/]" if rate.moved else "no")  # fmt: skip
         console.print(table)
 
 

@@ -9,7 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from loadtests import history
-from loadtests.results import LoadPlan, RunRecord
+from loadtests.results import (
+    LoadPlan,
+    Machine,
+    OpenLoopRecord,
+    Percentiles,
+    RatePoint,
+    RunRecord,
+    Slo,
+)
 from mnist_serve.cli import app
 from tests.helpers import run_record, step_result
 
@@ -37,9 +45,9 @@ def test_store_compare_and_previous(tmp_path: Path) -> None:
     old = record("2026-11-20", {1: [100, 102, 98], 32: [900, 910, 890]})
     new = record("2026-11-24", {1: [101, 99, 100], 32: [1200, 1190, 1210]})
     other_machine = record("2026-11-22", {1: [50, 50, 50], 32: [400, 400, 400]}, cpu="Xeon")
-    history.store(db, tmp_path / "a", old)
-    history.store(db, tmp_path / "x", other_machine)
-    history.store(db, tmp_path / "b", new)
+    history.store(db, tmp_path / "a", old.plan, old)
+    history.store(db, tmp_path / "x", other_machine.plan, other_machine)
+    history.store(db, tmp_path / "b", new.plan, new)
     assert [r.folder for r in history.runs(db)] == [str(tmp_path / n) for n in "axb"]
     previous = history.previous_comparable(db, tmp_path / "b", new)
     assert previous is not None and previous.folder == str(tmp_path / "a")  # not the Xeon run
@@ -50,18 +58,43 @@ def test_store_compare_and_previous(tmp_path: Path) -> None:
         history.get(db, "nope")
 
 
+def searched(capacity: float) -> OpenLoopRecord:
+    """An open-loop search of depthwise that met p99 <= 20 ms up to ``capacity``."""
+    points = [
+        RatePoint("depthwise", rate, 10, 10, rate, Percentiles(1, 2, 3, 4, 5), 4.0,
+                  rate <= capacity, 0.1)
+        for rate in (200.0, 400, 800, 1600) if rate <= 2 * capacity
+    ]  # fmt: skip
+    return OpenLoopRecord(Slo(99, 20), 2, [200, 400, 800, 1600], ["depthwise"],
+                          {"depthwise": capacity}, points, "2026-11-24",
+                          Machine("EPYC", 2, "Linux", "3.11", "2.21.0", "2.x"))  # fmt: skip
+
+
 def test_history_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "h.sqlite"
     monkeypatch.setenv(history.ENV_VAR, str(db))
     runner = CliRunner()
     assert "no history yet" in runner.invoke(app, ["history"]).output
-    history.store(db, tmp_path / "run-a", record("2026-11-20", {8: [500, 510, 490]}))
-    history.store(db, tmp_path / "run-b", record("2026-11-24", {8: [700, 690, 710]}))
-    listed = runner.invoke(app, ["history"], env={"COLUMNS": "200"})
-    assert listed.exit_code == 0 and "run-a" in listed.output and "run-b" in listed.output
+    for name, created, values, capacity in (
+        ("run-a", "2026-11-20", [500.0, 510, 490], 400),
+        ("run-b", "2026-11-24", [700.0, 690, 710], 800),
+    ):
+        run = record(created, {8: values})
+        history.store(db, tmp_path / name, run.plan, run, searched(capacity))
+    only_open = searched(800)
+    history.store(db, tmp_path / "run-c", run.plan, None, only_open)  # open loop alone
+    listed = runner.invoke(app, ["history"], env={"COLUMNS": "250"})
+    assert listed.exit_code == 0 and "run-a" in listed.output and "run-c" in listed.output
+    assert "depthwise 400/s (p99 <= 20 ms)" in listed.output
     compared = runner.invoke(app, ["history", "compare", "1", "run-b"], env={"COLUMNS": "200"})
     assert compared.exit_code == 0, compared.output
     assert "1.40x" in compared.output and "yes" in compared.output
+    assert "Open loop, highest rate within the SLO" in compared.output
+    assert "2.00x" in compared.output  # 400 -> 800 req/s, brackets [400, 800) and [800, inf)
+    changes = history.compare_rates(db, history.get(db, "2"), history.get(db, "3"))
+    assert [(c.ratio, c.moved) for c in changes] == [(1.0, False)]
+    previous = history.previous_comparable(db, tmp_path / "run-d", run)
+    assert previous is not None and previous.folder.endswith("run-b")  # run-c: no closed loop
     missing = runner.invoke(app, ["history", "compare", "1", "9"])
     assert missing.exit_code != 0 and "no run '9'" in missing.output
 
@@ -71,7 +104,8 @@ def test_the_speedup_moved_or_not(tmp_path: Path) -> None:
     db = tmp_path / "history.sqlite"
     for name, ratios in (("a", [1.2, 1.21, 1.19]), ("b", [1.2, 1.22, 1.18]),
                          ("c", [1.5, 1.52, 1.49])):  # fmt: skip
-        history.store(db, tmp_path / name, pair(f"2026-11-2{len(name)}", ratios))
+        run = pair(f"2026-11-2{len(name)}", ratios)
+        history.store(db, tmp_path / name, run.plan, run)
     a, b, c = (history.get(db, n) for n in "abc")
     pairs = [("original", "depthwise")]
     (steady,) = history.compare_speedups(db, a, b, pairs)

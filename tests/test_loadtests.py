@@ -230,7 +230,8 @@ def test_report_joins_the_open_loop_and_the_previous_run(
     first, second = tmp_path / "run-a", tmp_path / "run-b"
     for folder, seed in ((first, 7), (second, 8)):
         write_recorded_set(folder, np.random.default_rng(seed))
-        history.store(history.default_path(tmp_path), folder, RunRecord.load(folder))
+        run = RunRecord.load(folder)
+        history.store(history.default_path(tmp_path), folder, run.plan, run)
     models = list(LoadPlan(runtimes=("savedmodel", "onnx")).models())
     points = [RatePoint(m, rate, 100, 100, rate, Percentiles(1, 2, 3, 4, 5), 4.0, rate <= cap, 0.2)
               for m, cap in zip(models, (400, 800, 400, 800), strict=True)
