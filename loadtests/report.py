@@ -17,6 +17,7 @@ import base64
 import csv
 import html
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -367,6 +368,8 @@ class Previous:
 
     tables: dict[str, Table]
     lines: list[str]  # for the verdict: did the speedup move?
+    name: str  # "run 3 (demo-20261124-..., 2026-11-24T...)"
+    folder: Path  # where its report is
 
 
 def against_previous(out_dir: Path, record: RunRecord) -> Previous | None:
@@ -420,7 +423,18 @@ def against_previous(out_dir: Path, record: RunRecord) -> Previous | None:
             ),
         },
         lines,
+        name,
+        Path(before.folder),
     )
+
+
+def relative_link(previous: Previous, out_dir: Path, page: str) -> str:
+    """A link from this report to the previous run's ``page`` (relative when the two folders
+    are siblings, as under runs/, so it also works on the web page's /reports/)."""
+    try:
+        return (Path(os.path.relpath(previous.folder, out_dir)) / page).as_posix()
+    except ValueError:  # another drive
+        return (previous.folder / page).as_posix()
 
 
 def openloop_tables(openloop: OpenLoopRecord) -> dict[str, Table]:
@@ -632,8 +646,11 @@ def build_report(out_dir: Path) -> Report:
     if plan.protocols != ("native",):
         title += " over " + ", ".join(plan.protocols)
 
-    md = [f"# {title}", "", f"**{summary}**" if summary else "", "", "## Verdict", "",
-          *[f"- {line}" for line in lines], ""]  # fmt: skip
+    md = [f"# {title}", "", f"**{summary}**" if summary else "", ""]
+    if previous is not None:
+        link = relative_link(previous, out_dir, "report.md")
+        md += [f"Previous comparable run: [{previous.name}]({link})", ""]
+    md += ["## Verdict", "", *[f"- {line}" for line in lines], ""]
     if warnings:
         md += ["**Warnings:** " + "; ".join(warnings), ""]
     for name, table in all_tables.items():
@@ -650,6 +667,13 @@ def build_report(out_dir: Path) -> Report:
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p><b>{html.escape(summary)}</b></p>" if summary else "",
+        (
+            f'<p>Previous comparable run: <a href="'
+            f'{html.escape(relative_link(previous, out_dir, "report.html"))}">'
+            f"{html.escape(previous.name)}</a></p>"
+            if previous is not None
+            else ""
+        ),
         "<h2>Verdict</h2><ul>",
         *[f"<li>{html.escape(line)}</li>" for line in lines],
         "</ul>",

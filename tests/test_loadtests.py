@@ -246,6 +246,8 @@ def test_report_joins_the_open_loop_and_the_previous_run(
     assert rate.verdict == "holds" and "800 vs 400 req/s of original@onnx" in rate.measured
     assert "sustains 2.00x the arrival rate" in written.bottom_line
     assert "Against the previous comparable run 1 (run-a" in text
+    assert "Previous comparable run: [run 1 (run-a, " in text and "](../run-a/report.md)" in text
+    assert '<a href="../run-a/report.html">run 1 (run-a' in written.html.read_text()
     moved = [line for line in written.verdict if line.startswith("Against run 1")]
     assert len(moved) == 1 and "speedup" in moved[0]
     assert "depthwise@savedmodel over original@savedmodel" in text
