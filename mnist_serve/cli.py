@@ -446,14 +446,15 @@ def run_load_test(
         started = url is None
         if url is None:
             console.print(f"starting a service on 127.0.0.1 from {models}/ ...")
-            server = stack.enter_context(
-                run_server(models, out / "server.log", *server_args,
-                           grpc="kserve-grpc" in plan.protocols)
-            )  # fmt: skip
             try:
+                server = stack.enter_context(
+                    run_server(models, out / "server.log", *server_args,
+                               grpc="kserve-grpc" in plan.protocols)
+                )  # fmt: skip
                 server.wait_ready()
-            except Exception as err:  # a failed start-up: say where its log is
-                console.print(f"[red]the service did not start:[/] {err} (log: {server.log})")
+            except (RuntimeError, TimeoutError) as err:  # it exited or never became ready
+                console.print(f"[red]the service did not start[/] (log: {out / 'server.log'}):")
+                console.print(str(err), markup=False)
                 raise typer.Exit(1) from err
             url, grpc_url = server.url, server.grpc_target
         try:
