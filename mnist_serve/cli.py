@@ -764,7 +764,12 @@ def report(
 ) -> None:
     """Rebuild report.md and report.html from a load test's recorded results."""
     if not (folder / "results.json").is_file():
-        raise typer.BadParameter(f"{folder} holds no results.json")
+        hint = (
+            " (an open-loop run alone: its report is openloop.md)"
+            if (folder / "openloop.json").is_file()
+            else ""
+        )
+        raise typer.BadParameter(f"{folder} holds no results.json{hint}")
     announce_report(folder)
 
 
