@@ -161,14 +161,16 @@ async def run_open_loop(
     probe_paths: tuple[str, ...] = (),
     probe_every_s: float = 0.1,
     seed: int = 0,
+    warmup_s: float = 0.0,
 ) -> OpenLoopResult:
     """POST ``body`` (or each of several bodies in turn) to ``url`` at ``rate`` per second for
-    ``seconds``; see the module doc."""
+    ``warmup_s + seconds``; see the module doc. Requests scheduled in the warm-up are sent like
+    the others but left out of the result."""
     parts = urlsplit(url)
     if parts.hostname != "127.0.0.1":
         raise ValueError(f"open-loop load only targets 127.0.0.1, not {parts.hostname}")
-    if rate <= 0 or seconds <= 0:
-        raise ValueError("rate and seconds must be > 0")
+    if rate <= 0 or seconds <= 0 or warmup_s < 0:
+        raise ValueError("rate and seconds must be > 0, warm-up >= 0")
     host, port = "127.0.0.1", parts.port or 80
     loop = asyncio.get_running_loop()
     bodies = [body] if isinstance(body, bytes) else list(body)
@@ -257,13 +259,14 @@ async def run_open_loop(
             idle.append(connection)
     rng = random.Random(seed)
     start = time.perf_counter() + 0.05
-    end = start + seconds
+    measured_from = start + warmup_s
+    end = measured_from + seconds
     if poisson:
         due, schedule = start, []
         while (due := due + rng.expovariate(rate)) < end:
             schedule.append(due)
     else:  # by index, so float error never adds or drops a request
-        schedule = [start + i / rate for i in range(round(rate * seconds))]
+        schedule = [start + i / rate for i in range(round(rate * (warmup_s + seconds)))]
     for index, due in enumerate(schedule):
         now = time.perf_counter()
         if due > now:
@@ -285,4 +288,5 @@ async def run_open_loop(
     for connection in live:
         if connection.transport is not None:
             connection.transport.close()
-    return OpenLoopResult(rate, seconds, samples[:sent_count], probes)
+    measured = [s for s in samples[:sent_count] if s.scheduled >= measured_from]
+    return OpenLoopResult(rate, seconds, measured, probes)

@@ -322,6 +322,7 @@ class RatePoint:
     slo_ms: float  # the SLO's percentile over every request, failures as infinity
     met: bool
     lag_p99_ms: float  # how late the generator itself sent (send minus schedule)
+    runs: int = 1  # 2: the first run missed the SLO, and the verdict is on both runs pooled
 
 
 @dataclass
@@ -338,6 +339,7 @@ class OpenLoopRecord:
     points: list[RatePoint]
     created_at: str = ""
     machine: Machine | None = None
+    min_requests: int = 0  # each run measured at least this many requests
     schema: int = SCHEMA
 
     def ratio_to(self, model: str, baseline: str) -> float:

@@ -78,6 +78,14 @@ SloOption = Annotated[
     ),
 ]
 DEFAULT_SLO = "p99=20ms"
+MinRequestsOption = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Open loop: measured requests per run at least (runs at low rates last longer): "
+        "a p99 over fewer than ~1,000 hangs on a handful of requests.",
+    ),
+]
 
 
 def check_variants(names: list[str] | None) -> list[str]:
@@ -408,9 +416,10 @@ class Sweep:
     rates: tuple[float, ...]
     slo: Slo
     seconds: int
+    min_requests: int
 
     @classmethod
-    def parse(cls, rates: str, slo: str, seconds: int) -> Sweep:
+    def parse(cls, rates: str, slo: str, seconds: int, min_requests: int) -> Sweep:
         """From the command line's --rates and --slo; BadParameter when malformed."""
         from loadtests.results import Slo
 
@@ -420,7 +429,7 @@ class Sweep:
             raise typer.BadParameter(str(err)) from err
         if not arrival_rates or min(arrival_rates) <= 0:
             raise typer.BadParameter("--rates must be positive numbers")
-        return cls(arrival_rates, target, seconds)
+        return cls(arrival_rates, target, seconds, min_requests)
 
 
 def run_load_test(
@@ -531,8 +540,10 @@ def run_sweep(plan: LoadPlan, sweep: Sweep, out: Path, url: str) -> None:
 
     rates = ", ".join(f"{r:g}" for r in sweep.rates)
     console.print(
-        f"Open loop: {', '.join(plan.models())} at {rates} req/s ({sweep.seconds} s each), then "
-        f"the highest rate within {sweep.slo} by bisection"
+        f"Open loop: {', '.join(plan.models())} at {rates} req/s (each run at least "
+        f"{sweep.seconds} s and {sweep.min_requests:,} requests after {slo.WARMUP_S:g} s of "
+        "warm-up; a miss is run again and judged on both), then the highest rate within "
+        f"{sweep.slo} by bisection, the models in alternating order"
     )
 
     def show(point: RatePoint) -> None:
@@ -540,10 +551,12 @@ def run_sweep(plan: LoadPlan, sweep: Sweep, out: Path, url: str) -> None:
             f"{point.model:>22} {point.rate:8.1f}/s: {point.ok}/{point.requests} ok, "
             f"p50 {point.latency_ms.p50:.2f} p99 {point.latency_ms.p99:.2f} ms, "
             f"SLO {'met' if point.met else '[red]missed[/]'}"
+            + (" (2 runs pooled)" if point.runs > 1 else "")
         )
 
     record = slo.run_sweep(url, plan.models(), sweep.rates, sweep.seconds, sweep.slo, out,
-                           plan.mnist or None, on_point=show)  # fmt: skip
+                           plan.mnist or None, on_point=show,
+                           min_requests=sweep.min_requests)  # fmt: skip
     base = record.models[0]
     for model in record.models:
         rate = record.max_rate[model]
@@ -613,6 +626,7 @@ def loadtest(
     ] = "closed",
     rates: RatesOption = "100,200,400,800",
     slo: SloOption = DEFAULT_SLO,
+    min_requests: MinRequestsOption = 1000,
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
 ) -> None:
@@ -645,7 +659,7 @@ def loadtest(
     if arrival == "poisson":
         if plan.protocols != ("native",) or plan.mode != "json":
             raise typer.BadParameter("open loop sends JSON over the native protocol only (for now)")
-        sweep = Sweep.parse(rates, slo, plan.duration_s)
+        sweep = Sweep.parse(rates, slo, plan.duration_s, min_requests)
         run_load_test(plan, out or _default_out("openloop"), url, models, sweep=sweep,
                       closed=False)  # fmt: skip
         return
@@ -810,6 +824,7 @@ def demo(
         ),
     ] = "100,200,400,800,1600",
     slo: SloOption = DEFAULT_SLO,
+    min_requests: MinRequestsOption = 1000,
     out: Annotated[
         Path | None, typer.Option(help="Results folder. Default: runs/demo-<time>.")
     ] = None,
@@ -825,7 +840,11 @@ def demo(
     from modelrepo.layout import ModelRepository
 
     check_data_path(data)
-    sweep = None if rates.strip().lower() == "none" else Sweep.parse(rates, slo, _seconds(duration))
+    sweep = (
+        None
+        if rates.strip().lower() == "none"
+        else Sweep.parse(rates, slo, _seconds(duration), min_requests)
+    )
     repository = ModelRepository(models)
     missing = [name for name in catalog.SEED_VARIANTS if not repository.versions(name)]
     if missing:

@@ -83,3 +83,31 @@ async def test_poisson_arrivals_average_the_asked_rate() -> None:
 async def test_only_loopback_targets_are_allowed() -> None:
     with pytest.raises(ValueError, match=r"127\.0\.0\.1"):
         await run_open_loop("http://example.com/x", b"{}", 10, 1.0)
+
+
+async def test_the_warm_up_is_sent_but_not_measured() -> None:
+    """1 s of warm-up then 1 s measured at 50/s: the server sees ~100 requests, the result holds
+    the 50 scheduled after the warm-up, and its rate is over the measured second only."""
+    seen = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal seen
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(content_length(head))
+                seen += 1
+                writer.write(RESPONSE)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        result = await run_open_loop(
+            f"http://127.0.0.1:{port}/x", b"{}", 50, 1.0, connections=8, warmup_s=1.0
+        )
+    assert seen == 100 and len(result.samples) == 50
+    first = min(s.scheduled for s in result.samples)
+    assert all(s.scheduled - first < 1.0 for s in result.samples)
+    assert result.per_second(200) == pytest.approx(50)
