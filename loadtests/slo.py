@@ -37,7 +37,7 @@ from loadtests.runner import machine
 
 DIGITS = 256  # distinct test digits cycled through
 MIN_REQUESTS = 1000  # measured per run at least: a p99 then rests on the 10 slowest
-WARMUP_S = 1.0  # sent before each run and not measured (connections, caches, the batcher)
+WARMUP_S = 0.5  # sent before each run and not measured (connections, caches, the batcher)
 
 
 def rate_point(model: str, result: OpenLoopResult, slo: Slo, runs: int = 1) -> RatePoint:
