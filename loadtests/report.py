@@ -281,31 +281,41 @@ def tradeoff_plot(
     panels = 2 if openloop is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.5), squeeze=False)
 
-    def mark(ax: Any, model: str, x: float) -> None:
+    def mark(ax: Any, models: Sequence[str], model: str, x: float) -> None:
         served = record.variant(variant_of(model))
         if served is None or served.test_accuracy is None:
             return
         macs, y = served.macs or 0, served.test_accuracy * 100
-        ax.scatter(x, y, s=40 + macs / 1e5, color=colours.get(model, "C0"), alpha=0.7,
-                   label=model)  # fmt: skip
-        ax.annotate(f"{model}\n{served.parameters or 0:,} params, {macs / 1e6:.1f}M MACs",
-                    (x, y), fontsize=7, xytext=(6, 4), textcoords="offset points")  # fmt: skip
+        ax.scatter(
+            x,
+            y,
+            s=40 + macs / 1e5,
+            color=colours.get(model, "C0"),
+            alpha=0.7,
+            label=f"{model}: {served.parameters or 0:,} params, {macs / 1e6:.1f}M MACs",
+        )
+        # Models of one variant share an accuracy: alternate their labels above and below.
+        rank = [m for m in models if variant_of(m) == served.name].index(model)
+        ax.annotate(model, (x, y), fontsize=7, xytext=(6, 6 if rank % 2 == 0 else -12),
+                    textcoords="offset points")  # fmt: skip
+
+    def finish(ax: Any, xlabel: str, title: str) -> None:
+        ax.set(xlabel=xlabel, ylabel="test accuracy (%, 10,000 images)", title=title)
+        ax.margins(x=0.2, y=0.25)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
 
     ax = axes[0][0]
     for model in record.plan.target_labels():
-        mark(ax, model, levels[(model, low)].percentiles.p50)
-    ax.set(xlabel=f"p50 latency at {low} client{'s' if low > 1 else ''} (ms)",
-           ylabel="test accuracy (%, 10,000 images)",
-           title="Accuracy vs latency at the lowest load")  # fmt: skip
-    ax.grid(True, alpha=0.3)
+        mark(ax, record.plan.target_labels(), model, levels[(model, low)].percentiles.p50)
+    finish(ax, f"p50 latency at {low} client{'s' if low > 1 else ''} (ms)",
+           "Accuracy vs latency at the lowest load")  # fmt: skip
     if openloop is not None:
         ax = axes[0][1]
         for model in openloop.models:
-            mark(ax, model, openloop.max_rate[model])
-        ax.set(xlabel=f"highest Poisson arrival rate within {openloop.slo} (req/s)",
-               ylabel="test accuracy (%, 10,000 images)",
-               title="Accuracy vs capacity at the latency target")  # fmt: skip
-        ax.grid(True, alpha=0.3)
+            mark(ax, openloop.models, model, openloop.max_rate[model])
+        finish(ax, f"highest Poisson arrival rate within {openloop.slo} (req/s)",
+               "Accuracy vs capacity at the latency target")  # fmt: skip
     fig.suptitle("Trade-off (marker area ~ multiply-adds)")
     return _save(fig, path)
 
