@@ -14,6 +14,7 @@ proportions over 10,000 images each (seed-to-seed variation, which is larger, is
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -74,7 +75,7 @@ def variant_of(target: str) -> str:
 
 def median(values: list[float] | None) -> float | None:
     """The median of per-epoch times (None when there are none)."""
-    return float(sorted(values)[len(values) // 2]) if values else None
+    return statistics.median(values) if values else None
 
 
 def accuracy_difference(base: float, candidate: float) -> tuple[float, float, float]:
