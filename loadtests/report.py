@@ -303,7 +303,8 @@ def tradeoff_plot(
         ax.set(xlabel=xlabel, ylabel="test accuracy (%, 10,000 images)", title=title)
         ax.margins(x=0.2, y=0.25)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        if ax.get_legend_handles_labels()[0]:  # no test accuracy known: nothing to label
+            ax.legend(fontsize=7, loc="best")
 
     ax = axes[0][0]
     for model in record.plan.target_labels():
