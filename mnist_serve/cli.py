@@ -281,7 +281,7 @@ def export(
         ),
     ] = ALL_CONVERTED,
     version: Annotated[
-        int | None, typer.Option(min=1, help="Version to convert. [default: the latest]")
+        int | None, typer.Option(min=1, help="Version to convert. Default: the latest.")
     ] = None,
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
@@ -813,8 +813,8 @@ def demo(
     runtimes: Annotated[
         str | None,
         typer.Option(
-            help="Runtimes to compare. [default: savedmodel and the fastest other runtime "
-            "found at export]",
+            help="Runtimes to compare. Default: savedmodel and the fastest other runtime "
+            "found at export.",
             show_default=False,
         ),
     ] = None,
