@@ -213,23 +213,24 @@ def rate_claims(openloop: OpenLoopRecord, base_name: str) -> list[Claim]:
     """Per candidate model, its highest arrival rate within the SLO against its baseline's
     (same runtime). The search brackets each answer between the highest rate that met the SLO
     and the lowest that missed it; the claim holds or fails only when the brackets are apart."""
-    out = []
-    for model, baseline in rate_pairs(openloop, base_name):
-        (low_c, high_c), (low_b, high_b) = openloop.bracket(model), openloop.bracket(baseline)
-        verdict = (
-            "holds" if low_c >= high_b else "does not" if high_c <= low_b
-            else "within search resolution"
-        )  # fmt: skip
-        out.append(
-            Claim(
-                f"faster inference: {model}, highest Poisson arrival rate within {openloop.slo}",
-                "cuts inference time",
-                f"{openloop.max_rate[model]:,.0f} vs {openloop.max_rate[baseline]:,.0f} req/s of "
-                f"{baseline} ({openloop.ratio_to(model, baseline):.2f}x)",
-                verdict,
-            )
+    return [
+        Claim(
+            f"faster inference: {model}, highest Poisson arrival rate within {openloop.slo}",
+            "cuts inference time",
+            f"{openloop.max_rate[model]:,.0f} vs {openloop.max_rate[baseline]:,.0f} req/s of "
+            f"{baseline} ({openloop.ratio_to(model, baseline):.2f}x)",
+            rate_verdict(openloop, model, baseline),
         )
-    return out
+        for model, baseline in rate_pairs(openloop, base_name)
+    ]
+
+
+def rate_verdict(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
+    """holds / does not when the two search brackets are apart, else within search resolution."""
+    (low_c, high_c), (low_b, high_b) = openloop.bracket(model), openloop.bracket(baseline)
+    if low_c >= high_b:
+        return "holds"
+    return "does not" if high_c <= low_b else "within search resolution"
 
 
 def bottom_line(
@@ -251,10 +252,9 @@ def bottom_line(
             f"{top.concurrency} clients{interval}"
         )
     if openloop is not None:
-        for claim, (model, baseline) in list(
-            zip(rate_claims(openloop, base.name), rate_pairs(openloop, base.name), strict=True)
-        )[:1]:
-            caveat = "" if claim.verdict in ("holds", "does not") else f" ({claim.verdict})"
+        for model, baseline in rate_pairs(openloop, base.name)[:1]:
+            verdict = rate_verdict(openloop, model, baseline)
+            caveat = "" if verdict in ("holds", "does not") else f" ({verdict})"
             parts.append(
                 f"{model} sustains {openloop.ratio_to(model, baseline):.2f}x the arrival rate of "
                 f"{baseline} within {openloop.slo}{caveat}"

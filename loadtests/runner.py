@@ -16,8 +16,9 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -283,53 +284,71 @@ def machine() -> Machine:
     )
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where the load goes: the HTTP base URL, the gRPC address, and whether it was started
+    here for this run."""
+
+    url: str
+    grpc_url: str | None
+    started_here: bool
+
+
+@contextmanager
+def target_service(
+    url: str | None,
+    grpc_url: str | None,
+    models: Path | None,
+    out_dir: Path,
+    server_args: tuple[str, ...] = (),
+    grpc: bool = False,
+) -> Iterator[Target]:
+    """``url`` as given, or a service started here from ``models`` (its log in
+    ``out_dir/server.log``, a gRPC port when ``grpc``), ready, and stopped on exit.
+    LoadTestError when it cannot start."""
+    if url is not None:
+        yield Target(url, grpc_url, started_here=False)
+        return
+    if models is None:
+        raise LoadTestError("give either a --url to test or a --models folder to serve")
+    log = out_dir / "server.log"
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(run_server(models, log, *server_args, grpc=grpc))
+            server.wait_ready()
+        except (RuntimeError, TimeoutError) as err:  # it exited or never became ready
+            raise LoadTestError(f"the service did not start (log: {log}):\n{err}") from err
+        yield Target(server.url, server.grpc_target, started_here=True)
+
+
 def run_plan(
     plan: LoadPlan,
     out_dir: Path,
-    url: str | None = None,
-    models: Path | None = None,
+    target: Target,
     server_args: tuple[str, ...] = (),
     on_step: Callable[[Step, int, int, StepResult | None], None] | None = None,
-    grpc_url: str | None = None,
-    started_server: bool = False,
 ) -> RunRecord:
-    """Run every step of ``plan`` against ``url`` (or a service started here from ``models``).
-
-    ``grpc_url`` (host:port) is where kserve-grpc steps go; a service started here gets a gRPC
-    port of its own when the plan needs one. ``started_server`` says the caller started the
-    service at ``url`` for this run (the report says so). Writes ``results.json`` into
-    ``out_dir`` and returns the same record.
-    """
+    """Run every step of ``plan`` against ``target`` (kserve-grpc steps go to its gRPC
+    address). Writes ``results.json`` into ``out_dir`` and returns the same record;
+    ``server_args`` are recorded as the options of a service started here."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    started_here = started_server or url is None
-    with ExitStack() as stack:
-        if url is None:
-            if models is None:
-                raise LoadTestError("give either a --url to test or a --models folder to serve")
-            needs_grpc = "kserve-grpc" in plan.protocols
-            server = stack.enter_context(
-                run_server(models, out_dir / "server.log", *server_args, grpc=needs_grpc)
-            )
-            server.wait_ready()
-            url, grpc_url = server.url, server.grpc_target
-        served = check_target(url, plan, grpc_url)
-        steps = plan.steps()
-        results: list[StepResult] = []
-        started = datetime.now(UTC)
-        for index, step in enumerate(steps):
-            if on_step:
-                on_step(step, index, len(steps), None)
-            address = (grpc_url or "") if step.protocol == "kserve-grpc" else url
-            runtime = runtime_of(step.model, served)
-            results.append(run_step(address, step, runtime, plan, out_dir))
-            if on_step:
-                on_step(step, index, len(steps), results[-1])
+    served = check_target(target.url, plan, target.grpc_url)
+    steps = plan.steps()
+    results: list[StepResult] = []
+    started = datetime.now(UTC)
+    for index, step in enumerate(steps):
+        if on_step:
+            on_step(step, index, len(steps), None)
+        address = (target.grpc_url or "") if step.protocol == "kserve-grpc" else target.url
+        results.append(run_step(address, step, runtime_of(step.model, served), plan, out_dir))
+        if on_step:
+            on_step(step, index, len(steps), results[-1])
     record = RunRecord(
         created_at=started.isoformat(timespec="seconds"),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        target=url,
-        grpc_target=grpc_url,
-        started_server=started_here,
+        target=target.url,
+        grpc_target=target.grpc_url,
+        started_server=target.started_here,
         server_args=list(server_args),
         plan=plan,
         machine=machine(),

@@ -9,8 +9,8 @@ a :class:`RateSearch` narrows the highest rate meeting the SLO down by bisection
 fails (any status but 200, or no answer) counts as infinitely slow, so a server cannot meet the
 target by refusing work. Each run has a warm-up and at least 1,000 measured requests, and a run
 that misses is repeated and judged on both runs' requests together, so one stall on a noisy
-machine does not end a search. Results go to ``openloop.json`` and ``openloop.md`` in the run
-folder.
+machine does not end a search. Results go to ``openloop.json`` in the run folder;
+:mod:`loadtests.report` renders them.
 
 Why our own generator and not Locust or MLPerf LoadGen: Locust's users are closed loop (a user
 waits for its answer; even ``constant_throughput`` only paces each user), so an overloaded
@@ -153,7 +153,7 @@ def run_sweep(
 ) -> OpenLoopRecord:
     """Every model's search for its highest rate within ``slo``, interleaved round by round
     (alternating the order, as the closed loop does, so that drift on the machine does not
-    favour one model); writes openloop.json and openloop.md."""
+    favour one model); writes openloop.json (the report renders it)."""
     started = datetime.now(UTC)
     payloads = {model: bodies(mnist, model) for model in models}
     searches = {model: RateSearch(rates) for model in models}
@@ -175,54 +175,4 @@ def run_sweep(
         started.isoformat(timespec="seconds"), machine(), min_requests,
     )  # fmt: skip
     record.save(out_dir)
-    (out_dir / "openloop.md").write_text(markdown(record))
     return record
-
-
-def summary_table(record: OpenLoopRecord) -> tuple[list[str], list[list[str]]]:
-    """Per model: its highest rate under the SLO, the ratio to the first model, and its
-    latency and the generator's lag at that rate."""
-    base = record.models[0]
-    header = ["model", "max rate under SLO (req/s)", f"vs {base}", "p50 ms there",
-              "p99 ms there", "generator lag p99 ms"]  # fmt: skip
-    rows = []
-    for model in record.models:
-        point = record.at_max_rate(model)
-        rows.append(
-            [model, f"{record.max_rate[model]:,.0f}", f"{record.ratio_to(model, base):.2f}x",
-             f"{point.latency_ms.p50:.2f}" if point else "-",
-             f"{point.latency_ms.p99:.2f}" if point else "-",
-             f"{point.lag_p99_ms:.2f}" if point else "-"]
-        )  # fmt: skip
-    return header, rows
-
-
-def runs_table(record: OpenLoopRecord) -> tuple[list[str], list[list[str]]]:
-    """Every run of the sweep and the search, in the order made."""
-    header = ["model", "rate", "answered 200", "goodput/s", *[f"{q} ms" for q in
-              Percentiles.labels()], f"SLO p{record.slo.percentile:g} ms", "met",
-              "generator lag p99 ms", "runs"]  # fmt: skip
-    rows = [
-        [p.model, f"{p.rate:,.1f}", f"{p.ok}/{p.requests}", f"{p.goodput_rps:,.1f}",
-         *[f"{v:.2f}" for v in p.latency_ms.values()], f"{p.slo_ms:.2f}",
-         "yes" if p.met else "no", f"{p.lag_p99_ms:.2f}",
-         "1" if p.runs == 1 else f"{p.runs} (missed once: pooled)"]
-        for p in record.points
-    ]  # fmt: skip
-    return header, rows
-
-
-def markdown(record: OpenLoopRecord) -> str:
-    """The open-loop report: the highest rate under the SLO per model, then every run."""
-    lines = [
-        f"# Open-loop load: the highest Poisson arrival rate meeting {record.slo}",
-        "",
-        "Latency is measured from each request's scheduled send time (no coordinated omission); "
-        "a failed request counts as infinitely slow.",
-        "",
-    ]
-    for header, rows in (summary_table(record), runs_table(record)):
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        lines.append("")
-    return "\n".join(lines)

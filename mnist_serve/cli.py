@@ -24,6 +24,7 @@ from training import catalog
 
 if TYPE_CHECKING:
     from loadtests.results import LoadPlan, Slo
+    from loadtests.runner import Target
     from loadtests.stats import Interval
     from modelrepo.layout import ModelRepository
     from training.data import Mnist
@@ -447,40 +448,28 @@ def run_load_test(
 ) -> None:
     """Run ``plan`` (closed loop) and/or ``sweep`` (open loop) against ``url``, or against one
     service started here for both; then store, write and announce the report."""
-    from contextlib import ExitStack
+    from rich.markup import escape
 
-    from loadtests.procs import run_server
-    from loadtests.runner import LoadTestError
+    from loadtests.runner import LoadTestError, target_service
 
-    target = url or f"a service started here from {models}"
     out.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:
-        started = url is None
-        if url is None:
-            console.print(f"starting a service on 127.0.0.1 from {models}/ ...")
-            try:
-                server = stack.enter_context(
-                    run_server(models, out / "server.log", *server_args,
-                               grpc="kserve-grpc" in plan.protocols)
-                )  # fmt: skip
-                server.wait_ready()
-            except (RuntimeError, TimeoutError) as err:  # it exited or never became ready
-                console.print(f"[red]the service did not start[/] (log: {out / 'server.log'}):")
-                console.print(str(err), markup=False)
-                raise typer.Exit(1) from err
-            url, grpc_url = server.url, server.grpc_target
-        try:
+    if url is None:
+        console.print(f"starting a service on 127.0.0.1 from {models}/ ...")
+    try:
+        with target_service(url, grpc_url, models, out, server_args,
+                            grpc="kserve-grpc" in plan.protocols) as target:  # fmt: skip
             if closed:
                 console.print(
                     f"Load test of {', '.join(plan.models())} over {', '.join(plan.protocols)} "
-                    f"at {target}: {len(plan.steps())} steps, about {plan.seconds / 60:.1f} min"
+                    f"at {target.url}: {len(plan.steps())} steps, about "
+                    f"{plan.seconds / 60:.1f} min"
                 )
-                run_closed_loop(plan, out, url, grpc_url, server_args, started)
+                run_closed_loop(plan, out, target, server_args)
             if sweep is not None:
-                run_sweep(plan, sweep, out, url)
-        except LoadTestError as err:
-            console.print(f"[red]load test failed:[/] {err}")
-            raise typer.Exit(1) from err
+                run_sweep(plan, sweep, out, target.url)
+    except LoadTestError as err:
+        console.print(f"[red]load test failed:[/] {escape(str(err))}", highlight=False)
+        raise typer.Exit(1) from err
     from loadtests import history
     from loadtests.results import OpenLoopRecord, RunRecord
 
@@ -493,12 +482,7 @@ def run_load_test(
 
 
 def run_closed_loop(
-    plan: LoadPlan,
-    out: Path,
-    url: str,
-    grpc_url: str | None,
-    server_args: tuple[str, ...],
-    started: bool,
+    plan: LoadPlan, out: Path, target: Target, server_args: tuple[str, ...]
 ) -> None:
     """The Locust steps of ``plan`` with a progress bar and a line per finished step."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -532,8 +516,7 @@ def run_closed_loop(
                 + "".join(f"  [yellow]{w}[/]" for w in result.warnings)
             )
 
-        run_plan(plan, out, url=url, server_args=server_args, on_step=on_step,
-                 grpc_url=grpc_url, started_server=started)  # fmt: skip
+        run_plan(plan, out, target, server_args, on_step)
 
 
 def run_sweep(plan: LoadPlan, sweep: Sweep, out: Path, url: str) -> None:
@@ -565,7 +548,11 @@ def run_sweep(plan: LoadPlan, sweep: Sweep, out: Path, url: str) -> None:
         rate = record.max_rate[model]
         ratio = f" ({record.ratio_to(model, base):.2f}x {base})" if model != base else ""
         console.print(f"[bold]{model}[/]: {rate:,.0f} req/s within {sweep.slo}{ratio}")
-    console.print(f"Open-loop results: {out / 'openloop.md'}  (data: {out / 'openloop.json'})")
+    from loadtests.report import write_openloop_report
+
+    console.print(
+        f"Open-loop results: {write_openloop_report(out)}  (data: {out / 'openloop.json'})"
+    )
 
 
 @app.command("loadtest")

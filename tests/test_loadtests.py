@@ -17,7 +17,14 @@ from loadtests.procs import free_port
 from loadtests.protocols import PROTOCOLS, AnswerError, decode, encode
 from loadtests.report import build_report, comparisons, load_levels, speedups
 from loadtests.results import LoadPlan, ResultsError, RunRecord, ServedVariant, Step
-from loadtests.runner import LoadTestError, parse_duration, run_plan, summarize
+from loadtests.runner import (
+    LoadTestError,
+    Target,
+    parse_duration,
+    run_plan,
+    summarize,
+    target_service,
+)
 from loadtests.samples import Recorder
 from loadtests.stats import mean_interval
 from tests import helpers
@@ -89,11 +96,20 @@ def test_recorder_discards_the_warmup() -> None:
     assert data["latency_ms"] == [1.5] and data["correct"] == [0.0]
 
 
+def test_a_service_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
+    """An empty model folder: the service exits at once; the load test says so, with its log."""
+    (tmp_path / "models").mkdir()
+    service = target_service(None, None, tmp_path / "models", tmp_path, ("--strict-models",))
+    with pytest.raises(LoadTestError, match=r"did not start \(log: .*server\.log\)"), service:
+        pass
+
+
 def test_refused_connection_is_a_clear_error(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     with pytest.raises(LoadTestError, match="cannot reach"):
-        run_plan(LoadPlan(concurrency=(1,), duration_s=1, repeats=1), tmp_path, url=url)
+        run_plan(LoadPlan(concurrency=(1,), duration_s=1, repeats=1), tmp_path,
+                 Target(url, None, started_here=False))  # fmt: skip
     assert time.monotonic() - started < 15
 
 
@@ -277,7 +293,7 @@ def test_short_real_run_against_a_real_service(
         if result is not None:
             seen.append(step)
 
-    record = run_plan(plan, tmp_path, url=server.url, on_step=on_step)
+    record = run_plan(plan, tmp_path, Target(server.url, None, False), on_step=on_step)
     assert len(seen) == 8 and len(record.steps) == 8
     assert {(s.variant, s.runtime) for s in record.steps} == {
         (v, r) for v in ("original", "depthwise") for r in ("savedmodel", "onnx")
@@ -339,7 +355,7 @@ def test_distributed_mode_gathers_every_workers_samples(
         variants=("depthwise",), concurrency=(4,), duration_s=2, warmup_s=1, repeats=1,
         processes=2, mnist=str(mnist_path),
     )  # fmt: skip
-    record = run_plan(plan, tmp_path, url=server.url)
+    record = run_plan(plan, tmp_path, Target(server.url, None, False))
     (step,) = record.steps
     assert step.requests > 50 and step.errors == 0
     assert step.generator_cpu_s > 0  # reported by the workers, summed by the master
@@ -396,7 +412,9 @@ def test_load_test_speaks_every_protocol(
         variants=("depthwise",), runtimes=("onnx",), protocols=PROTOCOLS, concurrency=(2,),
         duration_s=2, warmup_s=1, repeats=1, mnist=str(mnist_path),
     )  # fmt: skip
-    record = run_plan(plan, tmp_path, models=models_dir)
+    with target_service(None, None, models_dir, tmp_path, grpc=True) as target:
+        record = run_plan(plan, tmp_path, target)
+    assert record.started_server and record.grpc_target == target.grpc_url
     assert [s.protocol for s in record.steps] == list(PROTOCOLS)
     for step in record.steps:
         assert step.errors == 0 and step.requests > 20, step
