@@ -33,7 +33,7 @@ from service import __version__, kserve, tfserving
 from service import device as devices
 from service.admission import AdmissionGuard
 from service.batcher import Timing
-from service.decode import decode_request, settle_body
+from service.decode import decode_request
 from service.errors import NotFound, ServeError, UnknownModel
 from service.inference import Inference, client_gone, registry_of
 from service.metrics import Metrics
@@ -292,7 +292,6 @@ async def handle_serve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServeError)
     if exc.status >= 500 and exc.status != 503:
         log.error("%s on %s: %s", exc.code, request.url.path, exc.detail)
-    await settle_body(request, registry_of(request).settings.body_timeout_s)
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
 

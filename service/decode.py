@@ -118,39 +118,6 @@ async def limited_stream(request: Request, max_bytes: int) -> AsyncGenerator[byt
         raise ClientGone("the client closed the connection while sending the body") from None
 
 
-# An early answer (413, 404, 503...) to a client that asked to close the connection after it:
-# uvicorn closes right after the answer, and a close with unread body bytes is a TCP reset that
-# such a client (urllib, HTTP/1.0) reads instead of the answer. So the rest of its body is read
-# and dropped first, up to this much; beyond it, closing (and the reset) is cheaper.
-DRAIN_MAX_BYTES = 64 * 1024 * 1024
-
-
-def wants_close(request: Request) -> bool:
-    """Whether the connection closes after this request (Connection: close, or HTTP/1.0)."""
-    connection = request.headers.get("connection", "").lower()
-    return "close" in connection or request.scope.get("http_version") == "1.0"
-
-
-async def settle_body(request: Request, timeout_s: float) -> None:
-    """Before an early answer to a POST: drain its body if the connection will close after."""
-    if request.method == "POST" and wants_close(request):
-        await drain_body(request, timeout_s)
-
-
-async def drain_body(request: Request, timeout_s: float) -> None:
-    """Read and drop what is left of the body (see DRAIN_MAX_BYTES), within ``timeout_s``."""
-    drained = 0
-    try:
-        async with asyncio.timeout(timeout_s):
-            while drained <= DRAIN_MAX_BYTES:
-                message = await request.receive()
-                drained += len(message.get("body", b""))
-                if message["type"] != "http.request" or not message.get("more_body", False):
-                    return
-    except TimeoutError:
-        return
-
-
 def decode_json(body: bytes, max_images: int) -> np.ndarray:
     """``{"image": ...}`` or ``{"images": [...]}`` -> float32 (N, 28, 28, 1)."""
     try:

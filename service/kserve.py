@@ -27,7 +27,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from modelrepo.layout import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
-from service.decode import read_body, settle_body, validate_pixels
+from service.decode import read_body, validate_pixels
 from service.errors import BadRequest, InvalidInput, ServeError
 from service.inference import Inference, client_gone, registry_of, url_version
 from service.registry import ServedModel
@@ -224,7 +224,6 @@ async def infer(request: Request, name: str, version: str | None) -> Response:
             binary = wants_binary(parsed)
             probabilities, _ = await call.run(images, client_gone(request))
     except ServeError as err:
-        await settle_body(request, registry.settings.body_timeout_s)
         return v2_error(err)
     output: dict[str, Any] = {
         "name": OUTPUT_NAME,

@@ -18,6 +18,14 @@ headers are parsed, with no ASGI task, no request cycle and no middleware; its b
 discarded as it arrives. (Only on an otherwise idle keep-alive connection, so responses stay in
 order; anything else takes the normal path, where the guard sheds it.)
 
+And it never makes an early answer wait: a request whose connection closes after it
+(``Connection: close``, HTTP/1.0) and that is answered before its body has all arrived (404,
+413, 503, ...) gets its answer at once, then a *lingering close*, as nginx does: the answer is
+followed by a FIN (``write_eof``), the rest of the body is read and dropped as it comes, and
+the socket closes when the client closes it or after ``linger_s``. Closing at once instead
+would turn the unread body into a TCP reset, which a client such as urllib reads instead of
+the answer; waiting for the body before answering made such clients wait for the body timeout.
+
 It hooks the protocol's documented parser callbacks (``on_message_begin``, ``on_header``,
 ``on_headers_complete``) and ``data_received``; tests/test_hostile.py checks each limit against
 a real server, so an uvicorn upgrade that changes them fails there. (uvicorn's h11 protocol has
@@ -29,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import SimpleNamespace
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -49,6 +58,23 @@ TOO_MANY_CONNECTIONS = (
 )
 
 
+class _LingeringTransport:
+    """The transport as a closing request's cycle sees it: its ``close()`` lingers."""
+
+    __slots__ = ("_protocol", "_transport")
+
+    def __init__(self, protocol: GuardedHttpToolsProtocol, transport: asyncio.Transport) -> None:
+        self._protocol = protocol
+        self._transport = transport
+
+    def close(self) -> None:
+        """Close, lingering if the request's body is still arriving."""
+        self._protocol.linger_close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol with header size, count and time limits (the class attributes)."""
 
@@ -56,6 +82,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes = 16_384
     max_headers = 100
     max_connections = 4096
+    linger_s = 5.0  # how long a lingering close reads a closing client's unread body
     guard: AdmissionGuard | None = None  # shed POSTs here when it is full
 
     _header_timer: asyncio.TimerHandle | None = None
@@ -67,6 +94,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _header_count = 0
     _refusal = ""
     _over_limit = False
+    _linger_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Refuse a connection over the limit; else start the clock for its first headers."""
@@ -79,12 +107,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the header clock with the connection."""
         self._cancel_header_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser; count what arrives while the headers are still incomplete."""
-        if self.transport.is_closing():
-            return  # refused: whatever else arrives is dropped
+        if self.transport.is_closing() or self._linger_timer is not None:
+            return  # refused, or answered and lingering: whatever else arrives is dropped
         super().data_received(data)
         if self._in_headers and not self.transport.is_closing():
             # The chunk that completes the headers is not counted (it may carry a body).
@@ -142,6 +172,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.on_response_complete()
             return
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and not cycle.keep_alive:
+            # The connection closes after this request: if its answer comes before its body
+            # has all arrived, close lingering (see the module docstring).
+            cycle.transport = _LingeringTransport(self, self.transport)  # type: ignore[assignment]
+
+    def linger_close(self) -> None:
+        """Close after an answer: at once if the request's body is all in, else lingering."""
+        cycle, transport = self.cycle, self.transport
+        if (
+            cycle is None
+            or not cycle.more_body
+            or transport.is_closing()
+            or not transport.can_write_eof()
+        ):
+            transport.close()
+            return
+        transport.write_eof()  # the answer, then FIN: the client reads it whole
+        self._linger_timer = self.loop.call_later(self.linger_s, transport.close)
+        self.flow.resume_reading()  # keep reading, and dropping, the rest of the body
+
+    def on_response_complete(self) -> None:
+        """Start the next request, unless the connection is lingering to its close."""
+        if self._linger_timer is not None:
+            self.server_state.total_requests += 1
+            return
+        super().on_response_complete()
 
     def _arm_header_timer(self) -> None:
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)

@@ -29,7 +29,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from modelrepo.layout import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, SIGNATURE
-from service.decode import read_body, settle_body, validate_pixels
+from service.decode import read_body, validate_pixels
 from service.errors import BadRequest, InvalidInput, ServeError
 from service.inference import Inference, client_gone, registry_of, url_version
 from service.registry import ModelRegistry, ServedModel
@@ -55,7 +55,6 @@ async def answer(request: Request, work: Callable[[], Awaitable[Response]]) -> R
     try:
         return await work()
     except ServeError as err:
-        await settle_body(request, registry_of(request).settings.body_timeout_s)
         return tf_error(err)
 
 
