@@ -11,7 +11,7 @@ Run: ``python scripts/baselines.py --kind floor --models models --variant depthw
 from __future__ import annotations
 
 import argparse
-import json
+import orjson
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +25,14 @@ from modelrepo.layout import ModelRepository
 
 def parse(body: bytes) -> np.ndarray:
     """The same parsing work as the service's JSON path."""
-    return np.asarray([json.loads(body)["image"]], dtype=np.float32).reshape(-1, 28, 28, 1)
+    return np.asarray([orjson.loads(body)["image"]], dtype=np.float32).reshape(-1, 28, 28, 1)
 
 
 def answer(probabilities: np.ndarray) -> Response:
     """A response of the same shape as the service's."""
     row = probabilities[0].astype(float)
     body = {"predictions": [{"digit": int(row.argmax()), "probabilities": row.tolist()}]}
-    return Response(json.dumps(body), media_type="application/json")
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 def build(kind: str, models: Path, variant: str) -> FastAPI:

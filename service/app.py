@@ -35,6 +35,7 @@ from service.admission import AdmissionGuard
 from service.batcher import Timing
 from service.decode import decode_request
 from service.errors import NotFound, ServeError, UnknownModel
+from service.fastpath import FastPath, HotRoutes, error_response
 from service.inference import Inference, client_gone, registry_of
 from service.metrics import Metrics
 from service.registry import ModelRegistry, ServedModel, ServedVariant, plan
@@ -287,19 +288,29 @@ def variant_info(served: ServedVariant) -> VariantInfo:
     )
 
 
-async def handle_serve_error(request: Request, exc: Exception) -> JSONResponse:
-    """Turn a ServeError into its status and JSON body; log the server-side ones."""
+async def handle_serve_error(request: Request, exc: Exception) -> Response:
+    """Turn a ServeError into its status and JSON body (the same as the fast path's)."""
     assert isinstance(exc, ServeError)
-    if exc.status >= 500 and exc.status != 503:
-        log.error("%s on %s: %s", exc.code, request.url.path, exc.detail)
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+    return error_response(exc, request.url.path)
+
+
+HOT_ROUTES = HotRoutes(
+    predict=predict,
+    tf_predict=tfserving.tf_predict,
+    tf_predict_version=tfserving.tf_predict_version,
+    v2_infer=kserve.v2_infer,
+    v2_infer_version=kserve.v2_infer_version,
+)
 
 
 def guarded_app(app: FastAPI) -> AdmissionGuard:
-    """``app`` behind its admission guard (shedding before any of FastAPI's layers run)."""
+    """``app`` behind its admission guard (shedding before any of FastAPI's layers run), with
+    the inference routes' fast path (``service.fastpath``) just inside it."""
     registry: ModelRegistry = app.state.registry
     return AdmissionGuard(
-        app, registry.settings.max_in_flight, on_shed=registry.metrics.shed.labels("in_flight").inc
+        FastPath(app, HOT_ROUTES),
+        registry.settings.max_in_flight,
+        on_shed=registry.metrics.shed.labels("in_flight").inc,
     )
 
 
