@@ -11,10 +11,10 @@ Run: ``python scripts/baselines.py --kind floor --models models --variant depthw
 from __future__ import annotations
 
 import argparse
-import orjson
 from pathlib import Path
 
 import numpy as np
+import orjson
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
