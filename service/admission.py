@@ -21,6 +21,8 @@ from collections.abc import Callable
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.shared import InFlight, LocalInFlight
+
 SHED_BODY = orjson.dumps(
     {
         "error": "overloaded",
@@ -44,22 +46,35 @@ SHED_RESPONSE = (
 
 
 class AdmissionGuard:
-    """Pure ASGI middleware: at most ``max_in_flight`` POST requests in the app at once."""
+    """Pure ASGI middleware: at most ``max_in_flight`` POST requests in the server at once.
+
+    The count is ``in_flight``: this process's (:class:`service.shared.LocalInFlight`, the
+    default) or, with several worker processes, the server's (``SharedInFlight``).
+    """
 
     def __init__(
-        self, app: ASGIApp, max_in_flight: int, on_shed: Callable[[], None] | None = None
+        self,
+        app: ASGIApp,
+        max_in_flight: int,
+        on_shed: Callable[[], None] | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self.app = app
         self.max_in_flight = max_in_flight
-        self.in_flight = 0
+        self.counter = in_flight or LocalInFlight(max_in_flight)
         self._on_shed = on_shed
+
+    @property
+    def in_flight(self) -> int:
+        """POST requests in the server now."""
+        return self.counter.value
 
     @property
     def full(self) -> bool:
         """Whether the next POST would be shed."""
-        return self.in_flight >= self.max_in_flight
+        return self.counter.value >= self.max_in_flight
 
     def shed(self) -> None:
         """Count one shed request (here or in service.protocol)."""
@@ -71,13 +86,12 @@ class AdmissionGuard:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        if self.full:
+        if not self.counter.try_enter():
             self.shed()
             await send(SHED_START)
             await send(SHED_BODY_MESSAGE)
             return
-        self.in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self.counter.leave()

@@ -13,7 +13,6 @@ on an offline machine.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -27,13 +26,13 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import __version__, kserve, tfserving
-from service import device as devices
 from service.admission import AdmissionGuard
 from service.batcher import Timing
 from service.decode import decode_request
+from service.engine import WorkerContext, models_for
 from service.errors import NotFound, ServeError, UnknownModel
 from service.fastpath import FastPath, HotRoutes, error_response
 from service.inference import Inference, client_gone, registry_of
@@ -49,6 +48,7 @@ from service.schemas import (
     VariantInfo,
 )
 from service.settings import Settings
+from service.shared import InFlight
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")  # the web page: plain HTML, CSS and JS files
@@ -194,23 +194,28 @@ async def read_health() -> JSONResponse:
 
 
 @router.get("/readyz", summary="Readiness")
-async def read_ready(registry: RegistryDep) -> JSONResponse:
-    """200 once every model has loaded or failed and at least one serves; 503 before."""
+async def read_ready(request: Request, registry: RegistryDep) -> JSONResponse:
+    """200 once every model has loaded or failed and at least one serves, in every worker
+    process; 503 before."""
     models = registry.models()
     ready = [m.name for m in models if m.state == "ready"]
     failed = {m.name: m.reason for m in models if m.state == "failed"}
-    if registry.ready:
-        return JSONResponse({"status": "ready", "models": ready, "failed": failed})
-    status = "loading" if registry.loading else "failed"
-    body = {"status": status, "models": ready, "failed": failed,
-            "loading": [m.name for m in models if m.state == "loading"]}  # fmt: skip
+    worker: WorkerContext | None = request.app.state.worker
+    body: dict[str, Any] = {"models": ready, "failed": failed}
+    if worker is not None:
+        body["processes"] = worker.shared.readiness()
+    if registry.ready and (worker is None or worker.shared.all_ready()):
+        return JSONResponse({"status": "ready", **body})
+    loading = [m.name for m in models if m.state == "loading"]
+    status = "loading" if registry.loading or worker is not None else "failed"
+    body = {"status": status, **body, "loading": loading}
     return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
 
 
 @router.get("/metrics", summary="Prometheus metrics")
 async def read_metrics(registry: RegistryDep) -> Response:
     """Request counts, latency histograms, batch sizes and in-flight requests."""
-    return Response(generate_latest(registry.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(registry.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post(
@@ -267,7 +272,7 @@ def variant_info(served: ServedVariant) -> VariantInfo:
             runtime=m.runtime_name,
             model=m.name,
             state=m.state,
-            device=m.runtime.device if m.runtime is not None else None,
+            device=m.device,
             cpu_only=m.cpu_only,
             reason=m.reason,
             batch1_ms=m.batch1_ms,
@@ -280,7 +285,7 @@ def variant_info(served: ServedVariant) -> VariantInfo:
         name=served.model.variant,
         version=served.model.version,
         ready=default.state == "ready",
-        device=default.runtime.device if default.runtime is not None else None,
+        device=default.device,
         runtime=served.default_runtime,
         runtimes=runtimes,
         metadata=meta,
@@ -303,26 +308,31 @@ HOT_ROUTES = HotRoutes(
 )
 
 
-def guarded_app(app: FastAPI) -> AdmissionGuard:
+def guarded_app(app: FastAPI, in_flight: InFlight | None = None) -> AdmissionGuard:
     """``app`` behind its admission guard (shedding before any of FastAPI's layers run), with
-    the inference routes' fast path (``service.fastpath``) just inside it."""
+    the inference routes' fast path (``service.fastpath``) just inside it. ``in_flight``: the
+    server-wide count, when several processes serve."""
     registry: ModelRegistry = app.state.registry
     return AdmissionGuard(
         FastPath(app, HOT_ROUTES),
         registry.settings.max_in_flight,
         on_shed=registry.metrics.shed.labels("in_flight").inc,
+        in_flight=in_flight,
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; ConfigError or DeviceError at once if the settings can't be met."""
+def create_app(settings: Settings | None = None, worker: WorkerContext | None = None) -> FastAPI:
+    """Build the app; ConfigError or DeviceError at once if the settings can't be met.
+
+    ``worker``: this process is one of several serving the port (``service.supervisor``).
+    """
     settings = settings or Settings()
     planned = plan(settings)
-    device = devices.configure(
-        settings.device, settings.intra_op_threads, settings.inter_op_threads
-    )
-    log.info("models will run on %s", devices.describe(device))
-    registry = ModelRegistry(settings, Metrics(), planned, gpu=device.startswith("/GPU"))
+    models = models_for(settings, worker)
+    registry = ModelRegistry(settings, Metrics(), planned, gpu=models.gpu)
+    if worker is not None:
+        shared = worker.shared
+        registry.metrics.in_flight_count = lambda: shared.in_flight
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -330,20 +340,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.grpc_port:
             from service import kserve_grpc
 
-            grpc_server = await kserve_grpc.start(registry, settings.host, settings.grpc_port)
-        loading = None
-        if settings.strict_models:
-            await registry.load()  # ModelLoadError here fails start-up: uvicorn exits
-        else:
-            loading = asyncio.create_task(registry.load(), name="load-models")
+            grpc_server = await kserve_grpc.start(
+                registry, settings.host, settings.grpc_port, shared=worker is not None
+            )
+        await models.start(registry)
         try:
             yield
         finally:
-            if loading is not None:
-                loading.cancel()
             if grpc_server is not None:
                 await grpc_server.stop(grace=2)
-            await registry.close()
+            await models.stop(registry)
 
     app = FastAPIOffline(
         title="mnist-serve",
@@ -352,6 +358,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.registry = registry
+    app.state.worker = worker
     app.add_exception_handler(ServeError, handle_serve_error)
     app.include_router(router)
     app.include_router(tfserving.router)

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -55,6 +56,27 @@ class Timing:
     queue_s: float
     model_s: float
     batch_images: int
+
+
+class ModelQueue(Protocol):
+    """What the handlers use of a model's batcher: this one, or a front end's stand-in for
+    the executor's (``service.remote.RemoteBatcher``)."""
+
+    inline: bool
+
+    def admit(self) -> None:
+        """Raise Overloaded (503) if a request queued now would miss its deadline."""
+        ...
+
+    async def submit(
+        self, images: np.ndarray, gone: Callable[[], bool] = ...
+    ) -> tuple[np.ndarray, Timing]:
+        """``images`` (N, 28, 28, 1) through the model: their (N, 10) probabilities, timing."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop; fail whatever is still waiting."""
+        ...
 
 
 @dataclass

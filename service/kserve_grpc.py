@@ -144,11 +144,15 @@ async def abort(context: Any, err: ServeError) -> None:
     await context.abort(CODES.get(err.status, grpc.StatusCode.INTERNAL), err.detail)
 
 
-async def start(registry: ModelRegistry, host: str, port: int) -> Any:
-    """Start the gRPC server on ``host:port`` (on the running event loop) and return it."""
+async def start(registry: ModelRegistry, host: str, port: int, shared: bool = False) -> Any:
+    """Start the gRPC server on ``host:port`` (on the running event loop) and return it.
+
+    ``shared``: every worker process listens on the port (SO_REUSEPORT; the kernel spreads
+    connections over them); otherwise a port already taken is an error.
+    """
     limit = registry.settings.max_body_bytes
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", 0)]
+        options=[("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", int(shared))]
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(registry), server)
     if server.add_insecure_port(f"{host}:{port}") == 0:

@@ -1,5 +1,11 @@
 """Prometheus metrics, in a registry of the app's own (so several apps in one process don't clash).
 
+With several worker processes (``service.supervisor``) every process writes its series to
+files in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, chosen when the
+library is imported, so the supervisor sets the variable before starting any process), and
+``/metrics`` in any process adds up all of them; the in-flight gauge then reads the server-wide
+count that admission keeps in shared memory.
+
 Every series is labelled by variant and runtime (``unknown`` for names not served).
 Latency buckets reach down to 50 µs: a served MNIST model answers in about a millisecond, and
 Prometheus' default buckets (5 ms and up) would put every request in the first one.
@@ -7,7 +13,15 @@ Prometheus' default buckets (5 ms and up) would put every request in the first o
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+IN_FLIGHT_HELP = "Predict requests being handled now (all models)."
 
 LATENCY_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075,
@@ -62,8 +76,28 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        self.in_flight = Gauge(
-            "mnist_serve_in_flight",
-            "Predict requests being handled now (all models).",
-            registry=self.registry,
-        )
+        self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
+        self.in_flight_count: Callable[[], float] = lambda: 0.0
+        if self.multiprocess_dir is None:
+            gauge = Gauge("mnist_serve_in_flight", IN_FLIGHT_HELP, registry=self.registry)
+            gauge.set_function(lambda: self.in_flight_count())
+
+    def exposition(self) -> bytes:
+        """The text format for /metrics: this process's series, or every process's."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        registry.register(_InFlight(self.in_flight_count))
+        return generate_latest(registry)
+
+
+class _InFlight:
+    """The in-flight gauge, read at scrape time (multiprocess mode)."""
+
+    def __init__(self, count: Callable[[], float]) -> None:
+        self.count = count
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """One sample: the count now."""
+        yield GaugeMetricFamily("mnist_serve_in_flight", IN_FLIGHT_HELP, value=self.count())

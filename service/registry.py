@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,7 +31,7 @@ from modelrepo.runtimes import (
     load_runtime,
     median_call_ms,
 )
-from service.batcher import Batcher
+from service.batcher import Batcher, ModelQueue
 from service.decode import Limits
 from service.errors import BadRequest, ModelNotLoaded, Unavailable, UnknownModel
 from service.metrics import Metrics
@@ -57,9 +58,10 @@ class ServedModel:
     runtime_name: str
     state: State = "loading"
     reason: str | None = None  # why it failed, short, for clients (no paths, no tracebacks)
-    runtime: Runtime | None = None
-    batcher: Batcher | None = None
+    runtime: Runtime | None = None  # in this process (None in a front end: see device)
+    batcher: ModelQueue | None = None
     batch1_ms: float | None = None  # median model time of one image, measured at warm-up
+    device: str | None = None  # where it runs, once loaded (here or in the executor)
 
     @property
     def name(self) -> str:
@@ -149,7 +151,7 @@ class ModelRegistry:
             body_timeout_s=s.body_timeout_s,
             decode_slots=s.decode_slots,
         )
-        self.metrics.in_flight.set_function(lambda: self.in_flight)
+        self.metrics.in_flight_count = lambda: self.in_flight
 
     def models(self) -> list[ServedModel]:
         """Every served model, variant by variant."""
@@ -214,9 +216,10 @@ class ModelRegistry:
             n for v, s in self.variants.items() for n in (v, *(m.name for m in s.runtimes.values()))
         ]
 
-    async def load(self) -> None:
+    async def load(self, on_change: Callable[[], None] | None = None) -> None:
         """Load, warm and start every model, each on its own; failures are kept, not raised
-        (with ``strict_models``, the first one is raised as ModelLoadError)."""
+        (with ``strict_models``, the first one is raised as ModelLoadError). ``on_change`` is
+        called each time a model's state changes."""
         for model in self.models():
             try:
                 await self._load_one(model)
@@ -225,6 +228,8 @@ class ModelRegistry:
                 log.error("%s failed to load: %s", model.name, model.reason, exc_info=err)
                 if self.settings.strict_models:
                     raise ModelLoadError(f"{model.name} failed to load: {model.reason}") from err
+            if on_change is not None:
+                on_change()
         # Requests allocate many short-lived objects (784 floats each), which triggers
         # garbage collections; a full one would walk TensorFlow's large, permanent object
         # graph (a ~100 ms pause, seen as p99). Freezing moves everything alive now out of
@@ -257,7 +262,8 @@ class ModelRegistry:
             on_batch=self.metrics.batch_size.labels(*labels).observe,
         )
         batcher.start()
-        model.runtime, model.batcher, model.state = runtime, batcher, "ready"
+        model.runtime, model.batcher, model.device = runtime, batcher, runtime.device
+        model.state = "ready"
         log.info(
             "serving %s version %d on %s (batch 1: %.3f ms%s)",
             model.name,

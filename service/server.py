@@ -1,40 +1,82 @@
-"""Run the app under uvicorn: one process, which owns the models.
+"""Run the app under uvicorn: one process, or one worker of several (``service.supervisor``).
 
-Several uvicorn workers would each load every model (and on a GPU each would claim the card);
-scale out with one process per GPU or per machine instead.
+:func:`run` is what ``mnist-serve serve`` calls: with one worker the process serves by itself,
+as it always did; with more it becomes the supervisor. :func:`run_worker` is a worker
+process's entry point: the same app and uvicorn settings on a socket the supervisor opened.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import socket
 
 import uvicorn
 
 from service.app import create_app, guarded_app
+from service.engine import WorkerContext
 from service.protocol import guarded_protocol
 from service.settings import Settings
+from service.shared import SharedInFlight
 
 
-def run(settings: Settings) -> None:
-    """Build the app (failing fast on bad settings) and serve it until interrupted."""
+def configure_logging(settings: Settings, role: str | None = None) -> None:
+    """Log lines with time and level; with several processes, each says which it is."""
+    who = f"[{role} {os.getpid()}] " if role else ""
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s",
+        force=True,
     )
-    app = guarded_app(create_app(settings))
-    uvicorn.run(
-        app,
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop (uvicorn[standard] installs it), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def uvicorn_config(settings: Settings, worker: WorkerContext | None) -> uvicorn.Config:
+    """The app behind its guard, with the service's protocol and limits."""
+    app = create_app(settings, worker)
+    in_flight = SharedInFlight(worker.shared, worker.process) if worker else None
+    guarded = guarded_app(app, in_flight)
+    return uvicorn.Config(
+        guarded,
         host=settings.host,
         port=settings.port,
-        workers=1,
         log_level=settings.log_level,
         access_log=settings.access_log,
         # uvloop + httptools (uvicorn[standard]): the fastest pure-Python stack; the protocol
         # is httptools' with header limits and timeouts (service.protocol).
         loop="auto",
-        http=guarded_protocol(settings, app),
+        http=guarded_protocol(settings, guarded),
         timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=10,
         # Bound to 127.0.0.1 by default, behind no proxy: skip X-Forwarded-* handling (a layer
         # of middleware on every request).
         proxy_headers=False,
     )
+
+
+def run(settings: Settings) -> None:
+    """Serve until interrupted: alone, or as the supervisor of several workers."""
+    from service.supervisor import Supervisor, plan_engine
+
+    configure_logging(settings)
+    engine = plan_engine(settings)
+    if engine.workers == 1:
+        uvicorn.Server(uvicorn_config(settings, None)).run()
+        return
+    raise SystemExit(Supervisor(settings, engine).run())
+
+
+def run_worker(settings: Settings, worker: WorkerContext, sock: socket.socket) -> None:
+    """A worker process: serve the app on the supervisor's listening socket."""
+    configure_logging(settings, f"worker {worker.process}")
+    server = uvicorn.Server(uvicorn_config(settings, worker))
+    server.run(sockets=[sock])

@@ -128,6 +128,22 @@ class Settings(BaseSettings):
         description="A lone request runs on the event loop when the model's batch-1 time "
         "(measured at warm-up) is at most this; 0 = always through the model thread.",
     )
+    # The engine (service.supervisor): how many processes serve the port, and where the
+    # models run. Measured on 2 cores in docs/benchmarks.md, section G.
+    workers: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="HTTP/gRPC front-end processes sharing the port; 0 = one per usable core "
+        "(1 on a GPU with --engine replicas); 1 = today's single process, no supervisor.",
+    )
+    engine: Literal["auto", "executor", "replicas"] = Field(
+        "auto",
+        description="With several workers: executor = front ends without TensorFlow and one "
+        "model process batching for all of them (always on a GPU: one process owns it); "
+        "replicas = every worker loads its own models; auto = executor on a GPU, replicas on "
+        "a CPU.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="critical, error, warning, info or debug."
     )

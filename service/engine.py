@@ -1,0 +1,128 @@
+"""Where a process's models come from: loaded here, or served by the executor.
+
+``create_app`` asks :func:`models_for` once, at construction:
+
+* :class:`LocalModels`: this process picks the device (importing TensorFlow), and its
+  lifespan loads, warms and serves every model itself: the single process (``--workers 1``)
+  and each worker of the replicas engine;
+* :class:`RemoteModels`: a front end of the executor engine: no TensorFlow, no models; its
+  lifespan connects to the executor (``service.remote``), whose models it serves.
+
+A worker (:class:`WorkerContext`) also reports its readiness to the shared state, so that
+``/readyz`` of any process is ready only when every process is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.registry import ModelRegistry
+from service.remote import ExecutorClient
+from service.settings import Settings
+from service.shared import FAILED, LOADING, READY, SharedState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """A worker process of a multi-process server (``service.supervisor``)."""
+
+    process: int  # this worker's index, 0..workers-1
+    workers: int
+    engine: str  # executor or replicas
+    shared: SharedState
+    executor_socket: str | None = None  # executor engine: where the models are served
+
+
+class Models(Protocol):
+    """How the app's lifespan starts and stops its models."""
+
+    gpu: bool
+    device: str
+
+    async def start(self, registry: ModelRegistry) -> None:
+        """Begin serving (returns at once unless models must load before start-up ends)."""
+        ...
+
+    async def stop(self, registry: ModelRegistry) -> None:
+        """Stop serving."""
+        ...
+
+
+def report_readiness(registry: ModelRegistry, worker: WorkerContext | None) -> None:
+    """Tell the other processes whether this one is ready (no-op for a single process)."""
+    if worker is not None:
+        state = READY if registry.ready else LOADING if registry.loading else FAILED
+        worker.shared.set_ready(worker.process, state)
+
+
+class LocalModels:
+    """The models load and run in this process."""
+
+    def __init__(self, settings: Settings, worker: WorkerContext | None) -> None:
+        from service import device as devices  # imports TensorFlow: only where models run
+
+        self.settings = settings
+        self.worker = worker
+        self.device = devices.configure(
+            settings.device, settings.intra_op_threads, settings.inter_op_threads
+        )
+        self.gpu = self.device.startswith("/GPU")
+        log.info("models will run on %s", devices.describe(self.device))
+        self._loading: asyncio.Task[None] | None = None
+
+    async def start(self, registry: ModelRegistry) -> None:
+        """Load in the background (with ``strict_models``: now, failing start-up)."""
+
+        def changed() -> None:
+            report_readiness(registry, self.worker)
+
+        if self.settings.strict_models:
+            await registry.load(on_change=changed)  # ModelLoadError fails start-up
+        else:
+            self._loading = asyncio.create_task(registry.load(on_change=changed), name="load")
+
+    async def stop(self, registry: ModelRegistry) -> None:
+        """Stop loading and every batcher."""
+        if self._loading is not None:
+            self._loading.cancel()
+        await registry.close()
+
+
+class RemoteModels:
+    """The executor serves the models; this front end forwards to it."""
+
+    gpu = False
+
+    def __init__(self, settings: Settings, worker: WorkerContext) -> None:
+        assert worker.executor_socket is not None
+        self.worker = worker
+        self.device = "executor"
+        self._task: asyncio.Task[None] | None = None
+        self._client: ExecutorClient | None = None
+
+    async def start(self, registry: ModelRegistry) -> None:
+        """Connect to the executor (and reconnect if it restarts) in the background."""
+        worker = self.worker
+        assert worker.executor_socket is not None
+        client = ExecutorClient(registry, worker.shared, worker.process, worker.executor_socket)
+        self._client = client
+        self._task = asyncio.create_task(client.run(), name="executor-client")
+
+    async def stop(self, registry: ModelRegistry) -> None:
+        """Disconnect."""
+        if self._task is not None:
+            self._task.cancel()
+        if self._client is not None:
+            self._client.close()
+
+
+def models_for(settings: Settings, worker: WorkerContext | None) -> Models:
+    """Local models, or the executor's for a front end of the executor engine."""
+    if worker is not None and worker.executor_socket is not None:
+        return RemoteModels(settings, worker)
+    return LocalModels(settings, worker)

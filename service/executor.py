@@ -1,0 +1,170 @@
+"""The model executor: one process that owns the models, and the device, for every front end.
+
+In the executor engine (``serve --engine executor``) the front ends parse HTTP and gRPC and
+never import TensorFlow; this process loads every model (as the single process does:
+``service.registry``), batches the requests of all front ends together in each model's
+:class:`~service.batcher.Batcher`, and answers through the shared-memory channel
+(``service.channel``). On a GPU this makes exactly one process own the device, and the batch
+sizes are the ones the whole load makes, not one front end's share of it.
+
+Each front end connects to the executor's Unix socket and introduces its shared-memory block;
+the executor then sends it every model's state, again whenever one changes, and serves its
+requests. It publishes each model's running batch time in the shared state, so front ends can
+refuse at once a request that would miss its queue deadline (``service.remote``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import cast
+
+from service.batcher import Batcher, Timing
+from service.channel import (
+    ANSWER,
+    ANSWER_STRUCT,
+    FAILED,
+    HELLO,
+    OK,
+    OVERLOADED,
+    REQUEST,
+    UNAVAILABLE,
+    Frames,
+    ModelState,
+    Slots,
+    read_hello,
+    states_frame,
+)
+from service.errors import Overloaded, ServeError
+from service.metrics import Metrics
+from service.registry import ModelRegistry, ServedModel, plan
+from service.settings import Settings
+from service.shared import SharedState
+
+log = logging.getLogger(__name__)
+
+
+class Executor:
+    """The models, their batchers, and the front ends connected to them."""
+
+    def __init__(self, settings: Settings, shared: SharedState) -> None:
+        from service import device as devices  # TensorFlow: here, not in the supervisor
+
+        planned = plan(settings)
+        device = devices.configure(
+            settings.device, settings.intra_op_threads, settings.inter_op_threads
+        )
+        log.info("executor %d: models will run on %s", os.getpid(), devices.describe(device))
+        self.registry = ModelRegistry(settings, Metrics(), planned, gpu=device.startswith("/GPU"))
+        self.models = self.registry.models()  # the index order front ends address them by
+        self.shared = shared
+        self.connections: set[FrontEndConnection] = set()
+
+    def states(self) -> list[ModelState]:
+        """Every model's state, in index order."""
+        return [
+            ModelState(
+                m.name,
+                m.state,
+                m.reason,
+                m.device,
+                m.batch1_ms,
+                bool(m.batcher is not None and m.batcher.inline),
+            )
+            for m in self.models
+        ]
+
+    def publish(self) -> None:
+        """Tell every front end the models' states."""
+        frame = states_frame(self.states())
+        for connection in self.connections:
+            connection.write(frame)
+
+    async def run(self, socket_path: str) -> None:
+        """Listen, load the models (publishing each as it becomes ready), serve until SIGTERM."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        server = await loop.create_unix_server(lambda: FrontEndConnection(self), socket_path)
+        try:
+            await self.registry.load(on_change=self.publish)
+            await stop.wait()
+        finally:
+            server.close()
+            await self.registry.close()
+
+
+class FrontEndConnection(asyncio.Protocol):
+    """One front end's requests, answered through its shared-memory block."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.frames = Frames()
+        self.slots: Slots | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Wait for the front end's hello."""
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The front end is gone (stopped or restarted): forget it."""
+        self.executor.connections.discard(self)
+        if self.slots is not None:
+            with contextlib.suppress(BufferError):  # views still held by a running batch
+                self.slots.close()
+
+    def write(self, data: bytes) -> None:
+        """Send a frame, if the front end is still there."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        """Requests start a task each; a hello maps the block and gets the states."""
+        for kind, fields in self.frames.feed(data):
+            if kind == REQUEST[0]:
+                asyncio.get_running_loop().create_task(self.serve(*fields))
+            elif kind == HELLO[0]:
+                self.slots = Slots.attach(read_hello(fields))
+                self.executor.connections.add(self)
+                self.write(states_frame(self.executor.states()))
+
+    async def serve(self, request_id: int, index: int, count: int, slot: int) -> None:
+        """Run one request's images (read in place) and answer with where its time went."""
+        assert self.slots is not None, "a request before the hello"
+        executor = self.executor
+        model: ServedModel = executor.models[index]
+        status, timing = OK, Timing(0.0, 0.0, 0)
+        if model.state != "ready" or model.batcher is None:
+            status = UNAVAILABLE
+        else:
+            executor.registry.in_flight += 1
+            try:
+                probabilities, timing = await model.batcher.submit(self.slots.images(slot, count))
+                self.slots.probabilities(slot, count)[:] = probabilities
+            except Overloaded:
+                status = OVERLOADED
+            except ServeError:
+                status = FAILED
+            finally:
+                executor.registry.in_flight -= 1
+            if isinstance(model.batcher, Batcher):
+                executor.shared.set_batch_s(index, model.batcher.batch_s)
+        self.write(
+            ANSWER
+            + ANSWER_STRUCT.pack(
+                request_id, status, timing.batch_images, timing.queue_s, timing.model_s
+            )
+        )
+
+
+def run_executor(settings: Settings, shared: SharedState, socket_path: str) -> None:
+    """The executor process's entry point (started by ``service.supervisor``)."""
+    from service.server import configure_logging, event_loop
+
+    configure_logging(settings, "executor")
+    event_loop().run_until_complete(Executor(settings, shared).run(socket_path))

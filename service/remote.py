@@ -1,0 +1,241 @@
+"""A front end's side of the executor engine: its models are the executor's.
+
+The front end plans the same models as the executor (``service.registry.plan``: the model
+repository and the settings, no TensorFlow), then :class:`ExecutorClient` connects to the
+executor's socket and keeps each model's state as the executor reports it. A ready model gets a
+:class:`RemoteBatcher` in place of a batcher, so the handlers of every protocol run unchanged:
+
+* ``admit()`` refuses at once (503) a request that would miss the queue deadline, from the
+  requests every front end has outstanding for that model and the executor's running batch
+  time (both in ``service.shared``);
+* ``submit()`` writes the images into a free slot of this front end's shared-memory block,
+  sends a 13-byte request and waits for the answer; the probabilities are read from the slot.
+
+If the executor dies, every request waiting on it fails at once with 503 (never hangs), the
+models show as loading, and the client reconnects as soon as the supervisor has restarted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+
+from service.batcher import Timing, never
+from service.channel import (
+    ANSWER,
+    FAILED,
+    OK,
+    OVERLOADED,
+    REQUEST,
+    REQUEST_STRUCT,
+    STATES,
+    Frames,
+    Hello,
+    ModelState,
+    Slots,
+    hello_frame,
+    read_states,
+)
+from service.errors import ClientGone, ModelFailure, Overloaded, Unavailable
+from service.registry import ModelRegistry, ServedModel
+from service.shared import FAILED as PROCESS_FAILED
+from service.shared import LOADING, READY, SharedState
+
+log = logging.getLogger(__name__)
+RECONNECT_S = 0.05
+
+
+@dataclass
+class _Waiting:
+    future: asyncio.Future[tuple[int, Timing]]
+    slot: int
+    abandoned: bool = False  # the caller gave up: free the slot when the answer comes
+
+
+class ExecutorClient(asyncio.Protocol):
+    """The connection to the executor, kept up for the front end's life."""
+
+    def __init__(
+        self, registry: ModelRegistry, shared: SharedState, process: int, socket_path: str
+    ) -> None:
+        self.registry = registry
+        self.shared = shared
+        self.process = process
+        self.socket_path = socket_path
+        self.slots = Slots.create(
+            block_name(socket_path, process), registry.settings.max_in_flight,
+            registry.settings.max_batch_size,
+        )  # fmt: skip
+        self.frames = Frames()
+        self.transport: asyncio.Transport | None = None
+        self.waiting: dict[int, _Waiting] = {}
+        self.ids = itertools.count(1)
+        self.index: dict[str, int] = {}
+        self._lost: asyncio.Future[None] | None = None
+
+    async def run(self) -> None:
+        """Connect, and reconnect whenever the executor restarts, until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.create_unix_connection(lambda: self, self.socket_path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                await asyncio.sleep(RECONNECT_S)
+                continue
+            self._lost = loop.create_future()
+            await self._lost
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Introduce this front end and its block."""
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        hello = Hello(self.process, self.slots.block.name, self.slots.slots, self.slots.max_images)
+        self.transport.write(hello_frame(hello))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The executor is gone: fail what waits on it, show the models as loading."""
+        self.transport = None
+        if self.waiting:
+            log.error("the model executor stopped with %d requests waiting", len(self.waiting))
+        for waiting in self.waiting.values():
+            if not waiting.future.done():
+                waiting.future.set_exception(
+                    Unavailable("the model executor restarted; retry shortly", retry_after_s=1)
+                )
+        self.waiting.clear()
+        self.slots.reset()
+        for model in self.registry.models():
+            model.state, model.batcher = "loading", None
+        self.shared.set_ready(self.process, LOADING)
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        """Answers resolve their requests; states update the models."""
+        for kind, fields in self.frames.feed(data):
+            if kind == ANSWER[0]:
+                request_id, status, batch, queue_s, model_s = fields
+                waiting = self.waiting.pop(request_id, None)
+                if waiting is None:
+                    continue
+                if waiting.abandoned:
+                    self.slots.give(waiting.slot)
+                elif not waiting.future.done():
+                    waiting.future.set_result((status, Timing(queue_s, model_s, batch)))
+            elif kind == STATES[0]:
+                self.apply(read_states(fields))
+
+    def apply(self, states: list[ModelState]) -> None:
+        """The executor's model states, onto this front end's models."""
+        models = {m.name: m for m in self.registry.models()}
+        for index, state in enumerate(states):
+            model = models.get(state.name)
+            if model is None:
+                continue
+            self.index[state.name] = index
+            model.state, model.reason = state.state, state.reason  # type: ignore[assignment]
+            model.device, model.batch1_ms = state.device, state.batch1_ms
+            ready = state.state == "ready"
+            model.batcher = RemoteBatcher(self, model, index, state.inline) if ready else None
+        registry = self.registry
+        readiness = READY if registry.ready else LOADING if registry.loading else PROCESS_FAILED
+        self.shared.set_ready(self.process, readiness)
+
+    async def infer(
+        self, index: int, images: np.ndarray, gone: Callable[[], bool]
+    ) -> tuple[np.ndarray, Timing]:
+        """Run ``images`` on model ``index`` in the executor."""
+        transport = self.transport
+        if transport is None:
+            raise Unavailable("the model executor is restarting; retry shortly")
+        slot = self.slots.take()
+        if slot is None:
+            raise Overloaded("every request slot of this front end is in use; retry shortly")
+        count = len(images)
+        self.slots.images(slot, count)[:] = images
+        request_id = next(self.ids) & 0xFFFFFFFF
+        waiting = _Waiting(asyncio.get_running_loop().create_future(), slot)
+        self.waiting[request_id] = waiting
+        transport.write(REQUEST + REQUEST_STRUCT.pack(request_id, index, count, slot))
+        self.shared.add_outstanding(self.process, index, 1)
+        try:
+            status, timing = await waiting.future
+        except asyncio.CancelledError:
+            waiting.abandoned = True  # the executor may still write into the slot
+            raise
+        finally:
+            self.shared.add_outstanding(self.process, index, -1)
+        if status != OK:
+            self.slots.give(slot)
+            raise answer_error(status)
+        probabilities = self.slots.probabilities(slot, count).copy()
+        self.slots.give(slot)
+        if gone():
+            raise ClientGone("the client closed the connection")
+        return probabilities, timing
+
+    def close(self) -> None:
+        """Close the connection and unmap the block (the supervisor unlinks it)."""
+        if self.transport is not None:
+            self.transport.close()
+        with contextlib.suppress(BufferError):
+            self.slots.close()
+
+
+def answer_error(status: int) -> Exception:
+    """The error a non-OK answer stands for."""
+    if status == OVERLOADED:
+        return Overloaded("the model's queue is over its deadline; retry shortly")
+    if status == FAILED:
+        return ModelFailure("the model failed on this batch")
+    return Unavailable("the model is not ready in the executor; retry shortly")
+
+
+class RemoteBatcher:
+    """A front end's stand-in for the executor's batcher of one model."""
+
+    def __init__(
+        self, client: ExecutorClient, model: ServedModel, index: int, inline: bool
+    ) -> None:
+        settings = client.registry.settings
+        self.client = client
+        self.model = model
+        self.index = index
+        self.inline = inline
+        self.max_batch_size = settings.max_batch_size
+        self.deadline_s = settings.max_queue_wait_ms / 1000 if settings.max_queue_wait_ms else None
+
+    def admit(self) -> None:
+        """503 at once if the requests already waiting, batched, would outlast the deadline."""
+        if self.deadline_s is None:
+            return
+        shared = self.client.shared
+        batches = -(-shared.outstanding(self.index) // self.max_batch_size)
+        wait = batches * shared.batch_s(self.index)
+        if wait > self.deadline_s:
+            raise Overloaded(
+                f"the model's queue would take ~{wait * 1000:.0f} ms, over the "
+                f"{self.deadline_s * 1000:.0f} ms deadline; retry shortly"
+            )
+
+    async def submit(
+        self, images: np.ndarray, gone: Callable[[], bool] = never
+    ) -> tuple[np.ndarray, Timing]:
+        """Run ``images`` in the executor."""
+        return await self.client.infer(self.index, images, gone)
+
+    async def stop(self) -> None:
+        """Nothing to stop here: the executor owns the batcher."""
+
+
+def block_name(socket_path: str, process: int) -> str:
+    """The shared-memory block of front end ``process`` of the server at ``socket_path``
+    (the supervisor derives the same names to unlink them)."""
+    tag = socket_path.rstrip("/").split("/")[-2]  # the supervisor's run folder
+    return f"{tag}-fe{process}"

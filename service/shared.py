@@ -1,0 +1,166 @@
+"""What the processes of one server share: admission, readiness and each model's queue.
+
+With ``--workers N`` (``service.supervisor``) several processes serve one port, and what the
+single process guarantees must hold for the server as a whole: ``max_in_flight`` is one limit
+for all front ends, not N limits; ``/readyz`` says ready only when every process is; and a
+model's queue deadline counts the requests every front end has sent it. These counters live in
+shared memory (``multiprocessing`` raw arrays made by the supervisor before it starts the
+processes, which inherit them), so reading one costs a memory load and changing one a lock.
+
+:class:`LocalInFlight` is the same interface for the single process: a plain integer.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from multiprocessing.context import SpawnContext
+from typing import Any, Protocol
+
+# A process's readiness, as /readyz of any process reads it.
+LOADING, READY, FAILED = 0, 1, 2
+
+
+class InFlight(Protocol):
+    """The server's count of inference requests in flight, against its limit."""
+
+    limit: int
+
+    @property
+    def value(self) -> int:
+        """Requests in flight now."""
+        ...
+
+    def try_enter(self) -> bool:
+        """Count one more, unless the limit is reached (then False)."""
+        ...
+
+    def leave(self) -> None:
+        """Count one fewer."""
+        ...
+
+
+class LocalInFlight:
+    """One process's count (the event loop is its only user: no lock)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.value = 0
+
+    def try_enter(self) -> bool:
+        """Count one more, unless the limit is reached."""
+        if self.value >= self.limit:
+            return False
+        self.value += 1
+        return True
+
+    def leave(self) -> None:
+        """Count one fewer."""
+        self.value -= 1
+
+
+class SharedState:
+    """The counters every process of one server reads and writes (made by the supervisor)."""
+
+    def __init__(self, context: SpawnContext, limit: int, processes: int, models: int) -> None:
+        self.limit = limit
+        self.processes = processes
+        self.models = models
+        self._lock = context.Lock()
+        self._in_flight = context.RawValue("i", 0)
+        self._held = context.RawArray("i", processes)  # each process's share of in_flight
+        self._ready = context.RawArray("b", processes)
+        # Requests sent to each model and not answered yet, per front end (each writes its own
+        # row, so no lock) and each model's running average batch time (the executor writes).
+        self._outstanding = context.RawArray("i", processes * max(models, 1))
+        self._batch_s = context.RawArray("d", max(models, 1))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__.copy()  # raw arrays and the lock are passed to spawned children
+
+    # Admission ------------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Inference requests in flight in the whole server."""
+        return int(self._in_flight.value)
+
+    def try_enter(self, process: int) -> bool:
+        """Count one more request in the server, held by ``process``, unless at the limit."""
+        with self._lock:
+            if self._in_flight.value >= self.limit:
+                return False
+            self._in_flight.value += 1
+            self._held[process] += 1
+            return True
+
+    def leave(self, process: int) -> None:
+        """Count one fewer."""
+        with self._lock:
+            self._in_flight.value -= 1
+            self._held[process] -= 1
+
+    def forget(self, process: int) -> None:
+        """Take back what a process that died held (its requests will never leave)."""
+        with self._lock:
+            self._in_flight.value -= self._held[process]
+            self._held[process] = 0
+        for model in range(self.models):
+            self._outstanding[process * self.models + model] = 0
+        self._ready[process] = LOADING
+
+    # Readiness ------------------------------------------------------------------------------
+    def set_ready(self, process: int, state: int) -> None:
+        """Record one process's readiness (LOADING, READY or FAILED)."""
+        self._ready[process] = state
+
+    def all_ready(self) -> bool:
+        """Whether every process has said it is ready."""
+        return all(state == READY for state in self._ready)
+
+    def readiness(self) -> list[int]:
+        """Each process's readiness."""
+        return list(self._ready)
+
+    # Model queues (executor mode) -----------------------------------------------------------
+    def add_outstanding(self, process: int, model: int, delta: int) -> None:
+        """Change a front end's count of requests waiting on ``model``."""
+        self._outstanding[process * self.models + model] += delta
+
+    def outstanding(self, model: int) -> int:
+        """Requests waiting on ``model``, from every front end."""
+        return sum(self._outstanding[p * self.models + model] for p in range(self.processes))
+
+    def set_batch_s(self, model: int, seconds: float) -> None:
+        """Publish a model's running average batch time (the executor)."""
+        self._batch_s[model] = seconds
+
+    def batch_s(self, model: int) -> float:
+        """A model's running average batch time."""
+        return float(self._batch_s[model])
+
+
+class SharedInFlight:
+    """One process's view of the server-wide count (:class:`InFlight`)."""
+
+    def __init__(self, state: SharedState, process: int) -> None:
+        self.limit = state.limit
+        self._state = state
+        self._process = process
+
+    @property
+    def value(self) -> int:
+        """Requests in flight in the whole server."""
+        return self._state.in_flight
+
+    def try_enter(self) -> bool:
+        """Count one more, unless the server is at its limit."""
+        return self._state.try_enter(self._process)
+
+    def leave(self) -> None:
+        """Count one fewer."""
+        self._state.leave(self._process)
+
+
+def spawn_context() -> SpawnContext:
+    """The start method for every child process: spawn (TensorFlow and ONNX Runtime keep
+    threads that a fork would not copy, and front ends must not inherit the parent's imports)."""
+    return mp.get_context("spawn")
