@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from loadtests import history
+from loadtests.labels import Label
 from loadtests.results import (
     LoadPlan,
     Machine,
@@ -107,9 +108,10 @@ def test_the_speedup_moved_or_not(tmp_path: Path) -> None:
         run = pair(f"2026-11-2{len(name)}", ratios)
         history.store(db, tmp_path / name, run.plan, run)
     a, b, c = (history.get(db, n) for n in "abc")
-    pairs = [("original", "depthwise")]
+    pairs = [(Label("original"), Label("depthwise"))]
     (steady,) = history.compare_speedups(db, a, b, pairs)
-    assert steady.target == "depthwise over original" and steady.level == 8
+    assert (steady.baseline, steady.target, steady.level) == (*pairs[0], 8)
+    assert steady.name == "depthwise over original"
     assert steady.before.mean == pytest.approx(1.2) and not steady.moved
     (moved,) = history.compare_speedups(db, b, c, pairs)
     assert moved.moved and moved.ratio == pytest.approx(1.503 / 1.2, rel=1e-3)
