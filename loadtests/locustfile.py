@@ -228,10 +228,13 @@ class MnistGrpcUser(User):
         request = self.payloads.requests[i]
         call = pb.ModelInferRequest(
             model_name=request.path,
-            inputs=[pb.ModelInferRequest.InferInputTensor(
-                name="image", datatype="FP32", shape=[1, 28, 28, 1])],
+            inputs=[
+                pb.ModelInferRequest.InferInputTensor(
+                    name="image", datatype="FP32", shape=[1, 28, 28, 1]
+                )
+            ],
             raw_input_contents=[request.body],
-        )  # fmt: skip
+        )
         started = time.perf_counter()
         error: Exception | None = None
         ok = correct = False

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import numpy as np
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from loadtests.labels import Label
+from loadtests.labels import Label, Step
 from loadtests.protocols import PROTOCOLS, Protocol
 from modelrepo.layout import ModelName, check_runtimes
 from training.seeds import SeedSummary
@@ -148,30 +148,6 @@ class LoadPlan:
     def seconds(self) -> float:
         """Roughly how long the whole plan takes (Locust start-up included)."""
         return len(self.steps()) * (self.duration_s + self.warmup_s + 3)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One Locust run: one target (a model over a protocol) at one concurrency, one repeat."""
-
-    target: Label
-    concurrency: int
-    repeat: int
-
-    @property
-    def model(self) -> str:
-        """The model name the requests address (variant or variant@runtime)."""
-        return str(self.target.model)
-
-    @property
-    def protocol(self) -> Protocol:
-        """The protocol the requests speak."""
-        return self.target.protocol
-
-    @property
-    def key(self) -> str:
-        """A file-name-safe identifier."""
-        return f"{self.model.replace('@', '_')}-{self.protocol}-c{self.concurrency}-r{self.repeat}"
 
 
 @dataclass

@@ -22,13 +22,27 @@ def record(
     base, cand = seeds or (None, None)
     return run_record(
         LoadPlan(),
-        [ServedVariant("original", parameters=1_199_882, macs=11_992_448,
-                       test_accuracy=acc_original, epoch_seconds=[41.0, 40.0, 42.0], epochs=12,
-                       seeds=base),
-         ServedVariant("depthwise", parameters=823_828, macs=2_080_964,
-                       test_accuracy=acc_depthwise, epoch_seconds=[21.0, 20.0, 22.0], epochs=12,
-                       seeds=cand)],
-    )  # fmt: skip
+        [
+            ServedVariant(
+                "original",
+                parameters=1_199_882,
+                macs=11_992_448,
+                test_accuracy=acc_original,
+                epoch_seconds=[41.0, 40.0, 42.0],
+                epochs=12,
+                seeds=base,
+            ),
+            ServedVariant(
+                "depthwise",
+                parameters=823_828,
+                macs=2_080_964,
+                test_accuracy=acc_depthwise,
+                epoch_seconds=[21.0, 20.0, 22.0],
+                epochs=12,
+                seeds=cand,
+            ),
+        ],
+    )
 
 
 def speedup(level: int, low: float, high: float, mean: float | None = None) -> Speedup:
@@ -47,8 +61,12 @@ def by_kind(found: list[Claim]) -> dict[Kind, list[Claim]]:
 
 
 def test_verdicts_follow_the_figures_and_intervals() -> None:
-    items = [speedup(1, 1.2, 1.4), speedup(8, 0.9, 1.3), speedup(32, 0.5, 0.8),
-             speedup(64, math.nan, math.nan, mean=1.1)]  # fmt: skip
+    items = [
+        speedup(1, 1.2, 1.4),
+        speedup(8, 0.9, 1.3),
+        speedup(32, 0.5, 0.8),
+        speedup(64, math.nan, math.nan, mean=1.1),
+    ]
     found = by_kind(claims(record(0.9914, 0.9903), items))
     (parameters,) = found[Kind.PARAMETERS]
     assert parameters.verdict is Verdict.HOLDS
@@ -62,8 +80,11 @@ def test_verdicts_follow_the_figures_and_intervals() -> None:
     assert training.verdict is Verdict.ONE_RUN and training.value == pytest.approx(41 / 21)
     inference = {c.level: c for c in found[Kind.THROUGHPUT]}
     assert [inference[c].verdict for c in (1, 8, 32, 64)] == [
-        Verdict.HOLDS, Verdict.WITHIN_NOISE, Verdict.DOES_NOT, Verdict.ONE_RUN
-    ]  # fmt: skip
+        Verdict.HOLDS,
+        Verdict.WITHIN_NOISE,
+        Verdict.DOES_NOT,
+        Verdict.ONE_RUN,
+    ]
     assert inference[64].value == 1.1 and inference[1].subject == "depthwise"
 
 
@@ -109,10 +130,16 @@ def test_seeds_are_lifted_from_the_servers_metadata() -> None:
 
     summary = summarize([1, 2], [0.99, 0.992], [[1.0], [1.0]])
     (served,) = ServedVariant.from_server(
-        [{"name": "depthwise", "version": 1, "metadata": {"seeds": asdict(summary)},
-          "runtimes": [{"runtime": "onnx", "model": "depthwise@onnx", "state": "ready"}],
-          "unknown_field": 1}]
-    )  # fmt: skip
+        [
+            {
+                "name": "depthwise",
+                "version": 1,
+                "metadata": {"seeds": asdict(summary)},
+                "runtimes": [{"runtime": "onnx", "model": "depthwise@onnx", "state": "ready"}],
+                "unknown_field": 1,
+            }
+        ]
+    )
     assert served.seeds == summary and served.runtimes[0].model == "depthwise@onnx"
 
 
@@ -135,12 +162,18 @@ def test_rate_claims_follow_the_search_brackets() -> None:
         run("depthwise@savedmodel", 700, False),
     ]
     openloop = OpenLoopRecord(
-        Slo(99, 20), 2, [400, 800, 1600],
+        Slo(99, 20),
+        2,
+        [400, 800, 1600],
         ["original@onnx", "depthwise@onnx", "original@savedmodel", "depthwise@savedmodel"],
-        {"original@onnx": 400, "depthwise@onnx": 800, "original@savedmodel": 400,
-         "depthwise@savedmodel": 500},
+        {
+            "original@onnx": 400,
+            "depthwise@onnx": 800,
+            "original@savedmodel": 400,
+            "depthwise@savedmodel": 500,
+        },
         points,
-    )  # fmt: skip
+    )
     plan = LoadPlan(runtimes=("onnx", "savedmodel"))
     data = run_record(plan, record(0.99, 0.99).variants)
     found = {c.subject: c for c in by_kind(claims(data, [], openloop))[Kind.RATE]}

@@ -110,8 +110,11 @@ def test_refused_connection_is_a_clear_error(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     with pytest.raises(LoadTestError, match="cannot reach"):
-        run_plan(LoadPlan(concurrency=(1,), duration_s=1, repeats=1), tmp_path,
-                 Target(url, None, started_here=False))  # fmt: skip
+        run_plan(
+            LoadPlan(concurrency=(1,), duration_s=1, repeats=1),
+            tmp_path,
+            Target(url, None, started_here=False),
+        )
     assert time.monotonic() - started < 15
 
 
@@ -120,9 +123,13 @@ def write_recorded_set(
 ) -> dict[tuple[str, int, int], np.ndarray]:
     """A results folder as the runner writes it, with known latencies."""
     plan = LoadPlan(
-        variants=("original", "depthwise"), runtimes=("savedmodel", "onnx"), concurrency=(1, 8),
-        repeats=3, duration_s=2, warmup_s=0,
-    )  # fmt: skip
+        variants=("original", "depthwise"),
+        runtimes=("savedmodel", "onnx"),
+        concurrency=(1, 8),
+        repeats=3,
+        duration_s=2,
+        warmup_s=0,
+    )
     steps, samples = [], {}
     for step in plan.steps():
         # depthwise ~20 % faster than original; onnx ~10 % faster than savedmodel.
@@ -146,8 +153,9 @@ def write_recorded_set(
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **data)  # type: ignore[arg-type]
         runtime = step.model.partition("@")[2]
-        steps.append(summarize(step, runtime, data, processes=1,
-                               path=str(path.relative_to(folder))))  # fmt: skip
+        steps.append(
+            summarize(step, runtime, data, processes=1, path=str(path.relative_to(folder)))
+        )
     served = [ServedVariant("original", version=1), ServedVariant("depthwise", version=1)]
     run_record(plan, served, steps, created="2026-11-22T00:00:00+00:00").save(folder)
     return samples
@@ -252,9 +260,12 @@ def test_report_joins_the_open_loop_and_the_previous_run(
         run = RunRecord.load(folder)
         history.store(history.default_path(tmp_path), folder, run.plan, run)
     models = list(LoadPlan(runtimes=("savedmodel", "onnx")).models())
-    points = [RatePoint(m, rate, 100, 100, rate, Percentiles(1, 2, 3, 4, 5), 4.0, rate <= cap, 0.2)
-              for m, cap in zip(models, (400, 800, 400, 800), strict=True)
-              for rate in (400, 800, 1600) if rate <= 2 * cap]  # fmt: skip
+    points = [
+        RatePoint(m, rate, 100, 100, rate, Percentiles(1, 2, 3, 4, 5), 4.0, rate <= cap, 0.2)
+        for m, cap in zip(models, (400, 800, 400, 800), strict=True)
+        for rate in (400, 800, 1600)
+        if rate <= 2 * cap
+    ]
     best = {m: max(p.rate for p in points if p.model == m and p.met) for m in models}
     OpenLoopRecord(Slo(99, 20), 2, [400, 800, 1600], models, best, points).save(second)
     written = build_report(second)
@@ -290,9 +301,13 @@ def test_short_real_run_against_a_real_service(
     server: Server, tmp_path: Path, mnist_path: Path
 ) -> None:
     plan = LoadPlan(
-        runtimes=("savedmodel", "onnx"), concurrency=(1, 4), duration_s=2, warmup_s=1, repeats=1,
+        runtimes=("savedmodel", "onnx"),
+        concurrency=(1, 4),
+        duration_s=2,
+        warmup_s=1,
+        repeats=1,
         mnist=str(mnist_path),
-    )  # fmt: skip
+    )
     seen: list[Step] = []
 
     def on_step(step: Step, index: int, total: int, result: object) -> None:
@@ -358,9 +373,14 @@ def test_distributed_mode_gathers_every_workers_samples(
     server: Server, tmp_path: Path, mnist_path: Path
 ) -> None:
     plan = LoadPlan(
-        variants=("depthwise",), concurrency=(4,), duration_s=2, warmup_s=1, repeats=1,
-        processes=2, mnist=str(mnist_path),
-    )  # fmt: skip
+        variants=("depthwise",),
+        concurrency=(4,),
+        duration_s=2,
+        warmup_s=1,
+        repeats=1,
+        processes=2,
+        mnist=str(mnist_path),
+    )
     record = run_plan(plan, tmp_path, Target(server.url, None, False))
     (step,) = record.steps
     assert step.requests > 50 and step.errors == 0
@@ -425,9 +445,15 @@ def test_load_test_speaks_every_protocol(
 ) -> None:
     """One model over the four protocols against a service the load test starts (gRPC on)."""
     plan = LoadPlan(
-        variants=("depthwise",), runtimes=("onnx",), protocols=PROTOCOLS, concurrency=(2,),
-        duration_s=2, warmup_s=1, repeats=1, mnist=str(mnist_path),
-    )  # fmt: skip
+        variants=("depthwise",),
+        runtimes=("onnx",),
+        protocols=PROTOCOLS,
+        concurrency=(2,),
+        duration_s=2,
+        warmup_s=1,
+        repeats=1,
+        mnist=str(mnist_path),
+    )
     with target_service(None, None, models_dir, tmp_path, grpc=True) as target:
         record = run_plan(plan, tmp_path, target)
     assert record.started_server and record.grpc_target == target.grpc_url

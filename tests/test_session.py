@@ -97,8 +97,19 @@ def test_a_session_runs_both_loops_on_one_service_and_stores_the_run(
     outcome = session.run_load_test(plan, tmp_path / "run", None, tmp_path, listener, sweep=sweep)
     assert fakes == ["here"]  # one service for both loops
     kinds = [kind for kind, _ in listener.events]
-    assert kinds == ["service", "closed", "step", "step", "step", "step", "closed done", "open",
-                     *["point"] * 4, "open done", "stored"]  # fmt: skip
+    assert kinds == [
+        "service",
+        "closed",
+        "step",
+        "step",
+        "step",
+        "step",
+        "closed done",
+        "open",
+        *["point"] * 4,
+        "open done",
+        "stored",
+    ]
     assert listener.events[-2] == ("open done", "openloop.md")
     assert outcome.closed == RunRecord.load(tmp_path / "run")
     assert outcome.openloop is not None and outcome.openloop.warmup_s == session.slo.WARMUP_S

@@ -37,8 +37,15 @@ def history_list(ctx: typer.Context, history_file: HistoryOption = None) -> None
         console.print(f"no history yet at {path}: run `mnist-serve loadtest` first")
         return
     table = Table(title=f"Load tests in {path}")
-    columns = ("id", "when", "folder", "models", "closed loop: clients x repeats",
-               "open loop: max rate within SLO", "CPU")  # fmt: skip
+    columns = (
+        "id",
+        "when",
+        "folder",
+        "models",
+        "closed loop: clients x repeats",
+        "open loop: max rate within SLO",
+        "CPU",
+    )
     for column in columns:
         table.add_column(column)
     for run in history.runs(path):
