@@ -29,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from modelrepo.metadata import Conversion
 from service import __version__, kserve, tfserving
 from service import device as devices
 from service.admission import AdmissionGuard
@@ -258,9 +259,9 @@ async def read_page() -> FileResponse:
 
 def variant_info(served: ServedVariant) -> VariantInfo:
     """A served variant as the API shows it: figures, and each runtime's state and device."""
-    meta = {k: v for k, v in served.metadata.items() if k not in PRIVATE_METADATA}
-    figures = {key: meta[key] for key in TRAINING_FIGURES if key in meta}
-    conversions = meta.get("runtimes", {})
+    meta = served.metadata.to_json()
+    figures = {key: meta[key] for key in TRAINING_FIGURES}
+    public = {key: value for key, value in meta.items() if key not in PRIVATE_METADATA}
     runtimes = [
         RuntimeInfo(
             runtime=m.runtime_name,
@@ -270,7 +271,7 @@ def variant_info(served: ServedVariant) -> VariantInfo:
             cpu_only=m.cpu_only,
             reason=m.reason,
             batch1_ms=m.batch1_ms,
-            max_abs_diff=conversions.get(m.runtime_name, {}).get("max_abs_diff"),
+            max_abs_diff=_max_abs_diff(served.metadata.conversion(m.runtime_name)),
         )
         for m in served.runtimes.values()
     ]
@@ -282,9 +283,13 @@ def variant_info(served: ServedVariant) -> VariantInfo:
         device=default.runtime.device if default.runtime is not None else None,
         runtime=served.default_runtime,
         runtimes=runtimes,
-        metadata=meta,
+        metadata=public,
         **figures,
     )
+
+
+def _max_abs_diff(conversion: Conversion | None) -> float | None:
+    return conversion.max_abs_diff if conversion is not None else None
 
 
 async def handle_serve_error(request: Request, exc: Exception) -> JSONResponse:

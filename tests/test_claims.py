@@ -89,11 +89,10 @@ def test_seed_summary_interval() -> None:
 
 def test_seeds_are_lifted_from_the_servers_metadata() -> None:
     """/variants carries --seeds figures inside the metadata; the record holds them typed."""
-    from dataclasses import asdict
 
     summary = summarize([1, 2], [0.99, 0.992], [[1.0], [1.0]])
     (served,) = ServedVariant.from_server(
-        [{"name": "depthwise", "version": 1, "metadata": {"seeds": asdict(summary)},
+        [{"name": "depthwise", "version": 1, "metadata": {"seeds": summary.model_dump()},
           "runtimes": [{"runtime": "onnx", "model": "depthwise@onnx", "state": "ready"}],
           "unknown_field": 1}]
     )  # fmt: skip

@@ -44,15 +44,14 @@ def test_export_converts_every_runtime_and_records_the_check(
 ) -> None:
     version = trained.exported[name]
     assert version.runtimes() == list(RUNTIME_NAMES)
-    recorded = version.read_metadata()["runtimes"]
-    savedmodel_accuracy = version.read_metadata()["test_accuracy"]
+    metadata = version.load_metadata()
     for runtime in CONVERTED_RUNTIMES:
-        entry = recorded[runtime]
-        assert "error" not in entry, entry
-        assert 0 <= entry["max_abs_diff"] <= MAX_ABS_DIFF
+        entry = metadata.conversion(runtime)
+        assert entry is not None, metadata.runtimes.get(runtime)
+        assert 0 <= entry.max_abs_diff <= MAX_ABS_DIFF
         # Every conversion reproduces the SavedModel's test accuracy within 0.01 points.
-        assert abs(entry["test_accuracy"] - savedmodel_accuracy) <= 0.0001
-        assert entry["batch1_ms"] > 0 and entry["bytes"] > 100_000
+        assert abs(entry.test_accuracy - metadata.test_accuracy) <= 0.0001
+        assert entry.batch1_ms is not None and entry.batch1_ms > 0 and entry.bytes > 100_000
 
 
 @pytest.mark.slow
@@ -171,18 +170,20 @@ def test_export_again_keeps_a_checked_artifact_when_reconversion_fails(
 
     shutil.copytree(trained.exported["depthwise"].path, tmp_path / "depthwise" / "1")
     version = ModelRepository(tmp_path).get("depthwise")
-    before = version.read_metadata()["runtimes"]["litert"]
+    before = version.load_metadata().conversion("litert")
 
     def broken(savedmodel: Path, target: Path) -> None:
         raise RuntimeError("converter exploded")
 
     monkeypatch.setitem(convert.CONVERTERS, "litert", broken)
     done = export_runtimes(version, mnist, ["litert", "onnx"])
-    after = version.read_metadata()["runtimes"]
+    after = version.load_metadata()
     assert "converter exploded" in str(done["litert"]["error"])
-    assert after["litert"]["max_abs_diff"] == before["max_abs_diff"]
-    assert "converter exploded" in after["litert"]["last_conversion_error"]
-    assert version.artifact("litert").is_file() and "error" not in after["onnx"]
+    kept, redone = after.conversion("litert"), after.conversion("onnx")
+    assert before is not None and kept is not None and redone is not None
+    assert kept.max_abs_diff == before.max_abs_diff
+    assert kept.last_conversion_error and "converter exploded" in kept.last_conversion_error
+    assert version.artifact("litert").is_file()
 
 
 @pytest.mark.slow

@@ -10,22 +10,11 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
 
+from modelrepo.metadata import SeedSummary
 from modelrepo.stats import t_interval, t_quantile
 
-
-@dataclass(frozen=True)
-class SeedSummary:
-    """Test accuracy over seeds: each seed's, their mean, spread and 95 % interval of the mean."""
-
-    seeds: list[int]
-    test_accuracy: list[float]
-    mean: float
-    std: float  # sample standard deviation (NaN with one seed)
-    low: float
-    high: float
-    epoch_seconds_median: list[float]
+__all__ = ["SeedSummary", "difference", "summarize"]
 
 
 def summarize(
@@ -36,7 +25,15 @@ def summarize(
     mean, low, high = interval.mean, interval.low, interval.high
     std = statistics.stdev(accuracies) if len(accuracies) > 1 else math.nan
     medians = [round(statistics.median(times), 3) for times in epoch_seconds]
-    return SeedSummary(seeds, accuracies, mean, std, low, high, medians)
+    return SeedSummary(
+        seeds=seeds,
+        test_accuracy=accuracies,
+        mean=mean,
+        std=std,
+        low=low,
+        high=high,
+        epoch_seconds_median=medians,
+    )
 
 
 def difference(base: SeedSummary, candidate: SeedSummary) -> tuple[float, float, float]:
