@@ -20,14 +20,6 @@ from typing import Any
 from modelrepo.metadata import MetadataError, ModelMetadata, load_metadata, save_metadata
 
 METADATA_FILE = "metadata.json"
-# One image as every model takes it: 28x28 pixels, one channel, float32 in [0, 1].
-INPUT_SHAPE = (28, 28, 1)
-CLASSES = 10
-# The serving signature every exported SavedModel carries: float32 [None, 28, 28, 1] pixels / 255
-# in ``image``, float32 [None, 10] ``probabilities`` out.
-SIGNATURE = "serving_default"
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
 # Variant names are also URL path segments and folder names: keep them to a safe alphabet so
 # that nothing a client sends (``..``, slashes, NUL) can ever become a file-system path.
 VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

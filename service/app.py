@@ -29,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from modelrepo.contract import INPUT_NAME, PIXELS, SIDE
 from modelrepo.metadata import Conversion
 from service import __version__, kserve, tfserving
 from service import device as devices
@@ -55,7 +56,7 @@ STATIC_DIR = Path(__file__).with_name("static")  # the web page: plain HTML, CSS
 
 # A "1": a vertical stroke. Pasted into the docs' "Try it out", it gets a real answer.
 EXAMPLE_IMAGE = [
-    [1.0 if 4 <= r < 24 and 13 <= c < 15 else 0.0 for c in range(28)] for r in range(28)
+    [1.0 if 4 <= r < 24 and 13 <= c < 15 else 0.0 for c in range(SIDE)] for r in range(SIDE)
 ]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -75,13 +76,15 @@ PREDICT_BODY = {
             "schema": {
                 "type": "object",
                 "properties": {
-                    "image": {"description": "28x28 nested list or 784 flat list, in [0, 1]"},
+                    INPUT_NAME: {
+                        "description": f"{SIDE}x{SIDE} nested list or {PIXELS} flat list, in [0, 1]"
+                    },
                     "images": {"type": "array", "description": "several such images"},
                 },
             },
             "examples": {
-                "one image": {"value": {"image": EXAMPLE_IMAGE}},
-                "flat 784": {"value": {"image": [0.0] * 300 + [1.0] * 184 + [0.0] * 300}},
+                "one image": {"value": {INPUT_NAME: EXAMPLE_IMAGE}},
+                f"flat {PIXELS}": {"value": {INPUT_NAME: [0.0] * 300 + [1.0] * 184 + [0.0] * 300}},
             },
         },
         "multipart/form-data": {

@@ -21,7 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-from modelrepo.layout import INPUT_SHAPE, ModelName, ModelRepository, ModelVersion, RepositoryError
+from modelrepo.contract import INPUT_SHAPE
+from modelrepo.layout import ModelName, ModelRepository, ModelVersion, RepositoryError
 from modelrepo.metadata import ModelMetadata
 from modelrepo.runtimes import (
     RUNTIMES,

@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 
 from loadtests.procs import free_port
+from modelrepo.contract import INPUT_NAME, PIXELS
 from modelrepo.layout import CONVERTED_RUNTIMES, RUNTIME_NAMES, ModelName, ModelRepository
 from modelrepo.runtimes import LoadOptions, RuntimeLoadError, load_runtime
 from tests.conftest import QuickModels
 from tests.helpers import Server, run_server
 from training.convert import MAX_ABS_DIFF, ConversionError, convert, reference
 from training.data import Mnist, to_model_input
+
+BLANK = {INPUT_NAME: [0.0] * PIXELS}  # a request with one blank digit
 
 RUNTIME_PAIRS = [(v, r) for v in ("original", "depthwise") for r in RUNTIME_NAMES]
 
@@ -119,7 +122,7 @@ def test_variants_list_every_runtime_with_device_and_state(server: Server) -> No
     ],
 )
 def test_bad_runtime_names_get_clear_4xx(server: Server, path: str, status: int, code: str) -> None:
-    response = httpx.post(f"{server.url}{path}", json={"image": [0.0] * 784}, timeout=30)
+    response = httpx.post(f"{server.url}{path}", json=BLANK, timeout=30)
     assert response.status_code == status, response.text
     assert response.json()["error"] == code and response.json()["detail"]
 
@@ -132,8 +135,8 @@ def test_runtimes_setting_picks_what_loads_and_the_default(
     with run_server(models_dir, tmp_path / "log", *args) as server:
         server.wait_ready()
         entry = httpx.get(f"{server.url}/variants/depthwise").json()
-        plain = httpx.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
-        absent = httpx.post(f"{server.url}/predict/depthwise@savedmodel", json={"image": [0] * 784})
+        plain = httpx.post(f"{server.url}/predict/depthwise", json=BLANK)
+        absent = httpx.post(f"{server.url}/predict/depthwise@savedmodel", json=BLANK)
     assert [r["runtime"] for r in entry["runtimes"]] == ["onnx", "litert"]
     assert entry["runtime"] == "litert" and plain.json()["runtime"] == "litert"
     assert absent.status_code == 404
@@ -148,8 +151,8 @@ def test_a_corrupt_artifact_fails_alone(trained: QuickModels, tmp_path: Path) ->
     with run_server(tmp_path, tmp_path / "log") as server:
         server.wait_ready()
         ready = httpx.get(f"{server.url}/readyz")
-        broken = httpx.post(f"{server.url}/predict/depthwise@onnx", json={"image": [0.0] * 784})
-        fine = httpx.post(f"{server.url}/predict/depthwise@litert", json={"image": [0.0] * 784})
+        broken = httpx.post(f"{server.url}/predict/depthwise@onnx", json=BLANK)
+        fine = httpx.post(f"{server.url}/predict/depthwise@litert", json=BLANK)
         entry = httpx.get(f"{server.url}/variants/depthwise").json()
     assert ready.status_code == 200 and "depthwise@onnx" in ready.json()["failed"]
     assert broken.status_code == 503 and broken.json()["error"] == "model_not_loaded"
@@ -201,8 +204,8 @@ def test_a_corrupt_savedmodel_variant_leaves_the_other_serving(
         server.wait_ready()
         ready_s = time.perf_counter() - started
         ready = httpx.get(f"{server.url}/readyz").json()
-        fine = httpx.post(f"{server.url}/predict/original", json={"image": [0.0] * 784})
-        broken = httpx.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
+        fine = httpx.post(f"{server.url}/predict/original", json=BLANK)
+        broken = httpx.post(f"{server.url}/predict/depthwise", json=BLANK)
     assert fine.status_code == 200 and ready_s < 120
     assert broken.status_code == 503 and broken.json()["error"] == "model_not_loaded"
     assert "depthwise@savedmodel" in ready["failed"]

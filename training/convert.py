@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from modelrepo.layout import INPUT_NAME, INPUT_SHAPE, SIGNATURE, ModelVersion
+from modelrepo.contract import INPUT_NAME, INPUT_SHAPE, SIGNATURE
+from modelrepo.layout import ModelVersion
 from modelrepo.metadata import Conversion, FailedConversion
 from modelrepo.runtimes import (
     LoadOptions,

@@ -21,16 +21,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from modelrepo.layout import (
-    CONVERTED_RUNTIMES,
-    INPUT_NAME,
-    INPUT_SHAPE,
-    METADATA_FILE,
-    OUTPUT_NAME,
-    SIGNATURE,
-    ModelRepository,
-    ModelVersion,
-)
+from modelrepo.contract import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, SIGNATURE
+from modelrepo.layout import CONVERTED_RUNTIMES, METADATA_FILE, ModelRepository, ModelVersion
 from modelrepo.metadata import (
     Conversion,
     FailedConversion,
