@@ -319,7 +319,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     device = devices.configure(
         settings.device, settings.intra_op_threads, settings.inter_op_threads
     )
-    log.info("models will run on %s", devices.describe(device))
     registry = ModelRegistry(settings, Metrics(), planned, gpu=device.startswith("/GPU"))
 
     @asynccontextmanager
