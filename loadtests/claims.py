@@ -22,6 +22,7 @@ from enum import StrEnum
 from loadtests.analysis import Axis, Speedup
 from loadtests.results import LoadPlan, OpenLoopRecord, RunRecord, ServedVariant
 from modelrepo.layout import ModelName
+from modelrepo.stats import t_quantile
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,6 @@ REFERENCE = {
     "depthwise": Reference(parameters=823_828, test_accuracy=0.9921),
 }
 TEST_IMAGES = 10_000
-Z95 = 1.959964
 
 
 class Verdict(StrEnum):
@@ -103,7 +103,8 @@ def accuracy_difference(base: float, candidate: float) -> tuple[float, float, fl
     """Candidate minus baseline test accuracy and its 95 % interval (independent proportions)."""
     diff = candidate - base
     se = math.sqrt(base * (1 - base) / TEST_IMAGES + candidate * (1 - candidate) / TEST_IMAGES)
-    return diff, diff - Z95 * se, diff + Z95 * se
+    z = t_quantile(math.inf)  # the normal quantile: 10,000 images each
+    return diff, diff - z * se, diff + z * se
 
 
 def seed_accuracy_claim(

@@ -151,11 +151,11 @@ def run_sweep(
 
 def demo_runtimes(repository: ModelRepository, variant: str) -> tuple[str, ...]:
     """savedmodel and the converted runtime with the fastest batch-1 time for ``variant``."""
-    metadata = repository.get(variant).read_metadata()
+    metadata = repository.get(variant).load_metadata()
     timed = {
-        name: entry["batch1_ms"]
-        for name, entry in metadata.get("runtimes", {}).items()
-        if "batch1_ms" in entry
+        name: conversion.batch1_ms
+        for name in metadata.usable_runtimes()
+        if (conversion := metadata.conversion(name)) and conversion.batch1_ms is not None
     }
     return ("savedmodel", min(timed, key=timed.__getitem__)) if timed else ("savedmodel",)
 

@@ -29,6 +29,7 @@ from loadtests.runner import (
 )
 from loadtests.samples import Recorder
 from loadtests.stats import mean_interval
+from modelrepo.contract import PIXELS, SIDE
 from tests import helpers
 from tests.helpers import REPO, Server, run_record
 
@@ -389,7 +390,7 @@ def test_distributed_mode_gathers_every_workers_samples(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_every_protocol_encodes_the_same_digit(protocol: str) -> None:
-    digit = (np.arange(784).reshape(28, 28) % 256).astype(np.uint8)
+    digit = (np.arange(PIXELS).reshape(SIDE, SIDE) % 256).astype(np.uint8)
     request = encode(Protocol(protocol), "json", "depthwise@onnx", digit)
     assert "depthwise@onnx" in request.path
     if protocol in ("kserve-http", "kserve-grpc"):
