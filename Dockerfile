@@ -28,8 +28,7 @@ FROM ${BASE_IMAGE} AS base
 ARG DEVICE=gpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    TF_CPP_MIN_LOG_LEVEL=2
+    PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
 # Dependencies first, from pyproject.toml alone, so code changes do not reinstall TensorFlow.
 # Only the serving dependencies: Locust, matplotlib and scipy are the [loadtest] extra.

@@ -17,13 +17,12 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from enum import StrEnum
 
-from loadtests.results import OpenLoopRecord, RunRecord, ServedVariant
+from loadtests.analysis import Axis, Speedup
+from loadtests.results import LoadPlan, OpenLoopRecord, RunRecord, ServedVariant
 from modelrepo.layout import ModelName
-
-if TYPE_CHECKING:
-    from loadtests.report import Speedup
+from modelrepo.stats import t_quantile
 
 
 @dataclass(frozen=True)
@@ -40,25 +39,52 @@ REFERENCE = {
     "depthwise": Reference(parameters=823_828, test_accuracy=0.9921),
 }
 TEST_IMAGES = 10_000
-Z95 = 1.959964
+
+
+class Verdict(StrEnum):
+    """What the measurement says of a claim; the value is how the report writes it."""
+
+    HOLDS = "holds"
+    DOES_NOT = "does not"
+    WITHIN_NOISE = "within noise"  # the interval includes "no difference"
+    ONE_RUN = "one run"  # no interval
+    WITHIN_RESOLUTION = "within search resolution"  # open loop: the search brackets overlap
+
+
+class Kind(StrEnum):
+    """Which of the seed study's claims a :class:`Claim` checks."""
+
+    PARAMETERS = "fewer parameters"
+    MACS = "fewer multiply-adds"
+    ACCURACY = "higher test accuracy"
+    TRAINING = "faster training"
+    THROUGHPUT = "faster inference (closed loop)"
+    RATE = "faster inference (open loop)"
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim against its measurement."""
+    """One claim against its measurement: the text the report shows, and the typed figures
+    behind it (``value``: the candidate against the baseline, as a ratio or a difference)."""
 
+    kind: Kind
     claim: str
     reference: str
     measured: str
-    verdict: str  # "holds", "does not", "within noise" or "one run"
+    verdict: Verdict
+    value: float = math.nan
+    subject: str = ""  # for inference claims: the candidate target or model
+    level: int | None = None  # for closed-loop inference claims: the concurrency
 
 
-def interval_verdict(low: float, high: float, none: float = 0.0) -> str:
+def interval_verdict(low: float, high: float, none: float = 0.0) -> Verdict:
     """holds (the interval lies above ``none``, "no difference"), does not (below), or
     within noise (it includes it); one run when there is no interval."""
     if math.isnan(low):
-        return "one run"
-    return "holds" if low > none else "does not" if high < none else "within noise"
+        return Verdict.ONE_RUN
+    if low > none:
+        return Verdict.HOLDS
+    return Verdict.DOES_NOT if high < none else Verdict.WITHIN_NOISE
 
 
 def accuracy_reference(ref_base: Reference | None, ref_cand: Reference | None) -> str:
@@ -66,11 +92,6 @@ def accuracy_reference(ref_base: Reference | None, ref_cand: Reference | None) -
     if ref_base and ref_cand:
         return f"{ref_cand.test_accuracy:.2%} vs {ref_base.test_accuracy:.2%}"
     return "higher"
-
-
-def variant_of(target: str) -> str:
-    """The variant of a report target ("depthwise@onnx via tfserving" -> "depthwise")."""
-    return target.split(" via ")[0].split("@")[0]
 
 
 def median(values: list[float] | None) -> float | None:
@@ -82,7 +103,8 @@ def accuracy_difference(base: float, candidate: float) -> tuple[float, float, fl
     """Candidate minus baseline test accuracy and its 95 % interval (independent proportions)."""
     diff = candidate - base
     se = math.sqrt(base * (1 - base) / TEST_IMAGES + candidate * (1 - candidate) / TEST_IMAGES)
-    return diff, diff - Z95 * se, diff + Z95 * se
+    z = t_quantile(math.inf)  # the normal quantile: 10,000 images each
+    return diff, diff - z * se, diff + z * se
 
 
 def seed_accuracy_claim(
@@ -98,6 +120,7 @@ def seed_accuracy_claim(
         return None
     diff, low, high = difference(first, second)
     return Claim(
+        Kind.ACCURACY,
         f"higher test accuracy (10,000 test images, mean of {len(second.seeds)} and "
         f"{len(first.seeds)} seeds)",
         accuracy_reference(ref_base, ref_cand),
@@ -105,6 +128,7 @@ def seed_accuracy_claim(
         f"{low * 100:+.2f} to {high * 100:+.2f}; seed sd {second.std * 100:.2f} and "
         f"{first.std * 100:.2f} points)",
         interval_verdict(low, high),
+        diff,
     )
 
 
@@ -136,22 +160,27 @@ def claims(
             if ref_base and ref_cand
             else "fewer"
         )
+        ratio = base.parameters / cand.parameters
         out.append(
             Claim(
+                Kind.PARAMETERS,
                 "fewer parameters",
                 ref,
-                f"{cand.parameters:,} vs {base.parameters:,} "
-                f"({base.parameters / cand.parameters:.2f}x fewer)",
-                "holds" if cand.parameters < base.parameters else "does not",
+                f"{cand.parameters:,} vs {base.parameters:,} ({ratio:.2f}x fewer)",
+                Verdict.HOLDS if cand.parameters < base.parameters else Verdict.DOES_NOT,
+                ratio,
             )
         )
     if base.macs and cand.macs:
+        ratio = base.macs / cand.macs
         out.append(
             Claim(
+                Kind.MACS,
                 "fewer multiply-adds per image",
                 "implied by 'cuts inference time'",
-                f"{cand.macs:,} vs {base.macs:,} ({base.macs / cand.macs:.2f}x fewer)",
-                "holds" if cand.macs < base.macs else "does not",
+                f"{cand.macs:,} vs {base.macs:,} ({ratio:.2f}x fewer)",
+                Verdict.HOLDS if cand.macs < base.macs else Verdict.DOES_NOT,
+                ratio,
             )
         )
     seeds_claim = seed_accuracy_claim(base, cand, ref_base, ref_cand)
@@ -161,76 +190,87 @@ def claims(
         diff, low, high = accuracy_difference(base.test_accuracy, cand.test_accuracy)
         out.append(
             Claim(
+                Kind.ACCURACY,
                 "higher test accuracy (10,000 test images)",
                 accuracy_reference(ref_base, ref_cand),
                 f"{cand.test_accuracy:.2%} vs {base.test_accuracy:.2%} ({diff * 100:+.2f} "
                 f"points, 95% CI {low * 100:+.2f} to {high * 100:+.2f}; {cand.epochs} epochs, "
                 "one seed)",
                 interval_verdict(low, high),
+                diff,
             )
         )
     e_base, e_cand = median(base.epoch_seconds), median(cand.epoch_seconds)
     if e_base and e_cand:
         out.append(
             Claim(
+                Kind.TRAINING,
                 "faster training",
                 "implied",
                 f"{e_cand:.1f} vs {e_base:.1f} s per epoch, median ({e_base / e_cand:.2f}x "
                 f"{'faster' if e_cand < e_base else 'slower'})",
-                "one run" if e_cand < e_base else "does not",
+                Verdict.ONE_RUN if e_cand < e_base else Verdict.DOES_NOT,
+                e_base / e_cand,
             )
         )
     for s in items:
-        if s.kind != "variant" or variant_of(s.baseline) != base.name:
+        if s.kind is not Axis.VARIANT or s.baseline.variant != base.name:
             continue
         t = s.throughput
         out.append(
             Claim(
+                Kind.THROUGHPUT,
                 f"faster inference: {s.candidate} at {s.concurrency} client(s)",
                 "cuts inference time",
                 f"{t} the requests/s of {s.baseline}, p50 {s.p50_diff_ms:+.2f} ms",
                 interval_verdict(t.low, t.high, none=1.0),
+                t.mean,
+                str(s.candidate),
+                s.concurrency,
             )
         )
     if openloop is not None:
-        out += rate_claims(openloop, base.name)
+        out += rate_claims(openloop, record.plan)
     return out
 
 
-def rate_pairs(openloop: OpenLoopRecord, base_name: str) -> list[tuple[str, str]]:
-    """(candidate, baseline) model pairs of an open-loop sweep: each other variant against
-    ``base_name`` on the same runtime."""
+def rate_pairs(openloop: OpenLoopRecord, plan: LoadPlan) -> list[tuple[str, str]]:
+    """(candidate, baseline) model pairs of an open-loop sweep of ``plan``'s models: each other
+    variant against the plan's first on the same runtime."""
+    base_name = plan.variants[0]
     out = []
-    for model in openloop.models:
-        name = ModelName.parse(model)
-        baseline = str(ModelName(base_name, name.runtime))
-        if name.variant != base_name and baseline in openloop.max_rate:
+    for name in plan.model_names():
+        model, baseline = str(name), str(ModelName(base_name, name.runtime))
+        if name.variant != base_name and {model, baseline} <= openloop.max_rate.keys():
             out.append((model, baseline))
     return out
 
 
-def rate_claims(openloop: OpenLoopRecord, base_name: str) -> list[Claim]:
+def rate_claims(openloop: OpenLoopRecord, plan: LoadPlan) -> list[Claim]:
     """Per candidate model, its highest arrival rate within the SLO against its baseline's
     (same runtime). The search brackets each answer between the highest rate that met the SLO
     and the lowest that missed it; the claim holds or fails only when the brackets are apart."""
     return [
         Claim(
+            Kind.RATE,
             f"faster inference: {model}, highest Poisson arrival rate within {openloop.slo}",
             "cuts inference time",
             f"{openloop.max_rate[model]:,.0f} vs {openloop.max_rate[baseline]:,.0f} req/s of "
             f"{baseline} ({openloop.ratio_to(model, baseline):.2f}x)",
             rate_verdict(openloop, model, baseline),
+            openloop.ratio_to(model, baseline),
+            model,
         )
-        for model, baseline in rate_pairs(openloop, base_name)
+        for model, baseline in rate_pairs(openloop, plan)
     ]
 
 
-def rate_verdict(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
+def rate_verdict(openloop: OpenLoopRecord, model: str, baseline: str) -> Verdict:
     """holds / does not when the two search brackets are apart, else within search resolution."""
     (low_c, high_c), (low_b, high_b) = openloop.bracket(model), openloop.bracket(baseline)
     if low_c >= high_b:
-        return "holds"
-    return "does not" if high_c <= low_b else "within search resolution"
+        return Verdict.HOLDS
+    return Verdict.DOES_NOT if high_c <= low_b else Verdict.WITHIN_RESOLUTION
 
 
 def bottom_line(
@@ -241,7 +281,7 @@ def bottom_line(
     if found is None:
         return ""
     base, cand = found
-    speed = [s for s in items if s.kind == "variant" and variant_of(s.baseline) == base.name]
+    speed = [s for s in items if s.kind is Axis.VARIANT and s.baseline.variant == base.name]
     parts = []
     if speed:
         top = max(speed, key=lambda s: s.concurrency)
@@ -252,9 +292,9 @@ def bottom_line(
             f"{top.concurrency} clients{interval}"
         )
     if openloop is not None:
-        for model, baseline in rate_pairs(openloop, base.name)[:1]:
+        for model, baseline in rate_pairs(openloop, record.plan)[:1]:
             verdict = rate_verdict(openloop, model, baseline)
-            caveat = "" if verdict in ("holds", "does not") else f" ({verdict})"
+            caveat = "" if verdict in (Verdict.HOLDS, Verdict.DOES_NOT) else f" ({verdict})"
             parts.append(
                 f"{model} sustains {openloop.ratio_to(model, baseline):.2f}x the arrival rate of "
                 f"{baseline} within {openloop.slo}{caveat}"

@@ -24,10 +24,14 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from loadtests.results import LoadPlan, Machine, OpenLoopRecord, RunRecord
+from loadtests.labels import Label
+from loadtests.protocols import Protocol
+from loadtests.results import LoadPlan, Machine, OpenLoopRecord, RunRecord, StepResult
 from loadtests.stats import Interval, mean_interval, ratio_interval
 
 ENV_VAR = "MNIST_SERVE_HISTORY"
+# PRAGMA user_version of the file: 2 since the steps keep their target's parts in columns.
+VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -46,7 +50,10 @@ CREATE TABLE IF NOT EXISTS rates (
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id INTEGER NOT NULL REFERENCES runs(id),
-    target TEXT NOT NULL,
+    target TEXT NOT NULL,  -- the label as displayed, for people reading the file
+    variant TEXT NOT NULL,
+    runtime TEXT,
+    protocol TEXT NOT NULL,
     level INTEGER NOT NULL,
     repeat INTEGER NOT NULL,
     throughput_rps REAL NOT NULL,
@@ -80,9 +87,32 @@ def connect(path: Path) -> Iterator[sqlite3.Connection]:
     """The history database (created on first use), committed on success."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(path)) as db:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'steps'").fetchone()
+        if tables[0] and version < VERSION:
+            with db:
+                migrate(db)
         db.executescript(SCHEMA)
+        db.execute(f"PRAGMA user_version = {VERSION}")
         with db:  # a transaction
             yield db
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """A history from before version 2 (steps keyed by their displayed target only): give each
+    step its target's parts, found by matching the display text against the labels its run's
+    plan makes (the text is not parsed)."""
+    for column in ("variant", "runtime", "protocol"):
+        db.execute(f"ALTER TABLE steps ADD COLUMN {column} TEXT")
+    for run_id, plan_json in db.execute("SELECT id, plan FROM runs").fetchall():
+        for label in TypeAdapter(LoadPlan).validate_json(plan_json).targets():
+            db.execute(
+                "UPDATE steps SET variant = ?, runtime = ?, protocol = ? "
+                "WHERE run_id = ? AND target = ?",
+                (label.variant, label.runtime, str(label.protocol), run_id, str(label)),
+            )
+    # A step no label of its plan names cannot be read: dropped.
+    db.execute("DELETE FROM steps WHERE variant IS NULL OR protocol IS NULL")
 
 
 def comparable_key(plan: LoadPlan, machine: Machine) -> str:
@@ -110,20 +140,23 @@ def store(
     if found is None or found.machine is None:
         raise ValueError("a run to store needs closed-loop results or an open-loop record")
     with connect(path) as db:
+        row = (
+            str(folder),
+            found.created_at,
+            comparable_key(plan, found.machine),
+            json.dumps(asdict(plan)),
+            json.dumps(asdict(found.machine)),
+        )
         cursor = db.execute(
             "INSERT INTO runs (folder, created_at, comparable, plan, machine) VALUES (?,?,?,?,?)",
-            (str(folder), found.created_at, comparable_key(plan, found.machine),
-             json.dumps(asdict(plan)), json.dumps(asdict(found.machine))),
-        )  # fmt: skip
+            row,
+        )
         run_id = int(cursor.lastrowid or 0)
         db.executemany(
-            "INSERT INTO steps VALUES (?,?,?,?,?,?,?,?,?)",
-            [
-                (run_id, s.target or s.model, s.concurrency, s.repeat, s.throughput_rps,
-                 s.latency_ms.p50, s.latency_ms.p99, s.errors, s.requests)
-                for s in (closed.steps if closed else [])
-            ],
-        )  # fmt: skip
+            "INSERT INTO steps (run_id, target, variant, runtime, protocol, level, repeat, "
+            "throughput_rps, p50_ms, p99_ms, errors, requests) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [step_row(run_id, s) for s in (closed.steps if closed else [])],
+        )
         if openloop is not None:
             db.executemany(
                 "INSERT INTO rates VALUES (?,?,?,?,?)",
@@ -133,6 +166,25 @@ def store(
                 ],
             )
     return run_id
+
+
+def step_row(run_id: int, s: StepResult) -> tuple[object, ...]:
+    """One step as a row of the ``steps`` table."""
+    t = s.target
+    return (
+        run_id,
+        str(t),
+        t.variant,
+        t.runtime,
+        str(t.protocol),
+        s.concurrency,
+        s.repeat,
+        s.throughput_rps,
+        s.latency_ms.p50,
+        s.latency_ms.p99,
+        s.errors,
+        s.requests,
+    )
 
 
 def _finite(value: float) -> float | None:
@@ -173,28 +225,36 @@ def previous_comparable(path: Path, folder: Path, record: RunRecord) -> Run | No
     return earlier[-1] if earlier else None
 
 
-def throughputs(path: Path, run_id: int) -> dict[tuple[str, int], list[float]]:
+def throughputs(path: Path, run: Run) -> dict[tuple[Label, int], list[float]]:
     """Per (target, level), the throughput of each repeat."""
     with connect(path) as db:
         rows = db.execute(
-            "SELECT target, level, throughput_rps FROM steps WHERE run_id = ? ORDER BY repeat",
-            (run_id,),
+            "SELECT variant, runtime, protocol, level, throughput_rps FROM steps "
+            "WHERE run_id = ? ORDER BY repeat",
+            (run.id,),
         ).fetchall()
-    out: dict[tuple[str, int], list[float]] = {}
-    for target, level, value in rows:
-        out.setdefault((target, level), []).append(value)
+    out: dict[tuple[Label, int], list[float]] = {}
+    for variant, runtime, protocol, level, value in rows:
+        label = run.plan.label(variant, runtime, Protocol(protocol))
+        out.setdefault((label, level), []).append(value)
     return out
 
 
 @dataclass(frozen=True)
 class Change:
-    """One figure (a target's throughput, or a speedup) at one level in two runs, each with its
-    95 % interval over repeats."""
+    """One figure (a target's throughput, or its speedup over a baseline) at one level in two
+    runs, each with its 95 % interval over repeats."""
 
-    target: str  # the target, or "candidate over baseline" for a speedup
+    target: Label
     level: int
     before: Interval
     after: Interval
+    baseline: Label | None = None  # for a speedup: the target over this
+
+    @property
+    def name(self) -> str:
+        """What changed, as displayed: the target, or "candidate over baseline"."""
+        return f"{self.target} over {self.baseline}" if self.baseline else str(self.target)
 
     @property
     def ratio(self) -> float:
@@ -209,19 +269,19 @@ class Change:
 
 def compare(path: Path, before: Run, after: Run) -> list[Change]:
     """Throughput of every (target, level) measured in both runs."""
-    first, second = throughputs(path, before.id), throughputs(path, after.id)
+    first, second = throughputs(path, before), throughputs(path, after)
     return [
         Change(key[0], key[1], mean_interval(first[key]), mean_interval(second[key]))
-        for key in sorted(first.keys() & second.keys(), key=lambda k: (k[1], k[0]))
+        for key in sorted(first.keys() & second.keys(), key=lambda k: (k[1], str(k[0])))
     ]
 
 
 def compare_speedups(
-    path: Path, before: Run, after: Run, pairs: list[tuple[str, str]]
+    path: Path, before: Run, after: Run, pairs: list[tuple[Label, Label]]
 ) -> list[Change]:
     """Each (baseline, candidate) pair's throughput ratio, per level, in both runs: did the
     speedup move?"""
-    first, second = throughputs(path, before.id), throughputs(path, after.id)
+    first, second = throughputs(path, before), throughputs(path, after)
     changes = []
     for baseline, candidate in pairs:
         for level in sorted({k[1] for k in first} & {k[1] for k in second}):
@@ -230,10 +290,11 @@ def compare_speedups(
                 continue
             changes.append(
                 Change(
-                    f"{candidate} over {baseline}",
+                    candidate,
                     level,
                     ratio_interval(first[keys[0]], first[keys[1]]),
                     ratio_interval(second[keys[0]], second[keys[1]]),
+                    baseline,
                 )
             )
     return changes

@@ -37,9 +37,9 @@ from locust.runners import WorkerRunner
 
 from loadtests.protocols import (
     HEADER_LENGTH,
-    HTTP_PROTOCOLS,
     PROTOCOLS,
     AnswerError,
+    Protocol,
     decode,
     encode,
 )
@@ -90,7 +90,7 @@ RECORDER = Recorder()
 class Payloads:
     """Pre-encoded requests for real MNIST test digits in one protocol, with their labels."""
 
-    def __init__(self, mnist_path: str, protocol: str, mode: str, model: str) -> None:
+    def __init__(self, mnist_path: str, protocol: Protocol, mode: str, model: str) -> None:
         from training.data import load_mnist
 
         data = load_mnist(mnist_path or None)
@@ -100,13 +100,13 @@ class Payloads:
         self.requests = [encode(protocol, mode, model, data.x_test[i]) for i in picks]
 
 
-PAYLOAD_CACHE: dict[tuple[str, ...], Payloads] = {}
+PAYLOAD_CACHE: dict[tuple[str, Protocol, str, str], Payloads] = {}
 
 
-def payloads_for(environment: Environment) -> tuple[Payloads, str]:
+def payloads_for(environment: Environment) -> tuple[Payloads, Protocol]:
     """This process's payloads (encoded once) and the protocol, from the command line."""
     options = environment.parsed_options
-    protocol = options.protocol if options else "native"
+    protocol = Protocol(options.protocol) if options else Protocol.NATIVE
     key = (
         options.mnist if options else "",
         protocol,
@@ -158,7 +158,7 @@ class MnistUser(FastHttpUser):
     def on_start(self) -> None:
         """Pick this user's payloads and a random first digit."""
         self.payloads, self.protocol = payloads_for(self.environment)
-        if self.protocol not in HTTP_PROTOCOLS:
+        if not self.protocol.over_http:
             raise StopUser()  # the gRPC protocol has its own user class, MnistGrpcUser
         self.next_index = random.randrange(PAYLOADS)
 
@@ -209,7 +209,7 @@ class MnistGrpcUser(User):
     def on_start(self) -> None:
         """Open this user's channel (gevent-friendly, see init_gevent above)."""
         self.payloads, protocol = payloads_for(self.environment)
-        if protocol != "kserve-grpc":
+        if protocol is not Protocol.KSERVE_GRPC:
             raise StopUser()
         target = (self.host or "").removeprefix("grpc://").removeprefix("http://")
         self.channel = grpc.insecure_channel(target)
@@ -228,10 +228,13 @@ class MnistGrpcUser(User):
         request = self.payloads.requests[i]
         call = pb.ModelInferRequest(
             model_name=request.path,
-            inputs=[pb.ModelInferRequest.InferInputTensor(
-                name="image", datatype="FP32", shape=[1, 28, 28, 1])],
+            inputs=[
+                pb.ModelInferRequest.InferInputTensor(
+                    name="image", datatype="FP32", shape=[1, 28, 28, 1]
+                )
+            ],
             raw_input_contents=[request.body],
-        )  # fmt: skip
+        )
         started = time.perf_counter()
         error: Exception | None = None
         ok = correct = False

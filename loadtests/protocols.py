@@ -17,11 +17,28 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import assert_never
 
 import numpy as np
 
-PROTOCOLS = ("native", "tfserving", "kserve-http", "kserve-grpc")
-HTTP_PROTOCOLS = PROTOCOLS[:3]
+
+class Protocol(StrEnum):
+    """A protocol the load test speaks; its value is the command line's name for it."""
+
+    NATIVE = "native"
+    TFSERVING = "tfserving"
+    KSERVE_HTTP = "kserve-http"
+    KSERVE_GRPC = "kserve-grpc"
+
+    @property
+    def over_http(self) -> bool:
+        """Whether Locust's HTTP user speaks it (kserve-grpc has a user class of its own)."""
+        return self is not Protocol.KSERVE_GRPC
+
+
+PROTOCOLS = tuple(Protocol)
+HTTP_PROTOCOLS = tuple(p for p in Protocol if p.over_http)
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
@@ -38,10 +55,10 @@ class Encoded:
     headers: dict[str, str]
 
 
-def encode(protocol: str, mode: str, model: str, digit: np.ndarray) -> Encoded:
+def encode(protocol: Protocol, mode: str, model: str, digit: np.ndarray) -> Encoded:
     """The request for one uint8 28x28 ``digit`` to ``model`` in ``protocol``."""
     pixels = (digit / 255.0).astype(np.float32)
-    if protocol == "native":
+    if protocol == Protocol.NATIVE:
         if mode == "png":
             from PIL import Image
 
@@ -52,45 +69,51 @@ def encode(protocol: str, mode: str, model: str, digit: np.ndarray) -> Encoded:
         return Encoded(f"/predict/{model}", body, {"content-type": "application/json"})
     if mode != "json":
         raise ValueError(f"{protocol} sends tensors: --mode png is for the native protocol only")
-    if protocol == "tfserving":
-        instance = np.round(pixels, 4)[..., np.newaxis].tolist()
-        body = json.dumps({"instances": [instance]}).encode()
-        return Encoded(f"/v1/models/{model}:predict", body, {"content-type": "application/json"})
     raw = pixels.reshape(1, 28, 28, 1).astype("<f4").tobytes()
-    if protocol == "kserve-grpc":
-        return Encoded(model, raw, {})
-    if protocol == "kserve-http":
-        header = json.dumps(
-            {
-                "inputs": [
-                    {"name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32",
-                     "parameters": {"binary_data_size": len(raw)}}
-                ],
-                "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+    match protocol:
+        case Protocol.TFSERVING:
+            instance = np.round(pixels, 4)[..., np.newaxis].tolist()
+            body = json.dumps({"instances": [instance]}).encode()
+            path = f"/v1/models/{model}:predict"
+            return Encoded(path, body, {"content-type": "application/json"})
+        case Protocol.KSERVE_GRPC:
+            return Encoded(model, raw, {})
+        case Protocol.KSERVE_HTTP:
+            tensor = {
+                "name": "image",
+                "shape": [1, 28, 28, 1],
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(raw)},
             }
-        ).encode()  # fmt: skip
-        headers = {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
-        return Encoded(f"/v2/models/{model}/infer", header + raw, headers)
-    raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+            output = {"name": "probabilities", "parameters": {"binary_data": True}}
+            header = json.dumps({"inputs": [tensor], "outputs": [output]}).encode()
+            headers = {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
+            return Encoded(f"/v2/models/{model}/infer", header + raw, headers)
+        case _:
+            assert_never(protocol)
 
 
-def decode(protocol: str, body: bytes, header_length: str | None = None) -> np.ndarray:
+def decode(protocol: Protocol, body: bytes, header_length: str | None = None) -> np.ndarray:
     """The 10 probabilities of one image from an HTTP answer's body; AnswerError if malformed."""
     try:
-        if protocol == "kserve-http":
-            split = int(header_length) if header_length else len(body)
-            answer = json.loads(body[:split])
-            output = answer["outputs"][0]
-            if (output.get("parameters") or {}).get("binary_data_size"):
-                row = np.frombuffer(body[split:], dtype="<f4")
-            else:
-                row = np.asarray(output["data"], dtype=np.float32)
-        else:
-            answer = json.loads(body)
-            if protocol == "native":
+        match protocol:
+            case Protocol.KSERVE_HTTP:
+                split = int(header_length) if header_length else len(body)
+                answer = json.loads(body[:split])
+                output = answer["outputs"][0]
+                if (output.get("parameters") or {}).get("binary_data_size"):
+                    row = np.frombuffer(body[split:], dtype="<f4")
+                else:
+                    row = np.asarray(output["data"], dtype=np.float32)
+            case Protocol.NATIVE:
+                answer = json.loads(body)
                 row = np.asarray(answer["predictions"][0]["probabilities"], dtype=np.float32)
-            else:
-                row = np.asarray(answer["predictions"][0], dtype=np.float32)
+            case Protocol.TFSERVING:
+                row = np.asarray(json.loads(body)["predictions"][0], dtype=np.float32)
+            case Protocol.KSERVE_GRPC:
+                raise AnswerError("kserve-grpc answers are read by the gRPC client, not here")
+            case _:
+                assert_never(protocol)
     except (ValueError, KeyError, TypeError, IndexError) as err:
         raise AnswerError(f"malformed {protocol} answer: {err}") from err
     if row.shape != (10,):

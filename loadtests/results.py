@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import numpy as np
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from loadtests.protocols import PROTOCOLS
+from loadtests.labels import Label, Step
+from loadtests.protocols import PROTOCOLS, Protocol
 from modelrepo.layout import ModelName, check_runtimes
 from training.seeds import SeedSummary
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 RESULTS_FILE = "results.json"
 OPENLOOP_FILE = "openloop.json"
 # Bumped when a record's shape changes; an older file is refused with a clear message.
-SCHEMA = 2
+SCHEMA = 3
 SLO_PATTERN = re.compile(r"^p(\d+(?:\.\d+)?)=(\d+(?:\.\d+)?)ms$")
 # NaN (no successful request) and infinity (a failed request under an SLO) survive a round trip.
 JSON_CONFIG = ConfigDict(ser_json_inf_nan="constants")
@@ -78,7 +79,7 @@ class LoadPlan:
 
     variants: tuple[str, ...] = ("original", "depthwise")
     runtimes: tuple[str, ...] = ()  # empty: the server's default runtime, bare variant names
-    protocols: tuple[str, ...] = ("native",)
+    protocols: tuple[Protocol, ...] = (Protocol.NATIVE,)
     concurrency: tuple[int, ...] = (1, 8, 32, 64)
     duration_s: int = 20
     warmup_s: int = 3
@@ -95,43 +96,43 @@ class LoadPlan:
         if len(set(self.runtimes)) != len(self.runtimes):
             raise ValueError(f"runtimes repeat: {self.runtimes}")
         check_runtimes(self.runtimes)
-        unknown = [p for p in self.protocols if p not in PROTOCOLS]
-        if not self.protocols or unknown or len(set(self.protocols)) != len(self.protocols):
-            raise ValueError(f"protocols must be distinct, among {', '.join(PROTOCOLS)}")
+        known = ", ".join(PROTOCOLS)
+        try:  # names given as text (the command line, tests) become the enumeration
+            object.__setattr__(self, "protocols", tuple(Protocol(p) for p in self.protocols))
+        except ValueError as err:
+            raise ValueError(f"protocols must be among {known}: {err}") from err
+        if not self.protocols or len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(f"protocols must be distinct, among {known}")
         if not self.concurrency or min(self.concurrency) < 1:
             raise ValueError(f"concurrency levels must be >= 1, got {self.concurrency}")
         if self.duration_s < 1 or self.warmup_s < 0 or self.repeats < 1:
             raise ValueError("duration >= 1 s, warm-up >= 0 s and repeats >= 1, please")
         if self.mode not in ("json", "png"):
             raise ValueError(f"mode must be json or png, got {self.mode!r}")
-        if self.mode == "png" and self.protocols != ("native",):
+        if self.mode == "png" and self.protocols != (Protocol.NATIVE,):
             raise ValueError("--mode png uploads pictures: the native protocol only")
         if self.processes < 1:
             raise ValueError(f"processes must be >= 1, got {self.processes}")
 
+    def model_names(self) -> list[ModelName]:
+        """The models under test: runtime by runtime, each variant (or bare variants)."""
+        return [ModelName(v, r) for r in self.runtimes or (None,) for v in self.variants]
+
     def models(self) -> tuple[str, ...]:
-        """The model names under test: runtime by runtime, each variant (or bare variants)."""
-        if not self.runtimes:
-            return self.variants
-        return tuple(str(ModelName(v, r)) for r in self.runtimes for v in self.variants)
+        """The models' names as addressed (``depthwise@onnx``, or a bare variant)."""
+        return tuple(str(name) for name in self.model_names())
 
-    def label(self, variant: str, runtime: str | None, protocol: str) -> str:
-        """A target's name in the report: the model, and its protocol when several are swept."""
-        model = str(ModelName(variant, runtime))
-        return model if len(self.protocols) == 1 else f"{model} via {protocol}"
+    def label(self, variant: str, runtime: str | None, protocol: Protocol) -> Label:
+        """A target's label: the model, and its protocol (shown when several are swept)."""
+        return Label(variant, runtime, Protocol(protocol), len(self.protocols) > 1)
 
-    def label_of(self, model: str, protocol: str) -> str:
-        """:meth:`label` of a model name."""
-        name = ModelName.parse(model)
-        return self.label(name.variant, name.runtime, protocol)
-
-    def targets(self) -> list[tuple[str, str]]:
-        """(model, protocol) pairs: protocol by protocol, each model."""
-        return [(model, protocol) for protocol in self.protocols for model in self.models()]
-
-    def target_labels(self) -> list[str]:
-        """The report's names of the targets, in the plan's order."""
-        return [self.label_of(model, protocol) for model, protocol in self.targets()]
+    def targets(self) -> list[Label]:
+        """The targets in the plan's order: protocol by protocol, each model."""
+        return [
+            self.label(name.variant, name.runtime, protocol)
+            for protocol in self.protocols
+            for name in self.model_names()
+        ]
 
     def steps(self) -> list[Step]:
         """Every run in order: per level, per repeat, the targets in alternating order."""
@@ -140,32 +141,13 @@ class LoadPlan:
         for level in self.concurrency:
             for repeat in range(self.repeats):
                 order = targets if repeat % 2 == 0 else list(reversed(targets))
-                steps += [
-                    Step(model, level, repeat, protocol, self.label_of(model, protocol))
-                    for model, protocol in order
-                ]
+                steps += [Step(target, level, repeat) for target in order]
         return steps
 
     @property
     def seconds(self) -> float:
         """Roughly how long the whole plan takes (Locust start-up included)."""
         return len(self.steps()) * (self.duration_s + self.warmup_s + 3)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One Locust run: one model (variant or variant@runtime) at one concurrency, one repeat."""
-
-    model: str
-    concurrency: int
-    repeat: int
-    protocol: str = "native"
-    target: str = ""  # the report's name for what was measured (model, and protocol if several)
-
-    @property
-    def key(self) -> str:
-        """A file-name-safe identifier."""
-        return f"{self.model.replace('@', '_')}-{self.protocol}-c{self.concurrency}-r{self.repeat}"
 
 
 @dataclass
@@ -175,8 +157,8 @@ class StepResult:
     model: str  # as addressed: variant, or variant@runtime
     variant: str
     runtime: str  # the runtime that answered (from the server's /variants when not named)
-    protocol: str
-    target: str  # the report's name for it (see LoadPlan.label)
+    protocol: Protocol
+    target: Label  # what was measured (see LoadPlan.label)
     concurrency: int
     repeat: int
     requests: int
@@ -340,6 +322,7 @@ class OpenLoopRecord:
     created_at: str = ""
     machine: Machine | None = None
     min_requests: int = 0  # each run measured at least this many requests
+    warmup_s: float = 0.0  # sent before each run and not measured
     schema: int = SCHEMA
 
     def ratio_to(self, model: str, baseline: str) -> float:

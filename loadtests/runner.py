@@ -21,11 +21,13 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import assert_never
 
 import httpx
 import numpy as np
 
 from loadtests.procs import run_server
+from loadtests.protocols import Protocol
 from loadtests.results import (
     LoadPlan,
     Machine,
@@ -81,7 +83,7 @@ def summarize(
         variant=ModelName.parse(step.model).variant,
         runtime=runtime,
         protocol=step.protocol,
-        target=step.target or step.model,
+        target=step.target,
         concurrency=step.concurrency,
         repeat=step.repeat,
         requests=len(latency),
@@ -108,7 +110,7 @@ def known_median(values: np.ndarray) -> float:
 
 def locust_command(url: str, step: Step, plan: LoadPlan, samples: Path) -> list[str]:
     """The headless Locust invocation for one step (``url``: gRPC address for kserve-grpc)."""
-    grpc = step.protocol == "kserve-grpc"
+    grpc = step.protocol is Protocol.KSERVE_GRPC
     command = [
         sys.executable,
         "-m",
@@ -120,7 +122,7 @@ def locust_command(url: str, step: Step, plan: LoadPlan, samples: Path) -> list[
         "--host",
         f"grpc://{url}" if grpc else url,
         "--protocol",
-        step.protocol,
+        str(step.protocol),
         "--users",
         str(step.concurrency),
         "--spawn-rate",
@@ -186,7 +188,7 @@ def check_target(
     served = wait_for_mnist_serve(url, wait_s)
     if served is not None:
         check_served(url, plan, served)
-    if "kserve-grpc" in plan.protocols and not grpc_url:
+    if Protocol.KSERVE_GRPC in plan.protocols and not grpc_url:
         raise LoadTestError("--protocol kserve-grpc needs the server's gRPC address (--grpc-url)")
     for protocol in plan.protocols:
         for model in plan.models():
@@ -232,24 +234,28 @@ def check_served(url: str, plan: LoadPlan, entries: list[ServedVariant]) -> None
             )
 
 
-def model_answers(protocol: str, url: str, grpc_url: str | None, model: str) -> bool:
+def model_answers(protocol: Protocol, url: str, grpc_url: str | None, model: str) -> bool:
     """Whether ``model`` reports ready through ``protocol``'s own status call."""
     try:
-        if protocol == "native":
-            return True  # mnist-serve's own readiness was checked above
-        if protocol == "tfserving":
-            status = httpx.get(f"{url}/v1/models/{model}", timeout=10)
-            states = [v.get("state") for v in status.json().get("model_version_status", [])]
-            return status.status_code == 200 and "AVAILABLE" in states
-        if protocol == "kserve-http":
-            return httpx.get(f"{url}/v2/models/{model}/ready", timeout=10).status_code == 200
-        import tritonclient.grpc as grpcclient
+        match protocol:
+            case Protocol.NATIVE:
+                return True  # mnist-serve's own readiness was checked above
+            case Protocol.TFSERVING:
+                status = httpx.get(f"{url}/v1/models/{model}", timeout=10)
+                states = [v.get("state") for v in status.json().get("model_version_status", [])]
+                return status.status_code == 200 and "AVAILABLE" in states
+            case Protocol.KSERVE_HTTP:
+                return httpx.get(f"{url}/v2/models/{model}/ready", timeout=10).status_code == 200
+            case Protocol.KSERVE_GRPC:
+                import tritonclient.grpc as grpcclient
 
-        client = grpcclient.InferenceServerClient(url=grpc_url or "")
-        try:
-            return bool(client.is_model_ready(model))
-        finally:
-            client.close()
+                client = grpcclient.InferenceServerClient(url=grpc_url or "")
+                try:
+                    return bool(client.is_model_ready(model))
+                finally:
+                    client.close()
+            case _:
+                assert_never(protocol)
     except Exception as err:  # any failure to get a status means: not ready
         raise LoadTestError(f"{model} over {protocol}: {type(err).__name__}: {err}") from err
 
@@ -339,7 +345,7 @@ def run_plan(
     for index, step in enumerate(steps):
         if on_step:
             on_step(step, index, len(steps), None)
-        address = (target.grpc_url or "") if step.protocol == "kserve-grpc" else target.url
+        address = target.url if step.protocol.over_http else (target.grpc_url or "")
         results.append(run_step(address, step, runtime_of(step.model, served), plan, out_dir))
         if on_step:
             on_step(step, index, len(steps), results[-1])

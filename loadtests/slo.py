@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtests.openloop import OpenLoopResult, run_open_loop
-from loadtests.protocols import encode
+from loadtests.protocols import Protocol, encode
 from loadtests.results import OpenLoopRecord, Percentiles, RatePoint, Slo
 from loadtests.runner import machine
 
@@ -110,7 +110,7 @@ def bodies(mnist: str | None, model: str) -> list[bytes]:
 
     data = load_mnist(mnist or None)
     picks = np.random.default_rng(0).choice(len(data.x_test), size=DIGITS, replace=False)
-    return [encode("native", "json", model, data.x_test[i]).body for i in picks]
+    return [encode(Protocol.NATIVE, "json", model, data.x_test[i]).body for i in picks]
 
 
 def run_seconds(rate: float, seconds: float, min_requests: int = MIN_REQUESTS) -> float:
@@ -119,18 +119,31 @@ def run_seconds(rate: float, seconds: float, min_requests: int = MIN_REQUESTS) -
     return max(seconds, min_requests / rate)
 
 
-def measure_rate(url: str, model: str, payloads: list[bytes], rate: float, seconds: float,
-                 slo: Slo, min_requests: int = MIN_REQUESTS) -> RatePoint:  # fmt: skip
+def measure_rate(
+    url: str,
+    model: str,
+    payloads: list[bytes],
+    rate: float,
+    seconds: float,
+    slo: Slo,
+    min_requests: int = MIN_REQUESTS,
+) -> RatePoint:
     """One run at ``rate`` after a warm-up; if it misses the SLO, a second run, and the verdict
     on both runs' requests pooled: one stall on a busy machine does not end a search, a real
     limit misses twice."""
 
     def run(seed: int) -> OpenLoopResult:
-        return asyncio.run(
-            run_open_loop(f"{url}/predict/{model}", payloads, rate,
-                          run_seconds(rate, seconds, min_requests), poisson=True, seed=seed,
-                          warmup_s=WARMUP_S)
-        )  # fmt: skip
+        duration = run_seconds(rate, seconds, min_requests)
+        sent = run_open_loop(
+            f"{url}/predict/{model}",
+            payloads,
+            rate,
+            duration,
+            poisson=True,
+            seed=seed,
+            warmup_s=WARMUP_S,
+        )
+        return asyncio.run(sent)
 
     first = run(seed=0)
     if slo.met(first):
@@ -169,10 +182,16 @@ def run_sweep(
                 on_point(point)
         order.reverse()
     record = OpenLoopRecord(
-        slo, seconds, list(rates), list(models),
-        {m: searches[m].passed for m in models},
-        [p for m in models for p in searches[m].runs],
-        started.isoformat(timespec="seconds"), machine(), min_requests,
-    )  # fmt: skip
+        slo=slo,
+        seconds_per_run=seconds,
+        rates=list(rates),
+        models=list(models),
+        max_rate={m: searches[m].passed for m in models},
+        points=[p for m in models for p in searches[m].runs],
+        created_at=started.isoformat(timespec="seconds"),
+        machine=machine(),
+        min_requests=min_requests,
+        warmup_s=WARMUP_S,
+    )
     record.save(out_dir)
     return record

@@ -1,7 +1,8 @@
 """Intervals over repeats: how sure a mean (a throughput, a speedup) is, from few runs.
 
 Repeats of a load-test step are few (3 by default) and independent, so a mean carries a
-two-sided Student t-interval; with one repeat there is no interval and no claim.
+two-sided Student t-interval (:func:`modelrepo.stats.t_interval`, the one shared with
+training's seeds); with one repeat there is no interval and no claim.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
-CONFIDENCE = 0.95
+from modelrepo.stats import CONFIDENCE, t_interval
 
 
 @dataclass(frozen=True)
@@ -41,16 +40,8 @@ class Interval:
 
 def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
     """Mean and two-sided t-interval of ``values`` (independent repeats)."""
-    from scipy import stats
-
-    data = np.asarray(values, dtype=float)
-    mean = float(data.mean())
-    if len(data) < 2:
-        return Interval(mean, math.nan, math.nan)
-    half = float(
-        stats.t.ppf((1 + confidence) / 2, len(data) - 1) * data.std(ddof=1) / math.sqrt(len(data))
-    )
-    return Interval(mean, mean - half, mean + half)
+    found = t_interval([float(v) for v in values], confidence)
+    return Interval(found.mean, found.low, found.high)
 
 
 def ratio_interval(baseline: Sequence[float], candidate: Sequence[float]) -> Interval:

@@ -2,10 +2,8 @@
 
 The bottom layer: training writes through it, the service and the benchmarks read through it,
 and it imports nothing of theirs. Importing it quietens TensorFlow's C++ start-up chatter
-(oneDNN and CUDA probing notices) before any module imports TensorFlow; an explicit
-TF_CPP_MIN_LOG_LEVEL still wins.
+(oneDNN and CUDA probing notices, the cuInit error) before any module imports TensorFlow,
+unless MNIST_SERVE_VERBOSE=1 (modelrepo.quiet).
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from modelrepo import quiet as quiet

@@ -11,22 +11,15 @@ Model names: a served model is ``<variant>@<runtime>`` (``depthwise@onnx``); a b
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelrepo.metadata import MetadataError, ModelMetadata, load_metadata, save_metadata
+
 METADATA_FILE = "metadata.json"
-# One image as every model takes it: 28x28 pixels, one channel, float32 in [0, 1].
-INPUT_SHAPE = (28, 28, 1)
-CLASSES = 10
-# The serving signature every exported SavedModel carries: float32 [None, 28, 28, 1] pixels / 255
-# in ``image``, float32 [None, 10] ``probabilities`` out.
-SIGNATURE = "serving_default"
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
 # Variant names are also URL path segments and folder names: keep them to a safe alphabet so
 # that nothing a client sends (``..``, slashes, NUL) can ever become a file-system path.
 VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -103,23 +96,24 @@ class ModelVersion:
         """The runtimes whose artifact this version holds, in :data:`RUNTIME_NAMES` order."""
         return [name for name in RUNTIME_NAMES if self.artifact(name).is_file()]
 
-    def write_metadata(self, metadata: dict[str, Any]) -> None:
+    def load_metadata(self) -> ModelMetadata:
+        """The training metadata written at export time; RepositoryError if it's unreadable."""
+        try:
+            return load_metadata(self.metadata_path)
+        except MetadataError as err:
+            raise RepositoryError(str(err)) from err
+
+    def save_metadata(self, metadata: ModelMetadata) -> None:
         """Replace ``metadata.json`` atomically (a reader never sees half a file)."""
-        staging = self.metadata_path.with_suffix(".json.tmp")
-        staging.write_text(json.dumps(metadata, indent=2) + "\n")
-        staging.replace(self.metadata_path)
+        save_metadata(self.metadata_path, metadata)
 
     def read_metadata(self) -> dict[str, Any]:
-        """The training metadata written at export time."""
-        try:
-            data = json.loads(self.metadata_path.read_text())
-        except FileNotFoundError as err:
-            raise RepositoryError(f"{self.metadata_path} is missing") from err
-        except json.JSONDecodeError as err:
-            raise RepositoryError(f"{self.metadata_path} is not valid JSON: {err}") from err
-        if not isinstance(data, dict):
-            raise RepositoryError(f"{self.metadata_path} must hold a JSON object")
-        return data
+        """The metadata as a JSON object, validated: only for readers not yet typed.
+
+        Deprecated: use :meth:`load_metadata`. Kept while ``mnist_serve/cli.py``
+        (``demo_runtimes``) still reads it by key.
+        """
+        return self.load_metadata().to_json()
 
 
 class ModelRepository:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from modelrepo.layout import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, SIGNATURE
+from modelrepo.contract import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, SIGNATURE
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 import modelrepo  # noqa: F401  (quiet TensorFlow)
+from modelrepo.contract import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, SIGNATURE
 from modelrepo.layout import ModelRepository
 
 
 def parse(body: bytes) -> np.ndarray:
     """The same parsing work as the service's JSON path."""
-    return np.asarray([orjson.loads(body)["image"]], dtype=np.float32).reshape(-1, 28, 28, 1)
+    return np.asarray([orjson.loads(body)[INPUT_NAME]], dtype=np.float32).reshape(-1, *INPUT_SHAPE)
 
 
 def answer(probabilities: np.ndarray) -> Response:
@@ -39,7 +40,7 @@ def build(kind: str, models: Path, variant: str) -> FastAPI:
     """One baseline app."""
     app = FastAPI()
     if kind == "floor":
-        fixed = np.full((1, 10), 0.1, dtype=np.float32)
+        fixed = np.full((1, CLASSES), 1 / CLASSES, dtype=np.float32)
 
         @app.post("/predict/{name}")
         async def floor(name: str, request: Request) -> Response:
@@ -53,23 +54,23 @@ def build(kind: str, models: Path, variant: str) -> FastAPI:
 
     path = str(ModelRepository(models).get(variant).path)
     if kind == "naive":
-        layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
-        model = keras.Sequential([keras.Input((28, 28, 1), name="image"), layer])
+        layer = keras.layers.TFSMLayer(path, call_endpoint=SIGNATURE)
+        model = keras.Sequential([keras.Input(INPUT_SHAPE, name=INPUT_NAME), layer])
 
         @app.post("/predict/{name}")
         async def naive_predict(name: str, request: Request) -> Response:
             images = parse(await request.body())
             out = model.predict(images, verbose=0)
-            return answer(np.asarray(out["probabilities"] if isinstance(out, dict) else out))
+            return answer(np.asarray(out[OUTPUT_NAME] if isinstance(out, dict) else out))
 
         return app
 
-    signature = tf.saved_model.load(path).signatures["serving_default"]
+    signature = tf.saved_model.load(path).signatures[SIGNATURE]
 
     @app.post("/predict/{name}")
     async def direct(name: str, request: Request) -> Response:
         images = parse(await request.body())
-        out = signature(image=tf.constant(images))["probabilities"].numpy()
+        out = signature(**{INPUT_NAME: tf.constant(images)})[OUTPUT_NAME].numpy()
         return answer(out)
 
     return app

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 import modelrepo  # noqa: F401  (quiet TensorFlow)
-from modelrepo.layout import INPUT_SHAPE, RUNTIME_NAMES, ModelRepository
+from modelrepo.contract import INPUT_SHAPE
+from modelrepo.layout import RUNTIME_NAMES, ModelRepository
 from modelrepo.runtimes import LoadOptions, Runtime, load_runtime
 
 

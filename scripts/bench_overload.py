@@ -32,6 +32,7 @@ import numpy as np
 
 from loadtests.openloop import OpenLoopResult, run_open_loop
 from loadtests.procs import run_server
+from modelrepo.contract import INPUT_NAME, SIDE
 from training.data import load_mnist
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -87,9 +88,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     variant, _, runtime = args.model.partition("@")
-    digit = load_mnist(args.data).x_test[0].reshape(28, 28).astype(np.float32)
+    digit = load_mnist(args.data).x_test[0].reshape(SIDE, SIDE).astype(np.float32)
     digit = digit / 255.0 if digit.max() > 1 else digit
-    body = json.dumps({"image": np.round(digit, 4).tolist()}).encode()
+    body = json.dumps({INPUT_NAME: np.round(digit, 4).tolist()}).encode()
     work = Path(tempfile.mkdtemp(prefix="bench-overload-"))
     (work / "body.json").write_bytes(body)
     script = work / "post.lua"

@@ -35,7 +35,8 @@ import httpx
 import numpy as np
 
 from loadtests.procs import free_port, wait_for_port
-from modelrepo.layout import INPUT_SHAPE, RUNTIME_NAMES, ModelRepository
+from modelrepo.contract import INPUT_NAME, INPUT_SHAPE
+from modelrepo.layout import RUNTIME_NAMES, ModelRepository
 from modelrepo.runtimes import LoadOptions, load_runtime, median_call_ms
 from training.data import load_mnist
 
@@ -113,7 +114,7 @@ def main() -> None:
     digit = load_mnist().x_test[0] / 255.0
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     body = work / "body.json"
-    body.write_text(json.dumps({"image": np.round(digit, 4).tolist()}))
+    body.write_text(json.dumps({INPUT_NAME: np.round(digit, 4).tolist()}))
     script = work / "post.lua"
     script.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'

@@ -9,11 +9,10 @@ design-space variant found. Figures come from the files, so docs/results.md is n
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
-from typing import Any
 
 from modelrepo.layout import ModelRepository
+from modelrepo.metadata import ModelMetadata
 from training import catalog
 
 REFERENCE = {  # accuracy, loss, parameters (issue 2)
@@ -22,15 +21,15 @@ REFERENCE = {  # accuracy, loss, parameters (issue 2)
 }
 
 
-def latest(root: Path) -> dict[str, dict[str, Any]]:
+def latest(root: Path) -> dict[str, ModelMetadata]:
     """Each variant's latest metadata in a model repository."""
     repository = ModelRepository(root)
-    return {name: repository.get(name).read_metadata() for name in repository.variants()}
+    return {name: repository.get(name).load_metadata() for name in repository.variants()}
 
 
-def per_epoch(meta: dict[str, Any]) -> str:
+def per_epoch(meta: ModelMetadata) -> str:
     """Median seconds per epoch (robust to one disturbed epoch)."""
-    return f"{statistics.median(meta['epoch_seconds']):.1f}"
+    return f"{meta.median_epoch_seconds():.1f}"
 
 
 def main() -> None:
@@ -49,9 +48,9 @@ def main() -> None:
     for name in catalog.SEED_VARIANTS:
         m, (acc, loss, params) = seeds[name], REFERENCE[name]
         print(
-            f"| {name} | {m['test_accuracy']:.2%} ({acc:.2%}) | {m['test_loss']:.4f} ({loss}) "
-            f"| {m['parameters']:,} ({params:,}) | {m['macs']:,} | {per_epoch(m)} "
-            f"| {m['training_seconds']:.0f} | {m['savedmodel_bytes'] / 1e6:.2f} MB |"
+            f"| {name} | {m.test_accuracy:.2%} ({acc:.2%}) | {m.test_loss:.4f} ({loss}) "
+            f"| {m.parameters:,} ({params:,}) | {m.macs:,} | {per_epoch(m)} "
+            f"| {m.training_seconds:.0f} | {m.savedmodel_bytes / 1e6:.2f} MB |"
         )
     print()
     family = latest(args.family)
@@ -66,8 +65,8 @@ def main() -> None:
         m = family[variant.name]
         print(
             f"| {variant.name} | {variant.family} | {variant.description} | "
-            f"{m['parameters']:,} | {m['macs']:,} | {m['test_accuracy']:.2%} | "
-            f"{m['test_loss']:.4f} | {per_epoch(m)} |"
+            f"{m.parameters:,} | {m.macs:,} | {m.test_accuracy:.2%} | "
+            f"{m.test_loss:.4f} | {per_epoch(m)} |"
         )
 
 

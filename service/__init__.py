@@ -1,7 +1,6 @@
 """Serving: a FastAPI app that serves every exported variant behind ``POST /predict/<variant>``."""
 
-from importlib.metadata import version
-
 import modelrepo  # noqa: F401  (quietens TensorFlow before any service module imports it)
+from modelrepo.version import VERSION as __version__
 
-__version__ = version("mnist-serve")
+__all__ = ["__version__"]

@@ -28,6 +28,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from modelrepo.contract import INPUT_NAME, PIXELS, SIDE
+from modelrepo.metadata import Conversion
 from service import __version__, kserve, tfserving
 from service.admission import AdmissionGuard
 from service.batcher import Timing
@@ -55,7 +57,7 @@ STATIC_DIR = Path(__file__).with_name("static")  # the web page: plain HTML, CSS
 
 # A "1": a vertical stroke. Pasted into the docs' "Try it out", it gets a real answer.
 EXAMPLE_IMAGE = [
-    [1.0 if 4 <= r < 24 and 13 <= c < 15 else 0.0 for c in range(28)] for r in range(28)
+    [1.0 if 4 <= r < 24 and 13 <= c < 15 else 0.0 for c in range(SIDE)] for r in range(SIDE)
 ]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -75,13 +77,15 @@ PREDICT_BODY = {
             "schema": {
                 "type": "object",
                 "properties": {
-                    "image": {"description": "28x28 nested list or 784 flat list, in [0, 1]"},
+                    INPUT_NAME: {
+                        "description": f"{SIDE}x{SIDE} nested list or {PIXELS} flat list, in [0, 1]"
+                    },
                     "images": {"type": "array", "description": "several such images"},
                 },
             },
             "examples": {
-                "one image": {"value": {"image": EXAMPLE_IMAGE}},
-                "flat 784": {"value": {"image": [0.0] * 300 + [1.0] * 184 + [0.0] * 300}},
+                "one image": {"value": {INPUT_NAME: EXAMPLE_IMAGE}},
+                f"flat {PIXELS}": {"value": {INPUT_NAME: [0.0] * 300 + [1.0] * 184 + [0.0] * 300}},
             },
         },
         "multipart/form-data": {
@@ -264,9 +268,9 @@ async def read_page() -> FileResponse:
 
 def variant_info(served: ServedVariant) -> VariantInfo:
     """A served variant as the API shows it: figures, and each runtime's state and device."""
-    meta = {k: v for k, v in served.metadata.items() if k not in PRIVATE_METADATA}
-    figures = {key: meta[key] for key in TRAINING_FIGURES if key in meta}
-    conversions = meta.get("runtimes", {})
+    meta = served.metadata.to_json()
+    figures = {key: meta[key] for key in TRAINING_FIGURES}
+    public = {key: value for key, value in meta.items() if key not in PRIVATE_METADATA}
     runtimes = [
         RuntimeInfo(
             runtime=m.runtime_name,
@@ -276,7 +280,7 @@ def variant_info(served: ServedVariant) -> VariantInfo:
             cpu_only=m.cpu_only,
             reason=m.reason,
             batch1_ms=m.batch1_ms,
-            max_abs_diff=conversions.get(m.runtime_name, {}).get("max_abs_diff"),
+            max_abs_diff=_max_abs_diff(served.metadata.conversion(m.runtime_name)),
         )
         for m in served.runtimes.values()
     ]
@@ -288,9 +292,13 @@ def variant_info(served: ServedVariant) -> VariantInfo:
         device=default.device,
         runtime=served.default_runtime,
         runtimes=runtimes,
-        metadata=meta,
+        metadata=public,
         **figures,
     )
+
+
+def _max_abs_diff(conversion: Conversion | None) -> float | None:
+    return conversion.max_abs_diff if conversion is not None else None
 
 
 async def handle_serve_error(request: Request, exc: Exception) -> Response:

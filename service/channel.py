@@ -31,10 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from modelrepo.layout import INPUT_SHAPE
-
-CLASSES = 10
-PIXELS = int(np.prod(INPUT_SHAPE))
+from modelrepo.contract import CLASSES, INPUT_SHAPE, PIXELS
 
 HELLO, STATES, REQUEST, ANSWER = b"H", b"S", b"R", b"A"
 REQUEST_STRUCT = struct.Struct("<IHHI")  # request id, model index, images, slot

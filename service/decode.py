@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
+from modelrepo.contract import INPUT_NAME, INPUT_SHAPE, PIXELS, SIDE
 from service.errors import (
     BadRequest,
     ClientGone,
@@ -38,7 +39,6 @@ from service.errors import (
 from service.imaging import FORMATS, ImageError, decode_image
 
 T = TypeVar("T")
-SIDE = 28
 IMAGE_TYPES = tuple(f"image/{name.lower()}" for name in FORMATS)
 ACCEPTED = ("application/json", "multipart/form-data", *IMAGE_TYPES)
 
@@ -124,10 +124,10 @@ def decode_json(body: bytes, max_images: int) -> np.ndarray:
         payload = orjson.loads(body)  # 4x faster than json here; NaN/Infinity are not JSON
     except orjson.JSONDecodeError as err:
         raise BadRequest(f"the body is not valid JSON: {err}") from err
-    if not isinstance(payload, dict) or len({"image", "images"} & payload.keys()) != 1:
+    if not isinstance(payload, dict) or len({INPUT_NAME, "images"} & payload.keys()) != 1:
         raise InvalidInput('send an object with exactly one of "image" or "images"')
-    if "image" in payload:
-        images = [payload["image"]]
+    if INPUT_NAME in payload:
+        images = [payload[INPUT_NAME]]
     else:
         images = payload["images"]
         if not isinstance(images, list) or not images:
@@ -138,7 +138,7 @@ def decode_json(body: bytes, max_images: int) -> np.ndarray:
         array = np.asarray(images, dtype=np.float32)
     except (ValueError, TypeError) as err:
         raise InvalidInput(
-            "each image must be a 28x28 nested list or a flat list of 784 numbers "
+            f"each image must be a {SIDE}x{SIDE} nested list or a flat list of {PIXELS} numbers "
             f"(all images the same shape): {err}"
         ) from err
     return validate_pixels(array)
@@ -146,9 +146,10 @@ def decode_json(body: bytes, max_images: int) -> np.ndarray:
 
 def validate_pixels(array: np.ndarray) -> np.ndarray:
     """(N, 784), (N, 28, 28) or (N, 28, 28, 1) numbers in [0, 1] -> float32 (N, 28, 28, 1)."""
-    if array.shape[1:] not in ((SIDE * SIDE,), (SIDE, SIDE), (SIDE, SIDE, 1)):
+    if array.shape[1:] not in ((PIXELS,), (SIDE, SIDE), INPUT_SHAPE):
         raise InvalidInput(
-            f"an image has shape {array.shape[1:]}; expected 28x28 (nested) or 784 (flat)"
+            f"an image has shape {array.shape[1:]}; "
+            f"expected {SIDE}x{SIDE} (nested) or {PIXELS} (flat)"
         )
     if not np.isfinite(array).all():
         raise InvalidInput("pixel values must be finite numbers (found NaN or infinity)")
@@ -157,7 +158,7 @@ def validate_pixels(array: np.ndarray) -> np.ndarray:
         raise InvalidInput(
             f"pixel values must lie in [0, 1] (pixels / 255); found {low:g} to {high:g}"
         )
-    return array.reshape(-1, SIDE, SIDE, 1)
+    return array.reshape(-1, *INPUT_SHAPE)
 
 
 async def _read_upload(request: Request, limits: Limits) -> bytes:
@@ -189,4 +190,4 @@ def _decode_picture(data: bytes, limits: Limits) -> np.ndarray:
         error = {"too_large": PayloadTooLarge, "no_ink": InvalidInput,
                  "unsupported": UnsupportedMediaType}.get(err.reason, BadRequest)  # fmt: skip
         raise error(str(err)) from err
-    return image.reshape(1, SIDE, SIDE, 1)
+    return image.reshape(1, *INPUT_SHAPE)

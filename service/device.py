@@ -34,14 +34,18 @@ def configure(device: str, intra_op_threads: int = 0, inter_op_threads: int = 0)
     if device == "cpu" or (device == "auto" and not gpus):
         if gpus:
             tf.config.set_visible_devices([], "GPU")  # keep TensorFlow off the GPU entirely
+            log.info("device=cpu: running on CPU (%d GPU(s) left unused)", len(gpus))
+        else:
+            # The one plain line about the device (TensorFlow's own CUDA probing is quietened,
+            # see modelrepo.quiet).
+            log.info("no GPU found: running on CPU")
         return "/CPU:0"
     if not gpus:
         raise DeviceError("device=gpu but TensorFlow sees no GPU (check drivers and --gpus)")
     for gpu in gpus:
         # Grow allocations on demand instead of reserving the whole card at start-up.
         tf.config.experimental.set_memory_growth(gpu, True)
-    details = tf.config.experimental.get_device_details(gpus[0])
-    log.info("using %s (%s)", gpus[0].name, details.get("device_name", "unknown GPU"))
+    log.info("GPU found: running on %s", describe("/GPU:0"))
     return "/GPU:0"
 
 

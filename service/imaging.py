@@ -14,7 +14,8 @@ import warnings
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-SIDE = 28
+from modelrepo.contract import SIDE
+
 BOX = 20
 # The picture formats accepted (Pillow's names), each tested with every common image mode in
 # tests/test_hostile.py. Anything else Pillow could open (ICO, PPM, PSD, ...) is refused.

@@ -26,7 +26,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from modelrepo.layout import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
+from modelrepo.contract import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, PIXELS, SIDE
 from service.decode import read_body, validate_pixels
 from service.errors import BadRequest, InvalidInput, ServeError
 from service.inference import Inference, client_gone, registry_of, url_version
@@ -42,7 +42,6 @@ PLATFORMS = {
     "litert": "tensorflow_lite",
     "openvino": "openvino",
 }
-PIXELS = int(np.prod(INPUT_SHAPE))
 
 
 def v2_error(err: ServeError) -> JSONResponse:
@@ -72,7 +71,8 @@ def check_input(
     dims = [int(d) for d in shape]
     if len(dims) < 2 or int(np.prod(dims[1:])) != PIXELS or dims[0] < 1:
         raise BadRequest(
-            f"input shape {dims} is not [N, 28, 28, 1], [N, 28, 28] or [N, 784] with N >= 1"
+            f"input shape {dims} is not [N, {SIDE}, {SIDE}, 1], [N, {SIDE}, {SIDE}] "
+            f"or [N, {PIXELS}] with N >= 1"
         )
     if dims[0] > max_images:
         raise BadRequest(f"{dims[0]} images in one request; the limit is {max_images}")

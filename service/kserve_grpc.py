@@ -23,7 +23,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from modelrepo.layout import OUTPUT_NAME
+from modelrepo.contract import OUTPUT_NAME
 from service import __version__
 from service.errors import BadRequest, ServeError
 from service.inference import Inference, url_version

@@ -18,11 +18,13 @@ import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from modelrepo.layout import INPUT_SHAPE, ModelName, ModelRepository, ModelVersion, RepositoryError
+from modelrepo.contract import INPUT_SHAPE
+from modelrepo.layout import ModelName, ModelRepository, ModelVersion, RepositoryError
+from modelrepo.metadata import ModelMetadata
 from modelrepo.runtimes import (
     RUNTIMES,
     LoadOptions,
@@ -79,7 +81,7 @@ class ServedVariant:
     """One variant: its exported version, training metadata and its models per runtime."""
 
     model: ModelVersion
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     runtimes: dict[str, ServedModel]
     default_runtime: str
 
@@ -111,7 +113,7 @@ def plan(settings: Settings) -> dict[str, ServedVariant]:
     for name in wanted:
         try:
             model = repository.get(name, settings.pins.get(name))
-            metadata = model.read_metadata()
+            metadata = model.load_metadata()
         except RepositoryError as err:
             raise ConfigError(str(err)) from err
         present = model.runtimes()

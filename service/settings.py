@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from modelrepo.contract import PIXELS
 from modelrepo.layout import check_runtimes, is_valid_variant_name
 
 
@@ -84,7 +85,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Request body limit (413).")
     max_image_pixels: int = Field(
         4_194_304,
-        ge=784,
+        ge=PIXELS,
         description="Uploaded picture's width x height, at most, as decoded (a JPEG is decoded "
         "at up to 1/8 scale first); larger gets 413.",
     )

@@ -28,15 +28,23 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from modelrepo.layout import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, SIGNATURE
+from modelrepo.contract import (
+    CLASSES,
+    INPUT_NAME,
+    INPUT_SHAPE,
+    OUTPUT_NAME,
+    PIXELS,
+    SIDE,
+    SIGNATURE,
+)
 from service.decode import read_body, validate_pixels
 from service.errors import BadRequest, InvalidInput, ServeError
 from service.inference import Inference, client_gone, registry_of, url_version
 from service.registry import ModelRegistry, ServedModel
 
 router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST API"])
-PIXELS = int(np.prod(INPUT_SHAPE))
 IMAGE_SHAPES = (INPUT_SHAPE, INPUT_SHAPE[:2], (PIXELS,))
+SHAPES_TEXT = f"{SIDE}x{SIDE}x1, {SIDE}x{SIDE} or {PIXELS}"
 # What TF Serving answers with for each of our statuses: its REST layer maps
 # INVALID_ARGUMENT to 400, NOT_FOUND to 404 and UNAVAILABLE to 503 (a body over our size
 # limit stays 413, which TF Serving has no equivalent for).
@@ -98,7 +106,7 @@ def flat_images(data: list[Any]) -> np.ndarray:
         dims.append(len(probe))
         probe = probe[0]
     if tuple(dims[1:]) not in IMAGE_SHAPES:
-        raise BadRequest(f"each image must be 28x28x1, 28x28 or 784 numbers, not {dims[1:]}")
+        raise BadRequest(f"each image must be {SHAPES_TEXT} numbers, not {dims[1:]}")
     flat: list[Any] = data
     try:
         for _ in range(len(dims) - 1):
@@ -107,7 +115,7 @@ def flat_images(data: list[Any]) -> np.ndarray:
             raise ValueError(f"{len(flat)} values for {len(data)} images")
         return np.asarray(flat, dtype=np.float32).reshape(len(data), PIXELS)
     except (ValueError, TypeError) as err:
-        raise BadRequest(f"each image must be 28x28x1, 28x28 or 784 numbers: {err}") from err
+        raise BadRequest(f"each image must be {SHAPES_TEXT} numbers: {err}") from err
 
 
 def _named(item: Any) -> Any:
@@ -184,7 +192,7 @@ def signature_def() -> dict[str, Any]:
     return {
         SIGNATURE: {
             "inputs": {INPUT_NAME: tensor(INPUT_NAME, INPUT_SHAPE)},
-            "outputs": {OUTPUT_NAME: tensor(OUTPUT_NAME, (10,))},
+            "outputs": {OUTPUT_NAME: tensor(OUTPUT_NAME, (CLASSES,))},
             "method_name": "tensorflow/serving/predict",
         }
     }

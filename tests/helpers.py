@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from loadtests.labels import Label
 from loadtests.procs import ServerProcess as Server
 from loadtests.procs import run_server
 from loadtests.results import LoadPlan, Machine, Percentiles, RunRecord, ServedVariant, StepResult
@@ -28,27 +29,50 @@ def png_bytes(array: np.ndarray, mode: str = "L") -> bytes:
 def step_result(
     target: str, level: int, repeat: int, throughput: float, **figures: Any
 ) -> StepResult:
-    """A :class:`StepResult` of ``target`` with the given throughput (other figures plain)."""
+    """A :class:`StepResult` of the bare variant ``target`` (on the server's default runtime,
+    over the native protocol) with the given throughput (other figures plain)."""
+    label = Label(target)
     defaults: dict[str, Any] = dict(
-        model=target, variant=target.split("@")[0], runtime="savedmodel", protocol="native",
-        target=target, concurrency=level, repeat=repeat, requests=100, errors=0, window_s=1.0,
-        throughput_rps=throughput, latency_ms=Percentiles(1.0, 1.5, 1.8, 2.0, 2.5),
-        mean_ms=1.2, accuracy=1.0, server_queue_ms_p50=0.1, server_model_ms_p50=0.5,
-        generator_cpu_s=0.1, generator_busy=0.1, samples="",
-    )  # fmt: skip
+        model=target,
+        variant=target,
+        runtime="savedmodel",
+        protocol=label.protocol,
+        target=label,
+        concurrency=level,
+        repeat=repeat,
+        requests=100,
+        errors=0,
+        window_s=1.0,
+        throughput_rps=throughput,
+        latency_ms=Percentiles(1.0, 1.5, 1.8, 2.0, 2.5),
+        mean_ms=1.2,
+        accuracy=1.0,
+        server_queue_ms_p50=0.1,
+        server_model_ms_p50=0.5,
+        generator_cpu_s=0.1,
+        generator_busy=0.1,
+        samples="",
+    )
     return StepResult(**{**defaults, **figures})
 
 
 def run_record(
-    plan: LoadPlan, variants: list[ServedVariant] | None = None,
-    steps: list[StepResult] | None = None, created: str = "2026-11-24T00:00:00",
+    plan: LoadPlan,
+    variants: list[ServedVariant] | None = None,
+    steps: list[StepResult] | None = None,
+    created: str = "2026-11-24T00:00:00",
     cpu: str = "EPYC",
-) -> RunRecord:  # fmt: skip
+) -> RunRecord:
     """A :class:`RunRecord` of ``plan`` on a machine with ``cpu``."""
     return RunRecord(
-        created_at=created, finished_at=created, target="http://127.0.0.1:1",
-        grpc_target=None, started_server=True, server_args=[], plan=plan,
+        created_at=created,
+        finished_at=created,
+        target="http://127.0.0.1:1",
+        grpc_target=None,
+        started_server=True,
+        server_args=[],
+        plan=plan,
         machine=Machine(cpu, 2, "Linux", "3.11", "2.21.0", "2.x"),
         variants=variants if variants is not None else [ServedVariant(v) for v in plan.variants],
         steps=steps or [],
-    )  # fmt: skip
+    )

@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 
+from modelrepo.contract import INPUT_SHAPE
 from service.batcher import Batcher
 from service.errors import ModelFailure, Overloaded
 
@@ -34,7 +35,7 @@ class RecordingModel:
 
 
 def images(*values: float) -> np.ndarray:
-    out = np.zeros((len(values), 28, 28, 1), dtype=np.float32)
+    out = np.zeros((len(values), *INPUT_SHAPE), dtype=np.float32)
     out[:, 0, 0, 0] = values
     return out
 

@@ -7,8 +7,9 @@ import math
 
 import pytest
 
-from loadtests.claims import accuracy_difference, bottom_line, claims
-from loadtests.report import Speedup
+from loadtests.analysis import Axis, Speedup
+from loadtests.claims import Claim, Kind, Verdict, accuracy_difference, bottom_line, claims
+from loadtests.labels import Label
 from loadtests.results import LoadPlan, RunRecord, ServedVariant
 from loadtests.stats import Interval
 from tests.helpers import run_record
@@ -21,43 +22,76 @@ def record(
     base, cand = seeds or (None, None)
     return run_record(
         LoadPlan(),
-        [ServedVariant("original", parameters=1_199_882, macs=11_992_448,
-                       test_accuracy=acc_original, epoch_seconds=[41.0, 40.0, 42.0], epochs=12,
-                       seeds=base),
-         ServedVariant("depthwise", parameters=823_828, macs=2_080_964,
-                       test_accuracy=acc_depthwise, epoch_seconds=[21.0, 20.0, 22.0], epochs=12,
-                       seeds=cand)],
-    )  # fmt: skip
+        [
+            ServedVariant(
+                "original",
+                parameters=1_199_882,
+                macs=11_992_448,
+                test_accuracy=acc_original,
+                epoch_seconds=[41.0, 40.0, 42.0],
+                epochs=12,
+                seeds=base,
+            ),
+            ServedVariant(
+                "depthwise",
+                parameters=823_828,
+                macs=2_080_964,
+                test_accuracy=acc_depthwise,
+                epoch_seconds=[21.0, 20.0, 22.0],
+                epochs=12,
+                seeds=cand,
+            ),
+        ],
+    )
 
 
-def speedup(level: int, low: float, high: float) -> Speedup:
-    mean = (low + high) / 2
-    return Speedup("variant", "depthwise", "original", level, Interval(mean, low, high),
-                   Interval(1, 1, 1), Interval(1, 1, 1), -1.0)  # fmt: skip
+def speedup(level: int, low: float, high: float, mean: float | None = None) -> Speedup:
+    mean = (low + high) / 2 if mean is None else mean
+    same = Interval(1, 1, 1)
+    candidate, baseline = Label("depthwise"), Label("original")
+    throughput = Interval(mean, low, high)
+    return Speedup(Axis.VARIANT, candidate, baseline, level, throughput, same, same, -1)
+
+
+def by_kind(found: list[Claim]) -> dict[Kind, list[Claim]]:
+    out: dict[Kind, list[Claim]] = {}
+    for claim in found:
+        out.setdefault(claim.kind, []).append(claim)
+    return out
 
 
 def test_verdicts_follow_the_figures_and_intervals() -> None:
-    items = [speedup(1, 1.2, 1.4), speedup(8, 0.9, 1.3), speedup(32, 0.5, 0.8),
-             Speedup("variant", "depthwise", "original", 64, Interval(1.1, math.nan, math.nan),
-                     Interval(1, 1, 1), Interval(1, 1, 1), 0.0)]  # fmt: skip
-    found = {c.claim: c for c in claims(record(0.9914, 0.9903), items)}
-    assert found["fewer parameters"].verdict == "holds"
-    assert "1.46x fewer" in found["fewer parameters"].measured
-    assert "5.76x fewer" in found["fewer multiply-adds per image"].measured
-    accuracy = found["higher test accuracy (10,000 test images)"]
-    assert accuracy.verdict == "within noise" and "-0.11 points" in accuracy.measured
-    assert found["faster training"].verdict == "one run" and "1.95x faster" in (
-        found["faster training"].measured
-    )
-    verdicts = [found[f"faster inference: depthwise at {c} client(s)"].verdict
-                for c in (1, 8, 32, 64)]  # fmt: skip
-    assert verdicts == ["holds", "within noise", "does not", "one run"]
+    items = [
+        speedup(1, 1.2, 1.4),
+        speedup(8, 0.9, 1.3),
+        speedup(32, 0.5, 0.8),
+        speedup(64, math.nan, math.nan, mean=1.1),
+    ]
+    found = by_kind(claims(record(0.9914, 0.9903), items))
+    (parameters,) = found[Kind.PARAMETERS]
+    assert parameters.verdict is Verdict.HOLDS
+    assert parameters.value == pytest.approx(1_199_882 / 823_828)
+    (macs,) = found[Kind.MACS]
+    assert macs.verdict is Verdict.HOLDS and macs.value == pytest.approx(11_992_448 / 2_080_964)
+    (accuracy,) = found[Kind.ACCURACY]
+    assert accuracy.verdict is Verdict.WITHIN_NOISE
+    assert accuracy.value == pytest.approx(0.9903 - 0.9914)
+    (training,) = found[Kind.TRAINING]
+    assert training.verdict is Verdict.ONE_RUN and training.value == pytest.approx(41 / 21)
+    inference = {c.level: c for c in found[Kind.THROUGHPUT]}
+    assert [inference[c].verdict for c in (1, 8, 32, 64)] == [
+        Verdict.HOLDS,
+        Verdict.WITHIN_NOISE,
+        Verdict.DOES_NOT,
+        Verdict.ONE_RUN,
+    ]
+    assert inference[64].value == 1.1 and inference[1].subject == "depthwise"
 
 
 def test_a_clear_accuracy_drop_does_not_hold_and_the_bottom_line_says_so() -> None:
     items = [speedup(1, 1.2, 1.4), speedup(32, 1.5, 1.7)]
-    found = {c.claim: c for c in claims(record(0.9862, 0.9798), items)}
-    assert found["higher test accuracy (10,000 test images)"].verdict == "does not"
+    (accuracy,) = by_kind(claims(record(0.9862, 0.9798), items))[Kind.ACCURACY]
+    assert accuracy.verdict is Verdict.DOES_NOT and accuracy.value == pytest.approx(-0.0064)
     line = bottom_line(record(0.9862, 0.9798), items)
     assert "1.60x the requests/s of original at 32 clients (95% CI 1.50-1.70)" in line
     assert "5.76x fewer multiply-adds" in line and "is less accurate" in line
@@ -73,33 +107,35 @@ def test_accuracy_over_seeds_is_used_when_both_have_several() -> None:
     base = summarize([1, 2, 3], [0.9914, 0.9908, 0.9911], [[41.0], [40.0], [42.0]])
     cand = summarize([1, 2, 3], [0.9903, 0.9921, 0.9890], [[21.0], [20.0], [22.0]])
     data = record(0.9914, 0.9903, (base, cand))
-    found = {c.claim.split(" (")[0]: c for c in claims(data, [])}
-    claim = found["higher test accuracy"]
-    assert "mean of 3 and 3 seeds" in claim.claim and claim.verdict == "within noise"
-    assert "99.05% vs 99.11%" in claim.measured
+    (claim,) = by_kind(claims(data, []))[Kind.ACCURACY]
+    assert claim.verdict is Verdict.WITHIN_NOISE
+    assert claim.value == pytest.approx(cand.mean - base.mean)
+    assert "mean of 3 and 3 seeds" in claim.claim  # the seeds' claim, not the single-run one
 
 
 def test_seed_summary_interval() -> None:
-    from training.seeds import t975
-
     summary = summarize([1, 2, 3], [0.990, 0.992, 0.994], [[1.0, 3.0], [2.0], [4.0]])
     assert summary.mean == pytest.approx(0.992) and summary.std == pytest.approx(0.002)
-    half = 4.303 * 0.002 / 3**0.5
+    half = 4.302653 * 0.002 / 3**0.5  # t quantile, 2 degrees of freedom
     assert (summary.low, summary.high) == pytest.approx((0.992 - half, 0.992 + half))
     assert summary.epoch_seconds_median == [2.0, 2.0, 4.0]
-    assert t975(2) == 4.303 and t975(12) == 2.131 and t975(100) == 1.96
 
 
 def test_seeds_are_lifted_from_the_servers_metadata() -> None:
     """/variants carries --seeds figures inside the metadata; the record holds them typed."""
-    from dataclasses import asdict
 
     summary = summarize([1, 2], [0.99, 0.992], [[1.0], [1.0]])
     (served,) = ServedVariant.from_server(
-        [{"name": "depthwise", "version": 1, "metadata": {"seeds": asdict(summary)},
-          "runtimes": [{"runtime": "onnx", "model": "depthwise@onnx", "state": "ready"}],
-          "unknown_field": 1}]
-    )  # fmt: skip
+        [
+            {
+                "name": "depthwise",
+                "version": 1,
+                "metadata": {"seeds": summary.model_dump()},
+                "runtimes": [{"runtime": "onnx", "model": "depthwise@onnx", "state": "ready"}],
+                "unknown_field": 1,
+            }
+        ]
+    )
     assert served.seeds == summary and served.runtimes[0].model == "depthwise@onnx"
 
 
@@ -122,16 +158,23 @@ def test_rate_claims_follow_the_search_brackets() -> None:
         run("depthwise@savedmodel", 700, False),
     ]
     openloop = OpenLoopRecord(
-        Slo(99, 20), 2, [400, 800, 1600],
+        Slo(99, 20),
+        2,
+        [400, 800, 1600],
         ["original@onnx", "depthwise@onnx", "original@savedmodel", "depthwise@savedmodel"],
-        {"original@onnx": 400, "depthwise@onnx": 800, "original@savedmodel": 400,
-         "depthwise@savedmodel": 500},
+        {
+            "original@onnx": 400,
+            "depthwise@onnx": 800,
+            "original@savedmodel": 400,
+            "depthwise@savedmodel": 500,
+        },
         points,
-    )  # fmt: skip
-    found = {c.claim.split(",")[0]: c for c in claims(record(0.99, 0.99), [], openloop)}
-    onnx = found["faster inference: depthwise@onnx"]
-    assert onnx.verdict == "holds" and "800 vs 400 req/s of original@onnx (2.00x)" in onnx.measured
-    assert found["faster inference: depthwise@savedmodel"].verdict == "within search resolution"
-    line = bottom_line(record(0.99, 0.99), [], openloop)
+    )
+    plan = LoadPlan(runtimes=("onnx", "savedmodel"))
+    data = run_record(plan, record(0.99, 0.99).variants)
+    found = {c.subject: c for c in by_kind(claims(data, [], openloop))[Kind.RATE]}
+    assert found["depthwise@onnx"].verdict is Verdict.HOLDS and found["depthwise@onnx"].value == 2
+    assert found["depthwise@savedmodel"].verdict is Verdict.WITHIN_RESOLUTION
+    line = bottom_line(data, [], openloop)
     expected = "depthwise@onnx sustains 2.00x the arrival rate of original@onnx within p99 <= 20 ms"
     assert expected in line

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelrepo.contract import SIDE
 from training.data import DataError, load_mnist
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -17,7 +18,7 @@ def test_npz_has_known_label_counts(mnist_path: Path) -> None:
     data = load_mnist(mnist_path)
     assert np.bincount(data.y_train).tolist() == TRAIN_COUNTS
     assert np.bincount(data.y_test).tolist() == TEST_COUNTS
-    assert data.x_train.shape == (60_000, 28, 28) and data.x_train.dtype == np.uint8
+    assert data.x_train.shape == (60_000, SIDE, SIDE) and data.x_train.dtype == np.uint8
 
 
 def test_idx_folder_gives_the_same_arrays(mnist_path: Path) -> None:

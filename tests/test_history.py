@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from loadtests import history
+from loadtests.labels import Label
 from loadtests.results import (
     LoadPlan,
     Machine,
@@ -35,8 +36,11 @@ def record(created: str, throughputs: dict[int, list[float]], cpu: str = "EPYC")
 
 def pair(created: str, ratios: list[float]) -> RunRecord:
     """original and depthwise at 8 clients, depthwise ``ratios`` times as fast per repeat."""
-    steps = [step_result(m, 8, r, 100 * (ratio if m == "depthwise" else 1))
-             for r, ratio in enumerate(ratios) for m in ("original", "depthwise")]  # fmt: skip
+    steps = [
+        step_result(m, 8, r, 100 * (ratio if m == "depthwise" else 1))
+        for r, ratio in enumerate(ratios)
+        for m in ("original", "depthwise")
+    ]
     return run_record(LoadPlan(concurrency=(8,)), steps=steps, created=created)
 
 
@@ -61,13 +65,22 @@ def test_store_compare_and_previous(tmp_path: Path) -> None:
 def searched(capacity: float) -> OpenLoopRecord:
     """An open-loop search of depthwise that met p99 <= 20 ms up to ``capacity``."""
     points = [
-        RatePoint("depthwise", rate, 10, 10, rate, Percentiles(1, 2, 3, 4, 5), 4.0,
-                  rate <= capacity, 0.1)
-        for rate in (200.0, 400, 800, 1600) if rate <= 2 * capacity
-    ]  # fmt: skip
-    return OpenLoopRecord(Slo(99, 20), 2, [200, 400, 800, 1600], ["depthwise"],
-                          {"depthwise": capacity}, points, "2026-11-24",
-                          Machine("EPYC", 2, "Linux", "3.11", "2.21.0", "2.x"))  # fmt: skip
+        RatePoint(
+            "depthwise", rate, 10, 10, rate, Percentiles(1, 2, 3, 4, 5), 4.0, rate <= capacity, 0.1
+        )
+        for rate in (200.0, 400, 800, 1600)
+        if rate <= 2 * capacity
+    ]
+    return OpenLoopRecord(
+        Slo(99, 20),
+        2,
+        [200, 400, 800, 1600],
+        ["depthwise"],
+        {"depthwise": capacity},
+        points,
+        "2026-11-24",
+        Machine("EPYC", 2, "Linux", "3.11", "2.21.0", "2.x"),
+    )
 
 
 def test_history_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,14 +115,54 @@ def test_history_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_the_speedup_moved_or_not(tmp_path: Path) -> None:
     """Runs compare on the speedup itself: a steady 1.2x is not a move, 1.2x -> 1.5x is."""
     db = tmp_path / "history.sqlite"
-    for name, ratios in (("a", [1.2, 1.21, 1.19]), ("b", [1.2, 1.22, 1.18]),
-                         ("c", [1.5, 1.52, 1.49])):  # fmt: skip
+    for name, ratios in (
+        ("a", [1.2, 1.21, 1.19]),
+        ("b", [1.2, 1.22, 1.18]),
+        ("c", [1.5, 1.52, 1.49]),
+    ):
         run = pair(f"2026-11-2{len(name)}", ratios)
         history.store(db, tmp_path / name, run.plan, run)
     a, b, c = (history.get(db, n) for n in "abc")
-    pairs = [("original", "depthwise")]
+    pairs = [(Label("original"), Label("depthwise"))]
     (steady,) = history.compare_speedups(db, a, b, pairs)
-    assert steady.target == "depthwise over original" and steady.level == 8
+    assert (steady.baseline, steady.target, steady.level) == (*pairs[0], 8)
+    assert steady.name == "depthwise over original"
     assert steady.before.mean == pytest.approx(1.2) and not steady.moved
     (moved,) = history.compare_speedups(db, b, c, pairs)
     assert moved.moved and moved.ratio == pytest.approx(1.503 / 1.2, rel=1e-3)
+
+
+def test_an_older_history_is_migrated_without_parsing_its_labels(tmp_path: Path) -> None:
+    """A file from before the steps had their target's parts in columns: each step gets them
+    from the label its run's plan makes with the same display text; others are dropped."""
+    import json
+    import sqlite3
+    from dataclasses import asdict
+
+    db = tmp_path / "old.sqlite"
+    run = pair("2026-11-20", [1.2, 1.2])
+    with sqlite3.connect(db) as old:
+        old.executescript(
+            "CREATE TABLE runs (id INTEGER PRIMARY KEY, folder TEXT NOT NULL, created_at TEXT "
+            "NOT NULL, comparable TEXT NOT NULL, plan TEXT NOT NULL, machine TEXT NOT NULL);"
+            "CREATE TABLE steps (run_id INTEGER NOT NULL, target TEXT NOT NULL, level INTEGER "
+            "NOT NULL, repeat INTEGER NOT NULL, throughput_rps REAL NOT NULL, p50_ms REAL NOT "
+            "NULL, p99_ms REAL NOT NULL, errors INTEGER NOT NULL, requests INTEGER NOT NULL);"
+        )
+        old.execute(
+            "INSERT INTO runs VALUES (1, 'runs/a', '2026-11-20', ?, ?, ?)",
+            (
+                history.comparable_key(run.plan, run.machine),
+                json.dumps(asdict(run.plan)),
+                json.dumps(asdict(run.machine)),
+            ),
+        )
+        rows = [("original", 100.0), ("depthwise", 120.0), ("resnet", 1.0)]
+        old.executemany("INSERT INTO steps VALUES (1, ?, 8, 0, ?, 1, 2, 0, 100)", rows)
+    (stored,) = history.runs(db)
+    assert history.throughputs(db, stored) == {
+        (Label("original"), 8): [100.0],
+        (Label("depthwise"), 8): [120.0],
+    }  # "resnet" is no target of the run's plan: dropped
+    history.store(db, tmp_path / "b", run.plan, run)  # the migrated file takes new runs
+    assert len(history.runs(db)) == 2

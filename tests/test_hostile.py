@@ -20,8 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modelrepo.contract import INPUT_NAME, PIXELS
 from service.imaging import FORMATS
 from tests.helpers import Server, run_server
+
+BLANK = {INPUT_NAME: [0.0] * PIXELS}  # a request with one blank digit
 
 pytestmark = pytest.mark.slow
 
@@ -313,14 +316,14 @@ def test_in_flight_limit_sheds_at_once(models_dir: Path, tmp_path: Path) -> None
             held.sendall(post_head(100) + b"{")
             time.sleep(0.2)
             started = time.perf_counter()
-            shed = client.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
+            shed = client.post(f"{server.url}/predict/depthwise", json=BLANK)
             shed_s = time.perf_counter() - started
             # The same keep-alive connection, after a shed request whose body was dropped:
             health = client.get(f"{server.url}/healthz")
-            again = client.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
+            again = client.post(f"{server.url}/predict/depthwise", json=BLANK)
         metrics = httpx.get(f"{server.url}/metrics").text
         time.sleep(0.2)
-        after = httpx.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
+        after = httpx.post(f"{server.url}/predict/depthwise", json=BLANK)
     assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
     assert shed.json()["error"] == "overloaded" and shed_s < 0.5
     assert health.status_code == 200 and again.status_code == 503

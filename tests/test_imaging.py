@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modelrepo.contract import SIDE
 from service.imaging import ImageError, decode_image
 from training.data import Mnist
 
@@ -49,7 +50,7 @@ def test_black_on_white_rgb_is_inverted(digits: list[np.ndarray]) -> None:
 
 def test_transparent_canvas_drawing_uses_alpha_as_ink(digits: list[np.ndarray]) -> None:
     for digit in digits:
-        rgba = np.zeros((28, 28, 4), dtype=np.uint8)  # black strokes; opacity is the ink
+        rgba = np.zeros((SIDE, SIDE, 4), dtype=np.uint8)  # black strokes; opacity is the ink
         rgba[..., 3] = digit
         prepared = decode_image(encode(Image.fromarray(rgba, mode="RGBA")), LIMIT)
         assert mean_error(prepared, digit) < SAME_SIZE_TOLERANCE

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from loadtests.analysis import Axis, comparisons, load_levels, speedups
+from loadtests.labels import Label
 from loadtests.procs import free_port
-from loadtests.protocols import PROTOCOLS, AnswerError, decode, encode
-from loadtests.report import build_report, comparisons, load_levels, speedups
-from loadtests.results import LoadPlan, ResultsError, RunRecord, ServedVariant, Step
+from loadtests.protocols import PROTOCOLS, AnswerError, Protocol, decode, encode
+from loadtests.report import build_report
+from loadtests.results import SCHEMA, LoadPlan, ResultsError, RunRecord, ServedVariant, Step
 from loadtests.runner import (
     LoadTestError,
     Target,
@@ -27,6 +29,7 @@ from loadtests.runner import (
 )
 from loadtests.samples import Recorder
 from loadtests.stats import mean_interval
+from modelrepo.contract import PIXELS, SIDE
 from tests import helpers
 from tests.helpers import REPO, Server, run_record
 
@@ -108,8 +111,11 @@ def test_refused_connection_is_a_clear_error(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     with pytest.raises(LoadTestError, match="cannot reach"):
-        run_plan(LoadPlan(concurrency=(1,), duration_s=1, repeats=1), tmp_path,
-                 Target(url, None, started_here=False))  # fmt: skip
+        run_plan(
+            LoadPlan(concurrency=(1,), duration_s=1, repeats=1),
+            tmp_path,
+            Target(url, None, started_here=False),
+        )
     assert time.monotonic() - started < 15
 
 
@@ -118,9 +124,13 @@ def write_recorded_set(
 ) -> dict[tuple[str, int, int], np.ndarray]:
     """A results folder as the runner writes it, with known latencies."""
     plan = LoadPlan(
-        variants=("original", "depthwise"), runtimes=("savedmodel", "onnx"), concurrency=(1, 8),
-        repeats=3, duration_s=2, warmup_s=0,
-    )  # fmt: skip
+        variants=("original", "depthwise"),
+        runtimes=("savedmodel", "onnx"),
+        concurrency=(1, 8),
+        repeats=3,
+        duration_s=2,
+        warmup_s=0,
+    )
     steps, samples = [], {}
     for step in plan.steps():
         # depthwise ~20 % faster than original; onnx ~10 % faster than savedmodel.
@@ -144,8 +154,9 @@ def write_recorded_set(
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **data)  # type: ignore[arg-type]
         runtime = step.model.partition("@")[2]
-        steps.append(summarize(step, runtime, data, processes=1,
-                               path=str(path.relative_to(folder))))  # fmt: skip
+        steps.append(
+            summarize(step, runtime, data, processes=1, path=str(path.relative_to(folder)))
+        )
     served = [ServedVariant("original", version=1), ServedVariant("depthwise", version=1)]
     run_record(plan, served, steps, created="2026-11-22T00:00:00+00:00").save(folder)
     return samples
@@ -154,23 +165,24 @@ def write_recorded_set(
 def test_report_maths_match_numpy(tmp_path: Path) -> None:
     samples = write_recorded_set(tmp_path, np.random.default_rng(7))
     record, levels = load_levels(tmp_path)
-    for (model, level), pooled in levels.items():
-        expected = np.concatenate([samples[(model, level, r)] for r in range(3)])
+    for (target, level), pooled in levels.items():
+        expected = np.concatenate([samples[(str(target.model), level, r)] for r in range(3)])
         assert pooled.percentiles.values() == pytest.approx(
             np.percentile(expected, [50, 90, 95, 99, 99.9])
         )
     items = speedups(record, levels)
-    assert {(s.kind, s.baseline, s.candidate) for s in items} == {
-        ("variant", "original@savedmodel", "depthwise@savedmodel"),
-        ("variant", "original@onnx", "depthwise@onnx"),
-        ("runtime", "original@savedmodel", "original@onnx"),
-        ("runtime", "depthwise@savedmodel", "depthwise@onnx"),
+    assert {(s.kind, str(s.baseline), str(s.candidate)) for s in items} == {
+        (Axis.VARIANT, "original@savedmodel", "depthwise@savedmodel"),
+        (Axis.VARIANT, "original@onnx", "depthwise@onnx"),
+        (Axis.RUNTIME, "original@savedmodel", "original@onnx"),
+        (Axis.RUNTIME, "depthwise@savedmodel", "depthwise@onnx"),
     }
     for s in items:
         at_level = [st for st in record.steps if st.concurrency == s.concurrency]
         steps = {(st.model, st.repeat): st for st in at_level}
+        candidate, baseline = str(s.candidate.model), str(s.baseline.model)
         ratios = [
-            steps[(s.candidate, r)].throughput_rps / steps[(s.baseline, r)].throughput_rps
+            steps[(candidate, r)].throughput_rps / steps[(baseline, r)].throughput_rps
             for r in range(3)
         ]
         half = stats.t.ppf(0.975, 2) * np.std(ratios, ddof=1) / math.sqrt(3)
@@ -179,12 +191,12 @@ def test_report_maths_match_numpy(tmp_path: Path) -> None:
             (np.mean(ratios) - half, np.mean(ratios) + half)
         )
         p50_ratios = [
-            np.percentile(samples[(s.baseline, s.concurrency, r)], 50)
-            / np.percentile(samples[(s.candidate, s.concurrency, r)], 50)
+            np.percentile(samples[(baseline, s.concurrency, r)], 50)
+            / np.percentile(samples[(candidate, s.concurrency, r)], 50)
             for r in range(3)
         ]
         assert s.p50.mean == pytest.approx(np.mean(p50_ratios))
-        if s.kind == "variant":
+        if s.kind is Axis.VARIANT:
             assert s.p50.low > 1.0  # depthwise was made ~20 % faster
     written = build_report(tmp_path)
     report_md, report_html, verdict = written.markdown, written.html, written.verdict
@@ -223,7 +235,7 @@ def test_results_files_are_typed_and_refuse_what_they_cannot_read(tmp_path: Path
     (tmp_path / "results.json").write_text(json.dumps(text))
     with pytest.raises(ResultsError, match="older mnist-serve"):
         RunRecord.load(tmp_path)
-    text["schema"] = 2
+    text["schema"] = SCHEMA
     text["plan"]["repeats"] = 0
     del text["machine"]
     (tmp_path / "results.json").write_text(json.dumps(text))
@@ -249,9 +261,12 @@ def test_report_joins_the_open_loop_and_the_previous_run(
         run = RunRecord.load(folder)
         history.store(history.default_path(tmp_path), folder, run.plan, run)
     models = list(LoadPlan(runtimes=("savedmodel", "onnx")).models())
-    points = [RatePoint(m, rate, 100, 100, rate, Percentiles(1, 2, 3, 4, 5), 4.0, rate <= cap, 0.2)
-              for m, cap in zip(models, (400, 800, 400, 800), strict=True)
-              for rate in (400, 800, 1600) if rate <= 2 * cap]  # fmt: skip
+    points = [
+        RatePoint(m, rate, 100, 100, rate, Percentiles(1, 2, 3, 4, 5), 4.0, rate <= cap, 0.2)
+        for m, cap in zip(models, (400, 800, 400, 800), strict=True)
+        for rate in (400, 800, 1600)
+        if rate <= 2 * cap
+    ]
     best = {m: max(p.rate for p in points if p.model == m and p.met) for m in models}
     OpenLoopRecord(Slo(99, 20), 2, [400, 800, 1600], models, best, points).save(second)
     written = build_report(second)
@@ -267,11 +282,14 @@ def test_report_joins_the_open_loop_and_the_previous_run(
     moved = [line for line in written.verdict if line.startswith("Against run 1")]
     assert len(moved) == 1 and "speedup" in moved[0]
     assert "depthwise@savedmodel over original@savedmodel" in text
-    panels = build_report(first)  # no open loop there: one panel, a narrower picture
-    wide, narrow = (f / "plots" / "tradeoff.png" for f in (second, first))
-    assert wide.stat().st_size > narrow.stat().st_size and "Open loop" not in (
-        panels.markdown.read_text()
-    )
+    assert "Open loop" not in build_report(first).markdown.read_text()
+    from loadtests.analysis import load_openloop
+    from loadtests.plots import tradeoff_figure
+
+    for folder, panels in ((second, 2), (first, 1)):  # no open loop in the first: one panel
+        record, levels = load_levels(folder)
+        figure = tradeoff_figure(record, levels, load_openloop(folder))
+        assert len(figure.axes) == panels
 
 
 def test_single_repeat_has_no_interval() -> None:
@@ -284,9 +302,13 @@ def test_short_real_run_against_a_real_service(
     server: Server, tmp_path: Path, mnist_path: Path
 ) -> None:
     plan = LoadPlan(
-        runtimes=("savedmodel", "onnx"), concurrency=(1, 4), duration_s=2, warmup_s=1, repeats=1,
+        runtimes=("savedmodel", "onnx"),
+        concurrency=(1, 4),
+        duration_s=2,
+        warmup_s=1,
+        repeats=1,
         mnist=str(mnist_path),
-    )  # fmt: skip
+    )
     seen: list[Step] = []
 
     def on_step(step: Step, index: int, total: int, result: object) -> None:
@@ -352,9 +374,14 @@ def test_distributed_mode_gathers_every_workers_samples(
     server: Server, tmp_path: Path, mnist_path: Path
 ) -> None:
     plan = LoadPlan(
-        variants=("depthwise",), concurrency=(4,), duration_s=2, warmup_s=1, repeats=1,
-        processes=2, mnist=str(mnist_path),
-    )  # fmt: skip
+        variants=("depthwise",),
+        concurrency=(4,),
+        duration_s=2,
+        warmup_s=1,
+        repeats=1,
+        processes=2,
+        mnist=str(mnist_path),
+    )
     record = run_plan(plan, tmp_path, Target(server.url, None, False))
     (step,) = record.steps
     assert step.requests > 50 and step.errors == 0
@@ -363,8 +390,8 @@ def test_distributed_mode_gathers_every_workers_samples(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_every_protocol_encodes_the_same_digit(protocol: str) -> None:
-    digit = (np.arange(784).reshape(28, 28) % 256).astype(np.uint8)
-    request = encode(protocol, "json", "depthwise@onnx", digit)
+    digit = (np.arange(PIXELS).reshape(SIDE, SIDE) % 256).astype(np.uint8)
+    request = encode(Protocol(protocol), "json", "depthwise@onnx", digit)
     assert "depthwise@onnx" in request.path
     if protocol in ("kserve-http", "kserve-grpc"):
         raw = request.body[-784 * 4 :]
@@ -375,7 +402,7 @@ def test_every_protocol_encodes_the_same_digit(protocol: str) -> None:
         assert np.asarray(pixels).ravel() == pytest.approx(digit.ravel() / 255.0, abs=1e-4)
     if protocol != "native":
         with pytest.raises(ValueError, match="native protocol only"):
-            encode(protocol, "png", "depthwise", digit)
+            encode(Protocol(protocol), "png", "depthwise", digit)
 
 
 def test_answers_decode_in_each_protocol() -> None:
@@ -383,24 +410,34 @@ def test_answers_decode_in_each_protocol() -> None:
     native = json.dumps({"predictions": [{"probabilities": row.tolist()}]}).encode()
     tfserving = json.dumps({"predictions": [row.tolist()]}).encode()
     header = json.dumps({"outputs": [{"parameters": {"binary_data_size": 40}}]}).encode()
-    assert decode("native", native) == pytest.approx(row)
-    assert decode("tfserving", tfserving) == pytest.approx(row)
-    assert decode("kserve-http", header + row.tobytes(), str(len(header))) == pytest.approx(row)
+    binary = header + row.tobytes()
+    assert decode(Protocol.NATIVE, native) == pytest.approx(row)
+    assert decode(Protocol.TFSERVING, tfserving) == pytest.approx(row)
+    assert decode(Protocol.KSERVE_HTTP, binary, str(len(header))) == pytest.approx(row)
     with pytest.raises(AnswerError):
-        decode("tfserving", b'{"predictions": [[0.5, 0.5]]}')
+        decode(Protocol.TFSERVING, b'{"predictions": [[0.5, 0.5]]}')
     with pytest.raises(AnswerError):
-        decode("native", b"<html>")
+        decode(Protocol.NATIVE, b"<html>")
 
 
 def test_plan_sweeps_protocols_and_compares_them() -> None:
-    plan = LoadPlan(variants=("depthwise",), protocols=("native", "kserve-grpc"), repeats=1,
-                    concurrency=(1,))  # fmt: skip
-    assert [s.target for s in plan.steps()] == ["depthwise via native", "depthwise via kserve-grpc"]
-    assert comparisons(plan) == [("protocol", "depthwise via native", "depthwise via kserve-grpc")]
+    native, grpc = Protocol.NATIVE, Protocol.KSERVE_GRPC
+    plan = LoadPlan(variants=("depthwise",), protocols=(native, grpc), repeats=1, concurrency=(1,))
+    native_label, grpc_label = (
+        Label("depthwise", None, native, True),
+        Label("depthwise", None, grpc, True),
+    )
+    assert [s.target for s in plan.steps()] == [native_label, grpc_label]
+    assert [str(s.target) for s in plan.steps()] == [
+        "depthwise via native",
+        "depthwise via kserve-grpc",
+    ]
+    assert comparisons(plan) == [(Axis.PROTOCOL, native_label, grpc_label)]
+    assert str(Label("depthwise", "onnx")) == "depthwise@onnx"  # one protocol: not shown
     with pytest.raises(ValueError, match="protocols"):
-        LoadPlan(protocols=("soap",))
+        LoadPlan(protocols=("soap",))  # type: ignore[arg-type]  # text from outside is checked
     with pytest.raises(ValueError, match="native protocol only"):
-        LoadPlan(protocols=("tfserving",), mode="png")
+        LoadPlan(protocols=(Protocol.TFSERVING,), mode="png")
 
 
 @pytest.mark.slow
@@ -409,9 +446,15 @@ def test_load_test_speaks_every_protocol(
 ) -> None:
     """One model over the four protocols against a service the load test starts (gRPC on)."""
     plan = LoadPlan(
-        variants=("depthwise",), runtimes=("onnx",), protocols=PROTOCOLS, concurrency=(2,),
-        duration_s=2, warmup_s=1, repeats=1, mnist=str(mnist_path),
-    )  # fmt: skip
+        variants=("depthwise",),
+        runtimes=("onnx",),
+        protocols=PROTOCOLS,
+        concurrency=(2,),
+        duration_s=2,
+        warmup_s=1,
+        repeats=1,
+        mnist=str(mnist_path),
+    )
     with target_service(None, None, models_dir, tmp_path, grpc=True) as target:
         record = run_plan(plan, tmp_path, target)
     assert record.started_server and record.grpc_target == target.grpc_url
@@ -427,14 +470,15 @@ def test_load_test_speaks_every_protocol(
 def test_drift_flags_a_repeat_off_its_siblings() -> None:
     """Repeats 100, 102, 130 req/s: the third is over 20 % off the median; the verdict says
     the run was noisy and what to change. Repeats within 20 % are not flagged."""
-    from loadtests.report import Level, drift, noise_line
+    from loadtests.analysis import Level, drift, noise_line
 
-    def level(target: str, throughput: list[float]) -> Level:
+    def level(target: Label, throughput: list[float]) -> Level:
         return Level(target, 8, np.empty(0), throughput, [], [], 0, 0, 0.0, 0.0, 0.0, 0.0)
 
-    steady = {("a", 8): level("a", [100, 104, 97])}
-    assert noise_line(steady) is None and drift(steady)[0][3] == []
-    noisy = {**steady, ("b", 8): level("b", [100, 102, 130])}
-    assert drift(noisy)[1][3] == [3] and drift(noisy)[1][2] == pytest.approx(0.3)
+    a, b = Label("a"), Label("b")
+    steady = {(a, 8): level(a, [100, 104, 97])}
+    assert noise_line(steady) is None and drift(steady)[0].flagged == []
+    noisy = {**steady, (b, 8): level(b, [100, 102, 130])}
+    assert drift(noisy)[1].flagged == [3] and drift(noisy)[1].spread == pytest.approx(0.3)
     line = noise_line(noisy)
     assert line is not None and "b at 8 clients (repeat 3)" in line and "--repeats" in line

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
+from modelrepo.contract import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, PIXELS, SIGNATURE
 from tests.helpers import Server, run_server
 from training.data import Mnist, to_model_input
 
@@ -60,15 +62,15 @@ def test_tfserving_predict_equals_native(
     body = {
         "instances": {"instances": rows},
         "named instances": {"signature_name": "serving_default",
-                            "instances": [{"image": r} for r in rows]},
+                            "instances": [{INPUT_NAME: r} for r in rows]},
         "inputs": {"inputs": rows},
-        "named inputs": {"inputs": {"image": rows}},
+        "named inputs": {"inputs": {INPUT_NAME: rows}},
     }[form]  # fmt: skip
     response = httpx.post(f"{server.url}/v1/models/{model}:predict", json=body, timeout=30)
     assert response.status_code == 200, response.text
     key = "predictions" if "instances" in form else "outputs"
     got = np.array(response.json()[key])
-    assert got.shape == (len(images), 10)
+    assert got.shape == (len(images), CLASSES)
     assert np.abs(got - native(server, model, images)).max() < TOLERANCE
 
 
@@ -87,24 +89,24 @@ def test_tfserving_version_pinning_status_and_metadata(
         {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
     ]
     assert status_v1.status_code == 200
-    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    signature = metadata["metadata"]["signature_def"]["signature_def"][SIGNATURE]
     assert metadata["model_spec"]["version"] == "1"
-    assert [d["size"] for d in signature["inputs"]["image"]["tensor_shape"]["dim"]] == [
-        "-1", "28", "28", "1",
-    ]  # fmt: skip
-    assert signature["outputs"]["probabilities"]["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in signature["inputs"][INPUT_NAME]["tensor_shape"]["dim"]] == [
+        str(n) for n in (-1, *INPUT_SHAPE)
+    ]
+    assert signature["outputs"][OUTPUT_NAME]["dtype"] == "DT_FLOAT"
 
 
 @pytest.mark.parametrize(
     ("path", "body", "status"),
     [
-        ("/v1/models/nope:predict", {"instances": [[0.0] * 784]}, 404),
-        ("/v1/models/depthwise:predict", {"signature_name": "other", "instances": [[0.0] * 784]},
+        ("/v1/models/nope:predict", {"instances": [[0.0] * PIXELS]}, 404),
+        ("/v1/models/depthwise:predict", {"signature_name": "other", "instances": [[0.0] * PIXELS]},
          400),
-        ("/v1/models/depthwise:predict", {"instances": [[0.0] * 783]}, 400),
-        ("/v1/models/depthwise:predict", {"instances": [[2.0] * 784]}, 400),
+        ("/v1/models/depthwise:predict", {"instances": [[0.0] * (PIXELS - 1)]}, 400),
+        ("/v1/models/depthwise:predict", {"instances": [[2.0] * PIXELS]}, 400),
         ("/v1/models/depthwise:predict", {"instances": [], "inputs": []}, 400),
-        ("/v1/models/depthwise:predict", {"instances": [{"pixels": [0.0] * 784}]}, 400),
+        ("/v1/models/depthwise:predict", {"instances": [{"pixels": [0.0] * PIXELS}]}, 400),
         ("/v1/models/depthwise:predict", "not json", 400),
     ],
 )  # fmt: skip
@@ -129,12 +131,12 @@ def test_kserve_http_client_infers_like_native(
 
     client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
     images, _ = digits
-    tensor = httpclient.InferInput("image", list(images.shape), "FP32")
+    tensor = httpclient.InferInput(INPUT_NAME, list(images.shape), "FP32")
     tensor.set_data_from_numpy(images, binary_data=binary)
-    wanted = httpclient.InferRequestedOutput("probabilities", binary_data=binary)
+    wanted = httpclient.InferRequestedOutput(OUTPUT_NAME, binary_data=binary)
     result = client.infer(model, [tensor], outputs=[wanted], request_id="r1")
-    got = result.as_numpy("probabilities")
-    assert got is not None and got.shape == (len(images), 10)
+    got = result.as_numpy(OUTPUT_NAME)
+    assert got is not None and got.shape == (len(images), CLASSES)
     assert np.abs(got - native(server, model, images)).max() < TOLERANCE
     assert result.get_response()["id"] == "r1"
     client.close()
@@ -149,8 +151,8 @@ def test_kserve_http_health_and_metadata(server: Server) -> None:
     assert not client.is_model_ready("depthwise", "2")
     meta = client.get_model_metadata("original@openvino")
     assert meta["versions"] == ["1"] and meta["platform"] == "openvino"
-    assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 28, 28, 1]}]
-    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
+    assert meta["inputs"] == [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *INPUT_SHAPE]}]
+    assert meta["outputs"] == [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, CLASSES]}]
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     client.close()
 
@@ -166,7 +168,7 @@ def test_kserve_binary_body_is_smaller_than_json(
     )
     binary = header + image.astype("<f4").tobytes()
     as_json = httpx.Request(
-        "POST", "/", json={"inputs": [{"name": "image", "shape": [1, 28, 28, 1],
+        "POST", "/", json={"inputs": [{"name": INPUT_NAME, "shape": [1, *INPUT_SHAPE],
                                        "datatype": "FP32", "data": image.ravel().tolist()}]},
     ).content  # fmt: skip
     answered = httpx.post(
@@ -178,17 +180,18 @@ def test_kserve_binary_body_is_smaller_than_json(
     assert len(binary) < 0.7 * len(as_json)
 
 
+def tensor(name: str, shape: list[int], datatype: str, values: int) -> dict[str, Any]:
+    """A KServe v2 JSON input tensor of ``values`` zeros."""
+    return {"name": name, "shape": shape, "datatype": datatype, "data": [0] * values}
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [
-        ({"inputs": [{"name": "image", "shape": [1, 784], "datatype": "INT8", "data": [0] * 784}]},
-         400),
-        ({"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "FP32", "data": [0] * 784}]},
-         400),
-        ({"inputs": [{"name": "image", "shape": [1, 783], "datatype": "FP32", "data": [0] * 783}]},
-         400),
-        ({"inputs": [{"name": "image", "shape": [2, 784], "datatype": "FP32", "data": [0] * 784}]},
-         400),
+        ({"inputs": [tensor(INPUT_NAME, [1, PIXELS], "INT8", PIXELS)]}, 400),
+        ({"inputs": [tensor("pixels", [1, PIXELS], "FP32", PIXELS)]}, 400),
+        ({"inputs": [tensor(INPUT_NAME, [1, PIXELS - 1], "FP32", PIXELS - 1)]}, 400),
+        ({"inputs": [tensor(INPUT_NAME, [2, PIXELS], "FP32", PIXELS)]}, 400),
         ({"inputs": []}, 400),
     ],
 )  # fmt: skip
@@ -213,14 +216,14 @@ def test_kserve_grpc_client_infers_like_native(
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready(model)
     images, _ = digits
-    tensor = grpcclient.InferInput("image", list(images.shape), "FP32")
+    tensor = grpcclient.InferInput(INPUT_NAME, list(images.shape), "FP32")
     tensor.set_data_from_numpy(images)
     result = client.infer(model, [tensor], model_version="1")
-    got = result.as_numpy("probabilities")
-    assert got is not None and got.shape == (len(images), 10)
+    got = result.as_numpy(OUTPUT_NAME)
+    assert got is not None and got.shape == (len(images), CLASSES)
     assert np.abs(got - native(server, model, images)).max() < TOLERANCE
     meta = client.get_model_metadata(model)
-    assert meta.versions == ["1"] and meta.inputs[0].name == "image"
+    assert meta.versions == ["1"] and meta.inputs[0].name == INPUT_NAME
     client.close()
 
 
@@ -231,15 +234,15 @@ def test_kserve_grpc_errors_carry_codes(server: Server) -> None:
 
     assert server.grpc_target is not None
     client = grpcclient.InferenceServerClient(url=server.grpc_target)
-    bad = grpcclient.InferInput("image", [1, 783], "FP32")
-    bad.set_data_from_numpy(np.zeros((1, 783), np.float32))
+    bad = grpcclient.InferInput(INPUT_NAME, [1, PIXELS - 1], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, PIXELS - 1), np.float32))
     with pytest.raises(InferenceServerException) as wrong_shape:
         client.infer("depthwise", [bad])
-    good = grpcclient.InferInput("image", [1, 784], "FP32")
-    good.set_data_from_numpy(np.zeros((1, 784), np.float32))
+    good = grpcclient.InferInput(INPUT_NAME, [1, PIXELS], "FP32")
+    good.set_data_from_numpy(np.zeros((1, PIXELS), np.float32))
     with pytest.raises(InferenceServerException) as unknown:
         client.infer("nope", [good])
     assert wrong_shape.value.status() == str(grpc.StatusCode.INVALID_ARGUMENT)
     assert unknown.value.status() == str(grpc.StatusCode.NOT_FOUND)
-    assert client.infer("depthwise", [good]).as_numpy("probabilities").shape == (1, 10)
+    assert client.infer("depthwise", [good]).as_numpy(OUTPUT_NAME).shape == (1, CLASSES)
     client.close()

@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 
 from loadtests.procs import free_port
+from modelrepo.contract import INPUT_NAME, PIXELS
 from modelrepo.layout import CONVERTED_RUNTIMES, RUNTIME_NAMES, ModelName, ModelRepository
 from modelrepo.runtimes import LoadOptions, RuntimeLoadError, load_runtime
 from tests.conftest import QuickModels
 from tests.helpers import Server, run_server
 from training.convert import MAX_ABS_DIFF, ConversionError, convert, reference
 from training.data import Mnist, to_model_input
+
+BLANK = {INPUT_NAME: [0.0] * PIXELS}  # a request with one blank digit
 
 RUNTIME_PAIRS = [(v, r) for v in ("original", "depthwise") for r in RUNTIME_NAMES]
 
@@ -44,15 +47,14 @@ def test_export_converts_every_runtime_and_records_the_check(
 ) -> None:
     version = trained.exported[name]
     assert version.runtimes() == list(RUNTIME_NAMES)
-    recorded = version.read_metadata()["runtimes"]
-    savedmodel_accuracy = version.read_metadata()["test_accuracy"]
+    metadata = version.load_metadata()
     for runtime in CONVERTED_RUNTIMES:
-        entry = recorded[runtime]
-        assert "error" not in entry, entry
-        assert 0 <= entry["max_abs_diff"] <= MAX_ABS_DIFF
+        entry = metadata.conversion(runtime)
+        assert entry is not None, metadata.runtimes.get(runtime)
+        assert 0 <= entry.max_abs_diff <= MAX_ABS_DIFF
         # Every conversion reproduces the SavedModel's test accuracy within 0.01 points.
-        assert abs(entry["test_accuracy"] - savedmodel_accuracy) <= 0.0001
-        assert entry["batch1_ms"] > 0 and entry["bytes"] > 100_000
+        assert abs(entry.test_accuracy - metadata.test_accuracy) <= 0.0001
+        assert entry.batch1_ms is not None and entry.batch1_ms > 0 and entry.bytes > 100_000
 
 
 @pytest.mark.slow
@@ -120,7 +122,7 @@ def test_variants_list_every_runtime_with_device_and_state(server: Server) -> No
     ],
 )
 def test_bad_runtime_names_get_clear_4xx(server: Server, path: str, status: int, code: str) -> None:
-    response = httpx.post(f"{server.url}{path}", json={"image": [0.0] * 784}, timeout=30)
+    response = httpx.post(f"{server.url}{path}", json=BLANK, timeout=30)
     assert response.status_code == status, response.text
     assert response.json()["error"] == code and response.json()["detail"]
 
@@ -133,8 +135,8 @@ def test_runtimes_setting_picks_what_loads_and_the_default(
     with run_server(models_dir, tmp_path / "log", *args) as server:
         server.wait_ready()
         entry = httpx.get(f"{server.url}/variants/depthwise").json()
-        plain = httpx.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
-        absent = httpx.post(f"{server.url}/predict/depthwise@savedmodel", json={"image": [0] * 784})
+        plain = httpx.post(f"{server.url}/predict/depthwise", json=BLANK)
+        absent = httpx.post(f"{server.url}/predict/depthwise@savedmodel", json=BLANK)
     assert [r["runtime"] for r in entry["runtimes"]] == ["onnx", "litert"]
     assert entry["runtime"] == "litert" and plain.json()["runtime"] == "litert"
     assert absent.status_code == 404
@@ -149,8 +151,8 @@ def test_a_corrupt_artifact_fails_alone(trained: QuickModels, tmp_path: Path) ->
     with run_server(tmp_path, tmp_path / "log") as server:
         server.wait_ready()
         ready = httpx.get(f"{server.url}/readyz")
-        broken = httpx.post(f"{server.url}/predict/depthwise@onnx", json={"image": [0.0] * 784})
-        fine = httpx.post(f"{server.url}/predict/depthwise@litert", json={"image": [0.0] * 784})
+        broken = httpx.post(f"{server.url}/predict/depthwise@onnx", json=BLANK)
+        fine = httpx.post(f"{server.url}/predict/depthwise@litert", json=BLANK)
         entry = httpx.get(f"{server.url}/variants/depthwise").json()
     assert ready.status_code == 200 and "depthwise@onnx" in ready.json()["failed"]
     assert broken.status_code == 503 and broken.json()["error"] == "model_not_loaded"
@@ -171,18 +173,20 @@ def test_export_again_keeps_a_checked_artifact_when_reconversion_fails(
 
     shutil.copytree(trained.exported["depthwise"].path, tmp_path / "depthwise" / "1")
     version = ModelRepository(tmp_path).get("depthwise")
-    before = version.read_metadata()["runtimes"]["litert"]
+    before = version.load_metadata().conversion("litert")
 
     def broken(savedmodel: Path, target: Path) -> None:
         raise RuntimeError("converter exploded")
 
     monkeypatch.setitem(convert.CONVERTERS, "litert", broken)
     done = export_runtimes(version, mnist, ["litert", "onnx"])
-    after = version.read_metadata()["runtimes"]
+    after = version.load_metadata()
     assert "converter exploded" in str(done["litert"]["error"])
-    assert after["litert"]["max_abs_diff"] == before["max_abs_diff"]
-    assert "converter exploded" in after["litert"]["last_conversion_error"]
-    assert version.artifact("litert").is_file() and "error" not in after["onnx"]
+    kept, redone = after.conversion("litert"), after.conversion("onnx")
+    assert before is not None and kept is not None and redone is not None
+    assert kept.max_abs_diff == before.max_abs_diff
+    assert kept.last_conversion_error and "converter exploded" in kept.last_conversion_error
+    assert version.artifact("litert").is_file()
 
 
 @pytest.mark.slow
@@ -200,8 +204,8 @@ def test_a_corrupt_savedmodel_variant_leaves_the_other_serving(
         server.wait_ready()
         ready_s = time.perf_counter() - started
         ready = httpx.get(f"{server.url}/readyz").json()
-        fine = httpx.post(f"{server.url}/predict/original", json={"image": [0.0] * 784})
-        broken = httpx.post(f"{server.url}/predict/depthwise", json={"image": [0.0] * 784})
+        fine = httpx.post(f"{server.url}/predict/original", json=BLANK)
+        broken = httpx.post(f"{server.url}/predict/depthwise", json=BLANK)
     assert fine.status_code == 200 and ready_s < 120
     assert broken.status_code == 503 and broken.json()["error"] == "model_not_loaded"
     assert "depthwise@savedmodel" in ready["failed"]

@@ -12,9 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modelrepo.contract import INPUT_NAME, PIXELS, SIDE
 from tests.conftest import QuickModels
 from tests.helpers import Server, png_bytes, run_server
 from training.data import Mnist, to_model_input
+
+ZEROS = [0.0] * PIXELS  # a blank digit, flat
+BLANK = {INPUT_NAME: ZEROS}  # a request with one blank digit
+RAGGED = [[0.0] * SIDE] * (SIDE - 1) + [[0.0] * 3]
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +31,9 @@ def predict_json(server: Server, variant: str, payload: object) -> httpx.Respons
 def test_readyz_is_503_until_models_are_warm(models_dir: Path, tmp_path: Path) -> None:
     with run_server(models_dir, tmp_path / "log", "--max-batch-size", "64") as server:
         assert httpx.get(f"{server.url}/healthz").status_code == 200
-        early = httpx.post(f"{server.url}/predict/original", json={"image": [0.0] * 784})
+        early = httpx.post(f"{server.url}/predict/original", json=BLANK)
         statuses = server.wait_ready()
-        after = predict_json(server, "original", {"image": [0.0] * 784})
+        after = predict_json(server, "original", {INPUT_NAME: [0.0] * PIXELS})
     # Loading two SavedModels and warming 64 batch sizes takes far longer than one poll.
     assert statuses[0] == 503 and statuses[-1] == 200
     assert early.status_code in (200, 503)
@@ -56,8 +61,8 @@ def test_predictions_equal_the_models_own_output(
 
 def test_flat_and_nested_json_agree(server: Server, mnist: Mnist) -> None:
     image = (mnist.x_test[0] / 255.0).astype(np.float32)
-    nested = predict_json(server, "depthwise", {"image": image.tolist()}).json()
-    flat = predict_json(server, "depthwise", {"image": image.ravel().tolist()}).json()
+    nested = predict_json(server, "depthwise", {INPUT_NAME: image.tolist()}).json()
+    flat = predict_json(server, "depthwise", {INPUT_NAME: image.ravel().tolist()}).json()
     assert nested["predictions"] == flat["predictions"]
 
 
@@ -98,26 +103,38 @@ def raw(body: bytes | str, content_type: str | None) -> dict[str, object]:
 
 
 def json_of(image: object) -> dict[str, object]:
-    return {"json": {"image": image}}
+    return {"json": {INPUT_NAME: image}}
 
 
-NAN_JSON = b'{"image": [' + b",".join([b"NaN"] * 784) + b"]}"
-INF_JSON = b'{"image": [' + b",".join([b"Infinity"] * 784) + b"]}"
-OVERFLOW_JSON = b'{"image": [' + b",".join([b"1e999"] * 784) + b"]}"
+NAN_JSON = b'{"image": [' + b",".join([b"NaN"] * PIXELS) + b"]}"
+INF_JSON = b'{"image": [' + b",".join([b"Infinity"] * PIXELS) + b"]}"
+OVERFLOW_JSON = b'{"image": [' + b",".join([b"1e999"] * PIXELS) + b"]}"
 JSON, PNG = "application/json", "image/png"
 BAD_INPUTS = [
-    ("unknown variant", "nope", json_of([0.0] * 784), 404, "unknown_model"),
-    ("dot-dot path", "..%2F..%2Fetc", json_of([0.0] * 784), 404, None),
+    ("unknown variant", "nope", json_of([0.0] * PIXELS), 404, "unknown_model"),
+    ("dot-dot path", "..%2F..%2Fetc", json_of([0.0] * PIXELS), 404, None),
     ("malformed JSON", "original", raw(b'{"image": [1,', JSON), 400, "bad_request"),
     ("neither key", "original", {"json": {"pixels": []}}, 422, "invalid_input"),
     ("wrong shape", "original", json_of([0.5] * 100), 422, "invalid_input"),
-    ("ragged rows", "original", json_of([[0.0] * 28] * 27 + [[0.0] * 3]), 422, "invalid_input"),
+    (
+        "ragged rows",
+        "original",
+        json_of(RAGGED),
+        422,
+        "invalid_input",
+    ),
     ("NaN literal (not JSON)", "original", raw(NAN_JSON, JSON), 400, "bad_request"),
     ("Infinity literal (not JSON)", "original", raw(INF_JSON, JSON), 400, "bad_request"),
     ("overflow to infinity", "original", raw(OVERFLOW_JSON, JSON), 400, "bad_request"),
-    ("0-255 pixels", "original", json_of([255.0] * 784), 422, "invalid_input"),
-    ("strings", "original", json_of(["a"] * 784), 422, "invalid_input"),
-    ("too many images", "original", {"json": {"images": [[0.0] * 784] * 17}}, 422, "invalid_input"),
+    ("0-255 pixels", "original", json_of([255.0] * PIXELS), 422, "invalid_input"),
+    ("strings", "original", json_of(["a"] * PIXELS), 422, "invalid_input"),
+    (
+        "too many images",
+        "original",
+        {"json": {"images": [ZEROS] * 17}},
+        422,
+        "invalid_input",
+    ),
     ("empty image list", "original", {"json": {"images": []}}, 422, "invalid_input"),
     ("empty image body", "original", raw(b"", PNG), 400, "bad_request"),
     ("not an image", "original", raw(b"GIF89a nonsense", PNG), 400, "bad_request"),
@@ -150,7 +167,7 @@ def test_bad_input_gets_4xx_and_server_keeps_serving(
     if code == "unknown_model":
         known = response.json()["known"]
         assert {"depthwise", "original", "depthwise@onnx", "original@litert"} <= set(known)
-    good = predict_json(server, "original", {"image": (mnist.x_test[0] / 255.0).tolist()})
+    good = predict_json(server, "original", {INPUT_NAME: (mnist.x_test[0] / 255.0).tolist()})
     assert good.status_code == 200
 
 
@@ -164,7 +181,7 @@ def test_variants_report_training_figures_and_device(server: Server) -> None:
 
 
 def test_concurrent_requests_are_batched(server: Server, mnist: Mnist) -> None:
-    image = {"image": (mnist.x_test[1] / 255.0).tolist()}
+    image = {INPUT_NAME: (mnist.x_test[1] / 255.0).tolist()}
 
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -189,8 +206,8 @@ def test_metrics_count_what_was_sent(server: Server) -> None:
 
     before = httpx.get(f"{server.url}/metrics").text
     for _ in range(3):
-        predict_json(server, "depthwise", {"image": [0.0] * 784})
-    predict_json(server, "depthwise", {"image": [2.0] * 784})
+        predict_json(server, "depthwise", {INPUT_NAME: [0.0] * PIXELS})
+    predict_json(server, "depthwise", {INPUT_NAME: [2.0] * PIXELS})
     after = httpx.get(f"{server.url}/metrics").text
     assert count(after, "200") - count(before, "200") == 3
     assert count(after, "422") - count(before, "422") == 1
@@ -211,7 +228,7 @@ def test_openapi_examples_work_when_pasted(server: Server) -> None:
 
 def test_full_queue_answers_503_with_retry_after(models_dir: Path, tmp_path: Path) -> None:
     """With a one-request queue, a burst overflows it: 503 at once, and the server recovers."""
-    image = {"image": [0.0] * 784}
+    image = {INPUT_NAME: [0.0] * PIXELS}
     with run_server(models_dir, tmp_path / "log", "--max-queue", "1", "--no-batching") as server:
         server.wait_ready()
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from modelrepo.contract import CLASSES, INPUT_NAME, OUTPUT_NAME
 from tests.conftest import QuickModels
 from training.data import Mnist, to_model_input
 
@@ -30,8 +31,8 @@ def test_savedmodel_signature_matches_keras(trained: QuickModels, mnist: Mnist, 
     expected = np.asarray(trained.results[name].model(images, training=False))
     loaded = tf.saved_model.load(str(trained.exported[name].path))
     serving = loaded.signatures["serving_default"]
-    got = serving(image=tf.constant(images))["probabilities"].numpy()
-    assert got.shape == (256, 10)
+    got = serving(**{INPUT_NAME: tf.constant(images)})[OUTPUT_NAME].numpy()
+    assert got.shape == (256, CLASSES)
     assert np.abs(got - expected).max() < 1e-5
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from modelrepo.layout import CLASSES, INPUT_SHAPE
+from modelrepo.contract import CLASSES, INPUT_NAME, INPUT_SHAPE
 
 if TYPE_CHECKING:
     import keras
@@ -35,7 +35,7 @@ def seed_convnet(first: str, second_kernel: int) -> keras.Sequential:
     )
     return keras.Sequential(
         [
-            keras.Input(shape=INPUT_SHAPE, name="image"),
+            keras.Input(shape=INPUT_SHAPE, name=INPUT_NAME),
             first_layer,
             layers.Conv2D(64, kernel_size=(second_kernel, second_kernel), activation="relu"),
             layers.MaxPooling2D(pool_size=(2, 2)),
@@ -59,7 +59,7 @@ def small_convnet(
     import keras
     from keras import layers
 
-    stack: list[Any] = [keras.Input(shape=INPUT_SHAPE, name="image")]
+    stack: list[Any] = [keras.Input(shape=INPUT_SHAPE, name=INPUT_NAME)]
     for filters, kernel, pad in ((8, k1, padding[0]), (16, k2, padding[1])):
         stack.append(
             layers.Conv2D(filters, kernel, strides=strides, padding=pad, activation="relu")

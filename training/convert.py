@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from modelrepo.layout import INPUT_NAME, INPUT_SHAPE, SIGNATURE, ModelVersion
+from modelrepo.contract import INPUT_NAME, INPUT_SHAPE, SIGNATURE
+from modelrepo.layout import ModelVersion
+from modelrepo.metadata import Conversion, FailedConversion
 from modelrepo.runtimes import (
     LoadOptions,
     Runtime,
@@ -61,9 +63,9 @@ class Converted:
     test_accuracy: float
     batch1_ms: float  # median of a short in-process timing, one thread: a first hint of speed
 
-    def record(self) -> dict[str, object]:
+    def record(self) -> Conversion:
         """The metadata entry."""
-        return {k: v for k, v in asdict(self).items() if k != "runtime"}
+        return Conversion.model_validate({k: v for k, v in asdict(self).items() if k != "runtime"})
 
 
 @dataclass(frozen=True)
@@ -189,13 +191,13 @@ def convert_all(
     runtimes: Sequence[str],
     check: Reference,
     on_done: Callable[[str, Converted | ConversionError], None] | None = None,
-) -> dict[str, dict[str, object]]:
+) -> dict[str, Conversion | FailedConversion]:
     """Convert ``model`` for each runtime; failures are recorded (and reported), not raised.
 
     Returns the ``runtimes`` section of ``metadata.json``: per runtime, its figures or its
     ``error``.
     """
-    section: dict[str, dict[str, object]] = {}
+    section: dict[str, Conversion | FailedConversion] = {}
     for runtime in runtimes:
         result: Converted | ConversionError
         try:
@@ -203,7 +205,7 @@ def convert_all(
             section[runtime] = result.record()
         except ConversionError as err:
             result = err
-            section[runtime] = {"error": err.cause}
+            section[runtime] = FailedConversion(error=err.cause)
         if on_done is not None:
             on_done(runtime, result)
     return section

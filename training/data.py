@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from modelrepo.contract import CLASSES, SIDE
+
 ENV_VAR = "MNIST_DATA"
-IMAGE_SIDE = 28
-NUM_CLASSES = 10
 TRAIN_SIZE = 60_000
 TEST_SIZE = 10_000
 IDX_FILES = {
@@ -95,9 +95,9 @@ def validate(arrays: dict[str, np.ndarray], source: str) -> Mnist:
             raise DataError(
                 f"{source}: x_{split}/y_{split} must be uint8, found {images.dtype}/{labels.dtype}"
             )
-        if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE):
             raise DataError(
-                f"{source}: x_{split} has shape {images.shape}, expected (N, 28, 28) images"
+                f"{source}: x_{split} has shape {images.shape}, expected (N, {SIDE}, {SIDE}) images"
             )
         if labels.shape != (images.shape[0],):
             raise DataError(
@@ -108,7 +108,7 @@ def validate(arrays: dict[str, np.ndarray], source: str) -> Mnist:
             raise DataError(
                 f"{source}: {split} split has {images.shape[0]:,} images, MNIST has {size:,}"
             )
-        if labels.size and int(labels.max()) >= NUM_CLASSES:
+        if labels.size and int(labels.max()) >= CLASSES:
             raise DataError(f"{source}: y_{split} holds label {int(labels.max())}, expected 0-9")
     return Mnist(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], source)
 

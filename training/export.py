@@ -11,27 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import platform
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import keras
 import tensorflow as tf
 
-from modelrepo.layout import (
-    CONVERTED_RUNTIMES,
-    INPUT_NAME,
-    INPUT_SHAPE,
-    METADATA_FILE,
-    OUTPUT_NAME,
-    SIGNATURE,
-    ModelRepository,
-    ModelVersion,
+from modelrepo.contract import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, SIGNATURE
+from modelrepo.layout import CONVERTED_RUNTIMES, METADATA_FILE, ModelRepository, ModelVersion
+from modelrepo.metadata import (
+    Conversion,
+    FailedConversion,
+    ModelMetadata,
+    Signature,
+    save_metadata,
 )
 from training.catalog import count_macs
 from training.convert import ConversionError, Converted, convert_all, reference
@@ -63,9 +60,8 @@ def export_model(
         staged = ModelVersion(result.variant.name, version, staging)
         check = reference(staged, to_model_input(data.x_test), data.y_test)
         converted = convert_all(staged, runtimes, check, on_converted)
-        metadata = build_metadata(result, data, version, savedmodel_bytes)
-        metadata["runtimes"] = converted
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        metadata = build_metadata(result, data, version, savedmodel_bytes, converted)
+        save_metadata(staging / METADATA_FILE, metadata)
         return repository.publish(result.variant.name, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -80,22 +76,26 @@ def export_runtimes(
 ) -> dict[str, dict[str, object]]:
     """Add (or redo) ``runtimes``' artifacts in an already published version, in place.
 
-    Returns the new entries, which are also merged into the version's ``metadata.json``.
+    Returns the new entries as JSON objects (a figures object, or one with ``error``), which
+    are also merged into the version's ``metadata.json``.
     """
-    metadata = model.read_metadata()
+    metadata = model.load_metadata()
     check = reference(model, to_model_input(data.x_test), data.y_test)
     converted = convert_all(model, runtimes, check, on_converted)
-    recorded = metadata.get("runtimes", {})
+    recorded = dict(metadata.runtimes)
     for runtime, entry in converted.items():
-        previous = recorded.get(runtime, {})
-        if "error" in entry and "error" not in previous and model.artifact(runtime).is_file():
+        previous = recorded.get(runtime)
+        if (
+            isinstance(entry, FailedConversion)
+            and isinstance(previous, Conversion)
+            and model.artifact(runtime).is_file()
+        ):
             # The earlier, checked artifact is still there and still serves: keep its record.
-            recorded[runtime] = {**previous, "last_conversion_error": entry["error"]}
+            recorded[runtime] = previous.model_copy(update={"last_conversion_error": entry.error})
         else:
             recorded[runtime] = entry
-    metadata["runtimes"] = recorded
-    model.write_metadata(metadata)
-    return converted
+    model.save_metadata(metadata.model_copy(update={"runtimes": recorded}))
+    return {runtime: entry.model_dump() for runtime, entry in converted.items()}
 
 
 def _write_savedmodel(model: keras.Model, path: Path) -> None:
@@ -114,39 +114,44 @@ def _write_savedmodel(model: keras.Model, path: Path) -> None:
 
 
 def build_metadata(
-    result: TrainResult, data: Mnist, version: int, savedmodel_bytes: int
-) -> dict[str, Any]:
+    result: TrainResult,
+    data: Mnist,
+    version: int,
+    savedmodel_bytes: int,
+    runtimes: dict[str, Conversion | FailedConversion],
+) -> ModelMetadata:
     """Every figure a reader of the repository needs, as written to ``metadata.json``."""
     config = result.config
-    return {
-        "variant": result.variant.name,
-        "version": version,
-        "family": result.variant.family,
-        "description": result.variant.description,
-        "reference": result.variant.reference,
-        "parameters": int(result.model.count_params()),
-        "macs": count_macs(result.model),
-        "test_accuracy": result.test_accuracy,
-        "test_loss": result.test_loss,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "learning_rate": config.learning_rate,
-        "rho": config.rho,
-        "optimizer": "Adadelta",
-        "seed": config.seed,
-        "train_images": result.train_images,
-        "training_seconds": round(result.train_seconds, 3),
-        "epoch_seconds": [round(s, 3) for s in result.epoch_seconds],
-        "history": result.history,
-        "savedmodel_bytes": savedmodel_bytes,
-        "signature": {"name": SIGNATURE, "input": INPUT_NAME, "output": OUTPUT_NAME},
-        "tensorflow_version": tf.__version__,
-        "keras_version": keras.__version__,
-        "python_version": platform.python_version(),
-        "data_source": data.source,
-        "data_sha256": data.checksum,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    return ModelMetadata(
+        variant=result.variant.name,
+        version=version,
+        family=result.variant.family,
+        description=result.variant.description,
+        reference=result.variant.reference,
+        parameters=int(result.model.count_params()),
+        macs=count_macs(result.model),
+        test_accuracy=result.test_accuracy,
+        test_loss=result.test_loss,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        rho=config.rho,
+        optimizer="Adadelta",
+        seed=config.seed,
+        train_images=result.train_images,
+        training_seconds=round(result.train_seconds, 3),
+        epoch_seconds=[round(s, 3) for s in result.epoch_seconds],
+        history=result.history,
+        savedmodel_bytes=savedmodel_bytes,
+        signature=Signature(name=SIGNATURE, input=INPUT_NAME, output=OUTPUT_NAME),
+        tensorflow_version=tf.__version__,
+        keras_version=keras.__version__,
+        python_version=platform.python_version(),
+        data_source=data.source,
+        data_sha256=data.checksum,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        runtimes=runtimes,
+    )
 
 
 def _folder_bytes(path: Path) -> int:

@@ -7,9 +7,8 @@ This is what ``mnist-serve train`` and ``mnist-serve demo`` run; the pieces it s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -23,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from modelrepo.layout import CONVERTED_RUNTIMES, ModelRepository
+from modelrepo.metadata import ModelMetadata
 from training import catalog
 from training.convert import ConversionError, Converted
 from training.data import Mnist
@@ -35,7 +35,7 @@ from training.train import TrainConfig, batches_per_epoch, train_variant
 class Trained:
     """What one variant's training produced: its metadata and where it was exported."""
 
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     path: Path
 
 
@@ -100,15 +100,14 @@ def train_and_export(
                     [round(r.test_accuracy, 6) for r in runs],
                     [r.epoch_seconds for r in runs],
                 )
-                metadata = exported.read_metadata()
-                metadata["seeds"] = asdict(summary)
-                exported.write_metadata(metadata)
+                metadata = exported.load_metadata()
+                exported.save_metadata(metadata.model_copy(update={"seeds": summary}))
                 progress.console.print(
                     f"{name}: test accuracy over seeds {summary.seeds}: mean {summary.mean:.2%}, "
                     f"sd {summary.std * 100:.2f} points, "
                     f"95% CI {summary.low:.2%}-{summary.high:.2%}"
                 )
-            done.append(Trained(exported.read_metadata(), exported.path))
+            done.append(Trained(exported.load_metadata(), exported.path))
     return done
 
 
@@ -128,11 +127,6 @@ def conversion_printer(console: Console, variant: str) -> OnConverted:
     return show
 
 
-def usable_runtimes(metadata: dict[str, Any]) -> list[str]:
-    """The converted runtimes whose conversion succeeded, from a version's metadata."""
-    return [name for name, entry in metadata.get("runtimes", {}).items() if "error" not in entry]
-
-
 def figures_table(trained: Sequence[Trained]) -> Table:
     """The trained variants side by side: parameters, MACs, accuracy, loss and timings."""
     table = Table(title="Trained variants")
@@ -141,17 +135,17 @@ def figures_table(trained: Sequence[Trained]) -> Table:
         table.add_column(column, justify="left" if column == "variant" else "right")
     for item in trained:
         m = item.metadata
-        per_epoch = sum(m["epoch_seconds"]) / len(m["epoch_seconds"])
+        per_epoch = sum(m.epoch_seconds) / len(m.epoch_seconds)
         table.add_row(
-            m["variant"],
-            str(m["version"]),
-            f"{m['parameters']:,}",
-            f"{m['macs']:,}",
-            f"{m['test_accuracy']:.2%}",
-            f"{m['test_loss']:.4f}",
+            m.variant,
+            str(m.version),
+            f"{m.parameters:,}",
+            f"{m.macs:,}",
+            f"{m.test_accuracy:.2%}",
+            f"{m.test_loss:.4f}",
             f"{per_epoch:.1f}",
-            f"{m['training_seconds']:.1f}",
-            f"{m['savedmodel_bytes'] / 1e6:.2f} MB",
-            ", ".join(["savedmodel", *sorted(usable_runtimes(m))]),
+            f"{m.training_seconds:.1f}",
+            f"{m.savedmodel_bytes / 1e6:.2f} MB",
+            ", ".join(["savedmodel", *sorted(m.usable_runtimes())]),
         )
     return table

@@ -10,46 +10,30 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
 
-# Student's t, two-sided 95 %, by degrees of freedom (n - 1); beyond the table, the normal 1.96.
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
+from modelrepo.metadata import SeedSummary
+from modelrepo.stats import t_interval, t_quantile
 
-
-def t975(df: int) -> float:
-    """The two-sided 95 % t quantile for ``df`` degrees of freedom (conservative between rows)."""
-    if df < 1:
-        return math.nan
-    return next((T975[k] for k in sorted(T975) if k >= df), 1.96)
-
-
-@dataclass(frozen=True)
-class SeedSummary:
-    """Test accuracy over seeds: each seed's, their mean, spread and 95 % interval of the mean."""
-
-    seeds: list[int]
-    test_accuracy: list[float]
-    mean: float
-    std: float  # sample standard deviation (NaN with one seed)
-    low: float
-    high: float
-    epoch_seconds_median: list[float]
+__all__ = ["SeedSummary", "difference", "summarize"]
 
 
 def summarize(
     seeds: list[int], accuracies: list[float], epoch_seconds: list[list[float]]
 ) -> SeedSummary:
     """The summary of one variant's runs, one per seed."""
-    mean = statistics.fmean(accuracies)
-    if len(accuracies) < 2:
-        std = low = high = math.nan
-    else:
-        std = statistics.stdev(accuracies)
-        half = t975(len(accuracies) - 1) * std / math.sqrt(len(accuracies))
-        low, high = mean - half, mean + half
+    interval = t_interval(accuracies)
+    mean, low, high = interval.mean, interval.low, interval.high
+    std = statistics.stdev(accuracies) if len(accuracies) > 1 else math.nan
     medians = [round(statistics.median(times), 3) for times in epoch_seconds]
-    return SeedSummary(seeds, accuracies, mean, std, low, high, medians)
+    return SeedSummary(
+        seeds=seeds,
+        test_accuracy=accuracies,
+        mean=mean,
+        std=std,
+        low=low,
+        high=high,
+        epoch_seconds_median=medians,
+    )
 
 
 def difference(base: SeedSummary, candidate: SeedSummary) -> tuple[float, float, float]:
@@ -59,5 +43,5 @@ def difference(base: SeedSummary, candidate: SeedSummary) -> tuple[float, float,
     if n1 < 2 or n2 < 2:
         return diff, math.nan, math.nan
     se = math.sqrt(base.std**2 / n1 + candidate.std**2 / n2)
-    half = t975(min(n1, n2) - 1) * se
+    half = t_quantile(min(n1, n2) - 1) * se  # conservative df
     return diff, diff - half, diff + half

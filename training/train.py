@@ -14,8 +14,9 @@ from typing import Any
 
 import keras
 
+from modelrepo.contract import CLASSES
 from training.catalog import Variant
-from training.data import NUM_CLASSES, Mnist, to_model_input
+from training.data import Mnist, to_model_input
 
 DEFAULT_EPOCHS = 12
 DEFAULT_BATCH_SIZE = 128
@@ -82,8 +83,8 @@ def train_variant(
     keras.utils.set_random_seed(config.seed)  # Python, NumPy and TensorFlow in one call
     data = data.limited(config.limit)
     x_train, x_test = to_model_input(data.x_train), to_model_input(data.x_test)
-    y_train = keras.utils.to_categorical(data.y_train, NUM_CLASSES)
-    y_test = keras.utils.to_categorical(data.y_test, NUM_CLASSES)
+    y_train = keras.utils.to_categorical(data.y_train, CLASSES)
+    y_test = keras.utils.to_categorical(data.y_test, CLASSES)
 
     model = variant.build()
     model.compile(

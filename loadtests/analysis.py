@@ -1,0 +1,294 @@
+"""What a load test's numbers say: levels, speedups, drift, and the comparison of two runs.
+
+Percentiles are computed from the exact per-request samples (not Locust's rounded statistics),
+pooled over the repeats of a step. Speedups pair two targets repeat by repeat (they ran back to
+back under the same conditions) and carry a 95 % t-interval over the repeats. Along each axis
+swept (variant, runtime, protocol) every other value is compared with the first one named.
+
+Two runs compare through the history (:func:`compare_runs`): the report sets a run against the
+previous comparable one (:func:`against_previous`), ``mnist-serve history compare`` any two.
+Rendering (tables, plots, text files) is elsewhere: :mod:`loadtests.report`,
+:mod:`loadtests.plots`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from itertools import product
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from loadtests import history
+from loadtests.labels import Label
+from loadtests.results import OPENLOOP_FILE, LoadPlan, OpenLoopRecord, Percentiles, RunRecord
+from loadtests.stats import Interval, ratio_interval
+
+# A repeat whose throughput is further than this from the median of its level's repeats is
+# flagged as drift: the run was noisy there.
+DRIFT = 0.2
+
+
+@dataclass
+class Level:
+    """One target at one concurrency, all repeats together."""
+
+    model: Label
+    concurrency: int
+    latency: np.ndarray  # successful requests' exact latencies, pooled over repeats, ms
+    throughput: list[float]  # per repeat, requests/s
+    p50: list[float]  # per repeat
+    p99: list[float]  # per repeat
+    errors: int
+    requests: int
+    accuracy: float
+    queue_ms: float
+    model_ms: float
+    generator_busy: float
+
+    @property
+    def percentiles(self) -> Percentiles:
+        """Latency percentiles of the pooled samples."""
+        return Percentiles.of(self.latency)
+
+
+Levels = dict[tuple[Label, int], Level]
+
+
+def load_levels(out_dir: Path) -> tuple[RunRecord, Levels]:
+    """The results record and, per (target, concurrency), the pooled measurements."""
+    record = RunRecord.load(out_dir)
+    levels: Levels = {}
+    for step in sorted(record.steps, key=lambda s: s.repeat):
+        with np.load(out_dir / step.samples) as data:
+            ok = data["ok"].astype(bool)
+            latency = data["latency_ms"][ok]
+        key = (step.target, step.concurrency)
+        level = levels.setdefault(
+            key, Level(key[0], key[1], np.empty(0), [], [], [], 0, 0, 0.0, 0.0, 0.0, 0.0)
+        )
+        level.latency = np.concatenate([level.latency, latency])
+        level.throughput.append(step.throughput_rps)
+        level.p50.append(step.latency_ms.p50)
+        level.p99.append(step.latency_ms.p99)
+        level.errors += step.errors
+        level.requests += step.requests
+        n = len(level.throughput)
+        # Running means over repeats of the per-step figures.
+        level.accuracy += (step.accuracy - level.accuracy) / n
+        level.queue_ms += (step.server_queue_ms_p50 - level.queue_ms) / n
+        level.model_ms += (step.server_model_ms_p50 - level.model_ms) / n
+        level.generator_busy = max(level.generator_busy, step.generator_busy)
+    return record, levels
+
+
+def load_openloop(out_dir: Path) -> OpenLoopRecord | None:
+    """The open-loop sweep run into the same folder, if there is one."""
+    return OpenLoopRecord.load(out_dir) if (out_dir / OPENLOOP_FILE).is_file() else None
+
+
+class Axis(StrEnum):
+    """What a comparison varies, the other two held fixed."""
+
+    VARIANT = "variant"
+    RUNTIME = "runtime"
+    PROTOCOL = "protocol"
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """How a candidate target compares with a baseline at one concurrency (>1 = faster)."""
+
+    kind: Axis
+    candidate: Label
+    baseline: Label
+    concurrency: int
+    throughput: Interval
+    p50: Interval
+    p99: Interval
+    p50_diff_ms: float
+
+
+def comparisons(plan: LoadPlan) -> list[tuple[Axis, Label, Label]]:
+    """(axis, baseline, candidate) targets along each axis swept.
+
+    Along each axis (variant, runtime, protocol) with several values, every other value is
+    compared with the first one named, the other two axes held fixed.
+    """
+    axes: dict[Axis, tuple[Any, ...]] = {
+        Axis.VARIANT: plan.variants,
+        Axis.RUNTIME: plan.runtimes or (None,),
+        Axis.PROTOCOL: plan.protocols,
+    }
+
+    def at(parts: dict[Axis, Any]) -> Label:
+        return plan.label(parts[Axis.VARIANT], parts[Axis.RUNTIME], parts[Axis.PROTOCOL])
+
+    pairs = []
+    for axis, values in axes.items():
+        others = [a for a in axes if a != axis]
+        for combo in product(*(axes[a] for a in others)):
+            fixed = dict(zip(others, combo, strict=True))
+            labels = [at({**fixed, axis: value}) for value in values]
+            pairs += [(axis, labels[0], label) for label in labels[1:]]
+    return pairs
+
+
+def variant_pairs(plan: LoadPlan) -> list[tuple[Label, Label]]:
+    """(baseline, candidate) of each variant against the first, the rest held fixed."""
+    return [(b, c) for axis, b, c in comparisons(plan) if axis is Axis.VARIANT]
+
+
+def speedups(record: RunRecord, levels: Levels) -> list[Speedup]:
+    """Per level and compared pair, the candidate against the baseline, repeat by repeat."""
+    out = []
+    for kind, baseline, candidate in comparisons(record.plan):
+        for level in record.plan.concurrency:
+            a, b = levels[(baseline, level)], levels[(candidate, level)]
+            out.append(
+                Speedup(
+                    kind,
+                    candidate,
+                    baseline,
+                    level,
+                    ratio_interval(a.throughput, b.throughput),
+                    ratio_interval(b.p50, a.p50),  # latency: lower is faster
+                    ratio_interval(b.p99, a.p99),
+                    float(np.mean(b.p50) - np.mean(a.p50)),
+                )
+            )
+    return out
+
+
+def verdict(items: Sequence[Speedup]) -> list[str]:
+    """Plain sentences: where the candidate is faster, slower, or not distinguishable."""
+    lines = []
+    for s in items:
+        clients = f"{s.concurrency} client{'s' if s.concurrency > 1 else ''}"
+        t = s.throughput
+        if t.excludes(1.0):
+            word = "more" if t.mean > 1 else "fewer"
+            lines.append(
+                f"At {clients}, {s.candidate} serves {t.mean:.2f}x the requests/s of {s.baseline} "
+                f"({word}; 95% CI {t.low:.2f}-{t.high:.2f}), median latency "
+                f"{s.p50_diff_ms:+.2f} ms."
+            )
+        elif math.isnan(t.low):
+            lines.append(
+                f"At {clients}, {s.candidate} serves {t.mean:.2f}x the requests/s of {s.baseline} "
+                "(one repeat: no interval, so no claim)."
+            )
+        else:
+            lines.append(
+                f"At {clients}, {s.candidate} vs {s.baseline}: the difference ({t.mean:.2f}x "
+                f"requests/s, median {s.p50_diff_ms:+.2f} ms) is within run-to-run noise "
+                f"(95% CI {t.low:.2f}-{t.high:.2f} includes 1)."
+            )
+    return lines
+
+
+class Drift(NamedTuple):
+    """A level's spread between repeats: max/min - 1 of their throughput, and the repeats
+    (from 1) over :data:`DRIFT` off the median."""
+
+    target: Label
+    level: int
+    spread: float
+    flagged: list[int]
+
+
+def drift(levels: Levels) -> list[Drift]:
+    """Per level with several repeats, the spread of its repeats and those flagged."""
+    out = []
+    for (target, level), lv in levels.items():
+        if len(lv.throughput) < 2:
+            continue
+        median = float(np.median(lv.throughput))
+        flagged = [i + 1 for i, t in enumerate(lv.throughput) if abs(t / median - 1) > DRIFT]
+        spread = max(lv.throughput) / min(lv.throughput) - 1 if min(lv.throughput) > 0 else 0.0
+        out.append(Drift(target, level, spread, flagged))
+    return out
+
+
+def noise_line(levels: Levels) -> str | None:
+    """A verdict line when repeats drifted, with what to change; None for a steady run."""
+    noisy = [d for d in drift(levels) if d.flagged]
+    if not noisy:
+        return None
+    where = "; ".join(
+        f"{d.target} at {d.level} clients (repeat {', '.join(map(str, d.flagged))})"
+        for d in noisy[:4]
+    )
+    more = f" and {len(noisy) - 4} more" if len(noisy) > 4 else ""
+    return (
+        f"The run was noisy: {len(noisy)} level(s) had a repeat more than {DRIFT:.0%} off its "
+        f"siblings' median ({where}{more}). Treat their intervals with care; use longer steps "
+        "(--duration), more repeats (--repeats) or a quieter machine."
+    )
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """Two stored runs side by side: the speedup of each variant over the first per level, each
+    target's throughput per level (95 % intervals over repeats), and the open-loop rates."""
+
+    before: history.Run
+    after: history.Run
+    speedups: list[history.Change]
+    throughputs: list[history.Change]
+    rates: list[history.RateChange]
+
+    @property
+    def comparable(self) -> bool:
+        """Whether the runs tested the same models, levels and payloads on the same CPU."""
+        return self.before.comparable == self.after.comparable
+
+    @property
+    def name(self) -> str:
+        """The earlier run, for people: ``run 3 (demo-2026..., 2026-11-24T...)``."""
+        run = self.before
+        return f"run {run.id} ({Path(run.folder).name}, {run.created_at})"
+
+    def speedup_lines(self) -> list[str]:
+        """For a verdict: did the speedup move beyond the intervals, and where?"""
+        shifted = [c for c in self.speedups if c.moved]
+        if shifted:
+            moves = "; ".join(
+                f"{c.name} at {c.level} clients {c.before.mean:.2f}x -> {c.after.mean:.2f}x"
+                for c in shifted
+            )
+            return [f"Against {self.name}, the speedup moved: {moves}."]
+        if self.speedups:
+            return [
+                f"Against {self.name}, the speedup did not move beyond run-to-run noise at any "
+                "level (95% intervals overlap)."
+            ]
+        return []
+
+
+def compare_runs(path: Path, before: history.Run, after: history.Run) -> RunComparison:
+    """``after`` against ``before``, both read from the history at ``path``."""
+    return RunComparison(
+        before,
+        after,
+        history.compare_speedups(path, before, after, variant_pairs(after.plan)),
+        history.compare(path, before, after),
+        history.compare_rates(path, before, after),
+    )
+
+
+def against_previous(out_dir: Path, record: RunRecord) -> RunComparison | None:
+    """The run in ``out_dir`` against the previous comparable run, if the history has one."""
+    path = history.default_path(out_dir.parent)
+    before = history.previous_comparable(path, out_dir, record)
+    if before is None:
+        return None
+    try:
+        after = history.get(path, str(out_dir))
+    except KeyError:
+        return None
+    return compare_runs(path, before, after)

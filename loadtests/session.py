@@ -1,0 +1,180 @@
+"""A load-test session: what ``mnist-serve loadtest`` and ``demo`` run, without the command line.
+
+:func:`run_load_test` starts the service under test (or uses the one given), runs the
+closed-loop plan and/or the open-loop sweep against it, stores the run in the history and writes
+the open-loop report; the closed-loop report is the caller's to write and show. Progress goes
+to a :class:`Listener` (the command line draws it with Rich; tests record it), so the workflow
+runs and is tested without Typer. The demo's policy (which runtimes, which plan) lives here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from loadtests import history, runner, slo
+from loadtests.protocols import Protocol as WireProtocol
+from loadtests.results import (
+    LoadPlan,
+    OpenLoopRecord,
+    RatePoint,
+    RunRecord,
+    Slo,
+    Step,
+    StepResult,
+)
+
+if TYPE_CHECKING:
+    from modelrepo.layout import ModelRepository
+
+# The demo's open-loop runs are as long as --min-requests needs (1,000 requests: 5 s at
+# 200/s, 1.25 s at 800/s), at least this: the search then takes about 30 s per model.
+DEMO_OPEN_LOOP_S = 1
+# The demo's models are warm already when a step starts: this only lets connections settle.
+DEMO_WARMUP_S = 1
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """An open-loop sweep to run after (or instead of) the closed-loop steps."""
+
+    rates: tuple[float, ...]
+    slo: Slo
+    seconds: int
+    min_requests: int
+
+    @classmethod
+    def parse(cls, rates: str, target: str, seconds: int, min_requests: int) -> Sweep:
+        """From the command line's --rates (``100,200``) and --slo (``p99=20ms``); ValueError
+        saying what is wrong otherwise."""
+        arrival = tuple(float(part) for part in rates.split(",") if part.strip())
+        if not arrival or min(arrival) <= 0:
+            raise ValueError("--rates must be positive numbers")
+        return cls(arrival, Slo.parse(target), seconds, min_requests)
+
+
+class Listener(Protocol):
+    """What a session reports as it goes, in order of events."""
+
+    def service_starting(self, models: Path) -> None:
+        """A service is being started from ``models`` (no --url given)."""
+
+    def closed_loop_started(self, plan: LoadPlan, url: str) -> None:
+        """The closed-loop steps begin against ``url``."""
+
+    def step(self, step: Step, index: int, total: int, result: StepResult | None) -> None:
+        """A step starts (``result`` None) or has finished."""
+
+    def closed_loop_finished(self) -> None:
+        """The closed-loop steps are over (also when they failed)."""
+
+    def open_loop_started(self, plan: LoadPlan, sweep: Sweep) -> None:
+        """The open-loop search begins."""
+
+    def rate_point(self, point: RatePoint) -> None:
+        """One open-loop run is done."""
+
+    def open_loop_finished(self, record: OpenLoopRecord, report: Path) -> None:
+        """The search is over; its results and ``openloop.md`` are written."""
+
+    def stored(self, run_id: int, path: Path) -> None:
+        """The run is in the history at ``path``."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a session left: the results folder, its history id, and which loops ran."""
+
+    out: Path
+    run_id: int
+    history: Path
+    closed: RunRecord | None
+    openloop: OpenLoopRecord | None
+
+
+def run_load_test(
+    plan: LoadPlan,
+    out: Path,
+    url: str | None,
+    models: Path,
+    listener: Listener,
+    server_args: tuple[str, ...] = (),
+    grpc_url: str | None = None,
+    sweep: Sweep | None = None,
+    closed: bool = True,
+) -> Outcome:
+    """Run ``plan`` (closed loop) and/or ``sweep`` (open loop) against ``url``, or against one
+    service started here for both; store the run in the history. LoadTestError when the
+    target cannot be reached or a run fails."""
+    out.mkdir(parents=True, exist_ok=True)
+    if url is None:
+        listener.service_starting(models)
+    grpc = WireProtocol.KSERVE_GRPC in plan.protocols
+    record = openloop = None
+    with runner.target_service(url, grpc_url, models, out, server_args, grpc=grpc) as target:
+        if closed:
+            listener.closed_loop_started(plan, target.url)
+            try:
+                record = runner.run_plan(plan, out, target, server_args, listener.step)
+            finally:
+                listener.closed_loop_finished()
+        if sweep is not None:
+            openloop = run_sweep(plan, sweep, out, target.url, listener)
+    path = history.default_path(out.parent)
+    run_id = history.store(path, out, plan, record, openloop)
+    listener.stored(run_id, path)
+    return Outcome(out, run_id, path, record, openloop)
+
+
+def run_sweep(
+    plan: LoadPlan, sweep: Sweep, out: Path, url: str, listener: Listener
+) -> OpenLoopRecord:
+    """The open-loop sweep and SLO search (loadtests/slo.py), then ``openloop.md``."""
+    from loadtests.report import write_openloop_report
+
+    listener.open_loop_started(plan, sweep)
+    record = slo.run_sweep(
+        url,
+        plan.models(),
+        sweep.rates,
+        sweep.seconds,
+        sweep.slo,
+        out,
+        plan.mnist or None,
+        on_point=listener.rate_point,
+        min_requests=sweep.min_requests,
+    )
+    listener.open_loop_finished(record, write_openloop_report(out))
+    return record
+
+
+def demo_runtimes(repository: ModelRepository, variant: str) -> tuple[str, ...]:
+    """savedmodel and the converted runtime with the fastest batch-1 time for ``variant``."""
+    metadata = repository.get(variant).load_metadata()
+    timed = {
+        name: conversion.batch1_ms
+        for name in metadata.usable_runtimes()
+        if (conversion := metadata.conversion(name)) and conversion.batch1_ms is not None
+    }
+    return ("savedmodel", min(timed, key=timed.__getitem__)) if timed else ("savedmodel",)
+
+
+def demo_plan(
+    variants: tuple[str, ...],
+    runtimes: tuple[str, ...],
+    concurrency: tuple[int, ...],
+    duration_s: int,
+    repeats: int,
+    mnist: str,
+) -> LoadPlan:
+    """The demo's closed-loop plan: the variants on the runtimes, a short warm-up per step."""
+    return LoadPlan(
+        variants=variants,
+        runtimes=runtimes,
+        concurrency=concurrency,
+        duration_s=duration_s,
+        warmup_s=DEMO_WARMUP_S,
+        repeats=repeats,
+        mnist=mnist,
+    )

@@ -1,0 +1,317 @@
+"""The report's tables, as (header, rows) of text in display order: the claims, the speedups,
+the open loop, latency and throughput, where the time goes, the variants and runtimes, drift,
+the previous run, and the machine. :mod:`loadtests.report` writes them as Markdown and HTML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from loadtests import history
+from loadtests.analysis import DRIFT, Axis, Levels, RunComparison, Speedup, drift
+from loadtests.claims import Claim
+from loadtests.results import OpenLoopRecord, Percentiles, RunRecord
+
+Table = tuple[list[str], list[list[str]]]
+
+
+@dataclass(frozen=True)
+class Previous:
+    """This run against the previous comparable one in the history, as the report shows it."""
+
+    tables: dict[str, Table]
+    lines: list[str]  # for the verdict: did the speedup move?
+    name: str  # "run 3 (demo-20261124-..., 2026-11-24T...)"
+    folder: Path  # where its report is
+
+
+def previous_tables(comparison: RunComparison) -> Previous:
+    """The report's view of :func:`loadtests.analysis.against_previous`."""
+    header = ["model", "clients", "then", "now", "now/then", "moved"]
+
+    def moved(change: history.Change) -> str:
+        return "yes" if change.moved else "no (intervals overlap)"
+
+    throughput = [
+        [
+            c.name,
+            str(c.level),
+            f"{c.before.mean:,.0f}",
+            f"{c.after.mean:,.0f}",
+            f"{c.ratio:.2f}x",
+            moved(c),
+        ]
+        for c in comparison.throughputs
+    ]
+    speedup = [
+        [c.name, str(c.level), str(c.before), str(c.after), f"{c.ratio:.2f}x", moved(c)]
+        for c in comparison.speedups
+    ]
+    name = comparison.name
+    note = "moved = 95% intervals over repeats do not overlap"
+    tables = {
+        f"Against the previous comparable {name}: speedup ({note})": (header, speedup),
+        f"Against the previous comparable {name}: throughput, req/s ({note})": (header, throughput),
+    }
+    return Previous(tables, comparison.speedup_lines(), name, Path(comparison.before.folder))
+
+
+def openloop_summary(record: OpenLoopRecord) -> Table:
+    """Per model: its highest rate under the SLO, the ratio to the first model, and its
+    latency and the generator's lag at that rate."""
+    base = record.models[0]
+    header = [
+        "model",
+        "max rate under SLO (req/s)",
+        f"vs {base}",
+        "p50 ms there",
+        "p99 ms there",
+        "generator lag p99 ms",
+    ]
+    rows = []
+    for model in record.models:
+        point = record.at_max_rate(model)
+        rows.append(
+            [
+                model,
+                f"{record.max_rate[model]:,.0f}",
+                f"{record.ratio_to(model, base):.2f}x",
+                f"{point.latency_ms.p50:.2f}" if point else "-",
+                f"{point.latency_ms.p99:.2f}" if point else "-",
+                f"{point.lag_p99_ms:.2f}" if point else "-",
+            ]
+        )
+    return header, rows
+
+
+def openloop_runs(record: OpenLoopRecord) -> Table:
+    """Every run of the sweep and the search, in the order made."""
+    header = [
+        "model",
+        "rate",
+        "answered 200",
+        "goodput/s",
+        *[f"{q} ms" for q in Percentiles.labels()],
+        f"SLO p{record.slo.percentile:g} ms",
+        "met",
+        "generator lag p99 ms",
+        "runs",
+    ]
+    rows = [
+        [
+            p.model,
+            f"{p.rate:,.1f}",
+            f"{p.ok}/{p.requests}",
+            f"{p.goodput_rps:,.1f}",
+            *[f"{v:.2f}" for v in p.latency_ms.values()],
+            f"{p.slo_ms:.2f}",
+            "yes" if p.met else "no",
+            f"{p.lag_p99_ms:.2f}",
+            "1" if p.runs == 1 else f"{p.runs} (missed once: pooled)",
+        ]
+        for p in record.points
+    ]
+    return header, rows
+
+
+def openloop_tables(openloop: OpenLoopRecord) -> dict[str, Table]:
+    """The open-loop sweep's tables: the highest rate under the SLO per model, every run."""
+    best = (
+        f"Open loop: the highest Poisson arrival rate within {openloop.slo} (bisection; latency "
+        "from the scheduled send time, failures count as infinitely slow)"
+    )
+    every = (
+        f"Open loop: every run (at least {openloop.seconds_per_run:g} s and "
+        f"{openloop.min_requests:,} requests each, after {openloop.warmup_s:g} s of warm-up)"
+    )
+    return {best: openloop_summary(openloop), every: openloop_runs(openloop)}
+
+
+def tables(
+    record: RunRecord,
+    levels: Levels,
+    items: list[Speedup],
+    found: list[Claim],
+    previous: Previous | None = None,
+    openloop: OpenLoopRecord | None = None,
+) -> dict[str, Table]:
+    """The report's tables, as (header, rows) in display order."""
+    plan = record.plan
+    models, conc = plan.targets(), plan.concurrency
+    out: dict[str, Table] = {}
+    if found:
+        out["Claims: the seed study's against what was measured"] = (
+            ["claim", "reference", "measured", "verdict"],
+            [[c.claim, c.reference, c.measured, c.verdict] for c in found],
+        )
+    titles = {
+        Axis.VARIANT: "Speedup of " + ", ".join(plan.variants[1:]) + f" over "
+        f"{plan.variants[0]}, on each runtime (95% CI over repeats)",
+        Axis.RUNTIME: "Runtimes compared on the same variant, against "
+        f"{(plan.runtimes or ('-',))[0]} (95% CI over repeats)",
+        Axis.PROTOCOL: f"Protocols compared on the same model, against {plan.protocols[0]} "
+        "(95% CI over repeats)",
+    }
+    for kind, title in titles.items():
+        rows = [
+            [
+                str(s.concurrency),
+                str(s.candidate),
+                str(s.baseline),
+                str(s.throughput),
+                str(s.p50),
+                str(s.p99),
+                f"{s.p50_diff_ms:+.3f}",
+            ]
+            for s in items
+            if s.kind is kind
+        ]
+        if rows:
+            header = [
+                "clients",
+                "model",
+                "vs",
+                "throughput ratio",
+                "p50 speedup",
+                "p99 speedup",
+                "p50 diff (ms)",
+            ]
+            out[title] = (header, rows)
+    if openloop is not None:
+        out.update(openloop_tables(openloop))
+    header = [
+        "clients",
+        "model",
+        "req/s",
+        *[f"{q} ms" for q in Percentiles.labels()],
+        "errors",
+        "right on digits sent",
+        "test accuracy (10k)",
+        "gen. CPU",
+    ]
+    rows = []
+    for c in conc:
+        for v in models:
+            lv = levels[(v, c)]
+            served = record.variant(v.variant)
+            rows.append(
+                [
+                    str(c),
+                    str(v),
+                    f"{np.mean(lv.throughput):,.0f}",
+                    *[f"{value:.3f}" for value in lv.percentiles.values()],
+                    f"{lv.errors}/{lv.requests}",
+                    f"{lv.accuracy:.2%}",
+                    _percent(served.test_accuracy if served else None),
+                    f"{lv.generator_busy:.0%}",
+                ]
+            )
+    title = (
+        "Client-side latency and throughput (exact samples, pooled over repeats; 'right on "
+        "digits sent' is over the few hundred test digits the load cycles through, not an "
+        "accuracy: that is the test-set column, from training)"
+    )
+    out[title] = (header, rows)
+    rows = []
+    for c in conc:
+        for v in models:
+            lv = levels[(v, c)]
+            p50 = lv.percentiles.p50
+            rest = p50 - lv.model_ms - lv.queue_ms
+            rows.append(
+                [
+                    str(c),
+                    str(v),
+                    f"{p50:.3f}",
+                    f"{lv.model_ms:.3f}",
+                    f"{lv.queue_ms:.3f}",
+                    f"{rest:.3f}",
+                    f"{lv.model_ms / p50:.0%}",
+                ]
+            )
+    out["Where the time goes (medians, ms): client vs server"] = (
+        ["clients", "model", "client p50", "model time", "queue", "HTTP + rest", "model share"],
+        rows,
+    )
+    out["The variants (training figures)"] = (
+        [
+            "variant",
+            "version",
+            "parameters",
+            "MACs/image",
+            "test accuracy",
+            "SavedModel",
+            "epochs",
+            "device",
+        ],
+        [
+            [
+                e.name,
+                str(e.version),
+                f"{e.parameters or 0:,}",
+                f"{e.macs or 0:,}",
+                _percent(e.test_accuracy),
+                f"{(e.savedmodel_bytes or 0) / 1e6:.2f} MB",
+                str(e.epochs),
+                str(e.device),
+            ]
+            for e in record.variants
+        ],
+    )
+    tested = {(step.variant, step.runtime) for step in record.steps}
+    out["Runtimes served (device, model time at warm-up, difference from the SavedModel)"] = (
+        ["model", "device", "batch-1 ms", "max abs diff"],
+        [
+            [
+                r.model,
+                str(r.device),
+                f"{r.batch1_ms:.3f}" if r.batch1_ms is not None else "-",
+                f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "-",
+            ]
+            for entry in record.variants
+            for r in entry.runtimes
+            if (entry.name, r.runtime) in tested
+        ],
+    )
+    out[
+        "Drift between repeats (throughput spread = max/min - 1; flagged: over "
+        f"{DRIFT:.0%} off the level's median)"
+    ] = (
+        ["model", "clients", "spread", "flagged repeats"],
+        [
+            [str(d.target), str(d.level), f"{d.spread:.0%}", ", ".join(map(str, d.flagged)) or "-"]
+            for d in drift(levels)
+        ],
+    )
+    if previous is not None:
+        out.update(previous.tables)
+    m = record.machine
+    out["Machine and settings"] = (
+        ["what", "value"],
+        [
+            ["CPU", f"{m.cpu} ({m.cores} cores)"],
+            ["platform", m.platform],
+            ["Python / TensorFlow / Locust", f"{m.python} / {m.tensorflow} / {m.locust}"],
+            [
+                "target",
+                record.target + (" (started by the load test)" if record.started_server else ""),
+            ],
+            ["server options", " ".join(record.server_args) or "defaults"],
+            [
+                "load",
+                f"closed loop, {', '.join(plan.protocols)} protocol(s), {plan.mode} payloads, "
+                f"{plan.duration_s} s per step after {plan.warmup_s} s warm-up, "
+                f"{plan.repeats} repeats, alternating order, {plan.processes} Locust "
+                "process(es)",
+            ],
+            ["run", f"{record.created_at} to {record.finished_at}"],
+        ],
+    )
+    return out
+
+
+def _percent(value: float | None) -> str:
+    return f"{value:.2%}" if value is not None else "-"

@@ -1,0 +1,31 @@
+"""The ``mnist-serve`` command: catalogue, train, serve, load-test, report, and the demo.
+
+One module per command group (:mod:`.models`, :mod:`.serve`, :mod:`.loadtest`,
+:mod:`.history`, :mod:`.demo`); the workflows they start live in the packages below
+(``training``, ``service``, ``loadtests``). Heavy modules (TensorFlow, Locust, matplotlib) are
+imported inside the commands that need them, so ``--help`` and argument errors answer at once.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from mnist_serve.cli import demo, history, loadtest, models, serve
+
+app = typer.Typer(
+    help="Train, serve and load-test MNIST CNN variants: "
+    "is the 'optimized' one faster when served?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("variants")(models.list_variants)
+app.command("train")(models.train)
+app.command("export")(models.export)
+app.command("serve")(serve.serve)
+app.command("loadtest")(loadtest.loadtest)
+app.command("report")(loadtest.report)
+app.command("demo")(demo.demo)
+app.add_typer(history.app, name="history")
+
+__all__ = ["app"]

@@ -1,0 +1,104 @@
+"""``mnist-serve demo``: the main job. Train the seed models if missing, serve them,
+load-test both (closed loop, then open loop), report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mnist_serve.cli.loadtest import parse_sweep, run_load_test
+from mnist_serve.cli.models import train_variants
+from mnist_serve.cli.options import (
+    DEFAULT_MODELS_DIR,
+    DEFAULT_SLO,
+    DataOption,
+    MinRequestsOption,
+    ModelsOption,
+    SloOption,
+    check_data_path,
+    console,
+    csv,
+    default_out,
+    parse_runtimes,
+    seconds,
+)
+from training import catalog
+
+
+def demo(
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Epochs if models must be trained (12 = the reference run).")
+    ] = 2,
+    models: ModelsOption = DEFAULT_MODELS_DIR,
+    data: DataOption = None,
+    concurrency: Annotated[str, typer.Option(help="Concurrent-client levels.")] = "1,8,32",
+    duration: Annotated[str, typer.Option(help="Measured time per step.")] = "4s",
+    runtimes: Annotated[
+        str | None,
+        typer.Option(
+            help="Runtimes to compare. Default: savedmodel and the fastest other runtime "
+            "found at export.",
+            show_default=False,
+        ),
+    ] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Repeats per level.")] = 3,
+    rates: Annotated[
+        str,
+        typer.Option(
+            help="Open-loop Poisson arrival rates (requests/s) after the closed-loop steps, "
+            "each run measuring --min-requests requests (at least 1 s); 'none' to skip the "
+            "open loop."
+        ),
+    ] = "200,400,800,1600",
+    slo: SloOption = DEFAULT_SLO,
+    min_requests: MinRequestsOption = 1000,
+    out: Annotated[
+        Path | None, typer.Option(help="Results folder. Default: runs/demo-<time>.")
+    ] = None,
+) -> None:
+    """The main job: train the seed models if missing, serve them, load-test both, report.
+
+    Both variants are compared on the SavedModel and on the fastest other runtime (the
+    smallest batch-1 time the exports recorded for the depthwise model): closed loop (clients
+    that wait for each answer) at each --concurrency, then open loop (Poisson arrivals at
+    --rates) with the highest rate each model sustains within --slo.
+    """
+    from loadtests import session
+    from modelrepo.layout import ModelRepository
+
+    check_data_path(data)
+    sweep = (
+        None
+        if rates.strip().lower() == "none"
+        else parse_sweep(rates, slo, session.DEMO_OPEN_LOOP_S, min_requests)
+    )
+    repository = ModelRepository(models)
+    missing = [name for name in catalog.SEED_VARIANTS if not repository.versions(name)]
+    if missing:
+        console.print(f"[bold]1/2[/] training {missing} for {epochs} epochs into {models}/")
+        from training.train import TrainConfig
+
+        train_variants(missing, data, TrainConfig(epochs=epochs), models)
+    else:
+        console.print(
+            f"[bold]1/2[/] using the models already in {models}/ (delete them to retrain)"
+        )
+    chosen = (
+        parse_runtimes(runtimes)
+        if runtimes is not None
+        else session.demo_runtimes(repository, catalog.SEED_VARIANTS[-1])
+    )
+    console.print(
+        f"[bold]2/2[/] serving both on {' and '.join(chosen)}, load-testing under identical load"
+    )
+    plan = session.demo_plan(
+        catalog.SEED_VARIANTS,
+        chosen,
+        csv(concurrency, int),
+        seconds(duration),
+        repeats,
+        str(data) if data else "",
+    )
+    run_load_test(plan, out or default_out("demo"), None, models, sweep=sweep)

@@ -1,0 +1,195 @@
+"""``mnist-serve loadtest`` and ``report``: drive the models with identical load, report.
+
+The workflow itself is :mod:`loadtests.session`; this module turns options into its plan and
+shows its progress (:class:`mnist_serve.cli.render.ConsoleListener`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mnist_serve.cli.options import (
+    DEFAULT_MODELS_DIR,
+    DEFAULT_SLO,
+    DataOption,
+    MinRequestsOption,
+    ModelsOption,
+    RatesOption,
+    SloOption,
+    check_data_path,
+    csv,
+    default_out,
+    parse_runtimes,
+    seconds,
+)
+from mnist_serve.cli.render import ConsoleListener, announce_report, load_test_failed
+
+if TYPE_CHECKING:
+    from loadtests.protocols import Protocol
+    from loadtests.results import LoadPlan
+    from loadtests.session import Sweep
+
+
+def parse_sweep(rates: str, slo: str, duration_s: int, min_requests: int) -> Sweep:
+    """The open-loop sweep of --rates and --slo; BadParameter when malformed."""
+    from loadtests.session import Sweep
+
+    try:
+        return Sweep.parse(rates, slo, duration_s, min_requests)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+
+
+def parse_protocols(text: str) -> tuple[Protocol, ...]:
+    """'native,kserve-grpc' -> the protocols; BadParameter naming unknown ones."""
+    from loadtests.protocols import PROTOCOLS, Protocol
+
+    names = csv(text, str)
+    unknown = [name for name in names if name not in PROTOCOLS]
+    if unknown:
+        raise typer.BadParameter(f"unknown protocols {unknown}; known: {', '.join(PROTOCOLS)}")
+    return tuple(Protocol(name) for name in names)
+
+
+def run_load_test(
+    plan: LoadPlan,
+    out: Path,
+    url: str | None,
+    models: Path,
+    grpc_url: str | None = None,
+    sweep: Sweep | None = None,
+    closed: bool = True,
+) -> None:
+    """Run a load-test session with its progress on the console, then write and show the
+    closed loop's report; exit 1 if the load test fails."""
+    from loadtests import session
+    from loadtests.runner import LoadTestError
+
+    try:
+        listener = ConsoleListener()
+        session.run_load_test(
+            plan, out, url, models, listener, grpc_url=grpc_url, sweep=sweep, closed=closed
+        )
+    except LoadTestError as err:
+        load_test_failed(err)
+        raise typer.Exit(1) from err
+    if closed:
+        announce_report(out)
+
+
+def loadtest(
+    url: Annotated[
+        str | None,
+        typer.Option(help="Service to test, e.g. http://127.0.0.1:8000. Default: start one here."),
+    ] = None,
+    variants: Annotated[str, typer.Option(help="Comma-separated; the first is the baseline.")] = (
+        "original,depthwise"
+    ),
+    runtimes: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated runtimes to drive each variant on (savedmodel, onnx, litert, "
+            "openvino); the first is the baseline of the runtime comparison. "
+            "Default: the server's default runtime."
+        ),
+    ] = "",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            "--protocols",
+            help="Comma-separated protocols: native (/predict), tfserving (TF Serving REST), "
+            "kserve-http (KServe V2 REST, binary tensors), kserve-grpc (KServe V2 gRPC). "
+            "Several: each model is driven over each, and compared with the first.",
+        ),
+    ] = "native",
+    grpc_url: Annotated[
+        str | None,
+        typer.Option(
+            help="host:port of the server's KServe V2 gRPC endpoint, for kserve-grpc with "
+            "--url. Without --url the service started here gets one."
+        ),
+    ] = None,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated concurrent-client levels.")] = (
+        "1,8,32,64"
+    ),
+    duration: Annotated[str, typer.Option(help="Measured time per step (20s, 1m).")] = "20s",
+    warmup: Annotated[
+        str, typer.Option(help="Unrecorded warm-up at the start of each step.")
+    ] = "3s",
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Repeats per level, in alternating order.")
+    ] = 3,
+    mode: Annotated[str, typer.Option(help="Payloads: json (pixels) or png (uploads).")] = "json",
+    processes: Annotated[
+        int, typer.Option(min=1, help="Locust processes (its distributed mode) to spread the load.")
+    ] = 1,
+    out: Annotated[
+        Path | None, typer.Option(help="Results folder. Default: runs/loadtest-<time>.")
+    ] = None,
+    arrival: Annotated[
+        str,
+        typer.Option(
+            help="closed: Locust users that wait for each answer (concurrency levels). "
+            "poisson: open loop, requests at scheduled Poisson times whatever the answers "
+            "(--rates, --slo), latency from the scheduled time."
+        ),
+    ] = "closed",
+    rates: RatesOption = "100,200,400,800",
+    slo: SloOption = DEFAULT_SLO,
+    min_requests: MinRequestsOption = 1000,
+    models: ModelsOption = DEFAULT_MODELS_DIR,
+    data: DataOption = None,
+) -> None:
+    """Drive every variant x runtime with identical load; write a side-by-side report.
+
+    Closed loop (default): Locust users at each concurrency level. Open loop
+    (--arrival poisson): requests at each --rates, then the highest rate meeting --slo per
+    model, found by bisection; results in openloop.md and openloop.json.
+    """
+    from loadtests.protocols import Protocol
+    from loadtests.results import LoadPlan
+
+    check_data_path(data)
+    if arrival not in ("closed", "poisson"):
+        raise typer.BadParameter(f"--arrival is closed or poisson, not {arrival!r}")
+    try:
+        plan = LoadPlan(
+            variants=csv(variants, str),
+            runtimes=parse_runtimes(runtimes),
+            protocols=parse_protocols(protocol),
+            concurrency=csv(concurrency, int),
+            duration_s=seconds(duration),
+            warmup_s=seconds(warmup, minimum=0),
+            repeats=repeats,
+            mode=mode,
+            processes=processes,
+            mnist=str(data) if data else "",
+        )
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    if arrival == "poisson":
+        if plan.protocols != (Protocol.NATIVE,) or plan.mode != "json":
+            raise typer.BadParameter("open loop sends JSON over the native protocol only (for now)")
+        sweep = parse_sweep(rates, slo, plan.duration_s, min_requests)
+        target = out or default_out("openloop")
+        run_load_test(plan, target, url, models, sweep=sweep, closed=False)
+        return
+    run_load_test(plan, out or default_out("loadtest"), url, models, grpc_url=grpc_url)
+
+
+def report(
+    folder: Annotated[Path, typer.Argument(help="A load-test results folder (with results.json).")],
+) -> None:
+    """Rebuild report.md and report.html from a load test's recorded results."""
+    if not (folder / "results.json").is_file():
+        hint = (
+            " (an open-loop run alone: its report is openloop.md)"
+            if (folder / "openloop.json").is_file()
+            else ""
+        )
+        raise typer.BadParameter(f"{folder} holds no results.json{hint}")
+    announce_report(folder)

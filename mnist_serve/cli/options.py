@@ -1,0 +1,118 @@
+"""What the commands share: the console, common options and the parsing of option values
+(each error a ``BadParameter``, exit code 2)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from modelrepo.layout import CONVERTED_RUNTIMES, RUNTIME_NAMES
+from training import catalog
+
+# Outside a terminal Rich assumes 80 columns, which folds every table; logs and CI get 120.
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+DEFAULT_MODELS_DIR = Path("models")
+ALL_CONVERTED = ",".join(CONVERTED_RUNTIMES)
+DEFAULT_SLO = "p99=20ms"
+T = TypeVar("T")
+
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="MNIST as a Keras-layout .npz or a folder of the four IDX .gz files. "
+        "Default: $MNIST_DATA, else download with Keras (needs internet).",
+        show_default=False,
+    ),
+]
+RuntimesToConvert = Annotated[
+    str,
+    typer.Option(
+        help="Runtimes to convert each export to, checked against the SavedModel "
+        "(onnx, litert, openvino; 'none' for the SavedModel only)."
+    ),
+]
+ModelsOption = Annotated[
+    Path,
+    typer.Option("--models", help="Model repository: <models>/<variant>/<version>/ SavedModels."),
+]
+RatesOption = Annotated[
+    str,
+    typer.Option(
+        help="Open loop: comma-separated Poisson arrival rates, requests/s, tried in order "
+        "until one misses the --slo; the search then bisects between the last two."
+    ),
+]
+SloOption = Annotated[
+    str,
+    typer.Option(
+        help="Open loop: the latency target whose highest sustainable arrival rate is searched "
+        "for each model, e.g. p99=20ms (failed requests count as infinitely slow)."
+    ),
+]
+MinRequestsOption = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Open loop: measured requests per run at least (runs at low rates last longer): "
+        "a p99 over fewer than ~1,000 hangs on a handful of requests.",
+    ),
+]
+
+
+def check_variants(names: list[str] | None) -> list[str]:
+    """Reject unknown variant names with the list of known ones (exit code 2)."""
+    for name in names or []:
+        if name not in catalog.names():
+            raise typer.BadParameter(
+                f"unknown variant {name!r}. Known: {', '.join(catalog.names())}"
+            )
+    return names or []
+
+
+def check_data_path(path: Path | None) -> Path | None:
+    """Reject a --data path that does not exist before any slow import (exit code 2)."""
+    if path is not None and not path.exists():
+        raise typer.BadParameter(f"{path} does not exist (expected an .npz file or IDX folder)")
+    return path
+
+
+def parse_runtimes(text: str, allowed: tuple[str, ...] = RUNTIME_NAMES) -> tuple[str, ...]:
+    """'onnx,litert' -> ('onnx', 'litert'); 'none' or '' -> (); BadParameter for unknown names."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    names = csv(text, str)
+    unknown = [name for name in names if name not in allowed]
+    if unknown:
+        raise typer.BadParameter(f"unknown runtimes {list(unknown)}; known: {', '.join(allowed)}")
+    return names
+
+
+def csv(text: str, convert: Callable[[str], T]) -> tuple[T, ...]:
+    """'1, 8,32' -> (1, 8, 32) with ``convert``; BadParameter naming the bad value."""
+    try:
+        return tuple(convert(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise typer.BadParameter(f"{text!r}: {err}") from err
+
+
+def seconds(text: str, minimum: int = 1) -> int:
+    """'20s', '2m' -> whole seconds, at least ``minimum``; BadParameter otherwise."""
+    from loadtests.runner import parse_duration
+
+    try:
+        return parse_duration(text, minimum)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+
+
+def default_out(prefix: str) -> Path:
+    """``runs/<prefix>-<time>``: where a run goes when no --out is given."""
+    return Path("runs") / f"{prefix}-{datetime.now():%Y%m%d-%H%M%S}"

@@ -1,0 +1,210 @@
+"""What the commands print with Rich: a written report, a load test's progress, the history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from mnist_serve.cli.options import console
+
+if TYPE_CHECKING:
+    from loadtests.analysis import RunComparison
+    from loadtests.history import Change
+    from loadtests.results import LoadPlan, OpenLoopRecord, RatePoint, Step, StepResult
+    from loadtests.session import Sweep
+    from loadtests.stats import Interval
+
+
+def announce_report(folder: Path) -> None:
+    """Write the report of a results folder and print where it is, the claims and the verdict."""
+    from loadtests.claims import Verdict
+    from loadtests.report import build_report
+    from loadtests.results import ResultsError
+
+    try:
+        written = build_report(folder)
+    except ResultsError as err:
+        console.print(f"[red]cannot report on {folder}:[/] {err}")
+        raise typer.Exit(1) from err
+    console.print(f"Report: {written.html}  (also {written.markdown})")
+    if written.bottom_line:
+        console.print(f"[bold]{written.bottom_line}[/]")
+    if written.claims:
+        table = Table(title="The seed study's claims against this run")
+        for column in ("claim", "reference", "measured", "verdict"):
+            table.add_column(column)
+        colours = {Verdict.HOLDS: "green", Verdict.DOES_NOT: "red"}
+        for c in written.claims:
+            colour = colours.get(c.verdict, "yellow")
+            table.add_row(c.claim, c.reference, c.measured, f"[{colour}]{c.verdict}[/]")
+        console.print(table)
+    for line in written.verdict:
+        console.print(f"  • {line}")
+
+
+class ConsoleListener:
+    """A load-test session's progress on the console: a bar over the closed-loop steps with a
+    line per step, a line per open-loop run (a :class:`loadtests.session.Listener`)."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self.repeats = 1
+
+    def service_starting(self, models: Path) -> None:
+        """Say a service is being started."""
+        console.print(f"starting a service on 127.0.0.1 from {models}/ ...")
+
+    def closed_loop_started(self, plan: LoadPlan, url: str) -> None:
+        """Announce the plan and start the progress bar."""
+        console.print(
+            f"Load test of {', '.join(plan.models())} over {', '.join(plan.protocols)} "
+            f"at {url}: {len(plan.steps())} steps, about {plan.seconds / 60:.1f} min"
+        )
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        self.repeats = plan.repeats
+        self.progress = Progress(*columns, console=console)
+        self.progress.start()
+        self.task = self.progress.add_task("starting", total=len(plan.steps()))
+
+    def step(self, step: Step, index: int, total: int, result: StepResult | None) -> None:
+        """Move the bar; print a finished step's figures."""
+        if self.progress is None or self.task is None:
+            return
+        if result is None:
+            self.progress.update(
+                self.task,
+                description=f"{step.target} @ {step.concurrency} clients, "
+                f"repeat {step.repeat + 1}/{self.repeats}",
+            )
+            return
+        self.progress.advance(self.task)
+        p = result.latency_ms
+        self.progress.console.print(
+            f"{step.target!s:>20} c={step.concurrency:<3} r{step.repeat + 1}: "
+            f"{result.throughput_rps:8.1f} req/s  p50 {p.p50:.3f} ms  p99 {p.p99:.3f} ms  "
+            f"errors {result.errors}  accuracy {result.accuracy:.2%}"
+            + "".join(f"  [yellow]{w}[/]" for w in result.warnings)
+        )
+
+    def closed_loop_finished(self) -> None:
+        """Stop the bar."""
+        if self.progress is not None:
+            self.progress.stop()
+        self.progress, self.task = None, None
+
+    def open_loop_started(self, plan: LoadPlan, sweep: Sweep) -> None:
+        """Announce the search."""
+        from loadtests.slo import WARMUP_S
+
+        rates = ", ".join(f"{r:g}" for r in sweep.rates)
+        console.print(
+            f"Open loop: {', '.join(plan.models())} at {rates} req/s (each run at least "
+            f"{sweep.seconds} s and {sweep.min_requests:,} requests after {WARMUP_S:g} s of "
+            "warm-up; a miss is run again and judged on both), then the highest rate within "
+            f"{sweep.slo} by bisection, the models in alternating order"
+        )
+
+    def rate_point(self, point: RatePoint) -> None:
+        """A line per open-loop run."""
+        console.print(
+            f"{point.model:>22} {point.rate:8.1f}/s: {point.ok}/{point.requests} ok, "
+            f"p50 {point.latency_ms.p50:.2f} p99 {point.latency_ms.p99:.2f} ms, "
+            f"SLO {'met' if point.met else '[red]missed[/]'}"
+            + (" (2 runs pooled)" if point.runs > 1 else "")
+        )
+
+    def open_loop_finished(self, record: OpenLoopRecord, report: Path) -> None:
+        """Each model's highest rate, and where the results are."""
+        base = record.models[0]
+        for model in record.models:
+            rate = record.max_rate[model]
+            ratio = f" ({record.ratio_to(model, base):.2f}x {base})" if model != base else ""
+            console.print(f"[bold]{model}[/]: {rate:,.0f} req/s within {record.slo}{ratio}")
+        data = report.parent / "openloop.json"
+        console.print(f"Open-loop results: {report}  (data: {data})")
+
+    def stored(self, run_id: int, path: Path) -> None:
+        """Where the run went in the history."""
+        console.print(f"History: run {run_id} in {path}")
+
+
+def load_test_failed(err: Exception) -> None:
+    """Print why the load test failed."""
+    console.print(f"[red]load test failed:[/] {escape(str(err))}", highlight=False)
+
+
+def comparison(compared: RunComparison) -> None:
+    """Two runs side by side: speedups, throughputs, open-loop rates, and what moved."""
+    first, second = compared.before, compared.after
+    if not compared.comparable:
+        console.print(
+            "[yellow]the runs differ in models, levels, payloads or CPU: compare with care[/]"
+        )
+    for title, changes, unit in (
+        ("Speedup (throughput ratio)", compared.speedups, "x"),
+        ("Throughput, req/s", compared.throughputs, ""),
+    ):
+        if changes:
+            heading = f"{title}: run {first.id} -> run {second.id}"
+            console.print(change_table(heading, changes, unit, first.id, second.id))
+    if compared.rates:
+        table = Table(
+            title=f"Open loop, highest rate within the SLO: run {first.id} -> run {second.id} "
+            "(moved = the search brackets do not overlap)"
+        )
+        for column in ("model", "SLO", f"run {first.id}", f"run {second.id}", "ratio", "moved"):
+            table.add_column(column)
+        for rate in compared.rates:
+            table.add_row(
+                rate.model,
+                rate.slo,
+                f"{rate.before[0]:,.0f}/s",
+                f"{rate.after[0]:,.0f}/s",
+                f"{rate.ratio:.2f}x",
+                "[bold]yes[/]" if rate.moved else "no",
+            )
+        console.print(table)
+
+
+def change_table(title: str, changes: list[Change], unit: str, first: int, second: int) -> Table:
+    """One figure per target and level in two runs, with whether it moved."""
+    table = Table(title=title)
+    for column in ("model", "clients", f"run {first}", f"run {second}", "ratio", "moved"):
+        table.add_column(column)
+    for change in changes:
+        table.add_row(
+            change.name,
+            str(change.level),
+            shown(change.before, unit),
+            shown(change.after, unit),
+            f"{change.ratio:.2f}x",
+            "[bold]yes[/]" if change.moved else "no",
+        )
+    return table
+
+
+def shown(interval: Interval, unit: str) -> str:
+    """A mean and its interval: throughputs as whole numbers, ratios with two decimals."""
+    digits = 2 if unit else 0
+    text = f"{interval.mean:,.{digits}f}{unit}"
+    if interval.low == interval.low:  # not NaN
+        text += f" [{interval.low:,.{digits}f}, {interval.high:,.{digits}f}]"
+    return text

@@ -1,0 +1,138 @@
+"""The load-test session without Typer: the service, the loops, the history, in order, reported
+through a listener (fakes stand in for Locust, the open-loop generator and the server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtests import session
+from loadtests.results import (
+    LoadPlan,
+    OpenLoopRecord,
+    Percentiles,
+    RatePoint,
+    RunRecord,
+    Slo,
+    Step,
+    StepResult,
+)
+from loadtests.runner import LoadTestError, Target
+from tests.helpers import run_record, step_result
+
+
+class Recorder:
+    """A :class:`loadtests.session.Listener` that writes down what it is told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def service_starting(self, models: Path) -> None:
+        self.events.append(("service", models))
+
+    def closed_loop_started(self, plan: LoadPlan, url: str) -> None:
+        self.events.append(("closed", url))
+
+    def step(self, step: Step, index: int, total: int, result: StepResult | None) -> None:
+        self.events.append(("step", (index, total, result is not None)))
+
+    def closed_loop_finished(self) -> None:
+        self.events.append(("closed done", None))
+
+    def open_loop_started(self, plan: LoadPlan, sweep: session.Sweep) -> None:
+        self.events.append(("open", sweep.rates))
+
+    def rate_point(self, point: RatePoint) -> None:
+        self.events.append(("point", (point.model, point.rate)))
+
+    def open_loop_finished(self, record: OpenLoopRecord, report: Path) -> None:
+        self.events.append(("open done", report.name))
+
+    def stored(self, run_id: int, path: Path) -> None:
+        self.events.append(("stored", run_id))
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A service that starts at once, a closed loop of one step per target, an open loop
+    whose every rate meets the SLO."""
+    started: list[str] = []
+
+    @contextmanager
+    def service(url: str | None, *args: Any, **kwargs: Any) -> Iterator[Target]:
+        started.append(url or "here")
+        yield Target(url or "http://127.0.0.1:1", None, started_here=url is None)
+
+    def plan_run(plan: LoadPlan, out: Path, target: Target, server_args: Any, on_step: Any):
+        steps = []
+        for index, step in enumerate(plan.steps()):
+            on_step(step, index, len(plan.steps()), None)
+            steps.append(step_result(step.model, step.concurrency, step.repeat, 100.0))
+            on_step(step, index, len(plan.steps()), steps[-1])
+        record = run_record(plan, steps=steps)
+        record.save(out)
+        return record
+
+    def measure(url: str, model: str, payloads: Any, rate: float, *args: Any) -> RatePoint:
+        return RatePoint(model, rate, 10, 10, rate, Percentiles(1, 1, 1, 1, 1), 1.0, True, 0.1)
+
+    monkeypatch.setattr(session.runner, "target_service", service)
+    monkeypatch.setattr(session.runner, "run_plan", plan_run)
+    monkeypatch.setattr(session.slo, "measure_rate", measure)
+    monkeypatch.setattr(session.slo, "bodies", lambda mnist, model: [b"{}"])
+    monkeypatch.setattr(session.slo, "machine", lambda: run_record(LoadPlan()).machine)
+    return started
+
+
+def test_a_session_runs_both_loops_on_one_service_and_stores_the_run(
+    tmp_path: Path, fakes: list[str]
+) -> None:
+    plan = LoadPlan(variants=("original", "depthwise"), concurrency=(1,), repeats=1)
+    sweep = session.Sweep.parse("100,200", "p99=20ms", 1, 10)
+    listener = Recorder()
+    outcome = session.run_load_test(plan, tmp_path / "run", None, tmp_path, listener, sweep=sweep)
+    assert fakes == ["here"]  # one service for both loops
+    kinds = [kind for kind, _ in listener.events]
+    assert kinds == [
+        "service",
+        "closed",
+        "step",
+        "step",
+        "step",
+        "step",
+        "closed done",
+        "open",
+        *["point"] * 4,
+        "open done",
+        "stored",
+    ]
+    assert listener.events[-2] == ("open done", "openloop.md")
+    assert outcome.closed == RunRecord.load(tmp_path / "run")
+    assert outcome.openloop is not None and outcome.openloop.warmup_s == session.slo.WARMUP_S
+    assert outcome.openloop.max_rate == {"original": 200, "depthwise": 200}
+    assert outcome.run_id == 1 and outcome.history == tmp_path / "history.sqlite"
+
+
+def test_a_given_url_starts_no_service_and_a_failure_still_ends_the_progress(
+    tmp_path: Path, fakes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(*args: Any) -> RunRecord:
+        raise LoadTestError("Locust failed")
+
+    monkeypatch.setattr(session.runner, "run_plan", failing)
+    listener = Recorder()
+    with pytest.raises(LoadTestError, match="Locust failed"):
+        session.run_load_test(LoadPlan(), tmp_path / "run", "http://x:1", tmp_path, listener)
+    assert fakes == ["http://x:1"]
+    assert [kind for kind, _ in listener.events] == ["closed", "closed done"]
+
+
+def test_sweep_options_are_checked() -> None:
+    assert session.Sweep.parse("100, 200", "p99=20ms", 2, 5).slo == Slo(99, 20)
+    for rates, slo in (("0,100", "p99=20ms"), ("", "p99=20ms"), ("100", "fast")):
+        with pytest.raises(ValueError):
+            session.Sweep.parse(rates, slo, 2, 5)
