@@ -184,7 +184,7 @@ def test_many_large_pictures_at_once_keep_memory_bounded(hostile: Server) -> Non
     and decoding two at a time keeps the model's queue short), memory bounded."""
     before = rss_mb(hostile.process.pid)
     responses = large_pictures_at_once(hostile)
-    assert [r.status_code for r in responses] == [200] * 40, [r.text for r in responses]
+    assert [r.status_code for r in responses] == [200] * 40, [r.text[:80] for r in responses]
     assert {r.json()["predictions"][0]["digit"] for r in responses} == {1}
     assert rss_mb(hostile.process.pid) - before < 300
 
