@@ -163,6 +163,7 @@ def main() -> None:
           f"{args.duration} s per run, 127.0.0.1; ratios of req/s within a round.\n")  # fmt: skip
     print(table(runs))
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps([asdict(r) for r in runs], indent=2))
 
 
