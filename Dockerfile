@@ -32,13 +32,22 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /app
 # Dependencies first, from pyproject.toml alone, so code changes do not reinstall TensorFlow.
 # Only the serving dependencies: Locust, matplotlib and scipy are the [loadtest] extra.
+# On a GPU, ONNX Runtime is onnxruntime-gpu (the CUDA execution provider, CUDA 12 and cuDNN 9
+# from the same NVIDIA wheels as TensorFlow) in place of the CPU onnxruntime: the two share one
+# import package, so the build fails if anything brings the CPU one back.
 COPY pyproject.toml ./
 RUN --mount=type=secret,id=pip_ca,required=false \
     --mount=type=cache,target=/root/.cache/pip \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
     && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && if [ "$DEVICE" = "gpu" ]; then echo "tensorflow[and-cuda]==2.21.*" >> /tmp/requirements.txt; fi \
+    && if [ "$DEVICE" = "gpu" ]; then \
+         echo "tensorflow[and-cuda]==2.21.*" >> /tmp/requirements.txt \
+         && sed -i 's/^onnxruntime\([<>=~! ]\)/onnxruntime-gpu\1/' /tmp/requirements.txt; \
+       fi \
     && pip install -r /tmp/requirements.txt \
+    && if [ "$DEVICE" = "gpu" ] && pip show --quiet onnxruntime; then \
+         echo "the CPU onnxruntime is installed beside onnxruntime-gpu" >&2; exit 1; \
+       fi \
     && rm /tmp/requirements.txt
 COPY README.md ./
 COPY mnist_serve ./mnist_serve

@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-models bench-protocols bench-overload container-test container-gpu-check env browser clean
+.PHONY: demo test test-fast bench bench-models bench-peers bench-protocols bench-overload container-test container-gpu-check env browser clean
 
 env: $(STAMP)
 
@@ -48,6 +48,11 @@ bench: $(STAMP)
 
 bench-models: $(STAMP)
 	$(BIN)/python scripts/bench_models.py
+
+# Ours against mosec (a peer engine) and the HTTP floor on the same model.onnx; needs wrk and
+# the peers extra (pip install -e '.[peers]').
+bench-peers: $(STAMP)
+	$(BIN)/python scripts/bench_peers.py --models models --out runs/bench-peers.json
 
 bench-overload: $(STAMP)
 	$(BIN)/python scripts/bench_overload.py

@@ -111,6 +111,8 @@ class OnnxRuntime:
         providers = ["CPUExecutionProvider"]
         if options.gpu:
             if "CUDAExecutionProvider" in ort.get_available_providers():
+                if hasattr(ort, "preload_dlls"):  # 1.21+: CUDA and cuDNN from the nvidia wheels
+                    ort.preload_dlls()
                 providers.insert(0, "CUDAExecutionProvider")
             else:
                 log.warning("onnx: this ONNX Runtime has no CUDA provider (install "

@@ -82,6 +82,18 @@ def wrk(url: str, connections: int, seconds: int, script: Path) -> dict[str, flo
     return result
 
 
+def post_script(folder: Path, image: np.ndarray) -> Path:
+    """A wrk Lua script POSTing ``{"image": image}`` (pixels in 0-1, 4 decimals) as JSON."""
+    body = folder / "body.json"
+    body.write_text(json.dumps({INPUT_NAME: np.round(image, 4).tolist()}))
+    script = folder / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+    )
+    return script
+
+
 def model_only_p50(models: Path, variant: str, runtime: str, calls: int = 2000) -> float:
     """The model alone at batch 1, in-process, one thread (the service's default), median ms."""
     if runtime == "savedmodel":
@@ -111,15 +123,7 @@ def main() -> None:
     variants, runtimes = args.variants.split(","), args.runtimes.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]
 
-    digit = load_mnist().x_test[0] / 255.0
-    work = Path(tempfile.mkdtemp(prefix="bench-"))
-    body = work / "body.json"
-    body.write_text(json.dumps({INPUT_NAME: np.round(digit, 4).tolist()}))
-    script = work / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
-    )
+    script = post_script(Path(tempfile.mkdtemp(prefix="bench-")), load_mnist().x_test[0] / 255.0)
     model_p50 = {(v, r): model_only_p50(args.models, v, r) for v in variants for r in runtimes}
     fastest = min(runtimes, key=lambda r: model_p50[(variants[-1], r)])
 

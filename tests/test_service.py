@@ -31,14 +31,16 @@ def predict_json(server: Server, variant: str, payload: object) -> httpx.Respons
 def test_readyz_is_503_until_models_are_warm(models_dir: Path, tmp_path: Path) -> None:
     with run_server(models_dir, tmp_path / "log", "--max-batch-size", "64") as server:
         assert httpx.get(f"{server.url}/healthz").status_code == 200
-        early = httpx.post(f"{server.url}/predict/original", json=BLANK)
+        early = httpx.post(f"{server.url}/predict/original", json={INPUT_NAME: [0.0] * PIXELS})
+        early_ready = httpx.get(f"{server.url}/readyz")
         statuses = server.wait_ready()
         after = predict_json(server, "original", {INPUT_NAME: [0.0] * PIXELS})
-    # Loading two SavedModels and warming 64 batch sizes takes far longer than one poll.
+    # Loading two SavedModels and warming 64 batch sizes takes seconds; the port opens at once:
+    # a predict sent as soon as it does finds its model still loading.
+    assert early.status_code == 503 and early.headers["retry-after"] == "2", early.text
+    assert early.json()["error"] == "unavailable" and "still loading" in early.json()["detail"]
+    assert early_ready.status_code == 503 and early_ready.json()["status"] == "loading"
     assert statuses[0] == 503 and statuses[-1] == 200
-    assert early.status_code in (200, 503)
-    if early.status_code == 503:
-        assert early.headers["retry-after"]
     assert after.status_code == 200
 
 
@@ -195,14 +197,19 @@ def test_concurrent_requests_are_batched(server: Server, mnist: Mnist) -> None:
     assert {r.json()["predictions"][0]["digit"] for r in responses} == {int(mnist.y_test[1])}
 
 
+def requests_counted(metrics: str, variant: str, status: str) -> float:
+    """mnist_serve_requests_total of ``variant`` (SavedModel) with ``status``, in ``metrics``."""
+    pattern = (
+        rf'mnist_serve_requests_total{{runtime="savedmodel",status="{status}",'
+        rf'variant="{variant}"}} ([\d.e+]+)'
+    )
+    found = re.search(pattern, metrics)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_metrics_count_what_was_sent(server: Server) -> None:
     def count(text: str, status: str) -> float:
-        pattern = (
-            rf'mnist_serve_requests_total{{runtime="savedmodel",status="{status}",'
-            rf'variant="depthwise"}} ([\d.e+]+)'
-        )
-        found = re.search(pattern, text)
-        return float(found.group(1)) if found else 0.0
+        return requests_counted(text, "depthwise", status)
 
     before = httpx.get(f"{server.url}/metrics").text
     for _ in range(3):
@@ -227,7 +234,9 @@ def test_openapi_examples_work_when_pasted(server: Server) -> None:
 
 
 def test_full_queue_answers_503_with_retry_after(models_dir: Path, tmp_path: Path) -> None:
-    """With a one-request queue, a burst overflows it: 503 at once, and the server recovers."""
+    """With a one-request queue, a burst of 64 overflows it: some are served, the rest get 503
+    "overloaded" with Retry-After at once, the metrics count exactly that, and the server
+    recovers."""
     image = {INPUT_NAME: [0.0] * PIXELS}
     with run_server(models_dir, tmp_path / "log", "--max-queue", "1", "--no-batching") as server:
         server.wait_ready()
@@ -238,8 +247,19 @@ def test_full_queue_answers_503_with_retry_after(models_dir: Path, tmp_path: Pat
                 return await asyncio.gather(*calls)
 
         responses = asyncio.run(burst())
-        statuses = {r.status_code for r in responses}
-        assert statuses <= {200, 503} and 503 in statuses and 200 in statuses
-        rejected = next(r for r in responses if r.status_code == 503)
-        assert rejected.headers["retry-after"] and rejected.json()["error"] == "overloaded"
-        assert predict_json(server, "original", image).status_code == 200
+        metrics = httpx.get(f"{server.url}/metrics").text
+        after = predict_json(server, "original", image)
+    served = [r for r in responses if r.status_code == 200]
+    rejected = [r for r in responses if r.status_code == 503]
+    assert served and rejected and len(served) + len(rejected) == 64, [
+        r.status_code for r in responses
+    ]
+    assert all(r.headers["retry-after"] == "1" for r in rejected)
+    assert {r.json()["error"] for r in rejected} == {"overloaded"}
+    assert {r.json()["predictions"][0]["digit"] for r in served} == {
+        served[0].json()["predictions"][0]["digit"]
+    }
+    assert requests_counted(metrics, "original", "200") == len(served)
+    assert requests_counted(metrics, "original", "503") == len(rejected)
+    assert 'mnist_serve_shed_total{reason="in_flight"} 0.0' in metrics  # 64 is the default limit
+    assert after.status_code == 200

@@ -1,0 +1,171 @@
+"""Benchmark our service against a peer serving engine (mosec) and the HTTP floor, with wrk.
+
+The three serve the same ``model.onnx`` (the latest version of ``--variant`` in ``--models``)
+and get the same body, a real MNIST test digit as ``{"image": [784 floats]}``:
+
+* **mosec**: scripts/mosec_server.py, one worker running ONNX Runtime on batches of up to 32
+  requests waiting at most 1 ms;
+* **ours**: ``mnist-serve serve --variants V`` with its default settings, ``/predict/V@onnx``;
+* **floor**: the HTTP floor of scripts/baselines.py (the same JSON parsed, no model).
+
+All three run at once on 127.0.0.1; per concurrency (1, 32, 64), two rounds of ``--duration``
+second wrk runs (round 1 in the order mosec, ours, floor; round 2 the reverse), wrk with one
+thread at c=1 and two above (``bench_service.wrk``). Ratios (req/s) are taken within a round.
+
+Run: ``make bench-peers`` or ``python scripts/bench_peers.py --models models``. Needs wrk
+(``apt-get install wrk``) and mosec (``pip install -e '.[peers]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+from bench_service import post_script, server, wrk
+
+from loadtests.procs import free_port
+from modelrepo.layout import ModelRepository
+from training.data import load_mnist
+
+HERE = Path(__file__).resolve().parent
+MOSEC_SERVER, BASELINES = HERE / "mosec_server.py", HERE / "baselines.py"
+SERVERS = ("mosec", "ours", "floor")  # round 1's order; round 2 runs the reverse
+ROUNDS = 2
+
+
+@dataclass(frozen=True)
+class Run:
+    """One wrk run of one server."""
+
+    server: str
+    concurrency: int
+    round: int  # 1 or 2
+    rps: float
+    p50_ms: float
+    errors: float  # non-2xx answers
+
+
+def order(round_: int) -> tuple[str, ...]:
+    """The order the servers run in, in round 1 or 2."""
+    return SERVERS if round_ % 2 else SERVERS[::-1]
+
+
+def ratios(runs: list[Run]) -> dict[tuple[int, int], dict[str, float]]:
+    """Per (concurrency, round): ours/mosec and ours/floor in req/s, within that round."""
+    rps = {(r.server, r.concurrency, r.round): r.rps for r in runs}
+    return {
+        (c, n): {
+            "ours/mosec": rps[("ours", c, n)] / rps[("mosec", c, n)],
+            "ours/floor": rps[("ours", c, n)] / rps[("floor", c, n)],
+        }
+        for (name, c, n) in rps
+        if name == "ours"
+    }
+
+
+def table(runs: list[Run]) -> str:
+    """Markdown: req/s and p50 per server, concurrency and round; then the ratios per round."""
+    levels = sorted({r.concurrency for r in runs})
+    rounds = sorted({r.round for r in runs})
+    cell = {(r.server, r.concurrency, r.round): r for r in runs}
+    head = " | ".join(f"round {n} req/s | round {n} p50 ms" for n in rounds)
+    lines = [f"| server | c | {head} |", "|---|---|" + "---|" * (2 * len(rounds))]
+    for name in SERVERS:
+        for c in levels:
+            cells = [cell[(name, c, n)] for n in rounds]
+            figures = " | ".join(f"{r.rps:,.0f} | {r.p50_ms:.3f}" for r in cells)
+            lines.append(f"| {name} | {c} | {figures} |")
+    found = ratios(runs)
+    head = " | ".join(f"ours/{peer} round {n}" for peer in ("mosec", "floor") for n in rounds)
+    lines += ["", f"| c | {head} |", "|---|" + "---|" * (2 * len(rounds))]
+    for c in levels:
+        figures = " | ".join(
+            f"{found[(c, n)][f'ours/{peer}']:.2f}x" for peer in ("mosec", "floor") for n in rounds
+        )
+        lines.append(f"| {c} | {figures} |")
+    errors = sum(r.errors for r in runs)
+    if errors:
+        lines.append(f"\nWarning: {errors:.0f} non-2xx answers in these runs.")
+    return "\n".join(lines)
+
+
+def wait_answers(url: str, timeout_s: float = 120.0) -> None:
+    """Poll a POST of the benchmark body until it answers 200 (mosec's workers start late)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(url, json={"image": [0.0] * 784}, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f} s")
+
+
+def main() -> None:
+    """Start the three servers, run wrk over them in alternating rounds, print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--variant", default="depthwise")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--concurrency", default="1,32,64")
+    parser.add_argument("--out", type=Path, help="also write the runs here as JSON")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install wrk")
+    if importlib.util.find_spec("mosec") is None:
+        sys.exit("mosec is not installed: pip install -e '.[peers]'")
+    levels = [int(c) for c in args.concurrency.split(",")]
+    onnx = ModelRepository(args.models).get(args.variant).artifact("onnx")
+    if not onnx.is_file():
+        sys.exit(f"{onnx} is missing: train with --runtimes onnx")
+    digit = load_mnist().x_test[0] / 255.0
+    script = post_script(Path(tempfile.mkdtemp(prefix="bench-peers-")), digit.ravel())
+    ports = {name: free_port() for name in SERVERS}
+    commands = {
+        "mosec": [sys.executable, str(MOSEC_SERVER), "--onnx", str(onnx), "--port",
+                  str(ports["mosec"]), "--address", "127.0.0.1", "--log-level", "warning"],
+        "ours": [sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(args.models),
+                 "--variants", args.variant, "--port", str(ports["ours"]),
+                 "--log-level", "warning"],
+        "floor": [sys.executable, str(BASELINES), "--kind", "floor", "--models", str(args.models),
+                  "--variant", args.variant, "--port", str(ports["floor"])],
+    }  # fmt: skip
+    paths = {"mosec": "/inference", "ours": f"/predict/{args.variant}@onnx",
+             "floor": f"/predict/{args.variant}"}  # fmt: skip
+    runs: list[Run] = []
+    with ExitStack() as stack:
+        urls = {}
+        for name in SERVERS:
+            base = stack.enter_context(server(commands[name], ports[name]))
+            urls[name] = base + paths[name]
+            wait_answers(urls[name])
+            wrk(urls[name], 4, 2, script)  # warm the server and its connections
+        for level in levels:
+            for round_ in range(1, ROUNDS + 1):
+                for name in order(round_):
+                    got = wrk(urls[name], level, args.duration, script)
+                    run = Run(name, level, round_, got["rps"], got["p50"], got["errors"])
+                    runs.append(run)
+                    print(f"{name:6} c={level:<3} round {round_}: {run.rps:8.0f} req/s  "
+                          f"p50 {run.p50_ms:.3f} ms  errors {run.errors:.0f}",
+                          file=sys.stderr, flush=True)  # fmt: skip
+    print(f"{args.variant} v{onnx.parent.name} model.onnx; wrk -t1 at c=1, -t2 above, "
+          f"{args.duration} s per run, 127.0.0.1; ratios of req/s within a round.\n")  # fmt: skip
+    print(table(runs))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps([asdict(r) for r in runs], indent=2))
+
+
+if __name__ == "__main__":
+    main()
