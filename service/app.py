@@ -14,6 +14,7 @@ on an offline machine.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,6 +43,7 @@ from service.metrics import Metrics
 from service.registry import ModelRegistry, ServedModel, ServedVariant, plan
 from service.reports import find_runs
 from service.schemas import (
+    EngineInfo,
     ErrorResponse,
     PredictResponse,
     PreparedImages,
@@ -214,6 +216,32 @@ async def read_ready(request: Request, registry: RegistryDep) -> JSONResponse:
     status = "loading" if registry.loading or worker is not None else "failed"
     body = {"status": status, **body, "loading": loading}
     return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
+
+
+@router.get("/engine", response_model=EngineInfo, summary="The serving engine")
+async def read_engine(request: Request, registry: RegistryDep) -> EngineInfo:
+    """The engine, its worker processes and the admission limit they share."""
+    worker: WorkerContext | None = request.app.state.worker
+    limit = registry.settings.max_in_flight
+    if worker is None:
+        return EngineInfo(
+            engine="single",
+            workers=1,
+            process=0,
+            pids=[os.getpid()],
+            executor_pid=None,
+            max_in_flight=limit,
+        )
+    pids = worker.shared.pids()
+    executor = pids[worker.workers] if worker.engine == "executor" else None
+    return EngineInfo(
+        engine=worker.engine,
+        workers=worker.workers,
+        process=worker.process,
+        pids=pids[: worker.workers],
+        executor_pid=executor or None,
+        max_in_flight=limit,
+    )
 
 
 @router.get("/metrics", summary="Prometheus metrics")

@@ -87,8 +87,10 @@ class Executor:
         """Listen, load the models (publishing each as it becomes ready), serve until SIGTERM."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        # Ctrl-C reaches every process of the group: the front ends drain, and the executor
+        # keeps serving them until the supervisor stops it (SIGTERM) after they are done.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         server = await loop.create_unix_server(lambda: FrontEndConnection(self), socket_path)
         try:
             await self.registry.load(on_change=self.publish)

@@ -94,3 +94,18 @@ class RunInfo(BaseModel):
     created_at: str | None
     models: list[str] = Field(description="The models it measured (variant@runtime).")
     url: str = Field(description="Where its self-contained report.html is served.")
+
+
+class EngineInfo(BaseModel):
+    """How this server serves: its processes and where the models run."""
+
+    engine: str = Field(
+        description="single (one process), executor (front ends + one model process) or "
+        "replicas (every worker loads the models).",
+        examples=["executor"],
+    )
+    workers: int = Field(description="HTTP/gRPC front-end processes sharing the port.")
+    process: int = Field(description="The worker that answered (0 for a single process).")
+    pids: list[int] = Field(description="Every worker's pid.")
+    executor_pid: int | None = Field(description="The model executor's pid (executor engine).")
+    max_in_flight: int = Field(description="The server-wide admission limit.")

@@ -67,6 +67,7 @@ class SharedState:
         self.models = models
         self._lock = context.Lock()
         self._in_flight = context.RawValue("i", 0)
+        self._pids = context.RawArray("i", processes + 1)  # the workers', then the executor's
         self._held = context.RawArray("i", processes)  # each process's share of in_flight
         self._ready = context.RawArray("b", processes)
         # Requests sent to each model and not answered yet, per front end (each writes its own
@@ -106,6 +107,15 @@ class SharedState:
         for model in range(self.models):
             self._outstanding[process * self.models + model] = 0
         self._ready[process] = LOADING
+
+    # Processes ------------------------------------------------------------------------------
+    def set_pid(self, process: int, pid: int) -> None:
+        """Record a process's pid (``process`` = ``processes``: the executor)."""
+        self._pids[process] = pid
+
+    def pids(self) -> list[int]:
+        """The workers' pids, then the executor's (0: none)."""
+        return list(self._pids)
 
     # Readiness ------------------------------------------------------------------------------
     def set_ready(self, process: int, state: int) -> None:

@@ -149,6 +149,8 @@ class Supervisor:
             )  # fmt: skip
         process.start()
         self.processes[key] = process
+        assert process.pid is not None
+        self.shared.set_pid(self.engine.workers if key == EXECUTOR else key, process.pid)
 
     def watch(self) -> int:
         """Wait for deaths; restart, or give up with an exit code."""

@@ -1,0 +1,272 @@
+"""The multi-process engine against real servers: several front ends on one port, one model
+executor batching for all of them, one admission limit, one readiness, aggregated metrics,
+gRPC on every worker, and crashes that are survived (a killed worker or executor)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from modelrepo.contract import INPUT_NAME, PIXELS
+from service.channel import Hello, Slots, unlink
+from service.shared import SharedState, spawn_context
+from tests.helpers import Server, run_server
+
+pytestmark = pytest.mark.slow
+
+DIGIT = {INPUT_NAME: [0.0] * 300 + [1.0] * 184 + [0.0] * 300}
+
+
+@pytest.fixture(scope="module")
+def engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The executor engine with two front ends, gRPC on, a one-request admission limit left
+    at the default (tests that need it lower start their own server)."""
+    log = tmp_path_factory.mktemp("engine") / "server.log"
+    with run_server(
+        models_dir, log, "--workers", "2", "--engine", "executor", "--runtimes", "onnx",
+        grpc=True,
+    ) as server:  # fmt: skip
+        server.wait_ready()
+        yield server
+
+
+def engine_info(server: Server) -> dict[str, object]:
+    """GET /engine."""
+    info: dict[str, object] = httpx.get(f"{server.url}/engine").json()
+    return info
+
+
+def metric(server: Server, name: str, **labels: str) -> float:
+    """The sum of a metric's samples with these labels, from /metrics."""
+    text = httpx.get(f"{server.url}/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def burst(server: Server, count: int, path: str = "/predict/depthwise") -> list[int]:
+    """``count`` requests at once, each on its own connection: their statuses."""
+
+    def one(_: int) -> int:
+        with httpx.Client() as client:  # a new connection each: spread over the workers
+            return client.post(f"{server.url}{path}", json=DIGIT, timeout=30).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_front_ends_share_the_executor_and_its_batches(engine: Server) -> None:
+    """Two front ends without TensorFlow, one executor: every request is answered, the
+    metrics add up over the processes, and the executor forms batches of several requests."""
+    info = engine_info(engine)
+    assert info["engine"] == "executor" and info["workers"] == 2
+    pids = info["pids"]
+    assert isinstance(pids, list) and len(set(pids)) == 2 and info["executor_pid"]
+    for pid in pids:  # the front ends never load TensorFlow: far smaller than the executor
+        assert "tensorflow" not in Path(f"/proc/{pid}/maps").read_text()
+    assert "tensorflow" in Path(f"/proc/{info['executor_pid']}/maps").read_text()
+    ready = httpx.get(f"{engine.url}/readyz").json()
+    assert ready["status"] == "ready" and ready["processes"] == [1, 1]
+
+    before = metric(engine, "mnist_serve_requests_total", status="200")
+    batches_before = metric(engine, "mnist_serve_batch_size_count")
+    served_by: set[object] = set()
+    for _ in range(20):  # new connections land on both workers
+        with httpx.Client() as client:
+            served_by.add(client.get(f"{engine.url}/engine").json()["process"])
+    assert served_by == {0, 1}
+    statuses = burst(engine, 400)
+    assert statuses == [200] * 400
+    assert metric(engine, "mnist_serve_requests_total", status="200") - before == 400
+    batches = metric(engine, "mnist_serve_batch_size_count") - batches_before
+    images = metric(engine, "mnist_serve_batch_size_sum")
+    assert 0 < batches < 400, "every request ran alone: no batch was shared"
+    assert images >= 400
+
+
+def test_grpc_on_every_worker(engine: Server) -> None:
+    """KServe V2 gRPC answers on the shared port, whichever worker takes the connection."""
+    assert engine.grpc_target is not None
+    image = np.zeros((1, 28, 28, 1), dtype=np.float32)
+    image[0, 4:24, 13:15, 0] = 1.0
+    for _ in range(6):
+        client = grpcclient.InferenceServerClient(engine.grpc_target)
+        tensor = grpcclient.InferInput(INPUT_NAME, list(image.shape), "FP32")
+        tensor.set_data_from_numpy(image)
+        result = client.infer("depthwise@onnx", [tensor])
+        assert result.as_numpy("probabilities").shape == (1, 10)
+        client.close()
+
+
+def hold_one_request(server: Server) -> tuple[socket.socket, bytes]:
+    """A connection whose POST has its headers in but not its body: it holds an admission
+    slot in whichever worker took it, until the body arrives."""
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    body = f'{{"{INPUT_NAME}": [{", ".join(["0.0"] * PIXELS)}]}}'.encode()
+    sock.sendall(
+        b"POST /predict/depthwise HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    sock.sendall(body[:10])
+    return sock, body[10:]
+
+
+def test_admission_limit_is_global(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """--max-in-flight 1 with two workers: one request held in one worker makes every other
+    request, in either worker, 503 at once; SIGTERM then drains the held one."""
+    log = tmp_path_factory.mktemp("admission") / "server.log"
+    with run_server(
+        models_dir, log, "--workers", "2", "--engine", "executor", "--runtimes", "onnx",
+        "--max-in-flight", "1",
+    ) as server:  # fmt: skip
+        server.wait_ready()
+        held, rest = hold_one_request(server)
+        time.sleep(0.3)
+        statuses = burst(server, 40)
+        assert statuses == [503] * 40, statuses  # per-worker limits would let one worker serve
+        assert metric(server, "mnist_serve_shed_total", reason="in_flight") == 40
+        held.sendall(rest)
+        answer = held.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        for _ in range(8):  # one at a time: within the limit, whichever worker takes it
+            with httpx.Client() as client:
+                assert client.post(f"{server.url}/predict/depthwise", json=DIGIT).status_code == 200
+
+        # SIGTERM drains: a request in flight when it comes is still answered.
+        held, rest = hold_one_request(server)
+        time.sleep(0.3)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        held.sendall(rest)
+        assert held.recv(65536).startswith(b"HTTP/1.1 200")
+        held.close()
+        assert server.process.wait(timeout=30) == 0
+    prefix = f"mnist-serve-{server.process.pid}"
+    assert [n for n in os.listdir("/dev/shm") if n.startswith(prefix)] == []
+
+
+def load(server: Server, seconds: float) -> list[int | str]:
+    """Closed-loop requests from 8 threads for ``seconds``: each status, or the error's name."""
+    deadline = time.monotonic() + seconds
+
+    def client(_: int) -> list[int | str]:
+        seen: list[int | str] = []
+        while time.monotonic() < deadline:
+            try:
+                with httpx.Client() as http:
+                    seen.append(http.post(f"{server.url}/predict/depthwise", json=DIGIT,
+                                          timeout=5).status_code)  # fmt: skip
+            except httpx.HTTPError as err:
+                seen.append(type(err).__name__)
+        return seen
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        return [s for seen in pool.map(client, range(8)) for s in seen]
+
+
+def test_killed_processes_are_restarted(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Under load, kill -9 a worker, then the executor: nothing hangs (a request on the
+    killed worker's connection fails, the executor's waiting ones get 503 at once), each is
+    restarted, the admission count is given back, and the server serves again."""
+    log = tmp_path_factory.mktemp("crash") / "server.log"
+    with run_server(
+        models_dir, log, "--workers", "2", "--engine", "executor", "--runtimes", "onnx",
+    ) as server:  # fmt: skip
+        server.wait_ready()
+        info = engine_info(server)
+        worker_pid = info["pids"][0]  # type: ignore[index]
+        executor_pid = info["executor_pid"]
+        assert isinstance(worker_pid, int) and isinstance(executor_pid, int)
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            during = pool.submit(load, server, 4.0)
+            time.sleep(1.0)
+            os.kill(worker_pid, signal.SIGKILL)
+            seen = during.result(timeout=30)  # a hang would time out here
+        assert seen.count(200) > 50
+        assert set(seen) <= {200, "RemoteProtocolError", "ReadError", "ConnectError"}, set(seen)
+        server.wait_ready(timeout=60)
+        info = engine_info(server)
+        assert worker_pid not in info["pids"]  # type: ignore[operator]
+        assert re.search(r"worker 0 \(pid \d+\) died with -9: restarting", log.read_text())
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            during = pool.submit(load, server, 4.0)
+            time.sleep(1.0)
+            started = time.monotonic()
+            os.kill(executor_pid, signal.SIGKILL)
+            seen = during.result(timeout=30)
+        assert time.monotonic() - started < 10
+        assert 503 in seen and set(seen) <= {200, 503}, set(seen)
+        server.wait_ready(timeout=90)
+        assert engine_info(server)["executor_pid"] != executor_pid
+        assert burst(server, 16) == [200] * 16
+        assert metric(server, "mnist_serve_in_flight") == 0  # nothing leaked by the dead
+
+
+def test_replicas_engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Replicas: every worker loads its own models; one readiness, one /metrics."""
+    log = tmp_path_factory.mktemp("replicas") / "server.log"
+    with run_server(
+        models_dir, log, "--workers", "2", "--engine", "replicas", "--runtimes", "onnx",
+    ) as server:  # fmt: skip
+        server.wait_ready()
+        info = engine_info(server)
+        assert info["engine"] == "replicas" and info["executor_pid"] is None
+        for pid in info["pids"]:  # type: ignore[attr-defined]
+            assert "onnxruntime" in Path(f"/proc/{pid}/maps").read_text()
+        assert burst(server, 100) == [200] * 100
+        assert metric(server, "mnist_serve_requests_total", status="200") == 100
+
+
+def test_shared_state_across_processes() -> None:
+    """The admission count is one across processes: what one holds, another cannot take."""
+    context = spawn_context()
+    state = SharedState(context, limit=2, processes=2, models=1)
+    assert state.try_enter(0) and state.try_enter(0)
+    child = context.Process(target=_try_enter_in_child, args=(state,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0  # the child found the server full
+    state.forget(0)  # process 0 died holding both
+    assert state.in_flight == 0 and state.try_enter(1)
+
+
+def _try_enter_in_child(state: SharedState) -> None:
+    raise SystemExit(0 if not state.try_enter(1) else 1)
+
+
+def test_slots_round_trip_in_place() -> None:
+    """What a front end writes in a slot, the executor reads in place, and back."""
+    slots = Slots.create(f"mnist-serve-test-{os.getpid()}", 4, 8)
+    try:
+        slot = slots.take()
+        assert slot is not None
+        images = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
+        slots.images(slot, 3)[:] = images
+        other = Slots.attach(Hello(0, slots.block.name, 4, 8))
+        assert np.array_equal(other.images(slot, 3), images)
+        other.probabilities(slot, 3)[:] = 0.5
+        assert np.all(slots.probabilities(slot, 3) == 0.5)
+        other.close()
+    finally:
+        slots.close()
+        unlink(slots.block.name)
