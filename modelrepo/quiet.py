@@ -16,7 +16,8 @@ server subprocesses get it before TensorFlow is imported):
   captured C++ log lines are dropped and everything else (a Python warning, a traceback's
   context) is written back to stderr. An import error still raises as usual.
 
-``MNIST_SERVE_VERBOSE=1`` turns all of it off (the ``--verbose`` flag sets it) and leaves the
+``MNIST_SERVE_VERBOSE=1`` turns all of it off (a ``--verbose`` flag calls :func:`be_verbose`,
+which sets it and undoes the rest in a process that already imported this module) and leaves the
 environment as it is, so ``MNIST_SERVE_VERBOSE=1 TF_CPP_MIN_LOG_LEVEL=1`` gives TensorFlow's own
 choice of detail.
 """
@@ -102,10 +103,15 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
+_before: dict[str, str | None] = {}
+
+
 def quieten() -> None:
     """Set the environment and the hook, unless verbose; idempotent."""
     if verbose():
         return
+    for name in QUIET_ENV:
+        _before.setdefault(name, os.environ.get(name))
     # Set, not defaulted: mnist_serve/__init__.py still defaults TF_CPP_MIN_LOG_LEVEL to 2 (which
     # lets the cuInit error through). With MNIST_SERVE_VERBOSE=1 the environment is left alone.
     os.environ.update(QUIET_ENV)
@@ -119,6 +125,28 @@ def quieten() -> None:
         isinstance(finder, _QuietTensorFlowFinder) for finder in sys.meta_path
     ):
         sys.meta_path.insert(0, _QuietTensorFlowFinder())
+
+
+def be_verbose() -> None:
+    """Undo :func:`quieten` for this process and its children (what ``--verbose`` calls).
+
+    Sets MNIST_SERVE_VERBOSE=1 and puts the environment back as it was; it must run before
+    TensorFlow is imported to show TensorFlow's import-time lines.
+    """
+    os.environ[VERBOSE_ENV] = "1"
+    for name, value in _before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _before.clear()
+    for logger in ("tensorflow", "absl", "h5py"):
+        logging.getLogger(logger).setLevel(logging.NOTSET)
+    with contextlib.suppress(ImportError):
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.INFO)
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietTensorFlowFinder)]
 
 
 quieten()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from modelrepo.quiet import CPP_LOG_LINE, VERBOSE_ENV, captured_stderr_fd
+from modelrepo.quiet import CPP_LOG_LINE, QUIET_ENV, VERBOSE_ENV, captured_stderr_fd
 from tests.helpers import REPO
 
 # What a user reads as a crash: C++ log lines, absl's notice, CUDA probing, TensorFlow sources.
@@ -28,11 +28,8 @@ def test_captured_stderr_drops_cpp_lines_and_keeps_the_rest(capfd: pytest.Captur
 
 
 def mnist_serve(*args: str, verbose: bool) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in (*QUIET_ENV, VERBOSE_ENV)}
     env["PYTHONPATH"] = str(REPO)
-    env.pop("MNIST_SERVE_VERBOSE", None)
     if verbose:
         env[VERBOSE_ENV] = "1"
     return subprocess.run(
@@ -65,3 +62,20 @@ def test_a_command_importing_tensorflow_prints_no_cpp_log_lines() -> None:
     loud = mnist_serve("variants", "--json", verbose=True)
     assert loud.returncode == 0, loud.stderr
     assert CHATTER.search(loud.stderr), loud.stderr
+
+
+def test_be_verbose_undoes_the_quiet_environment_in_process() -> None:
+    script = (
+        "import os, sys; import modelrepo.quiet as q; "
+        "quiet = (os.environ['TF_CPP_MIN_LOG_LEVEL'], any(isinstance(f, q._QuietTensorFlowFinder) "
+        "for f in sys.meta_path)); q.be_verbose(); "
+        "print(quiet, os.environ.get('TF_CPP_MIN_LOG_LEVEL'), os.environ[q.VERBOSE_ENV], "
+        "any(isinstance(f, q._QuietTensorFlowFinder) for f in sys.meta_path))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (*QUIET_ENV, VERBOSE_ENV)}
+    env["PYTHONPATH"] = str(REPO)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "1"
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["('3',", "True)", "1", "1", "False"]
