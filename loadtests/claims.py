@@ -21,6 +21,7 @@ from enum import StrEnum
 
 from loadtests.analysis import Axis, Speedup
 from loadtests.results import LoadPlan, OpenLoopRecord, RunRecord, ServedVariant
+from modelrepo.contract import TEST_SIZE
 from modelrepo.layout import ModelName
 from modelrepo.stats import t_quantile
 
@@ -38,7 +39,6 @@ REFERENCE = {
     "original": Reference(parameters=1_199_882, test_accuracy=0.991),
     "depthwise": Reference(parameters=823_828, test_accuracy=0.9921),
 }
-TEST_IMAGES = 10_000
 
 
 class Verdict(StrEnum):
@@ -102,7 +102,7 @@ def median(values: list[float] | None) -> float | None:
 def accuracy_difference(base: float, candidate: float) -> tuple[float, float, float]:
     """Candidate minus baseline test accuracy and its 95 % interval (independent proportions)."""
     diff = candidate - base
-    se = math.sqrt(base * (1 - base) / TEST_IMAGES + candidate * (1 - candidate) / TEST_IMAGES)
+    se = math.sqrt(base * (1 - base) / TEST_SIZE + candidate * (1 - candidate) / TEST_SIZE)
     z = t_quantile(math.inf)  # the normal quantile: 10,000 images each
     return diff, diff - z * se, diff + z * se
 

@@ -44,6 +44,7 @@ from loadtests.protocols import (
     encode,
 )
 from loadtests.samples import Recorder
+from modelrepo.contract import CLASSES, INPUT_NAME, INPUT_SHAPE
 
 # gRPC must cooperate with gevent, whose greenlets run Locust's users.
 grpc_gevent.init_gevent()
@@ -230,7 +231,7 @@ class MnistGrpcUser(User):
             model_name=request.path,
             inputs=[
                 pb.ModelInferRequest.InferInputTensor(
-                    name="image", datatype="FP32", shape=[1, 28, 28, 1]
+                    name=INPUT_NAME, datatype="FP32", shape=[1, *INPUT_SHAPE]
                 )
             ],
             raw_input_contents=[request.body],
@@ -241,10 +242,10 @@ class MnistGrpcUser(User):
         try:
             answer = self.stub.ModelInfer(call, timeout=30)
             row = np.frombuffer(answer.raw_output_contents[0], dtype="<f4")
-            ok = row.shape == (10,)
+            ok = row.shape == (CLASSES,)
             correct = ok and int(row.argmax()) == self.payloads.labels[i]
             if not ok:
-                error = AnswerError(f"answer holds {row.size} values, not 10")
+                error = AnswerError(f"answer holds {row.size} values, not {CLASSES}")
         except (grpc.RpcError, IndexError) as err:
             error = err
         latency_ms = (time.perf_counter() - started) * 1000

@@ -22,6 +22,8 @@ from typing import assert_never
 
 import numpy as np
 
+from modelrepo.contract import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
+
 
 class Protocol(StrEnum):
     """A protocol the load test speaks; its value is the command line's name for it."""
@@ -65,11 +67,11 @@ def encode(protocol: Protocol, mode: str, model: str, digit: np.ndarray) -> Enco
             buffer = io.BytesIO()
             Image.fromarray(digit).save(buffer, format="PNG")
             return Encoded(f"/predict/{model}", buffer.getvalue(), {"content-type": "image/png"})
-        body = json.dumps({"image": np.round(pixels, 4).tolist()}).encode()
+        body = json.dumps({INPUT_NAME: np.round(pixels, 4).tolist()}).encode()
         return Encoded(f"/predict/{model}", body, {"content-type": "application/json"})
     if mode != "json":
         raise ValueError(f"{protocol} sends tensors: --mode png is for the native protocol only")
-    raw = pixels.reshape(1, 28, 28, 1).astype("<f4").tobytes()
+    raw = pixels.reshape(1, *INPUT_SHAPE).astype("<f4").tobytes()
     match protocol:
         case Protocol.TFSERVING:
             instance = np.round(pixels, 4)[..., np.newaxis].tolist()
@@ -80,12 +82,12 @@ def encode(protocol: Protocol, mode: str, model: str, digit: np.ndarray) -> Enco
             return Encoded(model, raw, {})
         case Protocol.KSERVE_HTTP:
             tensor = {
-                "name": "image",
-                "shape": [1, 28, 28, 1],
+                "name": INPUT_NAME,
+                "shape": [1, *INPUT_SHAPE],
                 "datatype": "FP32",
                 "parameters": {"binary_data_size": len(raw)},
             }
-            output = {"name": "probabilities", "parameters": {"binary_data": True}}
+            output = {"name": OUTPUT_NAME, "parameters": {"binary_data": True}}
             header = json.dumps({"inputs": [tensor], "outputs": [output]}).encode()
             headers = {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
             return Encoded(f"/v2/models/{model}/infer", header + raw, headers)
@@ -116,6 +118,6 @@ def decode(protocol: Protocol, body: bytes, header_length: str | None = None) ->
                 assert_never(protocol)
     except (ValueError, KeyError, TypeError, IndexError) as err:
         raise AnswerError(f"malformed {protocol} answer: {err}") from err
-    if row.shape != (10,):
-        raise AnswerError(f"{protocol} answer holds {row.size} values, not 10")
+    if row.shape != (CLASSES,):
+        raise AnswerError(f"{protocol} answer holds {row.size} values, not {CLASSES}")
     return row

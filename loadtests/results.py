@@ -25,7 +25,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from loadtests.labels import Label, Step
 from loadtests.protocols import PROTOCOLS, Protocol
 from modelrepo.layout import ModelName, check_runtimes
-from training.seeds import SeedSummary
+from modelrepo.metadata import SeedSummary
 
 if TYPE_CHECKING:
     from loadtests.openloop import OpenLoopResult

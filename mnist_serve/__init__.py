@@ -1,11 +1,10 @@
 """mnist-serve: train, serve and load-test MNIST CNN variants.
 
-Importing this package quietens TensorFlow's C++ start-up chatter (oneDNN and CUDA probing
-notices) before any module imports TensorFlow; an explicit TF_CPP_MIN_LOG_LEVEL still wins.
+Importing it imports ``modelrepo``, which keeps TensorFlow's C++ start-up chatter off the
+terminal (``modelrepo.quiet``; ``--verbose`` or ``MNIST_SERVE_VERBOSE=1`` shows it).
 """
 
-import os
+import modelrepo  # noqa: F401  (quiet start-up, before anything imports TensorFlow)
+from modelrepo.version import VERSION as __version__
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-__version__ = "0.1.0"
+__all__ = ["__version__"]

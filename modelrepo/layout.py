@@ -15,7 +15,6 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from modelrepo.metadata import MetadataError, ModelMetadata, load_metadata, save_metadata
 
@@ -106,14 +105,6 @@ class ModelVersion:
     def save_metadata(self, metadata: ModelMetadata) -> None:
         """Replace ``metadata.json`` atomically (a reader never sees half a file)."""
         save_metadata(self.metadata_path, metadata)
-
-    def read_metadata(self) -> dict[str, Any]:
-        """The metadata as a JSON object, validated: only for readers not yet typed.
-
-        Deprecated: use :meth:`load_metadata`. Kept while ``mnist_serve/cli.py``
-        (``demo_runtimes``) still reads it by key.
-        """
-        return self.load_metadata().to_json()
 
 
 class ModelRepository:

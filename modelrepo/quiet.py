@@ -112,8 +112,8 @@ def quieten() -> None:
         return
     for name in QUIET_ENV:
         _before.setdefault(name, os.environ.get(name))
-    # Set, not defaulted: mnist_serve/__init__.py still defaults TF_CPP_MIN_LOG_LEVEL to 2 (which
-    # lets the cuInit error through). With MNIST_SERVE_VERBOSE=1 the environment is left alone.
+    # Set, not defaulted: a level of 2 inherited from elsewhere lets the cuInit error through.
+    # With MNIST_SERVE_VERBOSE=1 the environment is left alone.
     os.environ.update(QUIET_ENV)
     for logger in ("tensorflow", "absl", "h5py"):
         logging.getLogger(logger).setLevel(logging.ERROR)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 
-import tensorflow as tf
-
 log = logging.getLogger(__name__)
 
 
@@ -23,6 +21,8 @@ def configure(device: str, intra_op_threads: int = 0, inter_op_threads: int = 0)
     Must run before TensorFlow executes its first op (thread pools and GPU memory are fixed then);
     a second call in the same process keeps the first call's threads and says so.
     """
+    import tensorflow as tf  # here: importing this module (DeviceError) must not load it
+
     try:
         if intra_op_threads:
             tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
@@ -51,6 +51,8 @@ def configure(device: str, intra_op_threads: int = 0, inter_op_threads: int = 0)
 
 def describe(device: str) -> str:
     """A human name for the device: the GPU model, or the CPU."""
+    import tensorflow as tf
+
     if device.startswith("/GPU"):
         gpus = tf.config.list_physical_devices("GPU")
         if gpus:

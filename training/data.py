@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from modelrepo.contract import CLASSES, SIDE
+from modelrepo.contract import CLASSES, SIDE, TEST_SIZE
 
 ENV_VAR = "MNIST_DATA"
 TRAIN_SIZE = 60_000
-TEST_SIZE = 10_000
 IDX_FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
     "y_train": "train-labels-idx1-ubyte.gz",

@@ -19,6 +19,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def main(
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        help="Show the libraries' own log lines (TensorFlow's C++ start-up, absl, CUDA "
+        "probing), here and in the servers started; hidden by default.",
+    ),
+) -> None:
+    """Train, serve and load-test MNIST CNN variants: is the 'optimized' one faster when served?"""
+    if verbose:
+        from modelrepo.quiet import be_verbose
+
+        be_verbose()
+
+
 app.command("variants")(models.list_variants)
 app.command("train")(models.train)
 app.command("export")(models.export)
