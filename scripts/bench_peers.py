@@ -6,6 +6,8 @@ and get the same body, a real MNIST test digit as ``{"image": [784 floats]}``:
 * **mosec**: scripts/mosec_server.py, one worker running ONNX Runtime on batches of up to 32
   requests waiting at most 1 ms;
 * **ours**: ``mnist-serve serve --variants V`` with its default settings, ``/predict/V@onnx``;
+  with ``--engines``, also ours as ``ours-single`` (``--workers 1``), ``ours-executor`` and
+  ``ours-replicas`` (``--engine ...``, default workers), each compared with mosec and the floor;
 * **floor**: the HTTP floor of scripts/baselines.py (the same JSON parsed, no model).
 
 All three run at once on 127.0.0.1; per concurrency (1, 32, 64), two rounds of ``--duration``
@@ -33,12 +35,19 @@ import httpx
 from bench_service import post_script, server, wrk
 
 from loadtests.procs import free_port
+from modelrepo.contract import INPUT_NAME, PIXELS
 from modelrepo.layout import ModelRepository
 from training.data import load_mnist
 
 HERE = Path(__file__).resolve().parent
 MOSEC_SERVER, BASELINES = HERE / "mosec_server.py", HERE / "baselines.py"
 SERVERS = ("mosec", "ours", "floor")  # round 1's order; round 2 runs the reverse
+ENGINE_FLAGS = {
+    "default": [],
+    "single": ["--workers", "1"],
+    "executor": ["--engine", "executor"],
+    "replicas": ["--engine", "replicas"],
+}
 ROUNDS = 2
 
 
@@ -54,22 +63,28 @@ class Run:
     errors: float  # non-2xx answers
 
 
-def order(round_: int) -> tuple[str, ...]:
+def ours_name(engine: str) -> str:
+    """The server name of our service with ``engine`` (``ours``: its defaults)."""
+    return "ours" if engine == "default" else f"ours-{engine}"
+
+
+def order(round_: int, servers: tuple[str, ...] = SERVERS) -> tuple[str, ...]:
     """The order the servers run in, in round 1 or 2."""
-    return SERVERS if round_ % 2 else SERVERS[::-1]
+    return servers if round_ % 2 else servers[::-1]
 
 
 def ratios(runs: list[Run]) -> dict[tuple[int, int], dict[str, float]]:
-    """Per (concurrency, round): ours/mosec and ours/floor in req/s, within that round."""
+    """Per (concurrency, round): each of ours over mosec and over the floor, in req/s, within
+    that round."""
     rps = {(r.server, r.concurrency, r.round): r.rps for r in runs}
-    return {
-        (c, n): {
-            "ours/mosec": rps[("ours", c, n)] / rps[("mosec", c, n)],
-            "ours/floor": rps[("ours", c, n)] / rps[("floor", c, n)],
-        }
-        for (name, c, n) in rps
-        if name == "ours"
-    }
+    found: dict[tuple[int, int], dict[str, float]] = {}
+    for name, c, n in rps:
+        if name.startswith("ours"):
+            found.setdefault((c, n), {}).update({
+                f"{name}/mosec": rps[(name, c, n)] / rps[("mosec", c, n)],
+                f"{name}/floor": rps[(name, c, n)] / rps[("floor", c, n)],
+            })  # fmt: skip
+    return found
 
 
 def table(runs: list[Run]) -> str:
@@ -79,19 +94,23 @@ def table(runs: list[Run]) -> str:
     cell = {(r.server, r.concurrency, r.round): r for r in runs}
     head = " | ".join(f"round {n} req/s | round {n} p50 ms" for n in rounds)
     lines = [f"| server | c | {head} |", "|---|---|" + "---|" * (2 * len(rounds))]
-    for name in SERVERS:
+    servers = list(dict.fromkeys(r.server for r in runs))
+    for name in servers:
         for c in levels:
             cells = [cell[(name, c, n)] for n in rounds]
             figures = " | ".join(f"{r.rps:,.0f} | {r.p50_ms:.3f}" for r in cells)
             lines.append(f"| {name} | {c} | {figures} |")
     found = ratios(runs)
-    head = " | ".join(f"ours/{peer} round {n}" for peer in ("mosec", "floor") for n in rounds)
-    lines += ["", f"| c | {head} |", "|---|" + "---|" * (2 * len(rounds))]
-    for c in levels:
-        figures = " | ".join(
-            f"{found[(c, n)][f'ours/{peer}']:.2f}x" for peer in ("mosec", "floor") for n in rounds
-        )
-        lines.append(f"| {c} | {figures} |")
+    for ours in (s for s in servers if s.startswith("ours")):
+        head = " | ".join(f"{ours}/{peer} round {n}" for peer in ("mosec", "floor") for n in rounds)
+        lines += ["", f"| c | {head} |", "|---|" + "---|" * (2 * len(rounds))]
+        for c in levels:
+            figures = " | ".join(
+                f"{found[(c, n)][f'{ours}/{peer}']:.2f}x"
+                for peer in ("mosec", "floor")
+                for n in rounds
+            )
+            lines.append(f"| {c} | {figures} |")
     errors = sum(r.errors for r in runs)
     if errors:
         lines.append(f"\nWarning: {errors:.0f} non-2xx answers in these runs.")
@@ -103,7 +122,7 @@ def wait_answers(url: str, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.post(url, json={"image": [0.0] * 784}, timeout=5).status_code == 200:
+            if httpx.post(url, json={INPUT_NAME: [0.0] * PIXELS}, timeout=5).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -119,6 +138,12 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--concurrency", default="1,32,64")
     parser.add_argument("--out", type=Path, help="also write the runs here as JSON")
+    parser.add_argument(
+        "--engines",
+        default="default",
+        help="our service's engines to run, comma-separated: default (its own defaults), "
+        "single (--workers 1), executor, replicas",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -130,29 +155,38 @@ def main() -> None:
         sys.exit(f"{onnx} is missing: train with --runtimes onnx")
     digit = load_mnist().x_test[0] / 255.0
     script = post_script(Path(tempfile.mkdtemp(prefix="bench-peers-")), digit.ravel())
-    ports = {name: free_port() for name in SERVERS}
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = [e for e in engines if e not in ENGINE_FLAGS]
+    if unknown:
+        sys.exit(f"unknown --engines {unknown}: use {', '.join(ENGINE_FLAGS)}")
+    servers = ("mosec", *(ours_name(e) for e in engines), "floor")
+    ports = {name: free_port() for name in servers}
     commands = {
         "mosec": [sys.executable, str(MOSEC_SERVER), "--onnx", str(onnx), "--port",
                   str(ports["mosec"]), "--address", "127.0.0.1", "--log-level", "warning"],
-        "ours": [sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(args.models),
-                 "--variants", args.variant, "--port", str(ports["ours"]),
-                 "--log-level", "warning"],
         "floor": [sys.executable, str(BASELINES), "--kind", "floor", "--models", str(args.models),
                   "--variant", args.variant, "--port", str(ports["floor"])],
     }  # fmt: skip
-    paths = {"mosec": "/inference", "ours": f"/predict/{args.variant}@onnx",
-             "floor": f"/predict/{args.variant}"}  # fmt: skip
+    paths = {"mosec": "/inference", "floor": f"/predict/{args.variant}"}
+    for engine in engines:
+        name = ours_name(engine)
+        commands[name] = [
+            sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(args.models),
+            "--variants", args.variant, "--port", str(ports[name]), "--log-level", "warning",
+            *ENGINE_FLAGS[engine],
+        ]  # fmt: skip
+        paths[name] = f"/predict/{args.variant}@onnx"
     runs: list[Run] = []
     with ExitStack() as stack:
         urls = {}
-        for name in SERVERS:
+        for name in servers:
             base = stack.enter_context(server(commands[name], ports[name]))
             urls[name] = base + paths[name]
             wait_answers(urls[name])
             wrk(urls[name], 4, 2, script)  # warm the server and its connections
         for level in levels:
             for round_ in range(1, ROUNDS + 1):
-                for name in order(round_):
+                for name in order(round_, servers):
                     got = wrk(urls[name], level, args.duration, script)
                     run = Run(name, level, round_, got["rps"], got["p50"], got["errors"])
                     runs.append(run)
