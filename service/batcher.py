@@ -201,6 +201,14 @@ class Batcher:
             ) from None
         return await future
 
+    def run_now(self, images: np.ndarray) -> tuple[np.ndarray, Timing] | None:
+        """The inline path without its yield, for a caller that already knows nothing else
+        arrived with this request (the executor, which sees every request of a read at once):
+        the answer now if the model is idle and inline, else None (then ``submit``)."""
+        if self.inline and self._idle() and not self._busy():
+            return self._run_inline(images)
+        return None
+
     def _run_inline(self, images: np.ndarray) -> tuple[np.ndarray, Timing]:
         """One request's model call on the event loop (see the module docstring)."""
         started = time.perf_counter()

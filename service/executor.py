@@ -126,14 +126,50 @@ class FrontEndConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
-        """Requests start a task each; a hello maps the block and gets the states."""
-        for kind, fields in self.frames.feed(data):
-            if kind == REQUEST[0]:
-                asyncio.get_running_loop().create_task(self.serve(*fields))
-            elif kind == HELLO[0]:
+        """Requests are served (a lone one on an idle inline model at once, the others by a
+        task each, to be batched); a hello maps the block and gets the states."""
+        frames = list(self.frames.feed(data))
+        requests = [fields for kind, fields in frames if kind == REQUEST[0]]
+        if len(requests) == 1 and self.serve_now(*requests[0]):
+            requests = []
+        for fields in requests:
+            asyncio.get_running_loop().create_task(self.serve(*fields))
+        for kind, fields in frames:
+            if kind == HELLO[0]:
                 self.slots = Slots.attach(read_hello(fields))
                 self.executor.connections.add(self)
                 self.write(states_frame(self.executor.states()))
+
+    def serve_now(self, request_id: int, index: int, count: int, slot: int) -> bool:
+        """Answer a lone request on its idle inline model right here (no task, no wake-up:
+        the one-client path pays one hop each way and nothing more); False if it must queue."""
+        model = self.executor.models[index]
+        if (
+            self.slots is None
+            or self.executor.registry.in_flight
+            or not isinstance(model.batcher, Batcher)
+        ):
+            return False
+        try:
+            answer = model.batcher.run_now(self.slots.images(slot, count))
+        except ServeError:
+            self.answer(request_id, FAILED, Timing(0.0, 0.0, 0))
+            return True
+        if answer is None:
+            return False
+        probabilities, timing = answer
+        self.slots.probabilities(slot, count)[:] = probabilities
+        self.answer(request_id, OK, timing)
+        return True
+
+    def answer(self, request_id: int, status: int, timing: Timing) -> None:
+        """Send a request's ANSWER."""
+        self.write(
+            ANSWER
+            + ANSWER_STRUCT.pack(
+                request_id, status, timing.batch_images, timing.queue_s, timing.model_s
+            )
+        )
 
     async def serve(self, request_id: int, index: int, count: int, slot: int) -> None:
         """Run one request's images (read in place) and answer with where its time went."""
@@ -156,12 +192,7 @@ class FrontEndConnection(asyncio.Protocol):
                 executor.registry.in_flight -= 1
             if isinstance(model.batcher, Batcher):
                 executor.shared.set_batch_s(index, model.batcher.batch_s)
-        self.write(
-            ANSWER
-            + ANSWER_STRUCT.pack(
-                request_id, status, timing.batch_images, timing.queue_s, timing.model_s
-            )
-        )
+        self.answer(request_id, status, timing)
 
 
 def run_executor(settings: Settings, shared: SharedState, socket_path: str) -> None:

@@ -135,15 +135,15 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=256,
-        description="HTTP/gRPC front-end processes sharing the port; 0 = one per usable core "
-        "(1 on a GPU with --engine replicas); 1 = today's single process, no supervisor.",
+        description="HTTP/gRPC front-end processes sharing the port; 0 = one per usable core; "
+        "1 = a single process serving alone, with no supervisor.",
     )
-    engine: Literal["auto", "executor", "replicas"] = Field(
-        "auto",
+    engine: Literal["executor", "replicas"] = Field(
+        "executor",
         description="With several workers: executor = front ends without TensorFlow and one "
-        "model process batching for all of them (always on a GPU: one process owns it); "
-        "replicas = every worker loads its own models; auto = executor on a GPU, replicas on "
-        "a CPU.",
+        "model process batching for all of them (the batches the whole load makes; on a GPU, "
+        "one process owns it); replicas = every worker loads its own models (CPU only: the "
+        "lowest latency at one client, at one copy of the models per worker).",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="critical, error, warning, info or debug."

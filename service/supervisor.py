@@ -80,7 +80,7 @@ def plan_engine(settings: Settings) -> EnginePlan:
     workers = settings.workers or usable_cores()
     if workers == 1:
         return EnginePlan(1, "single", gpu)
-    engine = settings.engine if settings.engine != "auto" else "executor" if gpu else "replicas"
+    engine = settings.engine
     if gpu and engine == "replicas":
         raise ConfigError(
             "--engine replicas on a GPU would make every worker claim the card: use "
