@@ -228,6 +228,20 @@ class ServedVariant:
         return TypeAdapter(list[ServedVariant]).validate_python(lifted)
 
 
+@dataclass(frozen=True)
+class ServedEngine:
+    """How the server under test served (mnist-serve's ``/engine``)."""
+
+    engine: str  # single, executor or replicas
+    workers: int
+    max_in_flight: int
+
+    def __str__(self) -> str:
+        if self.engine == "single":
+            return "one process"
+        return f"{self.engine} engine, {self.workers} worker processes"
+
+
 @dataclass
 class RunRecord:
     """A closed-loop load test: ``results.json``."""
@@ -245,6 +259,7 @@ class RunRecord:
     variants: list[ServedVariant]
     steps: list[StepResult]
     schema: int = SCHEMA
+    engine: ServedEngine | None = None  # mnist-serve's engine (None: another server)
 
     def variant(self, name: str) -> ServedVariant | None:
         """What the server said of a variant, if it was served."""

@@ -33,6 +33,7 @@ from loadtests.results import (
     Machine,
     Percentiles,
     RunRecord,
+    ServedEngine,
     ServedVariant,
     Step,
     StepResult,
@@ -218,6 +219,15 @@ def wait_for_mnist_serve(url: str, wait_s: float) -> list[ServedVariant] | None:
     return ServedVariant.from_server(httpx.get(f"{url}/variants", timeout=10).json())
 
 
+def served_engine(url: str) -> ServedEngine | None:
+    """mnist-serve's engine and worker count (None from a version without ``/engine``)."""
+    answer = httpx.get(f"{url}/engine", timeout=10)
+    if answer.status_code != 200:
+        return None
+    info = answer.json()
+    return ServedEngine(info["engine"], info["workers"], info["max_in_flight"])
+
+
 def check_served(url: str, plan: LoadPlan, entries: list[ServedVariant]) -> None:
     """Every variant of the plan served by mnist-serve, on every runtime of the plan."""
     served = {entry.name: entry for entry in entries}
@@ -360,6 +370,7 @@ def run_plan(
         machine=machine(),
         variants=served,
         steps=results,
+        engine=served_engine(target.url) if served else None,
     )
     record.save(out_dir)
     return record

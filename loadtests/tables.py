@@ -300,6 +300,7 @@ def tables(
                 record.target + (" (started by the load test)" if record.started_server else ""),
             ],
             ["server options", " ".join(record.server_args) or "defaults"],
+            ["serving engine", str(record.engine) if record.engine else "not reported"],
             [
                 "load",
                 f"closed loop, {', '.join(plan.protocols)} protocol(s), {plan.mode} payloads, "

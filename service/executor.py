@@ -197,7 +197,14 @@ class FrontEndConnection(asyncio.Protocol):
 
 def run_executor(settings: Settings, shared: SharedState, socket_path: str) -> None:
     """The executor process's entry point (started by ``service.supervisor``)."""
+    from service.device import DeviceError
+    from service.registry import ConfigError
     from service.server import configure_logging, event_loop
 
     configure_logging(settings, "executor")
-    event_loop().run_until_complete(Executor(settings, shared).run(socket_path))
+    try:
+        executor = Executor(settings, shared)
+    except (ConfigError, DeviceError) as err:
+        log.error("cannot serve: %s", err)
+        raise SystemExit(2) from None
+    event_loop().run_until_complete(executor.run(socket_path))

@@ -15,8 +15,10 @@ import socket
 import uvicorn
 
 from service.app import create_app, guarded_app
+from service.device import DeviceError
 from service.engine import WorkerContext
 from service.protocol import guarded_protocol
+from service.registry import ConfigError
 from service.settings import Settings
 from service.shared import SharedInFlight
 
@@ -78,5 +80,9 @@ def run(settings: Settings) -> None:
 def run_worker(settings: Settings, worker: WorkerContext, sock: socket.socket) -> None:
     """A worker process: serve the app on the supervisor's listening socket."""
     configure_logging(settings, f"worker {worker.process}")
-    server = uvicorn.Server(uvicorn_config(settings, worker))
-    server.run(sockets=[sock])
+    try:
+        config = uvicorn_config(settings, worker)
+    except (ConfigError, DeviceError) as err:
+        logging.getLogger(__name__).error("cannot serve: %s", err)
+        raise SystemExit(2) from None
+    uvicorn.Server(config).run(sockets=[sock])

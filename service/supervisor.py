@@ -37,6 +37,7 @@ from pathlib import Path
 from types import FrameType
 
 from service.channel import unlink
+from service.device import DeviceError
 from service.engine import WorkerContext
 from service.executor import run_executor
 from service.metrics import MULTIPROC_ENV
@@ -77,6 +78,11 @@ def gpu_present() -> bool:
 def plan_engine(settings: Settings) -> EnginePlan:
     """The workers and engine the settings ask for; ConfigError if they cannot work."""
     gpu = settings.device == "gpu" or (settings.device == "auto" and gpu_present())
+    if settings.device == "gpu" and not gpu_present():
+        raise DeviceError(
+            "device=gpu but this machine sees no GPU (no /dev/nvidia* device, or "
+            "CUDA_VISIBLE_DEVICES hides it): check drivers and --gpus"
+        )
     workers = settings.workers or usable_cores()
     if workers == 1:
         return EnginePlan(1, "single", gpu)
@@ -96,7 +102,7 @@ class Supervisor:
         self.settings = settings
         self.engine = engine
         models = sum(len(v.runtimes) for v in plan(settings).values())  # ConfigError here
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"mnist-serve-{os.getpid()}-"))
+        self.run_dir = run_folder()
         metrics_dir = self.run_dir / "metrics"
         metrics_dir.mkdir()
         os.environ[MULTIPROC_ENV] = str(metrics_dir)  # inherited by every process started
@@ -227,6 +233,16 @@ class Supervisor:
         for index in range(self.engine.workers):
             unlink(block_name(self.socket_path, index))
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def run_folder() -> Path:
+    """A private folder for this run's executor socket and metrics files: in the temporary
+    folder, or in /dev/shm where that is not writable (a container's read-only root)."""
+    prefix = f"mnist-serve-{os.getpid()}-"
+    try:
+        return Path(tempfile.mkdtemp(prefix=prefix))
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir="/dev/shm"))
 
 
 def listen(host: str, port: int) -> socket.socket:

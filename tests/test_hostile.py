@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -41,9 +42,10 @@ LEAKS = re.compile(r" at 0x[0-9a-f]+|Traceback|/(?:tmp|work|home|root|usr)/")
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process, MB."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    """Resident memory of a server, MB: the process and its children (the workers and the
+    model executor of a multi-process server)."""
+    process = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in (process, *process.children(recursive=True))) / 2**20
 
 
 @dataclass(frozen=True)
