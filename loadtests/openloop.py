@@ -251,9 +251,11 @@ async def run_open_loop(
     # handshakes for seconds (SYN retries), which would be measured as server latency.
     for _ in range(min(connections, max_connections) // 64):
         opened = await asyncio.gather(
-            *(loop.create_connection(lambda: _Connection(on_free, record), host, port)
-              for _ in range(64))
-        )  # fmt: skip
+            *(
+                loop.create_connection(lambda: _Connection(on_free, record), host, port)
+                for _ in range(64)
+            )
+        )
         for _, connection in opened:
             live.add(connection)
             idle.append(connection)

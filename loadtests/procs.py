@@ -68,15 +68,30 @@ def run_server(models: Path, log: Path, *args: str, grpc: bool = False) -> Itera
     With ``grpc``, its KServe V2 gRPC endpoint listens on another free port.
     """
     port = free_port()
-    command = [sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(models),
-               "--host", "127.0.0.1", "--port", str(port), *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mnist_serve.cli",
+        "serve",
+        "--models",
+        str(models),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+    ]
     grpc_port = free_port() if grpc else 0
     if grpc:
         command += ["--grpc-port", str(grpc_port)]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+        process = subprocess.Popen(
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     try:
         try:
             wait_for_port(port, process)

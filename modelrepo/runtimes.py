@@ -115,16 +115,20 @@ class OnnxRuntime:
                     ort.preload_dlls()
                 providers.insert(0, "CUDAExecutionProvider")
             else:
-                log.warning("onnx: this ONNX Runtime has no CUDA provider (install "
-                            "onnxruntime-gpu); running on the CPU")  # fmt: skip
+                log.warning(
+                    "onnx: this ONNX Runtime has no CUDA provider (install "
+                    "onnxruntime-gpu); running on the CPU"
+                )
         try:
             self._session = ort.InferenceSession(
                 str(artifact), session_options, providers=providers
             )
         except Exception as err:
             raise RuntimeLoadError(f"model.onnx does not load: {_first_line(err)}") from err
-        _check_names([i.name for i in self._session.get_inputs()],
-                     [o.name for o in self._session.get_outputs()])  # fmt: skip
+        _check_names(
+            [i.name for i in self._session.get_inputs()],
+            [o.name for o in self._session.get_outputs()],
+        )
         self.device = self._session.get_providers()[0]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -186,8 +190,7 @@ class OpenVinoRuntime:
             compiled = ov.Core().compile_model(str(artifact), "CPU", config)
         except Exception as err:
             raise RuntimeLoadError(f"the OpenVINO IR does not load: {_first_line(err)}") from err
-        _check_names([i.any_name for i in compiled.inputs],
-                     [o.any_name for o in compiled.outputs])  # fmt: skip
+        _check_names([i.any_name for i in compiled.inputs], [o.any_name for o in compiled.outputs])
         self._request = compiled.create_infer_request()
         self.device = "CPU"
 

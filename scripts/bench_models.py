@@ -75,20 +75,28 @@ def main() -> None:
             ms[(v, r, batch)] = statistics.median(values)
 
     cpu = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-    print(f"Machine: {cpu[0] if cpu else platform.processor()}, {os.cpu_count()} cores, "
-          f"{platform.platform()}; {args.threads or 'default'} thread(s) per inference; median "
-          f"ms per call over {args.rounds} interleaved rounds.\n")  # fmt: skip
+    print(
+        f"Machine: {cpu[0] if cpu else platform.processor()}, {os.cpu_count()} cores, "
+        f"{platform.platform()}; {args.threads or 'default'} thread(s) per inference; median "
+        f"ms per call over {args.rounds} interleaved rounds.\n"
+    )
     base = variants[0]
-    print("| runtime | batch | " + " | ".join(f"{v} ms" for v in variants) + " | "
-          + " | ".join(f"{v} speedup" for v in variants[1:]) + " |")  # fmt: skip
+    print(
+        "| runtime | batch | "
+        + " | ".join(f"{v} ms" for v in variants)
+        + " | "
+        + " | ".join(f"{v} speedup" for v in variants[1:])
+        + " |"
+    )
     print("|---" * (2 + 2 * len(variants) - 1) + "|")
     for r in runtimes:
         for b in batches:
             cells = [f"{ms[(v, r, b)]:.3f}" for v in variants]
             ratios = [f"{ms[(base, r, b)] / ms[(v, r, b)]:.2f}x" for v in variants[1:]]
             print(f"| {r} | {b} | " + " | ".join(cells + ratios) + " |")
-    print("\n| variant | batch | " + " | ".join(f"{r} vs {runtimes[0]}" for r in runtimes[1:])
-          + " |")  # fmt: skip
+    print(
+        "\n| variant | batch | " + " | ".join(f"{r} vs {runtimes[0]}" for r in runtimes[1:]) + " |"
+    )
     print("|---" * (2 + len(runtimes) - 1) + "|")
     for v in variants:
         for b in batches:

@@ -36,18 +36,35 @@ from modelrepo.contract import INPUT_NAME, SIDE
 from training.data import load_mnist
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-NO_SHEDDING = ("--max-in-flight", "1000000", "--max-queue-wait-ms", "1000000",
-               "--max-queue", "1000000")  # fmt: skip
+NO_SHEDDING = (
+    "--max-in-flight",
+    "1000000",
+    "--max-queue-wait-ms",
+    "1000000",
+    "--max-queue",
+    "1000000",
+)
 
 
 def wrk(url: str, connections: int, seconds: int, script: Path) -> tuple[float, float]:
     """Closed-loop wrk run: (requests/s with status 200, p50 ms)."""
     threads = 1 if connections == 1 else 2
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
-         str(script), url],
-        capture_output=True, text=True, timeout=seconds + 60, check=True,
-    ).stdout  # fmt: skip
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
     total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     good = total - (float(errors.group(1)) if errors else 0.0)
@@ -124,15 +141,22 @@ def main() -> None:
             capacity, _ = wrk(url, 32, 5, script)
             reference = reference or capacity
             idle = rss_mb(server.process.pid)
-            print(f"\n{label}: c=1 p50 {c1_p50:.2f} ms, capacity {capacity:,.0f} req/s (c=32), "
-                  f"idle RSS {idle:,.0f} MB")  # fmt: skip
+            print(
+                f"\n{label}: c=1 p50 {c1_p50:.2f} ms, capacity {capacity:,.0f} req/s (c=32), "
+                f"idle RSS {idle:,.0f} MB"
+            )
             for multiple in multiples:
                 peak = PeakRss(server.process.pid)
                 peak.start()
                 result = asyncio.run(
-                    run_open_loop(url, body, reference * multiple, args.seconds,
-                                  probe_paths=("/healthz", "/metrics"))
-                )  # fmt: skip
+                    run_open_loop(
+                        url,
+                        body,
+                        reference * multiple,
+                        args.seconds,
+                        probe_paths=("/healthz", "/metrics"),
+                    )
+                )
                 peak.running = False
                 time.sleep(3)
                 after = rss_mb(server.process.pid)

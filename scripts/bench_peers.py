@@ -80,10 +80,12 @@ def ratios(runs: list[Run]) -> dict[tuple[int, int], dict[str, float]]:
     found: dict[tuple[int, int], dict[str, float]] = {}
     for name, c, n in rps:
         if name.startswith("ours"):
-            found.setdefault((c, n), {}).update({
-                f"{name}/mosec": rps[(name, c, n)] / rps[("mosec", c, n)],
-                f"{name}/floor": rps[(name, c, n)] / rps[("floor", c, n)],
-            })  # fmt: skip
+            found.setdefault((c, n), {}).update(
+                {
+                    f"{name}/mosec": rps[(name, c, n)] / rps[("mosec", c, n)],
+                    f"{name}/floor": rps[(name, c, n)] / rps[("floor", c, n)],
+                }
+            )
     return found
 
 
@@ -162,19 +164,49 @@ def main() -> None:
     servers = ("mosec", *(ours_name(e) for e in engines), "floor")
     ports = {name: free_port() for name in servers}
     commands = {
-        "mosec": [sys.executable, str(MOSEC_SERVER), "--onnx", str(onnx), "--port",
-                  str(ports["mosec"]), "--address", "127.0.0.1", "--log-level", "warning"],
-        "floor": [sys.executable, str(BASELINES), "--kind", "floor", "--models", str(args.models),
-                  "--variant", args.variant, "--port", str(ports["floor"])],
-    }  # fmt: skip
+        "mosec": [
+            sys.executable,
+            str(MOSEC_SERVER),
+            "--onnx",
+            str(onnx),
+            "--port",
+            str(ports["mosec"]),
+            "--address",
+            "127.0.0.1",
+            "--log-level",
+            "warning",
+        ],
+        "floor": [
+            sys.executable,
+            str(BASELINES),
+            "--kind",
+            "floor",
+            "--models",
+            str(args.models),
+            "--variant",
+            args.variant,
+            "--port",
+            str(ports["floor"]),
+        ],
+    }
     paths = {"mosec": "/inference", "floor": f"/predict/{args.variant}"}
     for engine in engines:
         name = ours_name(engine)
         commands[name] = [
-            sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(args.models),
-            "--variants", args.variant, "--port", str(ports[name]), "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "mnist_serve.cli",
+            "serve",
+            "--models",
+            str(args.models),
+            "--variants",
+            args.variant,
+            "--port",
+            str(ports[name]),
+            "--log-level",
+            "warning",
             *ENGINE_FLAGS[engine],
-        ]  # fmt: skip
+        ]
         paths[name] = f"/predict/{args.variant}@onnx"
     runs: list[Run] = []
     with ExitStack() as stack:
@@ -190,11 +222,16 @@ def main() -> None:
                     got = wrk(urls[name], level, args.duration, script)
                     run = Run(name, level, round_, got["rps"], got["p50"], got["errors"])
                     runs.append(run)
-                    print(f"{name:6} c={level:<3} round {round_}: {run.rps:8.0f} req/s  "
-                          f"p50 {run.p50_ms:.3f} ms  errors {run.errors:.0f}",
-                          file=sys.stderr, flush=True)  # fmt: skip
-    print(f"{args.variant} v{onnx.parent.name} model.onnx; wrk -t1 at c=1, -t2 above, "
-          f"{args.duration} s per run, 127.0.0.1; ratios of req/s within a round.\n")  # fmt: skip
+                    print(
+                        f"{name:6} c={level:<3} round {round_}: {run.rps:8.0f} req/s  "
+                        f"p50 {run.p50_ms:.3f} ms  errors {run.errors:.0f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    print(
+        f"{args.variant} v{onnx.parent.name} model.onnx; wrk -t1 at c=1, -t2 above, "
+        f"{args.duration} s per run, 127.0.0.1; ratios of req/s within a round.\n"
+    )
     print(table(runs))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -69,8 +69,16 @@ def server(command: list[str], port: int) -> Iterator[str]:
 def wrk(url: str, connections: int, seconds: int, script: Path) -> dict[str, float]:
     """One wrk run: requests/s, latency percentiles (ms), non-2xx responses."""
     threads = 1 if connections == 1 else 2
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-               "-s", str(script), url]  # fmt: skip
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
     out = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + 60, check=True
     ).stdout
@@ -128,15 +136,37 @@ def main() -> None:
     fastest = min(runtimes, key=lambda r: model_p50[(variants[-1], r)])
 
     def floor(variant: str, port: int) -> list[str]:
-        return [sys.executable, "scripts/baselines.py", "--kind", "floor", "--models",
-                str(args.models), "--variant", variant, "--port", str(port)]  # fmt: skip
+        return [
+            sys.executable,
+            "scripts/baselines.py",
+            "--kind",
+            "floor",
+            "--models",
+            str(args.models),
+            "--variant",
+            variant,
+            "--port",
+            str(port),
+        ]
 
     def ours(runtime: str, *flags: str) -> Command:
         return lambda v, p: [
-            sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(args.models),
-            "--variants", v, "--runtimes", runtime, "--port", str(p), "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "mnist_serve.cli",
+            "serve",
+            "--models",
+            str(args.models),
+            "--variants",
+            v,
+            "--runtimes",
+            runtime,
+            "--port",
+            str(p),
+            "--log-level",
+            "warning",
             *flags,
-        ]  # fmt: skip
+        ]
 
     configs: dict[str, tuple[Command, list[str]]] = {
         "HTTP floor (no model)": (floor, variants[-1:]),  # the same for every variant
@@ -167,17 +197,21 @@ def main() -> None:
             for (name, variant), cell_runs in runs.items():
                 median = sorted(cell_runs, key=lambda r: r["rps"])[len(cell_runs) // 2]
                 results.setdefault(name, {}).setdefault(variant, {})[level] = median
-                line = (f"{name:36} {variant:10} c={level:<3} {median['rps']:8.0f} req/s  "
-                        f"p50 {median.get('p50', float('nan')):.3f} ms  "
-                        f"p99 {median.get('p99', float('nan')):.3f} ms  "
-                        f"errors {median['errors']:.0f}")  # fmt: skip
+                line = (
+                    f"{name:36} {variant:10} c={level:<3} {median['rps']:8.0f} req/s  "
+                    f"p50 {median.get('p50', float('nan')):.3f} ms  "
+                    f"p99 {median.get('p99', float('nan')):.3f} ms  "
+                    f"errors {median['errors']:.0f}"
+                )
                 print(line, file=sys.stderr, flush=True)
     floor_results = results["HTTP floor (no model)"][variants[-1]]
 
     cpu = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-    print(f"Machine: {cpu[0] if cpu else platform.processor()}, {os.cpu_count()} cores, "
-          f"{platform.platform()}; wrk on the same machine; {args.repeats} runs of "
-          f"{args.duration} s each, round-robin over all servers, median run shown.\n")  # fmt: skip
+    print(
+        f"Machine: {cpu[0] if cpu else platform.processor()}, {os.cpu_count()} cores, "
+        f"{platform.platform()}; wrk on the same machine; {args.repeats} runs of "
+        f"{args.duration} s each, round-robin over all servers, median run shown.\n"
+    )
     header = "| server | variant | " + " | ".join(
         f"c={c} req/s | c={c} p50 ms | c={c} p99 ms | c={c} vs floor" for c in levels
     )
@@ -189,8 +223,10 @@ def main() -> None:
             for c in levels:
                 r = per_level[c]
                 ratio = r["rps"] / floor_results[c]["rps"]
-                cells.append(f"{r['rps']:,.0f} | {r.get('p50', float('nan')):.3f} | "
-                             f"{r.get('p99', float('nan')):.3f} | {ratio:.2f}x")  # fmt: skip
+                cells.append(
+                    f"{r['rps']:,.0f} | {r.get('p50', float('nan')):.3f} | "
+                    f"{r.get('p99', float('nan')):.3f} | {ratio:.2f}x"
+                )
             label = "-" if name.startswith("HTTP floor") else variant
             print(f"| {name} | {label} | " + " | ".join(cells) + " |")
     print("\nModel alone, batch 1, one thread, median ms:\n")
@@ -203,22 +239,28 @@ def main() -> None:
         for r in runtimes:
             limit = floor_results[1]["p50"] + model_p50[(v, r)] + 0.15
             got = results[f"mnist-serve {r}"][v][1]["p50"]
-            print(f"- {v}@{r}: c=1 p50 {got:.3f} ms vs floor {floor_results[1]['p50']:.3f} + "
-                  f"model {model_p50[(v, r)]:.3f} + 0.15 = {limit:.3f} ms: "
-                  f"{'met' if got <= limit else 'missed'}; c=32 "
-                  f"{results[f'mnist-serve {r}'][v].get(32, {}).get('rps', float('nan')):,.0f} "
-                  f"req/s")  # fmt: skip
+            print(
+                f"- {v}@{r}: c=1 p50 {got:.3f} ms vs floor {floor_results[1]['p50']:.3f} + "
+                f"model {model_p50[(v, r)]:.3f} + 0.15 = {limit:.3f} ms: "
+                f"{'met' if got <= limit else 'missed'}; c=32 "
+                f"{results[f'mnist-serve {r}'][v].get(32, {}).get('rps', float('nan')):,.0f} "
+                f"req/s"
+            )
     if 32 in levels:
         got = results[f"mnist-serve {fastest}"][variants[-1]][32]["rps"]
         share = got / floor_results[32]["rps"]
-        print(f"- fastest runtime here: {fastest}; {variants[-1]}@{fastest} at c=32: "
-              f"{share:.2f}x the floor's throughput (target >= 0.7x): "
-              f"{'met' if share >= 0.7 else 'missed'}")  # fmt: skip
+        print(
+            f"- fastest runtime here: {fastest}; {variants[-1]}@{fastest} at c=32: "
+            f"{share:.2f}x the floor's throughput (target >= 0.7x): "
+            f"{'met' if share >= 0.7 else 'missed'}"
+        )
     inline_off = results[f"mnist-serve {fastest}, inline off"]
     for v in variants:
         on, off = results[f"mnist-serve {fastest}"][v][1], inline_off[v][1]
-        print(f"- {v}@{fastest} c=1 p50: inline {on['p50']:.3f} ms vs through the model "
-              f"thread {off['p50']:.3f} ms ({off['p50'] / on['p50']:.2f}x)")  # fmt: skip
+        print(
+            f"- {v}@{fastest} c=1 p50: inline {on['p50']:.3f} ms vs through the model "
+            f"thread {off['p50']:.3f} ms ({off['p50'] / on['p50']:.2f}x)"
+        )
     if args.json_out:
         args.json_out.write_text(
             json.dumps(

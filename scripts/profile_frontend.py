@@ -82,10 +82,24 @@ def part_of(frames: list[str]) -> str:
 def profile(pid: int, seconds: float, out: Path) -> collections.Counter[str]:
     """py-spy samples of ``pid`` (all threads, idle excluded), counted by part."""
     subprocess.run(
-        ["py-spy", "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "250", "-f", "raw",
-         "-o", str(out), "--nonblocking"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "py-spy",
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(int(seconds)),
+            "-r",
+            "250",
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+            "--nonblocking",
+        ],
+        check=True,
+        capture_output=True,
+    )
     counts: collections.Counter[str] = collections.Counter()
     for line in out.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
@@ -102,9 +116,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument(
-        "--pid-of", choices=("server", "worker"), default="server",
+        "--pid-of",
+        choices=("server", "worker"),
+        default="server",
         help="profile the server process, or a worker of a multi-process server",
-    )  # fmt: skip
+    )
     parser.add_argument("serve_args", nargs="*", help="extra `serve` flags (after --)")
     args = parser.parse_args()
     for tool, hint in (("wrk", "apt-get install wrk"), ("py-spy", "pip install py-spy")):
@@ -115,12 +131,36 @@ def main() -> None:
     serve_args = args.serve_args or ["--workers", "1"]
     ports = {"floor": free_port(), "ours": free_port()}
     commands = {
-        "floor": [sys.executable, str(HERE / "baselines.py"), "--kind", "floor", "--models",
-                  str(args.models), "--variant", args.variant, "--port", str(ports["floor"])],
-        "ours": [sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(args.models),
-                 "--variants", args.variant, "--runtimes", args.runtime, "--port",
-                 str(ports["ours"]), "--log-level", "warning", *serve_args],
-    }  # fmt: skip
+        "floor": [
+            sys.executable,
+            str(HERE / "baselines.py"),
+            "--kind",
+            "floor",
+            "--models",
+            str(args.models),
+            "--variant",
+            args.variant,
+            "--port",
+            str(ports["floor"]),
+        ],
+        "ours": [
+            sys.executable,
+            "-m",
+            "mnist_serve.cli",
+            "serve",
+            "--models",
+            str(args.models),
+            "--variants",
+            args.variant,
+            "--runtimes",
+            args.runtime,
+            "--port",
+            str(ports["ours"]),
+            "--log-level",
+            "warning",
+            *serve_args,
+        ],
+    }
     paths = {"floor": f"/predict/{args.variant}", "ours": f"/predict/{args.variant}@{args.runtime}"}
     per_request: dict[str, float] = {}
     counts: collections.Counter[str] = collections.Counter()
@@ -138,15 +178,22 @@ def main() -> None:
                 got = load.result()
             requests = got["rps"] * args.duration
             per_request[name] = (cpu_seconds(pid) - before) / requests * 1e6
-            print(f"{name}: {got['rps']:,.0f} req/s, p50 {got['p50']:.3f} ms, "
-                  f"{per_request[name]:.1f} µs CPU per request", file=sys.stderr)  # fmt: skip
+            print(
+                f"{name}: {got['rps']:,.0f} req/s, p50 {got['p50']:.3f} ms, "
+                f"{per_request[name]:.1f} µs CPU per request",
+                file=sys.stderr,
+            )
     cpu = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-    print(f"Machine: {cpu[0] if cpu else platform.processor()}, {os.cpu_count()} cores; wrk "
-          f"c={args.concurrency}, {args.duration} s; ours: serve {' '.join(serve_args)}, "
-          f"{args.variant}@{args.runtime}.\n")  # fmt: skip
+    print(
+        f"Machine: {cpu[0] if cpu else platform.processor()}, {os.cpu_count()} cores; wrk "
+        f"c={args.concurrency}, {args.duration} s; ours: serve {' '.join(serve_args)}, "
+        f"{args.variant}@{args.runtime}.\n"
+    )
     ratio = per_request["ours"] / per_request["floor"]
-    print(f"CPU per request: ours {per_request['ours']:.1f} µs, floor "
-          f"{per_request['floor']:.1f} µs: {ratio:.2f}x (target <= 1.3x)\n")  # fmt: skip
+    print(
+        f"CPU per request: ours {per_request['ours']:.1f} µs, floor "
+        f"{per_request['floor']:.1f} µs: {ratio:.2f}x (target <= 1.3x)\n"
+    )
     total = sum(counts.values()) or 1
     print("| part of the request path | share of our samples | µs per request |")
     print("|---|---|---|")

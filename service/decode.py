@@ -187,7 +187,10 @@ def _decode_picture(data: bytes, limits: Limits) -> np.ndarray:
     try:
         image = decode_image(data, limits.max_image_pixels)
     except ImageError as err:
-        error = {"too_large": PayloadTooLarge, "no_ink": InvalidInput,
-                 "unsupported": UnsupportedMediaType}.get(err.reason, BadRequest)  # fmt: skip
+        error = {
+            "too_large": PayloadTooLarge,
+            "no_ink": InvalidInput,
+            "unsupported": UnsupportedMediaType,
+        }.get(err.reason, BadRequest)
         raise error(str(err)) from err
     return image.reshape(1, *INPUT_SHAPE)

@@ -75,8 +75,14 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             return mnistify(ink_map(image))
     except ImageError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as err:  # fmt: skip
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as err:
         # Truncated or corrupt data, or a mode Pillow cannot convert: the client's picture.
         raise ImageError(f"{what} cannot be decoded: {describe(err)}", "undecodable") from err
 

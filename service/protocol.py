@@ -166,9 +166,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write(SHED_RESPONSE)
             # A request already answered: uvicorn's body callbacks drop its body as it comes.
             self.cycle = SimpleNamespace(  # type: ignore[assignment]
-                response_complete=True, disconnected=False, keep_alive=True,
+                response_complete=True,
+                disconnected=False,
+                keep_alive=True,
                 message_event=asyncio.Event(),
-            )  # fmt: skip
+            )
             self.on_response_complete()
             return
         super().on_headers_complete()

@@ -70,9 +70,10 @@ class ExecutorClient(asyncio.Protocol):
         self.process = process
         self.socket_path = socket_path
         self.slots = Slots.create(
-            block_name(socket_path, process), registry.settings.max_in_flight,
+            block_name(socket_path, process),
+            registry.settings.max_in_flight,
             registry.settings.max_batch_size,
-        )  # fmt: skip
+        )
         self.frames = Frames()
         self.transport: asyncio.Transport | None = None
         self.waiting: dict[int, _Waiting] = {}

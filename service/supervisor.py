@@ -120,8 +120,11 @@ class Supervisor:
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         log.info(
             "serving on http://%s:%d with %d workers (%s engine)",
-            self.settings.host, self.settings.port, self.engine.workers, self.engine.engine,
-        )  # fmt: skip
+            self.settings.host,
+            self.settings.port,
+            self.engine.workers,
+            self.engine.engine,
+        )
         try:
             if self.engine.engine == "executor":
                 self.start(EXECUTOR)
@@ -150,9 +153,10 @@ class Supervisor:
                 self.socket_path if self.engine.engine == "executor" else None,
             )
             process = self.context.Process(
-                target=run_worker, args=(self.settings, worker, self.sock),
+                target=run_worker,
+                args=(self.settings, worker, self.sock),
                 name=f"mnist-serve-worker-{key}",
-            )  # fmt: skip
+            )
         process.start()
         self.processes[key] = process
         assert process.pid is not None

@@ -24,11 +24,19 @@ def peers() -> ModuleType:
 def runs(peers: ModuleType) -> list:
     """Two rounds at c=1 and c=32 with figures chosen so each ratio is distinct."""
     figures = {  # (server, c, round): req/s
-        ("mosec", 1, 1): 500, ("ours", 1, 1): 1000, ("floor", 1, 1): 2000,
-        ("mosec", 1, 2): 400, ("ours", 1, 2): 1200, ("floor", 1, 2): 1500,
-        ("mosec", 32, 1): 3000, ("ours", 32, 1): 1500, ("floor", 32, 1): 6000,
-        ("mosec", 32, 2): 2500, ("ours", 32, 2): 2000, ("floor", 32, 2): 4000,
-    }  # fmt: skip
+        ("mosec", 1, 1): 500,
+        ("ours", 1, 1): 1000,
+        ("floor", 1, 1): 2000,
+        ("mosec", 1, 2): 400,
+        ("ours", 1, 2): 1200,
+        ("floor", 1, 2): 1500,
+        ("mosec", 32, 1): 3000,
+        ("ours", 32, 1): 1500,
+        ("floor", 32, 1): 6000,
+        ("mosec", 32, 2): 2500,
+        ("ours", 32, 2): 2000,
+        ("floor", 32, 2): 4000,
+    }
     return [peers.Run(s, c, n, rps, 1.0 + c / 100, 0.0) for (s, c, n), rps in figures.items()]
 
 

@@ -50,8 +50,16 @@ def test_macs_follow_the_layer_shapes() -> None:
 def test_seed_models_have_the_documented_layers() -> None:
     model = catalog.get("depthwise").build()
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == ["DepthwiseConv2D", "Conv2D", "MaxPooling2D", "Dropout", "Flatten", "Dense",
-                     "Dropout", "Dense"]  # fmt: skip
+    assert kinds == [
+        "DepthwiseConv2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Dropout",
+        "Flatten",
+        "Dense",
+        "Dropout",
+        "Dense",
+    ]
     assert model.layers[1].kernel_size == (7, 7)
 
 

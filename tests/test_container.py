@@ -72,9 +72,23 @@ def image() -> Iterator[tuple[str, str, float]]:
     tag = f"mnist-serve:cpu-test-{os.getpid()}"
     secret = ["--secret", f"id=pip_ca,src={CA_BUNDLE}"] if Path(CA_BUNDLE).is_file() else []
     started = time.perf_counter()
-    run(docker, "build", "--network", "host", *secret,
-        "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", "DEVICE=cpu",
-        "--target", "serve", "-t", tag, str(REPO), timeout=2400)  # fmt: skip
+    run(
+        docker,
+        "build",
+        "--network",
+        "host",
+        *secret,
+        "--build-arg",
+        f"BASE_IMAGE={BASE_IMAGE}",
+        "--build-arg",
+        "DEVICE=cpu",
+        "--target",
+        "serve",
+        "-t",
+        tag,
+        str(REPO),
+        timeout=2400,
+    )
     built_s = time.perf_counter() - started
     try:
         yield docker, tag, built_s
@@ -111,9 +125,25 @@ def test_the_cpu_image_serves_and_stops_gracefully(
     port = free_port()
     name = f"mnist-serve-test-{os.getpid()}"
     started = time.perf_counter()
-    run(docker, "run", "-d", "--name", name, "--network", "host", "--read-only",
-        "--tmpfs", "/tmp", "-e", "MNIST_SERVE_HOST=127.0.0.1", "-e", f"MNIST_SERVE_PORT={port}",
-        "-v", f"{readable_models}:/models:ro", tag)  # fmt: skip
+    run(
+        docker,
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "-e",
+        "MNIST_SERVE_HOST=127.0.0.1",
+        "-e",
+        f"MNIST_SERVE_PORT={port}",
+        "-v",
+        f"{readable_models}:/models:ro",
+        tag,
+    )
     try:
         health = ""
         deadline = time.monotonic() + 240
@@ -128,8 +158,9 @@ def test_the_cpu_image_serves_and_stops_gracefully(
         by_json = httpx.post(
             f"{url}/predict/depthwise", json={"image": [0.0] * 300 + [1.0] * 184 + [0.0] * 300}
         )
-        by_png = httpx.post(f"{url}/predict/original", content=png_of_a_one(),
-                            headers={"content-type": "image/png"})  # fmt: skip
+        by_png = httpx.post(
+            f"{url}/predict/original", content=png_of_a_one(), headers={"content-type": "image/png"}
+        )
         variants = httpx.get(f"{url}/variants").json()
         uid = run(docker, "exec", name, "id", "-u").stdout.strip()
         write = run(docker, "exec", name, "touch", "/app/written", check=False)
@@ -151,5 +182,7 @@ def test_the_cpu_image_serves_and_stops_gracefully(
     assert settings["HostConfig"]["NetworkMode"] == "host"
     assert stop_s < STOP_GRACE_S and state["ExitCode"] == 0, (stop_s, state, logs[-2000:])
     assert "Finished server process" in logs
-    print(f"\nCPU image: built in {built_s:.0f} s, healthy {healthy_s:.1f} s after docker run, "
-          f"stopped in {stop_s:.1f} s")  # fmt: skip
+    print(
+        f"\nCPU image: built in {built_s:.0f} s, healthy {healthy_s:.1f} s after docker run, "
+        f"stopped in {stop_s:.1f} s"
+    )

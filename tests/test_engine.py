@@ -34,9 +34,16 @@ def engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     at the default (tests that need it lower start their own server)."""
     log = tmp_path_factory.mktemp("engine") / "server.log"
     with run_server(
-        models_dir, log, "--workers", "2", "--engine", "executor", "--runtimes", "onnx",
+        models_dir,
+        log,
+        "--workers",
+        "2",
+        "--engine",
+        "executor",
+        "--runtimes",
+        "onnx",
         grpc=True,
-    ) as server:  # fmt: skip
+    ) as server:
         server.wait_ready()
         yield server
 
@@ -132,9 +139,17 @@ def test_admission_limit_is_global(
     request, in either worker, 503 at once; SIGTERM then drains the held one."""
     log = tmp_path_factory.mktemp("admission") / "server.log"
     with run_server(
-        models_dir, log, "--workers", "2", "--engine", "executor", "--runtimes", "onnx",
-        "--max-in-flight", "1",
-    ) as server:  # fmt: skip
+        models_dir,
+        log,
+        "--workers",
+        "2",
+        "--engine",
+        "executor",
+        "--runtimes",
+        "onnx",
+        "--max-in-flight",
+        "1",
+    ) as server:
         server.wait_ready()
         held, rest = hold_one_request(server)
         time.sleep(0.3)
@@ -170,8 +185,11 @@ def load(server: Server, seconds: float) -> list[int | str]:
         while time.monotonic() < deadline:
             try:
                 with httpx.Client() as http:
-                    seen.append(http.post(f"{server.url}/predict/depthwise", json=DIGIT,
-                                          timeout=5).status_code)  # fmt: skip
+                    seen.append(
+                        http.post(
+                            f"{server.url}/predict/depthwise", json=DIGIT, timeout=5
+                        ).status_code
+                    )
             except httpx.HTTPError as err:
                 seen.append(type(err).__name__)
         return seen
@@ -188,8 +206,15 @@ def test_killed_processes_are_restarted(
     restarted, the admission count is given back, and the server serves again."""
     log = tmp_path_factory.mktemp("crash") / "server.log"
     with run_server(
-        models_dir, log, "--workers", "2", "--engine", "executor", "--runtimes", "onnx",
-    ) as server:  # fmt: skip
+        models_dir,
+        log,
+        "--workers",
+        "2",
+        "--engine",
+        "executor",
+        "--runtimes",
+        "onnx",
+    ) as server:
         server.wait_ready()
         info = engine_info(server)
         worker_pid = info["pids"][0]  # type: ignore[index]
@@ -226,8 +251,15 @@ def test_replicas_engine(models_dir: Path, tmp_path_factory: pytest.TempPathFact
     """Replicas: every worker loads its own models; one readiness, one /metrics."""
     log = tmp_path_factory.mktemp("replicas") / "server.log"
     with run_server(
-        models_dir, log, "--workers", "2", "--engine", "replicas", "--runtimes", "onnx",
-    ) as server:  # fmt: skip
+        models_dir,
+        log,
+        "--workers",
+        "2",
+        "--engine",
+        "replicas",
+        "--runtimes",
+        "onnx",
+    ) as server:
         server.wait_ready()
         info = engine_info(server)
         assert info["engine"] == "replicas" and info["executor_pid"] is None

@@ -144,8 +144,11 @@ def read_response(sock: socket.socket) -> tuple[int, bytes]:
         received += sock.recv(65536)
     head, _, body = received.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
-    length = next(int(line.split(b":")[1]) for line in lines[1:]
-                  if line.lower().startswith(b"content-length:"))  # fmt: skip
+    length = next(
+        int(line.split(b":")[1])
+        for line in lines[1:]
+        if line.lower().startswith(b"content-length:")
+    )
     while len(body) < length:
         body += sock.recv(65536)
     return int(lines[0].split()[1]), body

@@ -30,13 +30,38 @@ BLANK = {INPUT_NAME: [0.0] * PIXELS}  # a request with one blank digit
 
 pytestmark = pytest.mark.slow
 
-LIMITS = ("--header-timeout-s", "1", "--body-timeout-s", "1", "--keep-alive-s", "2",
-          "--max-header-bytes", "8192", "--max-headers", "50")  # fmt: skip
+LIMITS = (
+    "--header-timeout-s",
+    "1",
+    "--body-timeout-s",
+    "1",
+    "--keep-alive-s",
+    "2",
+    "--max-header-bytes",
+    "8192",
+    "--max-headers",
+    "50",
+)
 # A "1" on black, 64x64: every format and mode below must classify it.
 DIGIT = np.zeros((64, 64), dtype=np.uint8)
 DIGIT[10:54, 28:36] = 255
-MODES = ("1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "I;16",
-         "LA", "PA", "RGBX")  # fmt: skip
+MODES = (
+    "1",
+    "L",
+    "P",
+    "RGB",
+    "RGBA",
+    "CMYK",
+    "YCbCr",
+    "LAB",
+    "HSV",
+    "I",
+    "F",
+    "I;16",
+    "LA",
+    "PA",
+    "RGBX",
+)
 # What no answer may contain: a Python object's repr, a traceback, a path on this machine.
 LEAKS = re.compile(r" at 0x[0-9a-f]+|Traceback|/(?:tmp|work|home|root|usr)/")
 
@@ -209,8 +234,10 @@ def test_oversized_body_is_a_413_that_a_simple_client_reads(hostile: Server) -> 
 def test_a_chunked_multipart_upload_is_cut_off_at_the_limit(hostile: Server) -> None:
     """A 40 MB multipart upload with no Content-Length: 413, never spooled whole."""
     boundary = "xyz"
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            'filename="a.png"\r\nContent-Type: image/png\r\n\r\n').encode()  # fmt: skip
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        'filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode()
 
     def chunks() -> Iterator[bytes]:
         yield head
@@ -293,8 +320,10 @@ def test_slow_clients_are_disconnected_after_the_header_timeout(
 
 def test_a_stalled_body_is_408(hostile: Server) -> None:
     """Headers promise 30,000 bytes, 1,000 come, then nothing: 408 after the body timeout."""
-    head = (b"POST /predict/depthwise HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 30000\r\n\r\n")  # fmt: skip
+    head = (
+        b"POST /predict/depthwise HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 30000\r\n\r\n"
+    )
     answer = raw_exchange(hostile, head + b" " * 1000, wait=5.0)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
 

@@ -22,25 +22,54 @@ from training.seeds import summarize
 def written() -> dict[str, Any]:
     """A metadata.json as training writes it (fields in their order)."""
     return {
-        "variant": "depthwise", "version": 3, "family": "seed", "description": "d",
-        "reference": "issue 2", "parameters": 823_828, "macs": 1_000_000,
-        "test_accuracy": 0.99, "test_loss": 0.03, "epochs": 2, "batch_size": 128,
-        "learning_rate": 1.0, "rho": 0.95, "optimizer": "Adadelta", "seed": 1,
-        "train_images": 60_000, "training_seconds": 80.5, "epoch_seconds": [41.0, 39.5],
-        "history": {"loss": [0.3, 0.1]}, "savedmodel_bytes": 3_000_000,
+        "variant": "depthwise",
+        "version": 3,
+        "family": "seed",
+        "description": "d",
+        "reference": "issue 2",
+        "parameters": 823_828,
+        "macs": 1_000_000,
+        "test_accuracy": 0.99,
+        "test_loss": 0.03,
+        "epochs": 2,
+        "batch_size": 128,
+        "learning_rate": 1.0,
+        "rho": 0.95,
+        "optimizer": "Adadelta",
+        "seed": 1,
+        "train_images": 60_000,
+        "training_seconds": 80.5,
+        "epoch_seconds": [41.0, 39.5],
+        "history": {"loss": [0.3, 0.1]},
+        "savedmodel_bytes": 3_000_000,
         "signature": {"name": "serving_default", "input": "image", "output": "probabilities"},
-        "tensorflow_version": "2.21.0", "keras_version": "3.11.0", "python_version": "3.11.7",
-        "data_source": "/data/mnist.npz", "data_sha256": "ab" * 32,
+        "tensorflow_version": "2.21.0",
+        "keras_version": "3.11.0",
+        "python_version": "3.11.7",
+        "data_source": "/data/mnist.npz",
+        "data_sha256": "ab" * 32,
         "created_at": "2026-11-30T09:00:00+00:00",
         "runtimes": {
-            "onnx": {"artifact": "model.onnx", "bytes": 3_100_000, "convert_seconds": 2.5,
-                     "max_abs_diff": 1e-6, "test_accuracy": 0.99, "batch1_ms": 0.21},
+            "onnx": {
+                "artifact": "model.onnx",
+                "bytes": 3_100_000,
+                "convert_seconds": 2.5,
+                "max_abs_diff": 1e-6,
+                "test_accuracy": 0.99,
+                "batch1_ms": 0.21,
+            },
             "litert": {"error": "converter exploded"},
-            "openvino": {"artifact": "openvino/model.xml", "bytes": 10, "convert_seconds": 1.0,
-                         "max_abs_diff": 2e-6, "test_accuracy": 0.99, "batch1_ms": 0.3,
-                         "last_conversion_error": "later failure"},
+            "openvino": {
+                "artifact": "openvino/model.xml",
+                "bytes": 10,
+                "convert_seconds": 1.0,
+                "max_abs_diff": 2e-6,
+                "test_accuracy": 0.99,
+                "batch1_ms": 0.3,
+                "last_conversion_error": "later failure",
+            },
         },
-    }  # fmt: skip
+    }
 
 
 def test_round_trip_keeps_the_layout(tmp_path: Path) -> None:
@@ -80,9 +109,12 @@ def test_files_without_runtimes_or_timings_are_read() -> None:
     del data["runtimes"]["onnx"]["batch1_ms"]
     metadata = parse_metadata(data)
     assert metadata.runtimes["onnx"] == Conversion(
-        artifact="model.onnx", bytes=3_100_000, convert_seconds=2.5, max_abs_diff=1e-6,
+        artifact="model.onnx",
+        bytes=3_100_000,
+        convert_seconds=2.5,
+        max_abs_diff=1e-6,
         test_accuracy=0.99,
-    )  # fmt: skip
+    )
     assert "batch1_ms" not in metadata.to_json()["runtimes"]["onnx"]
 
 

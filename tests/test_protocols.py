@@ -61,11 +61,13 @@ def test_tfserving_predict_equals_native(
     rows = images.tolist()  # [N, 28, 28, 1], as TF Serving takes a [None, 28, 28, 1] input
     body = {
         "instances": {"instances": rows},
-        "named instances": {"signature_name": "serving_default",
-                            "instances": [{INPUT_NAME: r} for r in rows]},
+        "named instances": {
+            "signature_name": "serving_default",
+            "instances": [{INPUT_NAME: r} for r in rows],
+        },
         "inputs": {"inputs": rows},
         "named inputs": {"inputs": {INPUT_NAME: rows}},
-    }[form]  # fmt: skip
+    }[form]
     response = httpx.post(f"{server.url}/v1/models/{model}:predict", json=body, timeout=30)
     assert response.status_code == 200, response.text
     key = "predictions" if "instances" in form else "outputs"
@@ -168,9 +170,19 @@ def test_kserve_binary_body_is_smaller_than_json(
     )
     binary = header + image.astype("<f4").tobytes()
     as_json = httpx.Request(
-        "POST", "/", json={"inputs": [{"name": INPUT_NAME, "shape": [1, *INPUT_SHAPE],
-                                       "datatype": "FP32", "data": image.ravel().tolist()}]},
-    ).content  # fmt: skip
+        "POST",
+        "/",
+        json={
+            "inputs": [
+                {
+                    "name": INPUT_NAME,
+                    "shape": [1, *INPUT_SHAPE],
+                    "datatype": "FP32",
+                    "data": image.ravel().tolist(),
+                }
+            ]
+        },
+    ).content
     answered = httpx.post(
         f"{server.url}/v2/models/depthwise/infer",
         content=binary,

@@ -211,8 +211,21 @@ def test_a_corrupt_savedmodel_variant_leaves_the_other_serving(
     assert "depthwise@savedmodel" in ready["failed"]
     assert str(tmp_path) not in str(ready) and "/" not in ready["failed"]["depthwise@savedmodel"]
     strict = subprocess.run(
-        [sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(tmp_path),
-         "--runtimes", "savedmodel", "--strict-models", "--port", str(free_port())],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mnist_serve.cli",
+            "serve",
+            "--models",
+            str(tmp_path),
+            "--runtimes",
+            "savedmodel",
+            "--strict-models",
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert strict.returncode != 0 and "failed to load" in strict.stderr + strict.stdout

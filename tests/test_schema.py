@@ -25,12 +25,27 @@ def test_no_generated_request_gets_a_server_error(models_dir: Path, tmp_path: Pa
     with run_server(models_dir, tmp_path / "server.log", "--runtimes", "savedmodel") as server:
         server.wait_ready()
         done = subprocess.run(
-            [str(schemathesis), "run", f"{server.url}/openapi.json",
-             "--checks", "not_a_server_error", "--max-examples", str(MAX_EXAMPLES),
-             "--seed", "1", "--workers", "2", "--no-color",
-             "--suppress-health-check", "all"],
-            capture_output=True, text=True, timeout=900, cwd=tmp_path,
-        )  # fmt: skip
+            [
+                str(schemathesis),
+                "run",
+                f"{server.url}/openapi.json",
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                str(MAX_EXAMPLES),
+                "--seed",
+                "1",
+                "--workers",
+                "2",
+                "--no-color",
+                "--suppress-health-check",
+                "all",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=tmp_path,
+        )
     summary = done.stdout[-3000:]
     assert done.returncode == 0, summary
     cases = re.search(r"Test cases:\s+([\d,]+) generated", done.stdout)

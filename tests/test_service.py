@@ -80,8 +80,9 @@ def test_uploaded_mnist_pngs_classify_like_their_arrays(server: Server, mnist: M
                 f"{server.url}/predict/original", files={"file": ("d.png", png, "image/png")}
             )
         else:
-            response = httpx.post(f"{server.url}/predict/original", content=png,
-                                  headers={"content-type": "image/png"})  # fmt: skip
+            response = httpx.post(
+                f"{server.url}/predict/original", content=png, headers={"content-type": "image/png"}
+            )
         assert response.status_code == 200, response.text
         got.append(response.json()["predictions"][0]["digit"])
     assert got == expected
@@ -93,8 +94,11 @@ def test_photo_of_paper_digit_as_jpeg(server: Server, mnist: Mnist) -> None:
     paper.paste(Image.fromarray(255 - digit).resize((168, 168)), (120, 60))
     buffer = io.BytesIO()
     paper.convert("RGB").save(buffer, format="JPEG", quality=85)
-    response = httpx.post(f"{server.url}/predict/depthwise", content=buffer.getvalue(),
-                          headers={"content-type": "image/jpeg"})  # fmt: skip
+    response = httpx.post(
+        f"{server.url}/predict/depthwise",
+        content=buffer.getvalue(),
+        headers={"content-type": "image/jpeg"},
+    )
     assert response.status_code == 200
     assert response.json()["predictions"][0]["digit"] == int(mnist.y_test[0])
 
@@ -149,12 +153,20 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("what", "variant", "request_args", "status", "code"), BAD_INPUTS,
-                         ids=[case[0] for case in BAD_INPUTS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("what", "variant", "request_args", "status", "code"),
+    BAD_INPUTS,
+    ids=[case[0] for case in BAD_INPUTS],
+)
 def test_bad_input_gets_4xx_and_server_keeps_serving(
-    server: Server, mnist: Mnist, what: str, variant: str, request_args: dict[str, object],
-    status: int, code: str | None,
-) -> None:  # fmt: skip
+    server: Server,
+    mnist: Mnist,
+    what: str,
+    variant: str,
+    request_args: dict[str, object],
+    status: int,
+    code: str | None,
+) -> None:
     args = dict(request_args)
     noise = np.random.default_rng(0).integers(0, 255, (200, 200), np.uint8)
     if args.get("content") == "TRUNCATED":

@@ -96,17 +96,20 @@ def test_searches_are_interleaved_in_alternating_order(
     calls: list[tuple[str, float]] = []
     capacity = {"a": 300, "b": 900}
 
-    def fake_measure(url: str, model: str, payloads: list[bytes], rate: float,
-                     *args: object) -> RatePoint:  # fmt: skip
+    def fake_measure(
+        url: str, model: str, payloads: list[bytes], rate: float, *args: object
+    ) -> RatePoint:
         calls.append((model, rate))
         met = rate <= capacity[model]
-        return RatePoint(model, rate, 100, 100, rate, Percentiles(1, 1, 1, 1, 1),
-                         1 if met else math.inf, met, 0)  # fmt: skip
+        return RatePoint(
+            model, rate, 100, 100, rate, Percentiles(1, 1, 1, 1, 1), 1 if met else math.inf, met, 0
+        )
 
     monkeypatch.setattr(slo, "measure_rate", fake_measure)
     monkeypatch.setattr(slo, "bodies", lambda mnist, model: [b"{}"])
-    record = slo.run_sweep("http://127.0.0.1:1", ["a", "b"], [200, 400, 800, 1600], 1,
-                           Slo(99, 20), tmp_path)  # fmt: skip
+    record = slo.run_sweep(
+        "http://127.0.0.1:1", ["a", "b"], [200, 400, 800, 1600], 1, Slo(99, 20), tmp_path
+    )
     assert calls[:6] == [("a", 200), ("b", 200), ("b", 400), ("a", 400), ("a", 300), ("b", 800)]
     assert record.max_rate == {"a": 300, "b": 900}  # 4 halvings each: 200-400, 800-1600
     assert OpenLoopRecord.load(tmp_path) == record
@@ -117,10 +120,26 @@ def test_open_loop_mode_end_to_end(models_dir: Path, mnist_path: Path, tmp_path:
     """Two rates, a loose SLO: both models meet it, the report and the data are written."""
     result = CliRunner().invoke(
         app,
-        ["loadtest", "--arrival", "poisson", "--rates", "20,40", "--duration", "2s",
-         "--min-requests", "40", "--slo", "p99=2000ms", "--models", str(models_dir),
-         "--data", str(mnist_path), "--out", str(tmp_path)],
-    )  # fmt: skip
+        [
+            "loadtest",
+            "--arrival",
+            "poisson",
+            "--rates",
+            "20,40",
+            "--duration",
+            "2s",
+            "--min-requests",
+            "40",
+            "--slo",
+            "p99=2000ms",
+            "--models",
+            str(models_dir),
+            "--data",
+            str(mnist_path),
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = OpenLoopRecord.load(tmp_path)
     assert record.max_rate == {"original": 40, "depthwise": 40}
@@ -139,11 +158,31 @@ def test_demo_prints_the_bottom_line_and_reports_both_loops(
     out = tmp_path / "demo"
     result = CliRunner().invoke(
         app,
-        ["demo", "--models", str(models_dir), "--data", str(mnist_path), "--runtimes",
-         "savedmodel", "--concurrency", "2", "--duration", "1s", "--repeats", "2",
-         "--rates", "25,50", "--min-requests", "25", "--slo", "p99=5000ms", "--out", str(out)],
+        [
+            "demo",
+            "--models",
+            str(models_dir),
+            "--data",
+            str(mnist_path),
+            "--runtimes",
+            "savedmodel",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+            "--repeats",
+            "2",
+            "--rates",
+            "25,50",
+            "--min-requests",
+            "25",
+            "--slo",
+            "p99=5000ms",
+            "--out",
+            str(out),
+        ],
         env={"COLUMNS": "200", "MNIST_SERVE_HISTORY": str(tmp_path / "h.sqlite")},
-    )  # fmt: skip
+    )
     assert result.exit_code == 0, result.output
     assert "Bottom line: depthwise@savedmodel serves" in result.output
     assert "The seed study's claims against this run" in result.output
@@ -152,5 +191,7 @@ def test_demo_prints_the_bottom_line_and_reports_both_loops(
     assert "## Claims: the seed study's against what was measured" in text
     assert "Open loop: the highest Poisson arrival rate within p99 <= 5000 ms" in text
     assert "started by the load test" in text  # one service served both loops
-    assert OpenLoopRecord.load(out).max_rate == {"original@savedmodel": 50,
-                                                 "depthwise@savedmodel": 50}  # fmt: skip
+    assert OpenLoopRecord.load(out).max_rate == {
+        "original@savedmodel": 50,
+        "depthwise@savedmodel": 50,
+    }

@@ -92,9 +92,10 @@ def train_and_export(
                 for seed in extra_seeds:
                     progress.reset(task, description=f"{name:>16} (seed {seed})")
                     runs.append(
-                        train_variant(catalog.get(name), data, replace(config, seed=seed),
-                                      on_epoch, on_batch)
-                    )  # fmt: skip
+                        train_variant(
+                            catalog.get(name), data, replace(config, seed=seed), on_epoch, on_batch
+                        )
+                    )
                 summary = summarize(
                     [r.config.seed for r in runs],
                     [round(r.test_accuracy, 6) for r in runs],
@@ -130,8 +131,18 @@ def conversion_printer(console: Console, variant: str) -> OnConverted:
 def figures_table(trained: Sequence[Trained]) -> Table:
     """The trained variants side by side: parameters, MACs, accuracy, loss and timings."""
     table = Table(title="Trained variants")
-    for column in ("variant", "version", "parameters", "MACs/image", "test acc", "test loss",
-                   "s/epoch", "train s", "SavedModel", "runtimes"):  # fmt: skip
+    for column in (
+        "variant",
+        "version",
+        "parameters",
+        "MACs/image",
+        "test acc",
+        "test loss",
+        "s/epoch",
+        "train s",
+        "SavedModel",
+        "runtimes",
+    ):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for item in trained:
         m = item.metadata
