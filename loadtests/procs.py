@@ -61,6 +61,12 @@ class ServerProcess:
         raise TimeoutError(f"not ready after {timeout} s: {self.log.read_text()[-3000:]}")
 
 
+def serve_command(models: Path, port: int, *args: str) -> list[str]:
+    """The ``mnist-serve serve`` command line for ``models`` on ``port``, with ``args``."""
+    return [sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(models), "--port",
+            str(port), *args]  # fmt: skip
+
+
 @contextlib.contextmanager
 def run_server(models: Path, log: Path, *args: str, grpc: bool = False) -> Iterator[ServerProcess]:
     """Start ``mnist-serve serve`` on a free 127.0.0.1 port (not yet ready); stop it on exit.
@@ -68,19 +74,7 @@ def run_server(models: Path, log: Path, *args: str, grpc: bool = False) -> Itera
     With ``grpc``, its KServe V2 gRPC endpoint listens on another free port.
     """
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "mnist_serve.cli",
-        "serve",
-        "--models",
-        str(models),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *args,
-    ]
+    command = serve_command(models, port, "--host", "127.0.0.1", *args)
     grpc_port = free_port() if grpc else 0
     if grpc:
         command += ["--grpc-port", str(grpc_port)]

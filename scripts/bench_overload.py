@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_service import wrk_command
 
 from loadtests.openloop import OpenLoopResult, run_open_loop
 from loadtests.procs import run_server
@@ -48,18 +49,8 @@ NO_SHEDDING = (
 
 def wrk(url: str, connections: int, seconds: int, script: Path) -> tuple[float, float]:
     """Closed-loop wrk run: (requests/s with status 200, p50 ms)."""
-    threads = 1 if connections == 1 else 2
     out = subprocess.run(
-        [
-            "wrk",
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
+        wrk_command(url, connections, seconds, script),
         capture_output=True,
         text=True,
         timeout=seconds + 60,

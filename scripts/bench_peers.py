@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
-from bench_service import post_script, server, wrk
+from bench_service import floor_command, post_script, quiet_server, server, wrk
 
 from loadtests.procs import free_port
 from modelrepo.contract import INPUT_NAME, PIXELS
@@ -40,7 +40,7 @@ from modelrepo.layout import ModelRepository
 from training.data import load_mnist
 
 HERE = Path(__file__).resolve().parent
-MOSEC_SERVER, BASELINES = HERE / "mosec_server.py", HERE / "baselines.py"
+MOSEC_SERVER = HERE / "mosec_server.py"
 SERVERS = ("mosec", "ours", "floor")  # round 1's order; round 2 runs the reverse
 ENGINE_FLAGS = {
     "default": [],
@@ -176,37 +176,12 @@ def main() -> None:
             "--log-level",
             "warning",
         ],
-        "floor": [
-            sys.executable,
-            str(BASELINES),
-            "--kind",
-            "floor",
-            "--models",
-            str(args.models),
-            "--variant",
-            args.variant,
-            "--port",
-            str(ports["floor"]),
-        ],
+        "floor": floor_command(args.models, args.variant, ports["floor"]),
     }
     paths = {"mosec": "/inference", "floor": f"/predict/{args.variant}"}
     for engine in engines:
         name = ours_name(engine)
-        commands[name] = [
-            sys.executable,
-            "-m",
-            "mnist_serve.cli",
-            "serve",
-            "--models",
-            str(args.models),
-            "--variants",
-            args.variant,
-            "--port",
-            str(ports[name]),
-            "--log-level",
-            "warning",
-            *ENGINE_FLAGS[engine],
-        ]
+        commands[name] = quiet_server(args.models, args.variant, ports[name], *ENGINE_FLAGS[engine])
         paths[name] = f"/predict/{args.variant}@onnx"
     runs: list[Run] = []
     with ExitStack() as stack:

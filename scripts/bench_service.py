@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from loadtests.procs import free_port, wait_for_port
+from loadtests.procs import free_port, serve_command, wait_for_port
 from modelrepo.contract import INPUT_NAME, INPUT_SHAPE
 from modelrepo.layout import RUNTIME_NAMES, ModelRepository
 from modelrepo.runtimes import LoadOptions, load_runtime, median_call_ms
@@ -66,10 +66,10 @@ def server(command: list[str], port: int) -> Iterator[str]:
         process.wait(timeout=20)
 
 
-def wrk(url: str, connections: int, seconds: int, script: Path) -> dict[str, float]:
-    """One wrk run: requests/s, latency percentiles (ms), non-2xx responses."""
+def wrk_command(url: str, connections: int, seconds: int, script: Path) -> list[str]:
+    """wrk at ``connections`` for ``seconds`` with ``script``: one thread at c=1, two above."""
     threads = 1 if connections == 1 else 2
-    command = [
+    return [
         "wrk",
         f"-t{threads}",
         f"-c{connections}",
@@ -79,6 +79,11 @@ def wrk(url: str, connections: int, seconds: int, script: Path) -> dict[str, flo
         str(script),
         url,
     ]
+
+
+def wrk(url: str, connections: int, seconds: int, script: Path) -> dict[str, float]:
+    """One wrk run: requests/s, latency percentiles (ms), non-2xx responses."""
+    command = wrk_command(url, connections, seconds, script)
     out = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + 60, check=True
     ).stdout
@@ -100,6 +105,28 @@ def post_script(folder: Path, image: np.ndarray) -> Path:
         f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
     )
     return script
+
+
+def floor_command(models: Path, variant: str, port: int) -> list[str]:
+    """The HTTP floor (scripts/baselines.py) on ``port``."""
+    baselines = Path(__file__).with_name("baselines.py")
+    return [
+        sys.executable,
+        str(baselines),
+        "--kind",
+        "floor",
+        "--models",
+        str(models),
+        "--variant",
+        variant,
+        "--port",
+        str(port),
+    ]
+
+
+def quiet_server(models: Path, variant: str, port: int, *flags: str) -> list[str]:
+    """``mnist-serve serve`` of one variant on ``port``, quiet, with ``flags``."""
+    return serve_command(models, port, "--variants", variant, "--log-level", "warning", *flags)
 
 
 def model_only_p50(models: Path, variant: str, runtime: str, calls: int = 2000) -> float:
@@ -136,37 +163,10 @@ def main() -> None:
     fastest = min(runtimes, key=lambda r: model_p50[(variants[-1], r)])
 
     def floor(variant: str, port: int) -> list[str]:
-        return [
-            sys.executable,
-            "scripts/baselines.py",
-            "--kind",
-            "floor",
-            "--models",
-            str(args.models),
-            "--variant",
-            variant,
-            "--port",
-            str(port),
-        ]
+        return floor_command(args.models, variant, port)
 
     def ours(runtime: str, *flags: str) -> Command:
-        return lambda v, p: [
-            sys.executable,
-            "-m",
-            "mnist_serve.cli",
-            "serve",
-            "--models",
-            str(args.models),
-            "--variants",
-            v,
-            "--runtimes",
-            runtime,
-            "--port",
-            str(p),
-            "--log-level",
-            "warning",
-            *flags,
-        ]
+        return lambda v, p: quiet_server(args.models, v, p, "--runtimes", runtime, *flags)
 
     configs: dict[str, tuple[Command, list[str]]] = {
         "HTTP floor (no model)": (floor, variants[-1:]),  # the same for every variant

@@ -32,12 +32,11 @@ import time
 from pathlib import Path
 
 import httpx
-from bench_service import post_script, server, wrk
+from bench_service import floor_command, post_script, quiet_server, server, wrk
 
 from loadtests.procs import free_port
 from training.data import load_mnist
 
-HERE = Path(__file__).resolve().parent
 # Innermost frame first: the first part whose pattern a frame's "function (file)" matches.
 PARTS = (
     ("model", r"onnxruntime|modelrepo/runtimes|tensorflow|openvino|litert"),
@@ -131,35 +130,10 @@ def main() -> None:
     serve_args = args.serve_args or ["--workers", "1"]
     ports = {"floor": free_port(), "ours": free_port()}
     commands = {
-        "floor": [
-            sys.executable,
-            str(HERE / "baselines.py"),
-            "--kind",
-            "floor",
-            "--models",
-            str(args.models),
-            "--variant",
-            args.variant,
-            "--port",
-            str(ports["floor"]),
-        ],
-        "ours": [
-            sys.executable,
-            "-m",
-            "mnist_serve.cli",
-            "serve",
-            "--models",
-            str(args.models),
-            "--variants",
-            args.variant,
-            "--runtimes",
-            args.runtime,
-            "--port",
-            str(ports["ours"]),
-            "--log-level",
-            "warning",
-            *serve_args,
-        ],
+        "floor": floor_command(args.models, args.variant, ports["floor"]),
+        "ours": quiet_server(
+            args.models, args.variant, ports["ours"], "--runtimes", args.runtime, *serve_args
+        ),
     }
     paths = {"floor": f"/predict/{args.variant}", "ours": f"/predict/{args.variant}@{args.runtime}"}
     per_request: dict[str, float] = {}

@@ -5,6 +5,7 @@ gRPC on every worker, and crashes that are survived (a killed worker or executor
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import re
 import signal
@@ -28,23 +29,22 @@ pytestmark = pytest.mark.slow
 DIGIT = {INPUT_NAME: [0.0] * 300 + [1.0] * 184 + [0.0] * 300}
 
 
+@contextlib.contextmanager
+def two_workers(
+    models_dir: Path, folder: Path, *args: str, engine: str = "executor", grpc: bool = False
+) -> Iterator[Server]:
+    """A ready server with two workers on the ONNX runtime."""
+    args = ("--workers", "2", "--engine", engine, "--runtimes", "onnx", *args)
+    with run_server(models_dir, folder / "server.log", *args, grpc=grpc) as server:
+        server.wait_ready()
+        yield server
+
+
 @pytest.fixture(scope="module")
 def engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The executor engine with two front ends, gRPC on, a one-request admission limit left
     at the default (tests that need it lower start their own server)."""
-    log = tmp_path_factory.mktemp("engine") / "server.log"
-    with run_server(
-        models_dir,
-        log,
-        "--workers",
-        "2",
-        "--engine",
-        "executor",
-        "--runtimes",
-        "onnx",
-        grpc=True,
-    ) as server:
-        server.wait_ready()
+    with two_workers(models_dir, tmp_path_factory.mktemp("engine"), grpc=True) as server:
         yield server
 
 
@@ -137,20 +137,8 @@ def test_admission_limit_is_global(
 ) -> None:
     """--max-in-flight 1 with two workers: one request held in one worker makes every other
     request, in either worker, 503 at once; SIGTERM then drains the held one."""
-    log = tmp_path_factory.mktemp("admission") / "server.log"
-    with run_server(
-        models_dir,
-        log,
-        "--workers",
-        "2",
-        "--engine",
-        "executor",
-        "--runtimes",
-        "onnx",
-        "--max-in-flight",
-        "1",
-    ) as server:
-        server.wait_ready()
+    folder = tmp_path_factory.mktemp("admission")
+    with two_workers(models_dir, folder, "--max-in-flight", "1") as server:
         held, rest = hold_one_request(server)
         time.sleep(0.3)
         statuses = burst(server, 40)
@@ -204,18 +192,7 @@ def test_killed_processes_are_restarted(
     """Under load, kill -9 a worker, then the executor: nothing hangs (a request on the
     killed worker's connection fails, the executor's waiting ones get 503 at once), each is
     restarted, the admission count is given back, and the server serves again."""
-    log = tmp_path_factory.mktemp("crash") / "server.log"
-    with run_server(
-        models_dir,
-        log,
-        "--workers",
-        "2",
-        "--engine",
-        "executor",
-        "--runtimes",
-        "onnx",
-    ) as server:
-        server.wait_ready()
+    with two_workers(models_dir, tmp_path_factory.mktemp("crash")) as server:
         info = engine_info(server)
         worker_pid = info["pids"][0]  # type: ignore[index]
         executor_pid = info["executor_pid"]
@@ -231,7 +208,7 @@ def test_killed_processes_are_restarted(
         server.wait_ready(timeout=60)
         info = engine_info(server)
         assert worker_pid not in info["pids"]  # type: ignore[operator]
-        assert re.search(r"worker 0 \(pid \d+\) died with -9: restarting", log.read_text())
+        assert re.search(r"worker 0 \(pid \d+\) died with -9: restarting", server.log.read_text())
 
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             during = pool.submit(load, server, 4.0)
@@ -249,18 +226,7 @@ def test_killed_processes_are_restarted(
 
 def test_replicas_engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Replicas: every worker loads its own models; one readiness, one /metrics."""
-    log = tmp_path_factory.mktemp("replicas") / "server.log"
-    with run_server(
-        models_dir,
-        log,
-        "--workers",
-        "2",
-        "--engine",
-        "replicas",
-        "--runtimes",
-        "onnx",
-    ) as server:
-        server.wait_ready()
+    with two_workers(models_dir, tmp_path_factory.mktemp("replicas"), engine="replicas") as server:
         info = engine_info(server)
         assert info["engine"] == "replicas" and info["executor_pid"] is None
         for pid in info["pids"]:  # type: ignore[attr-defined]
