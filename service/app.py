@@ -38,8 +38,9 @@ from service.decode import decode_request
 from service.engine import WorkerContext, models_for
 from service.errors import NotFound, ServeError, UnknownModel
 from service.fastpath import FastPath, HotRoutes, error_response
-from service.inference import Inference, client_gone, registry_of
+from service.inference import Inference, registry_of
 from service.metrics import Metrics
+from service.protocol import client_gone
 from service.registry import ModelRegistry, ServedModel, ServedVariant, plan
 from service.reports import find_runs
 from service.schemas import (

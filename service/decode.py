@@ -151,10 +151,10 @@ def validate_pixels(array: np.ndarray) -> np.ndarray:
             f"an image has shape {array.shape[1:]}; "
             f"expected {SIDE}x{SIDE} (nested) or {PIXELS} (flat)"
         )
-    if not np.isfinite(array).all():
-        raise InvalidInput("pixel values must be finite numbers (found NaN or infinity)")
     low, high = float(array.min()), float(array.max())
-    if low < 0.0 or high > 1.0:
+    if not (low >= 0.0 and high <= 1.0):  # NaN fails both (min and max propagate it)
+        if not np.isfinite(array).all():
+            raise InvalidInput("pixel values must be finite numbers (found NaN or infinity)")
         raise InvalidInput(
             f"pixel values must lie in [0, 1] (pixels / 255); found {low:g} to {high:g}"
         )

@@ -50,10 +50,11 @@ class Inference:
         if isinstance(exc, ServeError):
             self.status = exc.status
         model = self.model
-        labels = (model.model.variant, model.runtime_name) if model else ("unknown", "unknown")
-        metrics = self.registry.metrics
-        metrics.requests.labels(*labels, str(self.status)).inc()
-        metrics.request_seconds.labels(*labels).observe(time.perf_counter() - self.started)
+        series = self.registry.metrics.model(
+            *((model.model.variant, model.runtime_name) if model else ("unknown", "unknown"))
+        )
+        series.count(self.status)
+        series.request_seconds.observe(time.perf_counter() - self.started)
 
     def resolve(
         self, name: str, runtime: str | None = None, version: int | None = None
@@ -75,9 +76,9 @@ class Inference:
         model = self.model
         assert model is not None and model.batcher is not None, "resolve() first"
         probabilities, timing = await model.batcher.submit(images, gone)
-        labels = (model.model.variant, model.runtime_name)
-        self.registry.metrics.queue_seconds.labels(*labels).observe(timing.queue_s)
-        self.registry.metrics.model_seconds.labels(*labels).observe(timing.model_s)
+        series = self.registry.metrics.model(model.model.variant, model.runtime_name)
+        series.queue_seconds.observe(timing.queue_s)
+        series.model_seconds.observe(timing.model_s)
         self.status = 200
         return probabilities, timing
 
@@ -86,18 +87,6 @@ def registry_of(request: Request) -> ModelRegistry:
     """The app's model registry (set by ``create_app``)."""
     registry: ModelRegistry = request.app.state.registry
     return registry
-
-
-def client_gone(request: Request) -> Callable[[], bool]:
-    """A cheap "has the client disconnected?" for the batcher, without awaiting ``receive``.
-
-    uvicorn's ``receive`` is a method of the request's cycle, which keeps a ``disconnected``
-    flag; other servers (the test client) give no such flag, and then the answer is "no".
-    """
-    cycle = getattr(request.receive, "__self__", None)
-    if cycle is None or not hasattr(cycle, "disconnected"):
-        return never
-    return lambda: bool(cycle.disconnected)
 
 
 def url_version(text: str | None) -> int | None:

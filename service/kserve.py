@@ -29,7 +29,8 @@ from fastapi.responses import JSONResponse, Response
 from modelrepo.contract import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, PIXELS, SIDE
 from service.decode import read_body, validate_pixels
 from service.errors import BadRequest, InvalidInput, ServeError
-from service.inference import Inference, client_gone, registry_of, url_version
+from service.inference import Inference, registry_of, url_version
+from service.protocol import client_gone
 from service.registry import ServedModel
 
 router = APIRouter(prefix="/v2", tags=["KServe V2 (Open Inference Protocol)"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -76,11 +77,20 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self._models: dict[tuple[str, str], ModelSeries] = {}
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
         self.in_flight_count: Callable[[], float] = lambda: 0.0
         if self.multiprocess_dir is None:
             gauge = Gauge("mnist_serve_in_flight", IN_FLIGHT_HELP, registry=self.registry)
             gauge.set_function(lambda: self.in_flight_count())
+
+    def model(self, variant: str, runtime: str) -> ModelSeries:
+        """One model's series, looked up once (``labels()`` on every request costs)."""
+        key = (variant, runtime)
+        series = self._models.get(key)
+        if series is None:
+            series = self._models[key] = ModelSeries(self, variant, runtime)
+        return series
 
     def exposition(self) -> bytes:
         """The text format for /metrics: this process's series, or every process's."""
@@ -90,6 +100,25 @@ class Metrics:
         MultiProcessCollector(registry, path=self.multiprocess_dir)
         registry.register(_InFlight(self.in_flight_count))
         return generate_latest(registry)
+
+
+class ModelSeries:
+    """The per-request series of one model (variant, runtime), bound to their labels."""
+
+    def __init__(self, metrics: Metrics, variant: str, runtime: str) -> None:
+        self._requests = metrics.requests
+        self._labels = (variant, runtime)
+        self._by_status: dict[int, Any] = {}
+        self.request_seconds = metrics.request_seconds.labels(variant, runtime)
+        self.queue_seconds = metrics.queue_seconds.labels(variant, runtime)
+        self.model_seconds = metrics.model_seconds.labels(variant, runtime)
+
+    def count(self, status: int) -> None:
+        """Count one request answered with ``status``."""
+        counter = self._by_status.get(status)
+        if counter is None:
+            counter = self._by_status[status] = self._requests.labels(*self._labels, str(status))
+        counter.inc()
 
 
 class _InFlight:

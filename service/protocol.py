@@ -36,12 +36,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+from starlette.requests import Request
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.admission import SHED_RESPONSE, AdmissionGuard
+from service.batcher import never
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -243,3 +246,15 @@ def guarded_protocol(
             "guard": guard,
         },
     )
+
+
+def client_gone(request: Request) -> Callable[[], bool]:
+    """A cheap "has the client disconnected?" for the batcher, without awaiting ``receive``.
+
+    uvicorn's ``receive`` is a method of the request's cycle, which keeps a ``disconnected``
+    flag; other servers (the test client) give no such flag, and then the answer is "no".
+    """
+    cycle = getattr(request.receive, "__self__", None)
+    if cycle is None or not hasattr(cycle, "disconnected"):
+        return never
+    return lambda: bool(cycle.disconnected)

@@ -39,7 +39,8 @@ from modelrepo.contract import (
 )
 from service.decode import read_body, validate_pixels
 from service.errors import BadRequest, InvalidInput, ServeError
-from service.inference import Inference, client_gone, registry_of, url_version
+from service.inference import Inference, registry_of, url_version
+from service.protocol import client_gone
 from service.registry import ModelRegistry, ServedModel
 
 router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST API"])
