@@ -48,6 +48,7 @@ from service.schemas import (
     ErrorResponse,
     PredictResponse,
     PreparedImages,
+    RefusedVersion,
     RunInfo,
     RuntimeInfo,
     VariantInfo,
@@ -322,6 +323,7 @@ def variant_info(served: ServedVariant) -> VariantInfo:
         runtime=served.default_runtime,
         runtimes=runtimes,
         metadata=public,
+        refused=[RefusedVersion(version=v, reason=r) for v, r in sorted(served.refused.items())],
         **figures,
     )
 

@@ -24,7 +24,7 @@ import contextlib
 import json
 import struct
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
@@ -53,6 +53,8 @@ class ModelState:
     device: str | None = None
     batch1_ms: float | None = None
     inline: bool = False
+    version: int = 0
+    refused: dict[str, str] = field(default_factory=dict)  # the variant's refused versions
 
 
 @dataclass(frozen=True)

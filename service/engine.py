@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +24,7 @@ from service.registry import ModelRegistry
 from service.remote import ExecutorClient
 from service.settings import Settings
 from service.shared import FAILED, LOADING, READY, SharedState
+from service.versions import VersionWatcher
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +85,29 @@ class LocalModels:
 
         if self.settings.strict_models:
             await registry.load(on_change=changed)  # ModelLoadError fails start-up
+            self._loading = asyncio.create_task(watch_versions(registry, changed))
         else:
-            self._loading = asyncio.create_task(registry.load(on_change=changed), name="load")
+            self._loading = asyncio.create_task(
+                load_and_watch(registry, changed), name="load-and-watch"
+            )
 
     async def stop(self, registry: ModelRegistry) -> None:
-        """Stop loading and every batcher."""
+        """Stop loading (or watching for versions) and every batcher."""
         if self._loading is not None:
             self._loading.cancel()
         await registry.close()
+
+
+async def load_and_watch(registry: ModelRegistry, changed: Callable[[], None]) -> None:
+    """Load every model, then watch the repository for new versions."""
+    await registry.load(on_change=changed)
+    await watch_versions(registry, changed)
+
+
+async def watch_versions(registry: ModelRegistry, changed: Callable[[], None]) -> None:
+    """Swap new versions in as they appear (``service.versions``), unless polling is off."""
+    if registry.settings.poll_s > 0:
+        await VersionWatcher(registry, on_change=changed).run()
 
 
 class RemoteModels:

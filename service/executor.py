@@ -43,6 +43,7 @@ from service.metrics import Metrics
 from service.registry import ModelRegistry, ServedModel, plan
 from service.settings import Settings
 from service.shared import SharedState
+from service.versions import VersionWatcher
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,15 @@ class Executor:
         )
         log.info("executor %d: models will run on %s", os.getpid(), devices.describe(device))
         self.registry = ModelRegistry(settings, Metrics(), planned, gpu=device.startswith("/GPU"))
-        self.models = self.registry.models()  # the index order front ends address them by
         self.shared = shared
         self.connections: set[FrontEndConnection] = set()
+        self.watching: asyncio.Task[None] | None = None
+
+    @property
+    def models(self) -> list[ServedModel]:
+        """The serving models, in the index order front ends address them by (a new version
+        takes its predecessor's place)."""
+        return self.registry.models()
 
     def states(self) -> list[ModelState]:
         """Every model's state, in index order."""
@@ -73,6 +80,8 @@ class Executor:
                 m.device,
                 m.batch1_ms,
                 bool(m.batcher is not None and m.batcher.inline),
+                m.model.version,
+                {str(k): v for k, v in self.registry.variants[m.model.variant].refused.items()},
             )
             for m in self.models
         ]
@@ -94,6 +103,9 @@ class Executor:
         server = await loop.create_unix_server(lambda: FrontEndConnection(self), socket_path)
         try:
             await self.registry.load(on_change=self.publish)
+            if self.registry.settings.poll_s > 0:
+                watcher = VersionWatcher(self.registry, on_change=self.publish)
+                self.watching = loop.create_task(watcher.run(), name="versions")
             await stop.wait()
         finally:
             server.close()
@@ -181,6 +193,7 @@ class FrontEndConnection(asyncio.Protocol):
             status = UNAVAILABLE
         else:
             executor.registry.in_flight += 1
+            model.active += 1
             try:
                 probabilities, timing = await model.batcher.submit(self.slots.images(slot, count))
                 self.slots.probabilities(slot, count)[:] = probabilities
@@ -190,6 +203,7 @@ class FrontEndConnection(asyncio.Protocol):
                 status = FAILED
             finally:
                 executor.registry.in_flight -= 1
+                model.active -= 1
             if isinstance(model.batcher, Batcher):
                 executor.shared.set_batch_s(index, model.batcher.batch_s)
         self.answer(request_id, status, timing)

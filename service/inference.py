@@ -47,6 +47,8 @@ class Inference:
         traceback: TracebackType | None,
     ) -> None:
         self.registry.in_flight -= 1
+        if self.model is not None:
+            self.model.active -= 1
         if isinstance(exc, ServeError):
             self.status = exc.status
         model = self.model
@@ -64,10 +66,11 @@ class Inference:
         Also admission: 503 at once if the model's queue would miss its deadline, so that a
         request to be refused is refused before its body is read.
         """
-        self.model = self.registry.get(name, runtime, version)
-        assert self.model.batcher is not None  # ready models have one
-        self.model.batcher.admit()
-        return self.model
+        model = self.model = self.registry.get(name, runtime, version)
+        model.active += 1  # a version being replaced waits for this request (service.versions)
+        assert model.batcher is not None  # ready models have one
+        model.batcher.admit()
+        return model
 
     async def run(
         self, images: np.ndarray, gone: Callable[[], bool] = never

@@ -77,6 +77,19 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.version_swaps = Counter(
+            "mnist_serve_version_swaps",
+            "New model versions swapped in without a restart.",
+            ["variant"],
+            registry=self.registry,
+        )
+        self.version_refusals = Counter(
+            "mnist_serve_version_refusals",
+            "New model versions refused (failed to load, to warm up, or their runtimes "
+            "disagreed); the serving version stayed.",
+            ["variant"],
+            registry=self.registry,
+        )
         self._models: dict[tuple[str, str], ModelSeries] = {}
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
         self.in_flight_count: Callable[[], float] = lambda: 0.0

@@ -46,6 +46,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from service.admission import SHED_RESPONSE, AdmissionGuard
 from service.batcher import never
 from service.settings import Settings
+from service.shared import SharedState
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     max_connections = 4096
     linger_s = 5.0  # how long a lingering close reads a closing client's unread body
     guard: AdmissionGuard | None = None  # shed POSTs here when it is full
+    # With several worker processes, the server-wide count of open connections (else this
+    # process's own, ``len(self.connections)``).
+    shared: SharedState | None = None
+    process = 0
 
     _header_timer: asyncio.TimerHandle | None = None
     # From the connection's start, or a request's first byte, until its headers are complete.
@@ -102,9 +107,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Refuse a connection over the limit; else start the clock for its first headers."""
         super().connection_made(transport)
+        if self.shared is not None:
+            self.shared.add_connection(self.process, 1)
+            open_now = self.shared.connections()
+        else:
+            open_now = len(self.connections)
         # Answered once its first request's headers are in (closing before reading them would
         # reset the connection under the client's feet, losing the 503).
-        self._over_limit = len(self.connections) > self.max_connections
+        self._over_limit = open_now > self.max_connections
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -112,6 +122,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
         if self._linger_timer is not None:
             self._linger_timer.cancel()
+        if self.shared is not None:
+            self.shared.add_connection(self.process, -1)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -231,7 +243,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def guarded_protocol(
-    settings: Settings, guard: AdmissionGuard | None = None
+    settings: Settings,
+    guard: AdmissionGuard | None = None,
+    shared: SharedState | None = None,
+    process: int = 0,
 ) -> type[GuardedHttpToolsProtocol]:
     """The protocol class with the settings' limits (and the app's admission guard, to shed
     at the protocol level), for ``uvicorn.Config(http=...)``."""
@@ -244,6 +259,8 @@ def guarded_protocol(
             "max_headers": settings.max_headers,
             "max_connections": settings.max_connections,
             "guard": guard,
+            "shared": shared,
+            "process": process,
         },
     )
 

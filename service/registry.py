@@ -41,7 +41,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-State = Literal["loading", "ready", "failed"]
+State = Literal["loading", "ready", "failed", "retired"]  # retired: replaced by a new version
 
 
 class ConfigError(Exception):
@@ -64,6 +64,7 @@ class ServedModel:
     batcher: ModelQueue | None = None
     batch1_ms: float | None = None  # median model time of one image, measured at warm-up
     device: str | None = None  # where it runs, once loaded (here or in the executor)
+    active: int = 0  # requests that resolved it and are not done (a retired one waits for 0)
 
     @property
     def name(self) -> str:
@@ -84,6 +85,7 @@ class ServedVariant:
     metadata: ModelMetadata
     runtimes: dict[str, ServedModel]
     default_runtime: str
+    refused: dict[int, str] = field(default_factory=dict)  # versions refused, with the reason
 
     @property
     def default(self) -> ServedModel:
@@ -224,7 +226,7 @@ class ModelRegistry:
         called each time a model's state changes."""
         for model in self.models():
             try:
-                await self._load_one(model)
+                await self.load_model(model)
             except Exception as err:  # one model's fault must not stop the others
                 model.state, model.reason = "failed", short_reason(err)
                 log.error("%s failed to load: %s", model.name, model.reason, exc_info=err)
@@ -242,7 +244,8 @@ class ModelRegistry:
         failed = [m.name for m in self.models() if m.state == "failed"]
         log.info("ready: %s%s", ", ".join(ready) or "nothing", f"; failed: {failed}" * bool(failed))
 
-    async def _load_one(self, model: ServedModel) -> None:
+    async def load_model(self, model: ServedModel) -> None:
+        """Load, warm and start one model (ready when it returns; raises if it cannot)."""
         settings = self.settings
         options = LoadOptions(
             gpu=self.gpu and not model.cpu_only, threads=settings.intra_op_threads

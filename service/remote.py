@@ -27,6 +27,7 @@ from typing import cast
 
 import numpy as np
 
+from modelrepo.layout import ModelName, ModelRepository, RepositoryError
 from service.batcher import Timing, never
 from service.channel import (
     ANSWER,
@@ -44,7 +45,7 @@ from service.channel import (
     read_states,
 )
 from service.errors import ClientGone, ModelFailure, Overloaded, Unavailable
-from service.registry import ModelRegistry, ServedModel
+from service.registry import ModelRegistry, ServedModel, ServedVariant
 from service.shared import FAILED as PROCESS_FAILED
 from service.shared import LOADING, READY, SharedState
 
@@ -133,7 +134,10 @@ class ExecutorClient(asyncio.Protocol):
                 self.apply(read_states(fields))
 
     def apply(self, states: list[ModelState]) -> None:
-        """The executor's model states, onto this front end's models."""
+        """The executor's model states, onto this front end's models (a new version: a new
+        variant entry, so requests holding the old one finish on it)."""
+        for state in states:
+            self.follow_version(state)
         models = {m.name: m for m in self.registry.models()}
         for index, state in enumerate(states):
             model = models.get(state.name)
@@ -147,6 +151,27 @@ class ExecutorClient(asyncio.Protocol):
         registry = self.registry
         readiness = READY if registry.ready else LOADING if registry.loading else PROCESS_FAILED
         self.shared.set_ready(self.process, readiness)
+
+    def follow_version(self, state: ModelState) -> None:
+        """Take up the version the executor now serves, and its refusals."""
+        registry = self.registry
+        variant = ModelName.parse(state.name).variant
+        served = registry.variants.get(variant)
+        if served is None:
+            return
+        served.refused.update({int(k): v for k, v in state.refused.items()})
+        if state.version in (0, served.model.version):
+            return
+        try:
+            version = ModelRepository(registry.settings.models_dir).get(variant, state.version)
+            metadata = version.load_metadata()
+        except RepositoryError as err:
+            log.error("cannot follow %s to version %d: %s", variant, state.version, err)
+            return
+        runtimes = {r: ServedModel(version, r) for r in served.runtimes}
+        registry.variants[variant] = ServedVariant(
+            version, metadata, runtimes, served.default_runtime, served.refused
+        )
 
     async def infer(
         self, index: int, images: np.ndarray, gone: Callable[[], bool]

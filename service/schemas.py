@@ -60,6 +60,13 @@ class RuntimeInfo(BaseModel):
     )
 
 
+class RefusedVersion(BaseModel):
+    """A version that did not replace the serving one, and why."""
+
+    version: int
+    reason: str
+
+
 class VariantInfo(BaseModel):
     """A served variant, with its training figures and its runtimes."""
 
@@ -79,6 +86,11 @@ class VariantInfo(BaseModel):
     savedmodel_bytes: int | None = None
     created_at: str | None = None
     metadata: dict[str, Any] = Field(description="Everything in the version's metadata.json.")
+    refused: list[RefusedVersion] = Field(
+        default_factory=list,
+        description="Newer versions found in the repository and refused, with the reason "
+        "(the version above kept serving).",
+    )
 
 
 class PreparedImages(BaseModel):

@@ -56,7 +56,12 @@ def uvicorn_config(settings: Settings, worker: WorkerContext | None) -> uvicorn.
         # uvloop + httptools (uvicorn[standard]): the fastest pure-Python stack; the protocol
         # is httptools' with header limits and timeouts (service.protocol).
         loop="auto",
-        http=guarded_protocol(settings, guarded),
+        http=guarded_protocol(
+            settings,
+            guarded,
+            worker.shared if worker else None,
+            worker.process if worker else 0,
+        ),
         timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=10,
         # Bound to 127.0.0.1 by default, behind no proxy: skip X-Forwarded-* handling (a layer

@@ -129,6 +129,12 @@ class Settings(BaseSettings):
         description="A lone request runs on the event loop when the model's batch-1 time "
         "(measured at warm-up) is at most this; 0 = always through the model thread.",
     )
+    poll_s: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds between looks at the model repository for new versions (TF "
+        "Serving's default too); 0 = never: the versions found at start serve until restart.",
+    )
     # The engine (service.supervisor): how many processes serve the port, and where the
     # models run. Measured on 2 cores in docs/benchmarks.md, section G.
     workers: int = Field(

@@ -69,6 +69,7 @@ class SharedState:
         self._in_flight = context.RawValue("i", 0)
         self._pids = context.RawArray("i", processes + 1)  # the workers', then the executor's
         self._held = context.RawArray("i", processes)  # each process's share of in_flight
+        self._connections = context.RawArray("i", processes)  # open connections, per process
         self._ready = context.RawArray("b", processes)
         # Requests sent to each model and not answered yet, per front end (each writes its own
         # row, so no lock) and each model's running average batch time (the executor writes).
@@ -106,7 +107,17 @@ class SharedState:
             self._held[process] = 0
         for model in range(self.models):
             self._outstanding[process * self.models + model] = 0
+        self._connections[process] = 0
         self._ready[process] = LOADING
+
+    # Connections ----------------------------------------------------------------------------
+    def add_connection(self, process: int, delta: int) -> None:
+        """Count a connection opened (1) or closed (-1) by ``process`` (its own slot)."""
+        self._connections[process] += delta
+
+    def connections(self) -> int:
+        """Open connections in the whole server."""
+        return sum(self._connections)
 
     # Processes ------------------------------------------------------------------------------
     def set_pid(self, process: int, pid: int) -> None:

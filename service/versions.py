@@ -1,0 +1,174 @@
+"""Model versions go live without a restart, and a bad one never replaces a good one.
+
+Like TF Serving's file-system source and its availability-preserving policy: every ``poll_s``
+seconds the process that owns the models (the single process, the executor, or each replica)
+looks at the model repository. For each served variant that is not pinned (``--pins``: TF
+Serving's "specific" policy) the version wanted is the latest *complete* one:
+
+* an integer folder with its SavedModel, ``metadata.json`` and the artifact of every runtime
+  served (``mnist-serve train`` writes all of them in a staging folder and publishes it by one
+  rename); a version whose served artifacts are not all there yet is waited for;
+* unchanged between two polls (file count, bytes and newest modification time), so a folder
+  still being copied in by hand is never read.
+
+The new version is loaded for every served runtime, warmed, and checked: the runtimes must
+agree on a probe batch (within ``AGREEMENT``), as the export checked them against the SavedModel.
+Only then is it swapped in, atomically per variant: requests already holding the old model
+finish on it, the next ones get the new one, and the old one is stopped (and its memory given
+back) once its last request is done. A version that fails to load, to warm or to agree is
+refused: the serving version stays, ``/variants`` shows the refusal and its reason, and
+``mnist_serve_version_refusals_total`` counts it. Removing the serving version's folder makes
+the latest remaining one wanted again, which is swapped in the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from modelrepo.contract import INPUT_SHAPE
+from modelrepo.layout import ModelRepository, ModelVersion, RepositoryError
+from service.registry import ModelRegistry, ServedModel, ServedVariant, short_reason
+
+log = logging.getLogger(__name__)
+AGREEMENT = 1e-3  # largest probability difference allowed between a version's runtimes
+RETIRE_TIMEOUT_S = 60.0  # an old model still busy after this is stopped anyway
+
+
+def signature(folder: Path) -> tuple[int, int, float]:
+    """(files, bytes, newest mtime) of a version folder: unchanged means nothing is writing."""
+    files = [p.stat() for p in folder.rglob("*") if p.is_file()]
+    return len(files), sum(s.st_size for s in files), max((s.st_mtime for s in files), default=0)
+
+
+def probe() -> np.ndarray:
+    """A small batch every runtime of a version must answer alike: blank, a stroke, noise."""
+    batch = np.zeros((3, *INPUT_SHAPE), dtype=np.float32)
+    batch[1, 4:24, 13:15, 0] = 1.0
+    batch[2] = np.random.default_rng(0).random(INPUT_SHAPE, dtype=np.float32)
+    return batch
+
+
+class VersionWatcher:
+    """Polls the repository and swaps versions in (see the module docstring)."""
+
+    def __init__(
+        self, registry: ModelRegistry, on_change: Callable[[], None] | None = None
+    ) -> None:
+        self.registry = registry
+        self.repository = ModelRepository(registry.settings.models_dir)
+        self.on_change = on_change or (lambda: None)
+        self._seen: dict[tuple[str, int], tuple[int, int, float]] = {}
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        while True:
+            await asyncio.sleep(self.registry.settings.poll_s)
+            try:
+                await self.poll()
+            except Exception:  # a bad poll must not end polling
+                log.exception("polling the model repository failed")
+
+    def wanted(self, served: ServedVariant) -> ModelVersion | None:
+        """The version ``served`` should move to now, or None (stay)."""
+        name = served.model.variant
+        try:
+            latest = self.repository.get(name)
+        except RepositoryError:
+            return None  # no version left at all: keep serving what is loaded
+        if latest.version == served.model.version or latest.version in served.refused:
+            return None
+        if not all(latest.artifact(r).exists() for r in served.runtimes):
+            return None  # its converted artifacts are not all written yet
+        if not latest.metadata_path.is_file():
+            return None
+        key = (name, latest.version)
+        now = signature(latest.path)
+        settled = self._seen.get(key) == now
+        self._seen[key] = now
+        return latest if settled else None
+
+    async def poll(self) -> None:
+        """One look at the repository; swap what should be swapped."""
+        pins = self.registry.settings.pins
+        for name, served in list(self.registry.variants.items()):
+            if name in pins or not served.runtimes:
+                continue
+            candidate = self.wanted(served)
+            if candidate is not None:
+                await self.swap(served, candidate)
+
+    async def swap(self, served: ServedVariant, candidate: ModelVersion) -> None:
+        """Load, warm and check ``candidate``; swap it in, or refuse it."""
+        name, registry = served.model.variant, self.registry
+        started = time.perf_counter()
+        fresh = {r: ServedModel(candidate, r) for r in served.runtimes}
+        try:
+            metadata = candidate.load_metadata()
+            for model in fresh.values():
+                await registry.load_model(model)
+            check_agreement(list(fresh.values()))
+        except Exception as err:
+            reason = short_reason(err) if not isinstance(err, VersionRejected) else str(err)
+            served.refused[candidate.version] = reason
+            registry.metrics.version_refusals.labels(name).inc()
+            log.error("refused %s version %d: %s", name, candidate.version, reason)
+            log.debug("why %s version %d was refused", name, candidate.version, exc_info=err)
+            await retire(list(fresh.values()), timeout_s=0)
+            self.on_change()
+            return
+        registry.variants[name] = ServedVariant(
+            candidate, metadata, fresh, served.default_runtime, served.refused
+        )
+        registry.metrics.version_swaps.labels(name).inc()
+        took_ms = (time.perf_counter() - started) * 1000
+        old = served.model.version
+        log.info(
+            "%s: version %d replaces %d (ready in %.0f ms)", name, candidate.version, old, took_ms
+        )
+        self.on_change()
+        await retire(list(served.runtimes.values()))
+
+
+class VersionRejected(Exception):
+    """A version loaded but cannot serve (its runtimes disagree)."""
+
+
+def check_agreement(models: list[ServedModel]) -> None:
+    """Every runtime of a new version answers the probe alike; VersionRejected if not."""
+    batch = probe()
+    answers = {m.runtime_name: m.runtime.predict(batch) for m in models if m.runtime is not None}
+    if not answers:
+        return
+    reference_name = "savedmodel" if "savedmodel" in answers else next(iter(answers))
+    reference = answers[reference_name]
+    for runtime, answer in answers.items():
+        if answer.shape != reference.shape or not np.isfinite(answer).all():
+            raise VersionRejected(f"{runtime} answers {answer.shape}, not {reference.shape}")
+        diff = float(np.abs(answer - reference).max())
+        if diff > AGREEMENT:
+            raise VersionRejected(
+                f"{runtime} disagrees with {reference_name} by {diff:.2g} (limit {AGREEMENT:g})"
+            )
+
+
+async def retire(models: list[ServedModel], timeout_s: float = RETIRE_TIMEOUT_S) -> None:
+    """Stop ``models`` once their last request is done (or after ``timeout_s``); free them."""
+    deadline = time.monotonic() + timeout_s
+    while any(m.active for m in models) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    for model in models:
+        if model.batcher is not None:
+            with contextlib.suppress(Exception):
+                await model.batcher.stop()
+        model.batcher, model.runtime, model.state = None, None, "retired"
+    gc.unfreeze()  # the models were frozen out of the collector's way at start-up
+    gc.collect()
+    gc.freeze()

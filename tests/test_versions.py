@@ -1,0 +1,163 @@
+"""Model versions go live without a restart: a real export swapped in under load with no failed
+request, a corrupt one refused while the good one serves, and the completeness rules."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from modelrepo.contract import INPUT_NAME
+from modelrepo.layout import ModelRepository
+from service.registry import ServedModel, ServedVariant
+from service.versions import VersionWatcher
+from tests.conftest import QuickModels
+from tests.helpers import run_server
+from training.data import Mnist
+
+DIGIT = {INPUT_NAME: [0.0] * 300 + [1.0] * 184 + [0.0] * 300}
+
+
+def tree_rss_mb(pid: int) -> float:
+    """A server's memory: the process and its children, MB."""
+    process = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in (process, *process.children(recursive=True))) / 2**20
+
+
+def variant(url: str, name: str) -> dict[str, object]:
+    """One entry of /variants."""
+    entry: dict[str, object] = httpx.get(f"{url}/variants/{name}").json()
+    return entry
+
+
+def wait_for(check: object, timeout_s: float) -> float:
+    """Poll ``check()`` until true; the seconds it took (fails past ``timeout_s``)."""
+    started = time.monotonic()
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() - started < timeout_s, "timed out"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_new_version_swapped_in_under_load_and_a_corrupt_one_refused(
+    trained: QuickModels, mnist: Mnist, tmp_path: Path
+) -> None:
+    """Under a closed-loop load: a new `train` export goes live (answers say its version) with
+    no failed request; then a corrupt version is refused and the good one keeps serving."""
+    from training.export import export_model
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.repository.root, models)
+    repository = ModelRepository(models)
+    first = repository.get("depthwise").version
+    args = ("--variants", "depthwise", "--runtimes", "savedmodel,onnx", "--poll-s", "0.2")
+    with run_server(models, tmp_path / "server.log", *args) as server:
+        server.wait_ready()
+        url = server.url
+        rss_before = tree_rss_mb(server.process.pid)
+        answers: list[tuple[float, int, int]] = []  # (time, status, version)
+        stop = threading.Event()
+        failures: list[str] = []
+
+        def client() -> None:
+            with httpx.Client(timeout=10) as http:
+                while not stop.is_set():
+                    started = time.monotonic()
+                    response = http.post(f"{url}/predict/depthwise@onnx", json=DIGIT)
+                    version = response.json().get("version", -1) if response.is_success else -1
+                    answers.append((started, response.status_code, version))
+                    if not response.is_success:
+                        failures.append(response.text)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            loads = [pool.submit(client) for _ in range(4)]
+            time.sleep(1.0)
+            exported = export_model(trained.results["depthwise"], mnist, repository, ["onnx"])
+            published = time.monotonic()
+            took = wait_for(lambda: variant(url, "depthwise")["version"] == exported.version, 60)
+            swapped = time.monotonic()
+            time.sleep(1.0)
+
+            corrupt = models / "depthwise" / ".incoming"
+            shutil.copytree(exported.path, corrupt)
+            (corrupt / "model.onnx").write_bytes(b"not an ONNX model")
+            corrupt.rename(models / "depthwise" / str(exported.version + 1))
+            wait_for(lambda: variant(url, "depthwise")["refused"], 30)
+            time.sleep(0.5)
+            stop.set()
+            for load in loads:
+                load.result()
+
+        entry = variant(url, "depthwise")
+        assert entry["version"] == exported.version  # the good version still serves
+        refused = entry["refused"]
+        assert isinstance(refused, list) and refused[0]["version"] == exported.version + 1
+        assert "model.onnx does not load" in refused[0]["reason"]
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'mnist_serve_version_swaps_total{variant="depthwise"} 1.0' in metrics
+        assert 'mnist_serve_version_refusals_total{variant="depthwise"} 1.0' in metrics
+
+        statuses = [status for _, status, _ in answers]
+        assert len(statuses) > 200 and set(statuses) == {200}, failures[:3]
+        before = {v for t, _, v in answers if t < published}
+        after = {v for t, _, v in answers if t > swapped + 0.5}
+        assert before == {first} and after == {exported.version}
+        rss_after = tree_rss_mb(server.process.pid)
+        assert rss_after - rss_before < 300, (rss_before, rss_after)
+        latency = np.diff([t for t, _, _ in sorted(answers)])
+        print(
+            f"\nswap: live {took:.2f} s after publishing; {len(statuses)} requests, none failed; "
+            f"RSS {rss_before:.0f} -> {rss_after:.0f} MB; "
+            f"largest gap between answers {latency.max() * 1000:.1f} ms"
+        )
+
+
+def served_variant(repository: ModelRepository, version: int) -> ServedVariant:
+    """A served-variant record at ``version`` on ONNX (no model loaded: for the rules)."""
+    model = repository.get("depthwise", version)
+    return ServedVariant(model, None, {"onnx": ServedModel(model, "onnx")}, "onnx")  # type: ignore[arg-type]
+
+
+def write_version(root: Path, version: int, files: tuple[str, ...]) -> Path:
+    """A version folder with these (dummy) files."""
+    folder = root / "depthwise" / str(version)
+    folder.mkdir(parents=True)
+    for name in files:
+        (folder / name).write_text(name)
+    return folder
+
+
+def test_a_version_is_taken_only_complete_and_settled(tmp_path: Path) -> None:
+    """Not before every served artifact and the metadata are there; not while files change
+    between two polls; never a refused one."""
+    from service.metrics import Metrics
+    from service.registry import ModelRegistry
+    from service.settings import Settings
+
+    full = ("saved_model.pb", "metadata.json", "model.onnx")
+    write_version(tmp_path, 1, full)
+    repository = ModelRepository(tmp_path)
+    served = served_variant(repository, 1)
+    registry = ModelRegistry(Settings(models_dir=tmp_path), Metrics(), {"depthwise": served}, False)
+    watcher = VersionWatcher(registry)
+
+    second = write_version(tmp_path, 2, ("saved_model.pb", "metadata.json"))
+    assert watcher.wanted(served) is None  # no model.onnx yet
+    (second / "model.onnx").write_text("half")
+    assert watcher.wanted(served) is None  # first sighting: wait one poll
+    (second / "model.onnx").write_text("still being copied")
+    assert watcher.wanted(served) is None  # it changed since
+    wanted = watcher.wanted(served)
+    assert wanted is not None and wanted.version == 2  # unchanged for a poll: taken
+    served.refused[2] = "failed"
+    assert watcher.wanted(served) is None  # refused once, not tried again
+    shutil.rmtree(second)
+    assert watcher.wanted(served) is None  # back to 1, which serves
