@@ -29,7 +29,6 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from modelrepo.contract import INPUT_NAME, PIXELS, SIDE
 from modelrepo.metadata import Conversion
 from service import __version__, kserve, tfserving
 from service.admission import AdmissionGuard
@@ -40,12 +39,12 @@ from service.errors import NotFound, ServeError, UnknownModel
 from service.fastpath import FastPath, HotRoutes, error_response
 from service.inference import Inference, registry_of
 from service.metrics import Metrics
+from service.openapi import ERRORS, PREDICT_BODY
 from service.protocol import client_gone
 from service.registry import ModelRegistry, ServedModel, ServedVariant, plan
 from service.reports import find_runs
 from service.schemas import (
     EngineInfo,
-    ErrorResponse,
     PredictResponse,
     PreparedImages,
     RefusedVersion,
@@ -58,52 +57,6 @@ from service.shared import InFlight
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")  # the web page: plain HTML, CSS and JS files
-
-# A "1": a vertical stroke. Pasted into the docs' "Try it out", it gets a real answer.
-EXAMPLE_IMAGE = [
-    [1.0 if 4 <= r < 24 and 13 <= c < 15 else 0.0 for c in range(SIDE)] for r in range(SIDE)
-]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in (
-        (400, "Malformed JSON or an undecodable image"),
-        (404, "Unknown variant or runtime (the body lists the served model names)"),
-        (413, "Body or image over the size limit"),
-        (415, "Content-Type is not JSON, multipart, PNG or JPEG"),
-        (422, "Wrong shape, values outside [0, 1], NaN, no ink, or too many images"),
-        (503, "Still loading, failed to load, or the model's queue is full (see Retry-After)"),
-    )
-}
-PREDICT_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    INPUT_NAME: {
-                        "description": f"{SIDE}x{SIDE} nested list or {PIXELS} flat list, in [0, 1]"
-                    },
-                    "images": {"type": "array", "description": "several such images"},
-                },
-            },
-            "examples": {
-                "one image": {"value": {INPUT_NAME: EXAMPLE_IMAGE}},
-                f"flat {PIXELS}": {"value": {INPUT_NAME: [0.0] * 300 + [1.0] * 184 + [0.0] * 300}},
-            },
-        },
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
-                "required": ["file"],
-            }
-        },
-        "image/png": {"schema": {"type": "string", "format": "binary"}},
-        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-    },
-}
-
 
 # The metadata.json fields that /variants lifts to the top level of each entry.
 TRAINING_FIGURES = (
