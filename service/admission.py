@@ -16,6 +16,7 @@ Triton (``max_queue_size``, queue timeouts) and mosec (bounded queues, 429/503 a
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 import orjson
@@ -65,6 +66,9 @@ class AdmissionGuard:
         self.max_in_flight = max_in_flight
         self.counter = in_flight or LocalInFlight(max_in_flight)
         self._on_shed = on_shed
+        # Connections refused at the protocol level and not read since (service.protocol):
+        # each callback reads one again (False if it no longer can); one per request that leaves.
+        self._held: deque[Callable[[], bool]] = deque(maxlen=65_536)
 
     @property
     def in_flight(self) -> int:
@@ -75,6 +79,10 @@ class AdmissionGuard:
     def full(self) -> bool:
         """Whether the next POST would be shed."""
         return self.counter.value >= self.max_in_flight
+
+    def hold(self, release: Callable[[], bool]) -> None:
+        """Remember a refused connection to read again when a request leaves."""
+        self._held.append(release)
 
     def shed(self) -> None:
         """Count one shed request (here or in service.protocol)."""
@@ -95,3 +103,5 @@ class AdmissionGuard:
             await self.app(scope, receive, send)
         finally:
             self.counter.leave()
+            while self._held and not self._held.popleft()():
+                pass  # that one was already released or closed: the next

@@ -87,6 +87,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     max_headers = 100
     max_connections = 4096
     linger_s = 5.0  # how long a lingering close reads a closing client's unread body
+    hold_s = 0.05  # how long a refused client's next request may first wait unread for room
+    max_hold_s = 1.0  # at most: the 503's Retry-After
     guard: AdmissionGuard | None = None  # shed POSTs here when it is full
     # With several worker processes, the server-wide count of open connections (else this
     # process's own, ``len(self.connections)``).
@@ -103,6 +105,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _refusal = ""
     _over_limit = False
     _linger_timer: asyncio.TimerHandle | None = None
+    _hold_timer: asyncio.TimerHandle | None = None
+    _refusals_in_a_row = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Refuse a connection over the limit; else start the clock for its first headers."""
@@ -122,6 +126,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
         if self._linger_timer is not None:
             self._linger_timer.cancel()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         if self.shared is not None:
             self.shared.add_connection(self.process, -1)
         super().connection_lost(exc)
@@ -187,7 +194,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 message_event=asyncio.Event(),
             )
             self.on_response_complete()
+            self._hold(guard)
             return
+        self._refusals_in_a_row = 0
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and not cycle.keep_alive:
@@ -216,6 +225,30 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.server_state.total_requests += 1
             return
         super().on_response_complete()
+
+    def _hold(self, guard: AdmissionGuard) -> None:
+        """Read nothing more from a client just refused until the server has room again (a
+        request leaves) or its hold passes: ``hold_s``, doubled for each refusal in a row on
+        this connection, up to the ``Retry-After`` second the 503 asked for. A client that
+        resends at once, ignoring Retry-After, then waits in its socket instead of costing a
+        refusal each time (TCP backpressure: a retry storm no longer eats the capacity it
+        wants)."""
+        hold = min(self.hold_s * 2**self._refusals_in_a_row, self.max_hold_s)
+        self._refusals_in_a_row += 1
+        self.transport.pause_reading()
+        self._hold_timer = self.loop.call_later(hold, self._release)
+        guard.hold(self._release)
+
+    def _release(self) -> bool:
+        """Read again (False if already released or closed)."""
+        if self._hold_timer is None:
+            return False
+        self._hold_timer.cancel()
+        self._hold_timer = None
+        if self.transport.is_closing():
+            return False
+        self.transport.resume_reading()
+        return True
 
     def _arm_header_timer(self) -> None:
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
