@@ -30,7 +30,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from modelrepo.metadata import Conversion
-from service import __version__, kserve, tfserving
+from service import __version__, kserve, kserve_repository, tfserving
 from service.admission import AdmissionGuard
 from service.batcher import Timing
 from service.decode import decode_request
@@ -333,7 +333,11 @@ def create_app(settings: Settings | None = None, worker: WorkerContext | None = 
             from service import kserve_grpc
 
             grpc_server = await kserve_grpc.start(
-                registry, settings.host, settings.grpc_port, shared=worker is not None
+                registry,
+                settings.host,
+                settings.grpc_port,
+                lambda: models.control,
+                shared=worker is not None,
             )
         await models.start(registry)
         try:
@@ -351,9 +355,11 @@ def create_app(settings: Settings | None = None, worker: WorkerContext | None = 
     )
     app.state.registry = registry
     app.state.worker = worker
+    app.state.models = models
     app.add_exception_handler(ServeError, handle_serve_error)
     app.include_router(router)
     app.include_router(tfserving.router)
     app.include_router(kserve.router)
+    app.include_router(kserve_repository.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -34,6 +34,7 @@ import numpy as np
 from modelrepo.contract import CLASSES, INPUT_SHAPE, PIXELS
 
 HELLO, STATES, REQUEST, ANSWER = b"H", b"S", b"R", b"A"
+CONTROL, CONTROL_DONE = b"C", b"D"  # a front end's load/unload for the executor, and its answer
 REQUEST_STRUCT = struct.Struct("<IHHI")  # request id, model index, images, slot
 ANSWER_STRUCT = struct.Struct("<IBHff")  # request id, status, batch images, queue s, model s
 LENGTH = struct.Struct("<I")
@@ -81,6 +82,26 @@ def hello_frame(hello: Hello) -> bytes:
 def states_frame(states: list[ModelState]) -> bytes:
     """The executor's STATES: every model, in index order."""
     return frame(STATES, [asdict(s) for s in states])
+
+
+@dataclass(frozen=True)
+class Control:
+    """A model-control action a front end forwards (``service.control``), or its answer."""
+
+    id: int
+    action: str = ""  # load or unload (empty in an answer)
+    variant: str = ""
+    error: str | None = None  # the answer: None once done
+
+
+def control_frame(kind: bytes, control: Control) -> bytes:
+    """A CONTROL or CONTROL_DONE frame."""
+    return frame(kind, asdict(control))
+
+
+def read_control(payload: bytes) -> Control:
+    """A CONTROL or CONTROL_DONE frame's contents."""
+    return Control(**json.loads(payload))
 
 
 def read_hello(payload: bytes) -> Hello:

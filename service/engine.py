@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from service.control import LocalControl, ModelControl, RemoteControl
 from service.registry import ModelRegistry
 from service.remote import ExecutorClient
 from service.settings import Settings
@@ -45,6 +45,7 @@ class Models(Protocol):
 
     gpu: bool
     device: str
+    control: ModelControl | None  # the repository API's load and unload (None: not here)
 
     async def start(self, registry: ModelRegistry) -> None:
         """Begin serving (returns at once unless models must load before start-up ends)."""
@@ -76,20 +77,23 @@ class LocalModels:
         self.gpu = self.device.startswith("/GPU")
         log.info("models will run on %s", devices.describe(self.device))
         self._loading: asyncio.Task[None] | None = None
+        self.control: ModelControl | None = None
 
     async def start(self, registry: ModelRegistry) -> None:
-        """Load in the background (with ``strict_models``: now, failing start-up)."""
+        """Load in the background (with ``strict_models``: now, failing start-up), then
+        watch the repository for new versions."""
 
         def changed() -> None:
             report_readiness(registry, self.worker)
 
+        versions = VersionWatcher(registry, on_change=changed)
+        if self.worker is None or self.worker.engine != "replicas":
+            self.control = LocalControl(registry, versions)  # replicas: no one acts for all
         if self.settings.strict_models:
             await registry.load(on_change=changed)  # ModelLoadError fails start-up
-            self._loading = asyncio.create_task(watch_versions(registry, changed))
+            self._loading = asyncio.create_task(watch(versions), name="versions")
         else:
-            self._loading = asyncio.create_task(
-                load_and_watch(registry, changed), name="load-and-watch"
-            )
+            self._loading = asyncio.create_task(load_and_watch(registry, versions), name="load")
 
     async def stop(self, registry: ModelRegistry) -> None:
         """Stop loading (or watching for versions) and every batcher."""
@@ -98,16 +102,16 @@ class LocalModels:
         await registry.close()
 
 
-async def load_and_watch(registry: ModelRegistry, changed: Callable[[], None]) -> None:
+async def load_and_watch(registry: ModelRegistry, versions: VersionWatcher) -> None:
     """Load every model, then watch the repository for new versions."""
-    await registry.load(on_change=changed)
-    await watch_versions(registry, changed)
+    await registry.load(on_change=versions.on_change)
+    await watch(versions)
 
 
-async def watch_versions(registry: ModelRegistry, changed: Callable[[], None]) -> None:
+async def watch(versions: VersionWatcher) -> None:
     """Swap new versions in as they appear (``service.versions``), unless polling is off."""
-    if registry.settings.poll_s > 0:
-        await VersionWatcher(registry, on_change=changed).run()
+    if versions.registry.settings.poll_s > 0:
+        await versions.run()
 
 
 class RemoteModels:
@@ -121,6 +125,7 @@ class RemoteModels:
         self.device = "executor"
         self._task: asyncio.Task[None] | None = None
         self._client: ExecutorClient | None = None
+        self.control: ModelControl | None = None
 
     async def start(self, registry: ModelRegistry) -> None:
         """Connect to the executor (and reconnect if it restarts) in the background."""
@@ -128,6 +133,7 @@ class RemoteModels:
         assert worker.executor_socket is not None
         client = ExecutorClient(registry, worker.shared, worker.process, worker.executor_socket)
         self._client = client
+        self.control = RemoteControl(registry, client)
         self._task = asyncio.create_task(client.run(), name="executor-client")
 
     async def stop(self, registry: ModelRegistry) -> None:

@@ -26,18 +26,24 @@ from service.batcher import Batcher, Timing
 from service.channel import (
     ANSWER,
     ANSWER_STRUCT,
+    CONTROL,
+    CONTROL_DONE,
     FAILED,
     HELLO,
     OK,
     OVERLOADED,
     REQUEST,
     UNAVAILABLE,
+    Control,
     Frames,
     ModelState,
     Slots,
+    control_frame,
+    read_control,
     read_hello,
     states_frame,
 )
+from service.control import LocalControl
 from service.errors import Overloaded, ServeError
 from service.metrics import Metrics
 from service.registry import ModelRegistry, ServedModel, plan
@@ -62,6 +68,8 @@ class Executor:
         self.registry = ModelRegistry(settings, Metrics(), planned, gpu=device.startswith("/GPU"))
         self.shared = shared
         self.connections: set[FrontEndConnection] = set()
+        self.versions = VersionWatcher(self.registry, on_change=self.publish)
+        self.control = LocalControl(self.registry, self.versions)
         self.watching: asyncio.Task[None] | None = None
 
     @property
@@ -104,8 +112,7 @@ class Executor:
         try:
             await self.registry.load(on_change=self.publish)
             if self.registry.settings.poll_s > 0:
-                watcher = VersionWatcher(self.registry, on_change=self.publish)
-                self.watching = loop.create_task(watcher.run(), name="versions")
+                self.watching = loop.create_task(self.versions.run(), name="versions")
             await stop.wait()
         finally:
             server.close()
@@ -147,10 +154,24 @@ class FrontEndConnection(asyncio.Protocol):
         for fields in requests:
             asyncio.get_running_loop().create_task(self.serve(*fields))
         for kind, fields in frames:
-            if kind == HELLO[0]:
+            if kind == CONTROL[0]:
+                asyncio.get_running_loop().create_task(self.act(read_control(fields)))
+            elif kind == HELLO[0]:
                 self.slots = Slots.attach(read_hello(fields))
                 self.executor.connections.add(self)
                 self.write(states_frame(self.executor.states()))
+
+    async def act(self, control: Control) -> None:
+        """A front end's load or unload; answer with how it went."""
+        error = None
+        try:
+            if control.action == "load":
+                await self.executor.control.load(control.variant)
+            else:
+                await self.executor.control.unload(control.variant)
+        except ServeError as err:
+            error = err.detail
+        self.write(control_frame(CONTROL_DONE, Control(control.id, error=error)))
 
     def serve_now(self, request_id: int, index: int, count: int, slot: int) -> bool:
         """Answer a lone request on its idle inline model right here (no task, no wake-up:

@@ -16,6 +16,7 @@ same batcher (it can share a batch with HTTP requests) and the same metrics.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from modelrepo.contract import OUTPUT_NAME
 from service import __version__
+from service.control import ModelControl, index
 from service.errors import BadRequest, ServeError
 from service.inference import Inference, url_version
 from service.kserve import (
@@ -53,8 +55,44 @@ CODES = {
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """The Open Inference Protocol's calls over the service's models."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, control: Callable[[], ModelControl | None]) -> None:
         self.registry = registry
+        self.control = control
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        """Every served model with its version and state (``ready``: only those serving)."""
+        entries = [e for e in index(self.registry) if e.state == "READY" or not request.ready]
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=e.name, version=e.version, state=e.state, reason=e.reason
+                )
+                for e in entries
+            ]
+        )
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        """Serve the variant the name names (service.control)."""
+        await self._control(context, "load", request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        """Stop serving it."""
+        await self._control(context, "unload", request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    async def _control(self, context: Any, action: str, name: str) -> None:
+        control = self.control()
+        if control is None:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "model control needs --engine executor (the default) or --workers 1",
+            )
+            return
+        try:
+            await (control.load(name) if action == "load" else control.unload(name))
+        except ServeError as err:
+            await abort(context, err)
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
         """Alive while the process runs."""
@@ -144,7 +182,13 @@ async def abort(context: Any, err: ServeError) -> None:
     await context.abort(CODES.get(err.status, grpc.StatusCode.INTERNAL), err.detail)
 
 
-async def start(registry: ModelRegistry, host: str, port: int, shared: bool = False) -> Any:
+async def start(
+    registry: ModelRegistry,
+    host: str,
+    port: int,
+    control: Callable[[], ModelControl | None],
+    shared: bool = False,
+) -> Any:
     """Start the gRPC server on ``host:port`` (on the running event loop) and return it.
 
     ``shared``: every worker process listens on the port (SO_REUSEPORT; the kernel spreads
@@ -154,7 +198,7 @@ async def start(registry: ModelRegistry, host: str, port: int, shared: bool = Fa
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", int(shared))]
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(registry), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(registry, control), server)
     if server.add_insecure_port(f"{host}:{port}") == 0:
         raise OSError(f"gRPC cannot listen on {host}:{port}")
     await server.start()

@@ -41,7 +41,8 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-State = Literal["loading", "ready", "failed", "retired"]  # retired: replaced by a new version
+# retired: replaced by a newer version; unloaded: by the operator (the repository API)
+State = Literal["loading", "ready", "failed", "retired", "unloaded"]
 
 
 class ConfigError(Exception):
@@ -212,6 +213,11 @@ class ModelRegistry:
             return model
         if model.state == "failed":
             raise ModelNotLoaded(f"{model.name} failed to load: {model.reason}")
+        if model.state == "unloaded":
+            raise ModelNotLoaded(
+                f"{model.name} was unloaded; POST /v2/repository/models/"
+                f"{model.model.variant}/load serves it again"
+            )
         raise Unavailable(f"{model.name} is still loading; retry shortly", retry_after_s=2)
 
     def names(self) -> list[str]:

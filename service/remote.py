@@ -31,17 +31,22 @@ from modelrepo.layout import ModelName, ModelRepository, RepositoryError
 from service.batcher import Timing, never
 from service.channel import (
     ANSWER,
+    CONTROL,
+    CONTROL_DONE,
     FAILED,
     OK,
     OVERLOADED,
     REQUEST,
     REQUEST_STRUCT,
     STATES,
+    Control,
     Frames,
     Hello,
     ModelState,
     Slots,
+    control_frame,
     hello_frame,
+    read_control,
     read_states,
 )
 from service.errors import ClientGone, ModelFailure, Overloaded, Unavailable
@@ -81,6 +86,7 @@ class ExecutorClient(asyncio.Protocol):
         self.ids = itertools.count(1)
         self.index: dict[str, int] = {}
         self._lost: asyncio.Future[None] | None = None
+        self.controls: dict[int, asyncio.Future[str | None]] = {}
 
     async def run(self) -> None:
         """Connect, and reconnect whenever the executor restarts, until cancelled."""
@@ -111,6 +117,10 @@ class ExecutorClient(asyncio.Protocol):
                     Unavailable("the model executor restarted; retry shortly", retry_after_s=1)
                 )
         self.waiting.clear()
+        for future in self.controls.values():
+            if not future.done():
+                future.set_exception(Unavailable("the model executor restarted; retry"))
+        self.controls.clear()
         self.slots.reset()
         for model in self.registry.models():
             model.state, model.batcher = "loading", None
@@ -132,6 +142,11 @@ class ExecutorClient(asyncio.Protocol):
                     waiting.future.set_result((status, Timing(queue_s, model_s, batch)))
             elif kind == STATES[0]:
                 self.apply(read_states(fields))
+            elif kind == CONTROL_DONE[0]:
+                done = read_control(fields)
+                future = self.controls.pop(done.id, None)
+                if future is not None and not future.done():
+                    future.set_result(done.error)
 
     def apply(self, states: list[ModelState]) -> None:
         """The executor's model states, onto this front end's models (a new version: a new
@@ -172,6 +187,16 @@ class ExecutorClient(asyncio.Protocol):
         registry.variants[variant] = ServedVariant(
             version, metadata, runtimes, served.default_runtime, served.refused
         )
+
+    async def control(self, action: str, variant: str) -> str | None:
+        """Have the executor load or unload ``variant``: None once done, else why not."""
+        if self.transport is None:
+            raise Unavailable("the model executor is restarting; retry shortly")
+        request_id = next(self.ids) & 0xFFFFFFFF
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.controls[request_id] = future
+        self.transport.write(control_frame(CONTROL, Control(request_id, action, variant)))
+        return await future
 
     async def infer(
         self, index: int, images: np.ndarray, gone: Callable[[], bool]

@@ -66,6 +66,7 @@ class VersionWatcher:
         self.repository = ModelRepository(registry.settings.models_dir)
         self.on_change = on_change or (lambda: None)
         self._seen: dict[tuple[str, int], tuple[int, int, float]] = {}
+        self.unloaded: set[str] = set()  # by the operator: not polled until loaded again
 
     async def run(self) -> None:
         """Poll until cancelled."""
@@ -99,14 +100,45 @@ class VersionWatcher:
         """One look at the repository; swap what should be swapped."""
         pins = self.registry.settings.pins
         for name, served in list(self.registry.variants.items()):
-            if name in pins or not served.runtimes:
+            if name in pins or name in self.unloaded or not served.runtimes:
                 continue
             candidate = self.wanted(served)
             if candidate is not None:
                 await self.swap(served, candidate)
 
-    async def swap(self, served: ServedVariant, candidate: ModelVersion) -> None:
-        """Load, warm and check ``candidate``; swap it in, or refuse it."""
+    async def unload(self, name: str) -> None:
+        """Stop serving variant ``name`` (after its requests in flight) until :meth:`load`."""
+        served = self.registry.variants[name]
+        self.unloaded.add(name)
+        reason = "unloaded by the operator (the repository API)"
+        placeholders = {
+            r: ServedModel(served.model, r, "unloaded", reason) for r in served.runtimes
+        }
+        self.registry.variants[name] = ServedVariant(
+            served.model, served.metadata, placeholders, served.default_runtime, served.refused
+        )
+        log.info("%s unloaded", name)
+        self.on_change()
+        await retire(list(served.runtimes.values()))
+
+    async def load(self, name: str) -> str | None:
+        """Serve variant ``name`` again (its pinned or latest version) if it is not serving:
+        None once it serves, else why it cannot (the serving state is kept)."""
+        self.unloaded.discard(name)
+        served = self.registry.variants[name]
+        if all(m.state == "ready" for m in served.runtimes.values()):
+            return None
+        try:
+            candidate = self.repository.get(name, self.registry.settings.pins.get(name))
+        except RepositoryError as err:
+            return str(err)
+        served.refused.pop(candidate.version, None)  # asked for explicitly: try it again
+        if await self.swap(served, candidate):
+            return None
+        return served.refused.get(candidate.version, "it did not load")
+
+    async def swap(self, served: ServedVariant, candidate: ModelVersion) -> bool:
+        """Load, warm and check ``candidate``; swap it in (True), or refuse it (False)."""
         name, registry = served.model.variant, self.registry
         started = time.perf_counter()
         fresh = {r: ServedModel(candidate, r) for r in served.runtimes}
@@ -123,7 +155,7 @@ class VersionWatcher:
             log.debug("why %s version %d was refused", name, candidate.version, exc_info=err)
             await retire(list(fresh.values()), timeout_s=0)
             self.on_change()
-            return
+            return False
         registry.variants[name] = ServedVariant(
             candidate, metadata, fresh, served.default_runtime, served.refused
         )
@@ -135,6 +167,7 @@ class VersionWatcher:
         )
         self.on_change()
         await retire(list(served.runtimes.values()))
+        return True
 
 
 class VersionRejected(Exception):
@@ -168,7 +201,9 @@ async def retire(models: list[ServedModel], timeout_s: float = RETIRE_TIMEOUT_S)
         if model.batcher is not None:
             with contextlib.suppress(Exception):
                 await model.batcher.stop()
-        model.batcher, model.runtime, model.state = None, None, "retired"
+        model.batcher, model.runtime = None, None
+        if model.state != "unloaded":
+            model.state = "retired"
     gc.unfreeze()  # the models were frozen out of the collector's way at start-up
     gc.collect()
     gc.freeze()

@@ -161,3 +161,61 @@ def test_a_version_is_taken_only_complete_and_settled(tmp_path: Path) -> None:
     assert watcher.wanted(served) is None  # refused once, not tried again
     shutil.rmtree(second)
     assert watcher.wanted(served) is None  # back to 1, which serves
+
+
+@pytest.mark.slow
+def test_repository_api_over_http_grpc_and_the_cli(models_dir: Path, tmp_path: Path) -> None:
+    """tritonclient's index, unload and load over REST and gRPC, and `mnist-serve models`:
+    an unloaded variant answers 503 and stays out until loaded, the others serve on."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+    from typer.testing import CliRunner
+
+    from mnist_serve.cli import app
+
+    args = ("--runtimes", "onnx", "--poll-s", "0.2")
+    with run_server(models_dir, tmp_path / "server.log", *args, grpc=True) as server:
+        server.wait_ready()
+        address = server.url.removeprefix("http://")
+        assert server.grpc_target is not None
+        rest = httpclient.InferenceServerClient(address)
+        rpc = grpcclient.InferenceServerClient(server.grpc_target)
+
+        names = {e["name"]: e["state"] for e in rest.get_model_repository_index()}
+        assert names == dict.fromkeys(
+            ["depthwise", "depthwise@onnx", "original", "original@onnx"], "READY"
+        )
+        rest.unload_model("depthwise@onnx")  # names the variant: both names go
+        index = {m.name: (m.state, m.reason) for m in rpc.get_model_repository_index().models}
+        assert index["depthwise"][0] == "UNAVAILABLE" and "unloaded" in index["depthwise"][1]
+        assert index["original"] == ("READY", "")
+        refused = httpx.post(f"{server.url}/predict/depthwise", json=DIGIT)
+        assert refused.status_code == 503 and refused.json()["error"] == "model_not_loaded"
+        assert httpx.post(f"{server.url}/predict/original", json=DIGIT).status_code == 200
+        time.sleep(0.5)  # polling leaves an unloaded variant alone
+        assert not rest.is_model_ready("depthwise")
+
+        rpc.load_model("depthwise")
+        assert rest.is_model_ready("depthwise@onnx")
+        assert httpx.post(f"{server.url}/predict/depthwise", json=DIGIT).status_code == 200
+        with pytest.raises(InferenceServerException, match="404"):
+            rest.load_model("nonesuch")
+
+        runner = CliRunner()
+
+        def cli(*words: str) -> int:
+            return runner.invoke(app, ["models", *words, "--url", server.url]).exit_code
+
+        listed = runner.invoke(app, ["models", "list", "--url", server.url])
+        assert listed.exit_code == 0 and "depthwise@onnx" in listed.output, listed.output
+        assert (
+            runner.invoke(app, ["models", "unload", "original", "--url", server.url]).exit_code == 0
+        )
+        assert not rest.is_model_ready("original")
+        assert (
+            runner.invoke(app, ["models", "load", "original", "--url", server.url]).exit_code == 0
+        )
+        assert rest.is_model_ready("original")
+        missing = runner.invoke(app, ["models", "load", "nonesuch", "--url", server.url])
+        assert missing.exit_code == 1 and "no variant named" in missing.output
