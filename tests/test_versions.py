@@ -99,10 +99,18 @@ def test_new_version_swapped_in_under_load_and_a_corrupt_one_refused(
         entry = variant(url, "depthwise")
         assert entry["version"] == exported.version  # the good version still serves
         refused = entry["refused"]
+        rss_after = tree_rss_mb(server.process.pid)
+
+        # Repeated swaps give their memory back: three more versions, RSS within a bound.
+        for _ in range(3):
+            more = export_model(trained.results["depthwise"], mnist, repository, ["onnx"])
+            wait_for(lambda v=more.version: variant(url, "depthwise")["version"] == v, 60)
+        rss_swapped = tree_rss_mb(server.process.pid)
+        assert rss_swapped - rss_after < 150, (rss_after, rss_swapped)
         assert isinstance(refused, list) and refused[0]["version"] == exported.version + 1
         assert "model.onnx does not load" in refused[0]["reason"]
         metrics = httpx.get(f"{url}/metrics").text
-        assert 'mnist_serve_version_swaps_total{variant="depthwise"} 1.0' in metrics
+        assert 'mnist_serve_version_swaps_total{variant="depthwise"} 4.0' in metrics
         assert 'mnist_serve_version_refusals_total{variant="depthwise"} 1.0' in metrics
 
         statuses = [status for _, status, _ in answers]
@@ -110,12 +118,11 @@ def test_new_version_swapped_in_under_load_and_a_corrupt_one_refused(
         before = {v for t, _, v in answers if t < published}
         after = {v for t, _, v in answers if t > swapped + 0.5}
         assert before == {first} and after == {exported.version}
-        rss_after = tree_rss_mb(server.process.pid)
         assert rss_after - rss_before < 300, (rss_before, rss_after)
         latency = np.diff([t for t, _, _ in sorted(answers)])
         print(
             f"\nswap: live {took:.2f} s after publishing; {len(statuses)} requests, none failed; "
-            f"RSS {rss_before:.0f} -> {rss_after:.0f} MB; "
+            f"RSS {rss_before:.0f} -> {rss_after:.0f} MB, {rss_swapped:.0f} MB after 3 more; "
             f"largest gap between answers {latency.max() * 1000:.1f} ms"
         )
 
