@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-models bench-peers bench-protocols bench-overload container-test container-gpu-check env browser clean
+.PHONY: demo test test-fast bench bench-models bench-peers profile wrk bench-protocols bench-overload container-test container-gpu-check env browser clean
 
 env: $(STAMP)
 
@@ -49,10 +49,23 @@ bench: $(STAMP)
 bench-models: $(STAMP)
 	$(BIN)/python scripts/bench_models.py
 
-# Ours against mosec (a peer engine) and the HTTP floor on the same model.onnx; needs wrk and
-# the peers extra (pip install -e '.[peers]').
-bench-peers: $(STAMP)
-	$(BIN)/python scripts/bench_peers.py --models models --out runs/bench-peers.json
+# wrk, Debian's, for the HTTP benchmarks: installed if missing.
+wrk:
+	@command -v wrk >/dev/null || { \
+	  echo "installing Debian's wrk for the benchmarks"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+
+# Ours (its default engine, one process, replicas) against mosec (a peer engine) and the HTTP
+# floor on the same model.onnx; installs the peers extra (mosec) into .venv if missing.
+bench-peers: $(STAMP) wrk
+	@$(BIN)/python -c "import mosec" 2>/dev/null || $(BIN)/pip install --quiet -e '.[peers]'
+	$(BIN)/python scripts/bench_peers.py --models models --engines default,single,replicas \
+	    --out runs/bench-peers.json
+
+# Where one front end's CPU goes per request at c=32, against the floor (py-spy samples).
+profile: $(STAMP) wrk
+	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy
+	PATH="$(BIN):$$PATH" $(BIN)/python scripts/profile_frontend.py --models models
 
 bench-overload: $(STAMP)
 	$(BIN)/python scripts/bench_overload.py
