@@ -42,6 +42,7 @@ QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR"}
 CPP_LOG_LINE = re.compile(
     r"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] "
     r"|^WARNING: All log messages before absl::InitializeLog\(\)"
+    r"|^INFO: Created TensorFlow Lite XNNPACK delegate"
 )
 
 
@@ -72,6 +73,17 @@ def captured_stderr_fd() -> Iterator[None]:
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """:func:`captured_stderr_fd`, unless verbose: around a library call that prints to file
+    descriptor 2 directly (LiteRT announcing its XNNPACK delegate)."""
+    if verbose():
+        yield
+        return
+    with captured_stderr_fd():
+        yield
 
 
 class _QuietLoader(importlib.abc.Loader):

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from modelrepo.contract import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, SIGNATURE
+from modelrepo.quiet import quiet_stderr
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,10 @@ class LiteRtRuntime:
         self._input = details[INPUT_NAME]["index"]
         outputs = self._interpreter.get_signature_runner(SIGNATURE).get_output_details()
         self._output = outputs[OUTPUT_NAME]["index"]
-        self._batch = 0  # the batch size the tensors are allocated for
+        with quiet_stderr():  # the first allocation announces XNNPACK on stderr: not on ours
+            self._interpreter.allocate_tensors()
+        shapes = {d["index"]: d["shape"] for d in self._interpreter.get_input_details()}
+        self._batch = int(shapes[self._input][0])  # the batch size the tensors are allocated for
         self.device = "CPU (XNNPACK)"
 
     def predict(self, images: np.ndarray) -> np.ndarray:
