@@ -71,12 +71,9 @@ class Executor:
         self.versions = VersionWatcher(self.registry, on_change=self.publish)
         self.control = LocalControl(self.registry, self.versions)
         self.watching: asyncio.Task[None] | None = None
-
-    @property
-    def models(self) -> list[ServedModel]:
-        """The serving models, in the index order front ends address them by (a new version
-        takes its predecessor's place)."""
-        return self.registry.models()
+        # The serving models in the index order front ends address them by (a new version
+        # takes its predecessor's place); refreshed whenever one changes (publish).
+        self.models: list[ServedModel] = self.registry.models()
 
     def states(self) -> list[ModelState]:
         """Every model's state, in index order."""
@@ -96,6 +93,7 @@ class Executor:
 
     def publish(self) -> None:
         """Tell every front end the models' states."""
+        self.models = self.registry.models()
         frame = states_frame(self.states())
         for connection in self.connections:
             connection.write(frame)

@@ -84,7 +84,6 @@ class ExecutorClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.waiting: dict[int, _Waiting] = {}
         self.ids = itertools.count(1)
-        self.index: dict[str, int] = {}
         self._lost: asyncio.Future[None] | None = None
         self.controls: dict[int, asyncio.Future[str | None]] = {}
 
@@ -158,7 +157,6 @@ class ExecutorClient(asyncio.Protocol):
             model = models.get(state.name)
             if model is None:
                 continue
-            self.index[state.name] = index
             model.state, model.reason = state.state, state.reason  # type: ignore[assignment]
             model.device, model.batch1_ms = state.device, state.batch1_ms
             ready = state.state == "ready"
