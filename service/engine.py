@@ -105,6 +105,7 @@ class LocalModels:
 async def load_and_watch(registry: ModelRegistry, versions: VersionWatcher) -> None:
     """Load every model, then watch the repository for new versions."""
     await registry.load(on_change=versions.on_change)
+    await versions.recover()
     await watch(versions)
 
 

@@ -109,6 +109,7 @@ class Executor:
         server = await loop.create_unix_server(lambda: FrontEndConnection(self), socket_path)
         try:
             await self.registry.load(on_change=self.publish)
+            await self.versions.recover()
             if self.registry.settings.poll_s > 0:
                 self.watching = loop.create_task(self.versions.run(), name="versions")
             await stop.wait()

@@ -106,6 +106,21 @@ class VersionWatcher:
             if candidate is not None:
                 await self.swap(served, candidate)
 
+    async def recover(self) -> None:
+        """After start-up loading: a variant whose wanted version did not load serves the newest
+        older version that does (the failed one is listed as refused), as a swap would have
+        kept it. Pinned variants stay as they are."""
+        for name, served in list(self.registry.variants.items()):
+            failed = [m for m in served.runtimes.values() if m.state == "failed"]
+            if not failed or name in self.registry.settings.pins:
+                continue
+            served.refused[served.model.version] = failed[0].reason or "it did not load"
+            older = [v for v in self.repository.versions(name) if v.version < served.model.version]
+            for candidate in reversed(older):
+                complete = all(candidate.artifact(r).exists() for r in served.runtimes)
+                if complete and await self.swap(self.registry.variants[name], candidate):
+                    break
+
     async def unload(self, name: str) -> None:
         """Stop serving variant ``name`` (after its requests in flight) until :meth:`load`."""
         served = self.registry.variants[name]

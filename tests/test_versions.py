@@ -226,3 +226,27 @@ def test_repository_api_over_http_grpc_and_the_cli(models_dir: Path, tmp_path: P
         assert rest.is_model_ready("original")
         missing = runner.invoke(app, ["models", "load", "nonesuch", "--url", server.url])
         assert missing.exit_code == 1 and "no variant named" in missing.output
+
+
+@pytest.mark.slow
+def test_a_latest_version_that_fails_at_start_gives_way_to_the_one_before(
+    trained: QuickModels, tmp_path: Path
+) -> None:
+    """The newest version is corrupt when the server starts: the one before it serves, and
+    /variants says why the newest was refused."""
+    models = tmp_path / "models"
+    shutil.copytree(trained.repository.root, models)
+    good = ModelRepository(models).get("depthwise")
+    corrupt = models / "depthwise" / ".incoming"
+    shutil.copytree(good.path, corrupt)
+    (corrupt / "model.onnx").write_bytes(b"not an ONNX model")
+    corrupt.rename(models / "depthwise" / str(good.version + 1))
+    args = ("--variants", "depthwise", "--runtimes", "onnx")
+    with run_server(models, tmp_path / "server.log", *args) as server:
+        server.wait_ready()
+        wait_for(lambda: variant(server.url, "depthwise")["version"] == good.version, 30)
+        entry = variant(server.url, "depthwise")
+        answer = httpx.post(f"{server.url}/predict/depthwise", json=DIGIT)
+    assert answer.status_code == 200 and answer.json()["version"] == good.version
+    refused = entry["refused"]
+    assert isinstance(refused, list) and refused[0]["version"] == good.version + 1
