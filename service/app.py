@@ -276,6 +276,7 @@ def variant_info(served: ServedVariant) -> VariantInfo:
         runtime=served.default_runtime,
         runtimes=runtimes,
         metadata=public,
+        versions=[served.model.version, *sorted(served.older, reverse=True)],
         refused=[RefusedVersion(version=v, reason=r) for v, r in sorted(served.refused.items())],
         **figures,
     )

@@ -56,6 +56,8 @@ class ModelState:
     inline: bool = False
     version: int = 0
     refused: dict[str, str] = field(default_factory=dict)  # the variant's refused versions
+    index: int = 0  # what requests address it by (stable for the executor's life)
+    newest: bool = True  # the variant's newest version served (else an older one, latest:N)
 
 
 @dataclass(frozen=True)

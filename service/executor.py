@@ -71,29 +71,47 @@ class Executor:
         self.versions = VersionWatcher(self.registry, on_change=self.publish)
         self.control = LocalControl(self.registry, self.versions)
         self.watching: asyncio.Task[None] | None = None
-        # The serving models in the index order front ends address them by (a new version
-        # takes its predecessor's place); refreshed whenever one changes (publish).
-        self.models: list[ServedModel] = self.registry.models()
+        # Every model ever served, in the order front ends address them by: append-only, so
+        # an index sent before a swap still names the model it meant.
+        self.table: list[ServedModel] = []
+        self._positions: dict[int, int] = {}
+
+    def index_of(self, model: ServedModel) -> int:
+        """The model's place in the table (added on first sight)."""
+        position = self._positions.get(id(model))
+        if position is None:
+            position = self._positions[id(model)] = len(self.table)
+            self.table.append(model)
+        return position
+
+    def model_at(self, index: int) -> ServedModel:
+        """The model a request addresses; one retired since it was sent: its successor (the
+        same version if it still serves, else the newest)."""
+        model = self.table[index]
+        if model.state != "retired":
+            return model
+        try:
+            return self.registry.lookup(model.name, version=model.model.version)
+        except ServeError:
+            return self.registry.lookup(model.name)
 
     def states(self) -> list[ModelState]:
-        """Every model's state, in index order."""
-        return [
-            ModelState(
-                m.name,
-                m.state,
-                m.reason,
-                m.device,
-                m.batch1_ms,
-                bool(m.batcher is not None and m.batcher.inline),
-                m.model.version,
-                {str(k): v for k, v in self.registry.variants[m.model.variant].refused.items()},
-            )
-            for m in self.models
-        ]
+        """Every serving model's state, with its index."""
+        states = []
+        for served in self.registry.variants.values():
+            refused = {str(k): v for k, v in served.refused.items()}
+            for m in served.models():
+                states.append(
+                    ModelState(
+                        m.name, m.state, m.reason, m.device, m.batch1_ms,
+                        bool(m.batcher is not None and m.batcher.inline), m.model.version,
+                        refused, self.index_of(m), m.model.version == served.model.version,
+                    )
+                )  # fmt: skip
+        return states
 
     def publish(self) -> None:
         """Tell every front end the models' states."""
-        self.models = self.registry.models()
         frame = states_frame(self.states())
         for connection in self.connections:
             connection.write(frame)
@@ -175,7 +193,7 @@ class FrontEndConnection(asyncio.Protocol):
     def serve_now(self, request_id: int, index: int, count: int, slot: int) -> bool:
         """Answer a lone request on its idle inline model right here (no task, no wake-up:
         the one-client path pays one hop each way and nothing more); False if it must queue."""
-        model = self.executor.models[index]
+        model = self.executor.model_at(index)
         if (
             self.slots is None
             or self.executor.registry.in_flight
@@ -207,7 +225,7 @@ class FrontEndConnection(asyncio.Protocol):
         """Run one request's images (read in place) and answer with where its time went."""
         assert self.slots is not None, "a request before the hello"
         executor = self.executor
-        model: ServedModel = executor.models[index]
+        model = executor.model_at(index)
         status, timing = OK, Timing(0.0, 0.0, 0)
         if model.state != "ready" or model.batcher is None:
             status = UNAVAILABLE

@@ -87,6 +87,12 @@ class ServedVariant:
     runtimes: dict[str, ServedModel]
     default_runtime: str
     refused: dict[int, str] = field(default_factory=dict)  # versions refused, with the reason
+    # With --version-policy latest:N, the older versions serving beside it, by version.
+    older: dict[int, dict[str, ServedModel]] = field(default_factory=dict)
+
+    def models(self) -> list[ServedModel]:
+        """Its models of every version served, the newest version first."""
+        return [*self.runtimes.values(), *(m for rs in self.older.values() for m in rs.values())]
 
     @property
     def default(self) -> ServedModel:
@@ -132,8 +138,29 @@ def plan(settings: Settings) -> dict[str, ServedVariant]:
         chosen = [r for r in present if not settings.runtimes or r in settings.runtimes]
         default = settings.default_runtime if settings.default_runtime in chosen else chosen[0]
         models = {runtime: ServedModel(model, runtime) for runtime in chosen}
-        planned[name] = ServedVariant(model, metadata, models, default)
+        planned[name] = ServedVariant(
+            model,
+            metadata,
+            models,
+            default,
+            older=older_versions(repository, model, chosen, settings),
+        )
     return planned
+
+
+def older_versions(
+    repository: ModelRepository, newest: ModelVersion, runtimes: list[str], settings: Settings
+) -> dict[int, dict[str, ServedModel]]:
+    """With latest:N, the N-1 newest complete versions below ``newest`` (pinned: none)."""
+    count = settings.versions_served - 1
+    if count < 1 or newest.variant in settings.pins:
+        return {}
+    complete = [
+        v
+        for v in repository.versions(newest.variant)
+        if v.version < newest.version and all(v.artifact(r).exists() for r in runtimes)
+    ]
+    return {v.version: {r: ServedModel(v, r) for r in runtimes} for v in complete[-count:]}
 
 
 @dataclass
@@ -159,8 +186,8 @@ class ModelRegistry:
         self.metrics.in_flight_count = lambda: self.in_flight
 
     def models(self) -> list[ServedModel]:
-        """Every served model, variant by variant."""
-        return [m for v in self.variants.values() for m in v.runtimes.values()]
+        """Every served model, variant by variant, every version served."""
+        return [m for v in self.variants.values() for m in v.models()]
 
     @property
     def loading(self) -> bool:
@@ -199,9 +226,12 @@ class ModelRegistry:
                 known=self.names(),
             )
         if version is not None and version != model.model.version:
+            older = served.older.get(version, {}).get(model.runtime_name)
+            if older is not None:
+                return older
+            serving = ", ".join(map(str, [model.model.version, *sorted(served.older)]))
             raise UnknownModel(
-                f"version {version} of {name!r} is not served "
-                f"(serving version {model.model.version})",
+                f"version {version} of {name!r} is not served (serving version {serving})",
                 known=self.names(),
             )
         return model

@@ -148,43 +148,51 @@ class ExecutorClient(asyncio.Protocol):
                     future.set_result(done.error)
 
     def apply(self, states: list[ModelState]) -> None:
-        """The executor's model states, onto this front end's models (a new version: a new
-        variant entry, so requests holding the old one finish on it)."""
+        """The executor's model states, onto this front end's models (a version it did not
+        serve before: a new variant entry, so requests holding the old one finish on it)."""
+        by_variant: dict[str, list[ModelState]] = {}
         for state in states:
-            self.follow_version(state)
-        models = {m.name: m for m in self.registry.models()}
-        for index, state in enumerate(states):
-            model = models.get(state.name)
+            by_variant.setdefault(ModelName.parse(state.name).variant, []).append(state)
+        for variant, variant_states in by_variant.items():
+            self.follow_versions(variant, variant_states)
+        models = {(m.name, m.model.version): m for m in self.registry.models()}
+        for state in states:
+            model = models.get((state.name, state.version))
             if model is None:
                 continue
             model.state, model.reason = state.state, state.reason  # type: ignore[assignment]
             model.device, model.batch1_ms = state.device, state.batch1_ms
             ready = state.state == "ready"
-            model.batcher = RemoteBatcher(self, model, index, state.inline) if ready else None
+            model.batcher = RemoteBatcher(self, model, state.index, state.inline) if ready else None
         registry = self.registry
         readiness = READY if registry.ready else LOADING if registry.loading else PROCESS_FAILED
         self.shared.set_ready(self.process, readiness)
 
-    def follow_version(self, state: ModelState) -> None:
-        """Take up the version the executor now serves, and its refusals."""
-        registry = self.registry
-        variant = ModelName.parse(state.name).variant
-        served = registry.variants.get(variant)
+    def follow_versions(self, variant: str, states: list[ModelState]) -> None:
+        """Serve the versions the executor serves for ``variant``, and know its refusals."""
+        served = self.registry.variants.get(variant)
         if served is None:
             return
-        served.refused.update({int(k): v for k, v in state.refused.items()})
-        if state.version in (0, served.model.version):
+        served.refused.update({int(k): v for k, v in states[0].refused.items()})
+        newest = next(s.version for s in states if s.newest)
+        older = sorted({s.version for s in states if not s.newest})
+        if newest == served.model.version and older == sorted(served.older):
             return
+        repository = ModelRepository(self.registry.settings.models_dir)
         try:
-            version = ModelRepository(registry.settings.models_dir).get(variant, state.version)
-            metadata = version.load_metadata()
+            versions = {v: repository.get(variant, v) for v in (newest, *older)}
+            metadata = versions[newest].load_metadata()
         except RepositoryError as err:
-            log.error("cannot follow %s to version %d: %s", variant, state.version, err)
+            log.error("cannot follow %s to version %d: %s", variant, newest, err)
             return
-        runtimes = {r: ServedModel(version, r) for r in served.runtimes}
-        registry.variants[variant] = ServedVariant(
-            version, metadata, runtimes, served.default_runtime, served.refused
-        )
+
+        def models(version: int) -> dict[str, ServedModel]:
+            return {r: ServedModel(versions[version], r) for r in served.runtimes}
+
+        self.registry.variants[variant] = ServedVariant(
+            versions[newest], metadata, models(newest), served.default_runtime, served.refused,
+            {v: models(v) for v in older},
+        )  # fmt: skip
 
     async def control(self, action: str, variant: str) -> str | None:
         """Have the executor load or unload ``variant``: None once done, else why not."""

@@ -86,6 +86,11 @@ class VariantInfo(BaseModel):
     savedmodel_bytes: int | None = None
     created_at: str | None = None
     metadata: dict[str, Any] = Field(description="Everything in the version's metadata.json.")
+    versions: list[int] = Field(
+        default_factory=list,
+        description="Every version serving, newest first (several with --version-policy "
+        "latest:N; an older one answers when its version is in the URL).",
+    )
     refused: list[RefusedVersion] = Field(
         default_factory=list,
         description="Newer versions found in the repository and refused, with the reason "

@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         description="A lone request runs on the event loop when the model's batch-1 time "
         "(measured at warm-up) is at most this; 0 = always through the model thread.",
     )
+    version_policy: str = Field(
+        "latest",
+        pattern=r"^(latest|latest:[1-9][0-9]?|specific)$",
+        description="Which versions serve (TF Serving's policies): latest = the newest complete "
+        "one; latest:N = the N newest side by side (an older one by its version in the URL); "
+        "specific = the pinned one (--pins), or the one found at start, never moved.",
+    )
     poll_s: float = Field(
         1.0,
         ge=0,
@@ -155,6 +162,12 @@ class Settings(BaseSettings):
         "info", description="critical, error, warning, info or debug."
     )
     access_log: bool = Field(False, description="One log line per request (costs throughput).")
+
+    @property
+    def versions_served(self) -> int:
+        """How many versions of each variant serve side by side (1 unless latest:N)."""
+        kind, _, count = self.version_policy.partition(":")
+        return int(count) if kind == "latest" and count else 1
 
     @field_validator("variants", mode="before")
     @classmethod

@@ -16,6 +16,9 @@ import multiprocessing as mp
 from multiprocessing.context import SpawnContext
 from typing import Any, Protocol
 
+# Slots of per-model queue figures: a model's executor index modulo this (indexes only grow, as
+# versions come and go; two models sharing a slot only blur the admission estimate).
+MODEL_SLOTS = 256
 # A process's readiness, as /readyz of any process reads it.
 LOADING, READY, FAILED = 0, 1, 2
 
@@ -144,19 +147,20 @@ class SharedState:
     # Model queues (executor mode) -----------------------------------------------------------
     def add_outstanding(self, process: int, model: int, delta: int) -> None:
         """Change a front end's count of requests waiting on ``model``."""
-        self._outstanding[process * self.models + model] += delta
+        self._outstanding[process * self.models + model % self.models] += delta
 
     def outstanding(self, model: int) -> int:
         """Requests waiting on ``model``, from every front end."""
-        return sum(self._outstanding[p * self.models + model] for p in range(self.processes))
+        slot = model % self.models
+        return sum(self._outstanding[p * self.models + slot] for p in range(self.processes))
 
     def set_batch_s(self, model: int, seconds: float) -> None:
         """Publish a model's running average batch time (the executor)."""
-        self._batch_s[model] = seconds
+        self._batch_s[model % self.models] = seconds
 
     def batch_s(self, model: int) -> float:
         """A model's running average batch time."""
-        return float(self._batch_s[model])
+        return float(self._batch_s[model % self.models])
 
 
 class SharedInFlight:

@@ -45,7 +45,7 @@ from service.registry import ConfigError, plan
 from service.remote import block_name
 from service.server import run_worker
 from service.settings import Settings
-from service.shared import SharedState, spawn_context
+from service.shared import MODEL_SLOTS, SharedState, spawn_context
 
 log = logging.getLogger(__name__)
 EXECUTOR = -1  # the executor's key among the processes
@@ -101,14 +101,14 @@ class Supervisor:
     def __init__(self, settings: Settings, engine: EnginePlan) -> None:
         self.settings = settings
         self.engine = engine
-        models = sum(len(v.runtimes) for v in plan(settings).values())  # ConfigError here
+        plan(settings)  # a bad setting or repository: ConfigError here, before any process
         self.run_dir = run_folder()
         metrics_dir = self.run_dir / "metrics"
         metrics_dir.mkdir()
         os.environ[MULTIPROC_ENV] = str(metrics_dir)  # inherited by every process started
         self.socket_path = str(self.run_dir / "executor.sock")
         self.context = spawn_context()
-        self.shared = SharedState(self.context, settings.max_in_flight, engine.workers, models)
+        self.shared = SharedState(self.context, settings.max_in_flight, engine.workers, MODEL_SLOTS)
         self.sock = listen(settings.host, settings.port)
         self.processes: dict[int, BaseProcess] = {}
         self.ever_ready: set[int] = set()

@@ -29,6 +29,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +99,30 @@ class VersionWatcher:
 
     async def poll(self) -> None:
         """One look at the repository; swap what should be swapped."""
-        pins = self.registry.settings.pins
+        settings = self.registry.settings
+        if settings.version_policy == "specific":
+            return
         for name, served in list(self.registry.variants.items()):
-            if name in pins or name in self.unloaded or not served.runtimes:
+            if name in settings.pins or name in self.unloaded or not served.runtimes:
                 continue
-            candidate = self.wanted(served)
+            await self.forget_removed(served)
+            candidate = self.wanted(self.registry.variants[name])
             if candidate is not None:
-                await self.swap(served, candidate)
+                await self.swap(self.registry.variants[name], candidate)
+
+    async def forget_removed(self, served: ServedVariant) -> None:
+        """Stop serving older versions (latest:N) whose folders were removed."""
+        present = {v.version for v in self.repository.versions(served.model.variant)}
+        gone = [v for v in served.older if v not in present]
+        if not gone:
+            return
+        kept = {v: models for v, models in served.older.items() if v not in gone}
+        self.registry.variants[served.model.variant] = replace(served, older=kept)
+        log.info(
+            "%s: version(s) %s removed from the repository: unloaded", served.model.variant, gone
+        )
+        self.on_change()
+        await retire([m for v in gone for m in served.older[v].values()])
 
     async def recover(self) -> None:
         """After start-up loading: a variant whose wanted version did not load serves the newest
@@ -153,14 +171,17 @@ class VersionWatcher:
         return served.refused.get(candidate.version, "it did not load")
 
     async def swap(self, served: ServedVariant, candidate: ModelVersion) -> bool:
-        """Load, warm and check ``candidate``; swap it in (True), or refuse it (False)."""
+        """Load, warm and check ``candidate``; swap it in (True), or refuse it (False). A
+        version already serving as an older one (latest:N) is promoted as it is."""
         name, registry = served.model.variant, self.registry
         started = time.perf_counter()
-        fresh = {r: ServedModel(candidate, r) for r in served.runtimes}
+        promoted = served.older.get(candidate.version)
+        fresh = promoted or {r: ServedModel(candidate, r) for r in served.runtimes}
         try:
             metadata = candidate.load_metadata()
             for model in fresh.values():
-                await registry.load_model(model)
+                if promoted is None:
+                    await registry.load_model(model)
             check_agreement(list(fresh.values()))
         except Exception as err:
             reason = short_reason(err) if not isinstance(err, VersionRejected) else str(err)
@@ -168,11 +189,13 @@ class VersionWatcher:
             registry.metrics.version_refusals.labels(name).inc()
             log.error("refused %s version %d: %s", name, candidate.version, reason)
             log.debug("why %s version %d was refused", name, candidate.version, exc_info=err)
-            await retire(list(fresh.values()), timeout_s=0)
+            if promoted is None:
+                await retire(list(fresh.values()), timeout_s=0)
             self.on_change()
             return False
+        older, dropped = self.keep_older(served, candidate.version)
         registry.variants[name] = ServedVariant(
-            candidate, metadata, fresh, served.default_runtime, served.refused
+            candidate, metadata, fresh, served.default_runtime, served.refused, older
         )
         registry.metrics.version_swaps.labels(name).inc()
         took_ms = (time.perf_counter() - started) * 1000
@@ -181,8 +204,22 @@ class VersionWatcher:
             "%s: version %d replaces %d (ready in %.0f ms)", name, candidate.version, old, took_ms
         )
         self.on_change()
-        await retire(list(served.runtimes.values()))
+        await retire(dropped)
         return True
+
+    def keep_older(
+        self, served: ServedVariant, newest: int
+    ) -> tuple[dict[int, dict[str, ServedModel]], list[ServedModel]]:
+        """Which versions keep serving beside ``newest`` (latest:N: the N-1 newest below it
+        that are still in the repository), and the models to retire."""
+        serving = {served.model.version: served.runtimes, **served.older}
+        present = {v.version for v in self.repository.versions(served.model.variant)}
+        below = sorted(v for v in serving if v < newest and v in present)
+        keep = below[max(0, len(below) - (self.registry.settings.versions_served - 1)) :]
+        older = {v: serving[v] for v in keep}
+        dropped = [m for v, models in serving.items() if v not in keep and v != newest
+                   for m in models.values()]  # fmt: skip
+        return older, dropped
 
 
 class VersionRejected(Exception):

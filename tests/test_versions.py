@@ -250,3 +250,49 @@ def test_a_latest_version_that_fails_at_start_gives_way_to_the_one_before(
     assert answer.status_code == 200 and answer.json()["version"] == good.version
     refused = entry["refused"]
     assert isinstance(refused, list) and refused[0]["version"] == good.version + 1
+
+
+@pytest.mark.slow
+def test_latest_two_serves_two_versions_by_url(
+    trained: QuickModels, mnist: Mnist, tmp_path: Path
+) -> None:
+    """--version-policy latest:2: the two newest versions serve side by side, an older one by
+    its version in the TF Serving or KServe URL; a new export moves the window."""
+    from training.export import export_model
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.repository.root, models)
+    repository = ModelRepository(models)
+    first = repository.get("depthwise").version
+    second = export_model(trained.results["depthwise"], mnist, repository, ["onnx"]).version
+    args = ("--variants", "depthwise", "--runtimes", "onnx", "--version-policy", "latest:2",
+            "--poll-s", "0.2")  # fmt: skip
+    tensor = {"inputs": [{"name": INPUT_NAME, "shape": [1, 784], "datatype": "FP32",
+                          "data": DIGIT[INPUT_NAME]}]}  # fmt: skip
+
+    def tf_version(url: str, version: int) -> int:
+        answer = httpx.post(f"{url}/v1/models/depthwise/versions/{version}:predict",
+                            json={"instances": [DIGIT[INPUT_NAME]]})  # fmt: skip
+        return answer.status_code
+
+    def kserve_version(url: str, version: int) -> tuple[int, str | None]:
+        answer = httpx.post(f"{url}/v2/models/depthwise@onnx/versions/{version}/infer", json=tensor)
+        return answer.status_code, answer.json().get("model_version")
+
+    with run_server(models, tmp_path / "server.log", *args) as server:
+        server.wait_ready()
+        url = server.url
+        assert variant(url, "depthwise")["versions"] == [second, first]
+        answer = httpx.post(f"{url}/predict/depthwise", json=DIGIT).json()
+        assert answer["version"] == second
+        assert tf_version(url, first) == 200 and kserve_version(url, first) == (200, str(first))
+
+        third = export_model(trained.results["depthwise"], mnist, repository, ["onnx"]).version
+        wait_for(lambda: variant(url, "depthwise")["versions"] == [third, second], 60)
+        assert tf_version(url, first) == 404
+        assert kserve_version(url, second) == (200, str(second))
+        assert httpx.post(f"{url}/predict/depthwise", json=DIGIT).json()["version"] == third
+
+        shutil.rmtree(models / "depthwise" / str(third))  # the newest goes: the next one leads
+        wait_for(lambda: variant(url, "depthwise")["version"] == second, 30)
+        assert httpx.post(f"{url}/predict/depthwise", json=DIGIT).json()["version"] == second
