@@ -161,7 +161,7 @@ def run_step(url: str, step: Step, runtime: str, plan: LoadPlan, out_dir: Path) 
     limit = plan.warmup_s + plan.duration_s + 60
     try:
         done = subprocess.run(
-            locust_command(url, step, plan, samples_path),
+            locust_command(url, step, plan, samples_path.resolve()),  # Locust runs in the repo
             capture_output=True,
             text=True,
             timeout=limit,
