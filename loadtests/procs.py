@@ -63,8 +63,17 @@ class ServerProcess:
 
 def serve_command(models: Path, port: int, *args: str) -> list[str]:
     """The ``mnist-serve serve`` command line for ``models`` on ``port``, with ``args``."""
-    return [sys.executable, "-m", "mnist_serve.cli", "serve", "--models", str(models), "--port",
-            str(port), *args]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "mnist_serve.cli",
+        "serve",
+        "--models",
+        str(models),
+        "--port",
+        str(port),
+        *args,
+    ]
 
 
 @contextlib.contextmanager

@@ -103,11 +103,18 @@ class Executor:
             for m in served.models():
                 states.append(
                     ModelState(
-                        m.name, m.state, m.reason, m.device, m.batch1_ms,
-                        bool(m.batcher is not None and m.batcher.inline), m.model.version,
-                        refused, self.index_of(m), m.model.version == served.model.version,
+                        m.name,
+                        m.state,
+                        m.reason,
+                        m.device,
+                        m.batch1_ms,
+                        bool(m.batcher is not None and m.batcher.inline),
+                        m.model.version,
+                        refused,
+                        self.index_of(m),
+                        m.model.version == served.model.version,
                     )
-                )  # fmt: skip
+                )
         return states
 
     def publish(self) -> None:

@@ -190,9 +190,13 @@ class ExecutorClient(asyncio.Protocol):
             return {r: ServedModel(versions[version], r) for r in served.runtimes}
 
         self.registry.variants[variant] = ServedVariant(
-            versions[newest], metadata, models(newest), served.default_runtime, served.refused,
+            versions[newest],
+            metadata,
+            models(newest),
+            served.default_runtime,
+            served.refused,
             {v: models(v) for v in older},
-        )  # fmt: skip
+        )
 
     async def control(self, action: str, variant: str) -> str | None:
         """Have the executor load or unload ``variant``: None once done, else why not."""

@@ -1,8 +1,8 @@
 """Run the app under uvicorn: one process, or one worker of several (``service.supervisor``).
 
-:func:`run` is what ``mnist-serve serve`` calls: with one worker the process serves by itself,
-as it always did; with more it becomes the supervisor. :func:`run_worker` is a worker
-process's entry point: the same app and uvicorn settings on a socket the supervisor opened.
+:func:`run_single` serves alone (``--workers 1``); :func:`run_worker` is a worker process's
+entry point: the same app and uvicorn settings on a socket the supervisor opened.
+``service.supervisor.serve`` (what ``mnist-serve serve`` calls) picks between them.
 """
 
 from __future__ import annotations
@@ -70,16 +70,9 @@ def uvicorn_config(settings: Settings, worker: WorkerContext | None) -> uvicorn.
     )
 
 
-def run(settings: Settings) -> None:
-    """Serve until interrupted: alone, or as the supervisor of several workers."""
-    from service.supervisor import Supervisor, plan_engine
-
-    configure_logging(settings)
-    engine = plan_engine(settings)
-    if engine.workers == 1:
-        uvicorn.Server(uvicorn_config(settings, None)).run()
-        return
-    raise SystemExit(Supervisor(settings, engine).run())
+def run_single(settings: Settings) -> None:
+    """Serve alone until interrupted: one process, which owns the models."""
+    uvicorn.Server(uvicorn_config(settings, None)).run()
 
 
 def run_worker(settings: Settings, worker: WorkerContext, sock: socket.socket) -> None:

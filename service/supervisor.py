@@ -43,7 +43,7 @@ from service.executor import run_executor
 from service.metrics import MULTIPROC_ENV
 from service.registry import ConfigError, plan
 from service.remote import block_name
-from service.server import run_worker
+from service.server import configure_logging, run_single, run_worker
 from service.settings import Settings
 from service.shared import MODEL_SLOTS, SharedState, spawn_context
 
@@ -93,6 +93,16 @@ def plan_engine(settings: Settings) -> EnginePlan:
             "--engine executor (one process owns the GPU) or --workers 1"
         )
     return EnginePlan(workers, engine, gpu)
+
+
+def serve(settings: Settings) -> None:
+    """Serve until interrupted: alone (one worker), or as the supervisor of several."""
+    configure_logging(settings)
+    engine = plan_engine(settings)
+    if engine.workers == 1:
+        run_single(settings)
+        return
+    raise SystemExit(Supervisor(settings, engine).run())
 
 
 class Supervisor:

@@ -41,6 +41,9 @@ from service.registry import ModelRegistry, ServedModel, ServedVariant, short_re
 log = logging.getLogger(__name__)
 AGREEMENT = 1e-3  # largest probability difference allowed between a version's runtimes
 RETIRE_TIMEOUT_S = 60.0  # an old model still busy after this is stopped anyway
+# Before counting a replaced model's requests: a front end may have resolved one just before the
+# swap that has not reached the executor yet; it still finds the old model serving.
+RETIRE_GRACE_S = 0.25
 
 
 def signature(folder: Path) -> tuple[int, int, float]:
@@ -217,8 +220,12 @@ class VersionWatcher:
         below = sorted(v for v in serving if v < newest and v in present)
         keep = below[max(0, len(below) - (self.registry.settings.versions_served - 1)) :]
         older = {v: serving[v] for v in keep}
-        dropped = [m for v, models in serving.items() if v not in keep and v != newest
-                   for m in models.values()]  # fmt: skip
+        dropped = [
+            m
+            for v, models in serving.items()
+            if v not in keep and v != newest
+            for m in models.values()
+        ]
         return older, dropped
 
 
@@ -246,6 +253,8 @@ def check_agreement(models: list[ServedModel]) -> None:
 
 async def retire(models: list[ServedModel], timeout_s: float = RETIRE_TIMEOUT_S) -> None:
     """Stop ``models`` once their last request is done (or after ``timeout_s``); free them."""
+    if timeout_s > 0:
+        await asyncio.sleep(RETIRE_GRACE_S)
     deadline = time.monotonic() + timeout_s
     while any(m.active for m in models) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)

@@ -265,14 +265,27 @@ def test_latest_two_serves_two_versions_by_url(
     repository = ModelRepository(models)
     first = repository.get("depthwise").version
     second = export_model(trained.results["depthwise"], mnist, repository, ["onnx"]).version
-    args = ("--variants", "depthwise", "--runtimes", "onnx", "--version-policy", "latest:2",
-            "--poll-s", "0.2")  # fmt: skip
-    tensor = {"inputs": [{"name": INPUT_NAME, "shape": [1, 784], "datatype": "FP32",
-                          "data": DIGIT[INPUT_NAME]}]}  # fmt: skip
+    args = (
+        "--variants",
+        "depthwise",
+        "--runtimes",
+        "onnx",
+        "--version-policy",
+        "latest:2",
+        "--poll-s",
+        "0.2",
+    )
+    tensor = {
+        "inputs": [
+            {"name": INPUT_NAME, "shape": [1, 784], "datatype": "FP32", "data": DIGIT[INPUT_NAME]}
+        ]
+    }
 
     def tf_version(url: str, version: int) -> int:
-        answer = httpx.post(f"{url}/v1/models/depthwise/versions/{version}:predict",
-                            json={"instances": [DIGIT[INPUT_NAME]]})  # fmt: skip
+        answer = httpx.post(
+            f"{url}/v1/models/depthwise/versions/{version}:predict",
+            json={"instances": [DIGIT[INPUT_NAME]]},
+        )
         return answer.status_code
 
     def kserve_version(url: str, version: int) -> tuple[int, str | None]:

@@ -26,7 +26,7 @@ def serve(**given: Any) -> None:
 
     from service.device import DeviceError
     from service.registry import ConfigError
-    from service.server import run
+    from service.supervisor import serve as run
 
     try:
         settings = Settings.model_validate({k: v for k, v in given.items() if v is not None})
