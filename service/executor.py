@@ -44,7 +44,7 @@ from service.channel import (
     states_frame,
 )
 from service.control import LocalControl
-from service.errors import Overloaded, ServeError
+from service.errors import Overloaded, ServeError, Unavailable
 from service.metrics import Metrics
 from service.registry import ModelRegistry, ServedModel, plan
 from service.settings import Settings
@@ -87,6 +87,8 @@ class Executor:
     def model_at(self, index: int) -> ServedModel:
         """The model a request addresses; one retired since it was sent: its successor (the
         same version if it still serves, else the newest)."""
+        if not 0 <= index < len(self.table):
+            raise Unavailable("no such model in this executor (it restarted); retry")
         model = self.table[index]
         if model.state != "retired":
             return model
@@ -195,12 +197,18 @@ class FrontEndConnection(asyncio.Protocol):
                 await self.executor.control.unload(control.variant)
         except ServeError as err:
             error = err.detail
+        except Exception as err:  # the front end waits for an answer: always give one
+            log.exception("model control %s %s failed", control.action, control.variant)
+            error = f"{type(err).__name__} while acting"
         self.write(control_frame(CONTROL_DONE, Control(control.id, error=error)))
 
     def serve_now(self, request_id: int, index: int, count: int, slot: int) -> bool:
         """Answer a lone request on its idle inline model right here (no task, no wake-up:
         the one-client path pays one hop each way and nothing more); False if it must queue."""
-        model = self.executor.model_at(index)
+        try:
+            model = self.executor.model_at(index)
+        except ServeError:
+            return False  # serve() answers it
         if (
             self.slots is None
             or self.executor.registry.in_flight
@@ -232,8 +240,12 @@ class FrontEndConnection(asyncio.Protocol):
         """Run one request's images (read in place) and answer with where its time went."""
         assert self.slots is not None, "a request before the hello"
         executor = self.executor
-        model = executor.model_at(index)
         status, timing = OK, Timing(0.0, 0.0, 0)
+        try:
+            model = executor.model_at(index)
+        except ServeError:
+            self.answer(request_id, UNAVAILABLE, timing)
+            return
         if model.state != "ready" or model.batcher is None:
             status = UNAVAILABLE
         else:
@@ -245,6 +257,9 @@ class FrontEndConnection(asyncio.Protocol):
             except Overloaded:
                 status = OVERLOADED
             except ServeError:
+                status = FAILED
+            except Exception:  # the front end waits for an answer: always give one
+                log.exception("serving a request on %s failed", model.name)
                 status = FAILED
             finally:
                 executor.registry.in_flight -= 1

@@ -21,7 +21,7 @@ import numpy as np
 from starlette.requests import Request
 
 from service.batcher import Timing, never
-from service.errors import ServeError
+from service.errors import ServeError, Unavailable
 from service.registry import ModelRegistry, ServedModel
 
 
@@ -77,7 +77,9 @@ class Inference:
     ) -> tuple[np.ndarray, Timing]:
         """``images`` through the resolved model's batcher: probabilities and where time went."""
         model = self.model
-        assert model is not None and model.batcher is not None, "resolve() first"
+        assert model is not None, "resolve() first"
+        if model.batcher is None:  # unloaded, or its executor restarted, since resolve()
+            raise Unavailable(f"{model.name} stopped serving; retry shortly")
         probabilities, timing = await model.batcher.submit(images, gone)
         series = self.registry.metrics.model(model.model.variant, model.runtime_name)
         series.queue_seconds.observe(timing.queue_s)

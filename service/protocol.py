@@ -235,6 +235,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         wants)."""
         hold = min(self.hold_s * 2**self._refusals_in_a_row, self.max_hold_s)
         self._refusals_in_a_row += 1
+        if self._hold_timer is not None:  # two refused in one read: one hold
+            self._hold_timer.cancel()
+        if self.timeout_keep_alive_task is not None:  # held, not idle: re-armed on release
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         self.transport.pause_reading()
         self._hold_timer = self.loop.call_later(hold, self._release)
         guard.hold(self._release)
@@ -248,6 +253,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return False
         self.transport.resume_reading()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
         return True
 
     def _arm_header_timer(self) -> None:

@@ -91,17 +91,18 @@ class ExecutorClient(asyncio.Protocol):
         """Connect, and reconnect whenever the executor restarts, until cancelled."""
         loop = asyncio.get_running_loop()
         while True:
+            self._lost = loop.create_future()  # before connecting: a loss right after is seen
             try:
                 await loop.create_unix_connection(lambda: self, self.socket_path)
-            except (FileNotFoundError, ConnectionRefusedError):
+            except OSError:  # not listening (yet): the supervisor is restarting it
                 await asyncio.sleep(RECONNECT_S)
                 continue
-            self._lost = loop.create_future()
             await self._lost
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Introduce this front end and its block."""
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.frames = Frames()  # nothing half-read from a previous executor
         hello = Hello(self.process, self.slots.block.name, self.slots.slots, self.slots.max_images)
         self.transport.write(hello_frame(hello))
 
@@ -173,6 +174,7 @@ class ExecutorClient(asyncio.Protocol):
         served = self.registry.variants.get(variant)
         if served is None:
             return
+        served.refused.clear()  # the executor's list, which an explicit load can shorten
         served.refused.update({int(k): v for k, v in states[0].refused.items()})
         newest = next(s.version for s in states if s.newest)
         older = sorted({s.version for s in states if not s.newest})
@@ -228,7 +230,10 @@ class ExecutorClient(asyncio.Protocol):
         try:
             status, timing = await waiting.future
         except asyncio.CancelledError:
-            waiting.abandoned = True  # the executor may still write into the slot
+            if request_id in self.waiting:
+                waiting.abandoned = True  # the executor may still write into the slot
+            else:
+                self.slots.give(slot)  # answered just before the cancel: the slot is free
             raise
         finally:
             self.shared.add_outstanding(self.process, index, -1)

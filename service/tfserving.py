@@ -157,7 +157,13 @@ async def tf_predict_version(name: str, version: str, request: Request) -> Respo
     )
 
 
-STATE = {"loading": "LOADING", "ready": "AVAILABLE", "failed": "END"}
+STATE = {
+    "loading": "LOADING",
+    "ready": "AVAILABLE",
+    "failed": "END",
+    "unloaded": "END",
+    "retired": "END",
+}
 
 
 def version_status(model: ServedModel) -> dict[str, Any]:

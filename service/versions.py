@@ -71,6 +71,9 @@ class VersionWatcher:
         self.on_change = on_change or (lambda: None)
         self._seen: dict[tuple[str, int], tuple[int, int, float]] = {}
         self.unloaded: set[str] = set()  # by the operator: not polled until loaded again
+        # One change of the served versions at a time (polling, start-up recovery and the
+        # operator's loads and unloads would otherwise build on each other's stale state).
+        self.changing = asyncio.Lock()
 
     async def run(self) -> None:
         """Poll until cancelled."""
@@ -108,10 +111,13 @@ class VersionWatcher:
         for name, served in list(self.registry.variants.items()):
             if name in settings.pins or name in self.unloaded or not served.runtimes:
                 continue
-            await self.forget_removed(served)
-            candidate = self.wanted(self.registry.variants[name])
-            if candidate is not None:
-                await self.swap(self.registry.variants[name], candidate)
+            async with self.changing:
+                if name in self.unloaded:
+                    continue
+                await self.forget_removed(self.registry.variants[name])
+                candidate = self.wanted(self.registry.variants[name])
+                if candidate is not None:
+                    await self.swap(self.registry.variants[name], candidate)
 
     async def forget_removed(self, served: ServedVariant) -> None:
         """Stop serving older versions (latest:N) whose folders were removed."""
@@ -131,6 +137,10 @@ class VersionWatcher:
         """After start-up loading: a variant whose wanted version did not load serves the newest
         older version that does (the failed one is listed as refused), as a swap would have
         kept it. Pinned variants stay as they are."""
+        async with self.changing:
+            await self._recover()
+
+    async def _recover(self) -> None:
         for name, served in list(self.registry.variants.items()):
             failed = [m for m in served.runtimes.values() if m.state == "failed"]
             if not failed or name in self.registry.settings.pins:
@@ -144,6 +154,10 @@ class VersionWatcher:
 
     async def unload(self, name: str) -> None:
         """Stop serving variant ``name`` (after its requests in flight) until :meth:`load`."""
+        async with self.changing:
+            await self._unload(name)
+
+    async def _unload(self, name: str) -> None:
         served = self.registry.variants[name]
         self.unloaded.add(name)
         reason = "unloaded by the operator (the repository API)"
@@ -160,6 +174,10 @@ class VersionWatcher:
     async def load(self, name: str) -> str | None:
         """Serve variant ``name`` again (its pinned or latest version) if it is not serving:
         None once it serves, else why it cannot (the serving state is kept)."""
+        async with self.changing:
+            return await self._load(name)
+
+    async def _load(self, name: str) -> str | None:
         self.unloaded.discard(name)
         served = self.registry.variants[name]
         if all(m.state == "ready" for m in served.runtimes.values()):
@@ -259,12 +277,13 @@ async def retire(models: list[ServedModel], timeout_s: float = RETIRE_TIMEOUT_S)
     while any(m.active for m in models) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     for model in models:
-        if model.batcher is not None:
-            with contextlib.suppress(Exception):
-                await model.batcher.stop()
-        model.batcher, model.runtime = None, None
         if model.state != "unloaded":
-            model.state = "retired"
+            model.state = "retired"  # first: a straggler now goes to the successor
+        batcher, model.batcher = model.batcher, None
+        if batcher is not None:
+            with contextlib.suppress(Exception):
+                await batcher.stop()
+        model.runtime = None
     gc.unfreeze()  # the models were frozen out of the collector's way at start-up
     gc.collect()
     gc.freeze()
