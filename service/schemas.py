@@ -50,7 +50,7 @@ class RuntimeInfo(BaseModel):
 
     runtime: str = Field(examples=["onnx"])
     model: str = Field(examples=["depthwise@onnx"], description="The name to address it by.")
-    state: Literal["loading", "ready", "failed"]
+    state: Literal["loading", "ready", "failed", "unloaded", "retired"]
     device: str | None = Field(description="Where it runs, once loaded.")
     cpu_only: bool = Field(description="LiteRT and OpenVINO run on the CPU even with a GPU.")
     reason: str | None = Field(None, description="Why it failed to load.")

@@ -199,6 +199,11 @@ def test_repository_api_over_http_grpc_and_the_cli(models_dir: Path, tmp_path: P
         assert index["original"] == ("READY", "")
         refused = httpx.post(f"{server.url}/predict/depthwise", json=DIGIT)
         assert refused.status_code == 503 and refused.json()["error"] == "model_not_loaded"
+        runtimes = httpx.get(f"{server.url}/variants/depthwise").json()["runtimes"]
+        states = {r["runtime"]: r["state"] for r in runtimes}
+        assert states == {"onnx": "unloaded"}
+        status = httpx.get(f"{server.url}/v1/models/depthwise").json()
+        assert status["model_version_status"][0]["state"] == "END"
         assert httpx.post(f"{server.url}/predict/original", json=DIGIT).status_code == 200
         time.sleep(0.5)  # polling leaves an unloaded variant alone
         assert not rest.is_model_ready("depthwise")
