@@ -24,9 +24,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from loadtests import history
+from loadtests.decision import SEQUENTIAL_CONFIDENCE
 from loadtests.labels import Label
 from loadtests.results import OPENLOOP_FILE, LoadPlan, OpenLoopRecord, Percentiles, RunRecord
 from loadtests.stats import Interval, ratio_interval
+from modelrepo.stats import CONFIDENCE
 
 # A repeat whose throughput is further than this from the median of its level's repeats is
 # flagged as drift: the run was noisy there.
@@ -144,7 +146,9 @@ def variant_pairs(plan: LoadPlan) -> list[tuple[Label, Label]]:
 
 
 def speedups(record: RunRecord, levels: Levels) -> list[Speedup]:
-    """Per level and compared pair, the candidate against the baseline, repeat by repeat."""
+    """Per level and compared pair, the candidate against the baseline, window by window (at
+    the sequential rule's confidence when the run used it)."""
+    confidence = SEQUENTIAL_CONFIDENCE if record.plan.precision > 0 else CONFIDENCE
     out = []
     for kind, baseline, candidate in comparisons(record.plan):
         for level in record.plan.concurrency:
@@ -155,9 +159,9 @@ def speedups(record: RunRecord, levels: Levels) -> list[Speedup]:
                     candidate,
                     baseline,
                     level,
-                    ratio_interval(a.throughput, b.throughput),
-                    ratio_interval(b.p50, a.p50),  # latency: lower is faster
-                    ratio_interval(b.p99, a.p99),
+                    ratio_interval(a.throughput, b.throughput, confidence),
+                    ratio_interval(b.p50, a.p50, confidence),  # latency: lower is faster
+                    ratio_interval(b.p99, a.p99, confidence),
                     float(np.mean(b.p50) - np.mean(a.p50)),
                 )
             )

@@ -11,6 +11,12 @@ Options of its own (also in ``locust --help``): ``--variant`` (or a model name s
 ``depthwise@onnx``), ``--protocol``, ``--mode json|png`` (png: native only), ``--mnist``
 (default ``$MNIST_DATA``), ``--warmup`` seconds to discard, ``--samples-out`` file.
 
+``mnist-serve loadtest`` drives several targets in one run instead: ``--schedule FILE`` (a
+:class:`loadtests.schedule.Schedule`) switches every user from target to target window by
+window, and each sample records its window. With HTTP and gRPC targets in one schedule, both
+user classes run (``--users`` twice the concurrency, ``--grpc-host`` for the gRPC one) and the
+class that does not speak the current window's protocol waits.
+
 Locust's statistics round response times over 2 ms to whole milliseconds, so a 0.9 ms and a 1.4 ms
 median would both read "1 ms". Every request's exact time is therefore also kept here, from
 Locust's request event, together with whether the predicted digit matched the label and the
@@ -25,8 +31,10 @@ import os
 import random
 import re
 import time
+from pathlib import Path
 from typing import Any
 
+import gevent
 import grpc
 import grpc.experimental.gevent as grpc_gevent
 import numpy as np
@@ -44,6 +52,7 @@ from loadtests.protocols import (
     encode,
 )
 from loadtests.samples import Recorder
+from loadtests.schedule import Schedule
 from modelrepo.contract import CLASSES, INPUT_NAME, INPUT_SHAPE
 
 # gRPC must cooperate with gevent, whose greenlets run Locust's users.
@@ -83,9 +92,22 @@ def add_options(parser: Any) -> None:
         help="Seconds at the start whose requests are not recorded.",
     )
     parser.add_argument("--samples-out", default="", help="Write exact per-request samples here.")
+    parser.add_argument(
+        "--schedule",
+        default="",
+        help="A window schedule (JSON, written by mnist-serve loadtest): drive its targets in "
+        "turn instead of --variant/--protocol.",
+    )
+    parser.add_argument(
+        "--grpc-host",
+        default="",
+        help="host:port of the gRPC endpoint when a schedule mixes HTTP and gRPC targets.",
+    )
 
 
 RECORDER = Recorder()
+# Idle users (the run is over, or the window's protocol is another class's) re-check this often.
+IDLE_S = 0.05
 
 
 class Payloads:
@@ -117,6 +139,32 @@ def payloads_for(environment: Environment) -> tuple[Payloads, Protocol]:
     if key not in PAYLOAD_CACHE:
         PAYLOAD_CACHE[key] = Payloads(*key)
     return PAYLOAD_CACHE[key], protocol
+
+
+SCHEDULES: dict[str, Schedule] = {}
+
+
+def pick(environment: Environment, over_http: bool) -> tuple[Payloads, Protocol, int] | None:
+    """What to send now: the payloads, protocol and window (-1: not counted). Without a
+    schedule, the command line's variant and protocol in window 0. None (after a short
+    sleep) when this user class has nothing to send at the moment."""
+    options = environment.parsed_options
+    if not options or not options.schedule:
+        payloads, protocol = payloads_for(environment)
+        return payloads, protocol, 0
+    if options.schedule not in SCHEDULES:
+        SCHEDULES[options.schedule] = Schedule.load(Path(options.schedule))
+    schedule = SCHEDULES[options.schedule]
+    elapsed = time.time() - RECORDER.window_start
+    target, window, counted = schedule.at(elapsed)
+    slot = schedule.targets[target] if target >= 0 else None
+    if slot is None or Protocol(slot.protocol).over_http != over_http:
+        gevent.sleep(min(IDLE_S, schedule.next_switch(elapsed)))
+        return None
+    key = (options.mnist, Protocol(slot.protocol), options.mode, slot.model)
+    if key not in PAYLOAD_CACHE:
+        PAYLOAD_CACHE[key] = Payloads(*key)
+    return PAYLOAD_CACHE[key], key[1], window if counted else -1
 
 
 @events.test_start.add_listener
@@ -157,18 +205,24 @@ class MnistUser(FastHttpUser):
     concurrency = 1
 
     def on_start(self) -> None:
-        """Pick this user's payloads and a random first digit."""
-        self.payloads, self.protocol = payloads_for(self.environment)
-        if not self.protocol.over_http:
-            raise StopUser()  # the gRPC protocol has its own user class, MnistGrpcUser
+        """Check the protocol is this class's; a random first digit."""
+        options = self.environment.parsed_options
+        if not (options and options.schedule):
+            _, protocol = payloads_for(self.environment)
+            if not protocol.over_http:
+                raise StopUser()  # the gRPC protocol has its own user class, MnistGrpcUser
         self.next_index = random.randrange(PAYLOADS)
 
     @task
     def predict(self) -> None:
         """Send one digit and check status, shape and label."""
+        picked = pick(self.environment, over_http=True)
+        if picked is None:
+            return
+        payloads, protocol, window = picked
         i = self.next_index
         self.next_index = (i + 1) % PAYLOADS
-        request = self.payloads.requests[i]
+        request = payloads.requests[i]
         started = time.perf_counter()
         with self.client.post(
             request.path,
@@ -184,8 +238,8 @@ class MnistUser(FastHttpUser):
             else:
                 try:
                     header = response.headers.get(HEADER_LENGTH)
-                    row = decode(self.protocol, response.content or b"", header)
-                    ok, correct = True, int(row.argmax()) == self.payloads.labels[i]
+                    row = decode(protocol, response.content or b"", header)
+                    ok, correct = True, int(row.argmax()) == payloads.labels[i]
                 except AnswerError as err:
                     response.failure(str(err))
                 timing = dict(SERVER_TIMING.findall(response.headers.get("server-timing", "")))
@@ -195,6 +249,7 @@ class MnistUser(FastHttpUser):
                 correct,
                 float(timing.get("queue", "nan")),
                 float(timing.get("model", "nan")),
+                window,
             )
 
 
@@ -209,10 +264,13 @@ class MnistGrpcUser(User):
 
     def on_start(self) -> None:
         """Open this user's channel (gevent-friendly, see init_gevent above)."""
-        self.payloads, protocol = payloads_for(self.environment)
-        if protocol is not Protocol.KSERVE_GRPC:
-            raise StopUser()
-        target = (self.host or "").removeprefix("grpc://").removeprefix("http://")
+        options = self.environment.parsed_options
+        if not (options and options.schedule):
+            _, protocol = payloads_for(self.environment)
+            if protocol is not Protocol.KSERVE_GRPC:
+                raise StopUser()
+        host = (options.grpc_host if options else "") or self.host or ""
+        target = host.removeprefix("grpc://").removeprefix("http://")
         self.channel = grpc.insecure_channel(target)
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self.next_index = random.randrange(PAYLOADS)
@@ -224,9 +282,13 @@ class MnistGrpcUser(User):
     @task
     def predict(self) -> None:
         """ModelInfer for one digit; check shape and label."""
+        picked = pick(self.environment, over_http=False)
+        if picked is None:
+            return
+        payloads, _, window = picked
         i = self.next_index
         self.next_index = (i + 1) % PAYLOADS
-        request = self.payloads.requests[i]
+        request = payloads.requests[i]
         call = pb.ModelInferRequest(
             model_name=request.path,
             inputs=[
@@ -243,7 +305,7 @@ class MnistGrpcUser(User):
             answer = self.stub.ModelInfer(call, timeout=30)
             row = np.frombuffer(answer.raw_output_contents[0], dtype="<f4")
             ok = row.shape == (CLASSES,)
-            correct = ok and int(row.argmax()) == self.payloads.labels[i]
+            correct = ok and int(row.argmax()) == payloads.labels[i]
             if not ok:
                 error = AnswerError(f"answer holds {row.size} values, not {CLASSES}")
         except (grpc.RpcError, IndexError) as err:
@@ -257,7 +319,7 @@ class MnistGrpcUser(User):
             exception=error,
             context={},
         )
-        RECORDER.add(latency_ms, ok, correct, float("nan"), float("nan"))
+        RECORDER.add(latency_ms, ok, correct, float("nan"), float("nan"), window)
 
 
 __all__ = ["RECORDER", "MnistGrpcUser", "MnistUser"]

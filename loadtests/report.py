@@ -21,7 +21,13 @@ from loadtests.analysis import (
     load_openloop,
     noise_line,
     speedups,
-    verdict,
+)
+from loadtests.answer import (
+    COMPARISONS_HEADER,
+    Answer,
+    answer,
+    comparison_rows,
+    interval_note,
 )
 from loadtests.claims import Claim, bottom_line, claims, rate_claims
 from loadtests.plots import plots
@@ -77,7 +83,9 @@ class Report:
     html: Path
     bottom_line: str
     claims: list[Claim]
-    verdict: list[str]
+    verdict: list[str]  # notes beside the comparisons: open loop, noise, the previous run
+    answer: Answer | None
+    comparisons: Table
 
 
 def build_report(out_dir: Path) -> Report:
@@ -87,14 +95,16 @@ def build_report(out_dir: Path) -> Report:
     items = speedups(record, levels)
     found = claims(record, items, openloop)
     summary = bottom_line(record, items, openloop)
-    lines = verdict(items)
+    the_answer = answer(record, levels, items, openloop)
+    compared_rows: Table = (COMPARISONS_HEADER, comparison_rows(record, items))
+    lines: list[str] = []
     if openloop is not None:
         lines += [
             f"Open loop: {c.subject}, highest Poisson arrival rate within {openloop.slo}: "
             f"{c.measured} ({c.verdict})."
             for c in rate_claims(openloop, record.plan)
         ]
-    noisy = noise_line(levels)
+    noisy = noise_line(levels) if record.plan.precision <= 0 else None  # paired: it cancels
     if noisy:
         lines.append(noisy)
     compared = against_previous(out_dir, record)
@@ -115,7 +125,12 @@ def build_report(out_dir: Path) -> Report:
     if previous is not None:
         link = relative_link(previous, out_dir, "report.md")
         md += [f"Previous comparable run: [{previous.name}]({link})", ""]
-    md += ["## Verdict", "", *[f"- {line}" for line in lines], ""]
+    if the_answer is not None:
+        md += ["## The answer", "", *the_answer.lines(), ""]
+    if compared_rows[1]:
+        md += ["## Comparisons", "", markdown_table(compared_rows), "", interval_note(record), ""]
+    if lines:
+        md += ["## Notes", "", *[f"- {line}" for line in lines], ""]
     if warnings:
         md += ["**Warnings:** " + "; ".join(warnings), ""]
     for name, table in all_tables.items():
@@ -139,10 +154,15 @@ def build_report(out_dir: Path) -> Report:
             if previous is not None
             else ""
         ),
-        "<h2>Verdict</h2><ul>",
-        *[f"<li>{html.escape(line)}</li>" for line in lines],
-        "</ul>",
     ]
+    if the_answer is not None:
+        parts += ["<h2>The answer</h2>", answer_html(the_answer)]
+    if compared_rows[1]:
+        parts += ["<h2>Comparisons</h2>", html_table(compared_rows)]
+        parts.append(f"<p>{html.escape(interval_note(record))}</p>")
+    if lines:
+        parts += ["<h2>Notes</h2><ul>", *[f"<li>{html.escape(line)}</li>" for line in lines]]
+        parts.append("</ul>")
     if warnings:
         parts.append(f"<p class=warn><b>Warnings:</b> {html.escape('; '.join(warnings))}</p>")
     for name, table in all_tables.items():
@@ -164,7 +184,26 @@ def build_report(out_dir: Path) -> Report:
         f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
     )
     write_steps_csv(record, out_dir / "steps.csv")
-    return Report(report_md, report_html, summary, found, lines)
+    return Report(report_md, report_html, summary, found, lines, the_answer, compared_rows)
+
+
+def answer_html(found: Answer) -> str:
+    """The answer block as HTML (the Markdown's bold marks dropped)."""
+
+    def text(line: str) -> str:
+        return html.escape(line.replace("**", ""))
+
+    items = []
+    if found.effect:
+        items.append(f"<li><b>Effect:</b> {text(found.effect)}</li>")
+    if found.cost:
+        items.append(f"<li><b>Cost in accuracy:</b> {text(found.cost)}</li>")
+    if found.changes:
+        inner = "".join(f"<li>{text(change)}</li>" for change in found.changes)
+        items.append(f"<li><b>What would change the answer:</b><ul>{inner}</ul></li>")
+    name = html.escape(str(found.recommended))
+    head = f"<p class=answer><b>Deploy {name}</b>: {text(found.why)}.</p>"
+    return head + f"<ul>{''.join(items)}</ul>"
 
 
 def write_steps_csv(record: RunRecord, path: Path) -> None:

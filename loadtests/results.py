@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import numpy as np
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from loadtests.decision import Stop
 from loadtests.labels import Label, Step
 from loadtests.protocols import PROTOCOLS, Protocol
 from modelrepo.layout import ModelName, check_runtimes
@@ -87,6 +88,8 @@ class LoadPlan:
     mode: str = "json"
     processes: int = 1
     mnist: str = ""
+    precision: float = 0.0  # > 0: windows until each ratio is within ±precision (sequential)
+    budget_s: int = 0  # the closed loop's time budget when sequential (0: none)
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -113,6 +116,8 @@ class LoadPlan:
             raise ValueError("--mode png uploads pictures: the native protocol only")
         if self.processes < 1:
             raise ValueError(f"processes must be >= 1, got {self.processes}")
+        if not 0 <= self.precision < 1 or self.budget_s < 0:
+            raise ValueError("precision between 0 and 100 %, budget >= 0 s, please")
 
     def model_names(self) -> list[ModelName]:
         """The models under test: runtime by runtime, each variant (or bare variants)."""
@@ -146,8 +151,11 @@ class LoadPlan:
 
     @property
     def seconds(self) -> float:
-        """Roughly how long the whole plan takes (Locust start-up included)."""
-        return len(self.steps()) * (self.duration_s + self.warmup_s + 3)
+        """Roughly how long the whole plan takes (at most, when sequential with a budget)."""
+        from loadtests.sequential import run_seconds
+
+        fixed = len(self.concurrency) * run_seconds(self, self.repeats)
+        return max(fixed, self.budget_s) if self.precision > 0 and self.budget_s else fixed
 
 
 @dataclass
@@ -260,6 +268,7 @@ class RunRecord:
     steps: list[StepResult]
     schema: int = SCHEMA
     engine: ServedEngine | None = None  # mnist-serve's engine (None: another server)
+    stops: list[Stop] = field(default_factory=list)  # why each level's measurement ended
 
     def variant(self, name: str) -> ServedVariant | None:
         """What the server said of a variant, if it was served."""

@@ -1,20 +1,17 @@
-"""Drive every variant x runtime with identical Locust load, step by step; keep exact results.
+"""Drive every variant x runtime with identical Locust load; keep exact results.
 
 The models under test are ``<variant>@<runtime>`` for every runtime and variant of the plan (or
-the bare variants, on the server's default runtime, when the plan names no runtime). For each
-concurrency level and repeat, each model gets one headless Locust run of ``warmup + duration``
-seconds (the warm-up's requests are not recorded). Models alternate order between repeats
-(A B C D, then D C B A, ...) so that drift on the machine (thermal, background work) does not
-favour one of them.
+the bare variants, on the server's default runtime, when the plan names no runtime). This module
+finds or starts the target service, checks it serves them, and runs the plan level by level:
+each level in short windows, targets in alternating order (A B C D, then D C B A, ...) so that
+drift on the machine does not favour one of them, until its comparisons are decided
+(:mod:`loadtests.sequential`, windows by :mod:`loadtests.windows`).
 """
 
 from __future__ import annotations
 
-import math
 import platform
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,26 +21,22 @@ from pathlib import Path
 from typing import assert_never
 
 import httpx
-import numpy as np
 
+from loadtests.decision import Stop
 from loadtests.procs import run_server
 from loadtests.protocols import Protocol
 from loadtests.results import (
     LoadPlan,
     Machine,
-    Percentiles,
     RunRecord,
     ServedEngine,
     ServedVariant,
     Step,
     StepResult,
 )
+from loadtests.sequential import OnCheck, run_level
+from loadtests.windows import WindowsError, run_windows
 from modelrepo.layout import ModelName
-
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-# One Locust process saturates near this share of a core; above it, the generator may be
-# what limits throughput, not the server.
-GENERATOR_BUSY = 0.85
 
 
 class LoadTestError(Exception):
@@ -59,123 +52,6 @@ def parse_duration(text: str, minimum: int = 1) -> int:
     if seconds < minimum:
         raise ValueError(f"duration {text!r} must be at least {minimum} s")
     return seconds
-
-
-def summarize(
-    step: Step, runtime: str, samples: dict[str, np.ndarray], processes: int, path: str
-) -> StepResult:
-    """Percentiles, throughput, errors and accuracy of one run's samples."""
-    latency, ok = samples["latency_ms"], samples["ok"].astype(bool)
-    finished = samples["finished_at"]
-    window = float(finished.max() - samples["window_start"]) if len(finished) else 0.0
-    good = latency[ok]
-    cpu_s = float(samples["generator_cpu_s"])
-    busy = cpu_s / window / processes if window > 0 else 0.0
-    warnings = []
-    if busy > GENERATOR_BUSY:
-        warnings.append(
-            f"load generator at {busy:.0%} of a core per process: it may be the bottleneck "
-            "(try --processes 2)"
-        )
-    if len(good) == 0:
-        warnings.append("no successful requests")
-    return StepResult(
-        model=step.model,
-        variant=ModelName.parse(step.model).variant,
-        runtime=runtime,
-        protocol=step.protocol,
-        target=step.target,
-        concurrency=step.concurrency,
-        repeat=step.repeat,
-        requests=len(latency),
-        errors=int((~ok).sum()),
-        window_s=round(window, 3),
-        throughput_rps=len(good) / window if window > 0 else 0.0,
-        latency_ms=Percentiles.of(good),
-        mean_ms=float(good.mean()) if len(good) else math.nan,
-        accuracy=float(samples["correct"][ok].mean()) if len(good) else math.nan,
-        server_queue_ms_p50=known_median(samples["queue_ms"][ok]),
-        server_model_ms_p50=known_median(samples["model_ms"][ok]),
-        generator_cpu_s=round(cpu_s, 3),
-        generator_busy=round(busy, 3),
-        samples=path,
-        warnings=warnings,
-    )
-
-
-def known_median(values: np.ndarray) -> float:
-    """Median of the known values (NaN: the server sent no Server-Timing); NaN if none."""
-    known = values[~np.isnan(values)]
-    return float(np.median(known)) if len(known) else math.nan
-
-
-def locust_command(url: str, step: Step, plan: LoadPlan, samples: Path) -> list[str]:
-    """The headless Locust invocation for one step (``url``: gRPC address for kserve-grpc)."""
-    grpc = step.protocol is Protocol.KSERVE_GRPC
-    command = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(LOCUSTFILE),
-        "MnistGrpcUser" if grpc else "MnistUser",
-        "--headless",
-        "--host",
-        f"grpc://{url}" if grpc else url,
-        "--protocol",
-        str(step.protocol),
-        "--users",
-        str(step.concurrency),
-        "--spawn-rate",
-        str(step.concurrency),
-        "--run-time",
-        f"{plan.warmup_s + plan.duration_s}s",
-        "--stop-timeout",
-        "10",
-        "--variant",
-        step.model,
-        "--mode",
-        plan.mode,
-        "--warmup",
-        str(plan.warmup_s),
-        "--samples-out",
-        str(samples),
-        "--exit-code-on-error",
-        "0",
-        "--loglevel",
-        "WARNING",
-        "--only-summary",
-    ]
-    if plan.mnist:
-        command += ["--mnist", plan.mnist]
-    if plan.processes > 1:
-        command += ["--processes", str(plan.processes)]
-    return command
-
-
-def run_step(url: str, step: Step, runtime: str, plan: LoadPlan, out_dir: Path) -> StepResult:
-    """One Locust run, bounded in time; its exact samples summarized."""
-    samples_path = out_dir / "samples" / f"{step.key}.npz"
-    samples_path.parent.mkdir(parents=True, exist_ok=True)
-    samples_path.unlink(missing_ok=True)
-    limit = plan.warmup_s + plan.duration_s + 60
-    try:
-        done = subprocess.run(
-            locust_command(url, step, plan, samples_path.resolve()),  # Locust runs in the repo
-            capture_output=True,
-            text=True,
-            timeout=limit,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-    except subprocess.TimeoutExpired as err:
-        raise LoadTestError(f"Locust did not stop within {limit} s for {step.key}") from err
-    if done.returncode != 0 or not samples_path.exists():
-        raise LoadTestError(
-            f"Locust failed for {step.key} (exit {done.returncode}):\n{done.stderr[-2000:]}"
-        )
-    with np.load(samples_path) as data:
-        samples = {key: data[key] for key in data.files}
-    return summarize(step, runtime, samples, plan.processes, str(samples_path.relative_to(out_dir)))
 
 
 def check_target(
@@ -343,22 +219,41 @@ def run_plan(
     target: Target,
     server_args: tuple[str, ...] = (),
     on_step: Callable[[Step, int, int, StepResult | None], None] | None = None,
+    on_check: OnCheck | None = None,
 ) -> RunRecord:
-    """Run every step of ``plan`` against ``target`` (kserve-grpc steps go to its gRPC
-    address). Writes ``results.json`` into ``out_dir`` and returns the same record;
-    ``server_args`` are recorded as the options of a service started here."""
+    """Run ``plan`` against ``target``, level by level, each until its comparisons are settled
+    (:mod:`loadtests.sequential`; kserve-grpc windows go to its gRPC address). Writes
+    ``results.json`` into ``out_dir`` and returns the same record; ``server_args`` are recorded
+    as the options of a service started here. ``on_step`` hears of every window (``total``: the
+    windows expected so far), ``on_check`` of every check of the stopping rule."""
     out_dir.mkdir(parents=True, exist_ok=True)
     served = check_target(target.url, plan, target.grpc_url)
-    steps = plan.steps()
+    answering = {model: runtime_of(model, served) for model in plan.models()}
     results: list[StepResult] = []
+    stops: list[Stop] = []
     started = datetime.now(UTC)
-    for index, step in enumerate(steps):
+    expected = len(plan.steps())
+
+    def run(steps: list[Step]) -> list[StepResult]:
+        """One Locust run of ``steps``; progress reported window by window."""
+        nonlocal expected
+        first = len(results)
+        expected = max(expected, first + len(steps))
         if on_step:
-            on_step(step, index, len(steps), None)
-        address = target.url if step.protocol.over_http else (target.grpc_url or "")
-        results.append(run_step(address, step, runtime_of(step.model, served), plan, out_dir))
-        if on_step:
-            on_step(step, index, len(steps), results[-1])
+            on_step(steps[0], first, expected, None)
+        try:
+            found = run_windows(target.url, target.grpc_url, steps, answering, plan, out_dir)
+        except WindowsError as err:
+            raise LoadTestError(str(err)) from err
+        for offset, (step, result) in enumerate(zip(steps, found, strict=True)):
+            if on_step:
+                on_step(step, first + offset, expected, result)
+        results.extend(found)
+        return found
+
+    for level in plan.concurrency:
+        _, stop = run_level(plan, level, run, on_check)
+        stops.append(stop)
     record = RunRecord(
         created_at=started.isoformat(timespec="seconds"),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -371,6 +266,7 @@ def run_plan(
         variants=served,
         steps=results,
         engine=served_engine(target.url) if served else None,
+        stops=stops,
     )
     record.save(out_dir)
     return record

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE_FIELDS = ("latency_ms", "ok", "correct", "queue_ms", "model_ms", "finished_at")
+# ``window``: the index of the scheduled window the request was sent in (0 without a
+# schedule), or -1 when it started in a window's settling time (not counted).
+SAMPLE_FIELDS = ("latency_ms", "ok", "correct", "queue_ms", "model_ms", "finished_at", "window")
 
 
 class Recorder:
@@ -32,7 +34,13 @@ class Recorder:
         self.record_from = self.window_start
 
     def add(
-        self, latency_ms: float, ok: bool, correct: bool, queue_ms: float, model_ms: float
+        self,
+        latency_ms: float,
+        ok: bool,
+        correct: bool,
+        queue_ms: float,
+        model_ms: float,
+        window: int = 0,
     ) -> None:
         """Record one finished request, unless it started during the warm-up."""
         now = time.time()
@@ -41,7 +49,7 @@ class Recorder:
         if self._cpu_mark is None:
             self._cpu_mark = time.process_time()
         for name, value in zip(
-            SAMPLE_FIELDS, (latency_ms, ok, correct, queue_ms, model_ms, now), strict=True
+            SAMPLE_FIELDS, (latency_ms, ok, correct, queue_ms, model_ms, now, window), strict=True
         ):
             self.columns[name].append(float(value))
 

@@ -26,6 +26,8 @@ from loadtests.results import (
 )
 
 if TYPE_CHECKING:
+    from loadtests.decision import Stop
+    from loadtests.sequential import Estimate
     from modelrepo.layout import ModelRepository
 
 # The demo's open-loop runs are as long as --min-requests needs (1,000 requests: 5 s at
@@ -65,6 +67,9 @@ class Listener(Protocol):
 
     def step(self, step: Step, index: int, total: int, result: StepResult | None) -> None:
         """A step starts (``result`` None) or has finished."""
+
+    def level_checked(self, level: int, estimates: list[Estimate], stop: Stop | None) -> None:
+        """The stopping rule looked at ``level``'s ratios; ``stop`` when the level is over."""
 
     def closed_loop_finished(self) -> None:
         """The closed-loop steps are over (also when they failed)."""
@@ -116,7 +121,9 @@ def run_load_test(
         if closed:
             listener.closed_loop_started(plan, target.url)
             try:
-                record = runner.run_plan(plan, out, target, server_args, listener.step)
+                record = runner.run_plan(
+                    plan, out, target, server_args, listener.step, listener.level_checked
+                )
             finally:
                 listener.closed_loop_finished()
         if sweep is not None:
@@ -167,8 +174,10 @@ def demo_plan(
     duration_s: int,
     repeats: int,
     mnist: str,
+    precision: float = 0.0,
+    budget_s: int = 0,
 ) -> LoadPlan:
-    """The demo's closed-loop plan: the variants on the runtimes, a short warm-up per step."""
+    """The demo's closed-loop plan: the variants on the runtimes, a short warm-up per run."""
     return LoadPlan(
         variants=variants,
         runtimes=runtimes,
@@ -177,4 +186,6 @@ def demo_plan(
         warmup_s=DEMO_WARMUP_S,
         repeats=repeats,
         mnist=mnist,
+        precision=precision,
+        budget_s=budget_s,
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtests import history
-from loadtests.analysis import DRIFT, Axis, Levels, RunComparison, Speedup, drift
+from loadtests.analysis import DRIFT, Levels, RunComparison, Speedup, drift
 from loadtests.claims import Claim
 from loadtests.results import OpenLoopRecord, Percentiles, RunRecord
 
@@ -147,39 +147,6 @@ def tables(
             ["claim", "reference", "measured", "verdict"],
             [[c.claim, c.reference, c.measured, c.verdict] for c in found],
         )
-    titles = {
-        Axis.VARIANT: "Speedup of " + ", ".join(plan.variants[1:]) + f" over "
-        f"{plan.variants[0]}, on each runtime (95% CI over repeats)",
-        Axis.RUNTIME: "Runtimes compared on the same variant, against "
-        f"{(plan.runtimes or ('-',))[0]} (95% CI over repeats)",
-        Axis.PROTOCOL: f"Protocols compared on the same model, against {plan.protocols[0]} "
-        "(95% CI over repeats)",
-    }
-    for kind, title in titles.items():
-        rows = [
-            [
-                str(s.concurrency),
-                str(s.candidate),
-                str(s.baseline),
-                str(s.throughput),
-                str(s.p50),
-                str(s.p99),
-                f"{s.p50_diff_ms:+.3f}",
-            ]
-            for s in items
-            if s.kind is kind
-        ]
-        if rows:
-            header = [
-                "clients",
-                "model",
-                "vs",
-                "throughput ratio",
-                "p50 speedup",
-                "p99 speedup",
-                "p50 diff (ms)",
-            ]
-            out[title] = (header, rows)
     if openloop is not None:
         out.update(openloop_tables(openloop))
     header = [

@@ -24,11 +24,11 @@ from loadtests.runner import (
     Target,
     parse_duration,
     run_plan,
-    summarize,
     target_service,
 )
 from loadtests.samples import Recorder
 from loadtests.stats import mean_interval
+from loadtests.windows import summarize
 from modelrepo.contract import PIXELS, SIDE
 from tests import helpers
 from tests.helpers import REPO, Server, run_record
@@ -181,21 +181,26 @@ def test_report_maths_match_numpy(tmp_path: Path) -> None:
         at_level = [st for st in record.steps if st.concurrency == s.concurrency]
         steps = {(st.model, st.repeat): st for st in at_level}
         candidate, baseline = str(s.candidate.model), str(s.baseline.model)
-        ratios = [
-            steps[(candidate, r)].throughput_rps / steps[(baseline, r)].throughput_rps
-            for r in range(3)
-        ]
-        half = stats.t.ppf(0.975, 2) * np.std(ratios, ddof=1) / math.sqrt(3)
-        assert s.throughput.mean == pytest.approx(np.mean(ratios))
-        assert (s.throughput.low, s.throughput.high) == pytest.approx(
-            (np.mean(ratios) - half, np.mean(ratios) + half)
+        # Paired window by window, averaged in log space: a geometric mean and a t-interval.
+        logs = np.log(
+            [
+                steps[(candidate, r)].throughput_rps / steps[(baseline, r)].throughput_rps
+                for r in range(3)
+            ]
         )
-        p50_ratios = [
-            np.percentile(samples[(baseline, s.concurrency, r)], 50)
-            / np.percentile(samples[(candidate, s.concurrency, r)], 50)
-            for r in range(3)
-        ]
-        assert s.p50.mean == pytest.approx(np.mean(p50_ratios))
+        half = stats.t.ppf(0.975, 2) * np.std(logs, ddof=1) / math.sqrt(3)
+        assert s.throughput.mean == pytest.approx(np.exp(np.mean(logs)))
+        assert (s.throughput.low, s.throughput.high) == pytest.approx(
+            (np.exp(np.mean(logs) - half), np.exp(np.mean(logs) + half))
+        )
+        p50_logs = np.log(
+            [
+                np.percentile(samples[(baseline, s.concurrency, r)], 50)
+                / np.percentile(samples[(candidate, s.concurrency, r)], 50)
+                for r in range(3)
+            ]
+        )
+        assert s.p50.mean == pytest.approx(np.exp(np.mean(p50_logs)))
         if s.kind is Axis.VARIANT:
             assert s.p50.low > 1.0  # depthwise was made ~20 % faster
     written = build_report(tmp_path)
@@ -212,10 +217,14 @@ def test_report_maths_match_numpy(tmp_path: Path) -> None:
             "tradeoff.png",
         )
     )
-    speed_lines = [line for line in verdict if not line.startswith("The run was noisy")]
-    assert len(speed_lines) == 8 and (tmp_path / "steps.csv").read_text().count("\n") == 25
+    # One row per comparison and level (2 variant pairs + 2 runtime pairs, at 2 levels).
+    _, rows = written.comparisons
+    assert len(rows) == 8 and (tmp_path / "steps.csv").read_text().count("\n") == 25
+    assert {row[-1] for row in rows} <= {"faster", "slower", "equivalent", "inconclusive"}
     text = report_md.read_text()
-    assert "on each runtime" in text and "Runtimes compared on the same variant" in text
+    assert "## The answer" in text and "## Comparisons" in text
+    assert written.answer is not None and str(written.answer.recommended).startswith("depthwise")
+    assert not [line for line in verdict if "noisy" not in line]
 
 
 def test_results_files_are_typed_and_refuse_what_they_cannot_read(tmp_path: Path) -> None:
@@ -328,7 +337,49 @@ def test_short_real_run_against_a_real_service(
     assert any(p != round(p) for p in p50s), "percentiles must keep sub-millisecond precision"
     assert RunRecord.load(tmp_path) == record  # the file round-trips to the same record
     written = build_report(tmp_path)
-    assert written.html.stat().st_size > 20_000 and len(written.verdict) == 8
+    assert written.html.stat().st_size > 20_000 and len(written.comparisons[1]) == 8
+    assert record.stops and all(stop.reason == "fixed windows" for stop in record.stops)
+
+
+@pytest.mark.slow
+def test_sequential_windows_against_a_real_service(
+    server: Server, tmp_path: Path, mnist_path: Path
+) -> None:
+    """The sequential plan for real: one Locust run drives both models in alternating
+    one-second windows (each window its own samples), the stopping rule decides when the
+    level ends, and the report opens with the answer."""
+    plan = LoadPlan(
+        runtimes=("onnx",),
+        concurrency=(4,),
+        duration_s=1,
+        warmup_s=1,
+        repeats=2,
+        mnist=str(mnist_path),
+        precision=0.3,
+        budget_s=45,
+    )
+    checks: list[object] = []
+    record = run_plan(
+        plan,
+        tmp_path,
+        Target(server.url, None, False),
+        on_check=lambda level, found, stop: checks.append(stop),
+    )
+    (stop,) = record.stops
+    assert stop.reason in ("precision reached", "budget spent") and checks[-1] == stop
+    assert stop.pairs >= 8 and len(record.steps) == 2 * stop.pairs  # MIN_PAIRS at least
+    order = [s.target.variant for s in record.steps[:4]]
+    assert order == ["original", "depthwise", "depthwise", "original"]
+    for step in record.steps:
+        assert step.requests > 20 and step.errors == 0 and step.window_s == pytest.approx(0.9)
+        assert (tmp_path / step.samples).is_file()
+    assert len({s.samples for s in record.steps}) == len(record.steps)
+    written = build_report(tmp_path)
+    assert written.answer is not None and "## The answer" in written.markdown.read_text()
+    (row,) = written.comparisons[1]
+    assert row[-1] in ("faster", "slower", "equivalent", "inconclusive") and row[-2] == str(
+        stop.pairs
+    )
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from loadtests import session
+from loadtests.decision import Stop
 from loadtests.results import (
     LoadPlan,
     OpenLoopRecord,
@@ -22,6 +23,7 @@ from loadtests.results import (
     StepResult,
 )
 from loadtests.runner import LoadTestError, Target
+from loadtests.sequential import Estimate
 from tests.helpers import run_record, step_result
 
 
@@ -39,6 +41,9 @@ class Recorder:
 
     def step(self, step: Step, index: int, total: int, result: StepResult | None) -> None:
         self.events.append(("step", (index, total, result is not None)))
+
+    def level_checked(self, level: int, estimates: list[Estimate], stop: Stop | None) -> None:
+        self.events.append(("checked", (level, stop is not None)))
 
     def closed_loop_finished(self) -> None:
         self.events.append(("closed done", None))
@@ -67,7 +72,9 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         started.append(url or "here")
         yield Target(url or "http://127.0.0.1:1", None, started_here=url is None)
 
-    def plan_run(plan: LoadPlan, out: Path, target: Target, server_args: Any, on_step: Any):
+    def plan_run(
+        plan: LoadPlan, out: Path, target: Target, server_args: Any, on_step: Any, on_check: Any
+    ) -> RunRecord:
         steps = []
         for index, step in enumerate(plan.steps()):
             on_step(step, index, len(plan.steps()), None)

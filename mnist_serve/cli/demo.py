@@ -13,15 +13,18 @@ from mnist_serve.cli.models import train_variants
 from mnist_serve.cli.options import (
     DEFAULT_MODELS_DIR,
     DEFAULT_SLO,
+    BudgetOption,
     DataOption,
     MinRequestsOption,
     ModelsOption,
+    PrecisionOption,
     SloOption,
     check_data_path,
     console,
     csv,
     default_out,
     parse_runtimes,
+    percent,
     seconds,
 )
 from training import catalog
@@ -34,7 +37,9 @@ def demo(
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
     concurrency: Annotated[str, typer.Option(help="Concurrent-client levels.")] = "1,8,32",
-    duration: Annotated[str, typer.Option(help="Measured time per step.")] = "4s",
+    duration: Annotated[
+        str, typer.Option(help="One measurement window; the models alternate window by window.")
+    ] = "1s",
     runtimes: Annotated[
         str | None,
         typer.Option(
@@ -43,7 +48,9 @@ def demo(
             show_default=False,
         ),
     ] = None,
-    repeats: Annotated[int, typer.Option(min=1, help="Repeats per level.")] = 3,
+    repeats: Annotated[int, typer.Option(min=2, help="Windows per model and level, at least.")] = 4,
+    precision: PrecisionOption = "5%",
+    budget: BudgetOption = "6m",
     rates: Annotated[
         str,
         typer.Option(
@@ -62,8 +69,9 @@ def demo(
 
     Both variants are compared on the SavedModel and on the fastest other runtime (the
     smallest batch-1 time the exports recorded for the depthwise model): closed loop (clients
-    that wait for each answer) at each --concurrency, then open loop (Poisson arrivals at
-    --rates) with the highest rate each model sustains within --slo.
+    that wait for each answer) at each --concurrency, in alternating one-second windows until
+    every comparison is decided within --precision or the --budget is spent, then open loop
+    (Poisson arrivals at --rates) with the highest rate each model sustains within --slo.
     """
     from loadtests import session
     from modelrepo.layout import ModelRepository
@@ -100,5 +108,7 @@ def demo(
         seconds(duration),
         repeats,
         str(data) if data else "",
+        percent(precision),
+        seconds(budget),
     )
     run_load_test(plan, out or default_out("demo"), None, models, sweep=sweep)

@@ -14,15 +14,18 @@ import typer
 from mnist_serve.cli.options import (
     DEFAULT_MODELS_DIR,
     DEFAULT_SLO,
+    BudgetOption,
     DataOption,
     MinRequestsOption,
     ModelsOption,
+    PrecisionOption,
     RatesOption,
     SloOption,
     check_data_path,
     csv,
     default_out,
     parse_runtimes,
+    percent,
     seconds,
 )
 from mnist_serve.cli.render import ConsoleListener, announce_report, load_test_failed
@@ -116,13 +119,24 @@ def loadtest(
     concurrency: Annotated[str, typer.Option(help="Comma-separated concurrent-client levels.")] = (
         "1,8,32,64"
     ),
-    duration: Annotated[str, typer.Option(help="Measured time per step (20s, 1m).")] = "20s",
+    duration: Annotated[
+        str, typer.Option(help="One measurement window (2s); models alternate window by window.")
+    ] = "2s",
     warmup: Annotated[
-        str, typer.Option(help="Unrecorded warm-up at the start of each step.")
-    ] = "3s",
+        str,
+        typer.Option(
+            help="Unrecorded warm-up at the start of each Locust run, shared by the models."
+        ),
+    ] = "2s",
     repeats: Annotated[
-        int, typer.Option(min=1, help="Repeats per level, in alternating order.")
-    ] = 3,
+        int,
+        typer.Option(
+            min=2,
+            help="Windows per model and level: at least these (exactly, with --precision off).",
+        ),
+    ] = 4,
+    precision: PrecisionOption = "5%",
+    budget: BudgetOption = "10m",
     mode: Annotated[str, typer.Option(help="Payloads: json (pixels) or png (uploads).")] = "json",
     processes: Annotated[
         int, typer.Option(min=1, help="Locust processes (its distributed mode) to spread the load.")
@@ -146,7 +160,9 @@ def loadtest(
 ) -> None:
     """Drive every variant x runtime with identical load; write a side-by-side report.
 
-    Closed loop (default): Locust users at each concurrency level. Open loop
+    Closed loop (default): Locust users at each concurrency level, the models in short
+    alternating windows until every comparison is decided within --precision or --budget
+    is spent. Open loop
     (--arrival poisson): requests at each --rates, then the highest rate meeting --slo per
     model, found by bisection; results in openloop.md and openloop.json.
     """
@@ -168,6 +184,8 @@ def loadtest(
             mode=mode,
             processes=processes,
             mnist=str(data) if data else "",
+            precision=percent(precision),
+            budget_s=seconds(budget),
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err

@@ -65,6 +65,37 @@ MinRequestsOption = Annotated[
         "a p99 over fewer than ~1,000 hangs on a handful of requests.",
     ),
 ]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        help="Closed loop: measure each level in short windows until the 95% interval of every "
+        "comparison (candidate over baseline throughput, paired window by window) is within "
+        "±this and decided: faster, slower or equivalent (TOST). 'off': exactly --repeats "
+        "windows."
+    ),
+]
+BudgetOption = Annotated[
+    str,
+    typer.Option(
+        help="Closed loop: the time budget with --precision, shared by the levels (20s, 5m); "
+        "when it is spent, an undecided comparison is reported inconclusive, with the time "
+        "that would decide it."
+    ),
+]
+
+
+def percent(text: str) -> float:
+    """'5%', '0.05' or 'off' -> 0.05, 0.05, 0.0; BadParameter otherwise."""
+    cleaned = text.strip().lower()
+    if cleaned in ("off", "none", "0", "0%"):
+        return 0.0
+    try:
+        value = float(cleaned[:-1]) / 100 if cleaned.endswith("%") else float(cleaned)
+    except ValueError as err:
+        raise typer.BadParameter(f"{text!r} is not a precision such as 5% or off") from err
+    if not 0 < value < 1:
+        raise typer.BadParameter(f"precision {text!r} must be between 0% and 100%")
+    return value
 
 
 def check_variants(names: list[str] | None) -> list[str]:

@@ -21,8 +21,10 @@ from mnist_serve.cli.options import console
 
 if TYPE_CHECKING:
     from loadtests.analysis import RunComparison
+    from loadtests.decision import Stop
     from loadtests.history import Change
     from loadtests.results import LoadPlan, OpenLoopRecord, RatePoint, Step, StepResult
+    from loadtests.sequential import Estimate
     from loadtests.session import Sweep
     from loadtests.stats import Interval
 
@@ -39,17 +41,39 @@ def announce_report(folder: Path) -> None:
         console.print(f"[red]cannot report on {folder}:[/] {err}")
         raise typer.Exit(1) from err
     console.print(f"Report: {written.html}  (also {written.markdown})")
-    if written.bottom_line:
+    if written.answer is not None:
+        found = written.answer
+        console.print(f"[bold]Deploy {found.recommended}[/]: {found.why}.")
+        for name, text in (("Effect", found.effect), ("Cost in accuracy", found.cost)):
+            if text:
+                console.print(f"  [bold]{name}:[/] {text.replace('**', '')}")
+        if found.changes:
+            console.print("  [bold]What would change the answer:[/]")
+            for change in found.changes:
+                console.print(f"    - {change}")
+    elif written.bottom_line:
         console.print(f"[bold]{written.bottom_line}[/]")
-    if written.claims:
-        table = Table(title="The seed study's claims against this run")
-        for column in ("claim", "reference", "measured", "verdict"):
-            table.add_column(column)
-        colours = {Verdict.HOLDS: "green", Verdict.DOES_NOT: "red"}
-        for c in written.claims:
-            colour = colours.get(c.verdict, "yellow")
-            table.add_row(c.claim, c.reference, c.measured, f"[{colour}]{c.verdict}[/]")
+    header, rows = written.comparisons
+    if rows:
+        table = Table(title="Comparisons: throughput, candidate over baseline (>1 = faster)")
+        keep = [0, 1, 2, 3, 4, 8]  # p50, p99 and pairs are in the report
+        for index in keep:
+            table.add_column(header[index])
+        colours = {"faster": "green", "slower": "red", "equivalent": "cyan"}
+        for row in rows:
+            colour = colours.get(row[8], "yellow")
+            table.add_row(*[row[i] for i in keep[:-1]], f"[{colour}]{row[8]}[/]")
         console.print(table)
+    if written.claims:
+        from loadtests.claims import Kind
+
+        colours = {Verdict.HOLDS: "green", Verdict.DOES_NOT: "red"}
+        shown = [
+            f"{c.claim.split(' (')[0]} [{colours.get(c.verdict, 'yellow')}]{c.verdict}[/]"
+            for c in written.claims
+            if c.kind not in (Kind.THROUGHPUT, Kind.RATE)  # those are the comparisons above
+        ]
+        console.print("The seed study's other claims: " + "; ".join(shown) + " (report: all)")
     for line in written.verdict:
         console.print(f"  • {line}")
 
@@ -58,10 +82,10 @@ class ConsoleListener:
     """A load-test session's progress on the console: a bar over the closed-loop steps with a
     line per step, a line per open-loop run (a :class:`loadtests.session.Listener`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool = False) -> None:
         self.progress: Progress | None = None
         self.task: TaskID | None = None
-        self.repeats = 1
+        self.verbose = verbose  # a line per window, not only per check
 
     def service_starting(self, models: Path) -> None:
         """Say a service is being started."""
@@ -69,9 +93,17 @@ class ConsoleListener:
 
     def closed_loop_started(self, plan: LoadPlan, url: str) -> None:
         """Announce the plan and start the progress bar."""
+        windows = f"{plan.repeats} windows of {plan.duration_s} s per model and level"
+        if plan.precision > 0:
+            budget = f", budget {plan.budget_s / 60:.1f} min" if plan.budget_s else ""
+            windows = (
+                f"at least {windows}, more until each ratio is within ±{plan.precision:.0%}{budget}"
+            )
+        else:
+            windows += f", about {plan.seconds / 60:.1f} min"
         console.print(
             f"Load test of {', '.join(plan.models())} over {', '.join(plan.protocols)} "
-            f"at {url}: {len(plan.steps())} steps, about {plan.seconds / 60:.1f} min"
+            f"at {url}: {windows}"
         )
         columns = (
             TextColumn("{task.description}"),
@@ -79,7 +111,6 @@ class ConsoleListener:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
-        self.repeats = plan.repeats
         self.progress = Progress(*columns, console=console)
         self.progress.start()
         self.task = self.progress.add_task("starting", total=len(plan.steps()))
@@ -91,18 +122,42 @@ class ConsoleListener:
         if result is None:
             self.progress.update(
                 self.task,
-                description=f"{step.target} @ {step.concurrency} clients, "
-                f"repeat {step.repeat + 1}/{self.repeats}",
+                total=total,
+                description=f"{step.concurrency} clients, windows from {step.repeat + 1}",
             )
             return
-        self.progress.advance(self.task)
-        p = result.latency_ms
-        self.progress.console.print(
-            f"{step.target!s:>20} c={step.concurrency:<3} r{step.repeat + 1}: "
-            f"{result.throughput_rps:8.1f} req/s  p50 {p.p50:.3f} ms  p99 {p.p99:.3f} ms  "
-            f"errors {result.errors}  accuracy {result.accuracy:.2%}"
-            + "".join(f"  [yellow]{w}[/]" for w in result.warnings)
-        )
+        self.progress.update(self.task, total=total, completed=index + 1)
+        if self.verbose or result.errors or result.warnings:
+            p = result.latency_ms
+            self.progress.console.print(
+                f"{step.target!s:>20} c={step.concurrency:<3} w{step.repeat + 1}: "
+                f"{result.throughput_rps:8.1f} req/s  p50 {p.p50:.3f} ms  p99 {p.p99:.3f} ms  "
+                f"errors {result.errors}  accuracy {result.accuracy:.2%}"
+                + "".join(f"  [yellow]{w}[/]" for w in result.warnings)
+            )
+
+    def level_checked(self, level: int, estimates: list[Estimate], stop: Stop | None) -> None:
+        """A line per headline ratio after each Locust run, and how the level ended."""
+        if self.progress is None:
+            return
+        out = self.progress.console
+        for e in estimates:
+            t = e.throughput
+            width = f" ±{t.half_width:.1%}" if t.half_width == t.half_width else ""
+            out.print(
+                f"  c={level:<3} {e.candidate} vs {e.baseline}: {t}{width} after {t.n} "
+                f"window pairs: [bold]{e.decision}[/]"
+            )
+        if stop is not None:
+            extra = (
+                f"; about {stop.needed_pairs} pairs would settle it"
+                if stop.needed_pairs and not stop.settled
+                else ""
+            )
+            out.print(
+                f"  c={level}: {stop.reason} after {stop.pairs} windows per model "
+                f"({stop.seconds:.0f} s){extra}"
+            )
 
     def closed_loop_finished(self) -> None:
         """Stop the bar."""
