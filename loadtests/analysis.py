@@ -49,6 +49,7 @@ class Level:
     queue_ms: float
     model_ms: float
     generator_busy: float
+    failed: int = 0  # repeats without a single successful request
 
     @property
     def percentiles(self) -> Percentiles:
@@ -83,6 +84,7 @@ def load_levels(out_dir: Path) -> tuple[RunRecord, Levels]:
         level.queue_ms += (step.server_queue_ms_p50 - level.queue_ms) / n
         level.model_ms += (step.server_model_ms_p50 - level.model_ms) / n
         level.generator_busy = max(level.generator_busy, step.generator_busy)
+        level.failed += step.failed
     return record, levels
 
 
@@ -149,6 +151,8 @@ def speedups(record: RunRecord, levels: Levels) -> list[Speedup]:
     for kind, baseline, candidate in comparisons(record.plan):
         for level in record.plan.concurrency:
             a, b = levels[(baseline, level)], levels[(candidate, level)]
+            if a.failed or b.failed:
+                continue  # no ratio with a failed step: the report lists it as failed
             out.append(
                 Speedup(
                     kind,

@@ -25,19 +25,23 @@ from typing import assert_never
 
 import httpx
 import numpy as np
+from pydantic import TypeAdapter
 
 from loadtests.procs import run_server
-from loadtests.protocols import Protocol
+from loadtests.protocols import Protocol, status_label
 from loadtests.results import (
+    Failure,
     LoadPlan,
     Machine,
     Percentiles,
+    ProtocolLayout,
     RunRecord,
     ServedEngine,
     ServedVariant,
     Step,
     StepResult,
 )
+from loadtests.shaping import LayoutError, TensorLayout, fetch_layout
 from modelrepo.layout import ModelName
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -77,8 +81,6 @@ def summarize(
             f"load generator at {busy:.0%} of a core per process: it may be the bottleneck "
             "(try --processes 2)"
         )
-    if len(good) == 0:
-        warnings.append("no successful requests")
     return StepResult(
         model=step.model,
         variant=ModelName.parse(step.model).variant,
@@ -100,7 +102,26 @@ def summarize(
         generator_busy=round(busy, 3),
         samples=path,
         warnings=warnings,
+        failures=failures(step.protocol, samples),
     )
+
+
+def failures(protocol: Protocol, samples: dict[str, np.ndarray]) -> list[Failure]:
+    """The failed requests by status, most frequent first, with the server's first message."""
+    failed = samples["status"][~samples["ok"].astype(bool)] if "status" in samples else []
+    codes, counts = np.unique(np.asarray(failed, dtype=np.int64), return_counts=True)
+    messages = dict(
+        zip(
+            samples.get("error_status", np.empty(0)).tolist(),
+            samples.get("error_message", np.empty(0)).tolist(),
+            strict=True,
+        )
+    )
+    found = [
+        Failure(status_label(protocol, int(code)), int(count), str(messages.get(int(code), "")))
+        for code, count in zip(codes, counts, strict=True)
+    ]
+    return sorted(found, key=lambda f: -f.count)
 
 
 def known_median(values: np.ndarray) -> float:
@@ -109,8 +130,11 @@ def known_median(values: np.ndarray) -> float:
     return float(np.median(known)) if len(known) else math.nan
 
 
-def locust_command(url: str, step: Step, plan: LoadPlan, samples: Path) -> list[str]:
-    """The headless Locust invocation for one step (``url``: gRPC address for kserve-grpc)."""
+def locust_command(
+    url: str, step: Step, plan: LoadPlan, samples: Path, layout: TensorLayout | None = None
+) -> list[str]:
+    """The headless Locust invocation for one step (``url``: gRPC address for kserve-grpc),
+    its tensors shaped by ``layout`` (read from the model's metadata)."""
     grpc = step.protocol is Protocol.KSERVE_GRPC
     command = [
         sys.executable,
@@ -150,10 +174,19 @@ def locust_command(url: str, step: Step, plan: LoadPlan, samples: Path) -> list[
         command += ["--mnist", plan.mnist]
     if plan.processes > 1:
         command += ["--processes", str(plan.processes)]
+    if layout is not None:
+        command += ["--layout", TypeAdapter(TensorLayout).dump_json(layout).decode()]
     return command
 
 
-def run_step(url: str, step: Step, runtime: str, plan: LoadPlan, out_dir: Path) -> StepResult:
+def run_step(
+    url: str,
+    step: Step,
+    runtime: str,
+    plan: LoadPlan,
+    out_dir: Path,
+    layout: TensorLayout | None = None,
+) -> StepResult:
     """One Locust run, bounded in time; its exact samples summarized."""
     samples_path = out_dir / "samples" / f"{step.key}.npz"
     samples_path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +194,8 @@ def run_step(url: str, step: Step, runtime: str, plan: LoadPlan, out_dir: Path) 
     limit = plan.warmup_s + plan.duration_s + 60
     try:
         done = subprocess.run(
-            locust_command(url, step, plan, samples_path.resolve()),  # Locust runs in the repo
+            # Locust runs in the repository: the samples' path is absolute.
+            locust_command(url, step, plan, samples_path.resolve(), layout),
             capture_output=True,
             text=True,
             timeout=limit,
@@ -209,8 +243,9 @@ def wait_for_mnist_serve(url: str, wait_s: float) -> list[ServedVariant] | None:
                 f"cannot reach {url} ({type(err).__name__}: {err}); is the service running? "
                 "Leave out --url to let the load test start one."
             ) from err
-        if ready.status_code == 404:
-            return None  # not mnist-serve: checked per protocol instead
+        if ready.status_code not in (200, 503):
+            # Not mnist-serve (TF Serving answers 404, Triton 400): checked per protocol instead.
+            return None
         if ready.status_code == 200:
             break
         if time.monotonic() > deadline:
@@ -221,7 +256,10 @@ def wait_for_mnist_serve(url: str, wait_s: float) -> list[ServedVariant] | None:
 
 def served_engine(url: str) -> ServedEngine | None:
     """mnist-serve's engine and worker count (None from a version without ``/engine``)."""
-    answer = httpx.get(f"{url}/engine", timeout=10)
+    try:
+        answer = httpx.get(f"{url}/engine", timeout=10)
+    except httpx.HTTPError:
+        return None
     if answer.status_code != 200:
         return None
     info = answer.json()
@@ -268,6 +306,23 @@ def model_answers(protocol: Protocol, url: str, grpc_url: str | None, model: str
                 assert_never(protocol)
     except Exception as err:  # any failure to get a status means: not ready
         raise LoadTestError(f"{model} over {protocol}: {type(err).__name__}: {err}") from err
+
+
+def read_layouts(
+    url: str, grpc_url: str | None, plan: LoadPlan
+) -> dict[tuple[str, Protocol], TensorLayout]:
+    """Per (model, tensor protocol) of the plan, how to shape a digit, from the model's metadata
+    read through that protocol; LoadTestError naming the first model that cannot take one."""
+    layouts: dict[tuple[str, Protocol], TensorLayout] = {}
+    for protocol in plan.protocols:
+        if protocol is Protocol.NATIVE:
+            continue  # /predict takes pixels or pictures, not tensors
+        for model in plan.models():
+            try:
+                layouts[(model, protocol)] = fetch_layout(protocol, url, grpc_url, model)
+            except LayoutError as err:
+                raise LoadTestError(f"{err} (over {protocol})") from err
+    return layouts
 
 
 def runtime_of(model: str, served: list[ServedVariant]) -> str:
@@ -349,6 +404,7 @@ def run_plan(
     ``server_args`` are recorded as the options of a service started here."""
     out_dir.mkdir(parents=True, exist_ok=True)
     served = check_target(target.url, plan, target.grpc_url)
+    layouts = read_layouts(target.url, target.grpc_url, plan)
     steps = plan.steps()
     results: list[StepResult] = []
     started = datetime.now(UTC)
@@ -356,7 +412,9 @@ def run_plan(
         if on_step:
             on_step(step, index, len(steps), None)
         address = target.url if step.protocol.over_http else (target.grpc_url or "")
-        results.append(run_step(address, step, runtime_of(step.model, served), plan, out_dir))
+        layout = layouts.get((step.model, step.protocol))
+        runtime = runtime_of(step.model, served)
+        results.append(run_step(address, step, runtime, plan, out_dir, layout))
         if on_step:
             on_step(step, index, len(steps), results[-1])
     record = RunRecord(
@@ -371,6 +429,7 @@ def run_plan(
         variants=served,
         steps=results,
         engine=served_engine(target.url) if served else None,
+        layouts=[ProtocolLayout(protocol, layout) for (_, protocol), layout in layouts.items()],
     )
     record.save(out_dir)
     return record
