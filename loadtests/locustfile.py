@@ -9,7 +9,12 @@ Usable on its own, web UI included, against ours or any server speaking the prot
 
 Options of its own (also in ``locust --help``): ``--variant`` (or a model name such as
 ``depthwise@onnx``), ``--protocol``, ``--mode json|png`` (png: native only), ``--mnist``
-(default ``$MNIST_DATA``), ``--warmup`` seconds to discard, ``--samples-out`` file.
+(default ``$MNIST_DATA``), ``--warmup`` seconds to discard, ``--samples-out`` file, ``--layout``
+(how to shape the tensors: the load-test runner reads it from the model's metadata once and
+passes it; run on its own, the Locust file reads the metadata itself, see loadtests/shaping.py).
+
+Every request is recorded with its status (HTTP status, 0 when no answer came; gRPC code) and,
+for a failed one, the server's message (the first per status is kept).
 
 Locust's statistics round response times over 2 ms to whole milliseconds, so a 0.9 ms and a 1.4 ms
 median would both read "1 ms". Every request's exact time is therefore also kept here, from

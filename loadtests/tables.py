@@ -241,7 +241,7 @@ def tables(
                     f"{np.mean(lv.throughput):,.0f}",
                     *(latency if len(lv.latency) else ["failed"] * len(latency)),
                     f"{lv.errors}/{lv.requests}",
-                    f"{lv.accuracy:.2%}",
+                    f"{lv.accuracy:.2%}" if len(lv.latency) else "-",
                     _percent(served.test_accuracy if served else None),
                     f"{lv.generator_busy:.0%}",
                 ]

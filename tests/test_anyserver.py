@@ -240,27 +240,37 @@ def test_every_failed_request_is_an_error_with_its_status() -> None:
 
 
 def test_a_failed_step_is_reported_and_stored(tmp_path: Path) -> None:
-    """No successful request: the report says so with the status and message; the history
-    stores the step (its latency as infinity, not a NULL that breaks the table)."""
-    plan = LoadPlan(variants=("m",), protocols=(Protocol.KSERVE_HTTP,), concurrency=(1,), repeats=1)
-    (step,) = plan.steps()
+    """No successful request for one model, all for the other: the report says which failed,
+    with the status and message, and compares nothing with it; the history stores the step
+    (its latency as infinity, not a NULL that breaks the table)."""
+    plan = LoadPlan(
+        variants=("fine", "m"), protocols=(Protocol.KSERVE_HTTP,), concurrency=(1,), repeats=1
+    )
     folder = tmp_path / "run"
     (folder / "samples").mkdir(parents=True)
-    samples = failed_samples(30, 400, "unexpected shape for input 'image'")
-    np.savez(folder / "samples" / "s.npz", **samples)  # type: ignore[arg-type]
-    result = summarize(step, "default", samples, 1, "samples/s.npz")
-    record = run_record(plan, steps=[result])
+    results = []
+    for step in plan.steps():
+        samples = failed_samples(30, 400, "unexpected shape for input 'image'")
+        if step.model == "fine":
+            samples["ok"][:] = samples["correct"][:] = 1
+            samples["status"][:] = 200
+        np.savez(folder / "samples" / f"{step.key}.npz", **samples)  # type: ignore[arg-type]
+        results.append(summarize(step, "default", samples, 1, f"samples/{step.key}.npz"))
+    record = run_record(plan, steps=results)
     record.save(folder)
     written = build_report(folder)
     text = written.markdown.read_text()
     assert "FAILED: m at 1 client(s), repeat 1: no successful request (30 of 30 failed" in text
     assert "HTTP 400" in text and "unexpected shape for input 'image'" in text
+    assert "| 1 | fine | 15 |" in text and "Speedup" not in text  # nothing against a failure
     assert written.html.is_file() and "FAILED" in written.html.read_text()
     path = tmp_path / "history.sqlite"
     history.store(path, folder, plan, record)
     with sqlite3.connect(path) as db:
-        row = db.execute("SELECT p50_ms, errors, requests, throughput_rps FROM steps").fetchone()
-    assert row == (math.inf, 30, 30, 0.0)
+        rows = db.execute(
+            "SELECT variant, p50_ms, errors, requests, throughput_rps FROM steps ORDER BY variant"
+        ).fetchall()
+    assert rows[1] == ("m", math.inf, 30, 30, 0.0) and rows[0][1] == 0.5
 
 
 @pytest.fixture(scope="module")
