@@ -13,8 +13,6 @@ Rendering (tables, plots, text files) is elsewhere: :mod:`loadtests.report`,
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import product
@@ -51,6 +49,7 @@ class Level:
     queue_ms: float
     model_ms: float
     generator_busy: float
+    failed: int = 0  # repeats without a single successful request
 
     @property
     def percentiles(self) -> Percentiles:
@@ -85,6 +84,7 @@ def load_levels(out_dir: Path) -> tuple[RunRecord, Levels]:
         level.queue_ms += (step.server_queue_ms_p50 - level.queue_ms) / n
         level.model_ms += (step.server_model_ms_p50 - level.model_ms) / n
         level.generator_busy = max(level.generator_busy, step.generator_busy)
+        level.failed += step.failed
     return record, levels
 
 
@@ -153,6 +153,8 @@ def speedups(record: RunRecord, levels: Levels) -> list[Speedup]:
     for kind, baseline, candidate in comparisons(record.plan):
         for level in record.plan.concurrency:
             a, b = levels[(baseline, level)], levels[(candidate, level)]
+            if a.failed or b.failed:
+                continue  # no ratio with a failed step: the report lists it as failed
             out.append(
                 Speedup(
                     kind,
@@ -166,33 +168,6 @@ def speedups(record: RunRecord, levels: Levels) -> list[Speedup]:
                 )
             )
     return out
-
-
-def verdict(items: Sequence[Speedup]) -> list[str]:
-    """Plain sentences: where the candidate is faster, slower, or not distinguishable."""
-    lines = []
-    for s in items:
-        clients = f"{s.concurrency} client{'s' if s.concurrency > 1 else ''}"
-        t = s.throughput
-        if t.excludes(1.0):
-            word = "more" if t.mean > 1 else "fewer"
-            lines.append(
-                f"At {clients}, {s.candidate} serves {t.mean:.2f}x the requests/s of {s.baseline} "
-                f"({word}; 95% CI {t.low:.2f}-{t.high:.2f}), median latency "
-                f"{s.p50_diff_ms:+.2f} ms."
-            )
-        elif math.isnan(t.low):
-            lines.append(
-                f"At {clients}, {s.candidate} serves {t.mean:.2f}x the requests/s of {s.baseline} "
-                "(one repeat: no interval, so no claim)."
-            )
-        else:
-            lines.append(
-                f"At {clients}, {s.candidate} vs {s.baseline}: the difference ({t.mean:.2f}x "
-                f"requests/s, median {s.p50_diff_ms:+.2f} ms) is within run-to-run noise "
-                f"(95% CI {t.low:.2f}-{t.high:.2f} includes 1)."
-            )
-    return lines
 
 
 class Drift(NamedTuple):

@@ -169,7 +169,9 @@ def store(
 
 
 def step_row(run_id: int, s: StepResult) -> tuple[object, ...]:
-    """One step as a row of the ``steps`` table."""
+    """One step as a row of the ``steps`` table. A step without a successful request has no
+    latency (NaN, which SQLite would store as NULL): its p50 and p99 are stored as infinity,
+    as the open loop counts a failed request, with throughput 0 and errors == requests."""
     t = s.target
     return (
         run_id,
@@ -180,11 +182,15 @@ def step_row(run_id: int, s: StepResult) -> tuple[object, ...]:
         s.concurrency,
         s.repeat,
         s.throughput_rps,
-        s.latency_ms.p50,
-        s.latency_ms.p99,
+        _latency(s.latency_ms.p50),
+        _latency(s.latency_ms.p99),
         s.errors,
         s.requests,
     )
+
+
+def _latency(value: float) -> float:
+    return math.inf if math.isnan(value) else value
 
 
 def _finite(value: float) -> float | None:

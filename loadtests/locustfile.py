@@ -9,7 +9,12 @@ Usable on its own, web UI included, against ours or any server speaking the prot
 
 Options of its own (also in ``locust --help``): ``--variant`` (or a model name such as
 ``depthwise@onnx``), ``--protocol``, ``--mode json|png`` (png: native only), ``--mnist``
-(default ``$MNIST_DATA``), ``--warmup`` seconds to discard, ``--samples-out`` file.
+(default ``$MNIST_DATA``), ``--warmup`` seconds to discard, ``--samples-out`` file, ``--layout``
+(how to shape the tensors: the load-test runner reads it from the model's metadata once and
+passes it; run on its own, the Locust file reads the metadata itself, see loadtests/shaping.py).
+
+Every request is recorded with its status (HTTP status, 0 when no answer came; gRPC code) and,
+for a failed one, the server's message (the first per status is kept).
 
 ``mnist-serve loadtest`` drives several targets in one run instead: ``--schedule FILE`` (a
 :class:`loadtests.schedule.Schedule`) switches every user from target to target window by
@@ -27,6 +32,7 @@ workers send theirs to the master.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -42,6 +48,7 @@ from locust import FastHttpUser, User, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import WorkerRunner
+from pydantic import TypeAdapter
 
 from loadtests.protocols import (
     HEADER_LENGTH,
@@ -49,11 +56,13 @@ from loadtests.protocols import (
     AnswerError,
     Protocol,
     decode,
+    decode_grpc,
     encode,
+    error_message,
 )
 from loadtests.samples import Recorder
-from loadtests.schedule import Schedule
-from modelrepo.contract import CLASSES, INPUT_NAME, INPUT_SHAPE
+from loadtests.schedule import Schedule, Slot
+from loadtests.shaping import LayoutError, TensorLayout, fetch_layout
 
 # gRPC must cooperate with gevent, whose greenlets run Locust's users.
 grpc_gevent.init_gevent()
@@ -93,6 +102,12 @@ def add_options(parser: Any) -> None:
     )
     parser.add_argument("--samples-out", default="", help="Write exact per-request samples here.")
     parser.add_argument(
+        "--layout",
+        default="",
+        help="How to shape the tensor protocols' digits (JSON of loadtests.shaping.TensorLayout). "
+        "Default: read from the model's metadata on the --host.",
+    )
+    parser.add_argument(
         "--schedule",
         default="",
         help="A window schedule (JSON, written by mnist-serve loadtest): drive its targets in "
@@ -113,28 +128,54 @@ IDLE_S = 0.05
 class Payloads:
     """Pre-encoded requests for real MNIST test digits in one protocol, with their labels."""
 
-    def __init__(self, mnist_path: str, protocol: Protocol, mode: str, model: str) -> None:
+    def __init__(
+        self, mnist_path: str, protocol: Protocol, mode: str, model: str, layout: TensorLayout
+    ) -> None:
         from training.data import load_mnist
 
         data = load_mnist(mnist_path or None)
         rng = np.random.default_rng(0)  # the same digits, in the same order, in every protocol
         picks = rng.choice(len(data.x_test), size=PAYLOADS, replace=False)
+        self.layout = layout
         self.labels = [int(data.y_test[i]) for i in picks]
-        self.requests = [encode(protocol, mode, model, data.x_test[i]) for i in picks]
+        self.requests = [encode(protocol, mode, model, data.x_test[i], layout) for i in picks]
 
 
-PAYLOAD_CACHE: dict[tuple[str, Protocol, str, str], Payloads] = {}
+PAYLOAD_CACHE: dict[tuple[str, Protocol, str, str, TensorLayout], Payloads] = {}
+
+
+def layout_for(environment: Environment, protocol: Protocol, model: str) -> TensorLayout:
+    """The --layout given (the load-test runner reads it once for all steps), else the one the
+    model's metadata on --host says (Locust run on its own), else ours (native)."""
+    options = environment.parsed_options
+    if options and options.layout:
+        return TypeAdapter(TensorLayout).validate_json(options.layout)
+    if protocol is Protocol.NATIVE:
+        return TensorLayout.ours(model)
+    host = environment.host or ""
+    grpc_target = host.removeprefix("grpc://").removeprefix("http://")
+    return fetch_layout(protocol, host, grpc_target, model)
 
 
 def payloads_for(environment: Environment) -> tuple[Payloads, Protocol]:
     """This process's payloads (encoded once) and the protocol, from the command line."""
     options = environment.parsed_options
     protocol = Protocol(options.protocol) if options else Protocol.NATIVE
+    model = options.variant if options else "depthwise"
+    try:
+        layout = layout_for(environment, protocol, model)
+    except LayoutError as err:
+        logging.error("%s", err)
+        environment.process_exit_code = 1
+        if environment.runner is not None:
+            environment.runner.quit()
+        raise StopUser() from err
     key = (
         options.mnist if options else "",
         protocol,
         options.mode if options else "json",
-        options.variant if options else "depthwise",
+        model,
+        layout,
     )
     if key not in PAYLOAD_CACHE:
         PAYLOAD_CACHE[key] = Payloads(*key)
@@ -161,10 +202,26 @@ def pick(environment: Environment, over_http: bool) -> tuple[Payloads, Protocol,
     if slot is None or Protocol(slot.protocol).over_http != over_http:
         gevent.sleep(min(IDLE_S, schedule.next_switch(elapsed)))
         return None
-    key = (options.mnist, Protocol(slot.protocol), options.mode, slot.model)
-    if key not in PAYLOAD_CACHE:
-        PAYLOAD_CACHE[key] = Payloads(*key)
-    return PAYLOAD_CACHE[key], key[1], window if counted else -1
+    payloads = slot_payloads(environment, slot)
+    return payloads, Protocol(slot.protocol), window if counted else -1
+
+
+SLOT_PAYLOADS: dict[Slot, Payloads] = {}
+
+
+def slot_payloads(environment: Environment, slot: Slot) -> Payloads:
+    """A schedule slot's payloads, encoded once, shaped by the layout the runner read."""
+    if slot not in SLOT_PAYLOADS:
+        options = environment.parsed_options
+        protocol = Protocol(slot.protocol)
+        layout = (
+            TypeAdapter(TensorLayout).validate_json(slot.layout)
+            if slot.layout
+            else TensorLayout.ours(slot.model)
+        )
+        mnist, mode = (options.mnist, options.mode) if options else ("", "json")
+        SLOT_PAYLOADS[slot] = Payloads(mnist, protocol, mode, slot.model, layout)
+    return SLOT_PAYLOADS[slot]
 
 
 @events.test_start.add_listener
@@ -232,16 +289,20 @@ class MnistUser(FastHttpUser):
             catch_response=True,
         ) as response:
             latency_ms = (time.perf_counter() - started) * 1000
-            ok, correct, timing = False, False, {}
-            if response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}")
+            ok, correct, timing, error = False, False, {}, ""
+            status = response.status_code or 0  # 0: no answer (the connection failed)
+            if status != 200:
+                said = response.content if status else str(response.error or "")
+                error = error_message(said)
+                response.failure(f"HTTP {status}: {error}" if status else f"no answer: {error}")
             else:
                 try:
                     header = response.headers.get(HEADER_LENGTH)
-                    row = decode(protocol, response.content or b"", header)
+                    row = decode(protocol, response.content or b"", header, payloads.layout)
                     ok, correct = True, int(row.argmax()) == payloads.labels[i]
                 except AnswerError as err:
-                    response.failure(str(err))
+                    error = str(err)
+                    response.failure(error)
                 timing = dict(SERVER_TIMING.findall(response.headers.get("server-timing", "")))
             RECORDER.add(
                 latency_ms,
@@ -249,6 +310,8 @@ class MnistUser(FastHttpUser):
                 correct,
                 float(timing.get("queue", "nan")),
                 float(timing.get("model", "nan")),
+                status,
+                error,
                 window,
             )
 
@@ -289,27 +352,30 @@ class MnistGrpcUser(User):
         i = self.next_index
         self.next_index = (i + 1) % PAYLOADS
         request = payloads.requests[i]
+        layout = payloads.layout
         call = pb.ModelInferRequest(
             model_name=request.path,
             inputs=[
                 pb.ModelInferRequest.InferInputTensor(
-                    name=INPUT_NAME, datatype="FP32", shape=[1, *INPUT_SHAPE]
+                    name=layout.input, datatype=layout.datatype, shape=list(layout.shape)
                 )
             ],
+            outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name=layout.output)],
             raw_input_contents=[request.body],
         )
         started = time.perf_counter()
         error: Exception | None = None
         ok = correct = False
+        status, message = 0, ""  # gRPC OK
         try:
             answer = self.stub.ModelInfer(call, timeout=30)
-            row = np.frombuffer(answer.raw_output_contents[0], dtype="<f4")
-            ok = row.shape == (CLASSES,)
-            correct = ok and int(row.argmax()) == payloads.labels[i]
-            if not ok:
-                error = AnswerError(f"answer holds {row.size} values, not {CLASSES}")
-        except (grpc.RpcError, IndexError) as err:
+            row = decode_grpc(answer, layout)
+            ok, correct = True, int(row.argmax()) == payloads.labels[i]
+        except grpc.RpcError as err:
             error = err
+            status, message = err.code().value[0], error_message(err.details())
+        except (AnswerError, ValueError) as err:
+            error, message = err, str(err)
         latency_ms = (time.perf_counter() - started) * 1000
         self.environment.events.request.fire(
             request_type="grpc",
@@ -319,7 +385,7 @@ class MnistGrpcUser(User):
             exception=error,
             context={},
         )
-        RECORDER.add(latency_ms, ok, correct, float("nan"), float("nan"), window)
+        RECORDER.add(latency_ms, ok, correct, float("nan"), float("nan"), status, message, window)
 
 
 __all__ = ["RECORDER", "MnistGrpcUser", "MnistUser"]

@@ -41,8 +41,10 @@ def plots(
         return float(getattr(levels[(v, c)].percentiles, q))
 
     colours = {v: f"C{i}" for i, v in enumerate(models)}
+    # Targets with a latency at some level (a failed step has none: it is not drawn).
+    measured = [v for v in models if any(len(levels[(v, c)].latency) for c in conc)]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for v in models:
+    for v in measured:
         for q, style in (("p50", "-o"), ("p99", "--s")):
             values = [latency(v, c, q) for c in conc]
             ax.plot(conc, values, style, color=colours[v], label=f"{v} {q}")
@@ -54,9 +56,12 @@ def plots(
         title="Latency percentiles vs concurrency",
     )
     ax.set_xticks(conc, [str(c) for c in conc])
-    ax.legend()
     ax.grid(True, which="both", alpha=0.3)
-    files["Latency percentiles vs concurrency"] = _save(fig, folder / "latency.png")
+    if measured:
+        ax.legend()
+        files["Latency percentiles vs concurrency"] = _save(fig, folder / "latency.png")
+    else:
+        plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for v in models:
@@ -74,8 +79,10 @@ def plots(
     ax.grid(True, alpha=0.3)
     files["Throughput vs concurrency"] = _save(fig, folder / "throughput.png")
 
+    if not measured:  # every step failed: no latency to draw
+        return files
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for v in models:
+    for v in measured:
         xs = [float(np.mean(levels[(v, c)].throughput)) for c in conc]
         for q, style in (("p50", "-o"), ("p99", "--s")):
             values = [latency(v, c, q) for c in conc]
@@ -91,7 +98,7 @@ def plots(
     rows = math.ceil(len(conc) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
     for ax, c in zip(axes.flat, conc, strict=False):
-        for v in models:
+        for v in measured:
             data = np.sort(levels[(v, c)].latency)
             ax.plot(data, np.arange(1, len(data) + 1) / len(data), color=colours[v], label=str(v))
         ax.set(xscale="log", title=f"{c} clients", xlabel="latency (ms)", ylabel="fraction")

@@ -33,7 +33,14 @@ from loadtests.claims import Claim, bottom_line, claims, rate_claims
 from loadtests.plots import plots
 from loadtests.protocols import Protocol
 from loadtests.results import OpenLoopRecord, Percentiles, RunRecord
-from loadtests.tables import Previous, Table, openloop_tables, previous_tables, tables
+from loadtests.tables import (
+    Previous,
+    Table,
+    failure_lines,
+    openloop_tables,
+    previous_tables,
+    tables,
+)
 
 
 def relative_link(previous: Previous, out_dir: Path, page: str) -> str:
@@ -97,7 +104,7 @@ def build_report(out_dir: Path) -> Report:
     summary = bottom_line(record, items, openloop)
     the_answer = answer(record, levels, items, openloop)
     compared_rows: Table = (COMPARISONS_HEADER, comparison_rows(record, items))
-    lines: list[str] = []
+    lines = failure_lines(record)
     if openloop is not None:
         lines += [
             f"Open loop: {c.subject}, highest Poisson arrival rate within {openloop.slo}: "
@@ -221,6 +228,8 @@ def write_steps_csv(record: RunRecord, path: Path) -> None:
         "server_model_ms_p50",
         "server_queue_ms_p50",
         "generator_busy",
+        "failed",
+        "failures",
     ]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -240,5 +249,7 @@ def write_steps_csv(record: RunRecord, path: Path) -> None:
                     round(s.server_model_ms_p50, 4),
                     round(s.server_queue_ms_p50, 4),
                     s.generator_busy,
+                    int(s.failed),
+                    s.failure_line if s.errors or s.failed else "",
                 ]
             )

@@ -25,6 +25,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from loadtests.decision import Stop
 from loadtests.labels import Label, Step
 from loadtests.protocols import PROTOCOLS, Protocol
+from loadtests.shaping import TensorLayout
 from modelrepo.layout import ModelName, check_runtimes
 from modelrepo.metadata import SeedSummary
 
@@ -158,6 +159,20 @@ class LoadPlan:
         return max(fixed, self.budget_s) if self.precision > 0 and self.budget_s else fixed
 
 
+@dataclass(frozen=True)
+class Failure:
+    """The failed requests of a step with one status: ``HTTP 400``, ``gRPC INVALID_ARGUMENT``,
+    ``no answer`` (connection failed) or ``malformed answer``; the server's first message."""
+
+    status: str
+    count: int
+    message: str = ""
+
+    def __str__(self) -> str:
+        said = f": {self.message}" if self.message else ""
+        return f"{self.count} x {self.status}{said}"
+
+
 @dataclass
 class StepResult:
     """What one run measured, from the client's exact per-request samples."""
@@ -182,6 +197,19 @@ class StepResult:
     generator_busy: float
     samples: str  # the .npz of every request, relative to the run folder
     warnings: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)  # every failed request, by status
+
+    @property
+    def failed(self) -> bool:
+        """Whether not a single request succeeded (none measured counts as failed too)."""
+        return self.errors >= self.requests
+
+    @property
+    def failure_line(self) -> str:
+        """Why a step failed or had errors, for the report: each status with its first message."""
+        if not self.requests:
+            return "no request finished in the measured window"
+        return "; ".join(str(f) for f in self.failures) or f"{self.errors} errors"
 
 
 @dataclass(frozen=True)
@@ -250,6 +278,17 @@ class ServedEngine:
         return f"{self.engine} engine, {self.workers} worker processes"
 
 
+@dataclass(frozen=True)
+class ProtocolLayout:
+    """How a model's digits were shaped over one tensor protocol (from its metadata)."""
+
+    protocol: Protocol
+    layout: TensorLayout
+
+    def __str__(self) -> str:
+        return f"{self.layout} over {self.protocol}"
+
+
 @dataclass
 class RunRecord:
     """A closed-loop load test: ``results.json``."""
@@ -269,6 +308,13 @@ class RunRecord:
     schema: int = SCHEMA
     engine: ServedEngine | None = None  # mnist-serve's engine (None: another server)
     stops: list[Stop] = field(default_factory=list)  # why each level's measurement ended
+    # How each model was fed over each tensor protocol, from its metadata.
+    layouts: list[ProtocolLayout] = field(default_factory=list)
+
+    @property
+    def failed_steps(self) -> list[StepResult]:
+        """The steps without a single successful request."""
+        return [s for s in self.steps if s.failed]
 
     def variant(self, name: str) -> ServedVariant | None:
         """What the server said of a variant, if it was served."""

@@ -12,24 +12,20 @@ from __future__ import annotations
 
 import platform
 import re
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import assert_never
-
-import httpx
 
 from loadtests.decision import Stop
+from loadtests.probe import LoadTestError, check_target, read_layouts, served_engine
 from loadtests.procs import run_server
-from loadtests.protocols import Protocol
 from loadtests.results import (
     LoadPlan,
     Machine,
+    ProtocolLayout,
     RunRecord,
-    ServedEngine,
     ServedVariant,
     Step,
     StepResult,
@@ -38,9 +34,7 @@ from loadtests.sequential import OnCheck, run_level
 from loadtests.windows import WindowsError, run_windows
 from modelrepo.layout import ModelName
 
-
-class LoadTestError(Exception):
-    """The load test could not run (target unreachable, Locust failed, ...)."""
+__all__ = ["LoadTestError", "Target", "parse_duration", "run_plan", "target_service"]
 
 
 def parse_duration(text: str, minimum: int = 1) -> int:
@@ -52,98 +46,6 @@ def parse_duration(text: str, minimum: int = 1) -> int:
     if seconds < minimum:
         raise ValueError(f"duration {text!r} must be at least {minimum} s")
     return seconds
-
-
-def check_target(
-    url: str, plan: LoadPlan, grpc_url: str | None = None, wait_s: float = 120
-) -> list[ServedVariant]:
-    """Fail fast on an unreachable target; check every model answers in every protocol swept.
-
-    Against mnist-serve (it has ``/readyz``), wait for readiness and return its ``/variants``
-    entries (figures, runtimes, devices); against any other server, return bare names.
-    """
-    served = wait_for_mnist_serve(url, wait_s)
-    if served is not None:
-        check_served(url, plan, served)
-    if Protocol.KSERVE_GRPC in plan.protocols and not grpc_url:
-        raise LoadTestError("--protocol kserve-grpc needs the server's gRPC address (--grpc-url)")
-    for protocol in plan.protocols:
-        for model in plan.models():
-            if not model_answers(protocol, url, grpc_url, model):
-                raise LoadTestError(f"{model} is not ready over {protocol} at {grpc_url or url}")
-    return served if served is not None else [ServedVariant(v) for v in plan.variants]
-
-
-def wait_for_mnist_serve(url: str, wait_s: float) -> list[ServedVariant] | None:
-    """``/variants`` of an mnist-serve target once ready; None for another kind of server."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            ready = httpx.get(f"{url}/readyz", timeout=5)
-        except httpx.HTTPError as err:
-            raise LoadTestError(
-                f"cannot reach {url} ({type(err).__name__}: {err}); is the service running? "
-                "Leave out --url to let the load test start one."
-            ) from err
-        if ready.status_code == 404:
-            return None  # not mnist-serve: checked per protocol instead
-        if ready.status_code == 200:
-            break
-        if time.monotonic() > deadline:
-            raise LoadTestError(f"{url} did not become ready within {wait_s:.0f} s: {ready.text}")
-        time.sleep(0.5)
-    return ServedVariant.from_server(httpx.get(f"{url}/variants", timeout=10).json())
-
-
-def served_engine(url: str) -> ServedEngine | None:
-    """mnist-serve's engine and worker count (None from a version without ``/engine``)."""
-    answer = httpx.get(f"{url}/engine", timeout=10)
-    if answer.status_code != 200:
-        return None
-    info = answer.json()
-    return ServedEngine(info["engine"], info["workers"], info["max_in_flight"])
-
-
-def check_served(url: str, plan: LoadPlan, entries: list[ServedVariant]) -> None:
-    """Every variant of the plan served by mnist-serve, on every runtime of the plan."""
-    served = {entry.name: entry for entry in entries}
-    missing = [v for v in plan.variants if v not in served]
-    if missing:
-        raise LoadTestError(f"{url} does not serve {missing} (it serves {', '.join(served)})")
-    for variant in plan.variants:
-        states = {r.runtime: r.state for r in served[variant].runtimes}
-        absent = [r for r in plan.runtimes if states.get(r) != "ready"]
-        if absent:
-            raise LoadTestError(
-                f"{url} does not serve {variant} on {', '.join(absent)} "
-                f"(runtimes there: {', '.join(f'{k} {v}' for k, v in states.items()) or 'none'})"
-            )
-
-
-def model_answers(protocol: Protocol, url: str, grpc_url: str | None, model: str) -> bool:
-    """Whether ``model`` reports ready through ``protocol``'s own status call."""
-    try:
-        match protocol:
-            case Protocol.NATIVE:
-                return True  # mnist-serve's own readiness was checked above
-            case Protocol.TFSERVING:
-                status = httpx.get(f"{url}/v1/models/{model}", timeout=10)
-                states = [v.get("state") for v in status.json().get("model_version_status", [])]
-                return status.status_code == 200 and "AVAILABLE" in states
-            case Protocol.KSERVE_HTTP:
-                return httpx.get(f"{url}/v2/models/{model}/ready", timeout=10).status_code == 200
-            case Protocol.KSERVE_GRPC:
-                import tritonclient.grpc as grpcclient
-
-                client = grpcclient.InferenceServerClient(url=grpc_url or "")
-                try:
-                    return bool(client.is_model_ready(model))
-                finally:
-                    client.close()
-            case _:
-                assert_never(protocol)
-    except Exception as err:  # any failure to get a status means: not ready
-        raise LoadTestError(f"{model} over {protocol}: {type(err).__name__}: {err}") from err
 
 
 def runtime_of(model: str, served: list[ServedVariant]) -> str:
@@ -228,6 +130,7 @@ def run_plan(
     windows expected so far), ``on_check`` of every check of the stopping rule."""
     out_dir.mkdir(parents=True, exist_ok=True)
     served = check_target(target.url, plan, target.grpc_url)
+    layouts = read_layouts(target.url, target.grpc_url, plan)
     answering = {model: runtime_of(model, served) for model in plan.models()}
     results: list[StepResult] = []
     stops: list[Stop] = []
@@ -242,7 +145,9 @@ def run_plan(
         if on_step:
             on_step(steps[0], first, expected, None)
         try:
-            found = run_windows(target.url, target.grpc_url, steps, answering, plan, out_dir)
+            found = run_windows(
+                target.url, target.grpc_url, steps, answering, layouts, plan, out_dir
+            )
         except WindowsError as err:
             raise LoadTestError(str(err)) from err
         for offset, (step, result) in enumerate(zip(steps, found, strict=True)):
@@ -267,6 +172,7 @@ def run_plan(
         steps=results,
         engine=served_engine(target.url) if served else None,
         stops=stops,
+        layouts=[ProtocolLayout(protocol, layout) for (_, protocol), layout in layouts.items()],
     )
     record.save(out_dir)
     return record

@@ -14,7 +14,18 @@ import numpy as np
 
 # ``window``: the index of the scheduled window the request was sent in (0 without a
 # schedule), or -1 when it started in a window's settling time (not counted).
-SAMPLE_FIELDS = ("latency_ms", "ok", "correct", "queue_ms", "model_ms", "finished_at", "window")
+SAMPLE_FIELDS = (
+    "latency_ms",
+    "ok",
+    "correct",
+    "queue_ms",
+    "model_ms",
+    "finished_at",
+    "status",
+    "window",
+)
+# Kept per status of the failed requests: the server's first message (not per request).
+MESSAGE_LIMIT = 300
 
 
 class Recorder:
@@ -27,6 +38,9 @@ class Recorder:
         # CPU this process spent inside the window: is the load generator the bottleneck?
         self.cpu_s = 0.0
         self._cpu_mark: float | None = None
+        # Per status code of a failed request (text keys: they travel to Locust's master), the
+        # first error message seen.
+        self.messages: dict[str, str] = {}
 
     def start(self, warmup_s: float) -> None:
         """Open the recording window ``warmup_s`` seconds from now."""
@@ -40,18 +54,26 @@ class Recorder:
         correct: bool,
         queue_ms: float,
         model_ms: float,
+        status: int = 200,
+        error: str = "",
         window: int = 0,
     ) -> None:
-        """Record one finished request, unless it started during the warm-up."""
+        """Record one finished request, unless it started during the warm-up. ``status`` is the
+        protocol's own code (HTTP status, 0: no answer; gRPC code); ``error`` says why a failed
+        request failed (the first per status is kept)."""
         now = time.time()
         if now - latency_ms / 1000 < self.record_from:
             return  # started during the warm-up
         if self._cpu_mark is None:
             self._cpu_mark = time.process_time()
         for name, value in zip(
-            SAMPLE_FIELDS, (latency_ms, ok, correct, queue_ms, model_ms, now, window), strict=True
+            SAMPLE_FIELDS,
+            (latency_ms, ok, correct, queue_ms, model_ms, now, status, window),
+            strict=True,
         ):
             self.columns[name].append(float(value))
+        if not ok:
+            self.messages.setdefault(str(status), error[:MESSAGE_LIMIT])
 
     def _take_cpu(self) -> float:
         if self._cpu_mark is None:
@@ -62,8 +84,14 @@ class Recorder:
 
     def drain(self) -> dict[str, Any]:
         """Hand over what was recorded since the last drain (a worker's report to the master)."""
-        data = {"window_start": self.window_start, "cpu_s": self._take_cpu(), **self.columns}
+        data = {
+            "window_start": self.window_start,
+            "cpu_s": self._take_cpu(),
+            "messages": self.messages,
+            **self.columns,
+        }
         self.columns = {name: [] for name in SAMPLE_FIELDS}
+        self.messages = {}
         return data
 
     def merge(self, data: dict[str, Any]) -> None:
@@ -71,15 +99,20 @@ class Recorder:
         for name in SAMPLE_FIELDS:
             self.columns[name].extend(data[name])
         self.cpu_s += data["cpu_s"]
+        for status, message in data.get("messages", {}).items():
+            self.messages.setdefault(status, message)
         if data["window_start"]:
             self.window_start = min(self.window_start or data["window_start"], data["window_start"])
 
     def save(self, path: str) -> None:
-        """Write every sample as ``.npz`` (one array per field, plus the window and CPU)."""
+        """Write every sample as ``.npz`` (one array per field, plus the window, the CPU and the
+        first error message per failed status: ``error_status``, ``error_message``)."""
         arrays = {
             name: np.asarray(values, dtype=np.float64) for name, values in self.columns.items()
         }
         self.cpu_s += self._take_cpu()
         arrays["window_start"] = np.asarray(self.window_start, dtype=np.float64)
         arrays["generator_cpu_s"] = np.asarray(self.cpu_s, dtype=np.float64)
+        arrays["error_status"] = np.asarray([int(k) for k in self.messages], dtype=np.int64)
+        arrays["error_message"] = np.asarray(list(self.messages.values()), dtype=np.str_)
         np.savez_compressed(path, allow_pickle=False, **arrays)

@@ -27,10 +27,12 @@ TAIL_S = 0.5
 
 @dataclass(frozen=True)
 class Slot:
-    """One target of the schedule: the model name as addressed and its protocol."""
+    """One target of the schedule: the model name as addressed, its protocol, and how its
+    tensors are shaped (a :class:`loadtests.shaping.TensorLayout` as JSON; '' for native)."""
 
     model: str
     protocol: str
+    layout: str = ""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 from loadtests import history
 from loadtests.analysis import DRIFT, Levels, RunComparison, Speedup, drift
 from loadtests.claims import Claim
-from loadtests.results import OpenLoopRecord, Percentiles, RunRecord
+from loadtests.results import Failure, OpenLoopRecord, Percentiles, RunRecord
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -57,6 +57,39 @@ def previous_tables(comparison: RunComparison) -> Previous:
         f"Against the previous comparable {name}: throughput, req/s ({note})": (header, throughput),
     }
     return Previous(tables, comparison.speedup_lines(), name, Path(comparison.before.folder))
+
+
+def failure_lines(record: RunRecord) -> list[str]:
+    """For the top of the report: each step without a single successful request, and why."""
+    return [
+        f"FAILED: {s.target} at {s.concurrency} client(s), repeat {s.repeat + 1}: no successful "
+        f"request ({s.errors} of {s.requests} failed: {s.failure_line})"
+        for s in record.failed_steps
+    ]
+
+
+def failure_table(record: RunRecord) -> Table | None:
+    """Every step with failed requests: each status, its count and the server's first message
+    (None when no request failed)."""
+    rows = [
+        [
+            str(s.target),
+            str(s.concurrency),
+            str(s.repeat + 1),
+            f"{s.errors}/{s.requests}",
+            "yes" if s.failed else "no",
+            f.status,
+            str(f.count),
+            f.message or "-",
+        ]
+        for s in record.steps
+        if s.errors or s.failed
+        for f in (s.failures or [Failure("unknown", s.errors)])
+    ]
+    if not rows:
+        return None
+    header = ["model", "clients", "repeat", "errors", "failed", "status", "count", "first message"]
+    return header, rows
 
 
 def openloop_summary(record: OpenLoopRecord) -> Table:
@@ -149,6 +182,9 @@ def tables(
         )
     if openloop is not None:
         out.update(openloop_tables(openloop))
+    errors = failure_table(record)
+    if errors is not None:
+        out["Failed requests by status (a step failed: not one request succeeded)"] = errors
     header = [
         "clients",
         "model",
@@ -164,14 +200,15 @@ def tables(
         for v in models:
             lv = levels[(v, c)]
             served = record.variant(v.variant)
+            latency = [f"{value:.3f}" for value in lv.percentiles.values()]
             rows.append(
                 [
                     str(c),
-                    str(v),
+                    str(v) + (f" (FAILED {lv.failed}x)" if lv.failed else ""),
                     f"{np.mean(lv.throughput):,.0f}",
-                    *[f"{value:.3f}" for value in lv.percentiles.values()],
+                    *(latency if len(lv.latency) else ["failed"] * len(latency)),
                     f"{lv.errors}/{lv.requests}",
-                    f"{lv.accuracy:.2%}",
+                    f"{lv.accuracy:.2%}" if len(lv.latency) else "-",
                     _percent(served.test_accuracy if served else None),
                     f"{lv.generator_busy:.0%}",
                 ]
@@ -186,6 +223,8 @@ def tables(
     for c in conc:
         for v in models:
             lv = levels[(v, c)]
+            if not len(lv.latency):
+                continue  # failed: no time to split
             p50 = lv.percentiles.p50
             rest = p50 - lv.model_ms - lv.queue_ms
             rows.append(
@@ -268,6 +307,10 @@ def tables(
             ],
             ["server options", " ".join(record.server_args) or "defaults"],
             ["serving engine", str(record.engine) if record.engine else "not reported"],
+            [
+                "tensors (from each model's metadata)",
+                "; ".join(map(str, record.layouts)) or "-",
+            ],
             [
                 "load",
                 f"closed loop, {', '.join(plan.protocols)} protocol(s), {plan.mode} payloads, "

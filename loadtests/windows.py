@@ -16,11 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from pydantic import TypeAdapter
 
 from loadtests.labels import Label, Step
-from loadtests.results import LoadPlan, Percentiles, StepResult
+from loadtests.protocols import Protocol, status_label
+from loadtests.results import Failure, LoadPlan, Percentiles, StepResult
 from loadtests.samples import SAMPLE_FIELDS
 from loadtests.schedule import Schedule, Slot
+from loadtests.shaping import TensorLayout
 from modelrepo.layout import ModelName
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -81,7 +84,26 @@ def summarize(
         generator_busy=round(busy, 3),
         samples=path,
         warnings=warnings,
+        failures=failures(step.protocol, samples),
     )
+
+
+def failures(protocol: Protocol, samples: dict[str, np.ndarray]) -> list[Failure]:
+    """The failed requests by status, most frequent first, with the server's first message."""
+    failed = samples["status"][~samples["ok"].astype(bool)] if "status" in samples else []
+    codes, counts = np.unique(np.asarray(failed, dtype=np.int64), return_counts=True)
+    messages = dict(
+        zip(
+            samples.get("error_status", np.empty(0)).tolist(),
+            samples.get("error_message", np.empty(0)).tolist(),
+            strict=True,
+        )
+    )
+    found = [
+        Failure(status_label(protocol, int(code)), int(count), str(messages.get(int(code), "")))
+        for code, count in zip(codes, counts, strict=True)
+    ]
+    return sorted(found, key=lambda f: -f.count)
 
 
 def known_median(values: np.ndarray) -> float:
@@ -90,18 +112,35 @@ def known_median(values: np.ndarray) -> float:
     return float(np.median(known)) if len(known) else math.nan
 
 
-def schedule_of(steps: Sequence[Step], window_s: float, warmup_s: float) -> Schedule:
-    """The schedule that runs ``steps`` in order, one window each."""
+def schedule_of(
+    steps: Sequence[Step],
+    window_s: float,
+    warmup_s: float,
+    layouts: Layouts | None = None,
+) -> Schedule:
+    """The schedule that runs ``steps`` in order, one window each (``layouts``: how each
+    model's tensors are shaped over each tensor protocol, from its metadata)."""
     targets: list[Label] = []
     for step in steps:
         if step.target not in targets:
             targets.append(step.target)
     return Schedule(
-        targets=tuple(Slot(str(t.model), str(t.protocol)) for t in targets),
+        targets=tuple(
+            Slot(str(t.model), str(t.protocol), layout_json(t, layouts)) for t in targets
+        ),
         windows=tuple(targets.index(step.target) for step in steps),
         window_s=window_s,
         warmup_s=warmup_s,
     )
+
+
+Layouts = dict[tuple[str, Protocol], TensorLayout]
+
+
+def layout_json(target: Label, layouts: Layouts | None) -> str:
+    """The target's tensor layout as JSON for the Locust file ('' when none was read)."""
+    layout = (layouts or {}).get((str(target.model), target.protocol))
+    return TypeAdapter(TensorLayout).dump_json(layout).decode() if layout is not None else ""
 
 
 def locust_command(
@@ -167,12 +206,13 @@ def run_windows(
     grpc_url: str | None,
     steps: Sequence[Step],
     runtimes: dict[str, str],
+    layouts: Layouts,
     plan: LoadPlan,
     out_dir: Path,
 ) -> list[StepResult]:
     """Run ``steps`` (one concurrency level, one window each, in order) in one Locust run;
     one result per step. ``runtimes``: the runtime that answers each model name."""
-    schedule = schedule_of(steps, float(plan.duration_s), float(plan.warmup_s))
+    schedule = schedule_of(steps, float(plan.duration_s), float(plan.warmup_s), layouts)
     first = steps[0]
     name = f"c{first.concurrency}-r{first.repeat}-{len(steps)}w"
     work = out_dir / "samples" / "runs"
@@ -227,6 +267,9 @@ def cut(
         part = {name: samples[name][mask] for name in SAMPLE_FIELDS}
         part["window_start"] = np.asarray(float(samples["window_start"]))
         part["generator_cpu_s"] = np.asarray(cpu_share)
+        for name in ("error_status", "error_message"):  # the first message per status
+            if name in samples:
+                part[name] = samples[name]
         path = out_dir / "samples" / f"{step.key}.npz"
         np.savez_compressed(path, allow_pickle=False, **part)
         relative = str(path.relative_to(out_dir))

@@ -172,6 +172,8 @@ def test_demo_prints_the_bottom_line_and_reports_both_loops(
             "1s",
             "--repeats",
             "2",
+            "--budget",
+            "20s",
             "--rates",
             "25,50",
             "--min-requests",
@@ -184,8 +186,13 @@ def test_demo_prints_the_bottom_line_and_reports_both_loops(
         env={"COLUMNS": "200", "MNIST_SERVE_HISTORY": str(tmp_path / "h.sqlite")},
     )
     assert result.exit_code == 0, result.output
-    assert "Bottom line: depthwise@savedmodel serves" in result.output
-    assert "The seed study's claims against this run" in result.output
+    # The one-screen answer: what to deploy, the effect, the comparisons, the other claims.
+    assert "Deploy depthwise@savedmodel" in result.output or (
+        "Deploy original@savedmodel" in result.output
+    )
+    assert "Effect:" in result.output and "window pairs" in result.output
+    assert "Comparisons: throughput" in result.output
+    assert "The seed study's other claims" in result.output
     assert "highest Poisson arrival rate" in result.output  # the open-loop claim, printed
     text = (out / "report.md").read_text()
     assert "## Claims: the seed study's against what was measured" in text

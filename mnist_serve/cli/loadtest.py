@@ -73,7 +73,7 @@ def run_load_test(
 
     try:
         listener = ConsoleListener()
-        session.run_load_test(
+        outcome = session.run_load_test(
             plan, out, url, models, listener, grpc_url=grpc_url, sweep=sweep, closed=closed
         )
     except LoadTestError as err:
@@ -81,6 +81,18 @@ def run_load_test(
         raise typer.Exit(1) from err
     if closed:
         announce_report(out)
+    record = outcome.closed
+    if record is not None and record.failed_steps:
+        # The report and the history are written; the command still says the run failed.
+        first = record.failed_steps[0]
+        load_test_failed(
+            LoadTestError(
+                f"{len(record.failed_steps)} of {len(record.steps)} steps had no successful "
+                f"request (first: {first.target} at {first.concurrency} client(s), "
+                f"{first.failure_line}); see the report"
+            )
+        )
+        raise typer.Exit(1)
 
 
 def loadtest(
@@ -131,7 +143,7 @@ def loadtest(
     repeats: Annotated[
         int,
         typer.Option(
-            min=2,
+            min=1,
             help="Windows per model and level: at least these (exactly, with --precision off).",
         ),
     ] = 4,

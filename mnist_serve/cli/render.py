@@ -127,12 +127,21 @@ class ConsoleListener:
             )
             return
         self.progress.update(self.task, total=total, completed=index + 1)
+        if result.failed:
+            self.progress.console.print(
+                f"{step.target!s:>20} c={step.concurrency:<3} w{step.repeat + 1}: [red]FAILED[/]: "
+                f"{result.errors} of {result.requests} requests failed: "
+                f"{escape(result.failure_line)}",
+                highlight=False,
+            )
+            return
         if self.verbose or result.errors or result.warnings:
             p = result.latency_ms
             self.progress.console.print(
                 f"{step.target!s:>20} c={step.concurrency:<3} w{step.repeat + 1}: "
                 f"{result.throughput_rps:8.1f} req/s  p50 {p.p50:.3f} ms  p99 {p.p99:.3f} ms  "
                 f"errors {result.errors}  accuracy {result.accuracy:.2%}"
+                + (f"  [yellow]{escape(result.failure_line)}[/]" if result.errors else "")
                 + "".join(f"  [yellow]{w}[/]" for w in result.warnings)
             )
 
