@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtests import cost
 from loadtests.analysis import (
     against_previous,
     load_levels,
@@ -44,7 +45,13 @@ def write_openloop_report(out_dir: Path) -> Path:
     same tables are in report.md too)."""
     record = OpenLoopRecord.load(out_dir)
     md = [f"# Open-loop load: the highest Poisson arrival rate meeting {record.slo}", ""]
-    for name, table in openloop_tables(record).items():
+    costed = cost.load(out_dir)
+    if costed is not None and cost.bottom_line(costed):
+        md += [f"**{cost.bottom_line(costed)}**", ""]
+    found = openloop_tables(record)
+    if costed is not None:
+        found.update([cost.cost_table(costed)])
+    for name, table in found.items():
         md += [f"## {name}", "", markdown_table(table), ""]
     path = out_dir / "openloop.md"
     path.write_text("\n".join(md))
@@ -87,6 +94,9 @@ def build_report(out_dir: Path) -> Report:
     items = speedups(record, levels)
     found = claims(record, items, openloop)
     summary = bottom_line(record, items, openloop)
+    costed = cost.load(out_dir)
+    if costed is not None:  # the cost per inference, after the speedup
+        summary = " ".join(part for part in (summary, cost.bottom_line(costed)) if part)
     lines = verdict(items)
     if openloop is not None:
         lines += [
@@ -103,6 +113,8 @@ def build_report(out_dir: Path) -> Report:
         lines += previous.lines
     figures = plots(record, levels, out_dir, openloop)
     all_tables = tables(record, levels, items, found, previous, openloop)
+    if costed is not None:
+        all_tables.update([cost.cost_table(costed)])
     warnings = sorted({w for step in record.steps for w in step.warnings})
     plan = record.plan
     title = "mnist-serve load test: " + " vs ".join(plan.variants)
@@ -125,6 +137,8 @@ def build_report(out_dir: Path) -> Report:
     raw = "`results.json` (every step), `steps.csv`, `samples/*.npz` (every request)"
     if openloop is not None:
         raw += ", `openloop.json` (every open-loop run)"
+    if costed is not None:
+        raw += ", `cost.json` (the cost per inference)"
     md += [f"Raw data: {raw}.", ""]
     report_md = out_dir / "report.md"
     report_md.write_text("\n".join(md))

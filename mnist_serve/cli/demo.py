@@ -16,7 +16,9 @@ from mnist_serve.cli.options import (
     DataOption,
     MinRequestsOption,
     ModelsOption,
+    PriceOption,
     SloOption,
+    WattsOption,
     check_data_path,
     console,
     csv,
@@ -57,6 +59,8 @@ def demo(
     out: Annotated[
         Path | None, typer.Option(help="Results folder. Default: runs/demo-<time>.")
     ] = None,
+    price_per_hour: PriceOption = None,
+    watts: WattsOption = None,
 ) -> None:
     """The main job: train the seed models if missing, serve them, load-test both, report.
 
@@ -66,9 +70,11 @@ def demo(
     --rates) with the highest rate each model sustains within --slo.
     """
     from loadtests import session
+    from loadtests.cost import Pricing
     from modelrepo.layout import ModelRepository
 
     check_data_path(data)
+    pricing = Pricing(price_per_hour, watts)
     sweep = (
         None
         if rates.strip().lower() == "none"
@@ -101,4 +107,4 @@ def demo(
         repeats,
         str(data) if data else "",
     )
-    run_load_test(plan, out or default_out("demo"), None, models, sweep=sweep)
+    run_load_test(plan, out or default_out("demo"), None, models, sweep=sweep, pricing=pricing)
