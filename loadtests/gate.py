@@ -9,8 +9,8 @@ protocol) and level:
 - each target's closed-loop **throughput** and **p99** latency,
 - each model's open-loop **highest rate within the SLO** (when both runs searched it).
 
-The rule. For each figure the change is the ratio new/old with its 95 % interval: Welch's
-t-interval between the two runs' repeats, on their logarithms
+The rule. For each figure the change is the ratio new/old of its means over repeats, with a
+95 % interval: Welch's t-interval between the two runs' repeats, on the log scale
 (:func:`loadtests.stats.change_interval`). A figure **regressed** when that whole interval lies
 beyond the threshold on the bad side: for a throughput, speedup or rate, its upper bound is
 below ``1 - threshold``; for a p99, its lower bound is above ``1 + threshold``. So the gate

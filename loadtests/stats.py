@@ -59,23 +59,26 @@ def ratio_interval(baseline: Sequence[float], candidate: Sequence[float]) -> Int
 def change_interval(
     before: Sequence[float], after: Sequence[float], confidence: float = CONFIDENCE
 ) -> Interval:
-    """How ``after`` compares with ``before`` as a ratio (after over before), two independent
-    runs' repeats: Welch's t-interval on the logarithms, exponentiated (the ratio of geometric
-    means; throughputs and latencies are positive and vary multiplicatively). NaN bounds when
-    either side has one repeat; NaN throughout when a value is not a positive number."""
+    """How ``after`` compares with ``before``, two independent runs' repeats: the ratio of their
+    means with a 95 % interval, Welch's on the log scale (the delta method: the log of the
+    ratio has variance ``var_a / (n_a mean_a^2) + var_b / (n_b mean_b^2)``, with
+    Welch-Satterthwaite degrees of freedom), so that the interval is multiplicative and never
+    below 0. NaN bounds when either side has one repeat; NaN throughout without a positive
+    mean before; 0 when every value after is 0."""
     if not before or not after:
         raise ValueError("no values to compare")
-    if not all(v > 0 and math.isfinite(v) for v in (*before, *after)):
+    mean_b, mean_a = statistics.fmean(before), statistics.fmean(after)
+    if not (mean_b > 0 and math.isfinite(mean_b) and math.isfinite(mean_a) and mean_a >= 0):
         return Interval(math.nan, math.nan, math.nan)
-    logs_b, logs_a = [math.log(v) for v in before], [math.log(v) for v in after]
-    centre = statistics.fmean(logs_a) - statistics.fmean(logs_b)
+    ratio = mean_a / mean_b
+    if ratio == 0:  # nothing left of the figure: a collapse, not noise
+        return Interval(0.0, 0.0, 0.0)
     if len(before) < 2 or len(after) < 2:
-        return Interval(math.exp(centre), math.nan, math.nan)
-    var_b = statistics.variance(logs_b) / len(before)
-    var_a = statistics.variance(logs_a) / len(after)
-    if var_a + var_b == 0:  # identical repeats on both sides: no spread to widen the ratio
-        return Interval(math.exp(centre), math.exp(centre), math.exp(centre))
-    # Welch-Satterthwaite degrees of freedom.
-    df = (var_a + var_b) ** 2 / (var_a**2 / (len(after) - 1) + var_b**2 / (len(before) - 1))
-    half = t_quantile(df, confidence) * math.sqrt(var_a + var_b)
-    return Interval(math.exp(centre), math.exp(centre - half), math.exp(centre + half))
+        return Interval(ratio, math.nan, math.nan)
+    rel_b = statistics.variance(before) / (len(before) * mean_b**2)
+    rel_a = statistics.variance(after) / (len(after) * mean_a**2)
+    if rel_a + rel_b == 0:  # identical repeats on both sides: no spread to widen the ratio
+        return Interval(ratio, ratio, ratio)
+    df = (rel_a + rel_b) ** 2 / (rel_a**2 / (len(after) - 1) + rel_b**2 / (len(before) - 1))
+    half = t_quantile(df, confidence) * math.sqrt(rel_a + rel_b)
+    return Interval(ratio, ratio * math.exp(-half), ratio * math.exp(half))

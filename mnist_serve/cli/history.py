@@ -79,7 +79,7 @@ def history_compare(
     history_file: HistoryOption = None,
 ) -> None:
     """What changed between two runs, level by level, with 95% intervals over repeats: the
-    speedup of each variant over the first, then each model's throughput."""
+    speedup of each variant over the first, then each model's throughput and p99."""
     from loadtests import history
     from loadtests.analysis import compare_runs
     from mnist_serve.cli.render import comparison
