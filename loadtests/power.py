@@ -54,18 +54,26 @@ class _Domain:
 
 
 class PowerMeter:
-    """Samples the RAPL package counters under ``root`` from :meth:`start` to :meth:`stop`."""
+    """Samples the RAPL package counters under ``root`` from :meth:`start` to :meth:`stop`
+    (or over a ``with`` block, leaving :attr:`reading`)."""
 
     def __init__(self, root: Path | None = None, interval_s: float = SAMPLE_S) -> None:
         self.root = root or POWERCAP
         self.interval_s = interval_s
         self.problem = ""  # why there is no reading, when there is none
+        self.reading: PowerReading | None = None  # as a context manager: set on exit
         self._domains: list[_Domain] = []
         self._energy_uj = 0
         self._started = 0.0
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PowerMeter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.reading = self.stop()
 
     def start(self) -> PowerMeter:
         """Read the counters once and keep sampling them; without any, note the problem."""

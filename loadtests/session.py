@@ -115,8 +115,10 @@ def run_load_test(
         listener.service_starting(models)
     grpc = WireProtocol.KSERVE_GRPC in plan.protocols
     record = openloop = None
-    with runner.target_service(url, grpc_url, models, out, server_args, grpc=grpc) as target:
-        meter = power.PowerMeter().start()  # the loops only, not the service's start-up
+    with (
+        runner.target_service(url, grpc_url, models, out, server_args, grpc=grpc) as target,
+        power.PowerMeter() as meter,  # over the loops, not the service's start-up
+    ):
         if closed:
             listener.closed_loop_started(plan, target.url)
             try:
@@ -125,8 +127,7 @@ def run_load_test(
                 listener.closed_loop_finished()
         if sweep is not None:
             openloop = run_sweep(plan, sweep, out, target.url, listener)
-        reading = meter.stop()
-    costed = cost.build(pricing or cost.Pricing(), record, openloop, reading, meter.problem)
+    costed = cost.build(pricing or cost.Pricing(), record, openloop, meter.reading, meter.problem)
     costed.save(out)
     if openloop is not None and record is None:  # openloop.md again, now with the cost
         from loadtests.report import write_openloop_report

@@ -104,8 +104,9 @@ def test_the_rapl_meter_adds_up_the_packages_and_survives_a_wrap(tmp_path: Path)
     costed = cost.build(Pricing(), None, searched(), reading)
     assert costed.watts_source is WattsSource.RAPL and costed.watts == pytest.approx(reading.watts)
     assert "mean RAPL power of package-0, package-1" in costed.power_note
-    empty = power.PowerMeter(tmp_path / "none").start()
-    assert empty.stop() is None and empty.problem == power.NO_RAPL
+    with power.PowerMeter(tmp_path / "none") as empty:
+        pass
+    assert empty.reading is None and empty.problem == power.NO_RAPL
 
 
 def test_the_report_shows_the_cost_and_where_it_comes_from(tmp_path: Path) -> None:
