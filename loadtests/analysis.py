@@ -13,7 +13,7 @@ Rendering (tables, plots, text files) is elsewhere: :mod:`loadtests.report`,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import product
 from pathlib import Path
@@ -213,13 +213,15 @@ def noise_line(levels: Levels) -> str | None:
 @dataclass(frozen=True)
 class RunComparison:
     """Two stored runs side by side: the speedup of each variant over the first per level, each
-    target's throughput per level (95 % intervals over repeats), and the open-loop rates."""
+    target's throughput and p99 per level (95 % intervals over repeats), and the open-loop
+    rates."""
 
     before: history.Run
     after: history.Run
     speedups: list[history.Change]
     throughputs: list[history.Change]
     rates: list[history.RateChange]
+    p99s: list[history.Change] = field(default_factory=list)  # p99 latency, ms, per level
 
     @property
     def comparable(self) -> bool:
@@ -257,6 +259,7 @@ def compare_runs(path: Path, before: history.Run, after: history.Run) -> RunComp
         history.compare_speedups(path, before, after, variant_pairs(after.plan)),
         history.compare(path, before, after),
         history.compare_rates(path, before, after),
+        history.compare(path, before, after, history.Figure.P99),
     )
 
 

@@ -101,6 +101,7 @@ class Answer:
     effect: str
     cost: str
     changes: list[str]
+    price: str = ""  # the cost per million inferences, with --price-per-hour
 
     def lines(self) -> list[str]:
         """The block as Markdown lines."""
@@ -109,6 +110,8 @@ class Answer:
             out.append(f"- **Effect:** {self.effect}")
         if self.cost:
             out.append(f"- **Cost in accuracy:** {self.cost}")
+        if self.price:
+            out.append(f"- **Cost to serve:** {self.price}")
         if self.changes:
             out.append("- **What would change the answer:**")
             out += [f"  - {change}" for change in self.changes]
@@ -134,8 +137,10 @@ def answer(
     levels: Levels,
     items: Sequence[Speedup],
     openloop: OpenLoopRecord | None = None,
+    price: str = "",
 ) -> Answer | None:
-    """The one-screen answer, or None for a run of a single target."""
+    """The one-screen answer, or None for a run of a single target (``price``: the cost line,
+    when the run was priced)."""
     plan = record.plan
     targets = plan.targets()
     if len(targets) < 2 or not levels:
@@ -174,7 +179,7 @@ def answer(
     else:
         effect_text, cost = "", ""
     changes += undecided(record, items, margin)
-    return Answer(best, why, effect_text, cost, changes)
+    return Answer(best, why, effect_text, cost, changes, price)
 
 
 def rival_of(

@@ -3,9 +3,11 @@
 Each run stores its plan, machine and versions (as JSON) and, per target and level, the
 throughput and latency of every repeat. Two runs are *comparable* when they tested the same
 models, protocols, levels and payloads on the same CPU: :func:`previous_comparable` finds the
-last such run for the report, and :func:`compare` sets two runs side by side level by level,
-each with its 95 % interval over repeats, and says whether the difference is beyond them;
-:func:`compare_speedups` does the same for the speedup of one model over another.
+last such run for the report, and :func:`compare` sets two runs side by side level by level
+(throughput, or another :class:`Figure` such as the p99), each with its 95 % interval over
+repeats, and says whether the difference is beyond them; :func:`compare_speedups` does the same
+for the speedup of one model over another. ``mnist-serve history check`` judges the same
+comparison as a regression gate (:mod:`loadtests.gate`).
 
 The file is ``history.sqlite`` beside the run folders (``runs/``) unless
 ``MNIST_SERVE_HISTORY`` (or ``--history``) names another.
@@ -20,6 +22,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import TypeAdapter
@@ -27,7 +30,7 @@ from pydantic import TypeAdapter
 from loadtests.labels import Label
 from loadtests.protocols import Protocol
 from loadtests.results import LoadPlan, Machine, OpenLoopRecord, RunRecord, StepResult
-from loadtests.stats import Interval, mean_interval, ratio_interval
+from loadtests.stats import Interval, mean_interval, paired_ratios, ratio_interval
 
 ENV_VAR = "MNIST_SERVE_HISTORY"
 # PRAGMA user_version of the file: 2 since the steps keep their target's parts in columns.
@@ -231,11 +234,24 @@ def previous_comparable(path: Path, folder: Path, record: RunRecord) -> Run | No
     return earlier[-1] if earlier else None
 
 
+class Figure(StrEnum):
+    """A per-repeat figure of the ``steps`` table (the value is its column)."""
+
+    THROUGHPUT = "throughput_rps"
+    P50 = "p50_ms"
+    P99 = "p99_ms"
+
+
 def throughputs(path: Path, run: Run) -> dict[tuple[Label, int], list[float]]:
     """Per (target, level), the throughput of each repeat."""
+    return figures(path, run, Figure.THROUGHPUT)
+
+
+def figures(path: Path, run: Run, figure: Figure) -> dict[tuple[Label, int], list[float]]:
+    """Per (target, level), ``figure`` of each repeat."""
     with connect(path) as db:
         rows = db.execute(
-            "SELECT variant, runtime, protocol, level, throughput_rps FROM steps "
+            f"SELECT variant, runtime, protocol, level, {Figure(figure).value} FROM steps "
             "WHERE run_id = ? ORDER BY repeat",
             (run.id,),
         ).fetchall()
@@ -256,6 +272,9 @@ class Change:
     before: Interval
     after: Interval
     baseline: Label | None = None  # for a speedup: the target over this
+    # The repeats' values behind the two intervals (for a test between the runs, loadtests.gate).
+    before_values: tuple[float, ...] = ()
+    after_values: tuple[float, ...] = ()
 
     @property
     def name(self) -> str:
@@ -273,11 +292,20 @@ class Change:
         return not self.before.overlaps(self.after)
 
 
-def compare(path: Path, before: Run, after: Run) -> list[Change]:
-    """Throughput of every (target, level) measured in both runs."""
-    first, second = throughputs(path, before), throughputs(path, after)
+def compare(
+    path: Path, before: Run, after: Run, figure: Figure = Figure.THROUGHPUT
+) -> list[Change]:
+    """``figure`` (throughput by default) of every (target, level) measured in both runs."""
+    first, second = figures(path, before, figure), figures(path, after, figure)
     return [
-        Change(key[0], key[1], mean_interval(first[key]), mean_interval(second[key]))
+        Change(
+            key[0],
+            key[1],
+            mean_interval(first[key]),
+            mean_interval(second[key]),
+            before_values=tuple(first[key]),
+            after_values=tuple(second[key]),
+        )
         for key in sorted(first.keys() & second.keys(), key=lambda k: (k[1], str(k[0])))
     ]
 
@@ -301,6 +329,8 @@ def compare_speedups(
                     ratio_interval(first[keys[0]], first[keys[1]]),
                     ratio_interval(second[keys[0]], second[keys[1]]),
                     baseline,
+                    tuple(paired_ratios(first[keys[0]], first[keys[1]])),
+                    tuple(paired_ratios(second[keys[0]], second[keys[1]])),
                 )
             )
     return changes

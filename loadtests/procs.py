@@ -53,7 +53,10 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
-            status = httpx.get(f"{self.url}/readyz", timeout=5).status_code
+            try:
+                status = httpx.get(f"{self.url}/readyz", timeout=5).status_code
+            except httpx.TimeoutException:  # a busy machine (the model loading): ask again
+                continue
             seen.append(status)
             if status == 200:
                 return seen

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtests import cost
 from loadtests.analysis import (
     against_previous,
     load_levels,
@@ -57,7 +58,13 @@ def write_openloop_report(out_dir: Path) -> Path:
     same tables are in report.md too)."""
     record = OpenLoopRecord.load(out_dir)
     md = [f"# Open-loop load: the highest Poisson arrival rate meeting {record.slo}", ""]
-    for name, table in openloop_tables(record).items():
+    costed = cost.load(out_dir)
+    if costed is not None and cost.bottom_line(costed):
+        md += [f"**{cost.bottom_line(costed)}**", ""]
+    found = openloop_tables(record)
+    if costed is not None:
+        found.update([cost.cost_table(costed)])
+    for name, table in found.items():
         md += [f"## {name}", "", markdown_table(table), ""]
     path = out_dir / "openloop.md"
     path.write_text("\n".join(md))
@@ -102,7 +109,11 @@ def build_report(out_dir: Path) -> Report:
     items = speedups(record, levels)
     found = claims(record, items, openloop)
     summary = bottom_line(record, items, openloop)
-    the_answer = answer(record, levels, items, openloop)
+    costed = cost.load(out_dir)
+    price = cost.bottom_line(costed) if costed is not None else ""
+    if price:  # the cost per inference, after the speedup
+        summary = " ".join(part for part in (summary, price) if part)
+    the_answer = answer(record, levels, items, openloop, price)
     compared_rows: Table = (COMPARISONS_HEADER, comparison_rows(record, items))
     lines = failure_lines(record)
     if openloop is not None:
@@ -120,6 +131,8 @@ def build_report(out_dir: Path) -> Report:
         lines += previous.lines
     figures = plots(record, levels, out_dir, openloop)
     all_tables = tables(record, levels, items, found, previous, openloop)
+    if costed is not None:
+        all_tables.update([cost.cost_table(costed)])
     warnings = sorted({w for step in record.steps for w in step.warnings})
     plan = record.plan
     title = "mnist-serve load test: " + " vs ".join(plan.variants)
@@ -147,6 +160,8 @@ def build_report(out_dir: Path) -> Report:
     raw = "`results.json` (every step), `steps.csv`, `samples/*.npz` (every request)"
     if openloop is not None:
         raw += ", `openloop.json` (every open-loop run)"
+    if costed is not None:
+        raw += ", `cost.json` (the cost per inference)"
     md += [f"Raw data: {raw}.", ""]
     report_md = out_dir / "report.md"
     report_md.write_text("\n".join(md))
@@ -205,6 +220,8 @@ def answer_html(found: Answer) -> str:
         items.append(f"<li><b>Effect:</b> {text(found.effect)}</li>")
     if found.cost:
         items.append(f"<li><b>Cost in accuracy:</b> {text(found.cost)}</li>")
+    if found.price:
+        items.append(f"<li><b>Cost to serve:</b> {text(found.price)}</li>")
     if found.changes:
         inner = "".join(f"<li>{text(change)}</li>" for change in found.changes)
         items.append(f"<li><b>What would change the answer:</b><ul>{inner}</ul></li>")

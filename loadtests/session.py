@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from loadtests import history, runner, slo
+from loadtests import cost, history, power, runner, slo
 from loadtests.protocols import Protocol as WireProtocol
 from loadtests.results import (
     LoadPlan,
@@ -96,6 +96,7 @@ class Outcome:
     history: Path
     closed: RunRecord | None
     openloop: OpenLoopRecord | None
+    cost: cost.CostRecord | None = None
 
 
 def run_load_test(
@@ -108,16 +109,21 @@ def run_load_test(
     grpc_url: str | None = None,
     sweep: Sweep | None = None,
     closed: bool = True,
+    pricing: cost.Pricing | None = None,
 ) -> Outcome:
     """Run ``plan`` (closed loop) and/or ``sweep`` (open loop) against ``url``, or against one
-    service started here for both; store the run in the history. LoadTestError when the
-    target cannot be reached or a run fails."""
+    service started here for both; store the run in the history; write its cost per inference
+    (``cost.json``: ``pricing``, and the RAPL power over the loops where there is RAPL).
+    LoadTestError when the target cannot be reached or a run fails."""
     out.mkdir(parents=True, exist_ok=True)
     if url is None:
         listener.service_starting(models)
     grpc = WireProtocol.KSERVE_GRPC in plan.protocols
     record = openloop = None
-    with runner.target_service(url, grpc_url, models, out, server_args, grpc=grpc) as target:
+    with (
+        runner.target_service(url, grpc_url, models, out, server_args, grpc=grpc) as target,
+        power.PowerMeter() as meter,  # over the loops, not the service's start-up
+    ):
         if closed:
             listener.closed_loop_started(plan, target.url)
             try:
@@ -128,10 +134,16 @@ def run_load_test(
                 listener.closed_loop_finished()
         if sweep is not None:
             openloop = run_sweep(plan, sweep, out, target.url, listener)
+    costed = cost.build(pricing or cost.Pricing(), record, openloop, meter.reading, meter.problem)
+    costed.save(out)
+    if openloop is not None and record is None:  # openloop.md again, now with the cost
+        from loadtests.report import write_openloop_report
+
+        write_openloop_report(out)
     path = history.default_path(out.parent)
     run_id = history.store(path, out, plan, record, openloop)
     listener.stored(run_id, path)
-    return Outcome(out, run_id, path, record, openloop)
+    return Outcome(out, run_id, path, record, openloop, costed)
 
 
 def run_sweep(

@@ -9,15 +9,19 @@ of 2 and one of 1/2 cancel), with a two-sided Student t-interval over the pairs
 is no interval and no claim. Throughput ratios and percentile ratios (per-window p50, p99) use
 the same estimator; ``tests/test_decision.py`` checks its coverage on synthetic streams with a
 known ratio.
+
+Two runs compare by :func:`change_interval`, Welch's interval of their ratio (the regression
+gate's statistic).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from modelrepo.stats import CONFIDENCE, t_interval
+from modelrepo.stats import CONFIDENCE, t_interval, t_quantile
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,11 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> In
     return Interval(found.mean, found.low, found.high, len(values), confidence=confidence)
 
 
+def paired_ratios(baseline: Sequence[float], candidate: Sequence[float]) -> list[float]:
+    """Candidate over baseline, window by window."""
+    return [y / x for x, y in zip(baseline, candidate, strict=True)]
+
+
 def ratio_interval(
     baseline: Sequence[float], candidate: Sequence[float], confidence: float = CONFIDENCE
 ) -> Interval:
@@ -85,3 +94,31 @@ def ratio_interval(
         mean = sum(logs) / len(logs)
         sd = math.sqrt(sum((v - mean) ** 2 for v in logs) / (len(logs) - 1))
     return Interval(math.exp(found.mean), math.exp(found.low), math.exp(found.high), len(logs), sd)
+
+
+def change_interval(
+    before: Sequence[float], after: Sequence[float], confidence: float = CONFIDENCE
+) -> Interval:
+    """How ``after`` compares with ``before``, two independent runs' repeats: the ratio of their
+    means with a 95 % interval, Welch's on the log scale (the delta method: the log of the
+    ratio has variance ``var_a / (n_a mean_a^2) + var_b / (n_b mean_b^2)``, with
+    Welch-Satterthwaite degrees of freedom), so that the interval is multiplicative and never
+    below 0. NaN bounds when either side has one repeat; NaN throughout without a positive
+    mean before; 0 when every value after is 0."""
+    if not before or not after:
+        raise ValueError("no values to compare")
+    mean_b, mean_a = statistics.fmean(before), statistics.fmean(after)
+    if not (mean_b > 0 and math.isfinite(mean_b) and math.isfinite(mean_a) and mean_a >= 0):
+        return Interval(math.nan, math.nan, math.nan)
+    ratio = mean_a / mean_b
+    if ratio == 0:  # nothing left of the figure: a collapse, not noise
+        return Interval(0.0, 0.0, 0.0)
+    if len(before) < 2 or len(after) < 2:
+        return Interval(ratio, math.nan, math.nan)
+    rel_b = statistics.variance(before) / (len(before) * mean_b**2)
+    rel_a = statistics.variance(after) / (len(after) * mean_a**2)
+    if rel_a + rel_b == 0:  # identical repeats on both sides: no spread to widen the ratio
+        return Interval(ratio, ratio, ratio)
+    df = (rel_a + rel_b) ** 2 / (rel_a**2 / (len(after) - 1) + rel_b**2 / (len(before) - 1))
+    half = t_quantile(df, confidence) * math.sqrt(rel_a + rel_b)
+    return Interval(ratio, ratio * math.exp(-half), ratio * math.exp(half))

@@ -103,6 +103,7 @@ def test_history_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert compared.exit_code == 0, compared.output
     assert "1.40x" in compared.output and "yes" in compared.output
     assert "Open loop, highest rate within the SLO" in compared.output
+    assert "p99 latency: run 1 -> run 2" in compared.output and "2.00 ms" in compared.output
     assert "2.00x" in compared.output  # 400 -> 800 req/s, brackets [400, 800) and [800, inf)
     changes = history.compare_rates(db, history.get(db, "2"), history.get(db, "3"))
     assert [(c.ratio, c.moved) for c in changes] == [(1.0, False)]

@@ -18,7 +18,9 @@ from mnist_serve.cli.options import (
     MinRequestsOption,
     ModelsOption,
     PrecisionOption,
+    PriceOption,
     SloOption,
+    WattsOption,
     check_data_path,
     console,
     csv,
@@ -64,6 +66,8 @@ def demo(
     out: Annotated[
         Path | None, typer.Option(help="Results folder. Default: runs/demo-<time>.")
     ] = None,
+    price_per_hour: PriceOption = None,
+    watts: WattsOption = None,
 ) -> None:
     """The main job: train the seed models if missing, serve them, load-test both, report.
 
@@ -74,9 +78,11 @@ def demo(
     (Poisson arrivals at --rates) with the highest rate each model sustains within --slo.
     """
     from loadtests import session
+    from loadtests.cost import Pricing
     from modelrepo.layout import ModelRepository
 
     check_data_path(data)
+    pricing = Pricing(price_per_hour, watts)
     sweep = (
         None
         if rates.strip().lower() == "none"
@@ -111,4 +117,4 @@ def demo(
         percent(precision),
         seconds(budget),
     )
-    run_load_test(plan, out or default_out("demo"), None, models, sweep=sweep)
+    run_load_test(plan, out or default_out("demo"), None, models, sweep=sweep, pricing=pricing)

@@ -1,13 +1,20 @@
-"""``mnist-serve history`` and ``history compare``: past load tests, and two side by side."""
+"""``mnist-serve history``, ``history compare`` and ``history check``: past load tests, two side
+by side, and a regression gate for CI (:mod:`loadtests.gate`)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mnist_serve.cli.options import console
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from loadtests import gate
 
 app = typer.Typer(
     help="Past load tests, stored in runs/history.sqlite ($MNIST_SERVE_HISTORY to move it).",
@@ -72,7 +79,7 @@ def history_compare(
     history_file: HistoryOption = None,
 ) -> None:
     """What changed between two runs, level by level, with 95% intervals over repeats: the
-    speedup of each variant over the first, then each model's throughput."""
+    speedup of each variant over the first, then each model's throughput and p99."""
     from loadtests import history
     from loadtests.analysis import compare_runs
     from mnist_serve.cli.render import comparison
@@ -83,3 +90,110 @@ def history_compare(
     except KeyError as err:
         raise typer.BadParameter(str(err.args[0])) from err
     comparison(compare_runs(path, first, second))
+
+
+@app.command("check")
+def history_check(
+    run: Annotated[
+        str | None,
+        typer.Argument(
+            help="The run to judge: its id or folder. Default: the latest.", show_default=False
+        ),
+    ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            help="The run to judge it against. Default: the latest earlier run with the same "
+            "plan (models, runtimes, protocols, levels, payloads) on the same CPU.",
+            show_default=False,
+        ),
+    ] = None,
+    max_regression: Annotated[
+        str,
+        typer.Option(
+            help="How much worse a figure may get (5% or 0.05): a throughput, speedup or "
+            "open-loop rate lower, or a p99 higher, by more than this, with 95% confidence, "
+            "fails the check."
+        ),
+    ] = "5%",
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Show every figure compared, not only what moved.")
+    ] = False,
+    history_file: HistoryOption = None,
+) -> None:
+    """A regression gate for CI: exit 1 when a speedup, a throughput, a p99 or an open-loop
+    rate got worse beyond both its 95% interval and --max-regression; 0 otherwise; 2 when
+    there is nothing to compare. The rule is in loadtests/gate.py."""
+    from loadtests import gate, history
+
+    try:
+        threshold = gate.parse_threshold(max_regression)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    path = history_file or history.default_path(Path("runs"))
+    try:
+        before, after = gate.pick_runs(path, run, against)
+        judged = gate.check(path, before, after, threshold)
+    except KeyError as err:
+        raise typer.BadParameter(str(err.args[0])) from err
+    except gate.NothingToCompare as err:
+        console.print(f"[yellow]history check: nothing to compare:[/] {err}", highlight=False)
+        raise typer.Exit(2) from err
+    if before.comparable != after.comparable:
+        console.print(
+            "[yellow]the runs differ in models, levels, payloads or CPU: judged on what they "
+            "share[/]"
+        )
+    rows = judged.judged if show_all else judged.moved
+    if rows:
+        console.print(gate_table(judged, rows))
+    outcome = "[red bold]FAIL[/]" if judged.failed else "[green bold]PASS[/]"
+    console.print(f"{outcome} {judged.summary()}", highlight=False)
+    for j in judged.regressions:
+        where = f" at {j.level} clients" if j.level is not None else ""
+        console.print(
+            f"  regressed: {j.metric} of {j.subject}{where}: {j.metric.shown(j.before)} -> "
+            f"{j.metric.shown(j.after)} ({j.change.mean - 1:+.1%}, 95% CI "
+            f"{j.change.low - 1:+.1%} to {j.change.high - 1:+.1%})",
+            highlight=False,
+        )
+    if judged.failed:
+        raise typer.Exit(1)
+
+
+def gate_table(judged: gate.Gate, rows: list[gate.Judged]) -> Table:
+    """What moved: each figure in the two runs, its change and 95% interval, the verdict."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"run {judged.before.id} -> run {judged.after.id} (change = new/old - 1, 95% "
+        f"Welch interval over repeats; regressed = worse beyond {judged.threshold:.0%} "
+        "with 95% confidence)"
+    )
+    for column in (
+        "figure",
+        "model",
+        "clients",
+        f"run {judged.before.id}",
+        f"run {judged.after.id}",
+        "change",
+        "95% CI",
+        "verdict",
+    ):
+        table.add_column(column)
+    colours = {"regressed": "red bold", "worse, within threshold": "yellow", "better": "green"}
+    for j in rows:
+        c = j.change
+        interval = "-" if math.isnan(c.low) else f"{c.low - 1:+.1%} to {c.high - 1:+.1%}"
+        colour = colours.get(j.verdict, "")
+        table.add_row(
+            str(j.metric),
+            j.subject,
+            str(j.level) if j.level is not None else "open loop",
+            j.metric.shown(j.before),
+            j.metric.shown(j.after),
+            f"{c.mean - 1:+.1%}",
+            interval,
+            f"[{colour}]{j.verdict}[/]" if colour else str(j.verdict),
+        )
+    return table

@@ -19,9 +19,12 @@ from mnist_serve.cli.options import (
     MinRequestsOption,
     ModelsOption,
     PrecisionOption,
+    PriceOption,
     RatesOption,
     SloOption,
+    WattsOption,
     check_data_path,
+    console,
     csv,
     default_out,
     parse_runtimes,
@@ -31,6 +34,7 @@ from mnist_serve.cli.options import (
 from mnist_serve.cli.render import ConsoleListener, announce_report, load_test_failed
 
 if TYPE_CHECKING:
+    from loadtests.cost import Pricing
     from loadtests.protocols import Protocol
     from loadtests.results import LoadPlan
     from loadtests.session import Sweep
@@ -65,22 +69,33 @@ def run_load_test(
     grpc_url: str | None = None,
     sweep: Sweep | None = None,
     closed: bool = True,
+    pricing: Pricing | None = None,
 ) -> None:
     """Run a load-test session with its progress on the console, then write and show the
     closed loop's report; exit 1 if the load test fails."""
-    from loadtests import session
+    from loadtests import cost, session
     from loadtests.runner import LoadTestError
 
     try:
         listener = ConsoleListener()
         outcome = session.run_load_test(
-            plan, out, url, models, listener, grpc_url=grpc_url, sweep=sweep, closed=closed
+            plan,
+            out,
+            url,
+            models,
+            listener,
+            grpc_url=grpc_url,
+            sweep=sweep,
+            closed=closed,
+            pricing=pricing,
         )
     except LoadTestError as err:
         load_test_failed(err)
         raise typer.Exit(1) from err
     if closed:
         announce_report(out)
+    elif outcome.cost is not None and cost.bottom_line(outcome.cost):
+        console.print(f"[bold]{cost.bottom_line(outcome.cost)}[/]")
     record = outcome.closed
     if record is not None and record.failed_steps:
         # The report and the history are written; the command still says the run failed.
@@ -169,6 +184,8 @@ def loadtest(
     min_requests: MinRequestsOption = 1000,
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
+    price_per_hour: PriceOption = None,
+    watts: WattsOption = None,
 ) -> None:
     """Drive every variant x runtime with identical load; write a side-by-side report.
 
@@ -178,10 +195,12 @@ def loadtest(
     (--arrival poisson): requests at each --rates, then the highest rate meeting --slo per
     model, found by bisection; results in openloop.md and openloop.json.
     """
+    from loadtests.cost import Pricing
     from loadtests.protocols import Protocol
     from loadtests.results import LoadPlan
 
     check_data_path(data)
+    pricing = Pricing(price_per_hour, watts)
     if arrival not in ("closed", "poisson"):
         raise typer.BadParameter(f"--arrival is closed or poisson, not {arrival!r}")
     try:
@@ -206,9 +225,11 @@ def loadtest(
             raise typer.BadParameter("open loop sends JSON over the native protocol only (for now)")
         sweep = parse_sweep(rates, slo, plan.duration_s, min_requests)
         target = out or default_out("openloop")
-        run_load_test(plan, target, url, models, sweep=sweep, closed=False)
+        run_load_test(plan, target, url, models, sweep=sweep, closed=False, pricing=pricing)
         return
-    run_load_test(plan, out or default_out("loadtest"), url, models, grpc_url=grpc_url)
+    run_load_test(
+        plan, out or default_out("loadtest"), url, models, grpc_url=grpc_url, pricing=pricing
+    )
 
 
 def report(

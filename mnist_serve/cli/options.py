@@ -98,6 +98,37 @@ def percent(text: str) -> float:
     return value
 
 
+PriceOption = Annotated[
+    float | None,
+    typer.Option(
+        "--price-per-hour",
+        callback=lambda value: positive("--price-per-hour", value),
+        help="The machine's price, USD per hour: the report gives each model's cost per million "
+        "inferences at its highest rate within the --slo (open loop), else at its closed-loop "
+        "peak throughput.",
+        show_default=False,
+    ),
+]
+WattsOption = Annotated[
+    float | None,
+    typer.Option(
+        "--watts",
+        callback=lambda value: positive("--watts", value),
+        help="The machine's power draw under load, W: the report gives joules per inference "
+        "at the same rate. Default: the CPU package power read from RAPL during the run, "
+        "where the system offers it.",
+        show_default=False,
+    ),
+]
+
+
+def positive(name: str, value: float | None) -> float | None:
+    """A number that must be above 0 when given (BadParameter otherwise)."""
+    if value is not None and not 0 < value < float("inf"):
+        raise typer.BadParameter(f"{name} must be a positive number, got {value}")
+    return value
+
+
 def check_variants(names: list[str] | None) -> list[str]:
     """Reject unknown variant names with the list of known ones (exit code 2)."""
     for name in names or []:

@@ -44,7 +44,11 @@ def announce_report(folder: Path) -> None:
     if written.answer is not None:
         found = written.answer
         console.print(f"[bold]Deploy {found.recommended}[/]: {found.why}.")
-        for name, text in (("Effect", found.effect), ("Cost in accuracy", found.cost)):
+        for name, text in (
+            ("Effect", found.effect),
+            ("Cost in accuracy", found.cost),
+            ("Cost to serve", found.price),
+        ):
             if text:
                 console.print(f"  [bold]{name}:[/] {text.replace('**', '')}")
         if found.changes:
@@ -225,6 +229,7 @@ def comparison(compared: RunComparison) -> None:
     for title, changes, unit in (
         ("Speedup (throughput ratio)", compared.speedups, "x"),
         ("Throughput, req/s", compared.throughputs, ""),
+        ("p99 latency", compared.p99s, " ms"),
     ):
         if changes:
             heading = f"{title}: run {first.id} -> run {second.id}"
@@ -266,7 +271,8 @@ def change_table(title: str, changes: list[Change], unit: str, first: int, secon
 
 
 def shown(interval: Interval, unit: str) -> str:
-    """A mean and its interval: throughputs as whole numbers, ratios with two decimals."""
+    """A mean and its interval: throughputs as whole numbers, ratios and latencies with two
+    decimals."""
     digits = 2 if unit else 0
     text = f"{interval.mean:,.{digits}f}{unit}"
     if interval.low == interval.low:  # not NaN

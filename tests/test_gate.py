@@ -1,0 +1,227 @@
+"""The regression gate (`mnist-serve history check`): its rule on synthetic runs, its exit
+codes, and (slow) a real regression caught against a real server."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from loadtests import gate, history
+from loadtests.gate import Metric, Verdict, judge
+from loadtests.results import LoadPlan, Percentiles, RunRecord
+from loadtests.stats import Interval, change_interval
+from mnist_serve.cli import app
+from tests.helpers import Server, run_record, run_server, step_result
+
+
+def interval(low: float, high: float) -> Interval:
+    return Interval((low + high) / 2, low, high)
+
+
+@pytest.mark.parametrize(
+    ("metric", "low", "high", "verdict"),
+    [
+        (Metric.THROUGHPUT, 0.60, 0.70, Verdict.REGRESSED),  # surely more than 5 % down
+        (Metric.THROUGHPUT, 0.90, 0.96, Verdict.WORSE),  # surely down, maybe by under 5 %
+        (Metric.THROUGHPUT, 0.80, 1.01, Verdict.STEADY),  # could be no change: noise
+        (Metric.THROUGHPUT, 1.02, 1.30, Verdict.BETTER),
+        (Metric.SPEEDUP, 0.50, 0.94, Verdict.REGRESSED),
+        (Metric.MAX_RATE, 0.40, 0.90, Verdict.REGRESSED),
+        (Metric.P99, 1.06, 1.50, Verdict.REGRESSED),  # latency up is bad
+        (Metric.P99, 1.01, 1.20, Verdict.WORSE),
+        (Metric.P99, 0.60, 0.70, Verdict.BETTER),  # latency down is good
+        (Metric.P99, 0.99, 3.00, Verdict.STEADY),
+        (Metric.THROUGHPUT, math.nan, math.nan, Verdict.NOT_JUDGED),  # one repeat
+    ],
+)
+def test_the_rule(metric: Metric, low: float, high: float, verdict: Verdict) -> None:
+    assert judge(metric, interval(low, high), 0.05) is verdict
+
+
+def test_the_threshold_is_respected() -> None:
+    """A surely 8 % lower throughput fails a 5 % gate and passes a 10 % one."""
+    assert judge(Metric.THROUGHPUT, interval(0.90, 0.94), 0.05) is Verdict.REGRESSED
+    assert judge(Metric.THROUGHPUT, interval(0.90, 0.94), 0.10) is Verdict.WORSE
+    assert judge(Metric.P99, interval(1.06, 1.10), 0.05) is Verdict.REGRESSED
+    assert judge(Metric.P99, interval(1.06, 1.10), 0.10) is Verdict.WORSE
+
+
+def test_change_interval_is_the_ratio_of_means_with_welch_on_the_log_scale() -> None:
+    """By hand with scipy's t quantile: the delta method's variance of log(mean_a / mean_b)
+    and Welch-Satterthwaite degrees of freedom."""
+    from scipy import stats
+
+    before, after = [500.0, 520, 480], [300.0, 330, 310, 305]
+    found = change_interval(before, after)
+    ratio = np.mean(after) / np.mean(before)
+    rel_b = np.var(before, ddof=1) / (3 * np.mean(before) ** 2)
+    rel_a = np.var(after, ddof=1) / (4 * np.mean(after) ** 2)
+    df = (rel_a + rel_b) ** 2 / (rel_a**2 / 3 + rel_b**2 / 2)
+    half = stats.t.ppf(0.975, df) * math.sqrt(rel_a + rel_b)
+    assert found.mean == pytest.approx(ratio)
+    assert found.low == pytest.approx(ratio * math.exp(-half), rel=1e-9)
+    assert found.high == pytest.approx(ratio * math.exp(half), rel=1e-9)
+    one = change_interval([500.0], [300.0, 310])
+    assert one.mean == pytest.approx(305 / 500) and math.isnan(one.low)
+    assert math.isnan(change_interval([0.0, 0.0], [1.0, 2.0]).mean)  # nothing before
+    assert change_interval([400.0, 410], [0.0, 0.0]) == Interval(0.0, 0.0, 0.0)  # collapsed
+
+
+def test_thresholds_parse() -> None:
+    assert gate.parse_threshold("5%") == pytest.approx(0.05)
+    assert gate.parse_threshold("0.1") == pytest.approx(0.1)
+    for bad in ("5", "-1%", "abc", "100%"):
+        with pytest.raises(ValueError, match=r"5% or 0\.05"):
+            gate.parse_threshold(bad)
+
+
+def run_of(throughput: list[float], p99: list[float], levels: tuple[int, ...] = (8,)) -> RunRecord:
+    """depthwise at each level, one step per repeat with these throughputs and p99s."""
+    steps = [
+        step_result(
+            "depthwise", level, r, value, latency_ms=Percentiles(1.0, 1.5, 1.8, p99[r], 2 * p99[r])
+        )
+        for level in levels
+        for r, value in enumerate(throughput)
+    ]
+    plan = LoadPlan(variants=("depthwise",), concurrency=levels, repeats=len(throughput))
+    return run_record(plan, steps=steps)
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["history", "check", *args], env={"COLUMNS": "250"})
+    return result.exit_code, result.output
+
+
+STEADY_T, STEADY_P99 = [500.0, 510, 490], [4.0, 4.2, 3.9]
+
+
+def test_the_check_passes_a_steady_run_and_fails_a_slower_one(tmp_path: Path) -> None:
+    db = tmp_path / "h.sqlite"
+    runs = {
+        "a": run_of(STEADY_T, STEADY_P99),
+        "b": run_of([505.0, 495, 500], [4.1, 3.9, 4.0]),  # the same server again: noise
+        "c": run_of([350.0, 340, 360], [4.1, 3.9, 4.0]),  # 30 % fewer requests/s
+        "d": run_of([505.0, 495, 500], [6.0, 6.3, 5.9]),  # p99 50 % higher
+        "e": run_of([485.0, 483, 487], [4.1, 3.9, 4.0]),  # surely 3 % slower: under 5 %
+    }
+    for name, record in runs.items():
+        history.store(db, tmp_path / name, record.plan, record)
+    code, out = invoke("2", "--history", str(db))  # b against a (the run before it)
+    assert code == 0, out
+    assert "PASS run 2 against run 1" in out
+    code, out = invoke("3", "--history", str(db))  # c against b
+    assert code == 1, out
+    assert "FAIL" in out and "regressed: throughput of depthwise at 8 clients" in out
+    code, out = invoke("4", "--against", "1", "--history", str(db))
+    assert code == 1 and "regressed: p99 of depthwise at 8 clients" in out, out
+    assert "throughput of depthwise" not in out.split("FAIL")[1]  # only the p99 moved
+    code, out = invoke("--against", "2", "--history", str(db))  # the latest run: e
+    assert code == 0 and "worse, within threshold" in out, out
+    code, out = invoke("--against", "2", "--max-regression", "2%", "--history", str(db))
+    assert code == 0, out  # its interval (-5.1 % to -0.9 %) is not all beyond 2 %: passes
+    code, out = invoke("--against", "2", "--max-regression", "0.5%", "--history", str(db))
+    assert code == 1, out  # ... but it is all beyond 0.5 %: fails
+    code, out = invoke("5", "--against", "3", "--history", str(db))  # e against c: better
+    assert code == 0 and "better" in out, out
+
+
+def test_a_speedup_and_an_open_loop_rate_are_gated(tmp_path: Path) -> None:
+    from tests.test_history import pair, searched
+
+    db = tmp_path / "h.sqlite"
+    for name, ratios, capacity in (("a", [1.5, 1.52, 1.49], 800), ("b", [1.2, 1.21, 1.19], 800)):
+        run = pair("2026-11-24", ratios)
+        history.store(db, tmp_path / name, run.plan, run, searched(capacity))
+    code, out = invoke("--history", str(db))
+    assert code == 1 and "regressed: speedup of depthwise over original at 8 clients" in out, out
+    before, after = history.get(db, "a"), history.get(db, "b")
+    rates = {j.subject: j for j in gate.check(db, before, after, 0.05).judged if j.level is None}
+    assert rates["depthwise (p99 <= 20 ms)"].verdict is Verdict.STEADY  # same search both times
+    # A search that met the SLO up to 400/s, after one that met it at 800 but missed at 1,600.
+    lower = history.RateChange("depthwise", "p99 <= 20 ms", (800.0, 1600.0), (400.0, 800.0))
+    judged = gate.judge_rate(lower, 0.05)
+    assert judged.verdict is Verdict.WORSE  # 400/800 at worst, 800/800 at best: surely lower
+    halved = history.RateChange("depthwise", "p99 <= 20 ms", (800.0, 1600.0), (400.0, 600.0))
+    assert gate.judge_rate(halved, 0.05).verdict is Verdict.REGRESSED  # at best 600/800
+
+
+def test_nothing_to_compare_exits_2(tmp_path: Path) -> None:
+    db = tmp_path / "h.sqlite"
+    code, out = invoke("--history", str(db))
+    assert code == 2 and "no history" in out, out
+    first = run_of(STEADY_T, STEADY_P99)
+    history.store(db, tmp_path / "a", first.plan, first)
+    code, out = invoke("--history", str(db))
+    assert code == 2 and "no run before run 1 with the same plan" in out, out
+    other = run_of(STEADY_T, STEADY_P99, levels=(1,))  # another plan
+    history.store(db, tmp_path / "b", other.plan, other)
+    code, out = invoke("--history", str(db))
+    assert code == 2 and "no run before run 2" in out, out
+    code, out = invoke("2", "--against", "1", "--history", str(db))  # forced: no step in common
+    assert code == 2 and "no step (target and level)" in out, out
+    single = run_of([500.0], [4.0], levels=(1,))
+    history.store(db, tmp_path / "c", single.plan, single)
+    single = run_of([300.0], [9.0], levels=(1,))
+    history.store(db, tmp_path / "d", single.plan, single)
+    code, out = invoke("--history", str(db))
+    assert code == 2 and "--repeats 2 or more" in out, out
+    code, out = invoke("9", "--history", str(db))
+    assert code == 2 and "no run '9'" in out, out
+    code, out = invoke("--max-regression", "5", "--history", str(db))
+    assert code == 2 and "5% or 0.05" in out, out
+
+
+# The same-server check runs on a 2-core machine shared with other work: between two runs the
+# machine's load can shift by more than 5 %, which the gate would rightly call a change. The
+# end-to-end test gates at 20 %; a per-batch wait of 50 ms costs far more than that.
+E2E_THRESHOLD = "20%"
+
+
+@pytest.mark.slow
+def test_a_real_regression_fails_the_check_and_the_same_server_passes(
+    server: Server,
+    models_dir: Path,
+    mnist_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two load tests of the same server pass; the same model served with every part-filled
+    batch waiting 50 ms for more (``--max-wait-ms 50``; at 8 clients a batch of 16 never
+    fills) fails, naming the throughput at 8 clients."""
+    from loadtests import session
+    from tests.test_session import Recorder
+
+    db = tmp_path / "history.sqlite"
+    monkeypatch.setenv(history.ENV_VAR, str(db))
+    plan = LoadPlan(
+        variants=("depthwise",),
+        concurrency=(1, 8),
+        duration_s=2,
+        warmup_s=1,
+        repeats=3,
+        mnist=str(mnist_path),
+    )
+
+    def load_test(name: str, url: str) -> None:
+        session.run_load_test(plan, tmp_path / name, url, models_dir, Recorder())
+
+    load_test("first", server.url)
+    load_test("again", server.url)
+    code, out = invoke("--max-regression", E2E_THRESHOLD, "--all")
+    print(out)  # shown with pytest -s: the figures of both checks
+    assert code == 0, out
+    assert "PASS run 2 against run 1" in out
+    log = tmp_path / "slow-server.log"
+    with run_server(models_dir, log, "--max-batch-size", "16", "--max-wait-ms", "50") as slow:
+        slow.wait_ready()
+        load_test("slow", slow.url)
+    code, out = invoke("--max-regression", E2E_THRESHOLD, "--all")
+    print(out)
+    assert code == 1, out
+    assert "FAIL run 3 against run 2" in out
+    assert "regressed: throughput of depthwise at 8 clients" in out
