@@ -99,6 +99,10 @@ class ConsoleListener:
         """Announce the plan and start the progress bar."""
         windows = f"{plan.repeats} windows of {plan.duration_s} s per model and level"
         if plan.precision > 0:
+            from loadtests.decision import MIN_PAIRS
+
+            least = max(plan.repeats, MIN_PAIRS)
+            windows = f"{least} windows of {plan.duration_s} s per model and level"
             budget = f", budget {plan.budget_s / 60:.1f} min" if plan.budget_s else ""
             windows = (
                 f"at least {windows}, more until each ratio is within ±{plan.precision:.0%}{budget}"
