@@ -60,8 +60,10 @@ def previous_tables(comparison: RunComparison) -> Previous:
 
 
 def openloop_summary(record: OpenLoopRecord) -> Table:
-    """Per model: its highest rate under the SLO, the ratio to the first model, and its
-    latency and the generator's lag at that rate."""
+    """Per model: its highest rate under the SLO (">=" when it met every rate tried), the ratio
+    to the first model, its latency there, and where the search stopped."""
+    from loadtests.claims import rate_figure
+
     base = record.models[0]
     header = [
         "model",
@@ -70,25 +72,40 @@ def openloop_summary(record: OpenLoopRecord) -> Table:
         "p50 ms there",
         "p99 ms there",
         "generator lag p99 ms",
+        "search stopped at",
     ]
     rows = []
     for model in record.models:
         point = record.at_max_rate(model)
+        undecided = record.undecided(model)
+        if record.open_ended(model):
+            stop = "every rate tried met"
+        elif undecided is not None:
+            stop = f"{undecided.rate:,.0f} req/s: {undecided.verdict}"
+        else:
+            stop = f"{record.bracket(model)[1]:,.0f} req/s missed"
+        if model == base:
+            ratio = "baseline"
+        elif record.open_ended(model) and record.open_ended(base):
+            ratio = "not separated"
+        else:
+            ratio = f"{record.ratio_to(model, base):.2f}x"
         rows.append(
             [
                 model,
-                f"{record.max_rate[model]:,.0f}",
-                f"{record.ratio_to(model, base):.2f}x",
+                rate_figure(record, model),
+                ratio,
                 f"{point.latency_ms.p50:.2f}" if point else "-",
                 f"{point.latency_ms.p99:.2f}" if point else "-",
                 f"{point.lag_p99_ms:.2f}" if point else "-",
+                stop,
             ]
         )
     return header, rows
 
 
 def openloop_runs(record: OpenLoopRecord) -> Table:
-    """Every run of the sweep and the search, in the order made."""
+    """Every run of the sweep and the search, in the order made, with LoadGen's verdict."""
     header = [
         "model",
         "rate",
@@ -96,9 +113,11 @@ def openloop_runs(record: OpenLoopRecord) -> Table:
         "goodput/s",
         *[f"{q} ms" for q in Percentiles.labels()],
         f"SLO p{record.slo.percentile:g} ms",
-        "met",
+        "verdict",
+        "over the bound",
         "generator lag p99 ms",
         "runs",
+        "LoadGen summary",
     ]
     rows = [
         [
@@ -108,9 +127,11 @@ def openloop_runs(record: OpenLoopRecord) -> Table:
             f"{p.goodput_rps:,.1f}",
             *[f"{v:.2f}" for v in p.latency_ms.values()],
             f"{p.slo_ms:.2f}",
-            "yes" if p.met else "no",
+            p.verdict,
+            f"{p.loadgen.overlatency}" if p.loadgen else "-",
             f"{p.lag_p99_ms:.2f}",
-            "1" if p.runs == 1 else f"{p.runs} (missed once: pooled)",
+            "1" if p.runs == 1 else f"{p.runs} (first undecided)",
+            p.loadgen.summary if p.loadgen else "-",
         ]
         for p in record.points
     ]
@@ -119,9 +140,11 @@ def openloop_runs(record: OpenLoopRecord) -> Table:
 
 def openloop_tables(openloop: OpenLoopRecord) -> dict[str, Table]:
     """The open-loop sweep's tables: the highest rate under the SLO per model, every run."""
+    judge = openloop.generator or "the asyncio generator"
     best = (
-        f"Open loop: the highest Poisson arrival rate within {openloop.slo} (bisection; latency "
-        "from the scheduled send time, failures count as infinitely slow)"
+        f"Open loop: the highest Poisson arrival rate within {openloop.slo} ({judge}; VALID "
+        "needs the percentile within the bound and LoadGen's early stopping passed; latency "
+        "from the scheduled send time, failures count as over the bound; bisection)"
     )
     every = (
         f"Open loop: every run (at least {openloop.seconds_per_run:g} s and "
@@ -140,7 +163,6 @@ def tables(
 ) -> dict[str, Table]:
     """The report's tables, as (header, rows) in display order."""
     plan = record.plan
-    models, conc = plan.targets(), plan.concurrency
     out: dict[str, Table] = {}
     if found:
         out["Claims: the seed study's against what was measured"] = (
@@ -182,6 +204,93 @@ def tables(
             out[title] = (header, rows)
     if openloop is not None:
         out.update(openloop_tables(openloop))
+    if record.steps:  # an open-loop run on its own has no closed-loop steps
+        out.update(closed_loop_tables(record, levels))
+    out["The variants (training figures)"] = (
+        [
+            "variant",
+            "version",
+            "parameters",
+            "MACs/image",
+            "test accuracy",
+            "SavedModel",
+            "epochs",
+            "device",
+        ],
+        [
+            [
+                e.name,
+                str(e.version),
+                f"{e.parameters or 0:,}",
+                f"{e.macs or 0:,}",
+                _percent(e.test_accuracy),
+                f"{(e.savedmodel_bytes or 0) / 1e6:.2f} MB",
+                str(e.epochs),
+                str(e.device),
+            ]
+            for e in record.variants
+        ],
+    )
+    tested = {(step.variant, step.runtime) for step in record.steps} or {
+        (name.variant, name.runtime or default_runtime(record, name.variant))
+        for name in plan.model_names()
+    }
+    out["Runtimes served (device, model time at warm-up, difference from the SavedModel)"] = (
+        ["model", "device", "batch-1 ms", "max abs diff"],
+        [
+            [
+                r.model,
+                str(r.device),
+                f"{r.batch1_ms:.3f}" if r.batch1_ms is not None else "-",
+                f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "-",
+            ]
+            for entry in record.variants
+            for r in entry.runtimes
+            if (entry.name, r.runtime) in tested
+        ],
+    )
+    if record.steps:
+        out[
+            "Drift between repeats (throughput spread = max/min - 1; flagged: over "
+            f"{DRIFT:.0%} off the level's median)"
+        ] = (
+            ["model", "clients", "spread", "flagged repeats"],
+            [
+                [
+                    str(d.target),
+                    str(d.level),
+                    f"{d.spread:.0%}",
+                    ", ".join(map(str, d.flagged)) or "-",
+                ]
+                for d in drift(levels)
+            ],
+        )
+    if previous is not None:
+        out.update(previous.tables)
+    m = record.machine
+    out["Machine and settings"] = (
+        ["what", "value"],
+        [
+            ["CPU", f"{m.cpu} ({m.cores} cores)"],
+            ["platform", m.platform],
+            ["Python / TensorFlow / Locust", f"{m.python} / {m.tensorflow} / {m.locust}"],
+            [
+                "target",
+                record.target + (" (started by the load test)" if record.started_server else ""),
+            ],
+            ["server options", " ".join(record.server_args) or "defaults"],
+            ["serving engine", str(record.engine) if record.engine else "not reported"],
+            ["load", load_line(record, openloop)],
+            ["run", f"{record.created_at} to {record.finished_at}"],
+        ],
+    )
+    return out
+
+
+def closed_loop_tables(record: RunRecord, levels: Levels) -> dict[str, Table]:
+    """The closed-loop steps' latency and throughput, and where the time goes."""
+    models, conc = record.plan.targets(), record.plan.concurrency
+    out: dict[str, Table] = {}
     header = [
         "clients",
         "model",
@@ -236,82 +345,31 @@ def tables(
         ["clients", "model", "client p50", "model time", "queue", "HTTP + rest", "model share"],
         rows,
     )
-    out["The variants (training figures)"] = (
-        [
-            "variant",
-            "version",
-            "parameters",
-            "MACs/image",
-            "test accuracy",
-            "SavedModel",
-            "epochs",
-            "device",
-        ],
-        [
-            [
-                e.name,
-                str(e.version),
-                f"{e.parameters or 0:,}",
-                f"{e.macs or 0:,}",
-                _percent(e.test_accuracy),
-                f"{(e.savedmodel_bytes or 0) / 1e6:.2f} MB",
-                str(e.epochs),
-                str(e.device),
-            ]
-            for e in record.variants
-        ],
-    )
-    tested = {(step.variant, step.runtime) for step in record.steps}
-    out["Runtimes served (device, model time at warm-up, difference from the SavedModel)"] = (
-        ["model", "device", "batch-1 ms", "max abs diff"],
-        [
-            [
-                r.model,
-                str(r.device),
-                f"{r.batch1_ms:.3f}" if r.batch1_ms is not None else "-",
-                f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "-",
-            ]
-            for entry in record.variants
-            for r in entry.runtimes
-            if (entry.name, r.runtime) in tested
-        ],
-    )
-    out[
-        "Drift between repeats (throughput spread = max/min - 1; flagged: over "
-        f"{DRIFT:.0%} off the level's median)"
-    ] = (
-        ["model", "clients", "spread", "flagged repeats"],
-        [
-            [str(d.target), str(d.level), f"{d.spread:.0%}", ", ".join(map(str, d.flagged)) or "-"]
-            for d in drift(levels)
-        ],
-    )
-    if previous is not None:
-        out.update(previous.tables)
-    m = record.machine
-    out["Machine and settings"] = (
-        ["what", "value"],
-        [
-            ["CPU", f"{m.cpu} ({m.cores} cores)"],
-            ["platform", m.platform],
-            ["Python / TensorFlow / Locust", f"{m.python} / {m.tensorflow} / {m.locust}"],
-            [
-                "target",
-                record.target + (" (started by the load test)" if record.started_server else ""),
-            ],
-            ["server options", " ".join(record.server_args) or "defaults"],
-            ["serving engine", str(record.engine) if record.engine else "not reported"],
-            [
-                "load",
-                f"closed loop, {', '.join(plan.protocols)} protocol(s), {plan.mode} payloads, "
-                f"{plan.duration_s} s per step after {plan.warmup_s} s warm-up, "
-                f"{plan.repeats} repeats, alternating order, {plan.processes} Locust "
-                "process(es)",
-            ],
-            ["run", f"{record.created_at} to {record.finished_at}"],
-        ],
-    )
     return out
+
+
+def default_runtime(record: RunRecord, variant: str) -> str:
+    """The runtime a bare variant name is served on ("" when the server did not say)."""
+    served = record.variant(variant)
+    return (served.runtime if served else None) or ""
+
+
+def load_line(record: RunRecord, openloop: OpenLoopRecord | None) -> str:
+    """How the load was made: the closed loop's plan and/or the open loop's generator."""
+    plan = record.plan
+    parts = []
+    if record.steps:
+        parts.append(
+            f"closed loop, {', '.join(plan.protocols)} protocol(s), {plan.mode} payloads, "
+            f"{plan.duration_s} s per step after {plan.warmup_s} s warm-up, "
+            f"{plan.repeats} repeats, alternating order, {plan.processes} Locust process(es)"
+        )
+    if openloop is not None:
+        parts.append(
+            f"open loop, {openloop.generator or 'asyncio generator'}, Poisson arrivals at "
+            f"{', '.join(f'{r:g}' for r in openloop.rates)} req/s then bisection, JSON payloads"
+        )
+    return "; ".join(parts)
 
 
 def _percent(value: float | None) -> str:

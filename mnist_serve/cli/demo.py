@@ -13,6 +13,7 @@ from mnist_serve.cli.models import train_variants
 from mnist_serve.cli.options import (
     DEFAULT_MODELS_DIR,
     DEFAULT_SLO,
+    CeilingOption,
     DataOption,
     MinRequestsOption,
     ModelsOption,
@@ -54,6 +55,7 @@ def demo(
     ] = "200,400,800,1600",
     slo: SloOption = DEFAULT_SLO,
     min_requests: MinRequestsOption = 1000,
+    ceiling: CeilingOption = None,
     out: Annotated[
         Path | None, typer.Option(help="Results folder. Default: runs/demo-<time>.")
     ] = None,
@@ -72,7 +74,7 @@ def demo(
     sweep = (
         None
         if rates.strip().lower() == "none"
-        else parse_sweep(rates, slo, session.DEMO_OPEN_LOOP_S, min_requests)
+        else parse_sweep(rates, slo, session.DEMO_OPEN_LOOP_S, min_requests, ceiling)
     )
     repository = ModelRepository(models)
     missing = [name for name in catalog.SEED_VARIANTS if not repository.versions(name)]

@@ -14,6 +14,7 @@ import typer
 from mnist_serve.cli.options import (
     DEFAULT_MODELS_DIR,
     DEFAULT_SLO,
+    CeilingOption,
     DataOption,
     MinRequestsOption,
     ModelsOption,
@@ -33,12 +34,17 @@ if TYPE_CHECKING:
     from loadtests.session import Sweep
 
 
-def parse_sweep(rates: str, slo: str, duration_s: int, min_requests: int) -> Sweep:
-    """The open-loop sweep of --rates and --slo; BadParameter when malformed."""
+def parse_sweep(
+    rates: str, slo: str, duration_s: int, min_requests: int, ceiling: float | None = None
+) -> Sweep:
+    """The open-loop sweep of --rates, --slo and --ceiling (None: the default); BadParameter
+    when malformed."""
     from loadtests.session import Sweep
 
     try:
-        return Sweep.parse(rates, slo, duration_s, min_requests)
+        if ceiling is None:
+            return Sweep.parse(rates, slo, duration_s, min_requests)
+        return Sweep.parse(rates, slo, duration_s, min_requests, ceiling)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
 
@@ -63,8 +69,8 @@ def run_load_test(
     sweep: Sweep | None = None,
     closed: bool = True,
 ) -> None:
-    """Run a load-test session with its progress on the console, then write and show the
-    closed loop's report; exit 1 if the load test fails."""
+    """Run a load-test session with its progress on the console, then write and show its
+    report (every mode); exit 1 if the load test fails."""
     from loadtests import session
     from loadtests.runner import LoadTestError
 
@@ -76,8 +82,7 @@ def run_load_test(
     except LoadTestError as err:
         load_test_failed(err)
         raise typer.Exit(1) from err
-    if closed:
-        announce_report(out)
+    announce_report(out)
 
 
 def loadtest(
@@ -141,14 +146,16 @@ def loadtest(
     rates: RatesOption = "100,200,400,800",
     slo: SloOption = DEFAULT_SLO,
     min_requests: MinRequestsOption = 1000,
+    ceiling: CeilingOption = None,
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
 ) -> None:
     """Drive every variant x runtime with identical load; write a side-by-side report.
 
     Closed loop (default): Locust users at each concurrency level. Open loop
-    (--arrival poisson): requests at each --rates, then the highest rate meeting --slo per
-    model, found by bisection; results in openloop.md and openloop.json.
+    (--arrival poisson): MLPerf LoadGen's Server scenario at each --rates, judged VALID or
+    INVALID against --slo (with LoadGen's early stopping), then the highest VALID rate per
+    model by bisection. Either way: report.md and report.html in the results folder.
     """
     from loadtests.protocols import Protocol
     from loadtests.results import LoadPlan
@@ -174,7 +181,7 @@ def loadtest(
     if arrival == "poisson":
         if plan.protocols != (Protocol.NATIVE,) or plan.mode != "json":
             raise typer.BadParameter("open loop sends JSON over the native protocol only (for now)")
-        sweep = parse_sweep(rates, slo, plan.duration_s, min_requests)
+        sweep = parse_sweep(rates, slo, plan.duration_s, min_requests, ceiling)
         target = out or default_out("openloop")
         run_load_test(plan, target, url, models, sweep=sweep, closed=False)
         return
@@ -186,10 +193,5 @@ def report(
 ) -> None:
     """Rebuild report.md and report.html from a load test's recorded results."""
     if not (folder / "results.json").is_file():
-        hint = (
-            " (an open-loop run alone: its report is openloop.md)"
-            if (folder / "openloop.json").is_file()
-            else ""
-        )
-        raise typer.BadParameter(f"{folder} holds no results.json{hint}")
+        raise typer.BadParameter(f"{folder} holds no results.json")
     announce_report(folder)
