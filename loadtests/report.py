@@ -179,11 +179,13 @@ def loadgen_logs(openloop: OpenLoopRecord | None) -> list[tuple[str, str]]:
     """(run, LoadGen summary path relative to the run folder) for every LoadGen run."""
     if openloop is None:
         return []
-    return [
-        (f"{p.model} at {p.rate:,.1f} req/s: {p.verdict}", p.loadgen.summary)
-        for p in openloop.points
-        if p.loadgen is not None and p.loadgen.summary
-    ]
+    out = []
+    for p in openloop.points:
+        if p.first is not None and p.first.summary:
+            out.append((f"{p.model} at {p.rate:,.1f} req/s, first run", p.first.summary))
+        if p.loadgen is not None and p.loadgen.summary:
+            out.append((f"{p.model} at {p.rate:,.1f} req/s: {p.verdict}", p.loadgen.summary))
+    return out
 
 
 def write_steps_csv(record: RunRecord, path: Path) -> None:

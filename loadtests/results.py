@@ -354,8 +354,9 @@ class RatePoint:
     slo_ms: float  # the SLO's percentile over every request, failures over the bound
     met: bool  # with LoadGen: its verdict is VALID
     lag_p99_ms: float  # how late the generator itself sent (send minus schedule)
-    runs: int = 1  # 2: the first run was undecided and LoadGen's longer second run decides
+    runs: int = 1  # 2: the first run was not VALID and the second run's verdict stands
     loadgen: LoadGenVerdict | None = None  # None: measured by the asyncio generator
+    first: LoadGenVerdict | None = None  # with runs 2: LoadGen's verdict on the first run
 
     @property
     def undecided(self) -> bool:

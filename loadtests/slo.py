@@ -8,13 +8,14 @@ config under p99 <= X").
 real MNIST test digits POSTed as JSON, latency from LoadGen's scheduled issue time), then a
 :class:`RateSearch` narrows the highest rate LoadGen judges VALID down by bisection. LoadGen's
 verdict decides each rate: VALID needs the percentile within the bound *and* its early-stopping
-test passed. A rate whose percentile met the bound on too few requests is run once more with as
-many requests as LoadGen asks for; if still undecided it "needs N more requests" and does not
-count as met. A failed request counts as over the bound, so a server cannot meet the target by
-refusing work. When every rate tried is met, the search goes on upward by doubling (up to
-``CEILING``) so that the models are separated rather than tied at the top rate. Results go
-to ``openloop.json`` and LoadGen's logs to ``loadgen/`` in the run folder;
-:mod:`loadtests.report` renders them.
+test passed. A rate not VALID is run once more and the second verdict stands: as it was when
+INVALID (one stall on a busy machine must not end a search), with as many requests as LoadGen
+asks for when undecided (the percentile met on too few requests); still undecided, it "needs N
+more requests" and does not count as met. A failed request counts as over the bound, so a
+server cannot meet the target by refusing work. When every rate tried is met, the search goes
+on upward by doubling (up to ``CEILING``) so that the models are separated rather than tied at
+the top rate. Results go to ``openloop.json`` and LoadGen's logs to ``loadgen/`` in the run
+folder; :mod:`loadtests.report` renders them.
 
 Locust stays the closed-loop engine (its users wait for answers). The asyncio generator
 (:mod:`loadtests.openloop`) stays where LoadGen cannot serve: above about 2,000 requests/s our
@@ -37,7 +38,7 @@ import numpy as np
 from loadtests import loadgen
 from loadtests.loadgen import LoadGenRun
 from loadtests.protocols import Protocol, encode
-from loadtests.results import OpenLoopRecord, RatePoint, Slo
+from loadtests.results import LoadGenVerdict, OpenLoopRecord, RatePoint, Slo
 from loadtests.runner import machine
 
 DIGITS = 256  # distinct test digits, LoadGen's query sample library
@@ -49,16 +50,25 @@ MAX_RERUN_FACTOR = 10
 LOADGEN_DIR = "loadgen"
 
 
-def rate_point(
-    model: str, rate: float, run: LoadGenRun, slo: Slo, out_dir: Path, runs: int = 1
-) -> RatePoint:
-    """One rate's point from LoadGen's run (its summary linked relative to ``out_dir``)."""
-    verdict = run.result
+def linked(run: LoadGenRun, out_dir: Path) -> LoadGenVerdict:
+    """LoadGen's verdict with its summary's path relative to ``out_dir`` (the run folder)."""
     try:
         summary = run.summary.relative_to(out_dir).as_posix()
     except ValueError:
         summary = run.summary.as_posix()
-    verdict = dataclasses.replace(verdict, summary=summary)
+    return dataclasses.replace(run.result, summary=summary)
+
+
+def rate_point(
+    model: str,
+    rate: float,
+    run: LoadGenRun,
+    slo: Slo,
+    out_dir: Path,
+    first: LoadGenRun | None = None,
+) -> RatePoint:
+    """One rate's point from LoadGen's run (``first``: the run before it, not VALID)."""
+    verdict = linked(run, out_dir)
     share_ok = run.ok / verdict.queries if verdict.queries else 0.0
     return RatePoint(
         model=model,
@@ -70,8 +80,9 @@ def rate_point(
         slo_ms=round(verdict.percentile_ms(slo.percentile), 3),
         met=verdict.valid,
         lag_p99_ms=run.sut_lag_p99_ms,
-        runs=runs,
+        runs=1 if first is None else 2,
         loadgen=verdict,
+        first=None if first is None else linked(first, out_dir),
     )
 
 
@@ -155,9 +166,11 @@ def measure_rate(
     out_dir: Path | None = None,
 ) -> RatePoint:
     """LoadGen's Server scenario at ``rate`` (at least ``seconds`` and ``min_requests``) after
-    a warm-up, its logs in ``out_dir/loadgen/``. A run LoadGen cannot decide (the percentile
-    met on too few requests) is run once more with the total it asks for, if that is at most
-    MAX_RERUN_FACTOR times ``min_requests``; the second run's verdict stands."""
+    a warm-up, its logs in ``out_dir/loadgen/``. A run that is not VALID is run once more and
+    the second run's verdict stands: an INVALID one as it was (one stall on a busy machine must
+    not end a search; a real limit fails twice; each VALID carries LoadGen's 99 % confidence,
+    so two tries keep 98 %), an undecided one (the percentile met on too few requests) with
+    the total LoadGen asks for, unless that is over MAX_RERUN_FACTOR times ``min_requests``."""
     root = out_dir if out_dir is not None else Path(tempfile.mkdtemp(prefix="loadgen-"))
 
     def run(queries: int, attempt: int) -> LoadGenRun:
@@ -175,10 +188,14 @@ def measure_rate(
         )
 
     first = run(min_requests, 1)
-    needed = first.result.queries + (first.result.needs_more or 0)
-    if not first.result.undecided or needed > MAX_RERUN_FACTOR * max(min_requests, 1):
+    if first.result.valid:
         return rate_point(model, rate, first, slo, root)
-    return rate_point(model, rate, run(needed, 2), slo, root, runs=2)
+    needed = first.result.queries + (first.result.needs_more or 0)
+    if not first.result.undecided:  # INVALID: a real limit, or a stall on a busy machine
+        needed = min_requests
+    elif needed > MAX_RERUN_FACTOR * max(min_requests, 1):
+        return rate_point(model, rate, first, slo, root)
+    return rate_point(model, rate, run(needed, 2), slo, root, first)
 
 
 def run_sweep(

@@ -13,7 +13,7 @@ import numpy as np
 from loadtests import history
 from loadtests.analysis import DRIFT, Axis, Levels, RunComparison, Speedup, drift
 from loadtests.claims import Claim
-from loadtests.results import OpenLoopRecord, Percentiles, RunRecord
+from loadtests.results import OpenLoopRecord, Percentiles, RatePoint, RunRecord
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -130,12 +130,20 @@ def openloop_runs(record: OpenLoopRecord) -> Table:
             p.verdict,
             f"{p.loadgen.overlatency}" if p.loadgen else "-",
             f"{p.lag_p99_ms:.2f}",
-            "1" if p.runs == 1 else f"{p.runs} (first undecided)",
+            "1" if p.runs == 1 else f"{p.runs} (first {first_verdict(p)})",
             p.loadgen.summary if p.loadgen else "-",
         ]
         for p in record.points
     ]
     return header, rows
+
+
+def first_verdict(point: RatePoint) -> str:
+    """LoadGen's verdict on the first of two runs at a rate."""
+    first = point.first
+    if first is None:
+        return "not VALID"
+    return f"needs {first.needs_more or 0:,} more" if first.undecided else "INVALID"
 
 
 def openloop_tables(openloop: OpenLoopRecord) -> dict[str, Table]:

@@ -94,12 +94,11 @@ def verdict(valid: bool, latency_met: bool, queries: int, needs: int | None) -> 
     )
 
 
-def test_an_undecided_rate_is_run_again_with_the_requests_loadgen_asks_for(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """LoadGen's verdict decides a rate. Undecided (the p99 met on too few requests): one more
-    run with as many requests as LoadGen asks for, and that run's verdict stands; VALID or
-    INVALID: one run; undecided but asking for over 10x the minimum: left undecided."""
+def test_a_rate_not_valid_is_run_once_more(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """LoadGen's verdict decides a rate. VALID: one run. INVALID: one more run, whose verdict
+    stands (a stall passes, a real limit fails twice). Undecided (the p99 met on too few
+    requests): one more run with as many requests as LoadGen asks for; asking for over 10x the
+    minimum: left undecided, "needs N more requests"."""
     from loadtests import loadgen, slo
 
     queued: list[LoadGenVerdict] = []
@@ -113,23 +112,29 @@ def test_an_undecided_rate_is_run_again_with_the_requests_loadgen_asks_for(
     target = Slo(99, 50)
 
     def measure() -> RatePoint:
+        asked.clear()
         return slo.measure_rate(
             "http://127.0.0.1:1", "m@onnx", [b"{}"], 50, 2, target, 100, tmp_path
         )
 
+    queued[:] = [verdict(True, True, 100, None)]
+    point = measure()
+    assert asked == [100] and point.met and point.runs == 1 and point.first is None
     queued[:] = [verdict(False, True, 100, 359), verdict(True, True, 459, None)]
     point = measure()
     assert asked == [100, 459] and point.met and point.runs == 2 and point.verdict == "VALID"
-    assert point.loadgen is not None and point.loadgen.summary == (
-        "loadgen/m-onnx-50-2/mlperf_log_summary.txt"
-    )
-    asked.clear()
-    queued[:] = [verdict(False, False, 100, 2000)]
+    assert point.loadgen is not None and point.first is not None and point.first.undecided
+    assert point.loadgen.summary == "loadgen/m-onnx-50-2/mlperf_log_summary.txt"
+    assert point.first.summary == "loadgen/m-onnx-50/mlperf_log_summary.txt"
+    queued[:] = [verdict(False, False, 100, 2000), verdict(True, True, 100, None)]
     point = measure()
-    assert asked == [100] and not point.met and point.verdict == "INVALID" and not point.undecided
+    assert asked == [100, 100] and point.met and point.runs == 2  # one stall: met
+    queued[:] = [verdict(False, False, 100, 2000), verdict(False, False, 100, 2500)]
+    point = measure()
+    assert not point.met and point.verdict == "INVALID" and not point.undecided
     queued[:] = [verdict(False, True, 100, 1000)]  # 1,100 > 10 x 100: not run again
     point = measure()
-    assert point.runs == 1 and point.undecided
+    assert asked == [100] and point.runs == 1 and point.undecided
     assert point.verdict == "undecided: needs 1,000 more requests"
 
 

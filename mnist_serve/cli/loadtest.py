@@ -139,8 +139,9 @@ def loadtest(
         str,
         typer.Option(
             help="closed: Locust users that wait for each answer (concurrency levels). "
-            "poisson: open loop, requests at scheduled Poisson times whatever the answers "
-            "(--rates, --slo), latency from the scheduled time."
+            "poisson: open loop, MLPerf LoadGen's Server scenario: requests at scheduled "
+            "Poisson times whatever the answers (--rates, --slo), latency from the scheduled "
+            "time, each rate judged VALID or INVALID by LoadGen."
         ),
     ] = "closed",
     rates: RatesOption = "100,200,400,800",

@@ -129,7 +129,7 @@ class ConsoleListener:
         console.print(
             f"{point.model:>22} {point.rate:8.1f}/s: {point.ok}/{point.requests} ok, "
             f"p50 {point.latency_ms.p50:.2f} p99 {point.latency_ms.p99:.2f} ms, "
-            f"[{colour}]{point.verdict}[/]" + (" (second, longer run)" if point.runs > 1 else "")
+            f"[{colour}]{point.verdict}[/]" + (" (second run)" if point.runs > 1 else "")
         )
 
     def open_loop_finished(self, record: OpenLoopRecord, data: Path) -> None:
