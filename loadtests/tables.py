@@ -77,13 +77,11 @@ def openloop_summary(record: OpenLoopRecord) -> Table:
     rows = []
     for model in record.models:
         point = record.at_max_rate(model)
-        undecided = record.undecided(model)
-        if record.open_ended(model):
-            stop = "every rate tried met"
-        elif undecided is not None:
-            stop = f"{undecided.rate:,.0f} req/s: {undecided.verdict}"
-        else:
-            stop = f"{record.bracket(model)[1]:,.0f} req/s missed"
+        missed = [p for p in record.points if p.model == model and not p.met]
+        stop = "every rate tried met"
+        if missed:
+            first = min(missed, key=lambda p: p.rate)
+            stop = f"{first.rate:,g} req/s: {first.verdict}"
         if model == base:
             ratio = "baseline"
         elif record.open_ended(model) and record.open_ended(base):
