@@ -36,6 +36,7 @@ import orjson
 
 from loadtests.openloop import ConnectionPool, Sample, encode_request
 from loadtests.results import LoadGenVerdict, Percentiles, Slo
+from loadtests.runner import LoadTestError
 
 VERSION = "6.0.17"  # the mlcommons-loadgen whose logs these readers are tested on
 CONFIDENCE = 0.99  # LoadGen's early-stopping confidence (fixed in LoadGen)
@@ -49,8 +50,8 @@ _NEEDS = re.compile(r"need to run at least (\d+) more queries")
 _LEVELS = {"50.00": "p50", "90.00": "p90", "95.00": "p95", "99.00": "p99", "99.90": "p999"}
 
 
-class LoadGenError(RuntimeError):
-    """LoadGen is missing, or its logs do not hold a result."""
+class LoadGenError(LoadTestError):
+    """LoadGen is missing, or its logs do not hold a result (the command line says which)."""
 
 
 @dataclass(frozen=True)
