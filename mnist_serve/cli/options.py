@@ -64,7 +64,7 @@ CeilingOption = Annotated[
         min=0,
         help="Open loop: when every --rates is VALID, the search doubles the top rate up to "
         "this (req/s) so the models are separated, not tied at the top rate. 0: stop at "
-        "--rates. Default: 2,000, twice any model's capacity on a 2-core machine.",
+        "--rates. Default: 2,000, what LoadGen's Python client keeps up with on 2 cores.",
         show_default=False,
     ),
 ]
