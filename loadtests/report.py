@@ -93,7 +93,7 @@ def build_report(out_dir: Path) -> Report:
     previous = previous_tables(compared) if compared is not None else None
     if previous is not None:
         lines += previous.lines
-    figures = plots(record, levels, out_dir, openloop) if closed else {}
+    figures = plots(record, levels, out_dir, openloop)
     all_tables = tables(record, levels, items, found, previous, openloop)
     warnings = sorted({w for step in record.steps for w in step.warnings})
     plan = record.plan

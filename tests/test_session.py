@@ -174,5 +174,7 @@ def test_an_open_loop_run_alone_gets_the_same_report(
     assert "stopped at --ceiling 800; give --ceiling 2000" in text and "1.00x" not in text
     assert "99.04%" in text  # the test accuracy, from the server
     assert "Client-side latency" not in text and not (out / "steps.csv").exists()
+    assert "![Trade-off: accuracy vs capacity](plots/tradeoff.png)" in text
+    assert (out / "plots" / "tradeoff.png").stat().st_size > 1000
     claim = next(c for c in written.claims if "arrival rate" in c.claim)
     assert claim.verdict == "not separated"
