@@ -143,7 +143,7 @@ def answer(
     when the run was priced)."""
     plan = record.plan
     targets = plan.targets()
-    if len(targets) < 2 or not levels:
+    if len(targets) < 2 or not (levels or openloop):
         return None
     margin = precision_of(record)
     top = max(plan.concurrency)

@@ -49,6 +49,8 @@ class Verdict(StrEnum):
     WITHIN_NOISE = "within noise"  # the interval includes "no difference"
     ONE_RUN = "one run"  # no interval
     WITHIN_RESOLUTION = "within search resolution"  # open loop: the search brackets overlap
+    NOT_SEPARATED = "not separated"  # open loop: both met every rate tried (a ceiling, no tie)
+    NEEDS_MORE = "needs more requests"  # open loop: LoadGen's early stopping undecided
 
 
 class Kind(StrEnum):
@@ -246,6 +248,50 @@ def rate_pairs(openloop: OpenLoopRecord, plan: LoadPlan) -> list[tuple[str, str]
     return out
 
 
+def rate_figure(openloop: OpenLoopRecord, model: str) -> str:
+    """A model's highest rate within the SLO: "at least" when it met every rate tried."""
+    rate = f"{openloop.max_rate[model]:,.0f}"
+    return f">= {rate}" if openloop.open_ended(model) else rate
+
+
+def rate_measured(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
+    """The claim's measurement: both rates and their ratio, or why there is no ratio."""
+    if openloop.open_ended(model) and openloop.open_ended(baseline):
+        top = max(openloop.max_rate[model], openloop.max_rate[baseline])
+        return f"both met every rate tried, up to {top:,.0f} req/s: {not_separated(openloop)}"
+    undecided = [p for m in (model, baseline) if (p := openloop.undecided(m)) is not None]
+    ratio = openloop.ratio_to(model, baseline)
+    prefix = ">= " if openloop.open_ended(model) and not math.isnan(ratio) else ""
+    text = (
+        f"{rate_figure(openloop, model)} vs {rate_figure(openloop, baseline)} req/s of "
+        f"{baseline} ({prefix}{ratio:.2f}x)"
+    )
+    for point in undecided:
+        text += f"; {point.model} at {point.rate:,.0f} req/s {point.verdict}"
+    return text
+
+
+def not_separated(openloop: OpenLoopRecord) -> str:
+    """What to do when the rates tried did not separate the models."""
+    from loadtests.loadgen import SUT_CEILING
+
+    top = max((p.rate for p in openloop.points), default=0.0)
+    if openloop.ceiling is not None and top >= openloop.ceiling >= SUT_CEILING:
+        return (
+            f"the rates did not separate the models up to {top:,.0f} req/s: a tighter --slo "
+            "or a higher --ceiling separates them"
+        )
+    if openloop.ceiling is not None and top >= openloop.ceiling:
+        return (
+            f"the rates did not separate the models: the search stopped at --ceiling "
+            f"{openloop.ceiling:g}; give --ceiling {SUT_CEILING:g}"
+        )
+    higher = ",".join(
+        f"{min(top * k, SUT_CEILING):g}" for k in (2, 4, 8) if top * k / 2 < SUT_CEILING
+    )
+    return f"the rates did not separate the models: give higher --rates, e.g. --rates {higher}"
+
+
 def rate_claims(openloop: OpenLoopRecord, plan: LoadPlan) -> list[Claim]:
     """Per candidate model, its highest arrival rate within the SLO against its baseline's
     (same runtime). The search brackets each answer between the highest rate that met the SLO
@@ -255,8 +301,7 @@ def rate_claims(openloop: OpenLoopRecord, plan: LoadPlan) -> list[Claim]:
             Kind.RATE,
             f"faster inference: {model}, highest Poisson arrival rate within {openloop.slo}",
             "cuts inference time",
-            f"{openloop.max_rate[model]:,.0f} vs {openloop.max_rate[baseline]:,.0f} req/s of "
-            f"{baseline} ({openloop.ratio_to(model, baseline):.2f}x)",
+            rate_measured(openloop, model, baseline),
             rate_verdict(openloop, model, baseline),
             openloop.ratio_to(model, baseline),
             model,
@@ -266,11 +311,19 @@ def rate_claims(openloop: OpenLoopRecord, plan: LoadPlan) -> list[Claim]:
 
 
 def rate_verdict(openloop: OpenLoopRecord, model: str, baseline: str) -> Verdict:
-    """holds / does not when the two search brackets are apart, else within search resolution."""
+    """holds / does not when the two search brackets are apart; not separated when both met
+    every rate tried (a ceiling, not a tie); needs more requests when an upper end of a bracket
+    is a rate LoadGen could not decide; else within search resolution."""
+    if openloop.open_ended(model) and openloop.open_ended(baseline):
+        return Verdict.NOT_SEPARATED
     (low_c, high_c), (low_b, high_b) = openloop.bracket(model), openloop.bracket(baseline)
-    if low_c >= high_b:
+    if low_c >= high_b and openloop.undecided(baseline) is None:
         return Verdict.HOLDS
-    return Verdict.DOES_NOT if high_c <= low_b else Verdict.WITHIN_RESOLUTION
+    if high_c <= low_b and openloop.undecided(model) is None:
+        return Verdict.DOES_NOT
+    if openloop.undecided(model) or openloop.undecided(baseline):
+        return Verdict.NEEDS_MORE
+    return Verdict.WITHIN_RESOLUTION
 
 
 def bottom_line(
@@ -295,10 +348,16 @@ def bottom_line(
         for model, baseline in rate_pairs(openloop, record.plan)[:1]:
             verdict = rate_verdict(openloop, model, baseline)
             caveat = "" if verdict in (Verdict.HOLDS, Verdict.DOES_NOT) else f" ({verdict})"
-            parts.append(
-                f"{model} sustains {openloop.ratio_to(model, baseline):.2f}x the arrival rate of "
-                f"{baseline} within {openloop.slo}{caveat}"
-            )
+            if verdict is Verdict.NOT_SEPARATED:
+                parts.append(
+                    f"{model} and {baseline} both met every arrival rate tried within "
+                    f"{openloop.slo} (not separated)"
+                )
+            else:
+                parts.append(
+                    f"{model} sustains {openloop.ratio_to(model, baseline):.2f}x the arrival "
+                    f"rate of {baseline} within {openloop.slo}{caveat}"
+                )
     if base.macs and cand.macs:
         parts.append(f"needs {base.macs / cand.macs:.2f}x fewer multiply-adds")
     if base.test_accuracy is not None and cand.test_accuracy is not None:

@@ -71,15 +71,16 @@ class OpenLoopResult:
         return float(np.percentile(values, percentile)) * 1000 if values else float("nan")
 
 
+Record = Callable[[Sample, object], None]  # an answer (or a failure) and its request's tag
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; answers are matched to requests in order."""
 
-    def __init__(
-        self, on_free: Callable[[_Connection], None], record: Callable[[Sample], None]
-    ) -> None:
+    def __init__(self, on_free: Callable[[_Connection], None], record: Record) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.pending: tuple[float, float] | None = None  # (scheduled, sent)
+        self.pending: tuple[float, float, object] | None = None  # (scheduled, sent, tag)
         self.closed = False
         self._on_free = on_free
         self._record = record
@@ -87,8 +88,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def send(self, request: bytes, scheduled: float) -> None:
-        self.pending = (scheduled, time.perf_counter())
+    def send(self, request: bytes, scheduled: float, tag: object = None) -> None:
+        self.pending = (scheduled, time.perf_counter(), tag)
         assert self.transport is not None
         self.transport.write(request)
 
@@ -111,9 +112,9 @@ class _Connection(asyncio.Protocol):
             if len(self.buffer) < end + 4 + length:
                 return
             del self.buffer[: end + 4 + length]
-            scheduled, sent = self.pending
+            scheduled, sent, tag = self.pending
             self.pending = None
-            self._record(Sample(scheduled, sent, time.perf_counter(), status))
+            self._record(Sample(scheduled, sent, time.perf_counter(), status), tag)
             if close:
                 assert self.transport is not None
                 self.transport.close()
@@ -123,9 +124,84 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.pending is not None:
-            scheduled, sent = self.pending
+            scheduled, sent, tag = self.pending
             self.pending = None
-            self._record(Sample(scheduled, sent, time.perf_counter(), 0))
+            self._record(Sample(scheduled, sent, time.perf_counter(), 0), tag)
+
+
+class ConnectionPool:
+    """Keep-alive connections to one loopback server, on the running event loop.
+
+    :meth:`send` writes a request on an idle connection, else opens one (up to
+    ``max_connections``), else queues it for the first to come free; each answer (or failure,
+    status 0) goes to ``record`` with the request's tag. :func:`run_open_loop` and LoadGen's
+    system under test (:mod:`loadtests.loadgen`) both send through it.
+    """
+
+    def __init__(self, url: str, record: Record, max_connections: int = 2048) -> None:
+        parts = urlsplit(url)
+        if parts.hostname != "127.0.0.1":
+            raise ValueError(f"open-loop load only targets 127.0.0.1, not {parts.hostname}")
+        self.host, self.port = "127.0.0.1", parts.port or 80
+        self.max_connections = max_connections
+        self.record = record
+        self.idle: list[_Connection] = []
+        self.live: set[_Connection] = set()
+        self.waiting: deque[tuple[bytes, float, object]] = deque()  # due, no connection yet
+        self.opening: set[asyncio.Task[None]] = set()
+
+    def _connection(self) -> _Connection:
+        return _Connection(self._on_free, self.record)
+
+    def _on_free(self, connection: _Connection) -> None:
+        if self.waiting:
+            connection.send(*self.waiting.popleft())
+        else:
+            self.idle.append(connection)
+
+    async def open(self, count: int) -> None:
+        """Open ``count`` idle connections (in 64s) before the load, as a real client's pool
+        would be: opening hundreds in a burst mid-run overflows the server's accept queue and
+        stalls the handshakes for seconds (SYN retries), measured as server latency."""
+        loop = asyncio.get_running_loop()
+        for _ in range(min(count, self.max_connections) // 64):
+            opened = await asyncio.gather(
+                *(loop.create_connection(self._connection, self.host, self.port) for _ in range(64))
+            )
+            for _, connection in opened:
+                self.live.add(connection)
+                self.idle.append(connection)
+
+    async def _open_and_send(self, request: bytes, scheduled: float, tag: object) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await loop.create_connection(self._connection, self.host, self.port)
+        except OSError:
+            self.record(Sample(scheduled, 0.0, time.perf_counter(), 0), tag)
+            return
+        self.live.add(connection)
+        connection.send(request, scheduled, tag)
+
+    def send(self, request: bytes, scheduled: float, tag: object = None) -> None:
+        """Send now on an idle connection, else open one, else wait for one to come free."""
+        while self.idle:
+            connection = self.idle.pop()
+            if not connection.closed:
+                connection.send(request, scheduled, tag)
+                return
+        self.live.difference_update([c for c in self.live if c.closed])
+        if len(self.live) + len(self.opening) >= self.max_connections:
+            self.waiting.append((request, scheduled, tag))
+            return
+        task = asyncio.get_running_loop().create_task(self._open_and_send(request, scheduled, tag))
+        self.opening.add(task)
+        task.add_done_callback(self.opening.discard)
+
+    def close(self) -> None:
+        """Close every connection."""
+        for connection in self.live:
+            if connection.transport is not None:
+                connection.transport.close()
 
 
 def content_length(head: bytes) -> int:
@@ -166,74 +242,28 @@ async def run_open_loop(
     """POST ``body`` (or each of several bodies in turn) to ``url`` at ``rate`` per second for
     ``warmup_s + seconds``; see the module doc. Requests scheduled in the warm-up are sent like
     the others but left out of the result."""
-    parts = urlsplit(url)
-    if parts.hostname != "127.0.0.1":
-        raise ValueError(f"open-loop load only targets 127.0.0.1, not {parts.hostname}")
     if rate <= 0 or seconds <= 0 or warmup_s < 0:
         raise ValueError("rate and seconds must be > 0, warm-up >= 0")
-    host, port = "127.0.0.1", parts.port or 80
-    loop = asyncio.get_running_loop()
-    bodies = [body] if isinstance(body, bytes) else list(body)
-    requests = [encode_request(url, "POST", b, content_type) for b in bodies]
-    turn = 0
-
-    def next_request() -> bytes:
-        nonlocal turn
-        turn += 1
-        return requests[turn % len(requests)]
-
-    idle: list[_Connection] = []
-    live: set[_Connection] = set()
-    waiting: deque[float] = deque()  # scheduled times of due requests with no connection yet
     samples: list[Sample] = []
     all_answered = asyncio.Event()
     sent_count = 0
+    sending_over = False
 
-    def record(sample: Sample) -> None:
+    def record(sample: Sample, tag: object) -> None:
         samples.append(sample)
         if sending_over and len(samples) >= sent_count:
             all_answered.set()
 
-    def on_free(connection: _Connection) -> None:
-        if waiting:
-            connection.send(next_request(), waiting.popleft())
-        else:
-            idle.append(connection)
-
-    async def open_and_send(scheduled: float) -> None:
-        try:
-            _, connection = await loop.create_connection(
-                lambda: _Connection(on_free, record), host, port
-            )
-        except OSError:
-            record(Sample(scheduled, 0.0, time.perf_counter(), 0))
-            return
-        live.add(connection)
-        connection.send(next_request(), scheduled)
-
-    def dispatch(scheduled: float) -> None:
-        """Send now on an idle connection, else open one, else wait for one to come free."""
-        while idle:
-            connection = idle.pop()
-            if not connection.closed:
-                connection.send(next_request(), scheduled)
-                return
-        live.difference_update([c for c in live if c.closed])
-        if len(live) + len(opening) >= max_connections:
-            waiting.append(scheduled)
-            return
-        task = loop.create_task(open_and_send(scheduled))
-        opening.add(task)
-        task.add_done_callback(opening.discard)
-
-    opening: set[asyncio.Task[None]] = set()
-    sending_over = False
-
+    pool = ConnectionPool(url, record, max_connections)
+    loop = asyncio.get_running_loop()
+    bodies = [body] if isinstance(body, bytes) else list(body)
+    requests = [encode_request(url, "POST", b, content_type) for b in bodies]
+    netloc = urlsplit(url).netloc
     probes: dict[str, list[float]] = {path: [] for path in probe_paths}
 
     async def probe(path: str) -> None:
-        reader, writer = await asyncio.open_connection(host, port)
-        get = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
+        reader, writer = await asyncio.open_connection(pool.host, pool.port)
+        get = f"GET {path} HTTP/1.1\r\nHost: {netloc}\r\n\r\n".encode()
         try:
             while True:
                 started = time.perf_counter()
@@ -246,19 +276,7 @@ async def run_open_loop(
             writer.close()
 
     probing = [loop.create_task(probe(path)) for path in probe_paths]
-    # Open the pool first, as a real client's connection pool would be: opening hundreds of
-    # connections in a burst mid-run overflows the server's accept queue and stalls the
-    # handshakes for seconds (SYN retries), which would be measured as server latency.
-    for _ in range(min(connections, max_connections) // 64):
-        opened = await asyncio.gather(
-            *(
-                loop.create_connection(lambda: _Connection(on_free, record), host, port)
-                for _ in range(64)
-            )
-        )
-        for _, connection in opened:
-            live.add(connection)
-            idle.append(connection)
+    await pool.open(connections)
     rng = random.Random(seed)
     start = time.perf_counter() + 0.05
     measured_from = start + warmup_s
@@ -275,7 +293,7 @@ async def run_open_loop(
             await asyncio.sleep(due - now)
         elif index % 64 == 0:
             await asyncio.sleep(0)  # late: send at once, but let answers in now and then
-        dispatch(due)
+        pool.send(requests[(index + 1) % len(requests)], due)
         sent_count += 1
     sending_over = True
     if len(samples) < sent_count:
@@ -287,8 +305,6 @@ async def run_open_loop(
     finished = time.perf_counter()
     unanswered = sent_count - len(samples)
     samples.extend(Sample(end, 0.0, finished, 0) for _ in range(unanswered))
-    for connection in live:
-        if connection.transport is not None:
-            connection.transport.close()
+    pool.close()
     measured = [s for s in samples[:sent_count] if s.scheduled >= measured_from]
     return OpenLoopResult(rate, seconds, measured, probes)

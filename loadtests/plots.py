@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 def plots(
     record: RunRecord, levels: Levels, out_dir: Path, openloop: OpenLoopRecord | None = None
 ) -> dict[str, Path]:
-    """The report's figures as PNG files; returns title -> path."""
+    """The report's figures as PNG files; returns title -> path. An open-loop run alone (no
+    closed-loop steps) gets the trade-off's open-loop panel only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,11 +37,18 @@ def plots(
     folder = out_dir / "plots"
     folder.mkdir(exist_ok=True)
     files: dict[str, Path] = {}
+    colours = {v: f"C{i}" for i, v in enumerate(models)}
+    if not record.steps:
+        if openloop is not None:
+            tradeoff = tradeoff_figure(
+                record, levels, openloop, {str(m): c for m, c in colours.items()}
+            )
+            files["Trade-off: accuracy vs capacity"] = _save(tradeoff, folder / "tradeoff.png")
+        return files
 
     def latency(v: Label, c: int, q: str) -> float:
         return float(getattr(levels[(v, c)].percentiles, q))
 
-    colours = {v: f"C{i}" for i, v in enumerate(models)}
     # Targets with a latency at some level (a failed step has none: it is not drawn).
     measured = [v for v in models if any(len(levels[(v, c)].latency) for c in conc)]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -130,7 +138,8 @@ def tradeoff_figure(
 
     colours = colours or {}
     low = min(record.plan.concurrency)
-    panels = 2 if openloop is not None else 1
+    closed = bool(record.steps)  # False: an open-loop run alone, its panel only
+    panels = int(closed) + (openloop is not None)
     fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.5), squeeze=False)
 
     def mark(ax: Any, models: Sequence[tuple[str, str]], model: str, x: float) -> None:
@@ -160,14 +169,15 @@ def tradeoff_figure(
         if ax.get_legend_handles_labels()[0]:  # no test accuracy known: nothing to label
             ax.legend(fontsize=7, loc="best")
 
-    ax = axes[0][0]
-    targets = [(str(t), t.variant) for t in record.plan.targets()]
-    for target in record.plan.targets():
-        mark(ax, targets, str(target), levels[(target, low)].percentiles.p50)
-    clients = f"{low} client{'s' if low > 1 else ''}"
-    finish(ax, f"p50 latency at {clients} (ms)", "Accuracy vs latency at the lowest load")
+    if closed:
+        ax = axes[0][0]
+        targets = [(str(t), t.variant) for t in record.plan.targets()]
+        for target in record.plan.targets():
+            mark(ax, targets, str(target), levels[(target, low)].percentiles.p50)
+        clients = f"{low} client{'s' if low > 1 else ''}"
+        finish(ax, f"p50 latency at {clients} (ms)", "Accuracy vs latency at the lowest load")
     if openloop is not None:
-        ax = axes[0][1]
+        ax = axes[0][panels - 1]
         # The open loop drives the plan's models: their variants are known, not parsed.
         variants = {str(name): name.variant for name in record.plan.model_names()}
         searched = [(m, variants[m]) for m in openloop.models if m in variants]

@@ -1,5 +1,8 @@
 """Write a load test's report: ``report.md``, a self-contained ``report.html`` and
-``steps.csv`` (and ``openloop.md`` for an open-loop run on its own).
+``steps.csv``, for every mode: closed loop, open loop, or both. The sections that apply are
+shown: an open-loop run on its own has no closed-loop steps (its ``results.json`` holds the
+plan and the served models only), so its report has the claims, the open-loop tables with each
+model's test accuracy, and links to LoadGen's summaries.
 
 The figures come from :mod:`loadtests.analysis` (levels, speedups, drift, the previous run),
 :mod:`loadtests.claims` (the seed study's claims) and :mod:`loadtests.plots` (the PNGs), laid
@@ -34,14 +37,7 @@ from loadtests.claims import Claim, bottom_line, claims, rate_claims
 from loadtests.plots import plots
 from loadtests.protocols import Protocol
 from loadtests.results import OpenLoopRecord, Percentiles, RunRecord
-from loadtests.tables import (
-    Previous,
-    Table,
-    failure_lines,
-    openloop_tables,
-    previous_tables,
-    tables,
-)
+from loadtests.tables import Previous, Table, failure_lines, previous_tables, tables
 
 
 def relative_link(previous: Previous, out_dir: Path, page: str) -> str:
@@ -51,24 +47,6 @@ def relative_link(previous: Previous, out_dir: Path, page: str) -> str:
         return (Path(os.path.relpath(previous.folder, out_dir)) / page).as_posix()
     except ValueError:  # another drive
         return (previous.folder / page).as_posix()
-
-
-def write_openloop_report(out_dir: Path) -> Path:
-    """``openloop.md`` of an open-loop run on its own (with a closed-loop run beside it, the
-    same tables are in report.md too)."""
-    record = OpenLoopRecord.load(out_dir)
-    md = [f"# Open-loop load: the highest Poisson arrival rate meeting {record.slo}", ""]
-    costed = cost.load(out_dir)
-    if costed is not None and cost.bottom_line(costed):
-        md += [f"**{cost.bottom_line(costed)}**", ""]
-    found = openloop_tables(record)
-    if costed is not None:
-        found.update([cost.cost_table(costed)])
-    for name, table in found.items():
-        md += [f"## {name}", "", markdown_table(table), ""]
-    path = out_dir / "openloop.md"
-    path.write_text("\n".join(md))
-    return path
 
 
 def markdown_table(table: Table) -> str:
@@ -106,7 +84,8 @@ def build_report(out_dir: Path) -> Report:
     """Write report.md, report.html and steps.csv into ``out_dir``."""
     record, levels = load_levels(out_dir)
     openloop = load_openloop(out_dir)
-    items = speedups(record, levels)
+    closed = bool(record.steps)  # False: an open-loop run on its own
+    items = speedups(record, levels) if closed else []
     found = claims(record, items, openloop)
     summary = bottom_line(record, items, openloop)
     costed = cost.load(out_dir)
@@ -125,7 +104,7 @@ def build_report(out_dir: Path) -> Report:
     noisy = noise_line(levels) if record.plan.precision <= 0 else None  # paired: it cancels
     if noisy:
         lines.append(noisy)
-    compared = against_previous(out_dir, record)
+    compared = against_previous(out_dir, record) if closed else None
     previous = previous_tables(compared) if compared is not None else None
     if previous is not None:
         lines += previous.lines
@@ -136,6 +115,8 @@ def build_report(out_dir: Path) -> Report:
     warnings = sorted({w for step in record.steps for w in step.warnings})
     plan = record.plan
     title = "mnist-serve load test: " + " vs ".join(plan.variants)
+    if not closed:
+        title = "mnist-serve open-loop load test: " + " vs ".join(plan.variants)
     if plan.runtimes:
         title += " on " + ", ".join(plan.runtimes)
     if plan.protocols != (Protocol.NATIVE,):
@@ -157,11 +138,19 @@ def build_report(out_dir: Path) -> Report:
         md += [f"## {name}", "", markdown_table(table), ""]
     for name, path in figures.items():
         md += [f"## {name}", "", f"![{name}]({path.relative_to(out_dir)})", ""]
-    raw = "`results.json` (every step), `steps.csv`, `samples/*.npz` (every request)"
+    logs = loadgen_logs(openloop)
+    if logs:
+        md += ["## LoadGen's summaries", "", *[f"- [{name}]({path})" for name, path in logs], ""]
+    if closed:
+        raw = "`results.json` (every step), `steps.csv`, `samples/*.npz` (every request)"
+    else:
+        raw = "`results.json` (the plan and the models served)"
     if openloop is not None:
         raw += ", `openloop.json` (every open-loop run)"
     if costed is not None:
         raw += ", `cost.json` (the cost per inference)"
+    if logs:
+        raw += ", `loadgen/` (LoadGen's logs of every run)"
     md += [f"Raw data: {raw}.", ""]
     report_md = out_dir / "report.md"
     report_md.write_text("\n".join(md))
@@ -195,6 +184,11 @@ def build_report(out_dir: Path) -> Report:
             f"<h2>{html.escape(name)}</h2>",
             f'<img alt="{html.escape(name)}" src="data:image/png;base64,{encoded}">',
         ]
+    if logs:
+        links = "".join(
+            f'<li><a href="{html.escape(path)}">{html.escape(name)}</a></li>' for name, path in logs
+        )
+        parts += ["<h2>LoadGen's summaries</h2>", f"<ul>{links}</ul>"]
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
@@ -205,7 +199,8 @@ def build_report(out_dir: Path) -> Report:
         f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}"
         f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
     )
-    write_steps_csv(record, out_dir / "steps.csv")
+    if closed:
+        write_steps_csv(record, out_dir / "steps.csv")
     return Report(report_md, report_html, summary, found, lines, the_answer, compared_rows)
 
 
@@ -228,6 +223,19 @@ def answer_html(found: Answer) -> str:
     name = html.escape(str(found.recommended))
     head = f"<p class=answer><b>Deploy {name}</b>: {text(found.why)}.</p>"
     return head + f"<ul>{''.join(items)}</ul>"
+
+
+def loadgen_logs(openloop: OpenLoopRecord | None) -> list[tuple[str, str]]:
+    """(run, LoadGen summary path relative to the run folder) for every LoadGen run."""
+    if openloop is None:
+        return []
+    out = []
+    for p in openloop.points:
+        if p.first is not None and p.first.summary:
+            out.append((f"{p.model} at {p.rate:,.1f} req/s, first run", p.first.summary))
+        if p.loadgen is not None and p.loadgen.summary:
+            out.append((f"{p.model} at {p.rate:,.1f} req/s: {p.verdict}", p.loadgen.summary))
+    return out
 
 
 def write_steps_csv(record: RunRecord, path: Path) -> None:

@@ -362,6 +362,41 @@ class Slo:
 
 
 @dataclass(frozen=True)
+class LoadGenVerdict:
+    """MLPerf LoadGen's judgement of one Server-scenario run (read by :mod:`loadtests.loadgen`,
+    the only module that knows LoadGen's logs)."""
+
+    valid: bool  # LoadGen's "Result is : VALID"
+    latency_met: bool  # "Performance constraints satisfied": the percentile within the bound
+    early_stopping_met: bool  # enough queries to say so at 99 % confidence
+    min_duration_met: bool
+    min_queries_met: bool
+    queries: int
+    overlatency: int  # queries over the bound (failed requests included)
+    needs_more: int | None  # early stopping not satisfied: at least this many more queries
+    target_qps: float
+    scheduled_qps: float
+    completed_qps: float
+    latency_ms: Percentiles  # over every query, from LoadGen's scheduled issue times
+    p97_ms: float
+    mean_ms: float
+    max_ms: float
+    version: str
+    summary: str = ""  # LoadGen's mlperf_log_summary.txt, relative to the run folder
+
+    @property
+    def undecided(self) -> bool:
+        """The percentile was within the bound, but too few queries to say so (LoadGen's early
+        stopping): a claim here "needs N more requests", not a verdict."""
+        return self.latency_met and not self.early_stopping_met and not self.valid
+
+    def percentile_ms(self, percentile: float) -> float:
+        """LoadGen's latency at ``percentile`` (one of the levels it reports; NaN otherwise)."""
+        levels = dict(zip(Percentiles.LEVELS, self.latency_ms.values(), strict=True))
+        return levels.get(percentile, self.p97_ms if percentile == 97 else math.nan)
+
+
+@dataclass(frozen=True)
 class RatePoint:
     """One open-loop run of one model at one arrival rate."""
 
@@ -370,11 +405,27 @@ class RatePoint:
     requests: int
     ok: int
     goodput_rps: float
-    latency_ms: Percentiles  # answers with status 200, from their scheduled send times
-    slo_ms: float  # the SLO's percentile over every request, failures as infinity
-    met: bool
+    latency_ms: Percentiles  # every request, from its scheduled send time
+    slo_ms: float  # the SLO's percentile over every request, failures over the bound
+    met: bool  # with LoadGen: its verdict is VALID
     lag_p99_ms: float  # how late the generator itself sent (send minus schedule)
-    runs: int = 1  # 2: the first run missed the SLO, and the verdict is on both runs pooled
+    runs: int = 1  # 2: the first run was not VALID and the second run's verdict stands
+    loadgen: LoadGenVerdict | None = None  # None: measured by the asyncio generator
+    first: LoadGenVerdict | None = None  # with runs 2: LoadGen's verdict on the first run
+
+    @property
+    def undecided(self) -> bool:
+        """LoadGen could not decide: the percentile met the bound on too few requests."""
+        return self.loadgen is not None and self.loadgen.undecided
+
+    @property
+    def verdict(self) -> str:
+        """VALID, INVALID, or how many more requests LoadGen's early stopping needs."""
+        if self.loadgen is None:
+            return "met" if self.met else "missed"
+        if self.undecided:
+            return f"undecided: needs {self.loadgen.needs_more or 0:,} more requests"
+        return "VALID" if self.loadgen.valid else "INVALID"
 
 
 @dataclass
@@ -393,6 +444,8 @@ class OpenLoopRecord:
     machine: Machine | None = None
     min_requests: int = 0  # each run measured at least this many requests
     warmup_s: float = 0.0  # sent before each run and not measured
+    ceiling: float | None = None  # the search doubled a rate met at the top up to this
+    generator: str = ""  # what sent the load and judged each rate (LoadGen and its version)
     schema: int = SCHEMA
 
     def ratio_to(self, model: str, baseline: str) -> float:
@@ -405,6 +458,17 @@ class OpenLoopRecord:
         none) and the lowest that missed it (infinity if none did)."""
         missed = [p.rate for p in self.points if p.model == model and not p.met]
         return self.max_rate.get(model, 0.0), min(missed, default=math.inf)
+
+    def open_ended(self, model: str) -> bool:
+        """Whether ``model`` met every rate tried: its answer is a lower bound only."""
+        return math.isinf(self.bracket(model)[1])
+
+    def undecided(self, model: str) -> RatePoint | None:
+        """The lowest rate at which LoadGen could not decide for ``model`` (needs more
+        requests), if that is where its search stopped."""
+        missed = [p for p in self.points if p.model == model and not p.met]
+        lowest = min(missed, key=lambda p: p.rate, default=None)
+        return lowest if lowest is not None and lowest.undecided else None
 
     def at_max_rate(self, model: str) -> RatePoint | None:
         """The run of ``model`` at its highest rate under the SLO (None if none met it)."""

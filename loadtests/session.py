@@ -1,8 +1,9 @@
 """A load-test session: what ``mnist-serve loadtest`` and ``demo`` run, without the command line.
 
 :func:`run_load_test` starts the service under test (or uses the one given), runs the
-closed-loop plan and/or the open-loop sweep against it, stores the run in the history and writes
-the open-loop report; the closed-loop report is the caller's to write and show. Progress goes
+closed-loop plan and/or the open-loop sweep against it and stores the run in the history. Every
+mode leaves ``results.json`` (an open-loop run on its own: the plan and the models served, no
+steps), so one report is built for every mode; writing and showing it is the caller's. Progress goes
 to a :class:`Listener` (the command line draws it with Rich; tests record it), so the workflow
 runs and is tested without Typer. The demo's policy (which runtimes, which plan) lives here too.
 """
@@ -10,12 +11,14 @@ runs and is tested without Typer. The demo's policy (which runtimes, which plan)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from loadtests import cost, history, power, runner, slo
 from loadtests.protocols import Protocol as WireProtocol
 from loadtests.results import (
+    OPENLOOP_FILE,
     LoadPlan,
     OpenLoopRecord,
     RatePoint,
@@ -24,6 +27,7 @@ from loadtests.results import (
     Step,
     StepResult,
 )
+from loadtests.slo import CEILING
 
 if TYPE_CHECKING:
     from loadtests.decision import Stop
@@ -45,15 +49,23 @@ class Sweep:
     slo: Slo
     seconds: int
     min_requests: int
+    ceiling: float | None = CEILING  # every rate met: double up to this (None: stop)
 
     @classmethod
-    def parse(cls, rates: str, target: str, seconds: int, min_requests: int) -> Sweep:
-        """From the command line's --rates (``100,200``) and --slo (``p99=20ms``); ValueError
-        saying what is wrong otherwise."""
+    def parse(
+        cls,
+        rates: str,
+        target: str,
+        seconds: int,
+        min_requests: int,
+        ceiling: float = CEILING,
+    ) -> Sweep:
+        """From the command line's --rates (``100,200``), --slo (``p99=20ms``) and --ceiling
+        (0: none); ValueError saying what is wrong otherwise."""
         arrival = tuple(float(part) for part in rates.split(",") if part.strip())
         if not arrival or min(arrival) <= 0:
             raise ValueError("--rates must be positive numbers")
-        return cls(arrival, Slo.parse(target), seconds, min_requests)
+        return cls(arrival, Slo.parse(target), seconds, min_requests, ceiling or None)
 
 
 class Listener(Protocol):
@@ -80,8 +92,8 @@ class Listener(Protocol):
     def rate_point(self, point: RatePoint) -> None:
         """One open-loop run is done."""
 
-    def open_loop_finished(self, record: OpenLoopRecord, report: Path) -> None:
-        """The search is over; its results and ``openloop.md`` are written."""
+    def open_loop_finished(self, record: OpenLoopRecord, data: Path) -> None:
+        """The search is over; its results are in ``data`` (openloop.json)."""
 
     def stored(self, run_id: int, path: Path) -> None:
         """The run is in the history at ``path``."""
@@ -132,26 +144,44 @@ def run_load_test(
                 )
             finally:
                 listener.closed_loop_finished()
+        else:
+            record_served(plan, out, target, server_args).save(out)
         if sweep is not None:
             openloop = run_sweep(plan, sweep, out, target.url, listener)
     costed = cost.build(pricing or cost.Pricing(), record, openloop, meter.reading, meter.problem)
     costed.save(out)
-    if openloop is not None and record is None:  # openloop.md again, now with the cost
-        from loadtests.report import write_openloop_report
-
-        write_openloop_report(out)
     path = history.default_path(out.parent)
     run_id = history.store(path, out, plan, record, openloop)
     listener.stored(run_id, path)
     return Outcome(out, run_id, path, record, openloop, costed)
 
 
+def record_served(
+    plan: LoadPlan, out: Path, target: runner.Target, server_args: tuple[str, ...]
+) -> RunRecord:
+    """``results.json`` of a run without closed-loop steps: the plan, the machine and what the
+    server serves (test accuracy, parameters, runtimes), for the report's sections."""
+    served = runner.check_target(target.url, plan, target.grpc_url)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    return RunRecord(
+        created_at=now,
+        finished_at=now,
+        target=target.url,
+        grpc_target=target.grpc_url,
+        started_server=target.started_here,
+        server_args=list(server_args),
+        plan=plan,
+        machine=runner.machine(),
+        variants=served,
+        steps=[],
+        engine=runner.served_engine(target.url) if served else None,
+    )
+
+
 def run_sweep(
     plan: LoadPlan, sweep: Sweep, out: Path, url: str, listener: Listener
 ) -> OpenLoopRecord:
-    """The open-loop sweep and SLO search (loadtests/slo.py), then ``openloop.md``."""
-    from loadtests.report import write_openloop_report
-
+    """The open-loop sweep and SLO search (loadtests/slo.py) into ``openloop.json``."""
     listener.open_loop_started(plan, sweep)
     record = slo.run_sweep(
         url,
@@ -163,8 +193,9 @@ def run_sweep(
         plan.mnist or None,
         on_point=listener.rate_point,
         min_requests=sweep.min_requests,
+        ceiling=sweep.ceiling,
     )
-    listener.open_loop_finished(record, write_openloop_report(out))
+    listener.open_loop_finished(record, out / OPENLOOP_FILE)
     return record
 
 

@@ -3,57 +3,86 @@ model sustains within the target (MLPerf's Server scenario; Triton Model Analyze
 config under p99 <= X").
 
 ``mnist-serve loadtest --arrival poisson --rates 200,400,800 --slo p99=20ms`` runs
-:func:`run_sweep`: for each model, requests arrive at each rate (Poisson gaps, real MNIST test
-digits as JSON, sent by :mod:`loadtests.openloop`, latency from the scheduled send time), then
-a :class:`RateSearch` narrows the highest rate meeting the SLO down by bisection. A request that
-fails (any status but 200, or no answer) counts as infinitely slow, so a server cannot meet the
-target by refusing work. Each run has a warm-up and at least 1,000 measured requests, and a run
-that misses is repeated and judged on both runs' requests together, so one stall on a noisy
-machine does not end a search. Results go to ``openloop.json`` in the run folder;
-:mod:`loadtests.report` renders them.
+:func:`run_sweep`: for each model, MLPerf LoadGen's Server scenario at each rate
+(:mod:`loadtests.loadgen`: LoadGen's Poisson schedule, its minimum duration and query count,
+real MNIST test digits POSTed as JSON, latency from LoadGen's scheduled issue time), then a
+:class:`RateSearch` narrows the highest rate LoadGen judges VALID down by bisection. LoadGen's
+verdict decides each rate: VALID needs the percentile within the bound *and* its early-stopping
+test passed. A rate not VALID is run once more and the second verdict stands: as it was when
+INVALID (one stall on a busy machine must not end a search), with as many requests as LoadGen
+asks for when undecided (the percentile met on too few requests); still undecided, it "needs N
+more requests" and does not count as met. A failed request counts as over the bound, so a
+server cannot meet the target by refusing work. When every rate tried is met, the search goes
+on upward by doubling (up to ``CEILING``) so that the models are separated rather than tied at
+the top rate. Results go to ``openloop.json`` and LoadGen's logs to ``loadgen/`` in the run
+folder; :mod:`loadtests.report` renders them.
 
-Why our own generator and not Locust or MLPerf LoadGen: Locust's users are closed loop (a user
-waits for its answer; even ``constant_throughput`` only paces each user), so an overloaded
-server slows its own load and the queueing goes unmeasured; LoadGen does the scheduling right but
-drives a callback in-process, so the HTTP client around it would be ours anyway, and its
-C++ package adds a build for little. ``loadtests/openloop.py`` is 250 lines of asyncio, tested
-against a server with a known delay (tests/test_openloop.py).
+Locust stays the closed-loop engine (its users wait for answers). The asyncio generator
+(:mod:`loadtests.openloop`) stays only where LoadGen cannot serve: ``scripts/bench_overload.py``,
+which probes /healthz and /metrics on its event loop during the load and offers constant
+arrivals. On rate LoadGen with our Python client keeps up with it (up to 6,000 requests/s against
+a null server, docs/benchmarks.md, I).
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import math
+import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from loadtests.openloop import OpenLoopResult, run_open_loop
+from loadtests import loadgen
+from loadtests.loadgen import LoadGenRun
 from loadtests.protocols import Protocol, encode
-from loadtests.results import OpenLoopRecord, Percentiles, RatePoint, Slo
+from loadtests.results import LoadGenVerdict, OpenLoopRecord, RatePoint, Slo
 from loadtests.runner import machine
 
-DIGITS = 256  # distinct test digits cycled through
+DIGITS = 256  # distinct test digits, LoadGen's query sample library
 MIN_REQUESTS = 1000  # measured per run at least: a p99 then rests on the 10 slowest
-WARMUP_S = 0.5  # sent before each run and not measured (connections, caches, the batcher)
+WARMUP_S = 0.5  # sent before each run and not shown to LoadGen (connections, the batcher)
+CEILING = loadgen.SUT_CEILING  # the highest rate the search extends to by itself
+# An undecided run is run again only if LoadGen asks for at most this many times the minimum.
+MAX_RERUN_FACTOR = 10
+LOADGEN_DIR = "loadgen"
 
 
-def rate_point(model: str, result: OpenLoopResult, slo: Slo, runs: int = 1) -> RatePoint:
-    """Summarize one open-loop run (or ``runs`` runs at one rate, pooled)."""
-    answered = [sample.latency * 1000 for sample in result.samples if sample.status == 200]
+def linked(run: LoadGenRun, out_dir: Path) -> LoadGenVerdict:
+    """LoadGen's verdict with its summary's path relative to ``out_dir`` (the run folder)."""
+    try:
+        summary = run.summary.relative_to(out_dir).as_posix()
+    except ValueError:
+        summary = run.summary.as_posix()
+    return dataclasses.replace(run.result, summary=summary)
+
+
+def rate_point(
+    model: str,
+    rate: float,
+    run: LoadGenRun,
+    slo: Slo,
+    out_dir: Path,
+    first: LoadGenRun | None = None,
+) -> RatePoint:
+    """One rate's point from LoadGen's run (``first``: the run before it, not VALID)."""
+    verdict = linked(run, out_dir)
+    share_ok = run.ok / verdict.queries if verdict.queries else 0.0
     return RatePoint(
         model=model,
-        rate=result.rate,
-        requests=len(result.samples),
-        ok=result.statuses()[200],
-        goodput_rps=round(result.per_second(200), 1),
-        latency_ms=Percentiles.of(answered),
-        slo_ms=round(slo.latency_ms(result), 3),
-        met=slo.met(result),
-        lag_p99_ms=round(result.lag_ms(99), 3),
-        runs=runs,
+        rate=rate,
+        requests=verdict.queries,
+        ok=run.ok,
+        goodput_rps=round(verdict.completed_qps * share_ok, 1),
+        latency_ms=verdict.latency_ms,
+        slo_ms=round(verdict.percentile_ms(slo.percentile), 3),
+        met=verdict.valid,
+        lag_p99_ms=run.sut_lag_p99_ms,
+        runs=1 if first is None else 2,
+        loadgen=verdict,
+        first=None if first is None else linked(first, out_dir),
     )
 
 
@@ -62,23 +91,33 @@ class RateSearch:
 
     The given rates are tried in increasing order until one misses; then the gap between the
     highest rate that met the SLO (0 if none) and the lowest that missed is halved
-    ``bisections`` times. If every given rate meets it, the answer is the highest (a lower
-    bound). One run at a time, so that :func:`run_sweep` can interleave the models' searches.
+    ``bisections`` times. If every given rate is met, the rate doubles (up to ``ceiling``;
+    None: not at all) until one misses: a search that ends with every rate met has found only
+    a lower bound, and two models both "at the top rate" are not tied. One run at a time, so
+    that :func:`run_sweep` can interleave the models' searches.
     """
 
-    def __init__(self, rates: Sequence[float], bisections: int = 4) -> None:
+    def __init__(
+        self, rates: Sequence[float], bisections: int = 4, ceiling: float | None = None
+    ) -> None:
         if not rates or min(rates) <= 0:
             raise ValueError("rates must be positive")
         self.ladder = sorted(rates)
         self.bisections = bisections
+        self.ceiling = ceiling
         self.passed, self.failed = 0.0, math.inf
         self.runs: list[RatePoint] = []
+        self.extended: list[float] = []  # rates above the ladder, tried because all were met
 
     def next_rate(self) -> float | None:
         """The rate to run next, or None when the search is over."""
         if math.isinf(self.failed):
-            return next((r for r in self.ladder if r > self.passed), None)
-        bisected = sum(1 for p in self.runs if p.rate not in self.ladder)
+            rate = next((r for r in self.ladder if r > self.passed), None)
+            if rate is None and self.ceiling is not None and self.passed < self.ceiling:
+                rate = min(self.passed * 2, self.ceiling)
+                self.extended.append(rate)
+            return rate
+        bisected = sum(1 for p in self.runs if p.rate not in self.ladder + self.extended)
         middle = round((self.passed + self.failed) / 2, 1)
         if bisected >= self.bisections or middle in (self.passed, self.failed):
             return None
@@ -94,11 +133,14 @@ class RateSearch:
 
 
 def find_max_rate(
-    measure: Callable[[float], RatePoint], rates: Sequence[float], bisections: int = 4
+    measure: Callable[[float], RatePoint],
+    rates: Sequence[float],
+    bisections: int = 4,
+    ceiling: float | None = None,
 ) -> tuple[float, list[RatePoint]]:
     """The highest rate whose run meets the SLO, and every run made to find it (one model's
     :class:`RateSearch` run to its end)."""
-    search = RateSearch(rates, bisections)
+    search = RateSearch(rates, bisections, ceiling)
     while (rate := search.next_rate()) is not None:
         search.record(measure(rate))
     return search.passed, search.runs
@@ -113,12 +155,6 @@ def bodies(mnist: str | None, model: str) -> list[bytes]:
     return [encode(Protocol.NATIVE, "json", model, data.x_test[i]).body for i in picks]
 
 
-def run_seconds(rate: float, seconds: float, min_requests: int = MIN_REQUESTS) -> float:
-    """How long to run at ``rate``: ``seconds``, or longer so that at least ``min_requests``
-    are measured (a p99 over fewer than ~1,000 requests hangs on a handful of them)."""
-    return max(seconds, min_requests / rate)
-
-
 def measure_rate(
     url: str,
     model: str,
@@ -127,30 +163,39 @@ def measure_rate(
     seconds: float,
     slo: Slo,
     min_requests: int = MIN_REQUESTS,
+    out_dir: Path | None = None,
 ) -> RatePoint:
-    """One run at ``rate`` after a warm-up; if it misses the SLO, a second run, and the verdict
-    on both runs' requests pooled: one stall on a busy machine does not end a search, a real
-    limit misses twice."""
+    """LoadGen's Server scenario at ``rate`` (at least ``seconds`` and ``min_requests``) after
+    a warm-up, its logs in ``out_dir/loadgen/``. A run that is not VALID is run once more and
+    the second run's verdict stands: an INVALID one as it was (one stall on a busy machine must
+    not end a search; a real limit fails twice; each VALID carries LoadGen's 99 % confidence,
+    so two tries keep 98 %), an undecided one (the percentile met on too few requests) with
+    the total LoadGen asks for, unless that is over MAX_RERUN_FACTOR times ``min_requests``."""
+    root = out_dir if out_dir is not None else Path(tempfile.mkdtemp(prefix="loadgen-"))
 
-    def run(seed: int) -> OpenLoopResult:
-        duration = run_seconds(rate, seconds, min_requests)
-        sent = run_open_loop(
+    def run(queries: int, attempt: int) -> LoadGenRun:
+        name = f"{model.replace('@', '-')}-{rate:g}" + (f"-{attempt}" if attempt > 1 else "")
+        return loadgen.run_server_scenario(
             f"{url}/predict/{model}",
             payloads,
             rate,
-            duration,
-            poisson=True,
-            seed=seed,
+            slo,
+            root / LOADGEN_DIR / name,
+            min_duration_s=seconds,
+            min_queries=queries,
+            seed=attempt - 1,
             warmup_s=WARMUP_S,
         )
-        return asyncio.run(sent)
 
-    first = run(seed=0)
-    if slo.met(first):
-        return rate_point(model, first, slo)
-    second = run(seed=1)
-    pooled = OpenLoopResult(rate, first.seconds + second.seconds, first.samples + second.samples)
-    return rate_point(model, pooled, slo, runs=2)
+    first = run(min_requests, 1)
+    if first.result.valid:
+        return rate_point(model, rate, first, slo, root)
+    needed = first.result.queries + (first.result.needs_more or 0)
+    if not first.result.undecided:  # INVALID: a real limit, or a stall on a busy machine
+        needed = min_requests
+    elif needed > MAX_RERUN_FACTOR * max(min_requests, 1):
+        return rate_point(model, rate, first, slo, root)
+    return rate_point(model, rate, run(needed, 2), slo, root, first)
 
 
 def run_sweep(
@@ -163,20 +208,23 @@ def run_sweep(
     mnist: str | None = None,
     on_point: Callable[[RatePoint], None] | None = None,
     min_requests: int = MIN_REQUESTS,
+    ceiling: float | None = CEILING,
 ) -> OpenLoopRecord:
     """Every model's search for its highest rate within ``slo``, interleaved round by round
     (alternating the order, as the closed loop does, so that drift on the machine does not
     favour one model); writes openloop.json (the report renders it)."""
     started = datetime.now(UTC)
     payloads = {model: bodies(mnist, model) for model in models}
-    searches = {model: RateSearch(rates) for model in models}
+    searches = {model: RateSearch(rates, ceiling=ceiling) for model in models}
     order = list(models)
     while True:
         due = [(m, rate) for m in order if (rate := searches[m].next_rate()) is not None]
         if not due:
             break
         for model, rate in due:
-            point = measure_rate(url, model, payloads[model], rate, seconds, slo, min_requests)
+            point = measure_rate(
+                url, model, payloads[model], rate, seconds, slo, min_requests, out_dir
+            )
             searches[model].record(point)
             if on_point is not None:
                 on_point(point)
@@ -192,6 +240,8 @@ def run_sweep(
         machine=machine(),
         min_requests=min_requests,
         warmup_s=WARMUP_S,
+        ceiling=ceiling,
+        generator=f"MLPerf LoadGen {loadgen.VERSION}, Server scenario",
     )
     record.save(out_dir)
     return record

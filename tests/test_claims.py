@@ -178,3 +178,37 @@ def test_rate_claims_follow_the_search_brackets() -> None:
     line = bottom_line(data, [], openloop)
     expected = "depthwise@onnx sustains 2.00x the arrival rate of original@onnx within p99 <= 20 ms"
     assert expected in line
+
+
+def test_a_rate_loadgen_could_not_decide_gives_no_verdict() -> None:
+    """depthwise met 400 req/s; at 800 its p99 met the bound but on too few requests for
+    LoadGen's early stopping. original met 800. Without that undecided run the claim would
+    read "does not"; it says "needs more requests" and how many instead."""
+    from loadtests.results import LoadGenVerdict, OpenLoopRecord, Percentiles, RatePoint, Slo
+
+    latency = Percentiles(1, 2, 3, 4, 5)
+    short = LoadGenVerdict(
+        False, True, False, True, True, 300, 0, 159, 800, 800, 800, latency, 4, 2, 6, "6.0.17"
+    )
+
+    def run(model: str, rate: float, met: bool, verdict: LoadGenVerdict | None = None) -> RatePoint:
+        return RatePoint(model, rate, 10, 10, rate, latency, 4, met, 0.1, loadgen=verdict)
+
+    points = [
+        run("original", 400, True),
+        run("original", 800, True),
+        run("original", 1600, False),
+        run("depthwise", 400, True),
+        run("depthwise", 800, False, short),
+    ]
+    openloop = OpenLoopRecord(
+        Slo(99, 20),
+        2,
+        [400, 800, 1600],
+        ["original", "depthwise"],
+        {"original": 800, "depthwise": 400},
+        points,
+    )
+    (claim,) = by_kind(claims(record(0.99, 0.99), [], openloop))[Kind.RATE]
+    assert claim.verdict is Verdict.NEEDS_MORE
+    assert "depthwise at 800 req/s undecided: needs 159 more requests" in claim.measured

@@ -137,11 +137,16 @@ def test_a_session_writes_the_cost_and_an_open_loop_report_shows_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from loadtests import session
+    from loadtests.results import ServedVariant
     from tests.test_session import Recorder
 
     monkeypatch.setattr(power, "POWERCAP", tmp_path / "no-powercap")
+    served = [ServedVariant("original"), ServedVariant("depthwise")]
+    monkeypatch.setattr(session.runner, "check_target", lambda *args: served)
+    monkeypatch.setattr(session.runner, "served_engine", lambda url: None)
+    monkeypatch.setattr(session.runner, "machine", lambda: run_record(LoadPlan()).machine)
     plan = LoadPlan(variants=("original", "depthwise"), concurrency=(1,), repeats=1)
-    sweep = session.Sweep.parse("100,200", "p99=20ms", 1, 10)
+    sweep = session.Sweep.parse("100,200", "p99=20ms", 1, 10, ceiling=0)
     outcome = session.run_load_test(
         plan,
         tmp_path / "run",
@@ -158,8 +163,10 @@ def test_a_session_writes_the_cost_and_an_open_loop_report_shows_it(
         ("depthwise", 200),
     ]
     assert outcome.cost.models[0].usd_per_million == pytest.approx(1.0)  # 0.72/h at 720k/h
-    text = (tmp_path / "run" / "openloop.md").read_text()
-    line = "**Cost at each model's highest rate within p99 <= 20 ms: a million inferences cost"
+    from loadtests.report import build_report
+
+    text = build_report(tmp_path / "run").markdown.read_text()
+    line = "Cost at each model's highest rate within p99 <= 20 ms: a million inferences cost"
     assert f"{line} original $1, depthwise $1 (at $0.72/h, from --price-per-hour)" in text
     assert (
         "| original | 200 | highest rate within the SLO (open loop) p99 <= 20 ms | $1 | 0.1 |"

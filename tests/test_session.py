@@ -54,8 +54,8 @@ class Recorder:
     def rate_point(self, point: RatePoint) -> None:
         self.events.append(("point", (point.model, point.rate)))
 
-    def open_loop_finished(self, record: OpenLoopRecord, report: Path) -> None:
-        self.events.append(("open done", report.name))
+    def open_loop_finished(self, record: OpenLoopRecord, data: Path) -> None:
+        self.events.append(("open done", data.name))
 
     def stored(self, run_id: int, path: Path) -> None:
         self.events.append(("stored", run_id))
@@ -99,7 +99,7 @@ def test_a_session_runs_both_loops_on_one_service_and_stores_the_run(
     tmp_path: Path, fakes: list[str]
 ) -> None:
     plan = LoadPlan(variants=("original", "depthwise"), concurrency=(1,), repeats=1)
-    sweep = session.Sweep.parse("100,200", "p99=20ms", 1, 10)
+    sweep = session.Sweep.parse("100,200", "p99=20ms", 1, 10, ceiling=0)
     listener = Recorder()
     outcome = session.run_load_test(plan, tmp_path / "run", None, tmp_path, listener, sweep=sweep)
     assert fakes == ["here"]  # one service for both loops
@@ -117,7 +117,7 @@ def test_a_session_runs_both_loops_on_one_service_and_stores_the_run(
         "open done",
         "stored",
     ]
-    assert listener.events[-2] == ("open done", "openloop.md")
+    assert listener.events[-2] == ("open done", "openloop.json")
     assert outcome.closed == RunRecord.load(tmp_path / "run")
     assert outcome.openloop is not None and outcome.openloop.warmup_s == session.slo.WARMUP_S
     assert outcome.openloop.max_rate == {"original": 200, "depthwise": 200}
@@ -143,3 +143,45 @@ def test_sweep_options_are_checked() -> None:
     for rates, slo in (("0,100", "p99=20ms"), ("", "p99=20ms"), ("100", "fast")):
         with pytest.raises(ValueError):
             session.Sweep.parse(rates, slo, 2, 5)
+
+
+def test_an_open_loop_run_alone_gets_the_same_report(
+    tmp_path: Path, fakes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--arrival poisson alone: results.json holds the plan and the models served (no steps),
+    so report.md and report.html are built as for any run: claims, the open-loop tables, the
+    test accuracy. Every rate met on both models: the search went on upward to the ceiling,
+    and the report says the rates did not separate them (no "1.00x" tie)."""
+    from loadtests.report import build_report
+    from loadtests.results import ServedVariant
+
+    served = [
+        ServedVariant("original", parameters=1_199_882, macs=11_992_448, test_accuracy=0.9912),
+        ServedVariant("depthwise", parameters=823_828, macs=2_080_964, test_accuracy=0.9904),
+    ]
+    monkeypatch.setattr(session.runner, "check_target", lambda *args: served)
+    monkeypatch.setattr(session.runner, "served_engine", lambda url: None)
+    monkeypatch.setattr(session.runner, "machine", lambda: run_record(LoadPlan()).machine)
+    sweep = session.Sweep.parse("100,200", "p99=20ms", 1, 10, ceiling=800)
+    out = tmp_path / "run"
+    outcome = session.run_load_test(
+        LoadPlan(), out, None, tmp_path, Recorder(), sweep=sweep, closed=False
+    )
+    assert outcome.closed is None and RunRecord.load(out).steps == []
+    assert outcome.openloop is not None
+    assert outcome.openloop.max_rate == {"original": 800, "depthwise": 800}
+    assert outcome.openloop.open_ended("depthwise")
+    written = build_report(out)
+    text = written.markdown.read_text()
+    assert (
+        written.html.is_file() and "## Claims: the seed study's against what was measured" in text
+    )
+    assert "| depthwise | >= 800 | not separated |" in text
+    assert "both met every rate tried, up to 800 req/s" in text
+    assert "stopped at --ceiling 800; give --ceiling 2000" in text and "1.00x" not in text
+    assert "99.04%" in text  # the test accuracy, from the server
+    assert "Client-side latency" not in text and not (out / "steps.csv").exists()
+    assert "![Trade-off: accuracy vs capacity](plots/tradeoff.png)" in text
+    assert (out / "plots" / "tradeoff.png").stat().st_size > 1000
+    claim = next(c for c in written.claims if "arrival rate" in c.claim)
+    assert claim.verdict == "not separated"

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from loadtests.openloop import OpenLoopResult, Sample
-from loadtests.results import OpenLoopRecord, Percentiles, RatePoint, Slo
-from loadtests.slo import find_max_rate
+from loadtests.results import LoadGenVerdict, OpenLoopRecord, Percentiles, RatePoint, Slo
+from loadtests.slo import RateSearch, find_max_rate
 from mnist_serve.cli import app
 
 
@@ -52,38 +53,89 @@ def test_search_bisects_between_the_last_pass_and_the_first_fail() -> None:
 
 def test_search_edges() -> None:
     best, _ = find_max_rate(lambda r: point(r, capacity=10_000), [100, 200])
-    assert best == 200  # all pass: the highest tried (a lower bound)
+    assert best == 200  # all pass, no ceiling: the highest tried (a lower bound)
     best, runs = find_max_rate(lambda r: point(r, capacity=10), [100, 200], bisections=2)
     assert best == 0 and [r.rate for r in runs] == [100, 50, 25]  # none met: 0
 
 
-def fake_run(slow: int, requests: int = 100) -> OpenLoopResult:
-    """A run of ``requests`` answers in 1 ms, ``slow`` of them in 100 ms."""
-    samples = [Sample(0.0, 0.0, 0.1 if i < slow else 0.001, 200) for i in range(requests)]
-    return OpenLoopResult(50, 2.0, samples)
+def test_every_rate_met_goes_on_upward_to_the_ceiling() -> None:
+    """No false tie: when every rate given is met, the rate doubles (up to the ceiling) until
+    one misses, then bisects as usual; at the ceiling the answer stays a lower bound."""
+    best, runs = find_max_rate(lambda r: point(r, capacity=700), [100, 200], 2, ceiling=2000)
+    assert [r.rate for r in runs] == [100, 200, 400, 800, 600, 700] and best == 700
+    best, runs = find_max_rate(lambda r: point(r, capacity=10_000), [100, 200], ceiling=1000)
+    assert [r.rate for r in runs] == [100, 200, 400, 800, 1000] and best == 1000
+    search = RateSearch([100, 200], ceiling=None)
+    search.record(point(100, 10_000))
+    search.record(point(200, 10_000))
+    assert search.next_rate() is None and search.extended == []
 
 
-def test_a_miss_is_run_again_and_judged_on_both_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One stalled request in 100 misses p99 <= 50 ms; run again clean, the 200 requests pooled
-    meet it (one stall is noise). A real limit misses in both runs and stays a miss."""
-    from loadtests import slo
+def verdict(valid: bool, latency_met: bool, queries: int, needs: int | None) -> LoadGenVerdict:
+    """A LoadGen verdict as :func:`loadtests.loadgen.read_detail_log` gives it."""
+    latency = Percentiles(1, 2, 3, 4, 5)
+    return LoadGenVerdict(
+        valid,
+        latency_met,
+        needs is None,
+        True,
+        True,
+        queries,
+        0,
+        needs,
+        50,
+        50,
+        50,
+        latency,
+        4.5,
+        1.5,
+        6,
+        "6.0.17",
+    )
 
-    queued: list[OpenLoopResult] = []
 
-    async def fake_open_loop(*args: object, **kwargs: object) -> OpenLoopResult:
-        return queued.pop(0)
+def test_a_rate_not_valid_is_run_once_more(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """LoadGen's verdict decides a rate. VALID: one run. INVALID: one more run, whose verdict
+    stands (a stall passes, a real limit fails twice). Undecided (the p99 met on too few
+    requests): one more run with as many requests as LoadGen asks for; asking for over 10x the
+    minimum: left undecided, "needs N more requests"."""
+    from loadtests import loadgen, slo
 
-    monkeypatch.setattr(slo, "run_open_loop", fake_open_loop)
+    queued: list[LoadGenVerdict] = []
+    asked: list[int] = []
+
+    def fake_run(url: str, payloads: object, rate: float, target: Slo, folder: Path, **kw: Any):
+        asked.append(kw["min_queries"])
+        return loadgen.LoadGenRun(queued.pop(0), 100, 0, 0.1, folder)
+
+    monkeypatch.setattr(slo.loadgen, "run_server_scenario", fake_run)
     target = Slo(99, 50)
-    queued[:] = [fake_run(slow=1), fake_run(slow=0)]
-    point = slo.measure_rate("http://127.0.0.1:1", "m", [b"{}"], 50, 2, target, 100)
-    assert point.met and point.runs == 2 and point.requests == 200
-    queued[:] = [fake_run(slow=5), fake_run(slow=4)]
-    point = slo.measure_rate("http://127.0.0.1:1", "m", [b"{}"], 50, 2, target, 100)
-    assert not point.met and point.runs == 2
-    queued[:] = [fake_run(slow=0)]
-    assert slo.measure_rate("http://127.0.0.1:1", "m", [b"{}"], 50, 2, target, 100).runs == 1
-    assert slo.run_seconds(100, 4, 1000) == 10 and slo.run_seconds(800, 4, 1000) == 4
+
+    def measure() -> RatePoint:
+        asked.clear()
+        return slo.measure_rate(
+            "http://127.0.0.1:1", "m@onnx", [b"{}"], 50, 2, target, 100, tmp_path
+        )
+
+    queued[:] = [verdict(True, True, 100, None)]
+    point = measure()
+    assert asked == [100] and point.met and point.runs == 1 and point.first is None
+    queued[:] = [verdict(False, True, 100, 359), verdict(True, True, 459, None)]
+    point = measure()
+    assert asked == [100, 459] and point.met and point.runs == 2 and point.verdict == "VALID"
+    assert point.loadgen is not None and point.first is not None and point.first.undecided
+    assert point.loadgen.summary == "loadgen/m-onnx-50-2/mlperf_log_summary.txt"
+    assert point.first.summary == "loadgen/m-onnx-50/mlperf_log_summary.txt"
+    queued[:] = [verdict(False, False, 100, 2000), verdict(True, True, 100, None)]
+    point = measure()
+    assert asked == [100, 100] and point.met and point.runs == 2  # one stall: met
+    queued[:] = [verdict(False, False, 100, 2000), verdict(False, False, 100, 2500)]
+    point = measure()
+    assert not point.met and point.verdict == "INVALID" and not point.undecided
+    queued[:] = [verdict(False, True, 100, 1000)]  # 1,100 > 10 x 100: not run again
+    point = measure()
+    assert asked == [100] and point.runs == 1 and point.undecided
+    assert point.verdict == "undecided: needs 1,000 more requests"
 
 
 def test_searches_are_interleaved_in_alternating_order(
@@ -125,11 +177,13 @@ def test_open_loop_mode_end_to_end(models_dir: Path, mnist_path: Path, tmp_path:
             "--arrival",
             "poisson",
             "--rates",
-            "20,40",
+            "100,200",
             "--duration",
-            "2s",
+            "1s",
             "--min-requests",
-            "40",
+            "460",
+            "--ceiling",
+            "0",
             "--slo",
             "p99=2000ms",
             "--models",
@@ -142,11 +196,29 @@ def test_open_loop_mode_end_to_end(models_dir: Path, mnist_path: Path, tmp_path:
     )
     assert result.exit_code == 0, result.output
     record = OpenLoopRecord.load(tmp_path)
-    assert record.max_rate == {"original": 40, "depthwise": 40}
-    assert all(p.ok == p.requests > 0 and p.met for p in record.points)
+    assert record.max_rate == {"original": 200, "depthwise": 200}
+    assert all(p.ok == p.requests >= 460 and p.verdict == "VALID" for p in record.points)
     assert record.slo == Slo(99, 2000) and record.models == ["original", "depthwise"]
-    assert "max rate under SLO" in (tmp_path / "openloop.md").read_text()
-    assert "depthwise: 40 req/s within p99 <= 2000 ms (1.00x original)" in result.output
+    assert record.generator.startswith("MLPerf LoadGen 6.0.17")
+    # One report for every mode: report.md and report.html with the open-loop section, the
+    # test accuracy, LoadGen's verdict per rate and its summaries linked.
+    text = (tmp_path / "report.md").read_text()
+    assert "Open loop: the highest Poisson arrival rate within p99 <= 2000 ms" in text
+    assert "max rate under SLO" in text and "| VALID |" in text
+    assert "## The variants (training figures)" in text and "test accuracy" in text
+    for point in record.points:
+        assert point.loadgen is not None
+        summary = tmp_path / point.loadgen.summary
+        assert "Result is : VALID" in summary.read_text()
+        assert f"]({point.loadgen.summary})" in text
+    assert (
+        'href="loadgen/original-100/mlperf_log_summary.txt"'
+        in (tmp_path / "report.html").read_text()
+    )
+    # Both met every rate tried: a ceiling, not a tie.
+    assert "depthwise: >= 200 req/s within p99 <= 2000 ms (not separated)" in result.output
+    assert "the rates did not separate the models: give higher --rates" in result.output
+    assert "1.00x" not in text
 
 
 @pytest.mark.slow
@@ -175,9 +247,11 @@ def test_demo_prints_the_bottom_line_and_reports_both_loops(
             "--budget",
             "20s",
             "--rates",
-            "25,50",
+            "100,200",
             "--min-requests",
-            "25",
+            "460",
+            "--ceiling",
+            "0",
             "--slo",
             "p99=5000ms",
             "--out",
@@ -199,6 +273,6 @@ def test_demo_prints_the_bottom_line_and_reports_both_loops(
     assert "Open loop: the highest Poisson arrival rate within p99 <= 5000 ms" in text
     assert "started by the load test" in text  # one service served both loops
     assert OpenLoopRecord.load(out).max_rate == {
-        "original@savedmodel": 50,
-        "depthwise@savedmodel": 50,
+        "original@savedmodel": 200,
+        "depthwise@savedmodel": 200,
     }

@@ -14,6 +14,7 @@ from mnist_serve.cli.options import (
     DEFAULT_MODELS_DIR,
     DEFAULT_SLO,
     BudgetOption,
+    CeilingOption,
     DataOption,
     MinRequestsOption,
     ModelsOption,
@@ -63,6 +64,7 @@ def demo(
     ] = "200,400,800,1600",
     slo: SloOption = DEFAULT_SLO,
     min_requests: MinRequestsOption = 1000,
+    ceiling: CeilingOption = None,
     out: Annotated[
         Path | None, typer.Option(help="Results folder. Default: runs/demo-<time>.")
     ] = None,
@@ -86,7 +88,7 @@ def demo(
     sweep = (
         None
         if rates.strip().lower() == "none"
-        else parse_sweep(rates, slo, session.DEMO_OPEN_LOOP_S, min_requests)
+        else parse_sweep(rates, slo, session.DEMO_OPEN_LOOP_S, min_requests, ceiling)
     )
     repository = ModelRepository(models)
     missing = [name for name in catalog.SEED_VARIANTS if not repository.versions(name)]

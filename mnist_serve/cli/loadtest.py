@@ -15,6 +15,7 @@ from mnist_serve.cli.options import (
     DEFAULT_MODELS_DIR,
     DEFAULT_SLO,
     BudgetOption,
+    CeilingOption,
     DataOption,
     MinRequestsOption,
     ModelsOption,
@@ -24,7 +25,6 @@ from mnist_serve.cli.options import (
     SloOption,
     WattsOption,
     check_data_path,
-    console,
     csv,
     default_out,
     parse_runtimes,
@@ -40,12 +40,17 @@ if TYPE_CHECKING:
     from loadtests.session import Sweep
 
 
-def parse_sweep(rates: str, slo: str, duration_s: int, min_requests: int) -> Sweep:
-    """The open-loop sweep of --rates and --slo; BadParameter when malformed."""
+def parse_sweep(
+    rates: str, slo: str, duration_s: int, min_requests: int, ceiling: float | None = None
+) -> Sweep:
+    """The open-loop sweep of --rates, --slo and --ceiling (None: the default); BadParameter
+    when malformed."""
     from loadtests.session import Sweep
 
     try:
-        return Sweep.parse(rates, slo, duration_s, min_requests)
+        if ceiling is None:
+            return Sweep.parse(rates, slo, duration_s, min_requests)
+        return Sweep.parse(rates, slo, duration_s, min_requests, ceiling)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
 
@@ -71,9 +76,9 @@ def run_load_test(
     closed: bool = True,
     pricing: Pricing | None = None,
 ) -> None:
-    """Run a load-test session with its progress on the console, then write and show the
-    closed loop's report; exit 1 if the load test fails."""
-    from loadtests import cost, session
+    """Run a load-test session with its progress on the console, then write and show its
+    report (every mode); exit 1 if the load test fails (or a step had no success)."""
+    from loadtests import session
     from loadtests.runner import LoadTestError
 
     try:
@@ -92,10 +97,7 @@ def run_load_test(
     except LoadTestError as err:
         load_test_failed(err)
         raise typer.Exit(1) from err
-    if closed:
-        announce_report(out)
-    elif outcome.cost is not None and cost.bottom_line(outcome.cost):
-        console.print(f"[bold]{cost.bottom_line(outcome.cost)}[/]")
+    announce_report(out)
     record = outcome.closed
     if record is not None and record.failed_steps:
         # The report and the history are written; the command still says the run failed.
@@ -175,13 +177,15 @@ def loadtest(
         str,
         typer.Option(
             help="closed: Locust users that wait for each answer (concurrency levels). "
-            "poisson: open loop, requests at scheduled Poisson times whatever the answers "
-            "(--rates, --slo), latency from the scheduled time."
+            "poisson: open loop, MLPerf LoadGen's Server scenario: requests at scheduled "
+            "Poisson times whatever the answers (--rates, --slo), latency from the scheduled "
+            "time, each rate judged VALID or INVALID by LoadGen."
         ),
     ] = "closed",
     rates: RatesOption = "100,200,400,800",
     slo: SloOption = DEFAULT_SLO,
     min_requests: MinRequestsOption = 1000,
+    ceiling: CeilingOption = None,
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
     price_per_hour: PriceOption = None,
@@ -191,9 +195,10 @@ def loadtest(
 
     Closed loop (default): Locust users at each concurrency level, the models in short
     alternating windows until every comparison is decided within --precision or --budget
-    is spent. Open loop
-    (--arrival poisson): requests at each --rates, then the highest rate meeting --slo per
-    model, found by bisection; results in openloop.md and openloop.json.
+    is spent. Open loop (--arrival poisson): MLPerf LoadGen's Server scenario at each
+    --rates, judged VALID or INVALID against --slo (with LoadGen's early stopping), then the
+    highest VALID rate per model by bisection. Either way: report.md and report.html in the
+    results folder.
     """
     from loadtests.cost import Pricing
     from loadtests.protocols import Protocol
@@ -223,7 +228,7 @@ def loadtest(
     if arrival == "poisson":
         if plan.protocols != (Protocol.NATIVE,) or plan.mode != "json":
             raise typer.BadParameter("open loop sends JSON over the native protocol only (for now)")
-        sweep = parse_sweep(rates, slo, plan.duration_s, min_requests)
+        sweep = parse_sweep(rates, slo, plan.duration_s, min_requests, ceiling)
         target = out or default_out("openloop")
         run_load_test(plan, target, url, models, sweep=sweep, closed=False, pricing=pricing)
         return
@@ -237,10 +242,5 @@ def report(
 ) -> None:
     """Rebuild report.md and report.html from a load test's recorded results."""
     if not (folder / "results.json").is_file():
-        hint = (
-            " (an open-loop run alone: its report is openloop.md)"
-            if (folder / "openloop.json").is_file()
-            else ""
-        )
-        raise typer.BadParameter(f"{folder} holds no results.json{hint}")
+        raise typer.BadParameter(f"{folder} holds no results.json")
     announce_report(folder)

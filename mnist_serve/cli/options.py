@@ -46,23 +46,35 @@ ModelsOption = Annotated[
 RatesOption = Annotated[
     str,
     typer.Option(
-        help="Open loop: comma-separated Poisson arrival rates, requests/s, tried in order "
-        "until one misses the --slo; the search then bisects between the last two."
+        help="Open loop: comma-separated Poisson arrival rates, requests/s, each run by MLPerf "
+        "LoadGen (Server scenario) in order until one is not VALID for the --slo; the search "
+        "then bisects between the last two. All VALID: the rate doubles, up to 2,000/s."
     ),
 ]
 SloOption = Annotated[
     str,
     typer.Option(
         help="Open loop: the latency target whose highest sustainable arrival rate is searched "
-        "for each model, e.g. p99=20ms (failed requests count as infinitely slow)."
+        "for each model, e.g. p99=20ms (failed requests count as over the bound)."
+    ),
+]
+CeilingOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        help="Open loop: when every --rates is VALID, the search doubles the top rate up to "
+        "this (req/s) so the models are separated, not tied at the top rate. 0: stop at "
+        "--rates. Default: 2,000, what LoadGen's Python client keeps up with on 2 cores.",
+        show_default=False,
     ),
 ]
 MinRequestsOption = Annotated[
     int,
     typer.Option(
         min=1,
-        help="Open loop: measured requests per run at least (runs at low rates last longer): "
-        "a p99 over fewer than ~1,000 hangs on a handful of requests.",
+        help="Open loop: LoadGen's minimum query count per run (runs at low rates last "
+        "longer). LoadGen's early stopping needs 459 for a p99 even with none over the bound; "
+        "fewer leaves a rate undecided ('needs N more requests').",
     ),
 ]
 PrecisionOption = Annotated[

@@ -184,34 +184,41 @@ class ConsoleListener:
 
     def open_loop_started(self, plan: LoadPlan, sweep: Sweep) -> None:
         """Announce the search."""
-        from loadtests.slo import WARMUP_S
+        from loadtests.slo import CEILING, WARMUP_S
 
         rates = ", ".join(f"{r:g}" for r in sweep.rates)
         console.print(
-            f"Open loop: {', '.join(plan.models())} at {rates} req/s (each run at least "
-            f"{sweep.seconds} s and {sweep.min_requests:,} requests after {WARMUP_S:g} s of "
-            "warm-up; a miss is run again and judged on both), then the highest rate within "
-            f"{sweep.slo} by bisection, the models in alternating order"
+            f"Open loop (MLPerf LoadGen, Server scenario): {', '.join(plan.models())} at {rates} "
+            f"req/s (each run at least {sweep.seconds} s and {sweep.min_requests:,} requests "
+            f"after {WARMUP_S:g} s of warm-up; LoadGen judges each rate VALID or INVALID), then "
+            f"the highest VALID rate within {sweep.slo} by bisection, the models in alternating "
+            f"order; if every rate is met, doubling up to {CEILING:,.0f} req/s"
         )
 
     def rate_point(self, point: RatePoint) -> None:
-        """A line per open-loop run."""
+        """A line per open-loop run, with LoadGen's verdict."""
+        colour = "green" if point.met else ("yellow" if point.undecided else "red")
         console.print(
             f"{point.model:>22} {point.rate:8.1f}/s: {point.ok}/{point.requests} ok, "
             f"p50 {point.latency_ms.p50:.2f} p99 {point.latency_ms.p99:.2f} ms, "
-            f"SLO {'met' if point.met else '[red]missed[/]'}"
-            + (" (2 runs pooled)" if point.runs > 1 else "")
+            f"[{colour}]{point.verdict}[/]" + (" (second run)" if point.runs > 1 else "")
         )
 
-    def open_loop_finished(self, record: OpenLoopRecord, report: Path) -> None:
+    def open_loop_finished(self, record: OpenLoopRecord, data: Path) -> None:
         """Each model's highest rate, and where the results are."""
+        from loadtests.claims import not_separated, rate_figure
+
         base = record.models[0]
         for model in record.models:
-            rate = record.max_rate[model]
             ratio = f" ({record.ratio_to(model, base):.2f}x {base})" if model != base else ""
-            console.print(f"[bold]{model}[/]: {rate:,.0f} req/s within {record.slo}{ratio}")
-        data = report.parent / "openloop.json"
-        console.print(f"Open-loop results: {report}  (data: {data})")
+            if model != base and record.open_ended(model) and record.open_ended(base):
+                ratio = " (not separated)"
+            console.print(
+                f"[bold]{model}[/]: {rate_figure(record, model)} req/s within {record.slo}{ratio}"
+            )
+        if len(record.models) > 1 and all(record.open_ended(m) for m in record.models):
+            console.print(f"[yellow]{not_separated(record)}[/]")
+        console.print(f"Open-loop results: {data}  (LoadGen's logs: {data.parent / 'loadgen'})")
 
     def stored(self, run_id: int, path: Path) -> None:
         """Where the run went in the history."""
