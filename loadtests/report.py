@@ -28,6 +28,7 @@ from loadtests.plots import plots
 from loadtests.protocols import Protocol
 from loadtests.results import OpenLoopRecord, Percentiles, RunRecord
 from loadtests.tables import Previous, Table, openloop_tables, previous_tables, tables
+from loadtests.tuned_compare import tuned_lines, tuned_tables
 
 
 def relative_link(previous: Previous, out_dir: Path, page: str) -> str:
@@ -94,6 +95,7 @@ def build_report(out_dir: Path) -> Report:
             f"{c.measured} ({c.verdict})."
             for c in rate_claims(openloop, record.plan)
         ]
+    lines += tuned_lines(out_dir)
     noisy = noise_line(levels)
     if noisy:
         lines.append(noisy)
@@ -103,6 +105,7 @@ def build_report(out_dir: Path) -> Report:
         lines += previous.lines
     figures = plots(record, levels, out_dir, openloop)
     all_tables = tables(record, levels, items, found, previous, openloop)
+    all_tables.update(tuned_tables(out_dir))
     warnings = sorted({w for step in record.steps for w in step.warnings})
     plan = record.plan
     title = "mnist-serve load test: " + " vs ".join(plan.variants)

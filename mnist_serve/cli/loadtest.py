@@ -20,6 +20,7 @@ from mnist_serve.cli.options import (
     RatesOption,
     SloOption,
     check_data_path,
+    console,
     csv,
     default_out,
     parse_runtimes,
@@ -30,7 +31,7 @@ from mnist_serve.cli.render import ConsoleListener, announce_report, load_test_f
 if TYPE_CHECKING:
     from loadtests.protocols import Protocol
     from loadtests.results import LoadPlan
-    from loadtests.session import Sweep
+    from loadtests.session import Outcome, Sweep
 
 
 def parse_sweep(rates: str, slo: str, duration_s: int, min_requests: int) -> Sweep:
@@ -62,7 +63,9 @@ def run_load_test(
     grpc_url: str | None = None,
     sweep: Sweep | None = None,
     closed: bool = True,
-) -> None:
+    server_args: tuple[str, ...] = (),
+    announce: bool = True,
+) -> Outcome:
     """Run a load-test session with its progress on the console, then write and show the
     closed loop's report; exit 1 if the load test fails."""
     from loadtests import session
@@ -70,14 +73,52 @@ def run_load_test(
 
     try:
         listener = ConsoleListener()
-        session.run_load_test(
-            plan, out, url, models, listener, grpc_url=grpc_url, sweep=sweep, closed=closed
+        outcome = session.run_load_test(
+            plan,
+            out,
+            url,
+            models,
+            listener,
+            server_args=server_args,
+            grpc_url=grpc_url,
+            sweep=sweep,
+            closed=closed,
         )
     except LoadTestError as err:
         load_test_failed(err)
         raise typer.Exit(1) from err
+    if closed and announce:
+        announce_report(out)
+    return outcome
+
+
+def run_tuned(
+    plan: LoadPlan,
+    out: Path,
+    models: Path,
+    grpc_url: str | None,
+    sweep: Sweep | None,
+    closed: bool,
+) -> None:
+    """``--tuned``: the plan at the defaults (in ``out/defaults``), then with every model at
+    its tuned configuration (in ``out``), and whether the answer differs."""
+    from loadtests.tuned_compare import compare
+
+    console.print("[bold]1/2: at the service's defaults[/]")
+    before = run_load_test(
+        plan, out / "defaults", None, models, grpc_url, sweep, closed, announce=False
+    )
+    console.print("[bold]2/2: each model at its tuned configuration (serve --tuned)[/]")
+    after = run_load_test(
+        plan, out, None, models, grpc_url, sweep, closed, ("--tuned",), announce=False
+    )
+    comparison = compare(models, (before.closed, before.openloop), (after.closed, after.openloop))
+    comparison.save(out)
+    for model, config in comparison.configs.items():
+        console.print(f"  {model}: {config}")
     if closed:
         announce_report(out)
+    console.print(f"[bold]{comparison.verdict()}[/]")
 
 
 def loadtest(
@@ -141,6 +182,16 @@ def loadtest(
     rates: RatesOption = "100,200,400,800",
     slo: SloOption = DEFAULT_SLO,
     min_requests: MinRequestsOption = 1000,
+    tuned: Annotated[
+        bool,
+        typer.Option(
+            "--tuned",
+            help="Compare the models each at its best: run once against a service at its "
+            "defaults (in OUT/defaults), once against one started with --tuned (each model "
+            "with the configuration `mnist-serve tune` saved), and say whether the answer "
+            "differs. Starts its own services (no --url).",
+        ),
+    ] = False,
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
 ) -> None:
@@ -171,12 +222,20 @@ def loadtest(
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
+    if tuned and url is not None:
+        raise typer.BadParameter("--tuned starts its own services: leave out --url")
     if arrival == "poisson":
         if plan.protocols != (Protocol.NATIVE,) or plan.mode != "json":
             raise typer.BadParameter("open loop sends JSON over the native protocol only (for now)")
         sweep = parse_sweep(rates, slo, plan.duration_s, min_requests)
         target = out or default_out("openloop")
+        if tuned:
+            run_tuned(plan, target, models, None, sweep, closed=False)
+            return
         run_load_test(plan, target, url, models, sweep=sweep, closed=False)
+        return
+    if tuned:
+        run_tuned(plan, out or default_out("loadtest"), models, grpc_url, None, closed=True)
         return
     run_load_test(plan, out or default_out("loadtest"), url, models, grpc_url=grpc_url)
 
