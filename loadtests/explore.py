@@ -7,7 +7,7 @@ runtime, measured through HTTP, and set on a Pareto front of accuracy against se
    runtime converted), with the epochs (and, for the tests, the training subset) asked for;
 2. times each ``variant@runtime`` alone in this process at batch 1 and 32
    (:func:`modelrepo.runtimes.median_call_ms`, one thread, as the service runs them);
-3. starts one service for all of them (``runner.target_service``) and measures each in turn:
+3. starts one service for all of them (:mod:`loadtests.served`) and measures each in turn:
    p50/p99 at one closed-loop client, throughput at 32 (:mod:`loadtests.closedloop`), then
    the highest Poisson rate within the SLO by a short search (:mod:`loadtests.slo`);
 4. saves ``explore.json`` after every model (a re-run skips what is measured, unless
@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from loadtests import closedloop, history, runner, slo, studies
+from loadtests import closedloop, history, runner, served, slo, studies
 from loadtests.explore_results import FULL, QUICK, ExploreBudget, ExploreRecord, ModelMeasurement
 from loadtests.results import RatePoint, ResultsError, Slo
 from modelrepo.layout import RUNTIME_NAMES, ModelName, ModelRepository, ModelVersion
@@ -246,12 +246,10 @@ def run_explore(plan: ExplorePlan, console: Console, listener: ExploreListener) 
         args: tuple[str, ...] = ("--variants", ",".join(served_variants), "--poll-s", "0")
         if set(plan.runtimes) != set(RUNTIME_NAMES):
             args += ("--runtimes", ",".join(plan.runtimes))
-        with runner.target_service(None, None, plan.models_dir, plan.out, args) as target:
+        with served.service(plan.models_dir, plan.out, *args) as url:
             listener.phase("served", len(todo), budget.estimate_s)
             for item in todo:
-                measured = measure_served(
-                    target.url, item, bodies, budget, plan.slo, alone[item.model]
-                )
+                measured = measure_served(url, item, bodies, budget, plan.slo, alone[item.model])
                 record.put(measured)
                 record.updated_at = measured.measured_at
                 record.save(plan.out)

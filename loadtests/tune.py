@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from loadtests import closedloop, history, runner, slo, studies
+from loadtests import closedloop, history, served, slo, studies
 from loadtests.explore_results import FULL, QUICK, ExploreBudget
 from loadtests.report import html_table, markdown_table
 from loadtests.results import JSON_CONFIG, RatePoint, Slo
@@ -116,15 +116,15 @@ def measure(
         *config.args(),
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    with runner.target_service(None, None, models_dir, out, args) as served:
+    with served.service(models_dir, out, *args) as url:
         model = str(name)
         c1 = closedloop.run_closed_loop(
-            f"{served.url}/predict/{model}", bodies, 1, budget.c1_s, budget.warmup_s
+            f"{url}/predict/{model}", bodies, 1, budget.c1_s, budget.warmup_s
         )
 
         def at(rate: float) -> RatePoint:
             return slo.measure_rate(
-                served.url, model, bodies, rate, budget.rate_s, target, budget.min_requests
+                url, model, bodies, rate, budget.rate_s, target, budget.min_requests
             )
 
         best, points = slo.find_max_rate(at, budget.rates, budget.bisections)
