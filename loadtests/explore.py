@@ -20,6 +20,7 @@ QUICK for the tests). Progress goes to a :class:`ExploreListener`.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,6 +141,16 @@ def pending(plan: ExplorePlan, record: ExploreRecord) -> tuple[list[Pending], li
     return todo, kept
 
 
+def one_thread() -> None:
+    """TensorFlow on one intra-op thread, as the service runs it (other runtimes take theirs
+    per model). Only before TensorFlow has run anything: after training in this process it
+    keeps its default, and the SavedModel's alone times use every core."""
+    import tensorflow as tf
+
+    with contextlib.suppress(RuntimeError):
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+
+
 def time_alone(item: Pending, calls: int) -> tuple[float, float]:
     """Median ms of one in-process call at batch 1 and at batch 32 (one thread)."""
     import numpy as np
@@ -238,6 +249,7 @@ def run_explore(plan: ExplorePlan, console: Console, listener: ExploreListener) 
     if todo:
         alone: dict[str, tuple[float, float]] = {}
         listener.phase("model alone", len(todo), 1.0)
+        one_thread()
         for item in todo:
             alone[item.model] = time_alone(item, budget.alone_calls)
             listener.model_done(item.model, f"{alone[item.model][0]:.3f} ms at batch 1")

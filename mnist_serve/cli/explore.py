@@ -117,7 +117,11 @@ def explore(
         ),
     ] = False,
     out: Annotated[
-        Path, typer.Option(help="Results folder; a re-run resumes from its explore.json.")
+        Path,
+        typer.Option(
+            help="Results folder; a re-run resumes from its explore.json (unless the SLO or "
+            "the budget, --quick or not, changed: then it starts afresh)."
+        ),
     ] = Path("runs/explore"),
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
