@@ -33,6 +33,10 @@ from modelrepo.stats import Correlation, spearman
 DESIGN_FAMILIES = ("kernels", "strides", "padding", "pooling")
 
 
+class ExploreError(Exception):
+    """Explore has nothing to report on."""
+
+
 @dataclass(frozen=True)
 class Ranked:
     """A model with its Pareto ranks: accuracy vs p50 at one client, and vs the highest rate."""
@@ -249,7 +253,9 @@ def write_explore_report(
     """Write explore.md, explore.html and the plot for ``models`` of ``record``."""
     chosen = [m for m in record.measurements if m.model in models]
     if not chosen:
-        raise ValueError("no measured model to report on")
+        raise ExploreError(
+            "no model measured to report on: is the family exported on those runtimes?"
+        )
     ranked = rank(chosen)
     found = correlations(chosen)
     said = answer(found)

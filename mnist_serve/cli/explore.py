@@ -133,6 +133,7 @@ def explore(
     at batch 1 and 32. Writes explore.md, explore.html and explore.json into --out.
     """
     from loadtests.explore import QUICK_TRAIN_LIMIT, ExplorePlan, run_explore
+    from loadtests.explore_report import ExploreError
     from loadtests.results import Slo
     from loadtests.runner import LoadTestError
 
@@ -155,7 +156,7 @@ def explore(
     listener = ExploreProgress()
     try:
         run_explore(plan, console, listener)
-    except LoadTestError as err:
+    except (LoadTestError, ExploreError) as err:
         listener._close()
         console.print(f"[red]explore failed:[/] {escape(str(err))}")
         raise typer.Exit(1) from err
