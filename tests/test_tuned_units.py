@@ -104,3 +104,25 @@ def test_tuned_comparison_says_whether_the_leader_changed(tmp_path: Path) -> Non
     moved.save(tmp_path)
     assert tuned_lines(tmp_path) == [moved.verdict()]
     assert tuned_lines(tmp_path / "elsewhere") == []
+
+
+def test_tuning_pools_repeated_trials_at_their_lower_rate() -> None:
+    from loadtests.tune import DEFAULTS, ModelTuning, Trial
+
+    lucky = DEFAULTS.model_copy(update={"max_batch_size": 8})
+    steady = DEFAULTS.model_copy(update={"max_batch_size": 16})
+    tuning = ModelTuning("a@onnx", 1)
+    tuning.trials = [
+        Trial(DEFAULTS, 1000, 0.5, 20, []),
+        Trial(lucky, 3000, 0.4, 20, []),
+        Trial(steady, 2000, 0.6, 20, []),
+        Trial(lucky, 900, 0.6, 20, []),  # confirmed: it was luck
+        Trial(steady, 2100, 0.4, 20, []),
+    ]
+    best = tuning.best
+    assert best is not None and best.config == steady and best.runs == 2
+    assert (best.max_rate, best.p50_ms) == (2000, 0.5)
+    assert tuning.at_defaults is not None and tuning.at_defaults.max_rate == 1000
+    tie = ModelTuning("a@onnx", 1)
+    tie.trials = [Trial(DEFAULTS, 1000, 0.5, 20, []), Trial(lucky, 1000, 0.4, 20, [])]
+    assert tie.best is not None and tie.best.config == lucky  # equal rates: the lower p50
