@@ -4,7 +4,8 @@ runtime, measured through HTTP, and set on a Pareto front of accuracy against se
 :func:`run_explore` strings it together, without the command line:
 
 1. trains the family's variants that have no exported version (``training.pipeline``, every
-   runtime converted), with the epochs (and, for the tests, the training subset) asked for;
+   runtime converted), with the epochs (and, for the tests, the training subset) asked for,
+   and converts exported ones to the runtimes they lack (``training.export``);
 2. times each ``variant@runtime`` alone in this process at batch 1 and 32
    (:func:`modelrepo.runtimes.median_call_ms`, one thread, as the service runs them);
 3. starts one service for all of them (:mod:`loadtests.served`) and measures each in turn:
@@ -107,21 +108,43 @@ class Pending:
         return str(self.name)
 
 
+def unconverted(plan: ExplorePlan, version: ModelVersion) -> list[str]:
+    """The plan's converted runtimes ``version`` lacks and never failed to convert to."""
+    from modelrepo.layout import CONVERTED_RUNTIMES
+
+    tried = version.load_metadata().runtimes
+    present = version.runtimes()
+    return [
+        r for r in CONVERTED_RUNTIMES if r in plan.runtimes and r not in present and r not in tried
+    ]
+
+
 def train_missing(plan: ExplorePlan, console: Console, listener: ExploreListener) -> None:
-    """Train and export (every runtime converted) the family's variants that have none."""
+    """Train and export (every runtime converted) the family's variants that have none, and
+    convert the exported ones to the runtimes they lack."""
     repository = ModelRepository(plan.models_dir)
     missing = [v for v in plan.variants() if not repository.versions(v)]
-    if not missing:
+    lacking = {
+        v: (version, runtimes)
+        for v in plan.variants()
+        if v not in missing and (runtimes := unconverted(plan, version := repository.get(v)))
+    }
+    if not missing and not lacking:
         return
     from modelrepo.layout import CONVERTED_RUNTIMES
     from training.data import load_mnist
-    from training.pipeline import train_and_export
+    from training.export import export_runtimes
+    from training.pipeline import conversion_printer, train_and_export
     from training.train import TrainConfig
 
-    listener.training(missing)
-    config = TrainConfig(epochs=plan.epochs, limit=plan.train_limit)
     mnist = load_mnist(plan.mnist or None)
-    train_and_export(missing, mnist, config, plan.models_dir, console, CONVERTED_RUNTIMES)
+    for variant, (version, runtimes) in lacking.items():
+        console.print(f"converting {variant} version {version.version} to {', '.join(runtimes)}")
+        export_runtimes(version, mnist, runtimes, conversion_printer(console, variant))
+    if missing:
+        listener.training(missing)
+        config = TrainConfig(epochs=plan.epochs, limit=plan.train_limit)
+        train_and_export(missing, mnist, config, plan.models_dir, console, CONVERTED_RUNTIMES)
 
 
 def pending(plan: ExplorePlan, record: ExploreRecord) -> tuple[list[Pending], list[str]]:

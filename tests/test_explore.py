@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,9 +100,17 @@ def test_explore_resumes_and_again_re_measures(explored: Explored, mnist_path: P
     before = {m.model: m.measured_at for m in ExploreRecord.load(explored.out).measurements}
     args = ["explore", "--family", "strides", "--quick", "--slo", SLO, "--data", str(mnist_path)]
     args += ["--models", str(explored.models), "--out", str(explored.out)]
+    # An export that lacks a runtime (as from before it was converted) is converted, in place.
+    version = explored.models / "small-stride4" / "1"
+    shutil.rmtree(version / "openvino")
+    metadata = json.loads((version / "metadata.json").read_text())
+    del metadata["runtimes"]["openvino"]
+    (version / "metadata.json").write_text(json.dumps(metadata))
     resumed = invoke(args, explored.env)
     assert "16 models measured before are kept" in resumed and "served:" not in resumed
     assert "training" not in resumed
+    assert "converting small-stride4 version 1 to openvino" in resumed
+    assert (version / "openvino" / "model.xml").is_file()
     again = invoke([*args, "--again", "--runtimes", "onnx"], explored.env)
     assert "served: 4 models" in again
     after = {m.model: m.measured_at for m in ExploreRecord.load(explored.out).measurements}
