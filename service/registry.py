@@ -300,6 +300,7 @@ class ModelRegistry:
             busy=lambda: self.in_flight > 1,  # another request is in the server: batch instead
             deadline_s=settings.max_queue_wait_ms / 1000,
             batch_s=model.batch1_ms / 1000,
+            max_request_images=self.settings.max_images_per_request,
             on_batch=self.metrics.batch_size.labels(*labels).observe,
         )
         batcher.start()
