@@ -89,6 +89,25 @@ def correlations(models: Sequence[ModelMeasurement]) -> dict[str, dict[str, Corr
     }
 
 
+SERVED: dict[str, Callable[[ModelMeasurement], float]] = {
+    "p50 at 1 client": lambda m: m.c1_latency_ms.p50,
+    "req/s at 32 clients": lambda m: m.c32_rps,
+    "highest rate within the SLO": lambda m: m.max_rate,
+}
+
+
+def served_correlations(models: Sequence[ModelMeasurement]) -> dict[str, dict[str, Correlation]]:
+    """Over all models, Spearman's rho of each served measure with each of :data:`AGAINST`
+    (a positive rho for a latency means bigger is slower; for a rate, bigger is faster)."""
+    return {
+        measure: {
+            name: spearman([against(m) for m in models], [served(m) for m in models])
+            for name, against in AGAINST.items()
+        }
+        for measure, served in SERVED.items()
+    }
+
+
 def describe(c: Correlation) -> str:
     """``0.62 [0.31, 0.81] (n=16)``."""
     if math.isnan(c.rho):
@@ -156,6 +175,13 @@ def correlation_table(found: dict[str, dict[str, Correlation]]) -> Table:
     """Spearman's rho of served p50 with each figure, per scope, with 95 % intervals."""
     header = ["served p50 (c=1) against", *found]
     rows = [[name, *(describe(found[s][name]) for s in found)] for name in AGAINST]
+    return header, rows
+
+
+def served_table(found: dict[str, dict[str, Correlation]]) -> Table:
+    """Every served measure against each figure, over all models."""
+    header = ["against", *found]
+    rows = [[name, *(describe(found[m][name]) for m in found)] for name in AGAINST]
     return header, rows
 
 
@@ -278,6 +304,9 @@ def write_explore_report(
     )
     tables = {"Models by Pareto rank": ranked_table(ranked)}
     tables["Rank correlation (Spearman, 95% interval) of served p50"] = correlation_table(found)
+    tables["Every served measure, all models (Spearman, 95% interval)"] = served_table(
+        served_correlations(chosen)
+    )
     findings = family_findings(chosen)
     md = [f"# {title}", "", f"**{said}**", "", method, "", "![Pareto front](pareto.png)", ""]
     for name, table in tables.items():
