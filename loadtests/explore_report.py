@@ -253,9 +253,19 @@ def pareto_figure(ranked: Sequence[Ranked], slo: str, path: Path) -> Path:
                 color=colours[r.m.runtime] if on_front else "0.7",
                 edgecolors="black" if on_front else "none", zorder=3 if on_front else 2,
             )  # fmt: skip
-            if on_front:
-                ax.annotate(r.m.model, (x_of(r), r.m.test_accuracy * 100), fontsize=7,
-                            xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        # Front points at the same place (a tie: same accuracy, same rate) share one label.
+        labels: dict[tuple[float, float], list[str]] = {}
+        for r in ranked:
+            if rank_of(r) == 1:
+                labels.setdefault((x_of(r), r.m.test_accuracy * 100), []).append(r.m.model)
+        for (x, y), names in labels.items():
+            variants = {n.partition("@")[0] for n in names}
+            text = (
+                names[0] + "".join(f", @{n.partition('@')[2]}" for n in names[1:])
+                if len(variants) == 1
+                else ", ".join(names)
+            )
+            ax.annotate(text, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
         front = sorted((r for r in ranked if rank_of(r) == 1), key=x_of)
         ax.plot([x_of(r) for r in front], [r.m.test_accuracy * 100 for r in front], "k:", lw=1)
         ax.set(xlabel=xlabel, ylabel="test accuracy (%)")
