@@ -38,6 +38,7 @@ from loadtests.plots import plots
 from loadtests.protocols import Protocol
 from loadtests.results import OpenLoopRecord, Percentiles, RunRecord
 from loadtests.tables import Previous, Table, failure_lines, previous_tables, tables
+from loadtests.tuned_compare import tuned_lines, tuned_tables
 
 
 def relative_link(previous: Previous, out_dir: Path, page: str) -> str:
@@ -101,6 +102,7 @@ def build_report(out_dir: Path) -> Report:
             f"{c.measured} ({c.verdict})."
             for c in rate_claims(openloop, record.plan)
         ]
+    lines += tuned_lines(out_dir)
     noisy = noise_line(levels) if record.plan.precision <= 0 else None  # paired: it cancels
     if noisy:
         lines.append(noisy)
@@ -112,6 +114,7 @@ def build_report(out_dir: Path) -> Report:
     all_tables = tables(record, levels, items, found, previous, openloop)
     if costed is not None:
         all_tables.update([cost.cost_table(costed)])
+    all_tables.update(tuned_tables(out_dir))
     warnings = sorted({w for step in record.steps for w in step.warnings})
     plan = record.plan
     title = "mnist-serve load test: " + " vs ".join(plan.variants)

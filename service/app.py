@@ -218,28 +218,46 @@ async def prepare(request: Request, registry: RegistryDep) -> PreparedImages:
     return PreparedImages(images=np.round(images[..., 0], 4).tolist())
 
 
-@router.get("/reports", response_model=list[RunInfo], summary="Load-test reports")
+@router.get("/reports", response_model=list[RunInfo], summary="Load-test, explore, tune reports")
 async def list_reports(registry: RegistryDep) -> list[RunInfo]:
-    """The load-test runs with a report under the runs folder, newest first."""
+    """The runs with a report under the runs folder (load tests, explore, tune), newest first."""
     runs = find_runs(registry.settings.runs_dir)
     return [
         RunInfo(
             name=run.name,
             created_at=run.created_at,
             models=run.models,
-            url=f"/reports/{run.name}/report.html",
+            url=f"/reports/{run.name}/{run.report.name}",
+            kind=run.kind,
         )
         for run in runs.values()
     ]
 
 
+def listed_report(registry: ModelRegistry, name: str, page: str) -> FileResponse:
+    """The run ``name``'s ``page``, only if the listing finds that run with that page."""
+    run = find_runs(registry.settings.runs_dir).get(name)
+    if run is None or run.report.name != page:
+        raise NotFound(f"no report named {name!r} with a {page}")
+    return FileResponse(run.report, media_type="text/html")
+
+
 @router.get("/reports/{name}/report.html", response_class=FileResponse, summary="A report")
 async def read_report(name: str, registry: RegistryDep) -> FileResponse:
     """One run's self-contained report.html (only runs the listing finds are served)."""
-    run = find_runs(registry.settings.runs_dir).get(name)
-    if run is None:
-        raise NotFound(f"no load-test report named {name!r}")
-    return FileResponse(run.report, media_type="text/html")
+    return listed_report(registry, name, "report.html")
+
+
+@router.get("/reports/{name}/explore.html", response_class=FileResponse, summary="An explore")
+async def read_explore(name: str, registry: RegistryDep) -> FileResponse:
+    """One explore run's self-contained explore.html (Pareto front, correlations)."""
+    return listed_report(registry, name, "explore.html")
+
+
+@router.get("/reports/{name}/tune.html", response_class=FileResponse, summary="A tune run")
+async def read_tune(name: str, registry: RegistryDep) -> FileResponse:
+    """One tune run's tune.html (each model's trials and best configuration)."""
+    return listed_report(registry, name, "tune.html")
 
 
 @router.get("/", include_in_schema=False)

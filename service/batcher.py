@@ -104,6 +104,7 @@ class Batcher:
         busy: Callable[[], bool] | None = None,
         deadline_s: float | None = None,
         batch_s: float = 0.0,
+        max_request_images: int | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -115,6 +116,9 @@ class Batcher:
             raise ValueError(f"deadline_s must be > 0 (or None), got {deadline_s}")
         self._predict = predict
         self.max_batch_size = max_batch_size
+        # One request may hold more images than a merged batch (a model tuned to small
+        # batches, serve --tuned): it then runs alone, as a batch of its own.
+        self.max_request_images = max(max_request_images or max_batch_size, max_batch_size)
         self.max_wait_s = max_wait_s
         self.merge = merge
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
@@ -184,8 +188,10 @@ class Batcher:
 
         ``gone()`` tells whether the client has disconnected (then the request is dropped).
         """
-        if len(images) > self.max_batch_size:
-            raise ValueError(f"{len(images)} images exceed max_batch_size {self.max_batch_size}")
+        if len(images) > self.max_request_images:
+            raise ValueError(
+                f"{len(images)} images exceed max_request_images {self.max_request_images}"
+            )
         if self.inline and self._idle() and not self._busy():
             await asyncio.sleep(0)  # let requests that arrived together reach the queue first
             if self._idle() and not self._busy():

@@ -282,7 +282,7 @@ class ModelRegistry:
 
     async def load_model(self, model: ServedModel) -> None:
         """Load, warm and start one model (ready when it returns; raises if it cannot)."""
-        settings = self.settings
+        settings = model_settings(self.settings, model)
         options = LoadOptions(
             gpu=self.gpu and not model.cpu_only, threads=settings.intra_op_threads
         )
@@ -300,6 +300,7 @@ class ModelRegistry:
             busy=lambda: self.in_flight > 1,  # another request is in the server: batch instead
             deadline_s=settings.max_queue_wait_ms / 1000,
             batch_s=model.batch1_ms / 1000,
+            max_request_images=self.settings.max_images_per_request,
             on_batch=self.metrics.batch_size.labels(*labels).observe,
         )
         batcher.start()
@@ -319,6 +320,41 @@ class ModelRegistry:
         for model in self.models():
             if model.batcher is not None:
                 await model.batcher.stop()
+
+
+def model_settings(settings: Settings, model: ServedModel) -> Settings:
+    """The settings ``model`` runs with: the service's, or with ``tuned``, the batching and
+    threads ``mnist-serve tune`` saved for it (modelrepo.tuned)."""
+    if not settings.tuned:
+        return settings
+    from modelrepo.tuned import tuned_config
+
+    found = tuned_config(settings.models_dir, model.model.variant, model.runtime_name)
+    if found is None:
+        log.info("%s has no tuned configuration: the service's settings apply", model.name)
+        return settings
+    log.info("%s runs with its tuned configuration: %s", model.name, found)
+    return settings.model_copy(
+        update={
+            "max_batch_size": found.max_batch_size,
+            "max_wait_ms": found.max_wait_ms,
+            "intra_op_threads": found.intra_op_threads,
+        }
+    )
+
+
+def tuned_workers(settings: Settings) -> int | None:
+    """With ``tuned``: the worker count every served model's tuned configuration agrees on
+    (workers serve every model, so one count must suit all), else None."""
+    from modelrepo.tuned import tuned_config
+
+    counts = {
+        found.workers if found else None
+        for variant in plan(settings).values()
+        for model in variant.runtimes.values()
+        for found in [tuned_config(settings.models_dir, model.model.variant, model.runtime_name)]
+    }
+    return counts.pop() if len(counts) == 1 else None
 
 
 def short_reason(err: BaseException) -> str:

@@ -1,7 +1,9 @@
-"""Load-test reports under the runs folder, listed for the web page and served read-only.
+"""Load-test, explore and tune reports under the runs folder, listed for the web page and served
+read-only.
 
 A run is a folder directly under ``runs_dir`` holding a ``report.html`` (what ``mnist-serve
-loadtest`` and ``demo`` write). Nothing from a request is ever joined to a path: a request
+loadtest`` and ``demo`` write), an ``explore.html`` (``mnist-serve explore``) or a ``tune.html``
+(``mnist-serve tune``). Nothing from a request is ever joined to a path: a request
 names a run, the name must match :data:`RUN_NAME`, and the file served is the one the scan of
 ``runs_dir`` found under that name, after checking that it really lies inside ``runs_dir``
 (a symbolic link pointing elsewhere is skipped).
@@ -17,18 +19,25 @@ from pathlib import Path
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 REPORT_FILE = "report.html"
 RESULTS_FILE = "results.json"
+# Each kind of run: its page and the JSON its summary comes from.
+PAGES = {
+    "loadtest": (REPORT_FILE, RESULTS_FILE),
+    "explore": ("explore.html", "explore.json"),
+    "tune": ("tune.html", "tune.json"),
+}
 MAX_RESULTS_BYTES = 5_000_000  # results.json is read for a summary only
 
 
 @dataclass(frozen=True)
 class Run:
-    """One load-test run with a report."""
+    """One run with a report."""
 
     name: str
     report: Path
     created_at: str | None
     models: list[str]
     target: str | None
+    kind: str = "loadtest"  # loadtest, explore or tune (a key of PAGES)
 
 
 def find_runs(root: Path) -> dict[str, Run]:
@@ -38,12 +47,16 @@ def find_runs(root: Path) -> dict[str, Run]:
     base = root.resolve()
     runs = []
     for folder in root.iterdir():
-        report = folder / REPORT_FILE
-        if not RUN_NAME.match(folder.name) or not report.is_file():
+        if not RUN_NAME.match(folder.name):
             continue
-        if not report.resolve().is_relative_to(base):
-            continue  # a link out of the runs folder
-        runs.append(_describe(folder.name, report))
+        for kind, (page, _) in PAGES.items():
+            report = folder / page
+            if not report.is_file() or not report.resolve().is_relative_to(base):
+                continue  # none, or a link out of the runs folder
+            runs.append(
+                _describe(folder.name, report) if kind == "loadtest" else _study(kind, report)
+            )
+            break
     runs.sort(key=lambda r: (r.created_at or "", r.name), reverse=True)
     return {run.name: run for run in runs}
 
@@ -60,3 +73,18 @@ def _describe(name: str, report: Path) -> Run:
     except (OSError, ValueError, TypeError, AttributeError):
         pass  # a summary is a nicety: the report itself is still listed
     return Run(name, report, created_at, models, target)
+
+
+def _study(kind: str, report: Path) -> Run:
+    """An explore or tune run: its time and models from its JSON."""
+    created_at, models = None, []
+    data = report.with_name(PAGES[kind][1])
+    try:
+        if data.is_file() and data.stat().st_size <= MAX_RESULTS_BYTES:
+            record = json.loads(data.read_text())
+            created_at = record.get("updated_at") or record.get("created_at")
+            key = "measurements" if kind == "explore" else "models"
+            models = sorted({m["model"] for m in record.get(key, []) if "model" in m})
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass  # a summary is a nicety: the report itself is still listed
+    return Run(report.parent.name, report, created_at, models, None, kind)

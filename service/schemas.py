@@ -105,12 +105,15 @@ class PreparedImages(BaseModel):
 
 
 class RunInfo(BaseModel):
-    """A load-test run with a report, as the web page lists it."""
+    """A load-test, explore or tune run with a report, as the web page lists it."""
 
     name: str = Field(examples=["demo-20261124-193000"])
     created_at: str | None
     models: list[str] = Field(description="The models it measured (variant@runtime).")
     url: str = Field(description="Where its self-contained report.html is served.")
+    kind: str = Field(
+        "loadtest", description="loadtest, explore (Pareto study) or tune (best configurations)."
+    )
 
 
 class EngineInfo(BaseModel):

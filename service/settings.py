@@ -158,6 +158,12 @@ class Settings(BaseSettings):
         "one process owns it); replicas = every worker loads its own models (CPU only: the "
         "lowest latency at one client, at one copy of the models per worker).",
     )
+    tuned: bool = Field(
+        False,
+        description="Serve each model with the configuration `mnist-serve tune` saved beside it "
+        "(<models>/<variant>/tuned.json: max batch size, max wait, intra-op threads); models "
+        "without one use the settings above.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="critical, error, warning, info or debug."
     )

@@ -261,3 +261,24 @@ async def test_a_request_whose_client_left_is_dropped_from_its_batch() -> None:
 def test_invalid_deadline_is_rejected() -> None:
     with pytest.raises(ValueError, match="deadline_s"):
         Batcher(RecordingModel(), deadline_s=0)
+
+
+async def test_a_request_larger_than_a_tuned_batch_runs_alone() -> None:
+    """serve --tuned: a model tuned to batches of 2 still answers a 5-image request (the
+    service's limit), as a batch of its own; others merge up to 2 around it."""
+    gate = threading.Event()
+    model = RecordingModel(gate)
+    batcher = Batcher(model, max_batch_size=2, max_wait_s=0.01, max_request_images=8)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(images(0.1)))
+    await asyncio.sleep(0.02)
+    sizes = [1, 5, 1, 1]
+    futures = [asyncio.ensure_future(batcher.submit(images(*[0.5] * n))) for n in sizes]
+    await asyncio.sleep(0.02)
+    gate.set()
+    results = await asyncio.gather(first, *futures)
+    with pytest.raises(ValueError, match="max_request_images 8"):
+        await batcher.submit(images(*[0.5] * 9))
+    await batcher.stop()
+    assert model.batches == [1, 1, 5, 2]
+    assert [len(p) for p, _ in results] == [1, *sizes]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from mnist_serve.cli import demo, history, loadtest, models, repository, serve
+from mnist_serve.cli import demo, explore, history, loadtest, models, repository, serve, tune
 
 app = typer.Typer(
     help="Train, serve and load-test MNIST CNN variants: "
@@ -44,6 +44,8 @@ app.command("serve")(serve.serve)
 app.command("loadtest")(loadtest.loadtest)
 app.command("report")(loadtest.report)
 app.command("demo")(demo.demo)
+app.command("explore")(explore.explore)
+app.command("tune")(tune.tune)
 app.add_typer(history.app, name="history")
 app.add_typer(repository.app, name="models")
 

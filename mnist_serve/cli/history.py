@@ -70,6 +70,26 @@ def history_list(ctx: typer.Context, history_file: HistoryOption = None) -> None
             run.machine.cpu,
         )
     console.print(table)
+    show_studies(path)
+
+
+def show_studies(path: Path) -> None:
+    """The explore and tune runs stored beside the load tests, if any."""
+    from rich.table import Table
+
+    from loadtests.studies import studies
+
+    found = studies(path)
+    if not found:
+        return
+    table = Table(title=f"Explore and tune runs in {path}")
+    for column in ("id", "kind", "when", "folder", "summary"):
+        table.add_column(column)
+    for study in found:
+        table.add_row(
+            str(study.id), study.kind, study.created_at, Path(study.folder).name, study.summary
+        )
+    console.print(table)
 
 
 @app.command("compare")

@@ -25,6 +25,7 @@ from mnist_serve.cli.options import (
     SloOption,
     WattsOption,
     check_data_path,
+    console,
     csv,
     default_out,
     parse_runtimes,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from loadtests.cost import Pricing
     from loadtests.protocols import Protocol
     from loadtests.results import LoadPlan
-    from loadtests.session import Sweep
+    from loadtests.session import Outcome, Sweep
 
 
 def parse_sweep(
@@ -75,9 +76,12 @@ def run_load_test(
     sweep: Sweep | None = None,
     closed: bool = True,
     pricing: Pricing | None = None,
-) -> None:
+    server_args: tuple[str, ...] = (),
+    announce: bool = True,
+) -> Outcome:
     """Run a load-test session with its progress on the console, then write and show its
-    report (every mode); exit 1 if the load test fails (or a step had no success)."""
+    report (every mode; unless ``announce`` is False); exit 1 if the load test fails (or a
+    step had no success)."""
     from loadtests import session
     from loadtests.runner import LoadTestError
 
@@ -89,6 +93,7 @@ def run_load_test(
             url,
             models,
             listener,
+            server_args=server_args,
             grpc_url=grpc_url,
             sweep=sweep,
             closed=closed,
@@ -97,7 +102,8 @@ def run_load_test(
     except LoadTestError as err:
         load_test_failed(err)
         raise typer.Exit(1) from err
-    announce_report(out)
+    if announce:
+        announce_report(out)
     record = outcome.closed
     if record is not None and record.failed_steps:
         # The report and the history are written; the command still says the run failed.
@@ -110,6 +116,36 @@ def run_load_test(
             )
         )
         raise typer.Exit(1)
+    return outcome
+
+
+def run_tuned(
+    plan: LoadPlan,
+    out: Path,
+    models: Path,
+    grpc_url: str | None,
+    sweep: Sweep | None,
+    closed: bool,
+    pricing: Pricing | None = None,
+) -> None:
+    """``--tuned``: the plan at the defaults (in ``out/defaults``), then with every model at
+    its tuned configuration (in ``out``), and whether the answer differs."""
+    from loadtests.tuned_compare import compare
+
+    console.print("[bold]1/2: at the service's defaults[/]")
+    before = run_load_test(
+        plan, out / "defaults", None, models, grpc_url, sweep, closed, pricing, announce=False
+    )
+    console.print("[bold]2/2: each model at its tuned configuration (serve --tuned)[/]")
+    after = run_load_test(
+        plan, out, None, models, grpc_url, sweep, closed, pricing, ("--tuned",), announce=False
+    )
+    comparison = compare(models, (before.closed, before.openloop), (after.closed, after.openloop))
+    comparison.save(out)
+    for model, config in comparison.configs.items():
+        console.print(f"  {model}: {config}")
+    announce_report(out)
+    console.print(f"[bold]{comparison.verdict()}[/]")
 
 
 def loadtest(
@@ -186,6 +222,16 @@ def loadtest(
     slo: SloOption = DEFAULT_SLO,
     min_requests: MinRequestsOption = 1000,
     ceiling: CeilingOption = None,
+    tuned: Annotated[
+        bool,
+        typer.Option(
+            "--tuned",
+            help="Compare the models each at its best: run once against a service at its "
+            "defaults (in OUT/defaults), once against one started with --tuned (each model "
+            "with the configuration `mnist-serve tune` saved), and say whether the answer "
+            "differs. Starts its own services (no --url).",
+        ),
+    ] = False,
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
     price_per_hour: PriceOption = None,
@@ -225,12 +271,21 @@ def loadtest(
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
+    if tuned and url is not None:
+        raise typer.BadParameter("--tuned starts its own services: leave out --url")
     if arrival == "poisson":
         if plan.protocols != (Protocol.NATIVE,) or plan.mode != "json":
             raise typer.BadParameter("open loop sends JSON over the native protocol only (for now)")
         sweep = parse_sweep(rates, slo, plan.duration_s, min_requests, ceiling)
         target = out or default_out("openloop")
+        if tuned:
+            run_tuned(plan, target, models, None, sweep, closed=False, pricing=pricing)
+            return
         run_load_test(plan, target, url, models, sweep=sweep, closed=False, pricing=pricing)
+        return
+    if tuned:
+        target = out or default_out("loadtest")
+        run_tuned(plan, target, models, grpc_url, None, closed=True, pricing=pricing)
         return
     run_load_test(
         plan, out or default_out("loadtest"), url, models, grpc_url=grpc_url, pricing=pricing

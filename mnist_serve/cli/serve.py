@@ -30,6 +30,8 @@ def serve(**given: Any) -> None:
 
     try:
         settings = Settings.model_validate({k: v for k, v in given.items() if v is not None})
+        if settings.tuned and given.get("workers") is None:
+            settings = with_tuned_workers(settings)
         run(settings)
     except ValidationError as err:
         problems = "; ".join(
@@ -41,3 +43,27 @@ def serve(**given: Any) -> None:
     except (ConfigError, DeviceError) as err:
         console.print(f"[red]cannot serve:[/] {err}")
         raise typer.Exit(2) from err
+
+
+def with_tuned_workers(settings: Settings) -> Settings:
+    """``--tuned`` without ``--workers``: the worker count the tuned models agree on, if any."""
+    import os
+
+    from service.registry import tuned_workers
+
+    if os.environ.get("MNIST_SERVE_WORKERS"):
+        return settings
+    from modelrepo.tuned import TunedError
+
+    try:
+        workers = tuned_workers(settings)
+    except TunedError as err:
+        console.print(f"[red]cannot serve --tuned:[/] {err}")
+        raise typer.Exit(2) from err
+    if workers is None:
+        console.print(
+            "--tuned: the models' tuned worker counts differ (or some have none): "
+            f"serving with workers={settings.workers}"
+        )
+        return settings
+    return settings.model_copy(update={"workers": workers})

@@ -319,13 +319,14 @@ async function loadReports() {
   const runs = await (await fetch("/reports")).json();
   list.replaceChildren();
   if (!runs.length) {
-    list.innerHTML = "<li>No reports yet: run <code>mnist-serve loadtest</code> or <code>make demo</code>.</li>";
+    list.innerHTML = "<li>No reports yet: run <code>mnist-serve loadtest</code>, <code>explore</code>, <code>tune</code> or <code>make demo</code>.</li>";
     return;
   }
   for (const run of runs) {
     const item = document.createElement("li");
     const link = Object.assign(document.createElement("a"), {href: run.url, textContent: run.name});
-    item.append(link, ` ${run.created_at || ""} ${run.models.length ? "· " + run.models.join(", ") : ""}`);
+    const kind = run.kind && run.kind !== "loadtest" ? `[${run.kind}] ` : "";
+    item.append(kind, link, ` ${run.created_at || ""} ${run.models.length ? "· " + run.models.join(", ") : ""}`);
     list.append(item);
   }
 }

@@ -1,0 +1,96 @@
+"""A short closed-loop HTTP measurement in this process: N clients, each sending its next
+request as soon as its answer is back, over one keep-alive connection each.
+
+``explore`` and ``tune`` measure dozens of models and configurations for a few seconds each;
+starting a Locust process per measurement (about 2 s) would cost more than the measurement, so
+they use this instead: plain asyncio streams and pre-encoded requests
+(:func:`loadtests.openloop.encode_request`), fast enough for a few thousand requests per second
+from one process. ``mnist-serve loadtest`` keeps Locust, whose figures these do not replace.
+Only 127.0.0.1 targets, like the open-loop generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from loadtests.openloop import content_length, encode_request
+from loadtests.results import Percentiles
+
+
+@dataclass(frozen=True)
+class ClosedLoopResult:
+    """``clients`` closed-loop clients for ``seconds`` (after an unrecorded warm-up)."""
+
+    clients: int
+    seconds: float
+    requests: int
+    errors: int  # any status but 200, or a broken connection
+    throughput_rps: float  # answers with status 200 per second
+    latency_ms: Percentiles  # answers with status 200
+
+
+async def _closed_loop(
+    url: str, requests: list[bytes], clients: int, seconds: float, warmup_s: float
+) -> ClosedLoopResult:
+    parts = urlsplit(url)
+    if parts.hostname != "127.0.0.1":
+        raise ValueError(f"closed-loop load only targets 127.0.0.1, not {parts.hostname}")
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup_s, start + warmup_s + seconds
+    latencies: list[float] = []
+    errors = 0
+
+    async def client(offset: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", parts.port or 80)
+        turn = offset
+        try:
+            while (sent := time.perf_counter()) < stop_at:
+                writer.write(requests[turn % len(requests)])
+                turn += 1
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    await reader.readexactly(content_length(head))
+                    status = int(head[9:12])
+                except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+                    errors += sent >= measure_from
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", parts.port or 80)
+                    continue
+                if sent < measure_from:
+                    continue
+                if status == 200:
+                    latencies.append((time.perf_counter() - sent) * 1000)
+                else:
+                    errors += 1
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    await asyncio.gather(*(client(i * 7) for i in range(clients)))
+    window = max(time.perf_counter() - measure_from, 1e-9)
+    return ClosedLoopResult(
+        clients=clients,
+        seconds=round(window, 3),
+        requests=len(latencies) + errors,
+        errors=errors,
+        throughput_rps=round(len(latencies) / window, 1),
+        latency_ms=Percentiles.of(latencies),
+    )
+
+
+def run_closed_loop(
+    url: str, bodies: Sequence[bytes], clients: int, seconds: float, warmup_s: float = 0.5
+) -> ClosedLoopResult:
+    """POST the JSON ``bodies`` in turn to ``url`` from ``clients`` closed-loop clients for
+    ``warmup_s + seconds``; the warm-up's answers are left out."""
+    if clients < 1 or seconds <= 0 or warmup_s < 0:
+        raise ValueError("clients >= 1, seconds > 0 and warm-up >= 0, please")
+    requests = [encode_request(url, "POST", body, "application/json") for body in bodies]
+    return asyncio.run(_closed_loop(url, requests, clients, seconds, warmup_s))

@@ -1,0 +1,355 @@
+"""The explore report: ``explore.md``, a self-contained ``explore.html`` and the Pareto plot.
+
+What it shows, from an :class:`~loadtests.explore_results.ExploreRecord`:
+
+* the Pareto front of test accuracy against served p50 at one client, and against the highest
+  Poisson rate within the SLO (front points labelled, dominated ones grey, marker area by
+  parameters);
+* every model in a table sorted by Pareto rank (:mod:`loadtests.pareto`);
+* Spearman's rank correlation of served p50 with parameters, with MACs and with model-alone
+  time, each with its 95 % interval (:func:`modelrepo.stats.spearman`), over all models and
+  within each runtime: "do fewer parameters mean faster when served?" in numbers;
+* findings per design choice (kernels, strides, padding, pooling), as the reference study
+  reports them (parameters, MACs, accuracy, training time) with served time added.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loadtests.explore_results import ExploreRecord, ModelMeasurement
+from loadtests.pareto import pareto_ranks
+from loadtests.report import html_table, markdown_table
+from loadtests.tables import Table
+from modelrepo.stats import Correlation, spearman
+
+DESIGN_FAMILIES = ("kernels", "strides", "padding", "pooling")
+
+
+class ExploreError(Exception):
+    """Explore has nothing to report on."""
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A model with its Pareto ranks: accuracy vs p50 at one client, and vs the highest rate."""
+
+    m: ModelMeasurement
+    rank_p50: int
+    rank_rate: int
+
+
+@dataclass(frozen=True)
+class ExploreReport:
+    """A written explore report: its files, the ranked models, the correlations, a summary."""
+
+    markdown: Path
+    html: Path
+    json: Path
+    ranked: list[Ranked]
+    correlations: dict[str, dict[str, Correlation]]  # scope -> against -> correlation
+    summary: str
+    answer: str
+
+
+def rank(models: Sequence[ModelMeasurement]) -> list[Ranked]:
+    """Both Pareto ranks of every model, sorted by rank (p50 front first), then p50."""
+    by_p50 = pareto_ranks([(m.test_accuracy, -m.c1_latency_ms.p50) for m in models])
+    by_rate = pareto_ranks([(m.test_accuracy, m.max_rate) for m in models])
+    ranked = [Ranked(m, a, b) for m, a, b in zip(models, by_p50, by_rate, strict=True)]
+    return sorted(ranked, key=lambda r: (r.rank_p50, r.rank_rate, r.m.c1_latency_ms.p50))
+
+
+AGAINST: dict[str, Callable[[ModelMeasurement], float]] = {
+    "parameters": lambda m: m.parameters,
+    "MACs": lambda m: m.macs,
+    "model alone, batch 1": lambda m: m.alone_b1_ms,
+}
+
+
+def correlations(models: Sequence[ModelMeasurement]) -> dict[str, dict[str, Correlation]]:
+    """Spearman's rho of served p50 (one client) with each of :data:`AGAINST`, over all models
+    and within each runtime."""
+    scopes = {"all models": list(models)}
+    for runtime in dict.fromkeys(m.runtime for m in models):
+        scopes[f"on {runtime}"] = [m for m in models if m.runtime == runtime]
+    return {
+        scope: {
+            name: spearman([get(m) for m in group], [m.c1_latency_ms.p50 for m in group])
+            for name, get in AGAINST.items()
+        }
+        for scope, group in scopes.items()
+    }
+
+
+SERVED: dict[str, Callable[[ModelMeasurement], float]] = {
+    "p50 at 1 client": lambda m: m.c1_latency_ms.p50,
+    "req/s at 32 clients": lambda m: m.c32_rps,
+    "highest rate within the SLO": lambda m: m.max_rate,
+}
+
+
+def served_correlations(models: Sequence[ModelMeasurement]) -> dict[str, dict[str, Correlation]]:
+    """Over all models, Spearman's rho of each served measure with each of :data:`AGAINST`
+    (a positive rho for a latency means bigger is slower; for a rate, bigger is faster)."""
+    return {
+        measure: {
+            name: spearman([against(m) for m in models], [served(m) for m in models])
+            for name, against in AGAINST.items()
+        }
+        for measure, served in SERVED.items()
+    }
+
+
+def describe(c: Correlation) -> str:
+    """``0.62 [0.31, 0.81] (n=16)``."""
+    if math.isnan(c.rho):
+        return f"- (n={c.n})"
+    if math.isnan(c.low):
+        return f"{c.rho:+.2f} (n={c.n}, no interval)"
+    return f"{c.rho:+.2f} [{c.low:+.2f}, {c.high:+.2f}] (n={c.n})"
+
+
+def answer(found: dict[str, dict[str, Correlation]]) -> str:
+    """The question "do fewer parameters mean faster when served?", answered from the
+    correlations."""
+    overall = found["all models"]["parameters"]
+    within = {s: c["parameters"] for s, c in found.items() if s != "all models"}
+    held = [s for s, c in within.items() if not math.isnan(c.low) and c.low > 0]
+    if math.isnan(overall.rho):
+        return "Too few models to say whether fewer parameters mean faster when served."
+    if not math.isnan(overall.low) and overall.low > 0:
+        verdict = "yes, on the whole"
+    elif not math.isnan(overall.high) and overall.high < 0:
+        verdict = "no: more parameters went with *lower* served latency"
+    else:
+        verdict = "not established (the interval includes no correlation)"
+    alone = found["all models"]["model alone, batch 1"]
+    return (
+        f"Do fewer parameters mean faster when served? {verdict}: Spearman's rho of served p50 "
+        f"at one client with parameters is {describe(overall)}; with model-alone time "
+        f"{describe(alone)}. Within one runtime the parameters' link holds on "
+        f"{len(held)} of {len(within)} runtimes ({', '.join(held) or 'none'})."
+    )
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    """A figure, or '-' for NaN."""
+    return "-" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def ranked_table(ranked: Sequence[Ranked]) -> Table:
+    """Every model, sorted by Pareto rank."""
+    header = [
+        "rank (p50)", "rank (rate)", "model", "params", "MACs", "test acc", "p50 c=1 ms",
+        "p99 c=1 ms", "req/s c=32", "max rate in SLO", "alone b1 ms", "alone b32 ms",
+    ]  # fmt: skip
+    rows = [
+        [
+            str(r.rank_p50),
+            str(r.rank_rate),
+            r.m.model,
+            f"{r.m.parameters:,}",
+            f"{r.m.macs:,}",
+            f"{r.m.test_accuracy:.2%}",
+            fmt(r.m.c1_latency_ms.p50, 3),
+            fmt(r.m.c1_latency_ms.p99, 3),
+            fmt(r.m.c32_rps, 0),
+            fmt(r.m.max_rate, 0),
+            fmt(r.m.alone_b1_ms, 3),
+            fmt(r.m.alone_b32_ms, 3),
+        ]
+        for r in ranked
+    ]
+    return header, rows
+
+
+def correlation_table(found: dict[str, dict[str, Correlation]]) -> Table:
+    """Spearman's rho of served p50 with each figure, per scope, with 95 % intervals."""
+    header = ["served p50 (c=1) against", *found]
+    rows = [[name, *(describe(found[s][name]) for s in found)] for name in AGAINST]
+    return header, rows
+
+
+def served_table(found: dict[str, dict[str, Correlation]]) -> Table:
+    """Every served measure against each figure, over all models."""
+    header = ["against", *found]
+    rows = [[name, *(describe(found[m][name]) for m in found)] for name in AGAINST]
+    return header, rows
+
+
+def family_findings(models: Sequence[ModelMeasurement]) -> list[tuple[str, Table, str]]:
+    """Per design choice: its variants side by side, and what served time adds."""
+    out = []
+    runtimes = list(dict.fromkeys(m.runtime for m in models))
+    for family in DESIGN_FAMILIES:
+        group = [m for m in models if m.family == family]
+        if not group:
+            continue
+        variants = list(dict.fromkeys(m.variant for m in group))
+        header = ["variant", "setting", "params", "MACs", "test acc", "s/epoch"]
+        header += [f"p50 {r} ms" for r in runtimes] + ["best max rate"]
+        rows, served = [], {}
+        for v in variants:
+            ms = {m.runtime: m for m in group if m.variant == v}
+            first = next(iter(ms.values()))
+            served[v] = statistics.median(m.c1_latency_ms.p50 for m in ms.values())
+            best = max(ms.values(), key=lambda m: m.max_rate)
+            rows.append(
+                [
+                    v, first.description.rsplit(family, 1)[-1].strip(), f"{first.parameters:,}",
+                    f"{first.macs:,}", f"{first.test_accuracy:.2%}", fmt(first.epoch_seconds, 1),
+                    *(fmt(ms[r].c1_latency_ms.p50, 3) if r in ms else "-" for r in runtimes),
+                    f"{best.max_rate:,.0f} ({best.runtime})",
+                ]
+            )  # fmt: skip
+        info = {m.variant: m for m in group}
+        accurate = max(variants, key=lambda v: info[v].test_accuracy)
+        fastest = min(variants, key=lambda v: served[v])
+        lightest = min(variants, key=lambda v: info[v].parameters)
+        cheapest = min(variants, key=lambda v: info[v].macs)
+        rho = spearman([info[v].macs for v in variants], [served[v] for v in variants])
+        text = (
+            f"{family}: most accurate {accurate} ({info[accurate].test_accuracy:.2%}); fewest "
+            f"parameters {lightest}, fewest MACs {cheapest}; fastest served (median p50 over "
+            f"runtimes) {fastest} at {served[fastest]:.3f} ms against {max(served.values()):.3f} "
+            f"ms for the slowest. Rank correlation of MACs with served p50 across the "
+            f"{len(variants)} settings: {describe(rho)}."
+        )
+        out.append((family, (header, rows), text))
+    return out
+
+
+def pareto_figure(ranked: Sequence[Ranked], slo: str, path: Path) -> Path:
+    """Accuracy against served p50 and against the highest rate within the SLO, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    most = max(r.m.parameters for r in ranked) or 1
+    runtimes = list(dict.fromkeys(r.m.runtime for r in ranked))
+    colours = {rt: f"C{i}" for i, rt in enumerate(runtimes)}
+    p50_label = "served p50 at one client (ms, lower is better)"
+    rate_label = f"highest Poisson rate within {slo} (req/s, higher is better)"
+    panels: list[tuple[Any, Callable[[Ranked], float], Callable[[Ranked], int], str]] = [
+        (axes[0], lambda r: r.m.c1_latency_ms.p50, lambda r: r.rank_p50, p50_label),
+        (axes[1], lambda r: r.m.max_rate, lambda r: r.rank_rate, rate_label),
+    ]
+    for ax, x_of, rank_of, xlabel in panels:
+        for r in ranked:
+            on_front = rank_of(r) == 1
+            size = 20 + 400 * math.sqrt(r.m.parameters / most)
+            ax.scatter(
+                x_of(r), r.m.test_accuracy * 100, s=size, alpha=0.85 if on_front else 0.35,
+                color=colours[r.m.runtime] if on_front else "0.7",
+                edgecolors="black" if on_front else "none", zorder=3 if on_front else 2,
+            )  # fmt: skip
+        # Front points at the same place (a tie: same accuracy, same rate) share one label.
+        labels: dict[tuple[float, float], list[str]] = {}
+        for r in ranked:
+            if rank_of(r) == 1:
+                labels.setdefault((x_of(r), r.m.test_accuracy * 100), []).append(r.m.model)
+        for (x, y), names in labels.items():
+            variants = {n.partition("@")[0] for n in names}
+            text = (
+                names[0] + "".join(f", @{n.partition('@')[2]}" for n in names[1:])
+                if len(variants) == 1
+                else ", ".join(names)
+            )
+            ax.annotate(text, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        front = sorted((r for r in ranked if rank_of(r) == 1), key=x_of)
+        ax.plot([x_of(r) for r in front], [r.m.test_accuracy * 100 for r in front], "k:", lw=1)
+        ax.set(xlabel=xlabel, ylabel="test accuracy (%)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_xscale("log")
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color=colours[rt], label=f"{rt} (on the front)")
+        for rt in runtimes
+    ] + [plt.Line2D([], [], marker="o", ls="", color="0.7", label="dominated")]
+    axes[1].legend(handles=handles, fontsize=8, title="marker area: parameters")
+    fig.suptitle("Pareto front: test accuracy against served speed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_explore_report(
+    record: ExploreRecord, out: Path, models: set[str], family: str
+) -> ExploreReport:
+    """Write explore.md, explore.html and the plot for ``models`` of ``record``."""
+    chosen = [m for m in record.measurements if m.model in models]
+    if not chosen:
+        raise ExploreError(
+            "no model measured to report on: is the family exported on those runtimes?"
+        )
+    ranked = rank(chosen)
+    found = correlations(chosen)
+    said = answer(found)
+    front = [r.m.model for r in ranked if r.rank_p50 == 1]
+    summary = (
+        f"explore {family}: {len(chosen)} models, {record.slo}; Pareto front (accuracy vs p50): "
+        f"{', '.join(front)}"
+    )
+    figure = pareto_figure(ranked, str(record.slo), out / "pareto.png")
+    title = f"mnist-serve explore: {family}"
+    b = record.budget
+    method = (
+        f"Each model served alone in turn by one service on {record.machine.cpu} "
+        f"({record.machine.cores} cores): one closed-loop client for {b.c1_s:g} s, 32 for "
+        f"{b.c32_s:g} s (after {b.warmup_s:g} s warm-ups), then Poisson arrivals at "
+        f"{', '.join(f'{r:g}' for r in b.rates)} req/s and {b.bisections} bisection(s) for the "
+        f"highest rate within {record.slo} ({b.rate_s:g} s / at least {b.min_requests} requests "
+        f"a run); model alone: median in-process call, one thread."
+        + (" QUICK budget: a shape check, not figures to quote." if chosen[0].quick else "")
+    )
+    tables = {"Models by Pareto rank": ranked_table(ranked)}
+    tables["Rank correlation (Spearman, 95% interval) of served p50"] = correlation_table(found)
+    tables["Every served measure, all models (Spearman, 95% interval)"] = served_table(
+        served_correlations(chosen)
+    )
+    findings = family_findings(chosen)
+    md = [f"# {title}", "", f"**{said}**", "", method, "", "![Pareto front](pareto.png)", ""]
+    for name, table in tables.items():
+        md += [f"## {name}", "", markdown_table(table), ""]
+    if findings:
+        md += ["## Findings per design choice", ""]
+        for name, table, text in findings:
+            md += [f"### {name}", "", text, "", markdown_table(table), ""]
+    md += ["Raw data: `explore.json` (every model, every open-loop run).", ""]
+    (out / "explore.md").write_text("\n".join(md))
+    encoded = base64.b64encode(figure.read_bytes()).decode()
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p><b>{html.escape(said)}</b></p>",
+        f"<p>{html.escape(method)}</p>",
+        f'<img alt="Pareto front" src="data:image/png;base64,{encoded}">',
+    ]
+    for name, table in tables.items():
+        parts += [f"<h2>{html.escape(name)}</h2>", html_table(table)]
+    if findings:
+        parts.append("<h2>Findings per design choice</h2>")
+        for name, table, text in findings:
+            parts += [f"<h3>{html.escape(name)}</h3><p>{html.escape(text)}</p>", html_table(table)]
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "text-align:right}th{background:#f3f3f3}img{max-width:100%}"
+    )
+    page = out / "explore.html"
+    page.write_text(
+        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
+    return ExploreReport(
+        out / "explore.md", page, out / "explore.json", ranked, found, summary, said
+    )

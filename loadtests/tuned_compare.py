@@ -1,0 +1,169 @@
+"""``loadtest --tuned``: the architectures compared each at its best, against the same
+comparison at the service's defaults; does the answer change?
+
+The load test runs twice with the same plan: once against a service at its defaults (in
+``<out>/defaults``) and once against one started with ``--tuned`` (in ``<out>``), where each
+model serves with the configuration ``mnist-serve tune`` saved for it. :func:`compare` ranks
+the models in both runs by each measure (throughput at each concurrency level, p50 at the
+lowest, the highest rate within the SLO) and says, per measure, whether the leader changed.
+It is saved as ``tuned-comparison.json``; :mod:`loadtests.report` adds it to the report.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import TypeAdapter
+
+from loadtests.results import OpenLoopRecord, RunRecord
+from loadtests.tables import Table
+from modelrepo.layout import ModelName
+from modelrepo.tuned import TunedError, tuned_config
+
+COMPARISON_FILE = "tuned-comparison.json"
+
+
+@dataclass(frozen=True)
+class Standing:
+    """The models ranked best first by one measure, at the defaults and at their best."""
+
+    measure: str
+    defaults: list[str]
+    tuned: list[str]
+
+    @property
+    def same_leader(self) -> bool:
+        """Whether the same model leads in both runs."""
+        return self.defaults[:1] == self.tuned[:1]
+
+
+@dataclass
+class TunedComparison:
+    """``tuned-comparison.json``: each model's tuned configuration and the standings."""
+
+    configs: dict[str, str]  # model -> its tuned configuration, or why it had none
+    standings: list[Standing]
+    repeats: int = 1  # closed-loop repeats per step in each run
+
+    @property
+    def changed(self) -> list[Standing]:
+        """The measures whose leader differs at their best."""
+        return [s for s in self.standings if not s.same_leader]
+
+    def verdict(self) -> str:
+        """Whether the answer differs from the one at the defaults, in a sentence."""
+        if not self.standings:
+            return "At their best: nothing to compare."
+        if not self.changed:
+            leaders = sorted({s.tuned[0] for s in self.standings})
+            return (
+                "At their best (--tuned) the answer is the same as at the defaults: "
+                f"{', '.join(leaders)} lead(s) on every measure."
+            )
+        noise = (
+            " (one repeat per step: a change of leader between close models may be noise)"
+            if self.repeats < 2
+            else ""
+        )
+        return (
+            "At their best (--tuned) the answer differs from the defaults: "
+            + "; ".join(
+                f"{s.measure}: {s.defaults[0]} led at the defaults, {s.tuned[0]} at their best"
+                for s in self.changed
+            )
+            + noise
+        )
+
+    def save(self, folder: Path) -> Path:
+        """Write ``tuned-comparison.json`` into ``folder``."""
+        path = folder / COMPARISON_FILE
+        path.write_bytes(TypeAdapter(TunedComparison).dump_json(self, indent=2) + b"\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: Path) -> TunedComparison | None:
+        """The comparison in ``folder``, None if there is none (or it cannot be read)."""
+        path = folder / COMPARISON_FILE
+        try:
+            return TypeAdapter(TunedComparison).validate_python(json.loads(path.read_bytes()))
+        except (OSError, ValueError):
+            return None
+
+
+def closed_standings(record: RunRecord) -> dict[str, list[str]]:
+    """Per closed-loop measure, the models best first (means over repeats)."""
+    out = {}
+    levels = sorted({s.concurrency for s in record.steps})
+    for level in levels:
+        steps = [s for s in record.steps if s.concurrency == level]
+        models = list(dict.fromkeys(s.model for s in steps))
+        rps = {m: statistics.fmean(s.throughput_rps for s in steps if s.model == m) for m in models}
+        out[f"throughput at {level} client(s)"] = sorted(models, key=lambda m: -rps[m])
+        if level == levels[0]:
+            p50 = {
+                m: statistics.fmean(s.latency_ms.p50 for s in steps if s.model == m) for m in models
+            }
+            out[f"p50 at {level} client(s)"] = sorted(models, key=lambda m: p50[m])
+    return out
+
+
+def open_standings(record: OpenLoopRecord) -> dict[str, list[str]]:
+    """The models by highest rate within the SLO, best first."""
+    ranked = sorted(record.models, key=lambda m: -record.max_rate.get(m, 0.0))
+    return {f"highest rate within {record.slo}": ranked}
+
+
+def compare(
+    models_dir: Path,
+    defaults: tuple[RunRecord | None, OpenLoopRecord | None],
+    tuned: tuple[RunRecord | None, OpenLoopRecord | None],
+) -> TunedComparison:
+    """Rank the models by each measure in both runs."""
+    before: dict[str, list[str]] = {}
+    after: dict[str, list[str]] = {}
+    for (closed, openloop), into in ((defaults, before), (tuned, after)):
+        if closed is not None:
+            into.update(closed_standings(closed))
+        if openloop is not None:
+            into.update(open_standings(openloop))
+    models = list(dict.fromkeys(m for ranking in after.values() for m in ranking))
+    configs = {}
+    for model in models:
+        name = ModelName.parse(model)
+        try:
+            found = tuned_config(models_dir, name.variant, name.runtime or "savedmodel")
+        except TunedError as err:
+            configs[model] = f"unreadable tuned.json: {err}"
+            continue
+        configs[model] = str(found) if found else "not tuned: the service's settings"
+    standings = [Standing(k, before[k], after[k]) for k in after if k in before]
+    repeats = tuned[0].plan.repeats if tuned[0] is not None else 1
+    return TunedComparison(configs, standings, repeats)
+
+
+def tuned_lines(folder: Path) -> list[str]:
+    """The report's verdict line on ``--tuned``, if this run has a comparison."""
+    found = TunedComparison.load(folder)
+    return [found.verdict()] if found is not None else []
+
+
+def tuned_tables(folder: Path) -> dict[str, Table]:
+    """The report's tables on ``--tuned``, if this run has a comparison."""
+    found = TunedComparison.load(folder)
+    if found is None:
+        return {}
+    standings = (
+        ["measure", "at the defaults (best first)", "at their best", "same leader"],
+        [
+            [s.measure, ", ".join(s.defaults), ", ".join(s.tuned), "yes" if s.same_leader else "no"]
+            for s in found.standings
+        ],
+    )
+    configs = (["model", "tuned configuration"], [[m, c] for m, c in found.configs.items()])
+    return {
+        "At their best (--tuned) vs at the defaults": standings,
+        "Tuned configurations": configs,
+    }

@@ -1,0 +1,128 @@
+"""Fast checks of the pieces explore and tune rely on: the tuned file, per-model settings,
+the studies table, the report listing, the --tuned comparison."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loadtests.studies import store, studies
+from loadtests.tuned_compare import Standing, TunedComparison, tuned_lines
+from modelrepo.layout import ModelVersion
+from modelrepo.tuned import (
+    ServingConfig,
+    TunedEntry,
+    TunedError,
+    load_tuned,
+    save_tuned,
+    tuned_config,
+)
+from service.registry import ServedModel, model_settings
+from service.reports import find_runs
+from service.settings import Settings
+
+CONFIG = ServingConfig(max_batch_size=8, max_wait_ms=0.5, intra_op_threads=2, workers=1)
+
+
+def entry(config: ServingConfig = CONFIG) -> TunedEntry:
+    return TunedEntry(config=config, version=3, slo="p99 <= 20 ms", max_rate=1200, p50_ms=0.4,
+                      tuned_at="2026-11-30T00:00:00")  # fmt: skip
+
+
+def test_tuned_file_keeps_one_entry_per_runtime(tmp_path: Path) -> None:
+    (tmp_path / "depthwise").mkdir()
+    save_tuned(tmp_path, "depthwise", "onnx", entry())
+    save_tuned(tmp_path, "depthwise", "litert", entry(CONFIG.model_copy(update={"workers": 0})))
+    found = load_tuned(tmp_path, "depthwise")
+    assert set(found.runtimes) == {"onnx", "litert"}
+    assert tuned_config(tmp_path, "depthwise", "onnx") == CONFIG
+    assert tuned_config(tmp_path, "depthwise", "savedmodel") is None
+    assert tuned_config(tmp_path, "original", "onnx") is None  # no file: none
+    (tmp_path / "depthwise" / "tuned.json").write_text('{"runtimes": {"onnx": {"config": 3}}}')
+    with pytest.raises(TunedError, match=r"tuned\.json"):
+        load_tuned(tmp_path, "depthwise")
+
+
+def test_model_settings_apply_only_with_tuned(tmp_path: Path) -> None:
+    (tmp_path / "depthwise").mkdir()
+    save_tuned(tmp_path, "depthwise", "onnx", entry())
+    onnx = ServedModel(ModelVersion("depthwise", 1, tmp_path / "depthwise" / "1"), "onnx")
+    litert = ServedModel(ModelVersion("depthwise", 1, tmp_path / "depthwise" / "1"), "litert")
+    plain = Settings(models_dir=tmp_path)
+    assert model_settings(plain, onnx) is plain
+    tuned = Settings(models_dir=tmp_path, tuned=True)
+    applied = model_settings(tuned, onnx)
+    assert (applied.max_batch_size, applied.max_wait_ms, applied.intra_op_threads) == (8, 0.5, 2)
+    assert model_settings(tuned, litert) is tuned
+
+
+def test_studies_sit_beside_the_load_tests(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    assert studies(path) == []
+    first = store(path, tmp_path / "explore", "explore", "2026-11-30T10:00:00", "front: a")
+    second = store(path, tmp_path / "tune-1", "tune", "2026-11-30T11:00:00", "a: batch 8")
+    found = studies(path)
+    assert [(s.id, s.kind, s.summary) for s in found] == [
+        (first, "explore", "front: a"),
+        (second, "tune", "a: batch 8"),
+    ]
+
+
+def test_report_listing_finds_explore_and_tune_runs(tmp_path: Path) -> None:
+    explore = {"updated_at": "2026-11-30T02", "measurements": [{"model": "a@onnx"}]}
+    tune = {"created_at": "2026-11-30T01", "models": [{"model": "b@litert"}]}
+    for name, page, data in (
+        ("explore", "explore.html", explore),
+        ("tune-1", "tune.html", tune),
+        ("loadtest-1", "report.html", {"created_at": "2026-11-30T00", "steps": []}),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / page).write_text("<html></html>")
+        data_file = {"explore.html": "explore.json", "tune.html": "tune.json"}.get(page)
+        (tmp_path / name / (data_file or "results.json")).write_text(json.dumps(data))
+    (tmp_path / "nothing").mkdir()
+    runs = find_runs(tmp_path)
+    assert [(r.name, r.kind, r.models) for r in runs.values()] == [
+        ("explore", "explore", ["a@onnx"]),
+        ("tune-1", "tune", ["b@litert"]),
+        ("loadtest-1", "loadtest", []),
+    ]
+
+
+def test_tuned_comparison_says_whether_the_leader_changed(tmp_path: Path) -> None:
+    same = TunedComparison(
+        {"a": "x"}, [Standing("throughput at 32 client(s)", ["a", "b"], ["a", "b"])], 3
+    )
+    assert "the answer is the same" in same.verdict() and not same.changed
+    moved = TunedComparison(
+        {"a": "x"}, [Standing("throughput at 32 client(s)", ["a", "b"], ["b", "a"])], 1
+    )
+    assert "differs" in moved.verdict() and "b at their best" in moved.verdict()
+    assert "may be noise" in moved.verdict()  # one repeat
+    moved.save(tmp_path)
+    assert tuned_lines(tmp_path) == [moved.verdict()]
+    assert tuned_lines(tmp_path / "elsewhere") == []
+
+
+def test_tuning_pools_repeated_trials_at_their_lower_rate() -> None:
+    from loadtests.tune import DEFAULTS, ModelTuning, Trial
+
+    lucky = DEFAULTS.model_copy(update={"max_batch_size": 8})
+    steady = DEFAULTS.model_copy(update={"max_batch_size": 16})
+    tuning = ModelTuning("a@onnx", 1)
+    tuning.trials = [
+        Trial(DEFAULTS, 1000, 0.5, 20, []),
+        Trial(lucky, 3000, 0.4, 20, []),
+        Trial(steady, 2000, 0.6, 20, []),
+        Trial(lucky, 900, 0.6, 20, []),  # confirmed: it was luck
+        Trial(steady, 2100, 0.4, 20, []),
+    ]
+    best = tuning.best
+    assert best is not None and best.config == steady and best.runs == 2
+    assert (best.max_rate, best.p50_ms) == (2000, 0.5)
+    assert tuning.at_defaults is not None and tuning.at_defaults.max_rate == 1000
+    tie = ModelTuning("a@onnx", 1)
+    tie.trials = [Trial(DEFAULTS, 1000, 0.5, 20, []), Trial(lucky, 1000, 0.4, 20, [])]
+    assert tie.best is not None and tie.best.config == lucky  # equal rates: the lower p50
