@@ -24,7 +24,8 @@ import numpy as np
 from loadtests import history
 from loadtests.decision import SEQUENTIAL_CONFIDENCE
 from loadtests.labels import Label
-from loadtests.results import OPENLOOP_FILE, LoadPlan, OpenLoopRecord, Percentiles, RunRecord
+from loadtests.openloop_results import OPENLOOP_FILE, OpenLoopRecord
+from loadtests.results import LoadPlan, Percentiles, RunRecord
 from loadtests.stats import Interval, ratio_interval
 from modelrepo.stats import CONFIDENCE
 

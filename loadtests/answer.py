@@ -26,7 +26,8 @@ from loadtests.decision import (
     pairs_needed,
 )
 from loadtests.labels import Label
-from loadtests.results import OpenLoopRecord, RunRecord
+from loadtests.openloop_results import OpenLoopRecord
+from loadtests.results import RunRecord
 from loadtests.stats import Interval
 
 COMPARISONS_HEADER = [

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from loadtests.analysis import Axis, Speedup
-from loadtests.results import LoadPlan, OpenLoopRecord, RunRecord, ServedVariant
+from loadtests.openloop_results import OpenLoopRecord
+from loadtests.results import LoadPlan, RunRecord, ServedVariant
 from modelrepo.contract import TEST_SIZE
 from modelrepo.layout import ModelName
 from modelrepo.stats import t_quantile

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
+from loadtests.openloop_results import OpenLoopRecord
 from loadtests.power import PowerReading
-from loadtests.results import JSON_CONFIG, SCHEMA, OpenLoopRecord, ResultsError, RunRecord
+from loadtests.results import JSON_CONFIG, SCHEMA, ResultsError, RunRecord
 
 COST_FILE = "cost.json"
 SECONDS_PER_HOUR = 3600

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from loadtests import closedloop, history, runner, served, slo, studies
 from loadtests.explore_results import FULL, QUICK, ExploreBudget, ExploreRecord, ModelMeasurement
-from loadtests.results import RatePoint, ResultsError, Slo
+from loadtests.openloop_results import RatePoint, Slo
+from loadtests.results import ResultsError
 from modelrepo.layout import RUNTIME_NAMES, ModelName, ModelRepository, ModelVersion
 from training import catalog
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from loadtests.results import JSON_CONFIG, Machine, Percentiles, RatePoint, ResultsError, Slo
+from loadtests.openloop_results import RatePoint, Slo
+from loadtests.results import JSON_CONFIG, Machine, Percentiles, ResultsError
 
 EXPLORE_FILE = "explore.json"
 EXPLORE_SCHEMA = 1

@@ -28,8 +28,9 @@ from pathlib import Path
 from pydantic import TypeAdapter
 
 from loadtests.labels import Label
+from loadtests.openloop_results import OpenLoopRecord
 from loadtests.protocols import Protocol
-from loadtests.results import LoadPlan, Machine, OpenLoopRecord, RunRecord, StepResult
+from loadtests.results import LoadPlan, Machine, RunRecord, StepResult
 from loadtests.stats import Interval, mean_interval, paired_ratios, ratio_interval
 
 ENV_VAR = "MNIST_SERVE_HISTORY"

@@ -5,7 +5,7 @@ the asked rate, runs until both its minimum duration and its minimum query count
 judges the run: VALID only when the latency percentile is within the bound *and* its early
 stopping test says the number of queries supports that at 99 % confidence. Its verdict comes
 out as log files; :func:`read_detail_log` turns them into a typed
-:class:`loadtests.results.LoadGenVerdict`, and
+:class:`loadtests.openloop_results.LoadGenVerdict`, and
 nothing else in the project reads LoadGen's text or calls its API.
 
 The system under test (:class:`_HttpSut`) is ours: LoadGen calls ``issue_queries`` on its own
@@ -35,7 +35,8 @@ from typing import Any
 import orjson
 
 from loadtests.openloop import ConnectionPool, Sample, encode_request
-from loadtests.results import LoadGenVerdict, Percentiles, Slo
+from loadtests.openloop_results import LoadGenVerdict, Slo
+from loadtests.results import Percentiles
 from loadtests.runner import LoadTestError
 
 VERSION = "6.0.17"  # the mlcommons-loadgen whose logs these readers are tested on

@@ -17,7 +17,8 @@ import numpy as np
 
 from loadtests.analysis import Levels
 from loadtests.labels import Label
-from loadtests.results import OpenLoopRecord, RunRecord
+from loadtests.openloop_results import OpenLoopRecord
+from loadtests.results import RunRecord
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -34,9 +34,10 @@ from loadtests.answer import (
     interval_note,
 )
 from loadtests.claims import Claim, bottom_line, claims, rate_claims
+from loadtests.openloop_results import OpenLoopRecord
 from loadtests.plots import plots
 from loadtests.protocols import Protocol
-from loadtests.results import OpenLoopRecord, Percentiles, RunRecord
+from loadtests.results import Percentiles, RunRecord
 from loadtests.tables import Previous, Table, failure_lines, previous_tables, tables
 from loadtests.tuned_compare import tuned_lines, tuned_tables
 

@@ -1,11 +1,11 @@
 """The results contract: what a load test writes and what the report, the history and the
 claims view read, as typed records saved and loaded here only.
 
-A closed-loop run (``mnist-serve loadtest``, ``demo``) leaves ``results.json``: a
+Every load test (``mnist-serve loadtest``, ``demo``) leaves ``results.json``: a
 :class:`RunRecord` holding the :class:`LoadPlan`, the :class:`Machine`, what the server said of
-each variant (:class:`ServedVariant`) and one :class:`StepResult` per Locust run. An open-loop
-sweep (``--arrival poisson``) leaves ``openloop.json``: an :class:`OpenLoopRecord` with one
-:class:`RatePoint` per run. Both are dataclasses, validated by pydantic when loaded, so a
+each variant (:class:`ServedVariant`) and one :class:`StepResult` per measured window (none for
+an open-loop run alone). An open-loop sweep also leaves ``openloop.json``
+(:mod:`loadtests.openloop_results`). Both are dataclasses, validated by pydantic when loaded, so a
 missing or mistyped field fails with the field's name instead of a ``KeyError`` deep in the
 report. Latency percentiles are computed in one place, :meth:`Percentiles.of`.
 """
@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -29,14 +28,9 @@ from loadtests.shaping import TensorLayout
 from modelrepo.layout import ModelName, check_runtimes
 from modelrepo.metadata import SeedSummary
 
-if TYPE_CHECKING:
-    from loadtests.openloop import OpenLoopResult
-
 RESULTS_FILE = "results.json"
-OPENLOOP_FILE = "openloop.json"
 # Bumped when a record's shape changes; an older file is refused with a clear message.
 SCHEMA = 3
-SLO_PATTERN = re.compile(r"^p(\d+(?:\.\d+)?)=(\d+(?:\.\d+)?)ms$")
 # NaN (no successful request) and infinity (a failed request under an SLO) survive a round trip.
 JSON_CONFIG = ConfigDict(ser_json_inf_nan="constants")
 
@@ -322,179 +316,27 @@ class RunRecord:
 
     def save(self, folder: Path) -> Path:
         """Write ``results.json`` into ``folder``."""
-        return _save(self, folder / RESULTS_FILE)
+        return save_record(self, folder / RESULTS_FILE)
 
     @classmethod
     def load(cls, folder: Path) -> RunRecord:
         """Read ``folder/results.json``; :class:`ResultsError` saying what is wrong otherwise."""
-        return _load(cls, folder / RESULTS_FILE)
+        return load_record(cls, folder / RESULTS_FILE)
 
 
-@dataclass(frozen=True)
-class Slo:
-    """A latency target: the ``percentile`` of all requests within ``limit_ms``."""
-
-    percentile: float
-    limit_ms: float
-
-    @classmethod
-    def parse(cls, text: str) -> Slo:
-        """``p99=20ms`` -> Slo(99, 20); ValueError naming the expected form otherwise."""
-        match = SLO_PATTERN.match(text.strip())
-        if not match or not 0 < float(match.group(1)) < 100 or float(match.group(2)) <= 0:
-            raise ValueError(f"SLO {text!r} is not of the form p99=20ms")
-        return cls(float(match.group(1)), float(match.group(2)))
-
-    def __str__(self) -> str:
-        return f"p{self.percentile:g} <= {self.limit_ms:g} ms"
-
-    def latency_ms(self, result: OpenLoopResult) -> float:
-        """The SLO's percentile over every request, failures counting as infinitely slow."""
-        values = [s.latency * 1000 if s.status == 200 else math.inf for s in result.samples]
-        # "higher": an actual sample, so an infinite one stays infinite (no inf - inf = NaN).
-        return (
-            float(np.percentile(values, self.percentile, method="higher")) if values else math.inf
-        )
-
-    def met(self, result: OpenLoopResult) -> bool:
-        """Whether the run kept the target."""
-        return self.latency_ms(result) <= self.limit_ms
+Record = TypeVar("Record")
 
 
-@dataclass(frozen=True)
-class LoadGenVerdict:
-    """MLPerf LoadGen's judgement of one Server-scenario run (read by :mod:`loadtests.loadgen`,
-    the only module that knows LoadGen's logs)."""
-
-    valid: bool  # LoadGen's "Result is : VALID"
-    latency_met: bool  # "Performance constraints satisfied": the percentile within the bound
-    early_stopping_met: bool  # enough queries to say so at 99 % confidence
-    min_duration_met: bool
-    min_queries_met: bool
-    queries: int
-    overlatency: int  # queries over the bound (failed requests included)
-    needs_more: int | None  # early stopping not satisfied: at least this many more queries
-    target_qps: float
-    scheduled_qps: float
-    completed_qps: float
-    latency_ms: Percentiles  # over every query, from LoadGen's scheduled issue times
-    p97_ms: float
-    mean_ms: float
-    max_ms: float
-    version: str
-    summary: str = ""  # LoadGen's mlperf_log_summary.txt, relative to the run folder
-
-    @property
-    def undecided(self) -> bool:
-        """The percentile was within the bound, but too few queries to say so (LoadGen's early
-        stopping): a claim here "needs N more requests", not a verdict."""
-        return self.latency_met and not self.early_stopping_met and not self.valid
-
-    def percentile_ms(self, percentile: float) -> float:
-        """LoadGen's latency at ``percentile`` (one of the levels it reports; NaN otherwise)."""
-        levels = dict(zip(Percentiles.LEVELS, self.latency_ms.values(), strict=True))
-        return levels.get(percentile, self.p97_ms if percentile == 97 else math.nan)
-
-
-@dataclass(frozen=True)
-class RatePoint:
-    """One open-loop run of one model at one arrival rate."""
-
-    model: str
-    rate: float
-    requests: int
-    ok: int
-    goodput_rps: float
-    latency_ms: Percentiles  # every request, from its scheduled send time
-    slo_ms: float  # the SLO's percentile over every request, failures over the bound
-    met: bool  # with LoadGen: its verdict is VALID
-    lag_p99_ms: float  # how late the generator itself sent (send minus schedule)
-    runs: int = 1  # 2: the first run was not VALID and the second run's verdict stands
-    loadgen: LoadGenVerdict | None = None  # None: measured by the asyncio generator
-    first: LoadGenVerdict | None = None  # with runs 2: LoadGen's verdict on the first run
-
-    @property
-    def undecided(self) -> bool:
-        """LoadGen could not decide: the percentile met the bound on too few requests."""
-        return self.loadgen is not None and self.loadgen.undecided
-
-    @property
-    def verdict(self) -> str:
-        """VALID, INVALID, or how many more requests LoadGen's early stopping needs."""
-        if self.loadgen is None:
-            return "met" if self.met else "missed"
-        if self.undecided:
-            return f"undecided: needs {self.loadgen.needs_more or 0:,} more requests"
-        return "VALID" if self.loadgen.valid else "INVALID"
-
-
-@dataclass
-class OpenLoopRecord:
-    """An open-loop sweep with its SLO search: ``openloop.json``."""
-
-    __pydantic_config__ = JSON_CONFIG
-
-    slo: Slo
-    seconds_per_run: float
-    rates: list[float]
-    models: list[str]  # in the order given; the first is the baseline of the ratios
-    max_rate: dict[str, float]  # per model, the highest rate that met the SLO (0: none did)
-    points: list[RatePoint]
-    created_at: str = ""
-    machine: Machine | None = None
-    min_requests: int = 0  # each run measured at least this many requests
-    warmup_s: float = 0.0  # sent before each run and not measured
-    ceiling: float | None = None  # the search doubled a rate met at the top up to this
-    generator: str = ""  # what sent the load and judged each rate (LoadGen and its version)
-    schema: int = SCHEMA
-
-    def ratio_to(self, model: str, baseline: str) -> float:
-        """``model``'s highest rate under the SLO over ``baseline``'s (NaN if that is 0)."""
-        base = self.max_rate[baseline]
-        return self.max_rate[model] / base if base else math.nan
-
-    def bracket(self, model: str) -> tuple[float, float]:
-        """Where the search left ``model``'s answer: the highest rate that met the SLO (0 if
-        none) and the lowest that missed it (infinity if none did)."""
-        missed = [p.rate for p in self.points if p.model == model and not p.met]
-        return self.max_rate.get(model, 0.0), min(missed, default=math.inf)
-
-    def open_ended(self, model: str) -> bool:
-        """Whether ``model`` met every rate tried: its answer is a lower bound only."""
-        return math.isinf(self.bracket(model)[1])
-
-    def undecided(self, model: str) -> RatePoint | None:
-        """The lowest rate at which LoadGen could not decide for ``model`` (needs more
-        requests), if that is where its search stopped."""
-        missed = [p for p in self.points if p.model == model and not p.met]
-        lowest = min(missed, key=lambda p: p.rate, default=None)
-        return lowest if lowest is not None and lowest.undecided else None
-
-    def at_max_rate(self, model: str) -> RatePoint | None:
-        """The run of ``model`` at its highest rate under the SLO (None if none met it)."""
-        rate = self.max_rate.get(model, 0.0)
-        return next((p for p in self.points if p.model == model and p.rate == rate), None)
-
-    def save(self, folder: Path) -> Path:
-        """Write ``openloop.json`` into ``folder``."""
-        return _save(self, folder / OPENLOOP_FILE)
-
-    @classmethod
-    def load(cls, folder: Path) -> OpenLoopRecord:
-        """Read ``folder/openloop.json``; :class:`ResultsError` saying what is wrong otherwise."""
-        return _load(cls, folder / OPENLOOP_FILE)
-
-
-Record = TypeVar("Record", RunRecord, OpenLoopRecord)
-
-
-def _save(record: RunRecord | OpenLoopRecord, path: Path) -> Path:
+def save_record(record: Any, path: Path) -> Path:
+    """Write a typed record (a pydantic-validated dataclass) as JSON at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(TypeAdapter(type(record)).dump_json(record, indent=2) + b"\n")
     return path
 
 
-def _load(kind: type[Record], path: Path) -> Record:
+def load_record(kind: type[Record], path: Path) -> Record:
+    """Read a record of ``kind`` from ``path``; :class:`ResultsError` naming the file and the
+    problem (unreadable, not JSON, an older schema, a missing or mistyped field)."""
     try:
         data = json.loads(path.read_bytes())
     except OSError as err:

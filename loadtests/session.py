@@ -16,17 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from loadtests import cost, history, power, runner, slo
+from loadtests.openloop_results import OPENLOOP_FILE, OpenLoopRecord, RatePoint, Slo
 from loadtests.protocols import Protocol as WireProtocol
-from loadtests.results import (
-    OPENLOOP_FILE,
-    LoadPlan,
-    OpenLoopRecord,
-    RatePoint,
-    RunRecord,
-    Slo,
-    Step,
-    StepResult,
-)
+from loadtests.results import LoadPlan, RunRecord, Step, StepResult
 from loadtests.slo import CEILING
 
 if TYPE_CHECKING:

@@ -37,8 +37,8 @@ import numpy as np
 
 from loadtests import loadgen
 from loadtests.loadgen import LoadGenRun
+from loadtests.openloop_results import LoadGenVerdict, OpenLoopRecord, RatePoint, Slo
 from loadtests.protocols import Protocol, encode
-from loadtests.results import LoadGenVerdict, OpenLoopRecord, RatePoint, Slo
 from loadtests.runner import machine
 
 DIGITS = 256  # distinct test digits, LoadGen's query sample library

@@ -13,7 +13,8 @@ import numpy as np
 from loadtests import history
 from loadtests.analysis import DRIFT, Levels, RunComparison, Speedup, drift
 from loadtests.claims import Claim
-from loadtests.results import Failure, OpenLoopRecord, Percentiles, RatePoint, RunRecord
+from loadtests.openloop_results import OpenLoopRecord, RatePoint
+from loadtests.results import Failure, Percentiles, RunRecord
 
 Table = tuple[list[str], list[list[str]]]
 

@@ -28,8 +28,9 @@ from pydantic import TypeAdapter
 
 from loadtests import closedloop, history, served, slo, studies
 from loadtests.explore_results import FULL, QUICK, ExploreBudget
+from loadtests.openloop_results import RatePoint, Slo
 from loadtests.report import html_table, markdown_table
-from loadtests.results import JSON_CONFIG, RatePoint, Slo
+from loadtests.results import JSON_CONFIG
 from loadtests.tables import Table
 from modelrepo.layout import ModelName, ModelRepository
 from modelrepo.tuned import ServingConfig, TunedEntry, save_tuned

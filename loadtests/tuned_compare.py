@@ -18,7 +18,8 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from loadtests.results import OpenLoopRecord, RunRecord
+from loadtests.openloop_results import OpenLoopRecord
+from loadtests.results import RunRecord
 from loadtests.tables import Table
 from modelrepo.layout import ModelName
 from modelrepo.tuned import TunedError, tuned_config

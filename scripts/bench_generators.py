@@ -22,7 +22,7 @@ from pathlib import Path
 
 from loadtests.loadgen import run_server_scenario
 from loadtests.openloop import run_open_loop
-from loadtests.results import Slo
+from loadtests.openloop_results import Slo
 
 NULL_SERVER = """
 import asyncio, sys

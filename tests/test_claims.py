@@ -141,7 +141,8 @@ def test_seeds_are_lifted_from_the_servers_metadata() -> None:
 
 def test_rate_claims_follow_the_search_brackets() -> None:
     """Open loop: a higher max rate holds only when the two search brackets are apart."""
-    from loadtests.results import OpenLoopRecord, Percentiles, RatePoint, Slo
+    from loadtests.openloop_results import OpenLoopRecord, RatePoint, Slo
+    from loadtests.results import Percentiles
 
     def run(model: str, rate: float, met: bool) -> RatePoint:
         latency = Percentiles(1, 2, 3, 4, 5)
@@ -184,7 +185,8 @@ def test_a_rate_loadgen_could_not_decide_gives_no_verdict() -> None:
     """depthwise met 400 req/s; at 800 its p99 met the bound but on too few requests for
     LoadGen's early stopping. original met 800. Without that undecided run the claim would
     read "does not"; it says "needs more requests" and how many instead."""
-    from loadtests.results import LoadGenVerdict, OpenLoopRecord, Percentiles, RatePoint, Slo
+    from loadtests.openloop_results import LoadGenVerdict, OpenLoopRecord, RatePoint, Slo
+    from loadtests.results import Percentiles
 
     latency = Percentiles(1, 2, 3, 4, 5)
     short = LoadGenVerdict(

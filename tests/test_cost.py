@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from loadtests import cost, power
 from loadtests.cost import Pricing, RateSource, WattsSource
-from loadtests.results import LoadPlan, OpenLoopRecord, Percentiles, RatePoint, RunRecord, Slo
+from loadtests.openloop_results import OpenLoopRecord, RatePoint, Slo
+from loadtests.results import LoadPlan, Percentiles, RunRecord
 from tests.helpers import run_record, step_result
 from tests.test_session import fakes as fakes  # the session's fakes (a fixture)
 

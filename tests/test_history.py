@@ -10,15 +10,8 @@ from typer.testing import CliRunner
 
 from loadtests import history
 from loadtests.labels import Label
-from loadtests.results import (
-    LoadPlan,
-    Machine,
-    OpenLoopRecord,
-    Percentiles,
-    RatePoint,
-    RunRecord,
-    Slo,
-)
+from loadtests.openloop_results import OpenLoopRecord, RatePoint, Slo
+from loadtests.results import LoadPlan, Machine, Percentiles, RunRecord
 from mnist_serve.cli import app
 from tests.helpers import run_record, step_result
 

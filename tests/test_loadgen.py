@@ -15,7 +15,7 @@ import pytest
 from loadtests import loadgen
 from loadtests.loadgen import min_queries, read_detail_log, run_server_scenario
 from loadtests.openloop import content_length
-from loadtests.results import Slo
+from loadtests.openloop_results import Slo
 
 CAPTURED = Path(__file__).parent / "data" / "loadgen-4000-queries-41-over"
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"

@@ -261,7 +261,8 @@ def test_report_joins_the_open_loop_and_the_previous_run(
     """A folder with openloop.json beside results.json gets the SLO tables, a rate claim and a
     two-panel trade-off; a second comparable run says whether the speedup moved."""
     from loadtests import history
-    from loadtests.results import OpenLoopRecord, Percentiles, RatePoint, Slo
+    from loadtests.openloop_results import OpenLoopRecord, RatePoint, Slo
+    from loadtests.results import Percentiles
 
     monkeypatch.setenv(history.ENV_VAR, str(tmp_path / "history.sqlite"))
     first, second = tmp_path / "run-a", tmp_path / "run-b"

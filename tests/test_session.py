@@ -12,16 +12,8 @@ import pytest
 
 from loadtests import session
 from loadtests.decision import Stop
-from loadtests.results import (
-    LoadPlan,
-    OpenLoopRecord,
-    Percentiles,
-    RatePoint,
-    RunRecord,
-    Slo,
-    Step,
-    StepResult,
-)
+from loadtests.openloop_results import OpenLoopRecord, RatePoint, Slo
+from loadtests.results import LoadPlan, Percentiles, RunRecord, Step, StepResult
 from loadtests.runner import LoadTestError, Target
 from loadtests.sequential import Estimate
 from tests.helpers import run_record, step_result

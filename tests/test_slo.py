@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from loadtests.openloop import OpenLoopResult, Sample
-from loadtests.results import LoadGenVerdict, OpenLoopRecord, Percentiles, RatePoint, Slo
+from loadtests.openloop_results import LoadGenVerdict, OpenLoopRecord, RatePoint, Slo
+from loadtests.results import Percentiles
 from loadtests.slo import RateSearch, find_max_rate
 from mnist_serve.cli import app
 

@@ -134,7 +134,7 @@ def explore(
     """
     from loadtests.explore import QUICK_TRAIN_LIMIT, ExplorePlan, run_explore
     from loadtests.explore_report import ExploreError
-    from loadtests.results import Slo
+    from loadtests.openloop_results import Slo
     from loadtests.runner import LoadTestError
 
     check_data_path(data)

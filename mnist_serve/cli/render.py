@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from loadtests.analysis import RunComparison
     from loadtests.decision import Stop
     from loadtests.history import Change
-    from loadtests.results import LoadPlan, OpenLoopRecord, RatePoint, Step, StepResult
+    from loadtests.openloop_results import OpenLoopRecord, RatePoint
+    from loadtests.results import LoadPlan, Step, StepResult
     from loadtests.sequential import Estimate
     from loadtests.session import Sweep
     from loadtests.stats import Interval

@@ -52,7 +52,7 @@ def tune(
     the best to <models>/<variant>/tuned.json, which `serve --tuned` (and `loadtest --tuned`)
     apply; says what the budget left out.
     """
-    from loadtests.results import Slo
+    from loadtests.openloop_results import Slo
     from loadtests.runner import LoadTestError
     from loadtests.tune import Trial, run_tune
     from modelrepo.layout import ModelName, ModelRepository
