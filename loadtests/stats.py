@@ -93,7 +93,9 @@ def ratio_interval(
     if len(logs) > 1:
         mean = sum(logs) / len(logs)
         sd = math.sqrt(sum((v - mean) ** 2 for v in logs) / (len(logs) - 1))
-    return Interval(math.exp(found.mean), math.exp(found.low), math.exp(found.high), len(logs), sd)
+    return Interval(
+        math.exp(found.mean), math.exp(found.low), math.exp(found.high), len(logs), sd, confidence
+    )
 
 
 def change_interval(

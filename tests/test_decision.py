@@ -15,6 +15,7 @@ from loadtests.decision import (
     FIXED,
     MIN_PAIRS,
     PRECISION_REACHED,
+    SEQUENTIAL_CONFIDENCE,
     Decision,
     decide,
     pairs_needed,
@@ -120,6 +121,20 @@ def test_percentile_ratios_cover_too() -> None:
             hits[q] += found.low <= 1 / factor <= found.high
     for q, hit in hits.items():
         assert 0.91 <= hit / trials <= 0.99, (q, hit / trials)
+
+
+def test_the_tost_and_the_estimate_use_the_interval_s_own_confidence() -> None:
+    """A sequential interval (97.5 %) carries its confidence: the TOST then uses the 95 %
+    interval, and the pairs needed use the 97.5 % quantile, not the defaults."""
+    from loadtests.decision import tost_interval
+
+    base, cand = [100.0] * 10, [101.0, 99.0, 102.0, 98.5, 100.5, 99.5, 101.5, 98.0, 100.0, 101.0]
+    strict, plain = ratio_interval(base, cand, SEQUENTIAL_CONFIDENCE), ratio_interval(base, cand)
+    assert strict.confidence == SEQUENTIAL_CONFIDENCE and plain.confidence == 0.95
+    assert strict.half_width > plain.half_width
+    # The TOST interval of a 97.5 % interval is the 95 % one; of a 95 % one, the 90 % one.
+    assert tost_interval(strict) == pytest.approx((plain.low, plain.high))
+    assert pairs_needed(strict, 0.01) > pairs_needed(plain, 0.01)
 
 
 def test_decide_and_settled_on_exact_intervals() -> None:
