@@ -151,11 +151,16 @@ def answer(
     ranked = sorted(targets, key=lambda t: score(record, levels, openloop, t), reverse=True)
     best = ranked[0]
     rate, throughput = score(record, levels, openloop, best)
-    why = (
-        f"the highest Poisson rate within {openloop.slo} ({rate:,.0f} req/s)"
-        if openloop is not None and rate > 0
-        else f"the highest throughput at {top} clients ({throughput:,.0f} req/s)"
-    )
+    tied = sum(score(record, levels, openloop, t)[0] == rate for t in targets) > 1
+    if openloop is not None and rate > 0 and not tied:
+        why = f"the highest Poisson rate within {openloop.slo} ({rate:,.0f} req/s)"
+    else:
+        why = f"the highest throughput at {top} clients ({throughput:,.0f} req/s)"
+        if openloop is not None and rate > 0:
+            why += (
+                f"; the open loop did not separate the models ({rate:,.0f} req/s within "
+                f"{openloop.slo} for several)"
+            )
     rival, effect = rival_of(best, items, top)
     changes: list[str] = []
     if rival is not None and effect is not None:
