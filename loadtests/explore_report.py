@@ -145,6 +145,14 @@ def fmt(value: float, digits: int = 2) -> str:
     return "-" if math.isnan(value) else f"{value:,.{digits}f}"
 
 
+def rate_text(m: ModelMeasurement) -> str:
+    """The highest rate within the SLO; ">=" when every rate tried met it (the search's top:
+    a lower bound, not the model's limit)."""
+    if math.isnan(m.max_rate):
+        return "-"
+    return f"{'>=' if m.first_missed is None and m.max_rate > 0 else ''}{m.max_rate:,.0f}"
+
+
 def ranked_table(ranked: Sequence[Ranked]) -> Table:
     """Every model, sorted by Pareto rank."""
     header = [
@@ -162,7 +170,7 @@ def ranked_table(ranked: Sequence[Ranked]) -> Table:
             fmt(r.m.c1_latency_ms.p50, 3),
             fmt(r.m.c1_latency_ms.p99, 3),
             fmt(r.m.c32_rps, 0),
-            fmt(r.m.max_rate, 0),
+            rate_text(r.m),
             fmt(r.m.alone_b1_ms, 3),
             fmt(r.m.alone_b32_ms, 3),
         ]
@@ -207,7 +215,7 @@ def family_findings(models: Sequence[ModelMeasurement]) -> list[tuple[str, Table
                     v, first.description.rsplit(family, 1)[-1].strip(), f"{first.parameters:,}",
                     f"{first.macs:,}", f"{first.test_accuracy:.2%}", fmt(first.epoch_seconds, 1),
                     *(fmt(ms[r].c1_latency_ms.p50, 3) if r in ms else "-" for r in runtimes),
-                    f"{best.max_rate:,.0f} ({best.runtime})",
+                    f"{rate_text(best)} ({best.runtime})",
                 ]
             )  # fmt: skip
         info = {m.variant: m for m in group}
