@@ -165,13 +165,13 @@ def answer(
     changes: list[str] = []
     if rival is not None and effect is not None:
         decision = decide(effect, margin)
-        if decision is Decision.EQUIVALENT and more_accurate(record, rival, best):
-            best, rival, effect = rival, best, inverted(effect)
-            why = (
-                f"as fast as {rival} within ±{margin:.0%} at {top} clients (equivalent) and "
-                "more accurate"
-            )
-            decision = decide(effect, margin)
+        if decision is Decision.EQUIVALENT:  # speed does not choose: accuracy does
+            if more_accurate(record, rival, best):
+                best, rival, effect = rival, best, inverted(effect)
+                decision = decide(effect, margin)
+            why = f"as fast as {rival} within ±{margin:.0%} at {top} clients (equivalent)"
+            if more_accurate(record, best, rival):
+                why += " and more accurate"
         effect_text = (
             f"{effect} the requests/s of {rival} at {top} clients, ±{effect.half_width:.1%} "
             f"after {effect.n} window pairs: **{decision}**"

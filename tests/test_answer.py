@@ -1,0 +1,105 @@
+"""The one-screen answer: what to deploy, by how much, at what cost, what would change it
+(synthetic windows with known ratios; no server)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from loadtests.analysis import Level, Levels, speedups
+from loadtests.answer import answer, comparison_rows
+from loadtests.decision import Stop
+from loadtests.labels import Label
+from loadtests.results import LoadPlan, RunRecord, ServedVariant
+from tests.helpers import run_record
+
+
+def windows(
+    plan: LoadPlan, ratios: dict[int, float], noise: float, pairs: int = 12, seed: int = 0
+) -> Levels:
+    """Per level, ``pairs`` windows of each variant: depthwise ``ratios[level]`` times as fast
+    as original, window by window, with multiplicative ``noise``."""
+    rng = np.random.default_rng(seed)
+    levels: Levels = {}
+    for level, ratio in ratios.items():
+        base = 1000 * np.exp(rng.normal(0, 0.1, pairs))  # the machine drifts
+        for variant, factor in (("original", 1.0), ("depthwise", ratio)):
+            throughput = list(base * factor * np.exp(rng.normal(0, noise, pairs)))
+            label = Label(variant)
+            levels[(label, level)] = Level(
+                label,
+                level,
+                np.full(100, 1000.0 / np.mean(throughput)),
+                throughput,
+                [1.0] * pairs,
+                [2.0] * pairs,
+                0,
+                100 * pairs,
+                0.99,
+                0.1,
+                0.5,
+                0.1,
+            )
+    return levels
+
+
+def record_of(
+    plan: LoadPlan, accuracy: tuple[float, float], stops: list[Stop] | None = None
+) -> RunRecord:
+    served = [
+        ServedVariant("original", test_accuracy=accuracy[0]),
+        ServedVariant("depthwise", test_accuracy=accuracy[1]),
+    ]
+    record = run_record(plan, served)
+    record.stops = stops or []
+    return record
+
+
+PLAN = LoadPlan(concurrency=(1, 32), duration_s=1, precision=0.05, budget_s=120)
+
+
+def test_a_clear_gain_is_recommended_with_its_cost_and_the_trade_off() -> None:
+    """1.3x at 32 clients, but slower at 1 client and less accurate: depthwise is recommended,
+    the effect is faster with its interval, the accuracy cost is given, and both the trade-off
+    and the level where the verdict flips are named."""
+    record = record_of(PLAN, (0.990, 0.980))
+    levels = windows(PLAN, {1: 0.8, 32: 1.3}, noise=0.02)
+    items = speedups(record, levels)
+    found = answer(record, levels, items)
+    assert found is not None and found.recommended == Label("depthwise")
+    assert "at 32 clients" in found.why and "faster" in found.effect
+    assert "98.00% vs 99.00%" in found.cost
+    assert any("worth more than" in change for change in found.changes)
+    assert any("at 1 client depthwise is slower" in change for change in found.changes)
+    rows = comparison_rows(record, items)
+    assert [row[-1] for row in rows] == ["slower", "faster"]
+
+
+def test_equal_speed_goes_to_the_more_accurate_model() -> None:
+    """Equivalent within ±5 % (TOST): the answer is the more accurate model, and says why."""
+    record = record_of(PLAN, (0.990, 0.980))
+    levels = windows(PLAN, {1: 1.0, 32: 1.0}, noise=0.005, pairs=16)
+    found = answer(record, levels, speedups(record, levels))
+    assert found is not None and found.recommended == Label("original")
+    assert "equivalent" in found.why and "more accurate" in found.why
+    # The same with the accuracies the other way round: depthwise, whatever the throughputs.
+    found = answer(record_of(PLAN, (0.980, 0.990)), levels, speedups(record, levels))
+    assert found is not None and found.recommended == Label("depthwise")
+
+
+def test_an_undecided_comparison_says_what_would_decide_it() -> None:
+    """A noisy small difference after the budget: inconclusive, with the minutes and the
+    --budget that would decide it."""
+    stops = [Stop(1, 8, 30.0, "budget spent", 80), Stop(32, 8, 30.0, "budget spent", 80)]
+    record = record_of(PLAN, (0.99, 0.99), stops)
+    levels = windows(PLAN, {1: 1.04, 32: 1.04}, noise=0.2, pairs=8, seed=3)
+    found = answer(record, levels, speedups(record, levels))
+    assert found is not None
+    undecided = [change for change in found.changes if "undecided" in change]
+    assert undecided and "--budget" in undecided[0] and "more minutes" in undecided[0]
+
+
+def test_one_target_has_no_answer() -> None:
+    plan = LoadPlan(variants=("depthwise",), concurrency=(1,))
+    record = run_record(plan)
+    levels = {k: v for k, v in windows(PLAN, {1: 1.0}, 0.1).items() if k[0].variant == "depthwise"}
+    assert answer(record, levels, speedups(record, levels)) is None
