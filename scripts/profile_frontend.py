@@ -45,8 +45,8 @@ PARTS = (
     ("decode", r"service/decode|orjson.*loads|numpy/.*(fromnumeric|_methods)|validate_pixels"),
     ("metrics", r"prometheus_client|service/metrics|Inference\.__exit__"),
     ("batcher hand-off", r"service/batcher|service/remote|service/channel|concurrent/futures"),
-    ("rendering", r"render_predictions|starlette/responses|orjson.*dumps|error_response"),
-    ("routing", r"service/fastpath|starlette/|fastapi/|service/inference|service/registry"),
+    ("rendering", r"render \(.*service/|starlette/responses|orjson.*dumps|error_response"),
+    ("routing", r"service/(fastpath|adapter|inference|registry)|starlette/|fastapi/"),
     ("uvicorn", r"uvicorn/|httptools"),
     ("event loop", r"asyncio/|uvloop|selectors"),
 )

@@ -15,37 +15,33 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import orjson
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from modelrepo.metadata import Conversion
-from service import __version__, kserve, kserve_repository, tfserving
+from service import __version__, kserve, kserve_repository, native, tfserving
 from service.admission import AdmissionGuard
-from service.batcher import Timing
 from service.decode import decode_request
 from service.engine import WorkerContext, models_for
 from service.errors import NotFound, ServeError, UnknownModel
-from service.fastpath import FastPath, HotRoutes, error_response
-from service.inference import Inference, registry_of
+from service.fastpath import FastPath, HotRoutes
+from service.inference import registry_of
 from service.metrics import Metrics
+from service.native import error_response
 from service.openapi import ERRORS, PREDICT_BODY
-from service.protocol import client_gone
-from service.registry import ModelRegistry, ServedModel, ServedVariant, plan
+from service.registry import ModelRegistry, ServedVariant, plan
 from service.reports import find_runs
 from service.schemas import (
     EngineInfo,
-    PredictResponse,
     PreparedImages,
     RefusedVersion,
     RunInfo,
@@ -69,63 +65,6 @@ PRIVATE_METADATA = ("data_source",)
 
 RegistryDep = Annotated[ModelRegistry, Depends(registry_of)]
 router = APIRouter()
-
-
-RuntimeQuery = Annotated[
-    str | None,
-    Query(
-        description="Runtime to use (savedmodel, onnx, litert, openvino); "
-        "default: the variant's default runtime. Same as naming the model variant@runtime.",
-    ),
-]
-
-
-@router.post(
-    "/predict/{variant}",
-    response_model=PredictResponse,
-    responses=ERRORS,
-    openapi_extra={"requestBody": PREDICT_BODY},
-    summary="Classify digits with one variant (on one runtime)",
-)
-async def predict(variant: str, request: Request, runtime: RuntimeQuery = None) -> Response:
-    """Classify JSON pixels or an uploaded digit picture with the named variant (or model)."""
-    registry = registry_of(request)  # not a Depends: dependency solving costs on the hot path
-    with Inference(registry) as call:
-        served = call.resolve(variant, runtime)
-        images = await decode_request(request, registry.limits)
-        probabilities, timing = await call.run(images, client_gone(request))
-        return render_predictions(served, probabilities, timing, call.started)
-
-
-def render_predictions(
-    served: ServedModel, probabilities: np.ndarray, timing: Timing, started: float
-) -> Response:
-    """The predict response: one entry per image, and the server's timing in body and header."""
-    queue_ms, model_ms = timing.queue_s * 1000, timing.model_s * 1000
-    body = {
-        "variant": served.model.variant,
-        "runtime": served.runtime_name,
-        "model": served.name,
-        "version": served.model.version,
-        "predictions": [
-            {
-                "digit": int(row.argmax()),
-                "confidence": float(row.max()),
-                "probabilities": row.tolist(),
-            }
-            for row in probabilities.astype(float)
-        ],
-        "timing": {
-            "queue_ms": round(queue_ms, 4),
-            "model_ms": round(model_ms, 4),
-            "batch_images": timing.batch_images,
-        },
-    }
-    app_ms = (time.perf_counter() - started) * 1000
-    server_timing = f"queue;dur={queue_ms:.4f}, model;dur={model_ms:.4f}, app;dur={app_ms:.4f}"
-    return Response(
-        orjson.dumps(body), media_type="application/json", headers={"Server-Timing": server_timing}
-    )
 
 
 @router.get("/variants", response_model=list[VariantInfo], summary="Served variants")
@@ -305,13 +244,13 @@ def _max_abs_diff(conversion: Conversion | None) -> float | None:
 
 
 async def handle_serve_error(request: Request, exc: Exception) -> Response:
-    """Turn a ServeError into its status and JSON body (the same as the fast path's)."""
+    """Turn a ServeError into its status and JSON body (the same as ``/predict``'s)."""
     assert isinstance(exc, ServeError)
     return error_response(exc, request.url.path)
 
 
 HOT_ROUTES = HotRoutes(
-    predict=predict,
+    predict=native.predict,
     tf_predict=tfserving.tf_predict,
     tf_predict_version=tfserving.tf_predict_version,
     v2_infer=kserve.v2_infer,
@@ -376,6 +315,7 @@ def create_app(settings: Settings | None = None, worker: WorkerContext | None = 
     app.state.worker = worker
     app.state.models = models
     app.add_exception_handler(ServeError, handle_serve_error)
+    app.include_router(native.router)
     app.include_router(router)
     app.include_router(tfserving.router)
     app.include_router(kserve.router)

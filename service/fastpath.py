@@ -8,9 +8,10 @@ admission guard, matches the inference paths of every protocol by plain string o
 calls the very handler functions FastAPI would call, with a Starlette ``Request``; anything
 else (GETs, the web page, ``/prepare``, unknown paths) goes on to FastAPI unchanged.
 
-Errors are mapped where FastAPI maps them: a :class:`service.errors.ServeError` escaping a
-handler becomes its JSON answer (:func:`error_response`, also FastAPI's exception handler), and
-anything else a logged 500, so a client never sees the difference between the two ways in.
+Each handler maps its own errors (``service.adapter.infer``); should a
+:class:`service.errors.ServeError` still escape one, it becomes our JSON answer
+(``service.native.error_response``, also FastAPI's exception handler), and anything else a
+logged 500, so a client never sees the difference between the two ways in.
 """
 
 from __future__ import annotations
@@ -24,23 +25,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import ServeError
+from service.native import error_response
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[..., Awaitable[Response]]
 INTERNAL = orjson.dumps({"error": "internal_error", "detail": "the server failed on this request"})
-
-
-def error_response(err: ServeError, path: str) -> Response:
-    """A ServeError's JSON answer (our protocol's shape); server-side ones are logged."""
-    if err.status >= 500 and err.status != 503:
-        log.error("%s on %s: %s", err.code, path, err.detail)
-    return Response(
-        orjson.dumps(err.body()),
-        status_code=err.status,
-        headers=err.headers(),
-        media_type="application/json",
-    )
 
 
 class HotRoutes:

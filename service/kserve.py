@@ -19,6 +19,7 @@ here and are shared with the gRPC endpoint (service/kserve_grpc.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,10 +28,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from modelrepo.contract import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, PIXELS, SIDE
-from service.decode import read_body, validate_pixels
+from service.adapter import Decoded, HttpAdapter, Result, Target, infer
+from service.decode import Limits, read_body, validate_pixels
 from service.errors import BadRequest, InvalidInput, ServeError
-from service.inference import Inference, registry_of, url_version
-from service.protocol import client_gone
+from service.inference import registry_of, url_version
 from service.registry import ServedModel
 
 router = APIRouter(prefix="/v2", tags=["KServe V2 (Open Inference Protocol)"])
@@ -213,49 +214,68 @@ async def v2_model_version_ready(name: str, version: str, request: Request) -> R
     return await _model_ready(request, name, version)
 
 
-async def infer(request: Request, name: str, version: str | None) -> Response:
-    """An inference request in JSON or with binary tensors, answered in kind."""
-    registry = registry_of(request)
-    try:
-        with Inference(registry) as call:
-            model = call.resolve(name, version=url_version(version))
-            body = await read_body(request, registry.limits)
-            header = request.headers.get(HEADER_LENGTH)
-            parsed, images = parse_infer(body, header, registry.limits.max_images)
-            binary = wants_binary(parsed)
-            probabilities, _ = await call.run(images, client_gone(request))
-    except ServeError as err:
+@dataclass(frozen=True, slots=True)
+class V2Request:
+    """What an inference request asks of its answer besides the images."""
+
+    id: Any  # echoed back as sent (a string, by the protocol); None: none sent
+    binary: bool  # the output as raw bytes
+
+
+class KServeAdapter(HttpAdapter[V2Request]):
+    """The V2 REST inference: a tensor in JSON or binary in, answered in kind."""
+
+    async def decode(self, source: Request, limits: Limits) -> Decoded[V2Request]:
+        """The one FP32 input, from JSON data or the binary section after the JSON header."""
+        body = await read_body(source, limits)
+        header = source.headers.get(HEADER_LENGTH)
+        parsed, images = parse_infer(body, header, limits.max_images)
+        return Decoded(images, V2Request(parsed.get("id"), wants_binary(parsed)))
+
+    def render(self, source: Request, result: Result[V2Request]) -> Response:
+        """``probabilities`` [N, 10] in JSON, or raw little-endian FP32 bytes."""
+        probabilities, request = result.probabilities, result.decoded.request
+        output: dict[str, Any] = {
+            "name": OUTPUT_NAME,
+            "datatype": "FP32",
+            "shape": list(probabilities.shape),
+        }
+        answer: dict[str, Any] = {
+            "model_name": result.target.name,
+            "model_version": str(result.model.model.version),
+        }
+        if request.id is not None:
+            answer["id"] = request.id
+        if not request.binary:
+            output["data"] = probabilities.astype(float).ravel().tolist()
+            answer["outputs"] = [output]
+            return Response(orjson.dumps(answer), media_type="application/json")
+        raw = np.ascontiguousarray(probabilities, dtype="<f4").tobytes()
+        output["parameters"] = {"binary_data_size": len(raw)}
+        answer["outputs"] = [output]
+        header_bytes = orjson.dumps(answer)
+        return Response(
+            header_bytes + raw,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(len(header_bytes))},
+        )
+
+    async def refuse(self, source: Request, err: ServeError) -> Response:
+        """``{"error": message}`` with the error's status."""
         return v2_error(err)
-    output: dict[str, Any] = {
-        "name": OUTPUT_NAME,
-        "datatype": "FP32",
-        "shape": list(probabilities.shape),
-    }
-    result: dict[str, Any] = {"model_name": name, "model_version": str(model.model.version)}
-    if "id" in parsed:
-        result["id"] = parsed["id"]
-    if not binary:
-        output["data"] = probabilities.astype(float).ravel().tolist()
-        result["outputs"] = [output]
-        return Response(orjson.dumps(result), media_type="application/json")
-    raw = np.ascontiguousarray(probabilities, dtype="<f4").tobytes()
-    output["parameters"] = {"binary_data_size": len(raw)}
-    result["outputs"] = [output]
-    header_bytes = orjson.dumps(result)
-    return Response(
-        header_bytes + raw,
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(header_bytes))},
-    )
+
+
+KSERVE = KServeAdapter()
 
 
 @router.post("/models/{name}/infer", summary="Inference (JSON or binary tensors)")
 async def v2_infer(name: str, request: Request) -> Response:
     """Classify FP32 images sent as a tensor named image."""
-    return await infer(request, name, None)
+    return await infer(KSERVE, registry_of(request), request, Target(name))
 
 
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference, one version")
 async def v2_infer_version(name: str, version: str, request: Request) -> Response:
     """The same, pinned to one version (404 unless it is the served one)."""
-    return await infer(request, name, version)
+    target = Target(name, version=url_version(version))
+    return await infer(KSERVE, registry_of(request), request, target)

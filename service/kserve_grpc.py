@@ -10,14 +10,15 @@ single source, with no code generation step and nothing vendored.
 
 The server is a ``grpc.aio`` server started in the app's lifespan on the same event loop as the
 HTTP side, so a gRPC request goes through the same :class:`~service.inference.Inference`, the
-same batcher (it can share a batch with HTTP requests) and the same metrics.
+same batcher (it can share a batch with HTTP requests) and the same metrics: ``ModelInfer`` is
+one more :class:`~service.adapter.Adapter` on the path every API takes.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -26,9 +27,11 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from modelrepo.contract import OUTPUT_NAME
 from service import __version__
+from service.adapter import Adapter, Decoded, Result, Target, infer
 from service.control import ModelControl, index
+from service.decode import Limits
 from service.errors import BadRequest, ServeError
-from service.inference import Inference, url_version
+from service.inference import url_version
 from service.kserve import (
     EXTENSIONS,
     SERVER_NAME,
@@ -142,39 +145,57 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         """Classify the FP32 images of the one input tensor; probabilities as raw bytes."""
-        try:
-            with Inference(self.registry) as call:
-                model = call.resolve(
-                    request.model_name, version=url_version(request.model_version or None)
-                )
-                images = self._images(request)
-                probabilities, _ = await call.run(images)
-        except ServeError as err:
-            await abort(context, err)
-        output = pb.ModelInferResponse.InferOutputTensor(
-            name=OUTPUT_NAME, datatype="FP32", shape=list(probabilities.shape)
-        )
-        return pb.ModelInferResponse(
-            model_name=request.model_name,
-            model_version=str(model.model.version),
-            id=request.id,
-            outputs=[output],
-            raw_output_contents=[np.ascontiguousarray(probabilities, dtype="<f4").tobytes()],
-        )
+        target = Target(request.model_name, version=url_version(request.model_version or None))
+        return await infer(GRPC, self.registry, GrpcCall(request, context), target)
 
-    def _images(self, request: Any) -> np.ndarray:
+
+class GrpcCall(NamedTuple):
+    """A ModelInfer call: its request message and its context."""
+
+    request: Any  # pb.ModelInferRequest
+    context: Any  # grpc.aio.ServicerContext
+
+
+class GrpcAdapter(Adapter[GrpcCall, None, Any]):
+    """V2 over gRPC: ``raw_input_contents`` or ``fp32_contents`` in, raw bytes out."""
+
+    async def decode(self, source: GrpcCall, limits: Limits) -> Decoded[None]:
+        """The one FP32 input tensor, checked as over REST (service.kserve)."""
+        request = source.request
         if len(request.inputs) != 1:
             raise BadRequest(f"the model takes one input tensor, got {len(request.inputs)}")
         tensor = request.inputs[0]
         batch, shape = check_input(
-            tensor.name, tensor.datatype, list(tensor.shape), self.registry.limits.max_images
+            tensor.name, tensor.datatype, list(tensor.shape), limits.max_images
         )
         if request.raw_input_contents:
-            return from_raw(request.raw_input_contents[0], batch)
+            return Decoded(from_raw(request.raw_input_contents[0], batch), None)
         values = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
         if values.size != int(np.prod(shape)):
             raise BadRequest(f"fp32_contents holds {values.size} values for shape {list(shape)}")
-        return to_images(values.reshape(shape))
+        return Decoded(to_images(values.reshape(shape)), None)
+
+    def render(self, source: GrpcCall, result: Result[None]) -> Any:
+        """A ModelInferResponse with the probabilities as little-endian FP32 bytes."""
+        probabilities = result.probabilities
+        output = pb.ModelInferResponse.InferOutputTensor(
+            name=OUTPUT_NAME, datatype="FP32", shape=list(probabilities.shape)
+        )
+        return pb.ModelInferResponse(
+            model_name=source.request.model_name,
+            model_version=str(result.model.model.version),
+            id=source.request.id,
+            outputs=[output],
+            raw_output_contents=[np.ascontiguousarray(probabilities, dtype="<f4").tobytes()],
+        )
+
+    async def refuse(self, source: GrpcCall, err: ServeError) -> Any:
+        """End the call with the gRPC status matching the error."""
+        await abort(source.context, err)  # raises: grpc ends the call there
+        raise AssertionError("context.abort() returned")
+
+
+GRPC = GrpcAdapter()
 
 
 async def abort(context: Any, err: ServeError) -> None:

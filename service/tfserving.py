@@ -37,11 +37,11 @@ from modelrepo.contract import (
     SIDE,
     SIGNATURE,
 )
-from service.decode import read_body, validate_pixels
+from service.adapter import Decoded, HttpAdapter, Result, Target, infer
+from service.decode import Limits, read_body, validate_pixels
 from service.errors import BadRequest, InvalidInput, ServeError
-from service.inference import Inference, registry_of, url_version
-from service.protocol import client_gone
-from service.registry import ModelRegistry, ServedModel
+from service.inference import registry_of, url_version
+from service.registry import ServedModel
 
 router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST API"])
 IMAGE_SHAPES = (INPUT_SHAPE, INPUT_SHAPE[:2], (PIXELS,))
@@ -128,33 +128,40 @@ def _named(item: Any) -> Any:
     return item
 
 
-async def predict_version(
-    request: Request, name: str, version: int | None, registry: ModelRegistry
-) -> Response:
-    """The predict call for both URL forms."""
-    with Inference(registry) as call:
-        call.resolve(name, version=version)
-        body = await read_body(request, registry.limits)
-        images, row = parse_predict(body, registry.limits.max_images)
-        probabilities, _ = await call.run(images, client_gone(request))
-        rows = probabilities.astype(float).tolist()
-        result = {"predictions": rows} if row else {"outputs": rows}
-        return Response(orjson.dumps(result), media_type="application/json")
+class TFServingAdapter(HttpAdapter[bool]):
+    """TF Serving's predict: ``instances`` (row) or ``inputs`` (columnar) in, the same out."""
+
+    async def decode(self, source: Request, limits: Limits) -> Decoded[bool]:
+        """The images, and whether the request used the row format."""
+        body = await read_body(source, limits)
+        images, row = parse_predict(body, limits.max_images)
+        return Decoded(images, row)
+
+    def render(self, source: Request, result: Result[bool]) -> Response:
+        """``{"predictions": [...]}`` (row) or ``{"outputs": [...]}`` (columnar)."""
+        rows = result.probabilities.astype(float).tolist()
+        answer = {"predictions": rows} if result.decoded.request else {"outputs": rows}
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    async def refuse(self, source: Request, err: ServeError) -> Response:
+        """``{"error": message}`` with TF Serving's status."""
+        return tf_error(err)
+
+
+TF_SERVING = TFServingAdapter()
 
 
 @router.post("/{name}:predict", summary="Predict (TF Serving REST API)")
 async def tf_predict(name: str, request: Request) -> Response:
     """TF Serving's predict on the served version; instances (row) or inputs (columnar)."""
-    return await answer(request, lambda: predict_version(request, name, None, registry_of(request)))
+    return await infer(TF_SERVING, registry_of(request), request, Target(name))
 
 
 @router.post("/{name}/versions/{version}:predict", summary="Predict, version pinned")
 async def tf_predict_version(name: str, version: str, request: Request) -> Response:
     """TF Serving's predict, pinned to ``version`` (404 unless it is the served one)."""
-    return await answer(
-        request,
-        lambda: predict_version(request, name, url_version(version), registry_of(request)),
-    )
+    target = Target(name, version=url_version(version))
+    return await infer(TF_SERVING, registry_of(request), request, target)
 
 
 STATE = {
