@@ -10,14 +10,13 @@ it stopped. :class:`ExploreBudget` is the one place that says how long each meas
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from loadtests.openloop_results import RatePoint, Slo
-from loadtests.results import JSON_CONFIG, Machine, Percentiles, ResultsError
+from loadtests.results import JSON_CONFIG, Machine, Percentiles, load_record
 
 EXPLORE_FILE = "explore.json"
 EXPLORE_SCHEMA = 1
@@ -132,22 +131,6 @@ class ExploreRecord:
     @classmethod
     def load(cls, folder: Path) -> ExploreRecord:
         """Read ``folder/explore.json``; :class:`ResultsError` saying what is wrong otherwise."""
-        path = folder / EXPLORE_FILE
-        try:
-            data = json.loads(path.read_bytes())
-        except OSError as err:
-            raise ResultsError(f"cannot read {path}: {err.strerror or err}") from err
-        except ValueError as err:
-            raise ResultsError(f"{path} is not JSON: {err}") from err
-        if not isinstance(data, dict) or data.get("schema") != EXPLORE_SCHEMA:
-            raise ResultsError(
-                f"{path} is not an explore record of schema {EXPLORE_SCHEMA}: run explore again "
-                "with --again"
-            )
-        try:
-            return TypeAdapter(ExploreRecord).validate_python(data)
-        except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:5]
-            )
-            raise ResultsError(f"{path} is not a valid ExploreRecord: {problems}") from err
+        return load_record(
+            ExploreRecord, folder / EXPLORE_FILE, EXPLORE_SCHEMA, "run explore again with --again"
+        )

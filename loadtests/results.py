@@ -334,20 +334,26 @@ def save_record(record: Any, path: Path) -> Path:
     return path
 
 
-def load_record(kind: type[Record], path: Path) -> Record:
-    """Read a record of ``kind`` from ``path``; :class:`ResultsError` naming the file and the
-    problem (unreadable, not JSON, an older schema, a missing or mistyped field)."""
+def load_record(
+    kind: type[Record],
+    path: Path,
+    schema: int = SCHEMA,
+    again: str = "run the load test again",
+) -> Record:
+    """Read a record of ``kind`` (written at ``schema``) from ``path``; :class:`ResultsError`
+    naming the file and the problem (unreadable, not JSON, another schema: ``again`` says what
+    to do, a missing or mistyped field)."""
     try:
         data = json.loads(path.read_bytes())
     except OSError as err:
         raise ResultsError(f"cannot read {path}: {err.strerror or err}") from err
     except ValueError as err:
         raise ResultsError(f"{path} is not JSON: {err}") from err
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+    if not isinstance(data, dict) or data.get("schema") != schema:
         found = data.get("schema", "none") if isinstance(data, dict) else "none"
         raise ResultsError(
-            f"{path} has results schema {found}, this mnist-serve reads {SCHEMA}: it was "
-            "written by an older mnist-serve (or is not a results file); run the load test again"
+            f"{path} has schema {found}, this mnist-serve reads {schema}: it was written by "
+            f"another mnist-serve (or is not a {kind.__name__} file); {again}"
         )
     try:
         return TypeAdapter(kind).validate_python(data)

@@ -242,7 +242,7 @@ def test_results_files_are_typed_and_refuse_what_they_cannot_read(tmp_path: Path
     text = json.loads((tmp_path / "results.json").read_text())
     del text["schema"]
     (tmp_path / "results.json").write_text(json.dumps(text))
-    with pytest.raises(ResultsError, match="older mnist-serve"):
+    with pytest.raises(ResultsError, match="another mnist-serve"):
         RunRecord.load(tmp_path)
     text["schema"] = SCHEMA
     text["plan"]["repeats"] = 0
