@@ -15,7 +15,9 @@ once::
 3. run the images through the model's batcher (the one shared by every protocol and, with
    several front ends, every process);
 4. render the answer; any :class:`~service.errors.ServeError` on the way becomes the
-   adapter's error answer, here and nowhere else.
+   adapter's error answer, here and nowhere else (and a refusal for overload also tells the
+   adapter to make the client's retry cheap: over HTTP, its connection is not read for a
+   while, as when the admission guard sheds).
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from starlette.responses import Response
 
 from service.batcher import Timing, never
 from service.decode import Limits
-from service.errors import ServeError
+from service.errors import Overloaded, ServeError
 from service.inference import Inference
-from service.protocol import client_gone
+from service.protocol import client_gone, hold_refused
 from service.registry import ModelRegistry, ServedModel
 
 Source = TypeVar("Source")  # what the API hands over: a Starlette Request, a gRPC call
@@ -90,6 +92,10 @@ class Adapter(ABC, Generic[Source, Parsed, Answer]):
         """A cheap "has the client left?", so a batch skips its work (default: never)."""
         return never
 
+    def back_off(self, source: Source) -> None:
+        """The request is refused for overload: make its client's retry cost little
+        (default: nothing)."""
+
 
 class HttpAdapter(Adapter[Request, Parsed, Response]):
     """An API over HTTP: a Starlette request in, a response out, a gone client noticed."""
@@ -97,6 +103,10 @@ class HttpAdapter(Adapter[Request, Parsed, Response]):
     def gone(self, source: Request) -> Callable[[], bool]:
         """The connection's own "disconnected" flag (service.protocol)."""
         return client_gone(source)
+
+    def back_off(self, source: Request) -> None:
+        """Read nothing more from the connection for a while (service.protocol)."""
+        hold_refused(source.receive)
 
 
 async def infer(
@@ -115,4 +125,6 @@ async def infer(
                 source, Result(target, model, probabilities, timing, decoded, call.started)
             )
     except ServeError as err:
+        if isinstance(err, Overloaded):
+            adapter.back_off(source)
         return await adapter.refuse(source, err)

@@ -59,6 +59,7 @@ class AdmissionGuard:
         max_in_flight: int,
         on_shed: Callable[[], None] | None = None,
         in_flight: InFlight | None = None,
+        on_refused: Callable[[Receive], None] | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -66,6 +67,8 @@ class AdmissionGuard:
         self.max_in_flight = max_in_flight
         self.counter = in_flight or LocalInFlight(max_in_flight)
         self._on_shed = on_shed
+        # Told of each request shed here, before its answer: service.protocol.hold_refused.
+        self._on_refused = on_refused
         # Connections refused at the protocol level and not read since (service.protocol):
         # each callback reads one again (False if it no longer can); one per request that leaves.
         self._held: deque[Callable[[], bool]] = deque(maxlen=65_536)
@@ -96,6 +99,8 @@ class AdmissionGuard:
             return
         if not self.counter.try_enter():
             self.shed()
+            if self._on_refused is not None:
+                self._on_refused(receive)
             await send(SHED_START)
             await send(SHED_BODY_MESSAGE)
             return

@@ -38,6 +38,7 @@ from service.inference import registry_of
 from service.metrics import Metrics
 from service.native import error_response
 from service.openapi import ERRORS, PREDICT_BODY
+from service.protocol import hold_refused
 from service.registry import ModelRegistry, ServedVariant, plan
 from service.reports import find_runs
 from service.schemas import (
@@ -268,6 +269,7 @@ def guarded_app(app: FastAPI, in_flight: InFlight | None = None) -> AdmissionGua
         registry.settings.max_in_flight,
         on_shed=registry.metrics.shed.labels("in_flight").inc,
         in_flight=in_flight,
+        on_refused=hold_refused,
     )
 
 

@@ -103,6 +103,11 @@ class Executor:
         for served in self.registry.variants.values():
             refused = {str(k): v for k, v in served.refused.items()}
             for m in served.models():
+                index = self.index_of(m)
+                if isinstance(m.batcher, Batcher) and self.shared.batch_s(index) == 0.0:
+                    # Its warm-up's batch time until its first batch: a model swapped in
+                    # under load is guarded by its queue deadline from its first request.
+                    self.shared.set_batch_s(index, m.batcher.batch_s)
                 states.append(
                     ModelState(
                         m.name,
@@ -113,7 +118,7 @@ class Executor:
                         bool(m.batcher is not None and m.batcher.inline),
                         m.model.version,
                         refused,
-                        self.index_of(m),
+                        index,
                         m.model.version == served.model.version,
                     )
                 )

@@ -37,10 +37,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
 from starlette.requests import Request
+from starlette.types import Receive
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.admission import SHED_RESPONSE, AdmissionGuard
@@ -107,6 +109,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _linger_timer: asyncio.TimerHandle | None = None
     _hold_timer: asyncio.TimerHandle | None = None
     _refusals_in_a_row = 0
+    _hold_after_answer = False  # the app refused the request being answered (hold_refused)
+    _holds = 0  # holds so far: a release meant for an earlier one does nothing
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Refuse a connection over the limit; else start the clock for its first headers."""
@@ -193,10 +197,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 keep_alive=True,
                 message_event=asyncio.Event(),
             )
+            self._hold_after_answer = True
             self.on_response_complete()
-            self._hold(guard)
             return
-        self._refusals_in_a_row = 0
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and not cycle.keep_alive:
@@ -220,11 +223,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.flow.resume_reading()  # keep reading, and dropping, the rest of the body
 
     def on_response_complete(self) -> None:
-        """Start the next request, unless the connection is lingering to its close."""
+        """Start the next request, unless the connection is lingering to its close; after a
+        refusal by the app (:func:`hold_refused`), hold the connection as a refusal here does."""
         if self._linger_timer is not None:
             self.server_state.total_requests += 1
             return
         super().on_response_complete()
+        if self._hold_after_answer:
+            self._hold_after_answer = False
+            if self.guard is not None and not self.transport.is_closing():
+                self._hold(self.guard)
+        else:
+            self._refusals_in_a_row = 0  # served: the next refusal holds briefly again
 
     def _hold(self, guard: AdmissionGuard) -> None:
         """Read nothing more from a client just refused until the server has room again (a
@@ -241,12 +251,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
         self.transport.pause_reading()
-        self._hold_timer = self.loop.call_later(hold, self._release)
-        guard.hold(self._release)
+        self._holds += 1
+        release = partial(self._release, self._holds)
+        self._hold_timer = self.loop.call_later(hold, release)
+        # Registered on the loop's next turn: a request refused by the app leaves right after
+        # its answer, and that leaving must not release its own connection.
+        self.loop.call_soon(guard.hold, release)
 
-    def _release(self) -> bool:
-        """Read again (False if already released or closed)."""
-        if self._hold_timer is None:
+    def _release(self, hold: int) -> bool:
+        """End hold number ``hold``: read again (False if that hold is over, or closed)."""
+        if self._hold_timer is None or hold != self._holds:
             return False
         self._hold_timer.cancel()
         self._hold_timer = None
@@ -304,6 +318,21 @@ def guarded_protocol(
             "process": process,
         },
     )
+
+
+def hold_refused(receive: Receive) -> None:
+    """Once the request ``receive`` belongs to is answered, hold its connection unread.
+
+    For requests refused for overload after the protocol let them in (by the admission guard,
+    or because the model's queue would miss its deadline): they cost a request cycle already,
+    but their client's next retry need not. uvicorn's ``receive`` is a method of the request's
+    cycle, whose ``on_response`` is the protocol's ``on_response_complete``; with another
+    server (the test client) this does nothing.
+    """
+    cycle = getattr(receive, "__self__", None)
+    protocol = getattr(getattr(cycle, "on_response", None), "__self__", None)
+    if isinstance(protocol, GuardedHttpToolsProtocol) and protocol.cycle is cycle:
+        protocol._hold_after_answer = True
 
 
 def client_gone(request: Request) -> Callable[[], bool]:

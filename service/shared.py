@@ -5,7 +5,9 @@ single process guarantees must hold for the server as a whole: ``max_in_flight``
 for all front ends, not N limits; ``/readyz`` says ready only when every process is; and a
 model's queue deadline counts the requests every front end has sent it. These counters live in
 shared memory (``multiprocessing`` raw arrays made by the supervisor before it starts the
-processes, which inherit them), so reading one costs a memory load and changing one a lock.
+processes, which inherit them), and each process writes only its own slots: reading costs a
+few memory loads, writing one store, and no lock is ever held (a process killed mid-request
+cannot leave the others waiting on it).
 
 :class:`LocalInFlight` is the same interface for the single process: a plain integer.
 """
@@ -68,10 +70,8 @@ class SharedState:
         self.limit = limit
         self.processes = processes
         self.models = models
-        self._lock = context.Lock()
-        self._in_flight = context.RawValue("i", 0)
         self._pids = context.RawArray("i", processes + 1)  # the workers', then the executor's
-        self._held = context.RawArray("i", processes)  # each process's share of in_flight
+        self._held = context.RawArray("i", processes)  # requests in flight, per process
         self._connections = context.RawArray("i", processes)  # open connections, per process
         self._ready = context.RawArray("b", processes)
         # Requests sent to each model and not answered yet, per front end (each writes its own
@@ -80,34 +80,40 @@ class SharedState:
         self._batch_s = context.RawArray("d", max(models, 1))
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__.copy()  # raw arrays and the lock are passed to spawned children
+        return self.__dict__.copy()  # raw arrays are passed to spawned children
 
     # Admission ------------------------------------------------------------------------------
+    # No lock: each process writes only its own slot of ``_held``, and the count is their sum.
+    # A process that dies (even by SIGKILL, in the middle of a call) leaves nothing locked, and
+    # the supervisor takes its slot back with ``forget``.
     @property
     def in_flight(self) -> int:
         """Inference requests in flight in the whole server."""
-        return int(self._in_flight.value)
+        return sum(self._held)
 
     def try_enter(self, process: int) -> bool:
-        """Count one more request in the server, held by ``process``, unless at the limit."""
-        with self._lock:
-            if self._in_flight.value >= self.limit:
-                return False
-            self._in_flight.value += 1
-            self._held[process] += 1
-            return True
+        """Count one more request in the server, held by ``process``, unless at the limit.
+
+        Reserve, then check: two processes entering at once both see both reservations (and
+        may both refuse, which is harmless), so the limit holds across processes. (Strictly,
+        x86 may let a read pass the write before it; the Python instructions in between
+        make that window nanoseconds wide, and even then the count is over by at most the
+        processes racing.)
+        """
+        held = self._held
+        held[process] += 1
+        if sum(held) > self.limit:
+            held[process] -= 1
+            return False
+        return True
 
     def leave(self, process: int) -> None:
         """Count one fewer."""
-        with self._lock:
-            self._in_flight.value -= 1
-            self._held[process] -= 1
+        self._held[process] -= 1
 
     def forget(self, process: int) -> None:
         """Take back what a process that died held (its requests will never leave)."""
-        with self._lock:
-            self._in_flight.value -= self._held[process]
-            self._held[process] = 0
+        self._held[process] = 0
         for model in range(self.models):
             self._outstanding[process * self.models + model] = 0
         self._connections[process] = 0

@@ -1,0 +1,202 @@
+"""A refused client's retry waits unread in its socket (service.protocol's hold), and the
+server-wide admission count survives a process killed in the middle of it (service.shared).
+
+The hold is tested on a real uvicorn server, in a thread, with the service's protocol and
+admission guard around a small ASGI app whose ``/block`` holds its request until the test lets
+it go and whose ``/refuse`` refuses as a handler refusing for overload does (``hold_refused``):
+the protocol and the guard are the pieces under test, the app only makes the server full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from service.admission import AdmissionGuard
+from service.protocol import GuardedHttpToolsProtocol, guarded_protocol, hold_refused
+from service.settings import Settings
+from service.shared import SharedInFlight, SharedState, spawn_context
+
+OK = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+REFUSED = {"type": "http.response.start", "status": 503, "headers": [(b"content-length", b"4")]}
+
+
+class Gate:
+    """Lets ``/block`` requests go when opened (from the test's thread)."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+
+
+async def _read_body(receive: Any) -> None:
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+
+
+def make_app(gate: Gate) -> Any:
+    """The ASGI app behind the guard."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await _read_body(receive)
+        if scope["path"] == "/block":
+            while not gate.open.is_set():
+                await asyncio.sleep(0.005)
+        if scope["path"] == "/refuse":
+            hold_refused(receive)
+            await send(REFUSED)
+            await send({"type": "http.response.body", "body": b"full"})
+            return
+        await send(OK)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[int, Gate, type[GuardedHttpToolsProtocol]]]:
+    """A real uvicorn server on 127.0.0.1 with the service's protocol, ``max_in_flight`` 1."""
+    gate = Gate()
+    guard = AdmissionGuard(make_app(gate), 1, on_refused=hold_refused)
+    protocol = guarded_protocol(Settings(), guard)
+    config = uvicorn.Config(
+        guard, host="127.0.0.1", port=0, http=protocol, lifespan="off", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not (server.started and server.servers):
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield port, gate, protocol
+    finally:
+        gate.open.set()
+        server.should_exit = True
+        thread.join(10)
+
+
+def post(path: str) -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}" % path.encode()
+
+
+def exchange(sock: socket.socket, path: str) -> tuple[int, float]:
+    """Send one POST on ``sock``; its status and how long its answer took."""
+    started = time.perf_counter()
+    sock.sendall(post(path))
+    answer = b""
+    while not complete(answer):
+        chunk = sock.recv(4096)
+        assert chunk, "the server closed the connection"
+        answer += chunk
+    return int(answer.split(b" ", 2)[1]), time.perf_counter() - started
+
+
+def complete(answer: bytes) -> bool:
+    """Whether ``answer`` holds a whole response (headers and Content-Length bytes)."""
+    head, found, body = answer.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    length = re.search(rb"(?i)content-length: *(\d+)", head)
+    return length is not None and len(body) >= int(length.group(1))
+
+
+def test_a_client_refused_at_the_protocol_waits_unread_and_longer_each_time(
+    served: tuple[int, Gate, type[GuardedHttpToolsProtocol]],
+) -> None:
+    """The server is full: a retry sent at once is read only after the hold (50 ms, then
+    100 ms), not at once; when the blocking request leaves, the held client is read at once."""
+    port, gate, protocol = served
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as blocker,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as client,
+    ):
+        blocker.sendall(post("/block"))
+        time.sleep(0.1)
+        first = exchange(client, "/predict")
+        second = exchange(client, "/predict")
+        third = exchange(client, "/predict")
+        assert [first[0], second[0], third[0]] == [503, 503, 503]
+        assert first[1] < 0.04  # refused at once
+        assert second[1] >= 0.045  # held 50 ms
+        assert third[1] >= 0.095  # held 100 ms: the second refusal in a row
+        # Now a long hold, cut short by the blocker leaving:
+        protocol.hold_s = protocol.max_hold_s = 5.0
+        exchange(client, "/predict")  # refused, now held for 5 s
+        client.sendall(post("/predict"))
+        time.sleep(0.2)
+        gate.open.set()
+        started = time.perf_counter()
+        answer = b""
+        while not complete(answer):
+            answer += client.recv(4096)
+        waited = time.perf_counter() - started
+        assert answer.startswith(b"HTTP/1.1 200") and waited < 2.0, (answer, waited)
+        assert blocker.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def test_a_client_refused_by_the_app_is_held_too(
+    served: tuple[int, Gate, type[GuardedHttpToolsProtocol]],
+) -> None:
+    """A handler refusing for overload (hold_refused) holds the connection as the protocol's
+    own refusal does; a served request resets the doubling."""
+    port, _, _ = served
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        refused = exchange(client, "/refuse")
+        held = exchange(client, "/refuse")
+        held_longer = exchange(client, "/predict")
+        served_after = exchange(client, "/predict")
+        assert [refused[0], held[0], held_longer[0], served_after[0]] == [503, 503, 200, 200]
+        assert refused[1] < 0.04 and held[1] >= 0.045 and held_longer[1] >= 0.095
+        assert served_after[1] < 0.04  # read at once: served, not refused, before it
+        again = exchange(client, "/refuse")
+        after_reset = exchange(client, "/predict")
+        assert again[0] == 503 and 0.045 <= after_reset[1] < 0.095  # 50 ms again, not 200
+
+
+def test_the_admission_count_survives_a_process_killed_inside_it() -> None:
+    """A process SIGKILLed while entering and leaving as fast as it can leaves nothing locked:
+    the others still enter at once, and the supervisor's ``forget`` takes back its share."""
+    context = spawn_context()
+    state = SharedState(context, limit=4, processes=2, models=1)
+    child = context.Process(target=_enter_and_leave_for_ever, args=(state,))
+    child.start()
+    while state.pids()[0] == 0:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    os.kill(child.pid or 0, signal.SIGKILL)
+    child.join(10)
+    entered = threading.Event()
+    ours = SharedInFlight(state, 1)
+
+    def enter() -> None:
+        if ours.try_enter():
+            entered.set()
+
+    worker = threading.Thread(target=enter, daemon=True)
+    worker.start()
+    assert entered.wait(2), "entering hung after a process was killed"
+    state.forget(0)
+    assert state.in_flight == 1
+    ours.leave()
+    assert state.in_flight == 0
+
+
+def _enter_and_leave_for_ever(state: SharedState) -> None:
+    state.set_pid(0, os.getpid())
+    while True:
+        if state.try_enter(0):
+            state.leave(0)
