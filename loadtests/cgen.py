@@ -67,6 +67,7 @@ class Plan:
     max_connections: int = 1024
     preopen: int = 64
     timeout_s: float = 5.0
+    reuse: Literal["fifo", "lifo"] = "fifo"  # which idle connection takes the next request
 
     def command(self, binary: Path) -> list[str]:
         """The tool's command line."""
@@ -76,6 +77,7 @@ class Plan:
             *("--duration", str(self.seconds), "--arrival", self.arrival, "--seed", str(self.seed)),
             *("--max-connections", str(self.max_connections), "--preopen", str(self.preopen)),
             *("--timeout", str(self.timeout_s), "--content-type", self.content_type),
+            *("--reuse", self.reuse),
             *(("--body", str(self.body)) if self.body else ()),
         ]
 

@@ -146,6 +146,7 @@ class Load:
     lag_p99: float
     probes_max_ms: dict[str, float]
     waited: int | None = None  # requests that found all connections busy (C only)
+    cpu_share: float | None = None  # the generator's CPU time over the run's (C only)
     raw: dict[str, Any] | None = None  # the C generator's whole result
 
     @classmethod
@@ -164,6 +165,7 @@ class Load:
             ms(run.lag.p99),
             probes_max(probes),
             run.waited,
+            run.cpu_s / run.elapsed_s,
             asdict(run),
         )
 
@@ -360,8 +362,11 @@ def report(
         f"| {peak:,.0f} / {after:,.0f} | {load.lag_p99:.1f} |"
     )
     print(row, flush=True)
-    if load.waited:
-        print(f"  ({load.waited:,} requests found all {MAX_CONNECTIONS:,} connections busy)")
+    if load.cpu_share is not None:
+        print(
+            f"  generator: {load.cpu_share:.0%} of a core; {load.waited:,} requests found all "
+            f"{MAX_CONNECTIONS:,} connections busy (counted from their scheduled time)"
+        )
     return row
 
 

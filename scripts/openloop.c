@@ -3,9 +3,11 @@
  * Requests leave at their scheduled times (constant spacing, or Poisson with a seed) whatever
  * the answers, and every latency runs from the scheduled time, so queueing in the server or for
  * a connection is never hidden (no coordinated omission). One thread, epoll, non-blocking
- * sockets; keep-alive connections with one request outstanding each. A request due when no
- * connection is idle opens one (up to --max-connections); past the maximum it waits for the
- * first to come free, still timed from its schedule, and is counted in "waited". A request not
+ * sockets; keep-alive connections with one request outstanding each, the least recently used
+ * idle one taken first (--reuse fifo: load spread over the pool like many clients, and a
+ * connection just refused is not at once reused). A request due when no connection is idle
+ * opens one (up to --max-connections); past the maximum it waits for the first to come free,
+ * still timed from its schedule, and is counted in "waited". A request not
  * answered within --timeout of its scheduled time is a timeout (its connection is closed).
  * "lag" is how late the generator itself got to each request (sent it, opened a connection for
  * it, or queued it): if it grows, the generator is saturated and the figures are its own.
@@ -16,7 +18,7 @@
  * every latency is kept (8 bytes a request) and sorted at the end, nearest rank (the smallest
  * value with at least p % of the values at or below it). Only 127.0.0.1 is accepted as a host.
  *
- * Output: one JSON object on stdout. Build: gcc -O2 -Wall -Wextra -o openloop openloop.c
+ * Output: one JSON object on stdout. Build: gcc -O2 -Wall -Wextra -o openloop openloop.c -lm
  * Used by scripts/bench_overload.py through loadtests/cgen.py.
  */
 #define _GNU_SOURCE
@@ -49,7 +51,7 @@ static const char *class_name[CLASSES] = {"2xx", "503", "other"};
 
 static struct { /* the options */
     const char *host, *path, *body_file, *ctype, *arrival;
-    int port, max_conns, preopen; double rate, duration, timeout; unsigned long long seed;
+    int port, max_conns, preopen, lifo; double rate, duration, timeout; unsigned long long seed;
 } o = {.host = "127.0.0.1", .path = "/", .ctype = "application/json", .arrival = "constant",
        .max_conns = 1024, .preopen = 64, .timeout = 5.0, .seed = 1};
 
@@ -86,9 +88,20 @@ static void watch(int i, uint32_t events, int op) { /* a syscall only when they 
     if (epoll_ctl(ep, op, conns[i].fd, &ev) < 0) die("epoll_ctl failed");
     conns[i].events = events;
 }
-static void unidle(int i) {
+/* Idle connections, a ring: taken oldest first, or newest first with --reuse lifo. */
+static int idle_head;
+#define IDLE_AT(k) idle[(idle_head + (k)) % o.max_conns]
+static void push_idle(int i) { conns[i].st = IDLE; IDLE_AT(nidle++) = i; }
+static int take_idle(void) {
+    if (!nidle) return -1;
+    if (o.lifo) return IDLE_AT(--nidle);
+    int i = IDLE_AT(0);
+    idle_head = (idle_head + 1) % o.max_conns; nidle--;
+    return i;
+}
+static void unidle(int i) { /* a closed idle connection (rare): the newest takes its place */
     for (int k = 0; k < nidle; k++)
-        if (idle[k] == i) { idle[k] = idle[--nidle]; return; }
+        if (IDLE_AT(k) == i) { IDLE_AT(k) = IDLE_AT(nidle - 1); nidle--; return; }
 }
 static void close_conn(int i) {
     if (conns[i].st == IDLE) unidle(i);
@@ -136,7 +149,7 @@ static void connected(int i) {
     if (err) { connect_errors++; lose_request(i); return; }
     opened++;
     if (conns[i].req >= 0) start(i);
-    else { conns[i].st = IDLE; idle[nidle++] = i; watch(i, EPOLLIN, EPOLL_CTL_MOD); }
+    else { push_idle(i); watch(i, EPOLLIN, EPOLL_CTL_MOD); }
 }
 
 /* A response in c->buf: 1 complete (status, close set), 0 incomplete, -1 malformed. */
@@ -187,7 +200,7 @@ static void readable(int i) {
     status_count[status]++; completed++;
     c->req = -1; c->len = 0;
     if (close_after || eof || c->woff < request_len) close_conn(i); /* answered early */
-    else { c->st = IDLE; idle[nidle++] = i; }
+    else push_idle(i);
 }
 
 /* Send every due request that can go; the others wait for a connection. */
@@ -200,7 +213,7 @@ static void dispatch(double t) {
     long first_new = lag_upto; lag_upto = due_end;
     while (next_req < due_end && t - sched[next_req] > o.timeout) { timeouts++; next_req++; }
     while (next_req < due_end) {
-        int i = nidle ? idle[--nidle] : -1;
+        int i = take_idle();
         if (i < 0 && nconns >= o.max_conns) {
             waited += due_end - (next_req > first_new ? next_req : first_new);
             return;
@@ -236,7 +249,7 @@ static void run(void) {
         if (t - last_expire > 0.005) { expire(t); last_expire = t; }
         if (next_req >= nreq && nconns - nidle == 0) break; /* done: nothing due or in flight */
         if (next_req >= nreq) { /* no request left: close idle connections now */
-            while (nidle) close_conn(idle[0]);
+            while (nidle) close_conn(IDLE_AT(0));
         }
         /* the next request to come due, even when requests wait (its lag and wait count) */
         arm(lag_upto < nreq ? sched[lag_upto] : -1);
@@ -292,6 +305,8 @@ static void usage(int code) {
         "  --max-connections N  at most N connections at once (default 1024)\n"
         "  --preopen N          connections opened before the clock starts (default 64)\n"
         "  --timeout S          seconds from its schedule before a request times out (default 5)\n"
+        "  --reuse R            idle connection to reuse: fifo (least recently used, default) or\n"
+        "                       lifo (most recently used)\n"
         "  --help               this text\n");
     exit(code);
 }
@@ -300,7 +315,8 @@ static void options(int argc, char **argv) {
         {"host", 1, 0, 'h'}, {"port", 1, 0, 'p'}, {"path", 1, 0, 'u'}, {"body", 1, 0, 'b'},
         {"content-type", 1, 0, 'c'}, {"rate", 1, 0, 'r'}, {"duration", 1, 0, 'd'},
         {"arrival", 1, 0, 'a'}, {"seed", 1, 0, 's'}, {"max-connections", 1, 0, 'm'},
-        {"preopen", 1, 0, 'o'}, {"timeout", 1, 0, 't'}, {"help", 0, 0, 'H'}, {0, 0, 0, 0}};
+        {"preopen", 1, 0, 'o'}, {"timeout", 1, 0, 't'}, {"reuse", 1, 0, 'R'},
+        {"help", 0, 0, 'H'}, {0, 0, 0, 0}};
     for (int ch; (ch = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         switch (ch) {
         case 'h': o.host = optarg; break;
@@ -315,6 +331,9 @@ static void options(int argc, char **argv) {
         case 'm': o.max_conns = atoi(optarg); break;
         case 'o': o.preopen = atoi(optarg); break;
         case 't': o.timeout = atof(optarg); break;
+        case 'R': o.lifo = strcmp(optarg, "lifo") == 0;
+            if (!o.lifo && strcmp(optarg, "fifo") != 0) die("--reuse must be fifo or lifo");
+            break;
         case 'H': usage(0); break;
         default: usage(2);
         }
