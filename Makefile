@@ -68,7 +68,7 @@ profile: $(STAMP) wrk
 	PATH="$(BIN):$$PATH" $(BIN)/python scripts/profile_frontend.py --models models
 
 bench-overload: $(STAMP)
-	$(BIN)/python scripts/bench_overload.py
+	$(BIN)/python scripts/bench_overload.py --out runs/bench-overload.json
 
 bench-protocols: $(STAMP)
 	$(BIN)/mnist-serve loadtest --variants depthwise --runtimes onnx \

@@ -3,22 +3,33 @@
 Two servers run at once on the same models: ours with its defaults (load shedding on) and the
 same server with shedding off (``--max-in-flight``, ``--max-queue-wait-ms`` and ``--max-queue``
 so large they never trigger: the old behaviour). For each: c=1 p50 and capacity (wrk, closed
-loop, c=1 and c=32), then open-loop load (loadtests.openloop: requests leave at scheduled times
-whatever the answers, latency from the scheduled time) at 1x, 2x and 4x the first server's
-capacity (the same offered rates for every server, so they compare), with
-/healthz and /metrics probed every 100 ms throughout, and the server's RSS sampled (idle,
-peak, and 3 s after). The load generator shares the machine's cores with the server, as it
-would in CI; its own lateness is printed so that a saturated generator is visible.
+loop, c=1 and c=32), then open-loop load at 1x, 2x and 4x the first server's capacity (the
+same offered rates for every server, so they compare), with /healthz and /metrics probed every
+100 ms throughout (one keep-alive connection each, in a thread), and the server's RSS sampled
+(idle, peak, and 3 s after).
 
-Run: ``make bench-overload`` or ``python scripts/bench_overload.py --models models``. Needs
-``wrk`` (``apt-get install wrk``) and trained models (``make demo``). About 3 minutes.
+The open-loop load comes from ``scripts/openloop.c`` (through ``loadtests/cgen.py``, which
+compiles it with ``cc`` into ``runs/.bin/`` when the source is newer): one C thread on epoll,
+requests leaving at their scheduled times whatever the answers, latency counted from the
+scheduled time (waiting for a connection included: at most 2,048, 256 opened before the clock
+starts), a request unanswered 5 s after its scheduled time a failure. The asyncio generator
+(``loadtests/openloop.py``) saturates its own core long before 4x (its lag reached 1.6 s at
+32,000 req/s on 2 cores); it is used only when no C compiler is found, with a warning. The
+generator shares the machine's cores with the server, as it would in CI; its own lateness
+(lag p99) is the last column, so that a saturated generator is visible.
+
+Run: ``make bench-overload`` or ``python scripts/bench_overload.py --models models``
+(``--out FILE`` also writes every run as JSON). Needs ``wrk`` (``apt-get install wrk``), a C
+compiler and trained models (``make demo``). About 3 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
+import math
 import os
 import platform
 import re
@@ -26,18 +37,24 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import psutil
 from bench_service import wrk_command
 
+from loadtests import cgen
 from loadtests.openloop import OpenLoopResult, run_open_loop
 from loadtests.procs import run_server
 from modelrepo.contract import INPUT_NAME, SIDE
 from training.data import load_mnist
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+PROBES = ("/healthz", "/metrics")
+MAX_CONNECTIONS, PREOPEN, TIMEOUT_S = 2048, 256, 5.0  # the open-loop generator's pool
 NO_SHEDDING = (
     "--max-in-flight",
     "1000000",
@@ -84,6 +101,142 @@ class PeakRss(threading.Thread):
             time.sleep(0.05)
 
 
+class Probe(threading.Thread):
+    """GETs ``path`` every 100 ms on one keep-alive connection; ``seconds``: each answer's time
+    (a failed probe counts the time until it failed, and reconnects)."""
+
+    def __init__(self, port: int, path: str) -> None:
+        super().__init__(daemon=True)
+        self.port, self.path, self.running = port, path, True
+        self.seconds: list[float] = []
+
+    def run(self) -> None:
+        """Probe until told to stop."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while self.running:
+            started = time.perf_counter()
+            try:
+                connection.request("GET", self.path)
+                connection.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                connection.close()
+            self.seconds.append(time.perf_counter() - started)
+            time.sleep(0.1)
+        connection.close()
+
+
+def ms(value: float | None) -> float:
+    """A latency of the C generator's result, NaN when there was none."""
+    return math.nan if value is None else value
+
+
+@dataclass(frozen=True)
+class Load:
+    """One open-loop run's figures for the table, from either generator (latencies in ms)."""
+
+    generator: str
+    offered: float
+    good_s: float
+    shed_s: float
+    failed_s: float
+    shed_p50: float
+    shed_p99: float
+    ok_p50: float
+    ok_p99: float
+    lag_p99: float
+    probes_max_ms: dict[str, float]
+    waited: int | None = None  # requests that found all connections busy (C only)
+    cpu_share: float | None = None  # the generator's CPU time over the run's (C only)
+    raw: dict[str, Any] | None = None  # the C generator's whole result
+
+    @classmethod
+    def from_c(cls, run: cgen.OpenLoopRun, probes: dict[str, list[float]]) -> Load:
+        """From the C generator's result."""
+        return cls(
+            "c",
+            run.offered_rate,
+            run.per_second(200),
+            run.per_second(503),
+            run.failed / run.duration_s,
+            ms(run.shed.p50),
+            ms(run.shed.p99),
+            ms(run.ok.p50),
+            ms(run.ok.p99),
+            ms(run.lag.p99),
+            probes_max(probes),
+            run.waited,
+            run.cpu_s / run.elapsed_s,
+            asdict(run),
+        )
+
+    @classmethod
+    def from_python(cls, result: OpenLoopResult) -> Load:
+        """From the asyncio generator's result (the fallback)."""
+        return cls(
+            "python",
+            result.rate,
+            result.per_second(200),
+            result.per_second(503),
+            result.per_second(0),
+            result.latency_ms(503, 50),
+            result.latency_ms(503, 99),
+            result.latency_ms(200, 50),
+            result.latency_ms(200, 99),
+            result.lag_ms(99),
+            probes_max(result.probes),
+        )
+
+
+def probes_max(probes: dict[str, list[float]]) -> dict[str, float]:
+    """Each probed path's slowest answer, ms (NaN if never answered)."""
+    return {path: max(v) * 1000 if v else math.nan for path, v in probes.items()}
+
+
+def open_loop(url: str, body: Path, rate: float, seconds: float, binary: Path | None) -> Load:
+    """Open-loop POSTs of ``body`` to ``url`` at ``rate`` for ``seconds``, the probes beside;
+    with the C generator (``binary``), else the asyncio one."""
+    if binary is None:
+        result = asyncio.run(
+            run_open_loop(url, body.read_bytes(), rate, seconds, probe_paths=PROBES)
+        )
+        return Load.from_python(result)
+    parts = urlsplit(url)
+    port = parts.port or 80
+    probes = [Probe(port, path) for path in PROBES]
+    for probe in probes:
+        probe.start()
+    plan = cgen.Plan(
+        port,
+        rate,
+        seconds,
+        path=parts.path,
+        body=body,
+        max_connections=MAX_CONNECTIONS,
+        preopen=PREOPEN,
+        timeout_s=TIMEOUT_S,
+    )
+    try:
+        run = cgen.run(plan, binary)
+    finally:
+        for probe in probes:
+            probe.running = False
+        for probe in probes:
+            probe.join()
+    return Load.from_c(run, {probe.path: probe.seconds for probe in probes})
+
+
+def generator() -> Path | None:
+    """The C generator, built if needed; None (with a warning) if there is no C compiler."""
+    try:
+        return cgen.build()
+    except cgen.CompilerNotFound as error:
+        print(
+            f"WARNING: {error}. Falling back to the asyncio generator, which saturates "
+            "itself long before 4x on a small machine: watch its lag column."
+        )
+        return None
+
+
 def main() -> None:
     """Measure each server configuration at each load; print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -98,7 +251,9 @@ def main() -> None:
     parser.add_argument(
         "--in-flight", default="", help="also compare these --max-in-flight values (e.g. 16,32)"
     )
+    parser.add_argument("--out", type=Path, help="also write every run here as JSON")
     args = parser.parse_args()
+    binary = generator()
     variant, _, runtime = args.model.partition("@")
     digit = load_mnist(args.data).x_test[0].reshape(SIDE, SIDE).astype(np.float32)
     digit = digit / 255.0 if digit.max() > 1 else digit
@@ -112,6 +267,7 @@ def main() -> None:
     )
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}; model {args.model}, JSON body {len(body):,} B")
+    print(f"open-loop generator: {binary or 'loadtests/openloop.py (asyncio)'}")
     common: tuple[str, ...] = (
         "--variants",
         variant,
@@ -127,6 +283,7 @@ def main() -> None:
     multiples = [float(m) for m in args.multiples.split(",")]
     rows: list[str] = []
     storms: list[str] = []
+    record: dict[str, Any] = {"machine": machine, "model": args.model, "runs": [], "storms": []}
     reference = 0.0  # the first server's capacity: every server gets the same offered rates
     for label, flags in configs.items():
         with run_server(args.models, work / f"{len(rows)}.log", *flags) as server:
@@ -143,6 +300,9 @@ def main() -> None:
                 f"| {label} | {args.storm} | {storm:,.0f} | {storm / capacity:.0%} of "
                 f"{capacity:,.0f} |"
             )
+            record["storms"].append(
+                {"server": label, "connections": args.storm, "goodput": storm, "capacity": capacity}
+            )
             idle = rss_mb(server.process.pid)
             print(
                 f"\n{label}: c=1 p50 {c1_p50:.2f} ms, capacity {capacity:,.0f} req/s (c=32), "
@@ -151,19 +311,18 @@ def main() -> None:
             for multiple in multiples:
                 peak = PeakRss(server.process.pid)
                 peak.start()
-                result = asyncio.run(
-                    run_open_loop(
-                        url,
-                        body,
-                        reference * multiple,
-                        args.seconds,
-                        probe_paths=("/healthz", "/metrics"),
-                    )
+                load = open_loop(
+                    url, work / "body.json", reference * multiple, args.seconds, binary
                 )
                 peak.running = False
                 time.sleep(3)
                 after = rss_mb(server.process.pid)
-                rows.append(report(label, multiple, reference, c1_p50, result, peak.peak, after))
+                rows.append(report(label, multiple, reference, c1_p50, load, peak.peak, after))
+                record["runs"].append(
+                    {"server": label, "multiple": multiple, "capacity": reference}
+                    | {"c1_p50_ms": c1_p50, "rss_peak_mb": peak.peak, "rss_after_mb": after}
+                    | asdict(load)
+                )
     print(
         "\n| server | load | offered/s | goodput/s (of capacity) | 503/s | failed/s "
         "| 503 p50 / p99 ms | 200 p50 / p99 ms (p99 / c=1 p50) | /healthz, /metrics max ms "
@@ -176,6 +335,10 @@ def main() -> None:
     print("|---" * 4 + "|")
     for row in storms:
         print(row)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2, default=str))
+        print(f"\nwritten: {args.out}")
 
 
 def report(
@@ -183,22 +346,27 @@ def report(
     multiple: float,
     capacity: float,
     c1_p50: float,
-    result: OpenLoopResult,
+    load: Load,
     peak: float,
     after: float,
 ) -> str:
     """One table row, and a line as the run goes."""
-    good = result.per_second(200)
-    probes = ", ".join(f"{max(v) * 1000:.0f}" if v else "-" for v in result.probes.values())
+    good = load.good_s
+    probes = ", ".join("-" if math.isnan(v) else f"{v:.0f}" for v in load.probes_max_ms.values())
     row = (
-        f"| {label} | {multiple:g}x | {result.rate:,.0f} | {good:,.0f} ({good / capacity:.0%}) "
-        f"| {result.per_second(503):,.0f} | {result.per_second(0):,.0f} "
-        f"| {result.latency_ms(503, 50):.1f} / {result.latency_ms(503, 99):.1f} "
-        f"| {result.latency_ms(200, 50):.1f} / {result.latency_ms(200, 99):.1f} "
-        f"({result.latency_ms(200, 99) / c1_p50:.0f}x) | {probes} "
-        f"| {peak:,.0f} / {after:,.0f} | {result.lag_ms(99):.1f} |"
+        f"| {label} | {multiple:g}x | {load.offered:,.0f} | {good:,.0f} ({good / capacity:.0%}) "
+        f"| {load.shed_s:,.0f} | {load.failed_s:,.0f} "
+        f"| {load.shed_p50:.1f} / {load.shed_p99:.1f} "
+        f"| {load.ok_p50:.1f} / {load.ok_p99:.1f} "
+        f"({load.ok_p99 / c1_p50:.0f}x) | {probes} "
+        f"| {peak:,.0f} / {after:,.0f} | {load.lag_p99:.1f} |"
     )
     print(row, flush=True)
+    if load.cpu_share is not None:
+        print(
+            f"  generator: {load.cpu_share:.0%} of a core; {load.waited:,} requests found all "
+            f"{MAX_CONNECTIONS:,} connections busy (counted from their scheduled time)"
+        )
     return row
 
 
