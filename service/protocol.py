@@ -111,6 +111,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _refusals_in_a_row = 0
     _hold_after_answer = False  # the app refused the request being answered (hold_refused)
     _holds = 0  # holds so far: a release meant for an earlier one does nothing
+    _hold_until = 0.0  # loop time until which a refused client's next request waits unread
+    _guard_for_hold: AdmissionGuard | None = None
+    _pending = b""  # what a held client sent, parsed on its release
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Refuse a connection over the limit; else start the clock for its first headers."""
@@ -141,6 +144,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Feed the parser; count what arrives while the headers are still incomplete."""
         if self.transport.is_closing() or self._linger_timer is not None:
             return  # refused, or answered and lingering: whatever else arrives is dropped
+        if (self._hold_until or self._hold_timer is not None) and self._held(data):
+            return  # a refused client resending within its hold: parsed on its release
         super().data_received(data)
         if self._in_headers and not self.transport.is_closing():
             # The chunk that completes the headers is not counted (it may carry a body).
@@ -237,39 +242,54 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refusals_in_a_row = 0  # served: the next refusal holds briefly again
 
     def _hold(self, guard: AdmissionGuard) -> None:
-        """Read nothing more from a client just refused until the server has room again (a
-        request leaves) or its hold passes: ``hold_s``, doubled for each refusal in a row on
-        this connection, up to the ``Retry-After`` second the 503 asked for. A client that
-        resends at once, ignoring Retry-After, then waits in its socket instead of costing a
-        refusal each time (TCP backpressure: a retry storm no longer eats the capacity it
-        wants)."""
+        """A client was just refused: what it sends within its hold waits unread.
+
+        The hold is ``hold_s``, doubled for each refusal in a row of a request that came too
+        early, up to the ``Retry-After`` second the 503 asked for. A request arriving within it
+        (a client resending at once, ignoring Retry-After: a retry storm) is not parsed: reading
+        stops until the server has room again (a request leaves) or the hold passes, so the
+        storm waits in its sockets instead of eating the capacity it wants (TCP backpressure).
+        A request arriving after it is served as any other: a client that waited, or an
+        open-loop client reusing the connection later, is not delayed at all.
+        """
         hold = min(self.hold_s * 2**self._refusals_in_a_row, self.max_hold_s)
         self._refusals_in_a_row += 1
-        if self._hold_timer is not None:  # two refused in one read: one hold
-            self._hold_timer.cancel()
-        if self.timeout_keep_alive_task is not None:  # held, not idle: re-armed on release
-            self.timeout_keep_alive_task.cancel()
-            self.timeout_keep_alive_task = None
+        self._hold_until = self.loop.time() + hold
+        self._guard_for_hold = guard
+
+    def _held(self, data: bytes) -> bool:
+        """Whether ``data`` arrived within a hold (then it waits, unread, for the release)."""
+        if self._hold_timer is not None:  # already holding: more of the same request
+            self._pending += data
+            return True
+        wait = self._hold_until - self.loop.time()
+        self._hold_until = 0.0
+        if wait <= 0:
+            self._refusals_in_a_row = 0  # it waited its hold: a new start
+            return False
+        self._pending = data
         self.transport.pause_reading()
         self._holds += 1
         release = partial(self._release, self._holds)
-        self._hold_timer = self.loop.call_later(hold, release)
-        # Registered on the loop's next turn: a request refused by the app leaves right after
-        # its answer, and that leaving must not release its own connection.
-        self.loop.call_soon(guard.hold, release)
+        self._hold_timer = self.loop.call_later(wait, release)
+        guard = self._guard_for_hold
+        if guard is not None:
+            guard.hold(release)
+        return True
 
     def _release(self, hold: int) -> bool:
-        """End hold number ``hold``: read again (False if that hold is over, or closed)."""
+        """End hold number ``hold``: parse what waited, read again (False if that hold is over,
+        or the connection closed)."""
         if self._hold_timer is None or hold != self._holds:
             return False
         self._hold_timer.cancel()
         self._hold_timer = None
         if self.transport.is_closing():
             return False
+        pending, self._pending = self._pending, b""
         self.transport.resume_reading()
-        self.timeout_keep_alive_task = self.loop.call_later(
-            self.timeout_keep_alive, self.timeout_keep_alive_handler
-        )
+        if pending:
+            self.data_received(pending)  # now, before anything newer from the socket
         return True
 
     def _arm_header_timer(self) -> None:

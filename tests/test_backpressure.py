@@ -118,7 +118,7 @@ def test_a_client_refused_at_the_protocol_waits_unread_and_longer_each_time(
     served: tuple[int, Gate, type[GuardedHttpToolsProtocol]],
 ) -> None:
     """The server is full: a retry sent at once is read only after the hold (50 ms, then
-    100 ms), not at once; when the blocking request leaves, the held client is read at once."""
+    100 ms), not at once; when the blocking request leaves, a held client is read at once."""
     port, gate, protocol = served
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as blocker,
@@ -165,6 +165,20 @@ def test_a_client_refused_by_the_app_is_held_too(
         again = exchange(client, "/refuse")
         after_reset = exchange(client, "/predict")
         assert again[0] == 503 and 0.045 <= after_reset[1] < 0.095  # 50 ms again, not 200
+
+
+def test_a_client_that_waits_its_hold_out_is_not_delayed(served: tuple[int, Gate, type]) -> None:
+    """Only a request that comes within the hold waits: one sent after it (a client that
+    honoured the wait, or an open-loop client reusing the connection later) is read at once,
+    and the doubling starts again."""
+    port, _, _ = served
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        assert exchange(client, "/refuse")[0] == 503
+        assert exchange(client, "/refuse")[1] >= 0.045  # too early: held 50 ms
+        time.sleep(0.15)  # past its 100 ms hold
+        later = exchange(client, "/refuse")
+        assert later[0] == 503 and later[1] < 0.04, later
+        assert 0.045 <= exchange(client, "/predict")[1] < 0.095  # 50 ms again
 
 
 def test_the_admission_count_survives_a_process_killed_inside_it() -> None:
