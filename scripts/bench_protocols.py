@@ -32,6 +32,7 @@ wrk and h2load (``apt-get install wrk nghttp2-client``). About 1 minute with the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shlex
@@ -82,6 +83,7 @@ class Run:
     server_ok: int  # 200s the server counted
     server_failed: int  # other statuses it counted
     failed_statuses: dict[str, int] = field(default_factory=dict)  # those, by status
+    cpu_us: float = float("nan")  # the server's CPU (every process) per request answered
 
     @property
     def checked(self) -> bool:
@@ -123,6 +125,20 @@ def served_counts(url: str) -> dict[str, int]:
                     status = sample.labels["status"]
                     counts[status] = counts.get(status, 0) + int(sample.value)
     return counts
+
+
+def server_cpu_s(server: ServerProcess) -> float:
+    """User + system CPU seconds so far of the server's processes (supervisor, front ends,
+    executor); a process that ended since is no longer counted."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(server.process.pid)
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def settled_counts(url: str, timeout_s: float = 5.0) -> dict[str, int]:
@@ -179,6 +195,7 @@ def measure(
 ) -> Run:
     """One run of ``protocol``'s generator, with the server's count of its answers."""
     before = settled_counts(server.url)
+    cpu_before = server_cpu_s(server)
     if protocol == "kserve-grpc":
         assert server.grpc_target is not None, "the server was started without gRPC"
         got = h2load(server.grpc_target, level, seconds, file)
@@ -187,6 +204,7 @@ def measure(
         got = wrk(server.url, level, seconds, file)
         errors = int(got["errors"] + got["socket_errors"])
     after = settled_counts(server.url)
+    cpu = server_cpu_s(server) - cpu_before
     delta = {s: n - before.get(s, 0) for s, n in after.items() if n > before.get(s, 0)}
     failed = {s: n for s, n in delta.items() if s != "200"}
     return Run(
@@ -200,6 +218,7 @@ def measure(
         server_ok=delta.get("200", 0),
         server_failed=sum(failed.values()),
         failed_statuses=failed,
+        cpu_us=cpu / max(delta.get("200", 0), 1) * 1e6,
     )
 
 
@@ -219,14 +238,18 @@ def ratios(runs: list[Run]) -> dict[tuple[str, int, int], float]:
 
 
 def table(runs: list[Run]) -> str:
-    """Markdown: req/s and p50 per protocol, level and round, then the ratios, flagged."""
+    """Markdown: req/s, p50, the server's CPU per request and the ratio to /predict (flagged
+    below the target) per protocol, level and round."""
     levels = sorted({r.concurrency for r in runs})
     rounds = sorted({r.round for r in runs})
     protocols = list(dict.fromkeys(r.protocol for r in runs))
     cell = {(r.protocol, r.concurrency, r.round): r for r in runs}
     found = ratios(runs)
-    head = " | ".join(f"round {n} req/s | round {n} p50 ms | round {n} vs /predict" for n in rounds)
-    lines = [f"| protocol | c | {head} |", "|---|---|" + "---|" * (3 * len(rounds))]
+    head = " | ".join(
+        f"round {n} req/s | round {n} p50 ms | round {n} CPU µs/req | round {n} vs /predict"
+        for n in rounds
+    )
+    lines = [f"| protocol | c | {head} |", "|---|---|" + "---|" * (4 * len(rounds))]
     for c in levels:
         for name in protocols:
             cells = []
@@ -235,7 +258,10 @@ def table(runs: list[Run]) -> str:
                 ratio = found.get((name, c, n), float("nan"))
                 flag = " **below 0.85x**" if ratio < TARGET else ""
                 mark = "" if run.checked else " (unchecked)"
-                cells.append(f"{run.rps:,.0f}{mark} | {run.p50_ms:.3f} | {ratio:.2f}x{flag}")
+                cells.append(
+                    f"{run.rps:,.0f}{mark} | {run.p50_ms:.3f} | {run.cpu_us:.0f} | "
+                    f"{ratio:.2f}x{flag}"
+                )
             lines.append(f"| {name} | {c} | " + " | ".join(cells) + " |")
     below = sorted({(p, c) for (p, c, _), x in found.items() if x < TARGET})
     lines.append("")
