@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import json
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -84,6 +85,7 @@ class Run:
     server_failed: int  # other statuses it counted
     failed_statuses: dict[str, int] = field(default_factory=dict)  # those, by status
     cpu_us: float = float("nan")  # the server's CPU (every process) per request answered
+    generator_cpu_us: float = float("nan")  # wrk's or h2load's CPU per answer (same cores)
 
     @property
     def checked(self) -> bool:
@@ -141,6 +143,13 @@ def server_cpu_s(server: ServerProcess) -> float:
     return total
 
 
+def generator_cpu_s() -> float:
+    """User + system CPU seconds of this process's ended children so far: the load
+    generators, each waited for by ``subprocess.run``."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def settled_counts(url: str, timeout_s: float = 5.0) -> dict[str, int]:
     """:func:`served_counts` once the calls a generator left in flight have ended (the same
     twice 50 ms apart), so that none is counted in the next run."""
@@ -196,6 +205,7 @@ def measure(
     """One run of ``protocol``'s generator, with the server's count of its answers."""
     before = settled_counts(server.url)
     cpu_before = server_cpu_s(server)
+    generator_before = generator_cpu_s()
     if protocol == "kserve-grpc":
         assert server.grpc_target is not None, "the server was started without gRPC"
         got = h2load(server.grpc_target, level, seconds, file)
@@ -203,6 +213,7 @@ def measure(
     else:
         got = wrk(server.url, level, seconds, file)
         errors = int(got["errors"] + got["socket_errors"])
+    generator_cpu = generator_cpu_s() - generator_before
     after = settled_counts(server.url)
     cpu = server_cpu_s(server) - cpu_before
     delta = {s: n - before.get(s, 0) for s, n in after.items() if n > before.get(s, 0)}
@@ -219,6 +230,7 @@ def measure(
         server_failed=sum(failed.values()),
         failed_statuses=failed,
         cpu_us=cpu / max(delta.get("200", 0), 1) * 1e6,
+        generator_cpu_us=generator_cpu / max(int(got["requests"]), 1) * 1e6,
     )
 
 
@@ -246,7 +258,8 @@ def table(runs: list[Run]) -> str:
     cell = {(r.protocol, r.concurrency, r.round): r for r in runs}
     found = ratios(runs)
     head = " | ".join(
-        f"round {n} req/s | round {n} p50 ms | round {n} CPU µs/req | round {n} vs /predict"
+        f"round {n} req/s | round {n} p50 ms | round {n} CPU µs/req server, generator | "
+        f"round {n} vs /predict"
         for n in rounds
     )
     lines = [f"| protocol | c | {head} |", "|---|---|" + "---|" * (4 * len(rounds))]
@@ -259,7 +272,8 @@ def table(runs: list[Run]) -> str:
                 flag = " **below 0.85x**" if ratio < TARGET else ""
                 mark = "" if run.checked else " (unchecked)"
                 cells.append(
-                    f"{run.rps:,.0f}{mark} | {run.p50_ms:.3f} | {run.cpu_us:.0f} | "
+                    f"{run.rps:,.0f}{mark} | {run.p50_ms:.3f} | "
+                    f"{run.cpu_us:.0f}, {run.generator_cpu_us:.0f} | "
                     f"{ratio:.2f}x{flag}"
                 )
             lines.append(f"| {name} | {c} | " + " | ".join(cells) + " |")
