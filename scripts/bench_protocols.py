@@ -23,10 +23,11 @@ connection): h2load sees HTTP 200 even when a gRPC call fails, and wrk counts a 
 its body. wrk and h2load use one thread at c=1 and two above, one request in flight per
 connection (h2load ``-m1``). Per concurrency, ``--rounds`` rounds of ``--duration`` seconds per
 protocol, in alternating order; the ratio to ``/predict`` is taken within each round, and below
-0.85x is flagged.
+0.85x is flagged. Beside req/s and p50: the CPU per request of the server (all its processes)
+and of the generator, which shares the machine's cores.
 
 Run: ``make bench-protocols`` or ``python scripts/bench_protocols.py --models models``. Needs
-wrk and h2load (``apt-get install wrk nghttp2-client``). About 1 minute with the defaults.
+wrk and h2load (``apt-get install wrk nghttp2-client``). About 2 minutes with the defaults.
 """
 
 from __future__ import annotations
@@ -294,11 +295,13 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every option's default."""
+
+
 def main() -> None:
     """Start the service, check each protocol's request, run the rounds, print and save."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog="Protocols: " + ", ".join(PROTOCOLS)
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--models", type=Path, default=Path("models"), help="model repository")
     parser.add_argument("--model", default="depthwise@onnx", help="<variant>@<runtime> to serve")
     parser.add_argument("--duration", type=int, default=5, help="seconds per generator run")
@@ -308,7 +311,9 @@ def main() -> None:
         "--digit", type=int, default=0, help="index of the MNIST test digit sent (0: a 7)"
     )
     parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="a subset to run")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-protocols.json"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/bench-protocols.json"), help="the JSON record"
+    )
     args = parser.parse_args()
     for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
         if not shutil.which(tool):
@@ -321,7 +326,7 @@ def main() -> None:
     protocols = tuple(p.strip() for p in args.protocols.split(",") if p.strip())
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown or REFERENCE not in protocols:
-        sys.exit(f"--protocols must hold {REFERENCE} and only {', '.join(PROTOCOLS)}: {unknown}")
+        sys.exit(f"--protocols: {REFERENCE} (the reference) and any of {', '.join(PROTOCOLS)}")
     runtime = name.runtime or "savedmodel"
     try:
         artifact = ModelRepository(args.models).get(name.variant).artifact(runtime)
