@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-models bench-peers profile wrk bench-protocols bench-overload container-test container-gpu-check env browser clean
+.PHONY: demo test test-fast bench bench-models bench-peers profile wrk h2load bench-protocols bench-overload container-test container-gpu-check env browser clean
 
 env: $(STAMP)
 
@@ -25,7 +25,7 @@ browser:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) browser
+test: $(STAMP) browser wrk h2load
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -55,6 +55,12 @@ wrk:
 	  echo "installing Debian's wrk for the benchmarks"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
+# h2load (Debian's nghttp2-client), the gRPC load generator of bench-protocols: installed if missing.
+h2load:
+	@command -v h2load >/dev/null || { \
+	  echo "installing Debian's nghttp2-client (h2load) for the benchmarks"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
+
 # Ours (its default engine, one process, replicas) against mosec (a peer engine) and the HTTP
 # floor on the same model.onnx; installs the peers extra (mosec) into .venv if missing.
 bench-peers: $(STAMP) wrk
@@ -70,10 +76,10 @@ profile: $(STAMP) wrk
 bench-overload: $(STAMP)
 	$(BIN)/python scripts/bench_overload.py --out runs/bench-overload.json
 
-bench-protocols: $(STAMP)
-	$(BIN)/mnist-serve loadtest --variants depthwise --runtimes onnx \
-	    --protocol native,tfserving,kserve-http,kserve-grpc --concurrency 1,32 \
-	    --duration 8s --repeats 3 --out runs/bench-protocols
+# Every protocol (native, TF Serving, KServe V2 JSON/binary/gRPC) against /predict on one server,
+# wrk for HTTP and h2load for gRPC (issue 21: none more than 15 % below /predict).
+bench-protocols: $(STAMP) wrk h2load
+	$(BIN)/python scripts/bench_protocols.py --models models --out runs/bench-protocols.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

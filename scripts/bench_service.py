@@ -82,7 +82,8 @@ def wrk_command(url: str, connections: int, seconds: int, script: Path) -> list[
 
 
 def wrk(url: str, connections: int, seconds: int, script: Path) -> dict[str, float]:
-    """One wrk run: requests/s, latency percentiles (ms), non-2xx responses."""
+    """One wrk run: requests/s, latency percentiles (ms), non-2xx responses, requests answered
+    (``requests``) and socket errors (connect, read, write, timeout: ``socket_errors``)."""
     command = wrk_command(url, connections, seconds, script)
     out = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + 60, check=True
@@ -92,6 +93,10 @@ def wrk(url: str, connections: int, seconds: int, script: Path) -> dict[str, flo
         result[f"p{pct}"] = float(value) * UNITS[unit]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     result["errors"] = float(errors.group(1)) if errors else 0.0
+    answered = re.search(r"(\d+) requests in", out)
+    result["requests"] = float(answered.group(1)) if answered else 0.0
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["socket_errors"] = float(sum(int(n) for n in socket.groups())) if socket else 0.0
     return result
 
 
