@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from service import collector
 from service.control import LocalControl, ModelControl, RemoteControl
 from service.registry import ModelRegistry
 from service.remote import ExecutorClient
@@ -91,6 +92,7 @@ class LocalModels:
             self.control = LocalControl(registry, versions)  # replicas: no one acts for all
         if self.settings.strict_models:
             await registry.load(on_change=changed)  # ModelLoadError fails start-up
+            collector.settle("models loaded")
             self._loading = asyncio.create_task(watch(versions), name="versions")
         else:
             self._loading = asyncio.create_task(load_and_watch(registry, versions), name="load")
@@ -105,6 +107,7 @@ class LocalModels:
 async def load_and_watch(registry: ModelRegistry, versions: VersionWatcher) -> None:
     """Load every model, then watch the repository for new versions."""
     await registry.load(on_change=versions.on_change)
+    collector.settle("models loaded")
     await versions.recover()
     await watch(versions)
 
@@ -136,6 +139,7 @@ class RemoteModels:
         self._client = client
         self.control = RemoteControl(registry, client)
         self._task = asyncio.create_task(client.run(), name="executor-client")
+        collector.settle("front end started")
 
     async def stop(self, registry: ModelRegistry) -> None:
         """Disconnect."""

@@ -22,6 +22,7 @@ import os
 import signal
 from typing import cast
 
+from service import collector
 from service.batcher import Batcher, Timing
 from service.channel import (
     ANSWER,
@@ -141,6 +142,7 @@ class Executor:
         server = await loop.create_unix_server(lambda: FrontEndConnection(self), socket_path)
         try:
             await self.registry.load(on_change=self.publish)
+            collector.settle("models loaded")
             await self.versions.recover()
             if self.registry.settings.poll_s > 0:
                 self.watching = loop.create_task(self.versions.run(), name="versions")

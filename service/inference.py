@@ -13,6 +13,7 @@ of how busy the server is::
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -21,7 +22,7 @@ import numpy as np
 from starlette.requests import Request
 
 from service.batcher import Timing, never
-from service.errors import ServeError, Unavailable
+from service.errors import ClientGone, ServeError, Unavailable
 from service.registry import ModelRegistry, ServedModel
 
 
@@ -51,6 +52,8 @@ class Inference:
             self.model.active -= 1
         if isinstance(exc, ServeError):
             self.status = exc.status
+        elif isinstance(exc, asyncio.CancelledError):
+            self.status = ClientGone.status  # a gRPC call its client cancelled: 499, not 500
         model = self.model
         series = self.registry.metrics.model(
             *((model.model.variant, model.runtime_name) if model else ("unknown", "unknown"))
