@@ -58,6 +58,9 @@ TOO_LARGE = (
 )
 
 
+# Headers that make a request more than plain: _shed_whole leaves these to the parser.
+PLAIN_ONLY = (b"\r\nconnection:", b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nupgrade:")
+
 TOO_MANY_CONNECTIONS = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry-after: 1\r\n"
     b"connection: close\r\ncontent-length: 25\r\n\r\ntoo many open connections"
@@ -109,6 +112,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _linger_timer: asyncio.TimerHandle | None = None
     _hold_timer: asyncio.TimerHandle | None = None
     _refusals_in_a_row = 0
+    _in_message = False  # the parser is inside a request (its headers or body)
     _hold_after_answer = False  # the app refused the request being answered (hold_refused)
     _holds = 0  # holds so far: a release meant for an earlier one does nothing
     _hold_until = 0.0  # loop time until which a refused client's next request waits unread
@@ -146,6 +150,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return  # refused, or answered and lingering: whatever else arrives is dropped
         if (self._hold_until or self._hold_timer is not None) and self._held(data):
             return  # a refused client resending within its hold: parsed on its release
+        guard = self.guard
+        if guard is not None and guard.full and not self._in_message and self._shed_whole(data):
+            return
         super().data_received(data)
         if self._in_headers and not self.transport.is_closing():
             # The chunk that completes the headers is not counted (it may carry a body).
@@ -155,6 +162,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         """A new request (keep-alive or pipelined): its headers get the header clock too."""
+        self._in_message = True
         super().on_message_begin()
         self._in_headers, self._header_bytes, self._header_count = True, 0, 0
         if self._header_timer is None:
@@ -211,6 +219,54 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # The connection closes after this request: if its answer comes before its body
             # has all arrived, close lingering (see the module docstring).
             cycle.transport = _LingeringTransport(self, self.transport)  # type: ignore[assignment]
+
+    def on_message_complete(self) -> None:
+        """The request is all in: the parser is between requests again."""
+        self._in_message = False
+        super().on_message_complete()
+
+    def _shed_whole(self, data: bytes) -> bool:
+        """Shed a whole POST that ``data`` holds exactly, without parsing it: the cheapest
+        refusal there is, for the moment it matters most (the server is full).
+
+        Only the plainest case: the connection between requests with nothing of its own in
+        flight, one HTTP/1.1 POST with a Content-Length, no ``Connection``, ``Transfer-Encoding``
+        or ``Expect`` header, its body complete and nothing after it. Anything else (False) goes
+        to the parser, which sheds it just after its headers (``on_headers_complete``).
+        """
+        if not data.startswith(b"POST ") or self._over_limit or self.pipeline:
+            return False
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return False
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end > self.max_header_bytes:
+            return False
+        head = data[:end].lower()
+        line_end = head.find(b"\r\n")
+        if not head[:line_end].endswith(b" http/1.1") or any(name in head for name in PLAIN_ONLY):
+            return False
+        at = head.find(b"\r\ncontent-length:")
+        if at < 0:
+            return False
+        value_end = head.find(b"\r\n", at + 2)
+        value = head[at + 17 : value_end if value_end >= 0 else end].strip()
+        if not value.isdigit() or len(data) != end + 4 + int(value):
+            return False
+        guard = self.guard
+        assert guard is not None
+        guard.shed()
+        self.transport.write(SHED_RESPONSE)
+        self.server_state.total_requests += 1
+        self._in_headers = False
+        self._cancel_header_timer()
+        if self.timeout_keep_alive_task is not None:  # idle from now, as after an answer
+            self.timeout_keep_alive_task.cancel()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+        self._hold(guard)
+        return True
 
     def linger_close(self) -> None:
         """Close after an answer: at once if the request's body is all in, else lingering."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.admission import AdmissionGuard
 from service.protocol import GuardedHttpToolsProtocol, guarded_protocol, hold_refused
@@ -214,3 +215,39 @@ def _enter_and_leave_for_ever(state: SharedState) -> None:
     while True:
         if state.try_enter(0):
             state.leave(0)
+
+
+def test_a_whole_plain_post_is_shed_without_parsing(
+    served: tuple[int, Gate, type[GuardedHttpToolsProtocol]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the server is full, a plain POST that arrives whole is refused without reaching
+    the HTTP parser (the cheapest refusal); anything less plain (chunked, Connection: close)
+    goes through the parser and is refused there, as before."""
+    port, _, _ = served
+    parsed: list[bytes] = []
+    feed = HttpToolsProtocol.data_received
+
+    def counting(self: HttpToolsProtocol, data: bytes) -> None:
+        parsed.append(data)
+        feed(self, data)
+
+    monkeypatch.setattr(HttpToolsProtocol, "data_received", counting)
+    chunked = (
+        b"POST /predict HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\n{}\r\n0\r\n\r\n"
+    )
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as blocker,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as client,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as other,
+    ):
+        blocker.sendall(post("/block"))
+        time.sleep(0.1)
+        before = len(parsed)
+        assert exchange(client, "/predict")[0] == 503
+        assert len(parsed) == before  # shed before the parser
+        other.sendall(chunked)
+        answer = b""
+        while not complete(answer):
+            answer += other.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503") and len(parsed) > before
