@@ -45,6 +45,31 @@ SHED_RESPONSE = (
     + SHED_BODY
 )
 
+# Headers that make a request more than plain: whole_plain_post leaves these to the parser.
+PLAIN_ONLY = (b"\r\nconnection:", b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nupgrade:")
+
+
+def whole_plain_post(data: bytes, max_header_bytes: int) -> bool:
+    """Whether ``data`` is exactly one plain HTTP/1.1 POST, body and all: a Content-Length, no
+    ``Connection``, ``Transfer-Encoding``, ``Expect`` or ``Upgrade`` header, headers within
+    ``max_header_bytes``, and nothing after the body. Such a request can be shed without
+    parsing it (``service.protocol``); anything else goes to the HTTP parser."""
+    if not data.startswith(b"POST "):
+        return False
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end > max_header_bytes:
+        return False
+    head = data[:end].lower()
+    line_end = head.find(b"\r\n")
+    if not head[:line_end].endswith(b" http/1.1") or any(name in head for name in PLAIN_ONLY):
+        return False
+    at = head.find(b"\r\ncontent-length:")
+    if at < 0:
+        return False
+    value_end = head.find(b"\r\n", at + 2)
+    value = head[at + 17 : value_end if value_end >= 0 else end].strip()
+    return value.isdigit() and len(data) == end + 4 + int(value)
+
 
 class AdmissionGuard:
     """Pure ASGI middleware: at most ``max_in_flight`` POST requests in the server at once.

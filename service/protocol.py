@@ -45,7 +45,7 @@ from starlette.requests import Request
 from starlette.types import Receive
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.admission import SHED_RESPONSE, AdmissionGuard
+from service.admission import SHED_RESPONSE, AdmissionGuard, whole_plain_post
 from service.batcher import never
 from service.settings import Settings
 from service.shared import SharedState
@@ -57,9 +57,6 @@ TOO_LARGE = (
     b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
 )
 
-
-# Headers that make a request more than plain: _shed_whole leaves these to the parser.
-PLAIN_ONLY = (b"\r\nconnection:", b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nupgrade:")
 
 TOO_MANY_CONNECTIONS = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry-after: 1\r\n"
@@ -226,32 +223,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _shed_whole(self, data: bytes) -> bool:
-        """Shed a whole POST that ``data`` holds exactly, without parsing it: the cheapest
-        refusal there is, for the moment it matters most (the server is full).
-
-        Only the plainest case: the connection between requests with nothing of its own in
-        flight, one HTTP/1.1 POST with a Content-Length, no ``Connection``, ``Transfer-Encoding``
-        or ``Expect`` header, its body complete and nothing after it. Anything else (False) goes
-        to the parser, which sheds it just after its headers (``on_headers_complete``).
-        """
-        if not data.startswith(b"POST ") or self._over_limit or self.pipeline:
-            return False
+        """Shed a whole plain POST (``service.admission.whole_plain_post``) that arrives on a
+        connection with nothing of its own in flight, without parsing it: the cheapest refusal
+        there is, when it matters most (the server is full). Anything else (False) goes to the
+        parser, which sheds it just after its headers (``on_headers_complete``)."""
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
+        if self._over_limit or self.pipeline or (cycle is not None and not cycle.response_complete):
             return False
-        end = data.find(b"\r\n\r\n")
-        if end < 0 or end > self.max_header_bytes:
-            return False
-        head = data[:end].lower()
-        line_end = head.find(b"\r\n")
-        if not head[:line_end].endswith(b" http/1.1") or any(name in head for name in PLAIN_ONLY):
-            return False
-        at = head.find(b"\r\ncontent-length:")
-        if at < 0:
-            return False
-        value_end = head.find(b"\r\n", at + 2)
-        value = head[at + 17 : value_end if value_end >= 0 else end].strip()
-        if not value.isdigit() or len(data) != end + 4 + int(value):
+        if not whole_plain_post(data, self.max_header_bytes):
             return False
         guard = self.guard
         assert guard is not None

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.admission import AdmissionGuard
+from service.admission import AdmissionGuard, whole_plain_post
 
 pytestmark = pytest.mark.anyio
 
@@ -66,3 +66,25 @@ async def test_posts_past_the_limit_get_503_and_gets_pass() -> None:
 def test_invalid_limit_is_rejected() -> None:
     with pytest.raises(ValueError, match="max_in_flight"):
         AdmissionGuard(HeldApp(), max_in_flight=0)
+
+
+PLAIN = b"POST /predict/depthwise HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}"
+
+
+@pytest.mark.parametrize(
+    ("data", "whole"),
+    [
+        (PLAIN, True),
+        (PLAIN.replace(b"Content-Length", b"content-LENGTH"), True),
+        (PLAIN[:-1], False),  # the body not all in
+        (PLAIN + b"POST", False),  # a pipelined request after it
+        (PLAIN.replace(b"HTTP/1.1", b"HTTP/1.0"), False),
+        (PLAIN.replace(b"Host: a", b"Connection: close"), False),
+        (PLAIN.replace(b"Content-Length: 2", b"Transfer-Encoding: chunked"), False),
+        (PLAIN.replace(b"Content-Length: 2", b"Content-Length: x"), False),
+        (PLAIN.replace(b"POST", b"GET"), False),
+        (PLAIN.replace(b"Host: a", b"X: " + b"a" * 20_000), False),  # headers over the limit
+    ],
+)
+def test_only_a_whole_plain_post_is_shed_unparsed(data: bytes, whole: bool) -> None:
+    assert whole_plain_post(data, 16_384) is whole
