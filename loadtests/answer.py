@@ -93,6 +93,9 @@ def comparison_rows(record: RunRecord, items: Sequence[Speedup]) -> list[list[st
     return rows
 
 
+CHANGES = "What would change the answer"
+
+
 @dataclass(frozen=True)
 class Answer:
     """What to deploy, by how much, at what cost, and what would change it."""
@@ -104,17 +107,21 @@ class Answer:
     changes: list[str]
     price: str = ""  # the cost per million inferences, with --price-per-hour
 
+    def facts(self) -> list[tuple[str, str]]:
+        """The block's labelled facts, in order (those given): for Markdown and HTML alike."""
+        named = (
+            ("Effect", self.effect),
+            ("Cost in accuracy", self.cost),
+            ("Cost to serve", self.price),
+        )
+        return [(name, value) for name, value in named if value]
+
     def lines(self) -> list[str]:
         """The block as Markdown lines."""
         out = [f"**Deploy {self.recommended}**: {self.why}.", ""]
-        if self.effect:
-            out.append(f"- **Effect:** {self.effect}")
-        if self.cost:
-            out.append(f"- **Cost in accuracy:** {self.cost}")
-        if self.price:
-            out.append(f"- **Cost to serve:** {self.price}")
+        out += [f"- **{name}:** {value}" for name, value in self.facts()]
         if self.changes:
-            out.append("- **What would change the answer:**")
+            out.append(f"- **{CHANGES}:**")
             out += [f"  - {change}" for change in self.changes]
         return out
 

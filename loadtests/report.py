@@ -27,6 +27,7 @@ from loadtests.analysis import (
     speedups,
 )
 from loadtests.answer import (
+    CHANGES,
     COMPARISONS_HEADER,
     Answer,
     answer,
@@ -214,16 +215,10 @@ def answer_html(found: Answer) -> str:
     def text(line: str) -> str:
         return html.escape(line.replace("**", ""))
 
-    items = []
-    if found.effect:
-        items.append(f"<li><b>Effect:</b> {text(found.effect)}</li>")
-    if found.cost:
-        items.append(f"<li><b>Cost in accuracy:</b> {text(found.cost)}</li>")
-    if found.price:
-        items.append(f"<li><b>Cost to serve:</b> {text(found.price)}</li>")
+    items = [f"<li><b>{name}:</b> {text(value)}</li>" for name, value in found.facts()]
     if found.changes:
         inner = "".join(f"<li>{text(change)}</li>" for change in found.changes)
-        items.append(f"<li><b>What would change the answer:</b><ul>{inner}</ul></li>")
+        items.append(f"<li><b>{CHANGES}:</b><ul>{inner}</ul></li>")
     name = html.escape(str(found.recommended))
     head = f"<p class=answer><b>Deploy {name}</b>: {text(found.why)}.</p>"
     return head + f"<ul>{''.join(items)}</ul>"

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from loadtests.analysis import Level, Levels, speedups
-from loadtests.answer import answer, comparison_rows
+from loadtests.answer import Answer, answer, comparison_rows
 from loadtests.decision import Stop
 from loadtests.labels import Label
+from loadtests.report import answer_html
 from loadtests.results import LoadPlan, RunRecord, ServedVariant
 from tests.helpers import run_record
 
@@ -103,3 +104,21 @@ def test_one_target_has_no_answer() -> None:
     record = run_record(plan)
     levels = {k: v for k, v in windows(PLAN, {1: 1.0}, 0.1).items() if k[0].variant == "depthwise"}
     assert answer(record, levels, speedups(record, levels)) is None
+
+
+def test_the_answer_block_says_the_same_in_markdown_and_html() -> None:
+    """Each given fact once, with its label, in both forms; a missing one (no price) is left out."""
+    found = Answer(
+        recommended=Label("depthwise", "litert"),
+        why="the highest throughput",
+        effect="1.31x",
+        cost="0.70 points",
+        changes=["a GPU <card>"],
+    )
+    markdown = "\n".join(found.lines())
+    page = answer_html(found)
+    for form in (markdown, page):
+        assert "Deploy depthwise@litert" in form and "Cost to serve" not in form
+        assert "Effect:" in form and "1.31x" in form and "Cost in accuracy:" in form
+        assert "What would change the answer:" in form
+    assert "a GPU &lt;card&gt;" in page and "- **Effect:** 1.31x" in markdown
