@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from modelrepo.metadata import Conversion
 from service import __version__, kserve, kserve_repository, native, tfserving
 from service.admission import AdmissionGuard
+from service.batcher import Batcher
 from service.decode import decode_request
 from service.engine import WorkerContext, models_for
 from service.errors import NotFound, ServeError, UnknownModel
@@ -118,6 +119,9 @@ async def read_engine(request: Request, registry: RegistryDep) -> EngineInfo:
     """The engine, its worker processes and the admission limit they share."""
     worker: WorkerContext | None = request.app.state.worker
     limit = registry.settings.max_in_flight
+    here = sorted(
+        f"{m.name}:{m.model.version}" for m in registry.models() if isinstance(m.batcher, Batcher)
+    )
     if worker is None:
         return EngineInfo(
             engine="single",
@@ -126,9 +130,10 @@ async def read_engine(request: Request, registry: RegistryDep) -> EngineInfo:
             pids=[os.getpid()],
             executor_pid=None,
             max_in_flight=limit,
+            in_process=here,
         )
     pids = worker.shared.pids()
-    executor = pids[worker.workers] if worker.engine == "executor" else None
+    executor = pids[worker.workers] if worker.executor_socket is not None else None
     return EngineInfo(
         engine=worker.engine,
         workers=worker.workers,
@@ -136,6 +141,7 @@ async def read_engine(request: Request, registry: RegistryDep) -> EngineInfo:
         pids=pids[: worker.workers],
         executor_pid=executor or None,
         max_in_flight=limit,
+        in_process=here,
     )
 
 

@@ -178,7 +178,9 @@ class Batcher:
         if self._own_executor:
             self._executor.shutdown(wait=False)
 
-    def _idle(self) -> bool:
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, carried over or running."""
         return not self._running and self._carry is None and self._queue.empty()
 
     async def submit(
@@ -192,9 +194,9 @@ class Batcher:
             raise ValueError(
                 f"{len(images)} images exceed max_request_images {self.max_request_images}"
             )
-        if self.inline and self._idle() and not self._busy():
+        if self.inline and self.idle and not self._busy():
             await asyncio.sleep(0)  # let requests that arrived together reach the queue first
-            if self._idle() and not self._busy():
+            if self.idle and not self._busy():
                 return self._run_inline(images)
         future: asyncio.Future[tuple[np.ndarray, Timing]] = (
             asyncio.get_running_loop().create_future()
@@ -211,7 +213,7 @@ class Batcher:
         """The inline path without its yield, for a caller that already knows nothing else
         arrived with this request (the executor, which sees every request of a read at once):
         the answer now if the model is idle and inline, else None (then ``submit``)."""
-        if self.inline and self._idle() and not self._busy():
+        if self.inline and self.idle and not self._busy():
             return self._run_inline(images)
         return None
 

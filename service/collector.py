@@ -13,6 +13,8 @@ end's imports loaded; `docs/benchmarks.md`, section G). So, once start-up is don
   generation, never walked again) and raises the young generation's threshold to
   :data:`YOUNG_THRESHOLD`. The request path makes no reference cycles of its own; the
   threshold only bounds how long one made by a library waits.
+* :func:`release` frees what was frozen and is now dropped (a retired model): thaw, collect,
+  freeze again.
 """
 
 from __future__ import annotations
@@ -31,4 +33,12 @@ def settle(what: str) -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+    log.debug("%s: %d objects frozen", what, gc.get_freeze_count())
+
+
+def release(what: str) -> None:
+    """After ``what`` dropped objects frozen at start-up (a model retired): collect them."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
     log.debug("%s: %d objects frozen", what, gc.get_freeze_count())

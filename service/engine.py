@@ -6,7 +6,8 @@
   lifespan loads, warms and serves every model itself: the single process (``--workers 1``)
   and each worker of the replicas engine;
 * :class:`RemoteModels`: a front end of the executor engine: no TensorFlow, no models; its
-  lifespan connects to the executor (``service.remote``), whose models it serves.
+  lifespan connects to the executor (``service.remote``), whose models it serves. With the
+  hybrid engine it also keeps its own copies of the light models (``service.copies``).
 
 A worker (:class:`WorkerContext`) also reports its readiness to the shared state, so that
 ``/readyz`` of any process is ready only when every process is.
@@ -21,6 +22,7 @@ from typing import Protocol
 
 from service import collector
 from service.control import LocalControl, ModelControl, RemoteControl
+from service.copies import LocalCopies
 from service.registry import ModelRegistry
 from service.remote import ExecutorClient
 from service.settings import Settings
@@ -36,9 +38,10 @@ class WorkerContext:
 
     process: int  # this worker's index, 0..workers-1
     workers: int
-    engine: str  # executor or replicas
+    engine: str  # hybrid, executor or replicas
     shared: SharedState
-    executor_socket: str | None = None  # executor engine: where the models are served
+    executor_socket: str | None = None  # hybrid and executor engines: where the models are
+    gpu: bool = False  # whether the executor owns a GPU (then ONNX Runtime is not copied)
 
 
 class Models(Protocol):
@@ -129,13 +132,18 @@ class RemoteModels:
         self.device = "executor"
         self._task: asyncio.Task[None] | None = None
         self._client: ExecutorClient | None = None
+        self._copies: LocalCopies | None = None
         self.control: ModelControl | None = None
 
     async def start(self, registry: ModelRegistry) -> None:
         """Connect to the executor (and reconnect if it restarts) in the background."""
         worker = self.worker
         assert worker.executor_socket is not None
-        client = ExecutorClient(registry, worker.shared, worker.process, worker.executor_socket)
+        if worker.engine == "hybrid":
+            self._copies = LocalCopies(registry, worker.gpu)
+        client = ExecutorClient(
+            registry, worker.shared, worker.process, worker.executor_socket, self._copies
+        )
         self._client = client
         self.control = RemoteControl(registry, client)
         self._task = asyncio.create_task(client.run(), name="executor-client")
@@ -147,6 +155,8 @@ class RemoteModels:
             self._task.cancel()
         if self._client is not None:
             self._client.close()
+        if self._copies is not None:
+            await self._copies.close()
 
 
 def models_for(settings: Settings, worker: WorkerContext | None) -> Models:

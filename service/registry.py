@@ -282,29 +282,11 @@ class ModelRegistry:
 
     async def load_model(self, model: ServedModel) -> None:
         """Load, warm and start one model (ready when it returns; raises if it cannot)."""
-        settings = model_settings(self.settings, model)
-        options = LoadOptions(
-            gpu=self.gpu and not model.cpu_only, threads=settings.intra_op_threads
+        runtime, batcher, batch1_ms = await open_model(
+            self.settings, model, gpu=self.gpu, metrics=self.metrics, busy=self.busy
         )
-        artifact = model.model.artifact(model.runtime_name)
-        runtime = await asyncio.to_thread(load_runtime, model.runtime_name, artifact, options)
-        model.batch1_ms = await asyncio.to_thread(warm_up, runtime, settings.max_batch_size)
-        labels = (model.model.variant, model.runtime_name)
-        batcher = Batcher(
-            runtime.predict,
-            max_batch_size=settings.max_batch_size,
-            max_wait_s=settings.max_wait_ms / 1000,
-            max_queue=settings.max_queue,
-            merge=settings.batching,
-            inline=model.batch1_ms <= settings.inline_max_model_ms,
-            busy=lambda: self.in_flight > 1,  # another request is in the server: batch instead
-            deadline_s=settings.max_queue_wait_ms / 1000,
-            batch_s=model.batch1_ms / 1000,
-            max_request_images=self.settings.max_images_per_request,
-            on_batch=self.metrics.batch_size.labels(*labels).observe,
-        )
-        batcher.start()
         model.runtime, model.batcher, model.device = runtime, batcher, runtime.device
+        model.batch1_ms = batch1_ms
         model.state = "ready"
         log.info(
             "serving %s version %d on %s (batch 1: %.3f ms%s)",
@@ -314,6 +296,10 @@ class ModelRegistry:
             model.batch1_ms,
             ", lone requests run inline" if batcher.inline else "",
         )
+
+    def busy(self) -> bool:
+        """Whether another request is in the server (then a lone request batches instead)."""
+        return self.in_flight > 1
 
     async def close(self) -> None:
         """Stop every batcher."""
@@ -341,6 +327,39 @@ def model_settings(settings: Settings, model: ServedModel) -> Settings:
             "intra_op_threads": found.intra_op_threads,
         }
     )
+
+
+async def open_model(
+    settings: Settings,
+    model: ServedModel,
+    *,
+    gpu: bool,
+    metrics: Metrics,
+    busy: Callable[[], bool],
+) -> tuple[Runtime, Batcher, float]:
+    """Load ``model``'s artifact, warm it and start a batcher on it: the runtime, the
+    batcher and its median batch-1 time in ms (the model itself is left unchanged)."""
+    tuned = model_settings(settings, model)
+    options = LoadOptions(gpu=gpu and not model.cpu_only, threads=tuned.intra_op_threads)
+    artifact = model.model.artifact(model.runtime_name)
+    runtime = await asyncio.to_thread(load_runtime, model.runtime_name, artifact, options)
+    batch1_ms = await asyncio.to_thread(warm_up, runtime, tuned.max_batch_size)
+    labels = (model.model.variant, model.runtime_name)
+    batcher = Batcher(
+        runtime.predict,
+        max_batch_size=tuned.max_batch_size,
+        max_wait_s=tuned.max_wait_ms / 1000,
+        max_queue=tuned.max_queue,
+        merge=tuned.batching,
+        inline=batch1_ms <= tuned.inline_max_model_ms,
+        busy=busy,  # another request is in the server: batch instead
+        deadline_s=tuned.max_queue_wait_ms / 1000,
+        batch_s=batch1_ms / 1000,
+        max_request_images=settings.max_images_per_request,
+        on_batch=metrics.batch_size.labels(*labels).observe,
+    )
+    batcher.start()
+    return runtime, batcher, batch1_ms
 
 
 def tuned_workers(settings: Settings) -> int | None:

@@ -11,6 +11,9 @@ executor's socket and keeps each model's state as the executor reports it. A rea
 * ``submit()`` writes the images into a free slot of this front end's shared-memory block,
   sends a 13-byte request and waits for the answer; the probabilities are read from the slot.
 
+With the hybrid engine, a ready model of a light runtime serves through this front end's own
+copy once it is warm (``service.copies``), and through the executor until then.
+
 If the executor dies, every request waiting on it fails at once with 503 (never hangs), the
 models show as loading, and the client reconnects as soon as the supervisor has restarted it.
 """
@@ -28,7 +31,7 @@ from typing import cast
 import numpy as np
 
 from modelrepo.layout import ModelName, ModelRepository, RepositoryError
-from service.batcher import Timing, never
+from service.batcher import ModelQueue, Timing, never
 from service.channel import (
     ANSWER,
     CONTROL,
@@ -49,6 +52,7 @@ from service.channel import (
     read_control,
     read_states,
 )
+from service.copies import LocalCopies
 from service.errors import ClientGone, ModelFailure, Overloaded, Unavailable
 from service.registry import ModelRegistry, ServedModel, ServedVariant
 from service.shared import FAILED as PROCESS_FAILED
@@ -69,9 +73,15 @@ class ExecutorClient(asyncio.Protocol):
     """The connection to the executor, kept up for the front end's life."""
 
     def __init__(
-        self, registry: ModelRegistry, shared: SharedState, process: int, socket_path: str
+        self,
+        registry: ModelRegistry,
+        shared: SharedState,
+        process: int,
+        socket_path: str,
+        copies: LocalCopies | None = None,
     ) -> None:
         self.registry = registry
+        self.copies = copies  # the hybrid engine: light models also loaded here
         self.shared = shared
         self.process = process
         self.socket_path = socket_path
@@ -163,11 +173,17 @@ class ExecutorClient(asyncio.Protocol):
                 continue
             model.state, model.reason = state.state, state.reason  # type: ignore[assignment]
             model.device, model.batch1_ms = state.device, state.batch1_ms
-            ready = state.state == "ready"
-            model.batcher = RemoteBatcher(self, model, state.index, state.inline) if ready else None
+            model.batcher = self.queue(model, state) if state.state == "ready" else None
+        if self.copies is not None:
+            self.copies.keep(states)
         registry = self.registry
         readiness = READY if registry.ready else LOADING if registry.loading else PROCESS_FAILED
         self.shared.set_ready(self.process, readiness)
+
+    def queue(self, model: ServedModel, state: ModelState) -> ModelQueue:
+        """Where a ready model's requests go: the executor, or this front end's copy."""
+        remote = RemoteBatcher(self, model, state.index, state.inline)
+        return remote if self.copies is None else self.copies.queue(model, remote)
 
     def follow_versions(self, variant: str, states: list[ModelState]) -> None:
         """Serve the versions the executor serves for ``variant``, and know its refusals."""

@@ -120,12 +120,18 @@ class EngineInfo(BaseModel):
     """How this server serves: its processes and where the models run."""
 
     engine: str = Field(
-        description="single (one process), executor (front ends + one model process) or "
-        "replicas (every worker loads the models).",
-        examples=["executor"],
+        description="single (one process), hybrid (front ends + one model process; the front "
+        "ends also serve copies of the light models), executor (front ends + one model process) "
+        "or replicas (every worker loads the models).",
+        examples=["hybrid"],
     )
     workers: int = Field(description="HTTP/gRPC front-end processes sharing the port.")
     process: int = Field(description="The worker that answered (0 for a single process).")
     pids: list[int] = Field(description="Every worker's pid.")
     executor_pid: int | None = Field(description="The model executor's pid (executor engine).")
     max_in_flight: int = Field(description="The server-wide admission limit.")
+    in_process: list[str] = Field(
+        description="The models the answering process runs itself, as variant@runtime:version "
+        "(the executor engine: none; hybrid: its copies of the light models, once warm).",
+        examples=[["depthwise@onnx:1"]],
+    )

@@ -151,12 +151,14 @@ class Settings(BaseSettings):
         description="HTTP/gRPC front-end processes sharing the port; 0 = one per usable core; "
         "1 = a single process serving alone, with no supervisor.",
     )
-    engine: Literal["executor", "replicas"] = Field(
-        "executor",
+    engine: Literal["hybrid", "executor", "replicas"] = Field(
+        "hybrid",
         description="With several workers: executor = front ends without TensorFlow and one "
         "model process batching for all of them (the batches the whole load makes; on a GPU, "
-        "one process owns it); replicas = every worker loads its own models (CPU only: the "
-        "lowest latency at one client, at one copy of the models per worker).",
+        "one process owns it); hybrid = the executor, and each front end also serves its own "
+        "copy of the light models (ONNX, LiteRT, OpenVINO) that run on the CPU, with no "
+        "process hop; replicas = every worker loads every model, TensorFlow included (CPU "
+        "only, one copy of everything per worker).",
     )
     tuned: bool = Field(
         False,

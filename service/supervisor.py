@@ -3,9 +3,10 @@
 ``serve --workers N`` (N > 1) runs this in the parent process. It opens the listening socket
 once (so a port in use fails here, at once) and starts N worker processes that all accept on
 it, each serving every protocol (HTTP on the shared socket, gRPC with SO_REUSEPORT). With the
-executor engine it also starts the executor (``service.executor``), which owns the models and
-the device; the workers are then front ends without TensorFlow. With the replicas engine each
-worker loads its own models (``service.engine``).
+hybrid and executor engines it also starts the executor (``service.executor``), which owns the
+models and the device; the workers are then front ends without TensorFlow (hybrid: with their
+own copies of the light models, ``service.copies``). With the replicas engine each worker
+loads its own models (``service.engine``).
 
 What one process guarantees holds for all (``service.shared``): one admission limit, one
 readiness, queue deadlines over every front end's requests; ``/metrics`` adds up every process
@@ -58,8 +59,13 @@ class EnginePlan:
     """How many processes serve, and how."""
 
     workers: int
-    engine: str  # "single" (one process), "executor" or "replicas"
+    engine: str  # "single" (one process), "hybrid", "executor" or "replicas"
     gpu: bool
+
+    @property
+    def executor(self) -> bool:
+        """Whether a model executor serves the front ends."""
+        return self.engine in ("hybrid", "executor")
 
 
 def usable_cores() -> int:
@@ -136,7 +142,7 @@ class Supervisor:
             self.engine.engine,
         )
         try:
-            if self.engine.engine == "executor":
+            if self.engine.executor:
                 self.start(EXECUTOR)
             for index in range(self.engine.workers):
                 self.start(index)
@@ -160,7 +166,8 @@ class Supervisor:
                 self.engine.workers,
                 self.engine.engine,
                 self.shared,
-                self.socket_path if self.engine.engine == "executor" else None,
+                self.socket_path if self.engine.executor else None,
+                self.engine.gpu,
             )
             process = self.context.Process(
                 target=run_worker,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ import numpy as np
 
 from modelrepo.contract import INPUT_SHAPE
 from modelrepo.layout import ModelRepository, ModelVersion, RepositoryError
+from service import collector
 from service.registry import ModelRegistry, ServedModel, ServedVariant, short_reason
 
 log = logging.getLogger(__name__)
@@ -284,6 +284,4 @@ async def retire(models: list[ServedModel], timeout_s: float = RETIRE_TIMEOUT_S)
             with contextlib.suppress(Exception):
                 await batcher.stop()
         model.runtime = None
-    gc.unfreeze()  # the models were frozen out of the collector's way at start-up
-    gc.collect()
-    gc.freeze()
+    collector.release("models retired")  # they were frozen out of the collector's way

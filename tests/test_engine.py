@@ -1,5 +1,6 @@
 """The multi-process engine against real servers: several front ends on one port, one model
-executor batching for all of them, one admission limit, one readiness, aggregated metrics,
+executor batching for all of them (and, in the hybrid engine, copies of the light models in
+the front ends), one admission limit, one readiness, aggregated metrics,
 gRPC on every worker, and crashes that are survived (a killed worker or executor)."""
 
 from __future__ import annotations
@@ -31,10 +32,15 @@ DIGIT = {INPUT_NAME: [0.0] * 300 + [1.0] * 184 + [0.0] * 300}
 
 @contextlib.contextmanager
 def two_workers(
-    models_dir: Path, folder: Path, *args: str, engine: str = "executor", grpc: bool = False
+    models_dir: Path,
+    folder: Path,
+    *args: str,
+    engine: str = "executor",
+    grpc: bool = False,
+    runtimes: str = "onnx",
 ) -> Iterator[Server]:
     """A ready server with two workers on the ONNX runtime."""
-    args = ("--workers", "2", "--engine", engine, "--runtimes", "onnx", *args)
+    args = ("--workers", "2", "--engine", engine, "--runtimes", runtimes, *args)
     with run_server(models_dir, folder / "server.log", *args, grpc=grpc) as server:
         server.wait_ready()
         yield server
@@ -222,6 +228,61 @@ def test_killed_processes_are_restarted(
         assert engine_info(server)["executor_pid"] != executor_pid
         assert burst(server, 16) == [200] * 16
         assert metric(server, "mnist_serve_in_flight") == 0  # nothing leaked by the dead
+
+
+def in_process(server: Server, workers: int = 2, timeout_s: float = 60) -> dict[int, list[str]]:
+    """What each worker runs itself (/engine's in_process), once every worker has answered
+    with the same list (a hybrid front end's copies load after /readyz)."""
+    seen: dict[int, list[str]] = {}
+    deadline = time.monotonic() + timeout_s
+    while (
+        len(seen) < workers or len({tuple(v) for v in seen.values()}) > 1 or not any(seen.values())
+    ):
+        assert time.monotonic() < deadline, seen
+        with httpx.Client() as client:  # a new connection: either worker may take it
+            info = client.get(f"{server.url}/engine").json()
+        seen[info["process"]] = info["in_process"]
+        time.sleep(0.05)
+    return seen
+
+
+def test_hybrid_front_ends_serve_their_own_copies(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The default engine: the executor owns every model and TensorFlow, and each front end
+    also serves its own copy of the ONNX models. With the executor frozen (SIGSTOP), ONNX
+    requests are still answered, by the front ends; killed, it is restarted, requests get 503
+    or 200 meanwhile, and the copies serve again."""
+    folder = tmp_path_factory.mktemp("hybrid")
+    with two_workers(models_dir, folder, engine="hybrid", runtimes="savedmodel,onnx") as server:
+        info = engine_info(server)
+        assert info["engine"] == "hybrid" and isinstance(info["executor_pid"], int)
+        copies = in_process(server)
+        assert set(copies) == {0, 1}
+        names = copies[0]
+        assert names and all("@onnx:" in name for name in names), names  # never SavedModel
+        for pid in info["pids"]:  # type: ignore[attr-defined]
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert "onnxruntime" in maps and "tensorflow" not in maps
+        assert burst(server, 100, "/predict/depthwise@onnx") == [200] * 100
+        assert burst(server, 20, "/predict/depthwise@savedmodel") == [200] * 20
+
+        executor_pid = info["executor_pid"]
+        os.kill(executor_pid, signal.SIGSTOP)
+        try:  # a request through the executor would wait for it: these never touch it
+            assert burst(server, 40, "/predict/depthwise@onnx") == [200] * 40
+        finally:
+            os.kill(executor_pid, signal.SIGCONT)
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            during = pool.submit(load, server, 3.0)
+            time.sleep(1.0)
+            os.kill(executor_pid, signal.SIGKILL)
+            seen = during.result(timeout=30)  # a hang would time out here
+        assert set(seen) <= {200, 503}, set(seen)
+        server.wait_ready(timeout=90)
+        assert in_process(server) == copies  # the same versions, served here again
+        assert burst(server, 40, "/predict/depthwise@onnx") == [200] * 40
 
 
 def test_replicas_engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
