@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,14 @@ from service.settings import Settings
 class Executor:
     """Stands in for the executor's queue (service.remote.RemoteBatcher)."""
 
+    inline = False
+
     def admit(self) -> None:
         pass
 
-    async def submit(self, images: np.ndarray, gone: object = never) -> tuple[np.ndarray, Timing]:
+    async def submit(
+        self, images: np.ndarray, gone: Callable[[], bool] = never
+    ) -> tuple[np.ndarray, Timing]:
         return np.zeros((len(images), 10), np.float32), Timing(0.0, 0.0, len(images))
 
     async def stop(self) -> None:
