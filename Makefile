@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-models bench-peers profile wrk h2load bench-protocols bench-overload container-test container-gpu-check env browser clean
+.PHONY: demo test test-fast bench bench-models bench-peers bench-memory profile wrk h2load bench-protocols bench-overload container-test container-gpu-check env browser clean
 
 env: $(STAMP)
 
@@ -61,12 +61,16 @@ h2load:
 	  echo "installing Debian's nghttp2-client (h2load) for the benchmarks"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
 
-# Ours (its default engine, one process, replicas) against mosec (a peer engine) and the HTTP
-# floor on the same model.onnx; installs the peers extra (mosec) into .venv if missing.
+# Ours (its default engine, the executor, one process, replicas) against mosec (a peer engine)
+# and the HTTP floor on the same model.onnx; installs the peers extra (mosec) into .venv if missing.
 bench-peers: $(STAMP) wrk
 	@$(BIN)/python -c "import mosec" 2>/dev/null || $(BIN)/pip install --quiet -e '.[peers]'
-	$(BIN)/python scripts/bench_peers.py --models models --engines default,single,replicas \
+	$(BIN)/python scripts/bench_peers.py --models models --engines default,executor,single,replicas \
 	    --out runs/bench-peers.json
+
+# The memory of each engine design against one process serving the same models.
+bench-memory: $(STAMP)
+	$(BIN)/python scripts/bench_memory.py --models models --out runs/bench-memory.json
 
 # Where one front end's CPU goes per request at c=32, against the floor (py-spy samples).
 profile: $(STAMP) wrk

@@ -6,8 +6,9 @@ and get the same body, a real MNIST test digit as ``{"image": [784 floats]}``:
 * **mosec**: scripts/mosec_server.py, one worker running ONNX Runtime on batches of up to 32
   requests waiting at most 1 ms;
 * **ours**: ``mnist-serve serve --variants V`` with its default settings, ``/predict/V@onnx``;
-  with ``--engines``, also ours as ``ours-single`` (``--workers 1``), ``ours-executor`` and
-  ``ours-replicas`` (``--engine ...``, default workers), each compared with mosec and the floor;
+  with ``--engines``, also ours as ``ours-single`` (``--workers 1``), ``ours-hybrid``,
+  ``ours-executor`` and ``ours-replicas`` (``--engine ...``, default workers), each compared
+  with mosec and the floor;
 * **floor**: the HTTP floor of scripts/baselines.py (the same JSON parsed, no model).
 
 All three run at once on 127.0.0.1; per concurrency (1, 32, 64), two rounds of ``--duration``
@@ -45,6 +46,7 @@ SERVERS = ("mosec", "ours", "floor")  # round 1's order; round 2 runs the revers
 ENGINE_FLAGS = {
     "default": [],
     "single": ["--workers", "1"],
+    "hybrid": ["--engine", "hybrid"],
     "executor": ["--engine", "executor"],
     "replicas": ["--engine", "replicas"],
 }
@@ -144,7 +146,7 @@ def main() -> None:
         "--engines",
         default="default",
         help="our service's engines to run, comma-separated: default (its own defaults), "
-        "single (--workers 1), executor, replicas",
+        "single (--workers 1), hybrid, executor, replicas",
     )
     args = parser.parse_args()
     if not shutil.which("wrk"):

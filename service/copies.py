@@ -7,7 +7,7 @@ its own copy of each *ready* model whose runtime is light and runs on the CPU he
 Runtime, LiteRT, OpenVINO (tens of MB each). TensorFlow stays in the executor. The copy is
 served in process, through a batcher of its own, so a request to it pays no process hop and no
 shared-memory copy. That is what the replicas engine gains on a CPU, at a fraction of its
-memory (measured in docs/benchmarks.md, section H).
+memory (measured in docs/benchmarks.md, section K).
 
 The executor stays the source of truth:
 
