@@ -262,7 +262,7 @@ class ServedVariant:
 class ServedEngine:
     """How the server under test served (mnist-serve's ``/engine``)."""
 
-    engine: str  # single, executor or replicas
+    engine: str  # single, hybrid, executor or replicas
     workers: int
     max_in_flight: int
 
