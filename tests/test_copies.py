@@ -4,6 +4,7 @@ of that piece, on the real ONNX export; the executor is a stand-in queue)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,4 +81,9 @@ def test_copies_follow_the_executor(models_dir: Path) -> None:
     """A ready ONNX model gets a copy (the executor serves it until the copy is warm), a
     SavedModel never does, and a version the executor drops is retired once no request holds
     it; on a GPU, ONNX Runtime is left to the executor."""
-    asyncio.run(copies_follow_the_executor(models_dir))
+    threshold = gc.get_threshold()
+    try:
+        asyncio.run(copies_follow_the_executor(models_dir))
+    finally:  # a loaded copy settles the collector (service.collector): not for later tests
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
