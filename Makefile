@@ -5,6 +5,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# MNIST without a download: the team's shared copy beside the clone, unless MNIST_DATA says
+# otherwise (the loader downloads it only when neither is there).
+SHARED_MNIST := $(abspath ../shared/data/mnist/mnist.npz)
+ifeq ($(MNIST_DATA),)
+ifneq ($(wildcard $(SHARED_MNIST)),)
+export MNIST_DATA := $(SHARED_MNIST)
+endif
+endif
 
 .PHONY: demo test test-fast bench bench-models bench-peers bench-memory profile wrk h2load bench-protocols bench-overload container-test container-gpu-check env browser clean
 
