@@ -18,8 +18,9 @@ The executor stays the source of truth:
 * a version the executor stops serving is retired as ``service.versions`` retires one: the
   models stop pointing at the copy, and its last requests finish before its batcher stops.
 
-While the executor restarts, every model shows as loading (503), copies included; they are
-kept, and serve again at once when the executor reports their version ready.
+While the executor restarts, the models with a warm copy keep serving from it, and so do they
+while the restarted executor reports them loading: it is the same version. The others answer
+503 until the executor has them ready again.
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ class LocalCopies:
         if not any(h is model for h in copy.holders):
             copy.holders.append(model)
         return copy.batcher
+
+    def warm(self, model: ServedModel) -> Batcher | None:
+        """The warm copy of ``model``'s version here, if there is one."""
+        copy = self.copies.get((model.name, model.model.version))
+        return copy.batcher if copy is not None else None
 
     def keep(self, states: list[ModelState]) -> None:
         """Retire the copies of versions the executor no longer serves (a model that is

@@ -15,7 +15,8 @@ With the hybrid engine, a ready model of a light runtime serves through this fro
 copy once it is warm (``service.copies``), and through the executor until then.
 
 If the executor dies, every request waiting on it fails at once with 503 (never hangs), the
-models show as loading, and the client reconnects as soon as the supervisor has restarted it.
+models show as loading (except those a hybrid front end serves from its own copy), and the
+client reconnects as soon as the supervisor has restarted it.
 """
 
 from __future__ import annotations
@@ -133,6 +134,10 @@ class ExecutorClient(asyncio.Protocol):
         self.controls.clear()
         self.slots.reset()
         for model in self.registry.models():
+            copy = self.copies.warm(model) if self.copies is not None else None
+            if copy is not None and model.state == "ready":
+                model.batcher = copy  # served here while the executor restarts
+                continue
             model.state, model.batcher = "loading", None
         self.shared.set_ready(self.process, LOADING)
         if self._lost is not None and not self._lost.done():
@@ -171,9 +176,14 @@ class ExecutorClient(asyncio.Protocol):
             model = models.get((state.name, state.version))
             if model is None:
                 continue
-            model.state, model.reason = state.state, state.reason  # type: ignore[assignment]
-            model.device, model.batch1_ms = state.device, state.batch1_ms
-            model.batcher = self.queue(model, state) if state.state == "ready" else None
+            ready = state.state == "ready"
+            if state.state == "loading" and self.copies is not None and self.copies.warm(model):
+                ready = True  # the executor reloads this version: its copy here serves
+            model.state = "ready" if ready else state.state  # type: ignore[assignment]
+            model.reason = state.reason
+            model.device = state.device or model.device
+            model.batch1_ms = state.batch1_ms or model.batch1_ms
+            model.batcher = self.queue(model, state) if ready else None
         if self.copies is not None:
             self.copies.keep(states)
         registry = self.registry
