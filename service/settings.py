@@ -153,12 +153,12 @@ class Settings(BaseSettings):
     )
     engine: Literal["hybrid", "executor", "replicas"] = Field(
         "hybrid",
-        description="With several workers: executor = front ends without TensorFlow and one "
-        "model process batching for all of them (the batches the whole load makes; on a GPU, "
-        "one process owns it); hybrid = the executor, and each front end also serves its own "
-        "copy of the light models (ONNX, LiteRT, OpenVINO) that run on the CPU, with no "
-        "process hop; replicas = every worker loads every model, TensorFlow included (CPU "
-        "only, one copy of everything per worker).",
+        description="With several workers: hybrid (the default) = one model process owns "
+        "every model and the device, and each front end also serves its own copy of the light "
+        "models that run on the CPU (ONNX, LiteRT, OpenVINO), with no process hop; executor = "
+        "the model process serves every request (the batches the whole load makes); replicas "
+        "= every worker loads every model, TensorFlow included (CPU only, one copy of "
+        "everything per worker).",
     )
     tuned: bool = Field(
         False,
