@@ -93,13 +93,13 @@ def server() -> Iterator[tuple[str, list[int]]]:
     thread.join(5)
 
 
-def run(url: str, folder: Path, queries: int) -> loadgen.LoadGenRun:
-    """LoadGen at 500 queries/s for at least 0.2 s and ``queries``, p99 within 100 ms."""
+def run(url: str, folder: Path, queries: int, bound_ms: float = 100) -> loadgen.LoadGenRun:
+    """LoadGen at 500 queries/s for at least 0.2 s and ``queries``, p99 within ``bound_ms``."""
     return run_server_scenario(
         url,
         [b"{}"] * 16,
         500,
-        Slo(99, 100),
+        Slo(99, bound_ms),
         folder,
         min_duration_s=0.2,
         min_queries=queries,
@@ -110,18 +110,19 @@ def run(url: str, folder: Path, queries: int) -> loadgen.LoadGenRun:
 def test_loadgen_itself_undecided_then_valid(server: tuple[str, list[int]], tmp_path: Path) -> None:
     """Real LoadGen through our SUT: 100 fast answers meet p99 but are too few for early
     stopping, which asks for exactly what :func:`min_queries` says (459 in all); 460 make the
-    run VALID. LoadGen's summary is where the run says it is."""
+    run VALID. LoadGen's summary is where the run says it is. (The bound is a generous 1 s:
+    what is tested is the count; a 150 ms stall of this process on 2 cores once broke 100 ms.)"""
     url, _ = server
-    first = run(url, tmp_path / "short", 100)
+    first = run(url, tmp_path / "short", 100, bound_ms=1000)
     result = first.result
     assert result.latency_met and not result.valid and result.undecided
     assert result.queries + (result.needs_more or 0) == min_queries(0.99) == 459
     assert first.ok == result.queries and first.failed == 0
     assert "Would need to run at least" in first.summary.read_text()
-    second = run(url, tmp_path / "long", 460).result
+    second = run(url, tmp_path / "long", 460, bound_ms=1000).result
     assert second.valid and second.early_stopping_met and second.needs_more is None
     assert second.queries >= 460 and second.overlatency == 0
-    assert second.latency_ms.p50 <= second.latency_ms.p99 < 100
+    assert second.latency_ms.p50 <= second.latency_ms.p99 < 1000
 
 
 def test_failed_requests_count_over_the_bound(
