@@ -35,8 +35,11 @@ def test_no_generated_request_gets_a_server_error(models_dir: Path, tmp_path: Pa
                 str(MAX_EXAMPLES),
                 "--seed",
                 "1",
+                # One worker: with two threads, CPython 3.11's ast.parse (hypothesis uses it to
+                # describe lambdas) can raise "AST constructor recursion depth mismatch"
+                # (python/cpython#106905): a runtime error of the tool, not of the service.
                 "--workers",
-                "2",
+                "1",
                 "--no-color",
                 "--suppress-health-check",
                 "all",
