@@ -14,7 +14,6 @@ it, else the first one served, in :data:`~modelrepo.layout.RUNTIME_NAMES` order)
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -270,12 +269,8 @@ class ModelRegistry:
                     raise ModelLoadError(f"{model.name} failed to load: {model.reason}") from err
             if on_change is not None:
                 on_change()
-        # Requests allocate many short-lived objects (784 floats each), which triggers
-        # garbage collections; a full one would walk TensorFlow's large, permanent object
-        # graph (a ~100 ms pause, seen as p99). Freezing moves everything alive now out of
-        # the collector's way.
-        gc.collect()
-        gc.freeze()
+        # Every caller then settles the collector (service.collector: collect, freeze what is
+        # alive, rarer young collections), so TensorFlow's object graph is never walked again.
         ready = [m.name for m in self.models() if m.state == "ready"]
         failed = [m.name for m in self.models() if m.state == "failed"]
         log.info("ready: %s%s", ", ".join(ready) or "nothing", f"; failed: {failed}" * bool(failed))
