@@ -8,7 +8,8 @@ as the ``tritonclient[grpc]`` package ships it (Triton's ``grpc_service.proto``,
 UNIMPLEMENTED here). Using the package's generated code keeps the protocol's own definition the
 single source, with no code generation step and nothing vendored.
 
-The server is a ``grpc.aio`` server started in the app's lifespan on the same event loop as the
+The servers (``settings.grpc_servers`` of them, see :class:`GrpcServers`) are ``grpc.aio``
+servers started in the app's lifespan on the same event loop as the
 HTTP side, so a gRPC request goes through the same :class:`~service.inference.Inference`, the
 same batcher (it can share a batch with HTTP requests) and the same metrics: ``ModelInfer`` is
 one more :class:`~service.adapter.Adapter` on the path every API takes.
@@ -16,7 +17,9 @@ one more :class:`~service.adapter.Adapter` on the path every API takes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -203,25 +206,61 @@ async def abort(context: Any, err: ServeError) -> None:
     await context.abort(CODES.get(err.status, grpc.StatusCode.INTERNAL), err.detail)
 
 
+class GrpcServers:
+    """The process's gRPC servers on one port, started and stopped together.
+
+    grpc.aio accepts one call at a time per server: it asks the core for the next call only
+    once the last has arrived, a round trip through its poller thread. With one server,
+    concurrent calls reach the batcher one by one and rarely share a batch; several servers on
+    the port (SO_REUSEPORT: the kernel spreads connections over them) accept in parallel.
+    """
+
+    def __init__(self, servers: list[Any]) -> None:
+        self.servers = servers
+
+    async def stop(self, grace: float) -> None:
+        """Stop every server, letting calls in flight finish for up to ``grace`` seconds."""
+        await asyncio.gather(*(server.stop(grace) for server in self.servers))
+
+
 async def start(
     registry: ModelRegistry,
     host: str,
     port: int,
     control: Callable[[], ModelControl | None],
     shared: bool = False,
-) -> Any:
-    """Start the gRPC server on ``host:port`` (on the running event loop) and return it.
+) -> GrpcServers:
+    """Start ``settings.grpc_servers`` gRPC servers on ``host:port`` (on the running loop).
 
-    ``shared``: every worker process listens on the port (SO_REUSEPORT; the kernel spreads
-    connections over them); otherwise a port already taken is an error.
+    ``shared``: every worker process listens on the port too; otherwise a port already taken
+    (by anyone) is an error.
     """
-    limit = registry.settings.max_body_bytes
-    server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", int(shared))]
-    )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(registry, control), server)
-    if server.add_insecure_port(f"{host}:{port}") == 0:
-        raise OSError(f"gRPC cannot listen on {host}:{port}")
-    await server.start()
-    log.info("KServe V2 gRPC on %s:%d", host, port)
-    return server
+    settings = registry.settings
+    if not shared:
+        check_free(host, port)
+    service = InferenceService(registry, control)
+    options = [
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.so_reuseport", int(shared or settings.grpc_servers > 1)),
+    ]
+    servers = []
+    for _ in range(settings.grpc_servers):
+        server = grpc.aio.server(options=options)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
+        if server.add_insecure_port(f"{host}:{port}") == 0:
+            raise OSError(f"gRPC cannot listen on {host}:{port}")
+        await server.start()
+        servers.append(server)
+    log.info("KServe V2 gRPC on %s:%d (%d servers)", host, port, len(servers))
+    return GrpcServers(servers)
+
+
+def check_free(host: str, port: int) -> None:
+    """Raise OSError if ``host:port`` is taken: SO_REUSEPORT would let our servers share it."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise OSError(f"gRPC cannot listen on {host}:{port}: {err.strerror}") from err

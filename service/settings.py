@@ -49,6 +49,17 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         0, ge=0, le=65535, description="KServe V2 gRPC port on the same host; 0 = no gRPC."
     )
+    # grpc.aio accepts a server's calls one at a time (one request-call in flight, each a round
+    # trip through its poller thread), so with one server concurrent calls reach the batcher one
+    # by one and rarely share a batch. Several servers on the port accept in parallel: 8 took
+    # gRPC from 0.65x to 0.80-0.92x /predict at c=32 on 2 cores (docs/benchmarks.md, section L).
+    grpc_servers: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="gRPC servers per process on the gRPC port, accepting calls in parallel "
+        "(grpc.aio takes one call at a time per server).",
+    )
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="auto: the first GPU if TensorFlow sees one, else the CPU."
     )

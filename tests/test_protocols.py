@@ -7,15 +7,21 @@ shaped like its documented examples. Every answer must equal ``/predict``'s.
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 
+from loadtests.procs import free_port, serve_command
 from modelrepo.contract import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, PIXELS, SIGNATURE
+from service.settings import Settings
 from tests.helpers import Server, run_server
 from training.data import Mnist, to_model_input
 
@@ -258,3 +264,60 @@ def test_kserve_grpc_errors_carry_codes(server: Server) -> None:
     assert unknown.value.status() == str(grpc.StatusCode.NOT_FOUND)
     assert client.infer("depthwise", [good]).as_numpy(OUTPUT_NAME).shape == (1, CLASSES)
     client.close()
+
+
+def test_kserve_grpc_servers_accept_in_parallel(
+    server: Server, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Every serving process listens on the gRPC port with ``--grpc-servers`` (8) servers, so
+    calls are accepted in parallel (service.kserve_grpc.GrpcServers), and concurrent calls
+    over many connections are all answered right."""
+    import tritonclient.grpc as grpcclient
+
+    assert server.grpc_target is not None
+    port = int(server.grpc_target.rsplit(":", 1)[1])
+    pids = httpx.get(f"{server.url}/engine", timeout=10).json()["pids"]
+    for pid in pids:
+        listening = [
+            c
+            for c in psutil.Process(pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        ]
+        assert len(listening) == Settings.model_fields["grpc_servers"].default, (pid, listening)
+
+    images, labels = digits
+
+    def calls(_: int) -> list[int]:
+        client = grpcclient.InferenceServerClient(url=server.grpc_target)
+        try:
+            got = []
+            for image in images:
+                tensor = grpcclient.InferInput(INPUT_NAME, [1, *INPUT_SHAPE], "FP32")
+                tensor.set_data_from_numpy(image[None])
+                probabilities = client.infer("depthwise@onnx", [tensor]).as_numpy(OUTPUT_NAME)
+                assert probabilities is not None
+                got.append(int(probabilities.argmax()))
+            return got
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(calls, range(16)))
+    assert answers == [list(labels)] * 16
+
+
+def test_grpc_port_taken_is_an_error(models_dir: Path, tmp_path: Path) -> None:
+    """The gRPC servers share their port with each other (SO_REUSEPORT), never with another
+    program: a port that something else listens on, even with SO_REUSEPORT, stops the start."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        command = serve_command(
+            models_dir, free_port(), "--workers", "1", "--grpc-port", str(taken),
+            "--variants", "depthwise", "--runtimes", "onnx",
+        )  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert f"gRPC cannot listen on 127.0.0.1:{taken}" in done.stdout + done.stderr
