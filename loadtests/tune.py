@@ -34,11 +34,18 @@ from loadtests.results import JSON_CONFIG
 from loadtests.tables import Table
 from modelrepo.layout import ModelName, ModelRepository
 from modelrepo.tuned import ServingConfig, TunedEntry, save_tuned
+from service.settings import Settings
 
-DEFAULTS = ServingConfig(max_batch_size=32, max_wait_ms=1.0, intra_op_threads=1, workers=0)
+_SERVE = Settings.model_fields  # the service's defaults, from their one place
+DEFAULTS = ServingConfig(
+    max_batch_size=_SERVE["max_batch_size"].default,
+    max_wait_ms=_SERVE["max_wait_ms"].default,
+    intra_op_threads=_SERVE["intra_op_threads"].default,
+    workers=_SERVE["workers"].default,
+)
 SPACE: dict[str, tuple[float, ...]] = {
     "max_batch_size": (1, 8, 16, 32, 64),
-    "max_wait_ms": (0, 0.5, 1, 2),
+    "max_wait_ms": (0, 0.25, 1, 2),
     "intra_op_threads": (1, 2),
     "workers": (1, 0),  # one process; one front end per core (the default)
 }

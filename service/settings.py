@@ -65,8 +65,11 @@ class Settings(BaseSettings):
     )
     batching: bool = Field(True, description="Merge concurrent requests into one model call.")
     max_batch_size: int = Field(32, ge=1, le=1024, description="Images per model call, at most.")
+    # Measured (docs/benchmarks.md, section L): at 1 ms, a front end's batcher, which sees
+    # 1/N of the clients, waited out the whole window for a batch that could not fill; 0.25 ms
+    # served 1.1-1.5x more at c=32 with every engine and never less.
     max_wait_ms: float = Field(
-        1.0, ge=0, le=1000, description="How long a part-filled batch waits for more under load."
+        0.25, ge=0, le=1000, description="How long a part-filled batch waits for more under load."
     )
     max_queue: int = Field(
         512, ge=1, description="Requests waiting per model before answering 503 (backpressure)."
