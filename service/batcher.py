@@ -3,8 +3,11 @@
 One asyncio task per variant takes requests from a bounded queue. A batch starts with the
 oldest waiting request and takes every other request already queued, up to ``max_batch_size``
 images. Only when the last batch held several requests (a sign of concurrent load) does a
-part-filled batch wait, up to ``max_wait_s``, for more; a lone request at low load is sent at
-once, so batching never adds its wait when there is nothing to merge. The model runs in a
+part-filled batch wait, up to ``max_wait_s``, for more, and (given an ``in_flight`` count of the
+process's requests) only while a request not yet in the batch is in the process: a front end
+that holds 16 of 32 clients never fills a batch of 32, and used to wait out the whole window
+for each one. A lone request at low load is sent at once, so batching never adds its wait when
+there is nothing to merge. The model runs in a
 worker thread, off the event loop; its output is split back to the requests in order. If the
 call fails, every request in the batch fails with it.
 
@@ -102,6 +105,7 @@ class Batcher:
         on_batch: Callable[[int], None] | None = None,
         inline: bool = False,
         busy: Callable[[], bool] | None = None,
+        in_flight: Callable[[], int] | None = None,
         deadline_s: float | None = None,
         batch_s: float = 0.0,
         max_request_images: int | None = None,
@@ -131,6 +135,7 @@ class Batcher:
         self._running = False  # a batch is being gathered or run
         self.inline = inline
         self._busy = busy or never
+        self._in_flight = in_flight
         self.deadline_s = deadline_s
         self.batch_s = batch_s  # running average of a batch's model time (seed: warm-up's)
         self.dropped = 0  # requests dropped from their batch: client gone or deadline passed
@@ -250,7 +255,11 @@ class Batcher:
         while self.merge and size < self.max_batch_size:
             if not self._queue.empty():
                 nxt = self._queue.get_nowait()
-            elif under_load and (remaining := deadline - time.perf_counter()) > 0:
+            elif (
+                under_load
+                and self._more_coming(len(batch))
+                and (remaining := deadline - time.perf_counter()) > 0
+            ):
                 try:
                     nxt = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
@@ -264,6 +273,12 @@ class Batcher:
             size += len(nxt.images)
         self._last_batch_requests = len(batch)
         return [p for p in batch if self._still_wanted(p)]
+
+    def _more_coming(self, batched: int) -> bool:
+        """Whether a request not yet in the batch is in the process (its body still arriving,
+        or its answer still going out, whose client may send again): only then is waiting
+        for more worth it. Without an ``in_flight`` count, always."""
+        return self._in_flight is None or self._in_flight() > batched
 
     def _still_wanted(self, pending: _Pending) -> bool:
         """False (and the request failed) if its client left or its deadline passed."""

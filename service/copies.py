@@ -111,7 +111,11 @@ class LocalCopies:
         registry = self.registry
         try:
             _, batcher, batch1_ms = await open_model(
-                registry.settings, model, gpu=False, metrics=registry.metrics, busy=registry.busy
+                registry.settings,
+                model,
+                gpu=False,
+                metrics=registry.metrics,
+                in_flight=registry.in_flight_now,
             )
         except Exception as err:  # the executor still serves it: this is only a shortcut
             log.warning("%s version %d: no copy in this front end (%s)", *key, err)

@@ -278,7 +278,7 @@ class ModelRegistry:
     async def load_model(self, model: ServedModel) -> None:
         """Load, warm and start one model (ready when it returns; raises if it cannot)."""
         runtime, batcher, batch1_ms = await open_model(
-            self.settings, model, gpu=self.gpu, metrics=self.metrics, busy=self.busy
+            self.settings, model, gpu=self.gpu, metrics=self.metrics, in_flight=self.in_flight_now
         )
         model.runtime, model.batcher, model.device = runtime, batcher, runtime.device
         model.batch1_ms = batch1_ms
@@ -292,9 +292,9 @@ class ModelRegistry:
             ", lone requests run inline" if batcher.inline else "",
         )
 
-    def busy(self) -> bool:
-        """Whether another request is in the server (then a lone request batches instead)."""
-        return self.in_flight > 1
+    def in_flight_now(self) -> int:
+        """Predict requests in this process now (for its batchers)."""
+        return self.in_flight
 
     async def close(self) -> None:
         """Stop every batcher."""
@@ -330,7 +330,7 @@ async def open_model(
     *,
     gpu: bool,
     metrics: Metrics,
-    busy: Callable[[], bool],
+    in_flight: Callable[[], int],
 ) -> tuple[Runtime, Batcher, float]:
     """Load ``model``'s artifact, warm it and start a batcher on it: the runtime, the
     batcher and its median batch-1 time in ms (the model itself is left unchanged)."""
@@ -347,7 +347,8 @@ async def open_model(
         max_queue=tuned.max_queue,
         merge=tuned.batching,
         inline=batch1_ms <= tuned.inline_max_model_ms,
-        busy=busy,  # another request is in the server: batch instead
+        busy=lambda: in_flight() > 1,  # another request is in the server: batch instead
+        in_flight=in_flight,  # a batch waits for more only while more are in the process
         deadline_s=tuned.max_queue_wait_ms / 1000,
         batch_s=batch1_ms / 1000,
         max_request_images=settings.max_images_per_request,

@@ -74,6 +74,34 @@ async def test_lone_request_is_not_delayed_by_max_wait() -> None:
     assert timing.batch_images == 1
 
 
+@pytest.mark.parametrize("elsewhere", [0, 1])
+async def test_part_filled_batch_waits_only_for_requests_in_the_process(elsewhere: int) -> None:
+    """Under load a part-filled batch waits up to max_wait for more, but only while the
+    process holds a request not yet in it (``in_flight``): none, and it goes at once."""
+    gate = threading.Event()
+    model = RecordingModel(gate)
+    in_process = 0
+    batcher = Batcher(model, max_batch_size=32, max_wait_s=0.5, in_flight=lambda: in_process)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(images(0.5)))
+    await asyncio.sleep(0.05)
+    queued = [asyncio.ensure_future(batcher.submit(images(0.1))) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(first, *queued)  # batches [1, 3]: the batcher is now under load
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    in_process = 2 + elsewhere  # the two below, and one whose body is still arriving
+    await asyncio.gather(*(batcher.submit(images(0.2)) for _ in range(2)))
+    waited = loop.time() - started
+    await batcher.stop()
+    assert model.batches == [1, 3, 2]
+    if elsewhere:
+        assert waited >= 0.45  # it waited the window out for the request that never came
+    else:
+        assert waited < 0.25  # nobody else in the process: sent at once
+
+
 async def test_failing_batch_fails_every_request() -> None:
     gate = threading.Event()
     batcher = Batcher(RecordingModel(gate, fail=True), max_batch_size=8, max_wait_s=0.01)
