@@ -184,6 +184,11 @@ class Batcher:
             self._executor.shutdown(wait=False)
 
     @property
+    def running(self) -> bool:
+        """Whether the batching loop runs (started, not stopped)."""
+        return self._task is not None
+
+    @property
     def idle(self) -> bool:
         """Nothing queued, carried over or running."""
         return not self._running and self._carry is None and self._queue.empty()

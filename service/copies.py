@@ -93,9 +93,11 @@ class LocalCopies:
             self._spawn(self._retire(self.copies.pop(key)), f"retire {key[0]}")
 
     async def close(self) -> None:
-        """Stop every copy (the front end is shutting down)."""
-        for task in list(self._tasks):
+        """Stop every copy, retiring ones included (the front end is shutting down)."""
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # a retiring copy stops its batcher
         for copy in self.copies.values():
             if copy.batcher is not None:
                 await copy.batcher.stop()
@@ -136,17 +138,19 @@ class LocalCopies:
         batcher = copy.batcher
         if batcher is None:
             return  # still loading: _load stops it when done
-        await asyncio.sleep(RETIRE_GRACE_S)
-        deadline = time.monotonic() + RETIRE_TIMEOUT_S
 
         def held() -> bool:
             return not batcher.idle or any(h.active and h.batcher is batcher for h in copy.holders)
 
-        while held() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        for holder in copy.holders:
-            if holder.batcher is batcher:
-                holder.batcher = None
-        copy.holders.clear()
-        await batcher.stop()
+        try:
+            await asyncio.sleep(RETIRE_GRACE_S)
+            deadline = time.monotonic() + RETIRE_TIMEOUT_S
+            while held() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        finally:  # also when the front end shuts down (close) while it waits
+            for holder in copy.holders:
+                if holder.batcher is batcher:
+                    holder.batcher = None
+            copy.holders.clear()
+            await batcher.stop()
         collector.release("a copy retired")

@@ -57,6 +57,7 @@ async def copies_follow_the_executor(models_dir: Path) -> None:
 
     await until(lambda: isinstance(onnx.batcher, Batcher))
     copy = onnx.batcher
+    assert isinstance(copy, Batcher)
     assert saved.batcher is executor  # TensorFlow is never copied into a front end
     assert copies.queue(onnx, executor) is copy  # the next state report keeps it
     digit = np.zeros((1, *INPUT_SHAPE), np.float32)
@@ -70,8 +71,18 @@ async def copies_follow_the_executor(models_dir: Path) -> None:
     assert onnx.batcher is copy, "retired under a request that still holds it"
     onnx.active = 0
     await until(lambda: onnx.batcher is None)
-    assert copies.copies == {}
+    assert copies.copies == {} and not copy.running
+
+    onnx.state = "ready"  # served again: a new copy, retiring when the front end shuts down
+    onnx.batcher = copies.queue(onnx, executor)
+    await until(lambda: isinstance(onnx.batcher, Batcher))
+    second = onnx.batcher
+    assert isinstance(second, Batcher) and second is not copy and second.running
+    onnx.active = 1
+    copies.keep([])
+    await asyncio.sleep(0.1)
     await copies.close()
+    assert not second.running, "a copy retiring at shutdown was left running"
 
     on_gpu = LocalCopies(registry, gpu=True)  # ONNX Runtime runs on CUDA in the executor
     assert not on_gpu.copied(onnx) and not on_gpu.copied(saved)
