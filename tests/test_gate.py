@@ -190,9 +190,9 @@ def test_a_real_regression_fails_the_check_and_the_same_server_passes(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Two load tests of the same server pass; the same model served with every part-filled
-    batch waiting 50 ms for more (``--max-wait-ms 50``; at 8 clients a batch of 16 never
-    fills) fails, naming the throughput at 8 clients."""
+    """Two load tests of the same server pass; the same model served one image per model
+    call (``--max-batch-size 1``: 8 clients' requests no longer share a call) fails, naming
+    the throughput at 8 clients."""
     from loadtests import session
     from tests.test_session import Recorder
 
@@ -217,7 +217,7 @@ def test_a_real_regression_fails_the_check_and_the_same_server_passes(
     assert code == 0, out
     assert "PASS run 2 against run 1" in out
     log = tmp_path / "slow-server.log"
-    with run_server(models_dir, log, "--max-batch-size", "16", "--max-wait-ms", "50") as slow:
+    with run_server(models_dir, log, "--max-batch-size", "1") as slow:
         slow.wait_ready()
         load_test("slow", slow.url)
     code, out = invoke("--max-regression", E2E_THRESHOLD, "--all")
