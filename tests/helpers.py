@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import io
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -16,7 +19,24 @@ from loadtests.results import LoadPlan, Machine, Percentiles, RunRecord, ServedV
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["REPO", "Server", "png_bytes", "run_record", "run_server", "step_result"]
+__all__ = [
+    "REPO",
+    "Server",
+    "png_bytes",
+    "run_record",
+    "run_server",
+    "script_module",
+    "step_result",
+]
+
+
+def script_module(name: str) -> ModuleType:
+    """A module of scripts/ (not a package: its modules import each other)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
 
 
 def png_bytes(array: np.ndarray, mode: str = "L") -> bytes:

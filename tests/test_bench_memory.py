@@ -3,26 +3,20 @@ every worker reports its in-process models."""
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import script_module
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def memory() -> ModuleType:
-    """The script as a module (scripts/ is not a package: its modules import each other)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        return importlib.import_module("bench_memory")
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    """The script as a module."""
+    return script_module("bench_memory")
 
 
 def test_measures_the_whole_tree_once_every_copy_is_warm(

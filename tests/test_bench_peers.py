@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from types import ModuleType
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import script_module
 
 
 @pytest.fixture(scope="module")
 def peers() -> ModuleType:
-    """The script as a module (scripts/ is not a package: its modules import each other)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        return importlib.import_module("bench_peers")
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    """The script as a module."""
+    return script_module("bench_peers")
 
 
 def runs(peers: ModuleType) -> list:

@@ -8,7 +8,6 @@ is the server's count of its answers speaking).
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -25,20 +24,11 @@ import numpy as np
 import pytest
 
 from modelrepo.contract import INPUT_NAME, PIXELS
-from tests.helpers import REPO, Server, run_server
+from tests.helpers import REPO, Server, run_server, script_module
 from training.data import Mnist
 
 MODEL = "depthwise@onnx"
 HTTP = ("native", "tfserving", "kserve-json", "kserve-binary")
-
-
-def script_module(name: str) -> ModuleType:
-    """A module of scripts/ (not a package: its modules import each other)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
 
 
 @pytest.fixture(scope="module")
