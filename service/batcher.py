@@ -3,13 +3,13 @@
 One asyncio task per variant takes requests from a bounded queue. A batch starts with the
 oldest waiting request and takes every other request already queued, up to ``max_batch_size``
 images. Only when the last batch held several requests (a sign of concurrent load) does a
-part-filled batch wait, up to ``max_wait_s``, for more, and (given an ``in_flight`` count of the
-process's requests) only while a request not yet in the batch is in the process: a front end
-that holds 16 of 32 clients never fills a batch of 32, and used to wait out the whole window
-for each one. A lone request at low load is sent at once, so batching never adds its wait when
-there is nothing to merge. The model runs in a
-worker thread, off the event loop; its output is split back to the requests in order. If the
-call fails, every request in the batch fails with it.
+part-filled batch wait, up to ``max_wait_s``, for more; a lone request at low load is sent at
+once, so batching never adds its wait when there is nothing to merge. Given an ``in_flight``
+count of the process's requests, it waits only while a request not yet in the batch is in the
+process: a front end that holds 16 of 32 clients never fills a batch of 32, and used to wait out
+the whole window for each one (docs/benchmarks.md, section L). The model runs in a worker
+thread, off the event loop; its output is split back to the requests in order. If the call
+fails, every request in the batch fails with it.
 
 Load shedding (see ``service.admission`` for the server-wide part): with a ``deadline_s``, a
 request is refused at once (503, before its body is read) when the batches ahead of it would

@@ -9,10 +9,10 @@ UNIMPLEMENTED here). Using the package's generated code keeps the protocol's own
 single source, with no code generation step and nothing vendored.
 
 The servers (``settings.grpc_servers`` of them, see :class:`GrpcServers`) are ``grpc.aio``
-servers started in the app's lifespan on the same event loop as the
-HTTP side, so a gRPC request goes through the same :class:`~service.inference.Inference`, the
-same batcher (it can share a batch with HTTP requests) and the same metrics: ``ModelInfer`` is
-one more :class:`~service.adapter.Adapter` on the path every API takes.
+servers started in the app's lifespan on the same event loop as the HTTP side, so a gRPC
+request goes through the same :class:`~service.inference.Inference`, the same batcher (it can
+share a batch with HTTP requests) and the same metrics: ``ModelInfer`` is one more
+:class:`~service.adapter.Adapter` on the path every API takes.
 """
 
 from __future__ import annotations
