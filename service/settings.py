@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, le=1024, description="Images per model call, at most.")
     # Measured (docs/benchmarks.md, section L): at 1 ms, a front end's batcher, which sees
     # 1/N of the clients, waited out the whole window for a batch that could not fill. 0.25 ms
-    # served 1.1-1.5x more at c=32 with the hybrid and the executor, about as much with one
+    # served 1.1-1.4x more at c=32 with the hybrid and the executor, about as much with one
     # process. A batch also stops waiting once every request in the process is in it.
     max_wait_ms: float = Field(
         0.25, ge=0, le=1000, description="How long a part-filled batch waits for more under load."
