@@ -21,8 +21,8 @@ The inline path: with ``inline`` on (for models whose batch-1 call takes well un
 millisecond), a request that finds the model idle and the server otherwise quiet runs on the
 event loop itself, skipping the queue, the batcher's wake-up and the thread hop, which together
 cost more than such a model. Before deciding, the request yields to the loop once, so requests
-that arrived with it get to show themselves (``busy()`` then says so) and go to the queue to be
-batched instead.
+that arrived with it get to show themselves (the ``in_flight`` count then says so) and go to the
+queue to be batched instead.
 """
 
 from __future__ import annotations
@@ -104,7 +104,6 @@ class Batcher:
         executor: Executor | None = None,
         on_batch: Callable[[int], None] | None = None,
         inline: bool = False,
-        busy: Callable[[], bool] | None = None,
         in_flight: Callable[[], int] | None = None,
         deadline_s: float | None = None,
         batch_s: float = 0.0,
@@ -134,7 +133,6 @@ class Batcher:
         self._carry: _Pending | None = None
         self._running = False  # a batch is being gathered or run
         self.inline = inline
-        self._busy = busy or never
         self._in_flight = in_flight
         self.deadline_s = deadline_s
         self.batch_s = batch_s  # running average of a batch's model time (seed: warm-up's)
@@ -278,6 +276,10 @@ class Batcher:
             size += len(nxt.images)
         self._last_batch_requests = len(batch)
         return [p for p in batch if self._still_wanted(p)]
+
+    def _busy(self) -> bool:
+        """Whether another request is in the process (then a lone request batches instead)."""
+        return self._in_flight is not None and self._in_flight() > 1
 
     def _more_coming(self, batched: int) -> bool:
         """Whether a request not yet in the batch is in the process (its body still arriving,

@@ -347,8 +347,7 @@ async def open_model(
         max_queue=tuned.max_queue,
         merge=tuned.batching,
         inline=batch1_ms <= tuned.inline_max_model_ms,
-        busy=lambda: in_flight() > 1,  # another request is in the server: batch instead
-        in_flight=in_flight,  # a batch waits for more only while more are in the process
+        in_flight=in_flight,  # the process's requests: inline only alone, wait only for more
         deadline_s=tuned.max_queue_wait_ms / 1000,
         batch_s=batch1_ms / 1000,
         max_request_images=settings.max_images_per_request,

@@ -192,7 +192,7 @@ async def test_lone_request_on_an_idle_model_runs_inline() -> None:
 
 async def test_inline_is_skipped_when_the_server_is_busy() -> None:
     model = ThreadRecordingModel()
-    batcher = Batcher(model, inline=True, busy=lambda: True)
+    batcher = Batcher(model, inline=True, in_flight=lambda: 2)
     batcher.start()
     await batcher.submit(images(0.25))
     await batcher.stop()
@@ -203,7 +203,7 @@ async def test_requests_arriving_together_are_batched_not_inlined() -> None:
     """Concurrent submits see each other after the one yield and go to the queue."""
     in_flight = 0
     model = ThreadRecordingModel()
-    batcher = Batcher(model, inline=True, max_wait_s=0.01, busy=lambda: in_flight > 1)
+    batcher = Batcher(model, inline=True, max_wait_s=0.01, in_flight=lambda: in_flight)
     batcher.start()
 
     async def one(value: float) -> np.ndarray:
