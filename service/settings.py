@@ -77,8 +77,11 @@ class Settings(BaseSettings):
     )
     # Load shedding (service.admission, Batcher.admit): refuse at once what cannot be served in
     # time, before reading its body, instead of queueing it (docs/benchmarks.md, overload).
+    # 128: two front ends each batching up to 32 hold 64 in their models alone, so at 64 the
+    # limit refused work the server had room for (open loop at capacity: 90 % goodput at 128,
+    # 64 % at 64; docs/benchmarks.md, section M).
     max_in_flight: int = Field(
-        64,
+        128,
         ge=1,
         description="Inference (POST) requests in the server at once; more get 503 at once, "
         "before their body is read.",

@@ -273,5 +273,5 @@ def test_full_queue_answers_503_with_retry_after(models_dir: Path, tmp_path: Pat
     }
     assert requests_counted(metrics, "original", "200") == len(served)
     assert requests_counted(metrics, "original", "503") == len(rejected)
-    assert 'mnist_serve_shed_total{reason="in_flight"} 0.0' in metrics  # 64 is the default limit
+    assert 'mnist_serve_shed_total{reason="in_flight"} 0.0' in metrics  # 128 is the default limit
     assert after.status_code == 200
