@@ -45,6 +45,9 @@ SHED_RESPONSE = (
     + SHED_BODY
 )
 
+# The scope key service.protocol sets on a request it admitted (counted in) at its headers.
+ADMITTED = "mnist_serve.admitted"
+
 # Headers that make a request more than plain: whole_plain_post leaves these to the parser.
 PLAIN_ONLY = (b"\r\nconnection:", b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nupgrade:")
 
@@ -97,6 +100,7 @@ class AdmissionGuard:
         # Connections refused at the protocol level and not read since (service.protocol):
         # each callback reads one again (False if it no longer can); one per request that leaves.
         self._held: deque[Callable[[], bool]] = deque(maxlen=65_536)
+        self._waiting = 0  # of those, the ones still held (the rest were read or closed)
 
     @property
     def in_flight(self) -> int:
@@ -108,9 +112,19 @@ class AdmissionGuard:
         """Whether the next POST would be shed."""
         return self.counter.value >= self.max_in_flight
 
+    @property
+    def waiting(self) -> int:
+        """Held connections waiting for room now."""
+        return self._waiting
+
     def hold(self, release: Callable[[], bool]) -> None:
         """Remember a refused connection to read again when a request leaves."""
         self._held.append(release)
+        self._waiting += 1
+
+    def unhold(self) -> None:
+        """A held connection is read again (room, or its hold ran out) or closed."""
+        self._waiting -= 1
 
     def shed(self) -> None:
         """Count one shed request (here or in service.protocol)."""
@@ -122,7 +136,7 @@ class AdmissionGuard:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        if not self.counter.try_enter():
+        if not scope.get(ADMITTED) and not self.counter.try_enter():
             self.shed()
             if self._on_refused is not None:
                 self._on_refused(receive)

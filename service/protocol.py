@@ -45,7 +45,7 @@ from starlette.requests import Request
 from starlette.types import Receive
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.admission import SHED_RESPONSE, AdmissionGuard, whole_plain_post
+from service.admission import ADMITTED, SHED_RESPONSE, AdmissionGuard, whole_plain_post
 from service.batcher import never
 from service.settings import Settings
 from service.shared import SharedState
@@ -91,6 +91,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     linger_s = 5.0  # how long a lingering close reads a closing client's unread body
     hold_s = 0.05  # how long a refused client's next request may first wait unread for room
     max_hold_s = 1.0  # at most: the 503's Retry-After
+    # A request this soon after its connection's answer, while the server is full and others
+    # are held, queues behind them (_queue_behind): only a client resending at once is this fast.
+    queue_window_s = 0.005
     guard: AdmissionGuard | None = None  # shed POSTs here when it is full
     # With several worker processes, the server-wide count of open connections (else this
     # process's own, ``len(self.connections)``).
@@ -113,7 +116,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _hold_after_answer = False  # the app refused the request being answered (hold_refused)
     _holds = 0  # holds so far: a release meant for an earlier one does nothing
     _hold_until = 0.0  # loop time until which a refused client's next request waits unread
+    _hold_wait = 0.0  # if set, how long that request then waits (queued behind held clients)
     _guard_for_hold: AdmissionGuard | None = None
+    _hold_guard: AdmissionGuard | None = None  # the guard the current hold waits on
     _pending = b""  # what a held client sent, parsed on its release
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -135,8 +140,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._linger_timer is not None:
             self._linger_timer.cancel()
         if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
+            self._end_hold()
         if self.shared is not None:
             self.shared.add_connection(self.process, -1)
         super().connection_lost(exc)
@@ -193,29 +197,38 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         guard = self.guard
         if (
             guard is not None
-            and guard.full
             and self.parser.get_method() == b"POST"
             and (self.cycle is None or self.cycle.response_complete)  # nothing else pending
-            and self.parser.should_keep_alive()
+            and not self.parser.should_upgrade()
         ):
-            guard.shed()
-            self.transport.write(SHED_RESPONSE)
-            # A request already answered: uvicorn's body callbacks drop its body as it comes.
-            self.cycle = SimpleNamespace(  # type: ignore[assignment]
-                response_complete=True,
-                disconnected=False,
-                keep_alive=True,
-                message_event=asyncio.Event(),
-            )
-            self._hold_after_answer = True
-            self.on_response_complete()
-            return
+            # Admit it here, so that the next request parsed in this loop turn sees it counted
+            # (its ASGI task, where the guard would count it, has not run yet); the guard
+            # counts it out when the app is done.
+            if guard.counter.try_enter():
+                self.scope[ADMITTED] = True  # type: ignore[literal-required]
+            elif self.parser.should_keep_alive():
+                self._shed_at_headers(guard)
+                return
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and not cycle.keep_alive:
             # The connection closes after this request: if its answer comes before its body
             # has all arrived, close lingering (see the module docstring).
             cycle.transport = _LingeringTransport(self, self.transport)  # type: ignore[assignment]
+
+    def _shed_at_headers(self, guard: AdmissionGuard) -> None:
+        """The pre-encoded 503 for a POST whose headers are in, with no request cycle."""
+        guard.shed()
+        self.transport.write(SHED_RESPONSE)
+        # A request already answered: uvicorn's body callbacks drop its body as it comes.
+        self.cycle = SimpleNamespace(  # type: ignore[assignment]
+            response_complete=True,
+            disconnected=False,
+            keep_alive=True,
+            message_event=asyncio.Event(),
+        )
+        self._hold_after_answer = True
+        self.on_response_complete()
 
     def on_message_complete(self) -> None:
         """The request is all in: the parser is between requests again."""
@@ -275,6 +288,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._hold(self.guard)
         else:
             self._refusals_in_a_row = 0  # served: the next refusal holds briefly again
+            guard = self.guard
+            if guard is not None and guard.full and guard.waiting:
+                self._queue_behind(guard)
 
     def _hold(self, guard: AdmissionGuard) -> None:
         """A client was just refused: what it sends within its hold waits unread.
@@ -290,6 +306,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         hold = min(self.hold_s * 2**self._refusals_in_a_row, self.max_hold_s)
         self._refusals_in_a_row += 1
         self._hold_until = self.loop.time() + hold
+        self._hold_wait = 0.0
+        self._guard_for_hold = guard
+
+    def _queue_behind(self, guard: AdmissionGuard) -> None:
+        """A client just served, while the server is full and refused clients wait for room:
+        its next request, if it comes at once (within ``queue_window_s``: a closed-loop client,
+        a retry storm), waits unread behind them, as if refused, but without the 503 and the
+        resend, which would only take the room the next in line is owed. It is parsed when
+        room comes to it or after ``hold_s``. A request that comes later (an open-loop client
+        reusing the connection) is read at once, as any other."""
+        self._hold_until = self.loop.time() + self.queue_window_s
+        self._hold_wait = self.hold_s
         self._guard_for_hold = guard
 
     def _held(self, data: bytes) -> bool:
@@ -299,6 +327,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return True
         wait = self._hold_until - self.loop.time()
         self._hold_until = 0.0
+        if self._hold_wait:  # queued behind held clients: the window was short, the wait is not
+            wait, self._hold_wait = (self._hold_wait if wait > 0 else wait), 0.0
         if wait <= 0:
             self._refusals_in_a_row = 0  # it waited its hold: a new start
             return False
@@ -307,18 +337,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._holds += 1
         release = partial(self._release, self._holds)
         self._hold_timer = self.loop.call_later(wait, release)
-        guard = self._guard_for_hold
+        guard = self._hold_guard = self._guard_for_hold
         if guard is not None:
             guard.hold(release)
         return True
+
+    def _end_hold(self) -> None:
+        """Stop the hold's timer, and tell the guard this connection no longer waits."""
+        assert self._hold_timer is not None
+        self._hold_timer.cancel()
+        self._hold_timer = None
+        if self._hold_guard is not None:
+            self._hold_guard.unhold()
+            self._hold_guard = None
 
     def _release(self, hold: int) -> bool:
         """End hold number ``hold``: parse what waited, read again (False if that hold is over,
         or the connection closed)."""
         if self._hold_timer is None or hold != self._holds:
             return False
-        self._hold_timer.cancel()
-        self._hold_timer = None
+        self._end_hold()
         if self.transport.is_closing():
             return False
         pending, self._pending = self._pending, b""

@@ -2,9 +2,10 @@
 server-wide admission count survives a process killed in the middle of it (service.shared).
 
 The hold is tested on a real uvicorn server, in a thread, with the service's protocol and
-admission guard around a small ASGI app whose ``/block`` holds its request until the test lets
-it go and whose ``/refuse`` refuses as a handler refusing for overload does (``hold_refused``):
-the protocol and the guard are the pieces under test, the app only makes the server full.
+admission guard around a small ASGI app: ``/block`` holds its request until the test lets it
+go, ``/slow`` takes 150 ms, and ``/refuse`` refuses as a handler refusing for overload does
+(``hold_refused``). The protocol and the guard are the pieces under test; the app only makes
+the server full.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from service.admission import AdmissionGuard
 from service.protocol import GuardedHttpToolsProtocol, guarded_protocol, hold_refused
@@ -54,6 +56,8 @@ def make_app(gate: Gate) -> Any:
         if scope["path"] == "/block":
             while not gate.open.is_set():
                 await asyncio.sleep(0.005)
+        if scope["path"] == "/slow":
+            await asyncio.sleep(0.15)
         if scope["path"] == "/refuse":
             hold_refused(receive)
             await send(REFUSED)
@@ -180,6 +184,92 @@ def test_a_client_that_waits_its_hold_out_is_not_delayed(served: tuple[int, Gate
         later = exchange(client, "/refuse")
         assert later[0] == 503 and later[1] < 0.04, later
         assert 0.045 <= exchange(client, "/predict")[1] < 0.095  # 50 ms again
+
+
+def test_a_served_client_queues_behind_the_held_ones(
+    served: tuple[int, Gate, type[GuardedHttpToolsProtocol]],
+) -> None:
+    """Full, with a refused client waiting for room: the next request of a client just served
+    (a retry storm's closed loop) waits unread behind it, and is served after it, instead of
+    being refused at once and taking the room the held client was owed."""
+    port, gate, protocol = served
+    protocol.hold_s = protocol.max_hold_s = 5.0  # nobody's hold runs out during the test
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as served_client,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as refused_client,
+    ):
+        served_client.sendall(post("/block"))
+        time.sleep(0.1)
+        assert exchange(refused_client, "/predict")[0] == 503
+        refused_client.sendall(post("/slow"))  # within its hold: waits unread for room
+        time.sleep(0.1)
+        gate.open.set()
+        answer = b""
+        while not complete(answer):
+            answer += served_client.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200")
+        status, waited = exchange(served_client, "/predict")  # sent at once, as a storm does
+        assert status == 200, "refused instead of queued behind the held client"
+        assert waited >= 0.1  # it waited for the held client's 150 ms request
+        answer = b""
+        while not complete(answer):
+            answer += refused_client.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200")
+
+
+class FakeTransport(asyncio.Transport):
+    """What the protocol writes, for a protocol driven without a socket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
+            name, default
+        )
+
+
+def test_a_post_is_counted_in_when_its_headers_are_parsed() -> None:
+    """Two POSTs read in one loop turn, before either's ASGI task has run, with room for one:
+    the first is counted from its headers, so the second is refused there and then (counted
+    only in its task, both would pass the protocol and the second would cost a task)."""
+    guard = AdmissionGuard(make_app(Gate()), 1, on_refused=hold_refused)
+    protocol = guarded_protocol(Settings(), guard)
+    config = uvicorn.Config(guard, http=protocol, lifespan="off", log_level="warning")
+    loop = asyncio.new_event_loop()
+    connections = [protocol(config, ServerState(), {}, loop) for _ in range(2)]
+    transports = [FakeTransport(), FakeTransport()]
+    try:
+        for connection, transport in zip(connections, transports, strict=True):
+            connection.connection_made(transport)
+        for connection in connections:
+            connection.data_received(post("/predict"))
+        assert guard.in_flight == 1 and transports[0].written == b""  # its task not run yet
+        assert transports[1].written.startswith(b"HTTP/1.1 503")
+        loop.run_until_complete(asyncio.sleep(0.05))  # the first one's task runs
+        assert transports[0].written.startswith(b"HTTP/1.1 200") and guard.in_flight == 0
+    finally:
+        for connection in connections:
+            connection.connection_lost(None)
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
 
 
 def test_the_admission_count_survives_a_process_killed_inside_it() -> None:
