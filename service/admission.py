@@ -5,7 +5,9 @@ Python time than a batched MNIST model does), so a request that will be refused 
 before it costs anything: before routing, before its body is read or parsed. This pure ASGI
 middleware counts the POST requests (every inference and /prepare) in the app; when
 ``max_in_flight`` are already in, the next one gets a pre-encoded 503 with ``Retry-After`` and
-its body is left to the HTTP server to discard. GETs (health, metrics, the page) always pass:
+its body is left to the HTTP server to discard. Our HTTP protocol (``service.protocol``) counts a
+request in earlier, at its headers, and marks its scope ``ADMITTED``; the guard then only counts
+it out. GETs (health, metrics, the page) always pass:
 they are cheap, and the operator needs them most when the server is overloaded.
 
 The per-model part (a request whose model queue would miss its deadline) is in

@@ -12,11 +12,14 @@ timeout only runs between requests). This subclass adds, per connection:
 * a limit on the bytes of an unfinished request line and headers (``max_header_bytes``) and on
   the number of headers (``max_headers``): past either, 431 and the connection is closed.
 
-And it sheds load at the cheapest point there is: a POST that arrives while the admission guard
-(``service.admission``) is full is answered with the guard's pre-encoded 503 right after its
-headers are parsed, with no ASGI task, no request cycle and no middleware; its body is then
-discarded as it arrives. (Only on an otherwise idle keep-alive connection, so responses stay in
-order; anything else takes the normal path, where the guard sheds it.)
+And it sheds load at the cheapest point there is: a POST is counted in by the admission guard
+(``service.admission``) as soon as its headers are parsed, so the requests read in one loop turn
+see each other; one that finds the guard full is answered with the guard's pre-encoded 503 right
+there, with no ASGI task, no request cycle and no middleware, and its body is discarded as it
+arrives. (Only on an otherwise idle keep-alive connection, so responses stay in order; anything
+else takes the normal path, where the guard counts it in or sheds it.) A refused client's
+immediate retry, and a just-served client's immediate next request while refused ones wait, wait
+unread in their sockets (the holds: ``_hold``, ``_queue_behind``).
 
 And it never makes an early answer wait: a request whose connection closes after it
 (``Connection: close``, HTTP/1.0) and that is answered before its body has all arrived (404,
