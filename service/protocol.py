@@ -120,8 +120,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _holds = 0  # holds so far: a release meant for an earlier one does nothing
     _hold_until = 0.0  # loop time until which a refused client's next request waits unread
     _hold_wait = 0.0  # if set, how long that request then waits (queued behind held clients)
-    _guard_for_hold: AdmissionGuard | None = None
-    _hold_guard: AdmissionGuard | None = None  # the guard the current hold waits on
     _pending = b""  # what a held client sent, parsed on its release
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -260,7 +258,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
-        self._hold(guard)
+        self._hold()
         return True
 
     def linger_close(self) -> None:
@@ -288,14 +286,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._hold_after_answer:
             self._hold_after_answer = False
             if self.guard is not None and not self.transport.is_closing():
-                self._hold(self.guard)
+                self._hold()
         else:
             self._refusals_in_a_row = 0  # served: the next refusal holds briefly again
             guard = self.guard
             if guard is not None and guard.full and guard.waiting:
-                self._queue_behind(guard)
+                self._queue_behind()
 
-    def _hold(self, guard: AdmissionGuard) -> None:
+    def _hold(self) -> None:
         """A client was just refused: what it sends within its hold waits unread.
 
         The hold is ``hold_s``, doubled for each refusal in a row of a request that came too
@@ -310,9 +308,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refusals_in_a_row += 1
         self._hold_until = self.loop.time() + hold
         self._hold_wait = 0.0
-        self._guard_for_hold = guard
 
-    def _queue_behind(self, guard: AdmissionGuard) -> None:
+    def _queue_behind(self) -> None:
         """A client just served, while the server is full and refused clients wait for room:
         its next request, if it comes at once (within ``queue_window_s``: a closed-loop client,
         a retry storm), waits unread behind them, as if refused, but without the 503 and the
@@ -321,7 +318,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         reusing the connection) is read at once, as any other."""
         self._hold_until = self.loop.time() + self.queue_window_s
         self._hold_wait = self.hold_s
-        self._guard_for_hold = guard
 
     def _held(self, data: bytes) -> bool:
         """Whether ``data`` arrived within a hold (then it waits, unread, for the release)."""
@@ -330,8 +326,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return True
         wait = self._hold_until - self.loop.time()
         self._hold_until = 0.0
-        if self._hold_wait:  # queued behind held clients: the window was short, the wait is not
-            wait, self._hold_wait = (self._hold_wait if wait > 0 else wait), 0.0
+        if self._hold_wait and wait > 0:  # queued behind held clients: a short window, a wait
+            wait = self._hold_wait
+        self._hold_wait = 0.0
         if wait <= 0:
             self._refusals_in_a_row = 0  # it waited its hold: a new start
             return False
@@ -340,9 +337,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._holds += 1
         release = partial(self._release, self._holds)
         self._hold_timer = self.loop.call_later(wait, release)
-        guard = self._hold_guard = self._guard_for_hold
-        if guard is not None:
-            guard.hold(release)
+        if self.guard is not None:
+            self.guard.hold(release)
         return True
 
     def _end_hold(self) -> None:
@@ -350,9 +346,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         assert self._hold_timer is not None
         self._hold_timer.cancel()
         self._hold_timer = None
-        if self._hold_guard is not None:
-            self._hold_guard.unhold()
-            self._hold_guard = None
+        if self.guard is not None:
+            self.guard.unhold()
 
     def _release(self, hold: int) -> bool:
         """End hold number ``hold``: parse what waited, read again (False if that hold is over,
