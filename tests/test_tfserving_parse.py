@@ -54,6 +54,9 @@ def _row(values: str) -> str:
 PIXEL_ROW = _row("[0.5]")
 IMAGE = "[" + ",".join([PIXEL_ROW] * SIDE) + "]"
 RAGGED = "[" + ",".join([PIXEL_ROW] * (SIDE - 1) + ["[" + ",".join(["[0.5]"] * 27) + "]"]) + "]"
+# Rows of 27 and 29 pixels: ragged, but 784 numbers in all.
+ROW_27, ROW_29 = ("[" + ",".join(["[0.5]"] * n) + "]" for n in (27, 29))
+RAGGED_784 = "[" + ",".join([PIXEL_ROW] * (SIDE - 2) + [ROW_27, ROW_29]) + "]"
 
 
 def put(template: str, image: str) -> str:
@@ -66,6 +69,8 @@ MOVED = IMAGE[: -len("[0.5],[0.5]]]")] + "[[0.5]],0.5]]"
 OTHERS = {
     "nesting moved": put('{"instances": [@]}', MOVED),
     "ragged row": put('{"instances": [@]}', RAGGED),
+    "ragged rows, 784 in all": put('{"instances": [@]}', RAGGED_784),
+    "lists and numbers mixed": put('{"instances": [@]}', "[0.5]," * 20 + ",".join(["0.5"] * 764)),
     "two numbers in a pixel": put('{"instances": [@]}', IMAGE.replace("[0.5]", "[0.5, 0.5]", 1)),
     "blank-separated numbers": put('{"instances": [@]}', IMAGE.replace("[0.5]", "[0.5 0.5]", 1)),
     "empty pixel": put('{"instances": [@]}', IMAGE.replace("[0.5]", "[]", 1)),
@@ -112,7 +117,13 @@ def test_other_bodies_get_the_general_answer(name: str) -> None:
 
 def test_shortcut_refuses_what_the_general_parse_refuses() -> None:
     """The cases above that must fail do fail, each with the general parse's message."""
-    for name in ("ragged row", "nesting moved", "two numbers in a pixel", "empty pixel"):
+    for name in (
+        "ragged row",
+        "ragged rows, 784 in all",
+        "nesting moved",
+        "two numbers in a pixel",
+        "empty pixel",
+    ):
         with pytest.raises(BadRequest):
             parse_predict(OTHERS[name].encode(), max_images=8)
         assert plain_images(OTHERS[name].encode(), max_images=8) is None, name
