@@ -119,9 +119,14 @@ def parse_infer(body: bytes, header_length: str | None, max_images: int) -> tupl
     batch, shape = check_input(
         str(tensor.get("name")), str(tensor.get("datatype")), tensor.get("shape") or [], max_images
     )
-    binary_size = (tensor.get("parameters") or {}).get("binary_data_size")
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise BadRequest(f"the parameters of input {INPUT_NAME!r} must be a JSON object")
+    binary_size = parameters.get("binary_data_size")
     if binary_size is not None:
-        if split + int(binary_size) != len(body):
+        if type(binary_size) is not int:
+            raise BadRequest(f"binary_data_size {binary_size!r} is not a whole number of bytes")
+        if split + binary_size != len(body):
             raise BadRequest(
                 f"binary_data_size {binary_size} does not match the {len(body) - split} bytes "
                 "after the JSON header"

@@ -7,6 +7,7 @@ shaped like its documented examples. Every answer must equal ``/predict``'s.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -218,6 +219,27 @@ def test_kserve_http_errors_are_clear(server: Server, body: object, status: int)
     assert response.status_code == status, response.text
     assert set(response.json()) == {"error"} and response.json()["error"]
     assert httpx.post(f"{server.url}/v2/models/nope/infer", json=body).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [{"binary_data_size": "3136"}, {"binary_data_size": [3136]}, {"binary_data_size": 3136.0},
+     {"binary_data_size": -1}, {"binary_data_size": 3135}, [3136], "binary"],
+)  # fmt: skip
+def test_kserve_binary_header_errors_are_clear(server: Server, parameters: object) -> None:
+    """A malformed binary description is the client's error (400), never the server's."""
+    header = json.dumps(
+        {"inputs": [{"name": INPUT_NAME, "shape": [1, PIXELS], "datatype": "FP32",
+                     "parameters": parameters}]}
+    ).encode()  # fmt: skip
+    response = httpx.post(
+        f"{server.url}/v2/models/depthwise/infer",
+        content=header + bytes(4 * PIXELS),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    assert "binary_data_size" in response.json()["error"] or "parameters" in response.text
 
 
 # ---- KServe V2 over gRPC, with Triton's official gRPC client -----------------------------
