@@ -19,6 +19,7 @@ here and are shared with the gRPC endpoint (service/kserve_grpc.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,15 +64,20 @@ def model_metadata(name: str, model: ServedModel) -> dict[str, Any]:
 
 
 def check_input(
-    name: str, datatype: str, shape: list[int], max_images: int
+    name: str, datatype: str, shape: Any, max_images: int
 ) -> tuple[int, tuple[int, ...]]:
-    """The batch size and array shape of the one input tensor, or a clear 400."""
+    """The batch size and array shape of the one input tensor, or a clear 400.
+
+    ``shape`` is what the client sent (a JSON value, or a gRPC message's repeated int64).
+    """
     if name != INPUT_NAME:
         raise BadRequest(f"unknown input {name!r}: the model takes one input, {INPUT_NAME!r}")
     if datatype != "FP32":
         raise BadRequest(f"input {INPUT_NAME!r} must be FP32, got {datatype}")
-    dims = [int(d) for d in shape]
-    if len(dims) < 2 or int(np.prod(dims[1:])) != PIXELS or dims[0] < 1:
+    dims = list(shape) if isinstance(shape, list | tuple) else [shape]
+    if any(type(d) is not int for d in dims):
+        raise BadRequest(f"input shape {shape!r} is not a list of whole numbers")
+    if len(dims) < 2 or math.prod(dims[1:]) != PIXELS or dims[0] < 1:
         raise BadRequest(
             f"input shape {dims} is not [N, {SIDE}, {SIDE}, 1], [N, {SIDE}, {SIDE}] "
             f"or [N, {PIXELS}] with N >= 1"
@@ -117,12 +123,9 @@ def parse_infer(body: bytes, header_length: str | None, max_images: int) -> tupl
         raise BadRequest(f'the request must hold "inputs" with one tensor, {INPUT_NAME!r}')
     tensor = inputs[0]
     batch, shape = check_input(
-        str(tensor.get("name")), str(tensor.get("datatype")), tensor.get("shape") or [], max_images
+        str(tensor.get("name")), str(tensor.get("datatype")), tensor.get("shape"), max_images
     )
-    parameters = tensor.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise BadRequest(f"the parameters of input {INPUT_NAME!r} must be a JSON object")
-    binary_size = parameters.get("binary_data_size")
+    binary_size = parameters(tensor, f"input {INPUT_NAME!r}").get("binary_data_size")
     if binary_size is not None:
         if type(binary_size) is not int:
             raise BadRequest(f"binary_data_size {binary_size!r} is not a whole number of bytes")
@@ -141,19 +144,30 @@ def parse_infer(body: bytes, header_length: str | None, max_images: int) -> tupl
     return request, to_images(array)
 
 
+def parameters(owner: dict[str, Any], what: str) -> dict[str, Any]:
+    """``owner``'s ``parameters`` object ({} when absent), or a clear 400."""
+    found = owner.get("parameters")
+    if found is None:
+        return {}
+    if not isinstance(found, dict):
+        raise BadRequest(f'the "parameters" of {what} must be a JSON object')
+    return found
+
+
 def wants_binary(request: dict[str, Any]) -> bool:
-    """Whether the client asked for the output as raw bytes."""
-    if (request.get("parameters") or {}).get("binary_data_output"):
-        return True
-    outputs = request.get("outputs") or []
+    """Whether the client asked for the output as raw bytes (the request's outputs checked)."""
+    outputs = request.get("outputs")
+    if outputs is None:
+        outputs = []
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise BadRequest('"outputs" must be a list of objects, each naming an output')
     for output in outputs:
-        if isinstance(output, dict) and output.get("name") not in (None, OUTPUT_NAME):
+        if output.get("name") not in (None, OUTPUT_NAME):
             raise BadRequest(
                 f"unknown output {output.get('name')!r}; the model has {OUTPUT_NAME!r}"
             )
-    return any(
-        isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data") for o in outputs
-    )
+    wanted = [parameters(o, f"output {OUTPUT_NAME!r}").get("binary_data") for o in outputs]
+    return bool(parameters(request, "the request").get("binary_data_output")) or any(wanted)
 
 
 @router.get("", summary="Server metadata")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import io
+import json
 import re
 import socket
 import time
@@ -271,6 +272,92 @@ def test_bad_json_is_4xx(hostile: Server, body: bytes, status: int, code: str) -
     response = upload(hostile, body, "application/json")
     assert_clean(response)
     assert (response.status_code, response.json()["error"]) == (status, code), response.text
+
+
+# ---- every JSON body one edit away from a valid one, for each JSON API ---------------------
+
+IMAGE_28 = [[[0.0]] * 28 for _ in range(28)]
+V2_TENSOR = {"name": INPUT_NAME, "shape": [1, PIXELS], "datatype": "FP32"}
+VALID = {  # (path, body, Inference-Header-Content-Length: the binary extension's JSON header)
+    "predict": ("/predict/depthwise", {INPUT_NAME: [0.0] * PIXELS}, False),
+    "tf-serving rows": ("/v1/models/depthwise:predict", {"instances": [IMAGE_28]}, False),
+    "tf-serving columns": (
+        "/v1/models/depthwise:predict",
+        {"signature_name": "serving_default", "inputs": {INPUT_NAME: [IMAGE_28]}},
+        False,
+    ),
+    "kserve json": (
+        "/v2/models/depthwise/infer",
+        {
+            "id": "a",
+            "inputs": [{**V2_TENSOR, "data": [0.0] * PIXELS}],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": False}}],
+            "parameters": {"binary_data_output": False},
+        },
+        False,
+    ),
+    "kserve binary": (
+        "/v2/models/depthwise/infer",
+        {"inputs": [{**V2_TENSOR, "parameters": {"binary_data_size": 4 * PIXELS}}]},
+        True,
+    ),
+}
+REPLACEMENTS: tuple[object, ...] = (
+    None,
+    True,
+    "x",
+    "",
+    -1,
+    0,
+    1.5,
+    1e300,
+    2**70,
+    [],
+    [[]],
+    [None],
+    {},
+    {"a": 1},
+)
+
+
+def one_edit_away(document: object) -> Iterator[object]:
+    """``document`` with one value (the whole, or any value inside it, lists' first two
+    elements) replaced by each of REPLACEMENTS."""
+    yield from REPLACEMENTS
+    children = (
+        list(document.items())
+        if isinstance(document, dict)
+        else list(enumerate(document[:2]))
+        if isinstance(document, list)
+        else []
+    )
+    for key, child in children:
+        for edited in one_edit_away(child):
+            copy = dict(document) if isinstance(document, dict) else list(document)  # type: ignore[call-overload]
+            copy[key] = edited
+            yield copy
+
+
+@pytest.mark.parametrize("api", list(VALID))
+def test_every_body_one_edit_from_a_valid_one_gets_a_4xx_or_an_answer(
+    hostile: Server, api: str
+) -> None:
+    """Hundreds of wrong shapes, types and values where each API expects something else: each
+    answered 200 (still valid) or a clear 4xx, never a 5xx, nothing leaked."""
+    path, valid, binary = VALID[api]
+    wrong = []
+    with httpx.Client(base_url=hostile.url, timeout=30) as client:
+        for document in one_edit_away(valid):
+            header = json.dumps(document).encode()
+            response = client.post(
+                path,
+                content=header + (bytes(4 * PIXELS) if binary else b""),
+                headers={"content-type": "application/json"}
+                | ({"inference-header-content-length": str(len(header))} if binary else {}),
+            )
+            if response.status_code >= 500 or LEAKS.search(response.text):
+                wrong.append(f"{response.status_code} {response.text[:100]} <- {header[:200]!r}")
+    assert not wrong, f"{len(wrong)} bodies:\n" + "\n".join(wrong[:20])
 
 
 def post_head(length: int) -> bytes:
