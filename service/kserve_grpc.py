@@ -172,6 +172,11 @@ class GrpcAdapter(Adapter[GrpcCall, None, Any]):
             tensor.name, tensor.datatype, list(tensor.shape), limits.max_images
         )
         if request.raw_input_contents:
+            if len(request.raw_input_contents) != 1:
+                raise BadRequest(
+                    f"raw_input_contents holds {len(request.raw_input_contents)} tensors; "
+                    "the model takes one input"
+                )
             return Decoded(from_raw(request.raw_input_contents[0], batch), None)
         values = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
         if values.size != int(np.prod(shape)):

@@ -288,6 +288,44 @@ def test_kserve_grpc_errors_carry_codes(server: Server) -> None:
     client.close()
 
 
+RAW = bytes(4 * PIXELS)  # one blank digit as little-endian FP32
+
+
+@pytest.mark.parametrize(
+    ("raw", "fp32", "message"),
+    [
+        ([RAW, RAW], [], "raw_input_contents holds 2 tensors"),
+        ([RAW[:-4]], [], "holds 3132 bytes"),
+        ([], [0.0] * (PIXELS - 1), "fp32_contents holds 783 values"),
+        ([], [], "fp32_contents holds 0 values"),
+        ([np.full(PIXELS, np.nan, "<f4").tobytes()], [], "finite"),
+    ],
+    ids=["two-raw-tensors", "raw-short", "fp32-short", "no-data", "nan"],
+)
+def test_kserve_grpc_malformed_tensors_are_invalid_argument(
+    server: Server, raw: list[bytes], fp32: list[float], message: str
+) -> None:
+    """Messages the Triton client would never build, sent with the raw stub: each is
+    INVALID_ARGUMENT with a message saying what is wrong."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    assert server.grpc_target is not None
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name=INPUT_NAME, datatype="FP32", shape=[1, PIXELS]
+    )
+    tensor.contents.fp32_contents.extend(fp32)
+    request = pb.ModelInferRequest(model_name="depthwise", inputs=[tensor], raw_input_contents=raw)
+    with (
+        grpc.insecure_channel(server.grpc_target) as channel,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (refused.value.details() or ""), refused.value.details()
+
+
 def test_kserve_grpc_servers_accept_in_parallel(
     server: Server, digits: tuple[np.ndarray, np.ndarray]
 ) -> None:
