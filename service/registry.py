@@ -229,8 +229,9 @@ class ModelRegistry:
             if older is not None:
                 return older
             serving = ", ".join(map(str, [model.model.version, *sorted(served.older)]))
+            asked = f"version {version}" if version > 0 else "that version (not a number >= 1)"
             raise UnknownModel(
-                f"version {version} of {name!r} is not served (serving version {serving})",
+                f"{asked} of {name!r} is not served (serving version {serving})",
                 known=self.names(),
             )
         return model

@@ -381,3 +381,12 @@ def test_grpc_port_taken_is_an_error(models_dir: Path, tmp_path: Path) -> None:
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert f"gRPC cannot listen on 127.0.0.1:{taken}" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/models/depthwise/versions/x:predict", "/v2/models/depthwise/versions/x/infer"]
+)
+def test_a_version_that_is_not_a_number_is_404_saying_so(server: Server, path: str) -> None:
+    response = httpx.post(f"{server.url}{path}", json={}, timeout=30)
+    assert response.status_code == 404, response.text
+    assert "not a number" in response.text and "-1" not in response.text, response.text
