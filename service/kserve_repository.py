@@ -10,12 +10,15 @@ calls are in ``service.kserve_grpc``.
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from service.control import ModelControl, index
-from service.errors import ServeError
+from service.decode import read_body
+from service.errors import BadRequest, ServeError
 from service.inference import registry_of
 from service.kserve import v2_error
 
@@ -40,16 +43,43 @@ def control_of(request: Request) -> ModelControl:
     return control
 
 
+async def options(request: Request) -> dict[str, Any]:
+    """The request's JSON object (none sent: {}), or a clear 400.
+
+    Load and unload take no options here (Triton's ``parameters``, such as a config override,
+    are not supported), so theirs are read only to be checked.
+    """
+    body = await read_body(request, registry_of(request).limits)
+    if not body.strip():
+        return {}
+    try:
+        found = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise BadRequest(f"the request is not valid JSON: {err}") from err
+    if not isinstance(found, dict):
+        raise BadRequest("the request must be a JSON object")
+    return found
+
+
 @router.post("/index", summary="Repository index")
 async def repository_index(request: Request) -> Response:
-    """Every served model (each variant, and each variant@runtime): version and state."""
-    return JSONResponse([asdict(entry) for entry in index(registry_of(request))])
+    """Every served model (each variant, and each variant@runtime): version and state;
+    ``{"ready": true}``: only those serving."""
+    try:
+        ready = (await options(request)).get("ready", False)
+        if not isinstance(ready, bool):
+            raise BadRequest(f'"ready" must be true or false, not {ready!r}')
+    except ServeError as err:
+        return v2_error(err)
+    entries = [e for e in index(registry_of(request)) if e.state == "READY" or not ready]
+    return JSONResponse([asdict(entry) for entry in entries])
 
 
 @router.post("/models/{name}/load", summary="Load a model")
 async def repository_load(name: str, request: Request) -> Response:
     """Serve the variant ``name`` names again (its pinned or latest complete version)."""
     try:
+        await options(request)
         await control_of(request).load(name)
     except ServeError as err:
         return v2_error(err)
@@ -60,6 +90,7 @@ async def repository_load(name: str, request: Request) -> Response:
 async def repository_unload(name: str, request: Request) -> Response:
     """Stop serving the variant ``name`` names, once its requests in flight are done."""
     try:
+        await options(request)
         await control_of(request).unload(name)
     except ServeError as err:
         return v2_error(err)

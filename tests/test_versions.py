@@ -197,6 +197,13 @@ def test_repository_api_over_http_grpc_and_the_cli(models_dir: Path, tmp_path: P
         index = {m.name: (m.state, m.reason) for m in rpc.get_model_repository_index().models}
         assert index["depthwise"][0] == "UNAVAILABLE" and "unloaded" in index["depthwise"][1]
         assert index["original"] == ("READY", "")
+        ready = httpx.post(f"{server.url}/v2/repository/index", json={"ready": True}).json()
+        assert {e["name"] for e in ready} == {"original", "original@onnx"}
+        for bad in (b"x", b"[1]", b'{"ready": "yes"}'):
+            refused = httpx.post(f"{server.url}/v2/repository/index", content=bad)
+            assert refused.status_code == 400 and refused.json()["error"], refused.text
+        refused = httpx.post(f"{server.url}/v2/repository/models/depthwise/load", content=b"[")
+        assert refused.status_code == 400 and "JSON" in refused.json()["error"]
         refused = httpx.post(f"{server.url}/predict/depthwise", json=DIGIT)
         assert refused.status_code == 503 and refused.json()["error"] == "model_not_loaded"
         runtimes = httpx.get(f"{server.url}/variants/depthwise").json()["runtimes"]
