@@ -3,8 +3,7 @@
 What it shows, from an :class:`~loadtests.explore_results.ExploreRecord`:
 
 * the Pareto front of test accuracy against served p50 at one client, and against the highest
-  Poisson rate within the SLO (front points labelled, dominated ones grey, marker area by
-  parameters);
+  Poisson rate within the SLO (:mod:`loadtests.pareto_plot` draws it);
 * every model in a table sorted by Pareto rank (:mod:`loadtests.pareto`);
 * Spearman's rank correlation of served p50 with parameters, with MACs and with model-alone
   time, each with its 95 % interval (:func:`modelrepo.stats.spearman`), over all models and
@@ -22,10 +21,10 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from loadtests.explore_results import ExploreRecord, ModelMeasurement
 from loadtests.pareto import pareto_ranks
+from loadtests.pareto_plot import pareto_figure
 from loadtests.report import html_table, markdown_table
 from loadtests.tables import Table
 from modelrepo.stats import Correlation, spearman
@@ -235,62 +234,6 @@ def family_findings(models: Sequence[ModelMeasurement]) -> list[tuple[str, Table
     return out
 
 
-def pareto_figure(ranked: Sequence[Ranked], slo: str, path: Path) -> Path:
-    """Accuracy against served p50 and against the highest rate within the SLO, as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
-    most = max(r.m.parameters for r in ranked) or 1
-    runtimes = list(dict.fromkeys(r.m.runtime for r in ranked))
-    colours = {rt: f"C{i}" for i, rt in enumerate(runtimes)}
-    p50_label = "served p50 at one client (ms, lower is better)"
-    rate_label = f"highest Poisson rate within {slo} (req/s, higher is better)"
-    panels: list[tuple[Any, Callable[[Ranked], float], Callable[[Ranked], int], str]] = [
-        (axes[0], lambda r: r.m.c1_latency_ms.p50, lambda r: r.rank_p50, p50_label),
-        (axes[1], lambda r: r.m.max_rate, lambda r: r.rank_rate, rate_label),
-    ]
-    for ax, x_of, rank_of, xlabel in panels:
-        for r in ranked:
-            on_front = rank_of(r) == 1
-            size = 20 + 400 * math.sqrt(r.m.parameters / most)
-            ax.scatter(
-                x_of(r), r.m.test_accuracy * 100, s=size, alpha=0.85 if on_front else 0.35,
-                color=colours[r.m.runtime] if on_front else "0.7",
-                edgecolors="black" if on_front else "none", zorder=3 if on_front else 2,
-            )  # fmt: skip
-        # Front points at the same place (a tie: same accuracy, same rate) share one label.
-        labels: dict[tuple[float, float], list[str]] = {}
-        for r in ranked:
-            if rank_of(r) == 1:
-                labels.setdefault((x_of(r), r.m.test_accuracy * 100), []).append(r.m.model)
-        for (x, y), names in labels.items():
-            variants = {n.partition("@")[0] for n in names}
-            text = (
-                names[0] + "".join(f", @{n.partition('@')[2]}" for n in names[1:])
-                if len(variants) == 1
-                else ", ".join(names)
-            )
-            ax.annotate(text, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
-        front = sorted((r for r in ranked if rank_of(r) == 1), key=x_of)
-        ax.plot([x_of(r) for r in front], [r.m.test_accuracy * 100 for r in front], "k:", lw=1)
-        ax.set(xlabel=xlabel, ylabel="test accuracy (%)")
-        ax.grid(True, alpha=0.3)
-    axes[0].set_xscale("log")
-    handles = [
-        plt.Line2D([], [], marker="o", ls="", color=colours[rt], label=f"{rt} (on the front)")
-        for rt in runtimes
-    ] + [plt.Line2D([], [], marker="o", ls="", color="0.7", label="dominated")]
-    axes[1].legend(handles=handles, fontsize=8, title="marker area: parameters")
-    fig.suptitle("Pareto front: test accuracy against served speed")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def write_explore_report(
     record: ExploreRecord, out: Path, models: set[str], family: str
 ) -> ExploreReport:
@@ -308,7 +251,7 @@ def write_explore_report(
         f"explore {family}: {len(chosen)} models, {record.slo}; Pareto front (accuracy vs p50): "
         f"{', '.join(front)}"
     )
-    figure = pareto_figure(ranked, str(record.slo), out / "pareto.png")
+    figure = pareto_figure(chosen, str(record.slo), out / "pareto.png")
     title = f"mnist-serve explore: {family}"
     b = record.budget
     method = (

@@ -190,20 +190,26 @@ def tradeoff_figure(
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+def plain_log_ticks(axis: Any, steps: bool) -> None:
+    """A log axis labelled in plain numbers, not 2x10^0; ``steps``: also 2 and 5 between
+    decades (else only the major ticks, or the levels the plot set)."""
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-    for ax in fig.axes:  # log axes: plain numbers at 1-2-5 steps, not 2x10^0
+    axis.set_major_formatter(ScalarFormatter())
+    if steps:
+        axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        axis.set_minor_formatter(ScalarFormatter())
+    else:
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    for ax in fig.axes:  # latency: 1-2-5 steps; concurrency: only the levels tested
         for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
-            if scale != "log":
-                continue
-            axis.set_major_formatter(ScalarFormatter())
-            if "ms" in axis.get_label().get_text():  # latency: label 2 and 5 between decades
-                axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-                axis.set_minor_formatter(ScalarFormatter())
-            else:  # concurrency: only the levels tested, set by the plot
-                axis.set_minor_formatter(NullFormatter())
+            if scale == "log":
+                plain_log_ticks(axis, "ms" in axis.get_label().get_text())
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
