@@ -1,8 +1,9 @@
 """Overload benchmark: goodput, shed latency and accepted latency at 1x, 2x and 4x capacity.
 
-Two servers run at once on the same models: ours with its defaults (load shedding on) and the
-same server with shedding off (``--max-in-flight``, ``--max-queue-wait-ms`` and ``--max-queue``
-so large they never trigger: the old behaviour). For each: c=1 p50 and capacity (wrk, closed
+Three servers run in turn on the same models: ours with its defaults (load shedding on), the
+same with ``--shed-hold resends`` (only a client resending at once is held after a 503), and
+the same with shedding off (``--max-in-flight``, ``--max-queue-wait-ms`` and ``--max-queue`` so
+large they never trigger: the old behaviour). For each: c=1 p50 and capacity (wrk, closed
 loop, c=1 and c=32), then open-loop load at 1x, 2x and 4x the first server's capacity (the
 same offered rates for every server, so they compare), with /healthz and /metrics probed every
 100 ms throughout (one keep-alive connection each, in a thread), and the server's RSS sampled
@@ -20,7 +21,7 @@ generator shares the machine's cores with the server, as it would in CI; its own
 
 Run: ``make bench-overload`` or ``python scripts/bench_overload.py --models models``
 (``--out FILE`` also writes every run as JSON). Needs ``wrk`` (``apt-get install wrk``), a C
-compiler and trained models (``make demo``). About 3 minutes.
+compiler and trained models (``make demo``). About 4 minutes.
 """
 
 from __future__ import annotations
@@ -279,6 +280,7 @@ def main() -> None:
     configs: dict[str, tuple[str, ...]] = {"shedding on (defaults)": common}
     for limit in filter(None, args.in_flight.split(",")):
         configs[f"shedding on, max-in-flight {limit}"] = (*common, "--max-in-flight", limit)
+    configs["shedding on, --shed-hold resends"] = (*common, "--shed-hold", "resends")
     configs["shedding off"] = (*common, *NO_SHEDDING)
     multiples = [float(m) for m in args.multiples.split(",")]
     rows: list[str] = []

@@ -94,9 +94,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     linger_s = 5.0  # how long a lingering close reads a closing client's unread body
     hold_s = 0.05  # how long a refused client's next request may first wait unread for room
     max_hold_s = 1.0  # at most: the 503's Retry-After
-    # A request this soon after its connection's answer, while the server is full and others
-    # are held, queues behind them (_queue_behind): only a client resending at once is this fast.
+    # A request this soon after its connection's answer was sent at once (only a closed-loop
+    # client or a retry storm is this fast): after an answer, while the server is full and
+    # others are held, it queues behind them (_queue_behind); after a 503, with
+    # hold_resends_only, it is the only one held (_hold).
     queue_window_s = 0.005
+    hold_resends_only = False  # --shed-hold resends: _hold holds only an immediate resend
     guard: AdmissionGuard | None = None  # shed POSTs here when it is full
     # With several worker processes, the server-wide count of open connections (else this
     # process's own, ``len(self.connections)``).
@@ -303,11 +306,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         storm waits in its sockets instead of eating the capacity it wants (TCP backpressure).
         A request arriving after it is served as any other: a client that waited, or an
         open-loop client reusing the connection later, is not delayed at all.
+
+        With ``hold_resends_only`` (``--shed-hold resends``) only a request sent within
+        ``queue_window_s`` of the 503 is held: an open-loop client reusing its connections
+        every few tens of ms is then refused at once rather than held, at some goodput
+        (docs/benchmarks.md, section N).
         """
         hold = min(self.hold_s * 2**self._refusals_in_a_row, self.max_hold_s)
         self._refusals_in_a_row += 1
-        self._hold_until = self.loop.time() + hold
-        self._hold_wait = 0.0
+        if self.hold_resends_only:  # only a request sent at once waits, for the whole hold
+            self._hold_until = self.loop.time() + self.queue_window_s
+            self._hold_wait = hold
+        else:
+            self._hold_until = self.loop.time() + hold
+            self._hold_wait = 0.0
 
     def _queue_behind(self) -> None:
         """A client just served, while the server is full and refused clients wait for room:
@@ -404,6 +416,7 @@ def guarded_protocol(
             "max_header_bytes": settings.max_header_bytes,
             "max_headers": settings.max_headers,
             "max_connections": settings.max_connections,
+            "hold_resends_only": settings.shed_hold == "resends",
             "guard": guard,
             "shared": shared,
             "process": process,

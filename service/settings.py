@@ -86,6 +86,15 @@ class Settings(BaseSettings):
         description="Inference (POST) requests in the server at once; more get 503 at once, "
         "before their body is read.",
     )
+    # The holds (service.protocol): measured both ways in docs/benchmarks.md, section N.
+    shed_hold: Literal["all", "resends"] = Field(
+        "all",
+        description="After a 503 for overload, which of the client's next requests wait unread "
+        "for room: 'all' that come within the hold (50 ms, doubling in a row; the most "
+        "goodput, but at 2x-4x overload an open-loop client can find all its connections held "
+        "and wait seconds) or 'resends', only one sent within 5 ms of the 503, as a retry "
+        "storm does (every request answered at once, less goodput).",
+    )
     max_queue_wait_ms: float = Field(
         300,
         gt=0,

@@ -186,6 +186,25 @@ def test_a_client_that_waits_its_hold_out_is_not_delayed(served: tuple[int, Gate
         assert 0.045 <= exchange(client, "/predict")[1] < 0.095  # 50 ms again
 
 
+def test_with_shed_hold_resends_only_an_immediate_resend_waits(
+    served: tuple[int, Gate, type[GuardedHttpToolsProtocol]],
+) -> None:
+    """``--shed-hold resends``: a request 10 ms after its refusal (an open-loop client reusing
+    the connection) is read at once, where the default holds it; one sent at once waits the
+    whole hold, doubling in a row."""
+    port, _, protocol = served
+    assert not protocol.hold_resends_only  # the default holds every request within the hold
+    assert guarded_protocol(Settings(shed_hold="resends")).hold_resends_only
+    protocol.hold_resends_only = True
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        assert exchange(client, "/refuse")[0] == 503
+        time.sleep(0.01)  # past the 5 ms window, within the 50 ms hold
+        later = exchange(client, "/refuse")
+        assert later[0] == 503 and later[1] < 0.03, later  # read at once, not held 40 ms
+        assert exchange(client, "/refuse")[1] >= 0.045  # sent at once: held 50 ms
+        assert exchange(client, "/predict")[1] >= 0.095  # at once again: held 100 ms
+
+
 def test_a_served_client_queues_behind_the_held_ones(
     served: tuple[int, Gate, type[GuardedHttpToolsProtocol]],
 ) -> None:
