@@ -19,7 +19,7 @@ there, with no ASGI task, no request cycle and no middleware, and its body is di
 arrives. (Only on an otherwise idle keep-alive connection, so responses stay in order; anything
 else takes the normal path, where the guard counts it in or sheds it.) A refused client's
 immediate retry, and a just-served client's immediate next request while refused ones wait, wait
-unread in their sockets (the holds: ``_hold``, ``_queue_behind``).
+unread in their sockets (the holds, ``service.holds``).
 
 And it never makes an early answer wait: a request whose connection closes after it
 (``Connection: close``, HTTP/1.0) and that is answered before its body has all arrived (404,
@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -50,6 +49,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.admission import ADMITTED, SHED_RESPONSE, AdmissionGuard, whole_plain_post
 from service.batcher import never
+from service.holds import Holds
 from service.settings import Settings
 from service.shared import SharedState
 
@@ -84,22 +84,15 @@ class _LingeringTransport:
         return getattr(self._transport, name)
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol with header size, count and time limits (the class attributes)."""
+class GuardedHttpToolsProtocol(HttpToolsProtocol, Holds):
+    """HttpToolsProtocol with header size, count and time limits (the class attributes), and
+    the holds (:class:`~service.holds.Holds`)."""
 
     header_timeout_s = 10.0
     max_header_bytes = 16_384
     max_headers = 100
     max_connections = 4096
     linger_s = 5.0  # how long a lingering close reads a closing client's unread body
-    hold_s = 0.05  # how long a refused client's next request may first wait unread for room
-    max_hold_s = 1.0  # at most: the 503's Retry-After
-    # A request this soon after its connection's answer was sent at once (only a closed-loop
-    # client or a retry storm is this fast): after an answer, while the server is full and
-    # others are held, it queues behind them (_queue_behind); after a 503, with
-    # hold_resends_only, it is the only one held (_hold).
-    queue_window_s = 0.005
-    hold_resends_only = False  # --shed-hold resends: _hold holds only an immediate resend
     guard: AdmissionGuard | None = None  # shed POSTs here when it is full
     # With several worker processes, the server-wide count of open connections (else this
     # process's own, ``len(self.connections)``).
@@ -116,14 +109,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _refusal = ""
     _over_limit = False
     _linger_timer: asyncio.TimerHandle | None = None
-    _hold_timer: asyncio.TimerHandle | None = None
-    _refusals_in_a_row = 0
     _in_message = False  # the parser is inside a request (its headers or body)
     _hold_after_answer = False  # the app refused the request being answered (hold_refused)
-    _holds = 0  # holds so far: a release meant for an earlier one does nothing
-    _hold_until = 0.0  # loop time until which a refused client's next request waits unread
-    _hold_wait = 0.0  # if set, how long that request then waits (queued behind held clients)
-    _pending = b""  # what a held client sent, parsed on its release
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Refuse a connection over the limit; else start the clock for its first headers."""
@@ -295,85 +282,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             guard = self.guard
             if guard is not None and guard.full and guard.waiting:
                 self._queue_behind()
-
-    def _hold(self) -> None:
-        """A client was just refused: what it sends within its hold waits unread.
-
-        The hold is ``hold_s``, doubled for each refusal in a row of a request that came too
-        early, up to the ``Retry-After`` second the 503 asked for. A request arriving within it
-        (a client resending at once, ignoring Retry-After: a retry storm) is not parsed: reading
-        stops until the server has room again (a request leaves) or the hold passes, so the
-        storm waits in its sockets instead of eating the capacity it wants (TCP backpressure).
-        A request arriving after it is served as any other: a client that waited, or an
-        open-loop client reusing the connection later, is not delayed at all.
-
-        With ``hold_resends_only`` (``--shed-hold resends``) only a request sent within
-        ``queue_window_s`` of the 503 is held: an open-loop client reusing its connections
-        every few tens of ms is then refused at once rather than held, at some goodput
-        (docs/benchmarks.md, section N).
-        """
-        hold = min(self.hold_s * 2**self._refusals_in_a_row, self.max_hold_s)
-        self._refusals_in_a_row += 1
-        if self.hold_resends_only:  # only a request sent at once waits, for the whole hold
-            self._hold_until = self.loop.time() + self.queue_window_s
-            self._hold_wait = hold
-        else:
-            self._hold_until = self.loop.time() + hold
-            self._hold_wait = 0.0
-
-    def _queue_behind(self) -> None:
-        """A client just served, while the server is full and refused clients wait for room:
-        its next request, if it comes at once (within ``queue_window_s``: a closed-loop client,
-        a retry storm), waits unread behind them, as if refused, but without the 503 and the
-        resend, which would only take the room the next in line is owed. It is parsed when
-        room comes to it or after ``hold_s``. A request that comes later (an open-loop client
-        reusing the connection) is read at once, as any other."""
-        self._hold_until = self.loop.time() + self.queue_window_s
-        self._hold_wait = self.hold_s
-
-    def _held(self, data: bytes) -> bool:
-        """Whether ``data`` arrived within a hold (then it waits, unread, for the release)."""
-        if self._hold_timer is not None:  # already holding: more of the same request
-            self._pending += data
-            return True
-        wait = self._hold_until - self.loop.time()
-        self._hold_until = 0.0
-        if self._hold_wait and wait > 0:  # queued behind held clients: a short window, a wait
-            wait = self._hold_wait
-        self._hold_wait = 0.0
-        if wait <= 0:
-            self._refusals_in_a_row = 0  # it waited its hold: a new start
-            return False
-        self._pending = data
-        self.transport.pause_reading()
-        self._holds += 1
-        release = partial(self._release, self._holds)
-        self._hold_timer = self.loop.call_later(wait, release)
-        if self.guard is not None:
-            self.guard.hold(release)
-        return True
-
-    def _end_hold(self) -> None:
-        """Stop the hold's timer, and tell the guard this connection no longer waits."""
-        assert self._hold_timer is not None
-        self._hold_timer.cancel()
-        self._hold_timer = None
-        if self.guard is not None:
-            self.guard.unhold()
-
-    def _release(self, hold: int) -> bool:
-        """End hold number ``hold``: parse what waited, read again (False if that hold is over,
-        or the connection closed)."""
-        if self._hold_timer is None or hold != self._holds:
-            return False
-        self._end_hold()
-        if self.transport.is_closing():
-            return False
-        pending, self._pending = self._pending, b""
-        self.transport.resume_reading()
-        if pending:
-            self.data_received(pending)  # now, before anything newer from the socket
-        return True
 
     def _arm_header_timer(self) -> None:
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
