@@ -15,13 +15,16 @@ once::
 3. run the images through the model's batcher (the one shared by every protocol and, with
    several front ends, every process);
 4. render the answer; any :class:`~service.errors.ServeError` on the way becomes the
-   adapter's error answer, here and nowhere else (and a refusal for overload also tells the
+   adapter's error answer, here and nowhere else (anything else, a bug, is logged and becomes
+   a 500 in the API's own error shape: a V2 client reads ``{"error": ...}``, a gRPC one
+   INTERNAL) (and a refusal for overload also tells the
    adapter to make the client's retry cheap: over HTTP, its connection is not read for a
    while, as when the admission guard sheds).
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,10 +36,12 @@ from starlette.responses import Response
 
 from service.batcher import Timing, never
 from service.decode import Limits
-from service.errors import Overloaded, ServeError
+from service.errors import INTERNAL_DETAIL, Overloaded, ServeError
 from service.inference import Inference
 from service.protocol import client_gone, hold_refused
 from service.registry import ModelRegistry, ServedModel
+
+log = logging.getLogger(__name__)
 
 Source = TypeVar("Source")  # what the API hands over: a Starlette Request, a gRPC call
 Parsed = TypeVar("Parsed")  # what rendering needs of the request besides the images
@@ -128,3 +133,6 @@ async def infer(
         if isinstance(err, Overloaded):
             adapter.back_off(source)
         return await adapter.refuse(source, err)
+    except Exception:  # a bug: logged, and answered 500 in the API's own error shape
+        log.exception("unexpected error serving %s", target.name)
+        return await adapter.refuse(source, ServeError(INTERNAL_DETAIL))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+INTERNAL_DETAIL = "the server failed on this request"  # a bug's 500, whatever the API
+
 
 class ServeError(Exception):
     """Base class: an error with an HTTP status, a code and a message for the client."""

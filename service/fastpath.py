@@ -24,13 +24,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import ServeError
+from service.errors import INTERNAL_DETAIL, ServeError
 from service.native import error_response
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[..., Awaitable[Response]]
-INTERNAL = orjson.dumps({"error": "internal_error", "detail": "the server failed on this request"})
+INTERNAL = orjson.dumps({"error": ServeError.code, "detail": INTERNAL_DETAIL})
 
 
 class HotRoutes:
