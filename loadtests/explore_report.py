@@ -3,7 +3,9 @@
 What it shows, from an :class:`~loadtests.explore_results.ExploreRecord`:
 
 * the Pareto front of test accuracy against served p50 at one client, and against the highest
-  Poisson rate within the SLO (:mod:`loadtests.pareto_plot` draws it);
+  Poisson rate within the SLO (:mod:`loadtests.pareto_plot` draws it; when most models met
+  every rate tried, its second panel shows throughput at 32 clients instead, while the table's
+  "rank (rate)" stays the rate's, ties and all);
 * every model in a table sorted by Pareto rank (:mod:`loadtests.pareto`);
 * Spearman's rank correlation of served p50 with parameters, with MACs and with model-alone
   time, each with its 95 % interval (:func:`modelrepo.stats.spearman`), over all models and

@@ -1,13 +1,13 @@
 """Overload benchmark: goodput, shed latency and accepted latency at 1x, 2x and 4x capacity.
 
-Three servers run in turn on the same models: ours with its defaults (load shedding on), the
-same with ``--shed-hold resends`` (only a client resending at once is held after a 503), and
-the same with shedding off (``--max-in-flight``, ``--max-queue-wait-ms`` and ``--max-queue`` so
-large they never trigger: the old behaviour). For each: c=1 p50 and capacity (wrk, closed
-loop, c=1 and c=32), then open-loop load at 1x, 2x and 4x the first server's capacity (the
-same offered rates for every server, so they compare), with /healthz and /metrics probed every
-100 ms throughout (one keep-alive connection each, in a thread), and the server's RSS sampled
-(idle, peak, and 3 s after).
+Three servers (and one more per ``--in-flight`` value) run in turn on the same models: ours
+with its defaults (load shedding on), the same with ``--shed-hold resends`` (only a client
+resending at once is held after a 503), and the same with shedding off (``--max-in-flight``,
+``--max-queue-wait-ms`` and ``--max-queue`` so large they never trigger: the old behaviour).
+For each: c=1 p50 and capacity (wrk, closed loop, c=1 and c=32), then open-loop load at 1x, 2x
+and 4x the first server's capacity (the same offered rates for every server, so they compare),
+with /healthz and /metrics probed every 100 ms throughout (one keep-alive connection each, in a
+thread), and the server's RSS sampled (idle, peak, and 3 s after).
 
 The open-loop load comes from ``scripts/openloop.c`` (through ``loadtests/cgen.py``, which
 compiles it with ``cc`` into ``runs/.bin/`` when the source is newer): one C thread on epoll,

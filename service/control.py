@@ -42,8 +42,9 @@ class IndexEntry:
     reason: str
 
 
-def index(registry: ModelRegistry) -> list[IndexEntry]:
-    """Every served model name (each variant, and each variant@runtime) with its state."""
+def index(registry: ModelRegistry, ready_only: bool = False) -> list[IndexEntry]:
+    """Every served model name (each variant, and each variant@runtime) with its state (only
+    those serving, with ``ready_only``)."""
     entries = []
     for variant, served in registry.variants.items():
         for model in served.runtimes.values():
@@ -57,6 +58,8 @@ def index(registry: ModelRegistry) -> list[IndexEntry]:
                         model.reason or "",
                     )
                 )
+    if ready_only:
+        entries = [e for e in entries if e.state == INDEX_STATES["ready"]]
     return sorted(entries, key=lambda e: e.name)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -30,7 +29,6 @@ from service.native import error_response
 log = logging.getLogger(__name__)
 
 Handler = Callable[..., Awaitable[Response]]
-INTERNAL = orjson.dumps({"error": ServeError.code, "detail": INTERNAL_DETAIL})
 
 
 class HotRoutes:
@@ -91,7 +89,7 @@ class FastPath:
                     response = error_response(err, scope["path"])
                 except Exception:
                     log.exception("unexpected error on %s", scope["path"])
-                    response = Response(INTERNAL, 500, media_type="application/json")
+                    response = error_response(ServeError(INTERNAL_DETAIL), scope["path"])
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -20,6 +20,7 @@ here and are shared with the gRPC endpoint (service/kserve_grpc.py).
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,8 +77,8 @@ def check_input(
         raise BadRequest(f"input {INPUT_NAME!r} must be FP32, got {datatype}")
     dims = list(shape) if isinstance(shape, list | tuple) else [shape]
     if any(type(d) is not int for d in dims):
-        raise BadRequest(f"input shape {shape!r} is not a list of whole numbers")
-    if len(dims) < 2 or math.prod(dims[1:]) != PIXELS or dims[0] < 1:
+        raise BadRequest(f"input shape {reprlib.repr(shape)} is not a list of whole numbers")
+    if len(dims) < 2 or math.prod(dims[1:]) != PIXELS or min(dims) < 1:
         raise BadRequest(
             f"input shape {dims} is not [N, {SIDE}, {SIDE}, 1], [N, {SIDE}, {SIDE}] "
             f"or [N, {PIXELS}] with N >= 1"

@@ -67,7 +67,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         """Every served model with its version and state (``ready``: only those serving)."""
-        entries = [e for e in index(self.registry) if e.state == "READY" or not request.ready]
+        entries = index(self.registry, ready_only=request.ready)
         return pb.RepositoryIndexResponse(
             models=[
                 pb.RepositoryIndexResponse.ModelIndex(

@@ -71,8 +71,7 @@ async def repository_index(request: Request) -> Response:
             raise BadRequest(f'"ready" must be true or false, not {ready!r}')
     except ServeError as err:
         return v2_error(err)
-    entries = [e for e in index(registry_of(request)) if e.state == "READY" or not ready]
-    return JSONResponse([asdict(entry) for entry in entries])
+    return JSONResponse([asdict(entry) for entry in index(registry_of(request), ready)])
 
 
 @router.post("/models/{name}/load", summary="Load a model")

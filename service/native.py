@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from service.adapter import Decoded, HttpAdapter, Result, Target, infer
 from service.decode import Limits, decode_request
-from service.errors import ServeError
+from service.errors import INTERNAL_DETAIL, ServeError
 from service.inference import registry_of
 from service.openapi import ERRORS, PREDICT_BODY
 from service.schemas import PredictResponse
@@ -30,7 +30,7 @@ router = APIRouter()
 
 def error_response(err: ServeError, path: str) -> Response:
     """A ServeError's JSON answer (our protocol's shape); server-side ones are logged."""
-    if err.status >= 500 and err.status != 503:
+    if err.status >= 500 and err.status != 503 and err.detail != INTERNAL_DETAIL:  # a bug: logged
         log.error("%s on %s: %s", err.code, path, err.detail)
     return Response(
         orjson.dumps(err.body()),

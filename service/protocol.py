@@ -84,7 +84,7 @@ class _LingeringTransport:
         return getattr(self._transport, name)
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol, Holds):
+class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
     """HttpToolsProtocol with header size, count and time limits (the class attributes), and
     the holds (:class:`~service.holds.Holds`)."""
 

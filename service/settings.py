@@ -86,7 +86,7 @@ class Settings(BaseSettings):
         description="Inference (POST) requests in the server at once; more get 503 at once, "
         "before their body is read.",
     )
-    # The holds (service.protocol): measured both ways in docs/benchmarks.md, section N.
+    # The holds (service.holds): measured both ways in docs/benchmarks.md, section N.
     shed_hold: Literal["all", "resends"] = Field(
         "all",
         description="After a 503 for overload, which of the client's next requests wait unread "

@@ -189,20 +189,22 @@ def test_a_client_that_waits_its_hold_out_is_not_delayed(served: tuple[int, Gate
 def test_with_shed_hold_resends_only_an_immediate_resend_waits(
     served: tuple[int, Gate, type[GuardedHttpToolsProtocol]],
 ) -> None:
-    """``--shed-hold resends``: a request 10 ms after its refusal (an open-loop client reusing
-    the connection) is read at once, where the default holds it; one sent at once waits the
-    whole hold, doubling in a row."""
+    """``--shed-hold resends``: a request sent after the resend window (an open-loop client
+    reusing the connection) is read at once, where the default holds it; one sent at once waits
+    the whole hold, doubling in a row. (The window and holds are scaled up 10x, so that a busy
+    machine cannot make an immediate resend look late.)"""
     port, _, protocol = served
     assert not protocol.hold_resends_only  # the default holds every request within the hold
     assert guarded_protocol(Settings(shed_hold="resends")).hold_resends_only
     protocol.hold_resends_only = True
+    protocol.queue_window_s, protocol.hold_s, protocol.max_hold_s = 0.05, 0.5, 5.0
     with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
         assert exchange(client, "/refuse")[0] == 503
-        time.sleep(0.01)  # past the 5 ms window, within the 50 ms hold
+        time.sleep(0.1)  # past the 50 ms window, within the 500 ms hold
         later = exchange(client, "/refuse")
-        assert later[0] == 503 and later[1] < 0.03, later  # read at once, not held 40 ms
-        assert exchange(client, "/refuse")[1] >= 0.045  # sent at once: held 50 ms
-        assert exchange(client, "/predict")[1] >= 0.095  # at once again: held 100 ms
+        assert later[0] == 503 and later[1] < 0.3, later  # read at once, not held 400 ms
+        assert exchange(client, "/refuse")[1] >= 0.45  # sent at once: held 500 ms
+        assert exchange(client, "/predict")[1] >= 0.95  # at once again: held 1 s
 
 
 def test_a_served_client_queues_behind_the_held_ones(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.errors import BadRequest
+from service.errors import INTERNAL_DETAIL, BadRequest
 from service.inference import Inference
 from service.metrics import Metrics
 
@@ -41,9 +41,9 @@ def _bug(*_: object) -> None:
 @pytest.mark.parametrize(
     ("api", "body"),
     [
-        ("native", {"error": "internal_error", "detail": "the server failed on this request"}),
-        ("tfserving", {"error": "the server failed on this request"}),
-        ("kserve", {"error": "the server failed on this request"}),
+        ("native", {"error": "internal_error", "detail": INTERNAL_DETAIL}),
+        ("tfserving", {"error": INTERNAL_DETAIL}),
+        ("kserve", {"error": INTERNAL_DETAIL}),
     ],
 )
 def test_a_bug_is_a_500_in_the_api_own_error_shape(

@@ -21,7 +21,15 @@ import psutil
 import pytest
 
 from loadtests.procs import free_port, serve_command
-from modelrepo.contract import CLASSES, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, PIXELS, SIGNATURE
+from modelrepo.contract import (
+    CLASSES,
+    INPUT_NAME,
+    INPUT_SHAPE,
+    OUTPUT_NAME,
+    PIXELS,
+    SIDE,
+    SIGNATURE,
+)
 from service.settings import Settings
 from tests.helpers import Server, run_server
 from training.data import Mnist, to_model_input
@@ -211,6 +219,7 @@ def tensor(name: str, shape: list[int], datatype: str, values: int) -> dict[str,
         ({"inputs": [tensor("pixels", [1, PIXELS], "FP32", PIXELS)]}, 400),
         ({"inputs": [tensor(INPUT_NAME, [1, PIXELS - 1], "FP32", PIXELS - 1)]}, 400),
         ({"inputs": [tensor(INPUT_NAME, [2, PIXELS], "FP32", PIXELS)]}, 400),
+        ({"inputs": [tensor(INPUT_NAME, [1, -SIDE, -SIDE], "FP32", PIXELS)]}, 400),
         ({"inputs": []}, 400),
     ],
 )  # fmt: skip
@@ -302,8 +311,9 @@ RAW = bytes(4 * PIXELS)  # one blank digit as little-endian FP32
     ],
     ids=["two-raw-tensors", "raw-short", "fp32-short", "no-data", "nan"],
 )
+@pytest.mark.parametrize("shape", [[1, PIXELS], [1, -SIDE, -SIDE]], ids=["shape", "negative"])
 def test_kserve_grpc_malformed_tensors_are_invalid_argument(
-    server: Server, raw: list[bytes], fp32: list[float], message: str
+    server: Server, raw: list[bytes], fp32: list[float], message: str, shape: list[int]
 ) -> None:
     """Messages the Triton client would never build, sent with the raw stub: each is
     INVALID_ARGUMENT with a message saying what is wrong."""
@@ -312,9 +322,7 @@ def test_kserve_grpc_malformed_tensors_are_invalid_argument(
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
     assert server.grpc_target is not None
-    tensor = pb.ModelInferRequest.InferInputTensor(
-        name=INPUT_NAME, datatype="FP32", shape=[1, PIXELS]
-    )
+    tensor = pb.ModelInferRequest.InferInputTensor(name=INPUT_NAME, datatype="FP32", shape=shape)
     tensor.contents.fp32_contents.extend(fp32)
     request = pb.ModelInferRequest(model_name="depthwise", inputs=[tensor], raw_input_contents=raw)
     with (
@@ -323,6 +331,8 @@ def test_kserve_grpc_malformed_tensors_are_invalid_argument(
     ):
         pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    if shape[1] < 0:
+        message = "with N >= 1"  # dimensions below 1 are refused before the data is read
     assert message in (refused.value.details() or ""), refused.value.details()
 
 
