@@ -16,6 +16,7 @@ from loadtests.results import LoadPlan, Percentiles, RunRecord
 from loadtests.stats import Interval, change_interval
 from mnist_serve.cli import app
 from tests.helpers import Server, run_record, run_server, step_result
+from training.data import Mnist
 
 
 def interval(low: float, high: float) -> Interval:
@@ -176,23 +177,60 @@ def test_nothing_to_compare_exits_2(tmp_path: Path) -> None:
     assert code == 2 and "5% or 0.05" in out, out
 
 
-# The same-server check runs on a 2-core machine shared with other work: between two runs the
-# machine's load can shift by more than 5 %, which the gate would rightly call a change. The
-# end-to-end test gates at 20 %; a per-batch wait of 50 ms costs far more than that.
-E2E_THRESHOLD = "20%"
+# The end-to-end test checks the gate's verdicts on real runs, not its sensitivity (the rule's
+# tests above do that at 5 %). Its two load tests of one server run on a shared 2-core machine:
+# in one CI run the second came out 21 % slower at 8 clients and its p99 60 % higher, with 95 %
+# intervals of -32 % to -9 % and +30 % to +97 %. So it gates at 50 %, and its regression is
+# several times that: a far heavier model published under the same name.
+E2E_THRESHOLD = "50%"
+
+
+def heavy_depthwise(mnist: Mnist, root: Path) -> Path:
+    """A repository whose ``depthwise`` is two 5x5 convolutions of 128 filters at full resolution
+    (about 320 M multiply-accumulates an image), as a
+    SavedModel only: the regression of someone publishing a much bigger net under the name."""
+    import keras
+
+    from modelrepo.layout import ModelRepository
+    from training.catalog import Variant
+    from training.export import export_model
+    from training.train import TrainConfig, train_variant
+
+    def build() -> keras.Sequential:
+        return keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Conv2D(128, 5, padding="same", activation="relu"),
+                keras.layers.Conv2D(128, 5, padding="same", activation="relu"),
+                keras.layers.Flatten(),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        )
+
+    heavy = Variant("depthwise", "test", "a much heavier net under the same name", "-", build)
+    few = Mnist(
+        mnist.x_train[:256],
+        mnist.y_train[:256],
+        mnist.x_test[:256],
+        mnist.y_test[:256],
+        mnist.source,
+    )
+    repository = ModelRepository(root)
+    export_model(train_variant(heavy, few, TrainConfig(epochs=1)), few, repository, runtimes=())
+    return root
 
 
 @pytest.mark.slow
 def test_a_real_regression_fails_the_check_and_the_same_server_passes(
     server: Server,
     models_dir: Path,
+    mnist: Mnist,
     mnist_path: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Two load tests of the same server pass; the same model served one image per model
-    call (``--max-batch-size 1``: 8 clients' requests no longer share a call) fails, naming
-    the throughput at 8 clients."""
+    """Two load tests of the same server pass; a server whose ``depthwise`` is a far heavier
+    net fails, naming the throughput at 8 clients."""
     from loadtests import session
     from tests.test_session import Recorder
 
@@ -203,7 +241,7 @@ def test_a_real_regression_fails_the_check_and_the_same_server_passes(
         concurrency=(1, 8),
         duration_s=2,
         warmup_s=1,
-        repeats=5,  # a 40 % regression: five repeats keep its interval clear of noise
+        repeats=5,
         mnist=str(mnist_path),
     )
 
@@ -216,8 +254,9 @@ def test_a_real_regression_fails_the_check_and_the_same_server_passes(
     print(out)  # shown with pytest -s: the figures of both checks
     assert code == 0, out
     assert "PASS run 2 against run 1" in out
+    heavy = heavy_depthwise(mnist, tmp_path / "heavy")
     log = tmp_path / "slow-server.log"
-    with run_server(models_dir, log, "--max-batch-size", "1") as slow:
+    with run_server(heavy, log, "--runtimes", "savedmodel") as slow:
         slow.wait_ready()
         load_test("slow", slow.url)
     code, out = invoke("--max-regression", E2E_THRESHOLD, "--all")
