@@ -288,6 +288,12 @@ class Change:
         return self.after.mean / self.before.mean if self.before.mean else float("nan")
 
     @property
+    def repeated(self) -> bool:
+        """Whether both runs repeated it (two values or more each): a test between them can
+        judge it."""
+        return len(self.before_values) > 1 and len(self.after_values) > 1
+
+    @property
     def moved(self) -> bool:
         """Whether the intervals do not overlap (never, with one repeat: no interval)."""
         return not self.before.overlaps(self.after)

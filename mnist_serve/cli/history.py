@@ -186,9 +186,9 @@ def gate_table(judged: gate.Gate, rows: list[gate.Judged]) -> Table:
     from rich.table import Table
 
     table = Table(
-        title=f"run {judged.before.id} -> run {judged.after.id} (change = new/old - 1, 95% "
-        f"Welch interval over repeats; regressed = worse beyond {judged.threshold:.0%} "
-        "with 95% confidence)"
+        title=f"run {judged.before.id} -> run {judged.after.id} (change = new/old - 1, "
+        "Welch interval over repeats, 95% for all the figures together; regressed = worse "
+        f"beyond {judged.threshold:.0%} with that confidence)"
     )
     for column in (
         "figure",
