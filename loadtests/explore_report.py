@@ -4,9 +4,9 @@ What it shows, from an :class:`~loadtests.explore_results.ExploreRecord`:
 
 * the Pareto front of test accuracy against served p50 at one client, and against the highest
   Poisson rate within the SLO (:mod:`loadtests.pareto_plot` draws it; when most models met
-  every rate tried, its second panel shows throughput at 32 clients instead, while the table's
-  "rank (rate)" stays the rate's, ties and all);
-* every model in a table sorted by Pareto rank (:mod:`loadtests.pareto`);
+  every rate tried, its second panel shows throughput at 32 clients instead);
+* every model in a table sorted by its Pareto ranks on the figure's two panels (the same
+  :meth:`~loadtests.pareto_plot.Panel.ranks`, so the table's fronts are the figure's);
 * Spearman's rank correlation of served p50 with parameters, with MACs and with model-alone
   time, each with its 95 % interval (:func:`modelrepo.stats.spearman`), over all models and
   within each runtime: "do fewer parameters mean faster when served?" in numbers;
@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests.explore_results import ExploreRecord, ModelMeasurement
-from loadtests.pareto import pareto_ranks
-from loadtests.pareto_plot import pareto_figure
+from loadtests.pareto_plot import Panel, panels, pareto_figure
 from loadtests.report import html_table, markdown_table
 from loadtests.tables import Table
 from modelrepo.stats import Correlation, spearman
@@ -40,11 +39,12 @@ class ExploreError(Exception):
 
 @dataclass(frozen=True)
 class Ranked:
-    """A model with its Pareto ranks: accuracy vs p50 at one client, and vs the highest rate."""
+    """A model with its Pareto ranks: accuracy vs p50 at one client, and vs the second panel's
+    speed (the highest rate within the SLO, or throughput at 32 clients: :func:`panels`)."""
 
     m: ModelMeasurement
     rank_p50: int
-    rank_rate: int
+    rank_speed: int
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,11 @@ class ExploreReport:
     answer: str
 
 
-def rank(models: Sequence[ModelMeasurement]) -> list[Ranked]:
+def rank(models: Sequence[ModelMeasurement], p50: Panel, speed: Panel) -> list[Ranked]:
     """Both Pareto ranks of every model, sorted by rank (p50 front first), then p50."""
-    by_p50 = pareto_ranks([(m.test_accuracy, -m.c1_latency_ms.p50) for m in models])
-    by_rate = pareto_ranks([(m.test_accuracy, m.max_rate) for m in models])
-    ranked = [Ranked(m, a, b) for m, a, b in zip(models, by_p50, by_rate, strict=True)]
-    return sorted(ranked, key=lambda r: (r.rank_p50, r.rank_rate, r.m.c1_latency_ms.p50))
+    pairs = zip(models, p50.ranks(models), speed.ranks(models), strict=True)
+    ranked = [Ranked(m, a, b) for m, a, b in pairs]
+    return sorted(ranked, key=lambda r: (r.rank_p50, r.rank_speed, r.m.c1_latency_ms.p50))
 
 
 AGAINST: dict[str, Callable[[ModelMeasurement], float]] = {
@@ -154,16 +153,16 @@ def rate_text(m: ModelMeasurement) -> str:
     return f"{'>=' if m.first_missed is None and m.max_rate > 0 else ''}{m.max_rate:,.0f}"
 
 
-def ranked_table(ranked: Sequence[Ranked]) -> Table:
+def ranked_table(ranked: Sequence[Ranked], speed: Panel) -> Table:
     """Every model, sorted by Pareto rank."""
     header = [
-        "rank (p50)", "rank (rate)", "model", "params", "MACs", "test acc", "p50 c=1 ms",
+        "rank (p50)", f"rank ({speed.short})", "model", "params", "MACs", "test acc", "p50 c=1 ms",
         "p99 c=1 ms", "req/s c=32", "max rate in SLO", "alone b1 ms", "alone b32 ms",
     ]  # fmt: skip
     rows = [
         [
             str(r.rank_p50),
-            str(r.rank_rate),
+            str(r.rank_speed),
             r.m.model,
             f"{r.m.parameters:,}",
             f"{r.m.macs:,}",
@@ -245,7 +244,8 @@ def write_explore_report(
         raise ExploreError(
             "no model measured to report on: is the family exported on those runtimes?"
         )
-    ranked = rank(chosen)
+    p50, speed = panels(chosen, str(record.slo))
+    ranked = rank(chosen, p50, speed)
     found = correlations(chosen)
     said = answer(found)
     front = [r.m.model for r in ranked if r.rank_p50 == 1]
@@ -265,7 +265,7 @@ def write_explore_report(
         f"a run); model alone: median in-process call, one thread."
         + (" QUICK budget: a shape check, not figures to quote." if chosen[0].quick else "")
     )
-    tables = {"Models by Pareto rank": ranked_table(ranked)}
+    tables = {"Models by Pareto rank": ranked_table(ranked, speed)}
     tables["Rank correlation (Spearman, 95% interval) of served p50"] = correlation_table(found)
     tables["Every served measure, all models (Spearman, 95% interval)"] = served_table(
         served_correlations(chosen)

@@ -37,8 +37,14 @@ class Panel:
     speed: Callable[[ModelMeasurement], float]
     higher_is_better: bool
     label: str
+    short: str  # the report table's rank column: "rank (<short>)"
     log: bool = False
     note: str = ""
+
+    def ranks(self, models: Sequence[ModelMeasurement]) -> list[int]:
+        """Each model's Pareto rank on test accuracy and this speed (1 = on the front)."""
+        sign = 1 if self.higher_is_better else -1
+        return pareto_ranks([(m.test_accuracy, sign * self.speed(m)) for m in models])
 
 
 def error_pct(m: ModelMeasurement) -> float:
@@ -54,18 +60,24 @@ def censored(models: Sequence[ModelMeasurement]) -> int:
 def panels(models: Sequence[ModelMeasurement], slo: str) -> list[Panel]:
     """The two panels: p50 at one client, and the rate within the SLO (or c=32 throughput)."""
     p50 = Panel(
-        lambda m: m.c1_latency_ms.p50, False, "served p50 at one client (ms, lower is better)", True
+        lambda m: m.c1_latency_ms.p50,
+        False,
+        "served p50 at one client (ms, lower is better)",
+        "p50",
+        log=True,
     )
     top = censored(models)
     if top * 2 <= len(models):
         label = f"highest Poisson rate within {slo} (req/s, higher is better)"
-        return [p50, Panel(lambda m: m.max_rate, True, label)]
+        return [p50, Panel(lambda m: m.max_rate, True, label, "rate")]
     highest = max(m.max_rate for m in models)
     note = (
         f"{top} of {len(models)} models met every rate tried (up to {highest:,.0f} req/s): the "
         "rate search cannot separate them, so this panel shows throughput at 32 clients"
     )
-    c32 = Panel(lambda m: m.c32_rps, True, "req/s at 32 clients (higher is better)", note=note)
+    c32 = Panel(
+        lambda m: m.c32_rps, True, "req/s at 32 clients (higher is better)", "c=32", note=note
+    )
     return [p50, c32]
 
 
@@ -83,8 +95,7 @@ def pareto_figure(models: Sequence[ModelMeasurement], slo: str, path: Path) -> P
     colours = {rt: f"C{i}" for i, rt in enumerate(runtimes)}
     fronts = []
     for ax, panel in zip(axes, panels(shown, slo), strict=True):
-        sign = 1 if panel.higher_is_better else -1
-        ranks = pareto_ranks([(m.test_accuracy, sign * panel.speed(m)) for m in shown])
+        ranks = panel.ranks(shown)
         front = [m for m, rank in zip(shown, ranks, strict=True) if rank == 1]
         fronts.append((ax, panel, front))
         for m, rank in zip(shown, ranks, strict=True):

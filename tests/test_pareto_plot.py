@@ -92,3 +92,19 @@ def test_perfect_and_useless_models_still_plot(tmp_path: Path, accuracy: float) 
     """A test error of 0 on a log axis, or of 100 %."""
     models = [*CROWD, measured("x@onnx", accuracy, 0.5, 5000, 3000, None)]
     assert pareto_figure(models, "p99 <= 20 ms", tmp_path / "pareto.png").is_file()
+
+
+def test_the_report_table_ranks_on_the_figure_panels() -> None:
+    """The table's fronts are the figure's: with the rate search topped out, its second rank is
+    on throughput at 32 clients, where the crowd trades accuracy for speed (all nine on the
+    front), not on the tied rate (where the most accurate would dominate the other eight)."""
+    from loadtests.explore_report import rank, ranked_table
+
+    p50, speed = panels(CROWD, "p99 <= 20 ms")
+    ranked = rank(CROWD, p50, speed)
+    assert [r.rank_speed for r in ranked] == [1] * len(CROWD)
+    header, rows = ranked_table(ranked, speed)
+    assert header[:2] == ["rank (p50)", "rank (c=32)"]
+    assert {row[1] for row in rows} == {"1"}
+    front = {m.model for m, r in zip(CROWD, p50.ranks(CROWD), strict=True) if r == 1}
+    assert {r.m.model for r in ranked if r.rank_p50 == 1} == front
