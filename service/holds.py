@@ -17,19 +17,23 @@ import asyncio
 from functools import partial
 from typing import TYPE_CHECKING
 
-from service.admission import AdmissionGuard
+if TYPE_CHECKING:
+    from service.admission import AdmissionGuard
+
+HOLD_S = 0.05  # how long a refused client's next request may first wait unread for room
+# A request this soon after its connection's answer was sent at once (only a closed-loop
+# client or a retry storm is this fast): after an answer, while the server is full and others
+# are held, it queues behind them (_queue_behind); after a 503, with hold_resends_only, it is
+# the only one held (_hold).
+RESEND_WINDOW_S = 0.005
 
 
 class Holds:
     """A connection's holds (the protocol's class attributes configure them)."""
 
-    hold_s = 0.05  # how long a refused client's next request may first wait unread for room
+    hold_s = HOLD_S
     max_hold_s = 1.0  # at most: the 503's Retry-After
-    # A request this soon after its connection's answer was sent at once (only a closed-loop
-    # client or a retry storm is this fast): after an answer, while the server is full and
-    # others are held, it queues behind them (_queue_behind); after a 503, with
-    # hold_resends_only, it is the only one held (_hold).
-    queue_window_s = 0.005
+    queue_window_s = RESEND_WINDOW_S
     hold_resends_only = False  # --shed-hold resends: _hold holds only an immediate resend
 
     _hold_timer: asyncio.TimerHandle | None = None

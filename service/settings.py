@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modelrepo.contract import PIXELS
 from modelrepo.layout import check_runtimes, is_valid_variant_name
+from service.holds import HOLD_S, RESEND_WINDOW_S
 
 
 def split_csv(value: object) -> object:
@@ -90,10 +91,11 @@ class Settings(BaseSettings):
     shed_hold: Literal["all", "resends"] = Field(
         "all",
         description="After a 503 for overload, which of the client's next requests wait unread "
-        "for room: 'all' that come within the hold (50 ms, doubling in a row; the most "
-        "goodput, but at 2x-4x overload an open-loop client can find all its connections held "
-        "and wait seconds) or 'resends', only one sent within 5 ms of the 503, as a retry "
-        "storm does (every request answered at once, less goodput).",
+        f"for room: 'all' that come within the hold ({HOLD_S * 1000:g} ms, doubling in a row; "
+        "the most goodput, but at 2x-4x overload an open-loop client can find all its "
+        "connections held and wait seconds) or 'resends', only one sent within "
+        f"{RESEND_WINDOW_S * 1000:g} ms of the 503, as a retry storm does (every request "
+        "answered at once, less goodput).",
     )
     max_queue_wait_ms: float = Field(
         300,
