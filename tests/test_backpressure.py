@@ -94,6 +94,18 @@ def served() -> Iterator[tuple[int, Gate, type[GuardedHttpToolsProtocol]]]:
         thread.join(10)
 
 
+# The holds are scaled up 10x from the service's 50 ms in the tests that time them: a hold is
+# counted from the refusal and a wait from the resend, so on a busy machine whatever delays the
+# resend comes off the wait. At 500 ms a 10 % margin is 50 ms; at 50 ms it was 5 ms.
+HOLD_S = 0.5
+AT_ONCE_S = 0.25  # an answer not held: well under one hold
+
+
+def slow_holds(protocol: type[GuardedHttpToolsProtocol]) -> None:
+    """The holds of ``protocol`` scaled to :data:`HOLD_S`."""
+    protocol.hold_s, protocol.max_hold_s = HOLD_S, 10 * HOLD_S
+
+
 def post(path: str) -> bytes:
     return b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}" % path.encode()
 
@@ -122,9 +134,10 @@ def complete(answer: bytes) -> bool:
 def test_a_client_refused_at_the_protocol_waits_unread_and_longer_each_time(
     served: tuple[int, Gate, type[GuardedHttpToolsProtocol]],
 ) -> None:
-    """The server is full: a retry sent at once is read only after the hold (50 ms, then
-    100 ms), not at once; when the blocking request leaves, a held client is read at once."""
+    """The server is full: a retry sent at once is read only after the hold (then twice as
+    long), not at once; when the blocking request leaves, a held client is read at once."""
     port, gate, protocol = served
+    slow_holds(protocol)
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as blocker,
         socket.create_connection(("127.0.0.1", port), timeout=10) as client,
@@ -135,9 +148,9 @@ def test_a_client_refused_at_the_protocol_waits_unread_and_longer_each_time(
         second = exchange(client, "/predict")
         third = exchange(client, "/predict")
         assert [first[0], second[0], third[0]] == [503, 503, 503]
-        assert first[1] < 0.04  # refused at once
-        assert second[1] >= 0.045  # held 50 ms
-        assert third[1] >= 0.095  # held 100 ms: the second refusal in a row
+        assert first[1] < AT_ONCE_S  # refused at once
+        assert second[1] >= 0.9 * HOLD_S  # held
+        assert third[1] >= 1.9 * HOLD_S  # held twice as long: the second refusal in a row
         # Now a long hold, cut short by the blocker leaving:
         protocol.hold_s = protocol.max_hold_s = 5.0
         exchange(client, "/predict")  # refused, now held for 5 s
@@ -158,32 +171,36 @@ def test_a_client_refused_by_the_app_is_held_too(
 ) -> None:
     """A handler refusing for overload (hold_refused) holds the connection as the protocol's
     own refusal does; a served request resets the doubling."""
-    port, _, _ = served
+    port, _, protocol = served
+    slow_holds(protocol)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
         refused = exchange(client, "/refuse")
         held = exchange(client, "/refuse")
         held_longer = exchange(client, "/predict")
         served_after = exchange(client, "/predict")
         assert [refused[0], held[0], held_longer[0], served_after[0]] == [503, 503, 200, 200]
-        assert refused[1] < 0.04 and held[1] >= 0.045 and held_longer[1] >= 0.095
-        assert served_after[1] < 0.04  # read at once: served, not refused, before it
+        assert refused[1] < AT_ONCE_S and held[1] >= 0.9 * HOLD_S
+        assert held_longer[1] >= 1.9 * HOLD_S
+        assert served_after[1] < AT_ONCE_S  # read at once: served, not refused, before it
         again = exchange(client, "/refuse")
         after_reset = exchange(client, "/predict")
-        assert again[0] == 503 and 0.045 <= after_reset[1] < 0.095  # 50 ms again, not 200
+        assert again[0] == 503  # then one hold again, not four
+        assert 0.9 * HOLD_S <= after_reset[1] < 1.9 * HOLD_S, after_reset
 
 
 def test_a_client_that_waits_its_hold_out_is_not_delayed(served: tuple[int, Gate, type]) -> None:
     """Only a request that comes within the hold waits: one sent after it (a client that
     honoured the wait, or an open-loop client reusing the connection later) is read at once,
     and the doubling starts again."""
-    port, _, _ = served
+    port, _, protocol = served
+    slow_holds(protocol)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
         assert exchange(client, "/refuse")[0] == 503
-        assert exchange(client, "/refuse")[1] >= 0.045  # too early: held 50 ms
-        time.sleep(0.15)  # past its 100 ms hold
+        assert exchange(client, "/refuse")[1] >= 0.9 * HOLD_S  # too early: held
+        time.sleep(2.4 * HOLD_S)  # past its hold, now twice as long
         later = exchange(client, "/refuse")
-        assert later[0] == 503 and later[1] < 0.04, later
-        assert 0.045 <= exchange(client, "/predict")[1] < 0.095  # 50 ms again
+        assert later[0] == 503 and later[1] < AT_ONCE_S, later
+        assert 0.9 * HOLD_S <= exchange(client, "/predict")[1] < 1.9 * HOLD_S  # one hold again
 
 
 def test_with_shed_hold_resends_only_an_immediate_resend_waits(
