@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from modelrepo.contract import INPUT_SHAPE
 from service.batcher import Batcher, Timing, never
@@ -88,6 +89,7 @@ async def copies_follow_the_executor(models_dir: Path) -> None:
     assert not on_gpu.copied(onnx) and not on_gpu.copied(saved)
 
 
+@pytest.mark.slow  # the only fast-set test on trained models: training them took 24 s of it
 def test_copies_follow_the_executor(models_dir: Path) -> None:
     """A ready ONNX model gets a copy (the executor serves it until the copy is warm), a
     SavedModel never does, and a version the executor drops is retired once no request holds
