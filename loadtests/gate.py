@@ -74,7 +74,7 @@ class Metric(StrEnum):
 class Verdict(StrEnum):
     """What the gate makes of one figure's change."""
 
-    REGRESSED = "regressed"  # 95 % sure it got worse by more than the threshold: fails
+    REGRESSED = "regressed"  # surely (see the rule) worse by more than the threshold: fails
     WORSE = "worse, within threshold"  # surely worse, not surely by more than the threshold
     BETTER = "better"
     STEADY = "steady"  # the interval includes no change
@@ -90,7 +90,7 @@ class Judged:
     level: int | None  # clients (None: open loop)
     before: float  # mean over repeats (the rate: the highest that met the SLO)
     after: float
-    change: Interval  # after over before, with its 95 % interval
+    change: Interval  # after over before, with its interval (95 % for all the figures together)
     verdict: Verdict
 
     @property
@@ -186,8 +186,8 @@ class Gate:
         skipped = len(self.judged) - len(judged)
         text = (
             f"run {self.after.id} against run {self.before.id}: {len(judged)} figures judged "
-            f"at a {self.threshold:.0%} threshold, {len(self.moved)} moved beyond their 95% "
-            f"interval, {len(self.regressions)} regressed"
+            f"at a {self.threshold:.0%} threshold, {len(self.moved)} moved beyond their interval "
+            f"(95% for all together), {len(self.regressions)} regressed"
         )
         if skipped:
             text += f" ({skipped} not judged: one repeat, no interval)"

@@ -57,8 +57,15 @@ def censored(models: Sequence[ModelMeasurement]) -> int:
     return sum(1 for m in models if m.first_missed is None and m.max_rate > 0)
 
 
+def plotted(models: Sequence[ModelMeasurement]) -> list[ModelMeasurement]:
+    """The models the figure can place: those with a test accuracy."""
+    return [m for m in models if not math.isnan(m.test_accuracy)]
+
+
 def panels(models: Sequence[ModelMeasurement], slo: str) -> list[Panel]:
-    """The two panels: p50 at one client, and the rate within the SLO (or c=32 throughput)."""
+    """The two panels: p50 at one client, and the rate within the SLO (or c=32 throughput),
+    chosen on the models the figure places (so the report's table ranks on the same ones)."""
+    models = plotted(models)
     p50 = Panel(
         lambda m: m.c1_latency_ms.p50,
         False,
@@ -88,7 +95,7 @@ def pareto_figure(models: Sequence[ModelMeasurement], slo: str, path: Path) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [m for m in models if not math.isnan(m.test_accuracy)]
+    shown = plotted(models)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     most = max((m.parameters for m in shown), default=1) or 1
     runtimes = list(dict.fromkeys(m.runtime for m in shown))

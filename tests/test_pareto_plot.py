@@ -106,5 +106,6 @@ def test_the_report_table_ranks_on_the_figure_panels() -> None:
     header, rows = ranked_table(ranked, speed)
     assert header[:2] == ["rank (p50)", "rank (c=32)"]
     assert {row[1] for row in rows} == {"1"}
-    front = {m.model for m, r in zip(CROWD, p50.ranks(CROWD), strict=True) if r == 1}
-    assert {r.m.model for r in ranked if r.rank_p50 == 1} == front
+    # on p50 the crowd does not trade: k0 is the fastest (0.300 ms) and the most accurate
+    assert [r.rank_p50 for r in ranked] == list(range(1, 10))
+    assert ranked[0].m.model == "small-k0-0@litert"

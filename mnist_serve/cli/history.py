@@ -132,8 +132,8 @@ def history_check(
         str,
         typer.Option(
             help="How much worse a figure may get (5% or 0.05): a throughput, speedup or "
-            "open-loop rate lower, or a p99 higher, by more than this, with 95% confidence, "
-            "fails the check."
+            "open-loop rate lower, or a p99 higher, by more than this, with 95% confidence "
+            "over all the figures together (Bonferroni), fails the check."
         ),
     ] = "5%",
     show_all: Annotated[
@@ -142,8 +142,9 @@ def history_check(
     history_file: HistoryOption = None,
 ) -> None:
     """A regression gate for CI: exit 1 when a speedup, a throughput, a p99 or an open-loop
-    rate got worse beyond both its 95% interval and --max-regression; 0 otherwise; 2 when
-    there is nothing to compare. The rule is in loadtests/gate.py."""
+    rate got worse beyond both its interval (95% for all the figures together) and
+    --max-regression; 0 otherwise; 2 when there is nothing to compare. The rule is in
+    loadtests/gate.py."""
     from loadtests import gate, history
 
     try:
@@ -173,7 +174,7 @@ def history_check(
         where = f" at {j.level} clients" if j.level is not None else ""
         console.print(
             f"  regressed: {j.metric} of {j.subject}{where}: {j.metric.shown(j.before)} -> "
-            f"{j.metric.shown(j.after)} ({j.change.mean - 1:+.1%}, 95% CI "
+            f"{j.metric.shown(j.after)} ({j.change.mean - 1:+.1%}, CI "
             f"{j.change.low - 1:+.1%} to {j.change.high - 1:+.1%})",
             highlight=False,
         )
@@ -182,7 +183,7 @@ def history_check(
 
 
 def gate_table(judged: gate.Gate, rows: list[gate.Judged]) -> Table:
-    """What moved: each figure in the two runs, its change and 95% interval, the verdict."""
+    """What moved: each figure in the two runs, its change and interval, the verdict."""
     from rich.table import Table
 
     table = Table(
