@@ -71,8 +71,9 @@ async def copies_follow_the_executor(models_dir: Path) -> None:
     await asyncio.sleep(0.5)
     assert onnx.batcher is copy, "retired under a request that still holds it"
     onnx.active = 0
-    await until(lambda: onnx.batcher is None)
-    assert copies.copies == {} and not copy.running
+    await until(lambda: onnx.batcher is None)  # detached first: no new request reaches it
+    assert copies.copies == {}
+    await until(lambda: not copy.running)  # then stopped: its cancelled loop awaited, ticks later
 
     onnx.state = "ready"  # served again: a new copy, retiring when the front end shuts down
     onnx.batcher = copies.queue(onnx, executor)
