@@ -65,8 +65,11 @@ async def test_queueing_is_counted_from_the_scheduled_time() -> None:
     latencies = [s.latency for s in sorted(result.samples, key=lambda s: s.scheduled)]
     assert len(latencies) == 40 and result.statuses()[200] == 40
     assert latencies[0] < 0.1
-    assert latencies[-1] == pytest.approx(40 * DELAY_S - 1.0 + DELAY_S, rel=0.15)
-    assert result.lag_ms(99) < 20  # the generator itself kept to its schedule
+    # ~1.05 s, counted from the schedule (a client timing from the send would report 50 ms);
+    # above it only by what a busy machine adds to 40 serial sleeps
+    expected = 40 * DELAY_S - 1.0 + DELAY_S
+    assert 0.85 * expected <= latencies[-1] <= 1.5 * expected, latencies[-1]
+    assert result.lag_ms(99) < 50  # the generator itself kept to its schedule (not ~1 s behind)
 
 
 async def test_poisson_arrivals_average_the_asked_rate() -> None:
