@@ -148,7 +148,7 @@ async def read_engine(request: Request, registry: RegistryDep) -> EngineInfo:
 @router.get("/metrics", summary="Prometheus metrics")
 async def read_metrics(registry: RegistryDep) -> Response:
     """Request counts, latency histograms, batch sizes and in-flight requests."""
-    return Response(registry.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    return Response(await registry.metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post(
@@ -312,6 +312,7 @@ def create_app(settings: Settings | None = None, worker: WorkerContext | None = 
             if grpc_server is not None:
                 await grpc_server.stop(grace=2)
             await models.stop(registry)
+            registry.metrics.flush()
 
     app = FastAPIOffline(
         title="mnist-serve",

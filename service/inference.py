@@ -58,8 +58,7 @@ class Inference:
         series = self.registry.metrics.model(
             *((model.model.variant, model.runtime_name) if model else ("unknown", "unknown"))
         )
-        series.count(self.status)
-        series.request_seconds.observe(time.perf_counter() - self.started)
+        series.answered(self.status, time.perf_counter() - self.started)
 
     def resolve(
         self, name: str, runtime: str | None = None, version: int | None = None
@@ -85,8 +84,7 @@ class Inference:
             raise Unavailable(f"{model.name} stopped serving; retry shortly")
         probabilities, timing = await model.batcher.submit(images, gone)
         series = self.registry.metrics.model(model.model.variant, model.runtime_name)
-        series.queue_seconds.observe(timing.queue_s)
-        series.model_seconds.observe(timing.model_s)
+        series.served(timing.queue_s, timing.model_s)
         self.status = 200
         return probabilities, timing
 

@@ -9,11 +9,24 @@ count that admission keeps in shared memory.
 Every series is labelled by variant and runtime (``unknown`` for names not served).
 Latency buckets reach down to 50 µs: a served MNIST model answers in about a millisecond, and
 Prometheus' default buckets (5 ms and up) would put every request in the first one.
+
+The per-request series are tallied in plain numbers (:class:`Tally`) and handed to
+prometheus-client in bulk at most ``FLUSH_S`` later: its ``observe()`` takes a lock and, in
+multiprocess mode, writes two memory-mapped values each time, which at four series a request
+cost 5-13 % of the throughput (docs/benchmarks.md, section P). A scrape flushes its own process
+at once and, with several processes, first waits ``SETTLE_S`` for the others' timers, so it
+still counts every request answered before it arrived.
+
+This is the one module that knows prometheus-client's private ``Histogram`` attributes
+(``_upper_bounds``, ``_buckets``, ``_sum``); pyproject.toml bounds its version, and
+tests/test_inference.py checks that a flushed tally reads exactly like ``observe()``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +42,8 @@ LATENCY_BUCKETS = (
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256, 512, 1024)
+FLUSH_S = 0.02  # how long an observation may wait in its process before prometheus-client has it
+SETTLE_S = 3 * FLUSH_S  # how long a multiprocess scrape waits for the other processes' flushes
 
 
 class Metrics:
@@ -91,6 +106,8 @@ class Metrics:
             registry=self.registry,
         )
         self._models: dict[tuple[str, str], ModelSeries] = {}
+        self._pending: list[ModelSeries] = []
+        self._timer: asyncio.TimerHandle | None = None
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
         self.in_flight_count: Callable[[], float] = lambda: 0.0
         if self.multiprocess_dir is None:
@@ -105,8 +122,38 @@ class Metrics:
             series = self._models[key] = ModelSeries(self, variant, runtime)
         return series
 
+    def pending(self, series: ModelSeries) -> None:
+        """``series`` has observations to hand over: flush within ``FLUSH_S``.
+
+        Called on the event loop's thread; without a running loop (a unit test), flush now.
+        """
+        self._pending.append(series)
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._timer = loop.call_later(FLUSH_S, self.flush)
+
+    def flush(self) -> None:
+        """Hand every tallied observation to prometheus-client."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for series in self._pending:
+            series.flush()
+        self._pending.clear()
+
+    async def scrape(self) -> bytes:
+        """/metrics: every request answered before the call, whichever process answered it."""
+        if self.multiprocess_dir is not None:
+            await asyncio.sleep(SETTLE_S)  # the other processes' timers flush their tallies
+        return self.exposition()
+
     def exposition(self) -> bytes:
-        """The text format for /metrics: this process's series, or every process's."""
+        """The text format: this process's series, or every process's (as flushed so far)."""
+        self.flush()
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
@@ -116,22 +163,90 @@ class Metrics:
 
 
 class ModelSeries:
-    """The per-request series of one model (variant, runtime), bound to their labels."""
+    """The per-request series of one model (variant, runtime), bound to their labels and
+    tallied until :meth:`Metrics.flush`."""
+
+    __slots__ = (
+        "_flushed",
+        "_labels",
+        "_metrics",
+        "_statuses",
+        "model_seconds",
+        "queue_seconds",
+        "request_seconds",
+        "waiting",
+    )
 
     def __init__(self, metrics: Metrics, variant: str, runtime: str) -> None:
-        self._requests = metrics.requests
+        self._metrics = metrics
         self._labels = (variant, runtime)
-        self._by_status: dict[int, Any] = {}
-        self.request_seconds = metrics.request_seconds.labels(variant, runtime)
-        self.queue_seconds = metrics.queue_seconds.labels(variant, runtime)
-        self.model_seconds = metrics.model_seconds.labels(variant, runtime)
+        self._statuses: dict[int, int] = {}  # status: requests since the last flush
+        self._flushed: dict[int, Any] = {}  # status: its counter, bound once
+        self.request_seconds = Tally(metrics.request_seconds.labels(variant, runtime))
+        self.queue_seconds = Tally(metrics.queue_seconds.labels(variant, runtime))
+        self.model_seconds = Tally(metrics.model_seconds.labels(variant, runtime))
+        self.waiting = False  # in the Metrics' pending list
 
-    def count(self, status: int) -> None:
-        """Count one request answered with ``status``."""
-        counter = self._by_status.get(status)
-        if counter is None:
-            counter = self._by_status[status] = self._requests.labels(*self._labels, str(status))
-        counter.inc()
+    def answered(self, status: int, seconds: float) -> None:
+        """One request answered with ``status``, ``seconds`` after it was routed."""
+        self._statuses[status] = self._statuses.get(status, 0) + 1
+        self.request_seconds.observe(seconds)
+        if not self.waiting:
+            self.waiting = True
+            self._metrics.pending(self)
+
+    def served(self, queue_s: float, model_s: float) -> None:
+        """Where a served request's time went: its wait for a batch, its batch's model call."""
+        self.queue_seconds.observe(queue_s)
+        self.model_seconds.observe(model_s)
+        if not self.waiting:
+            self.waiting = True
+            self._metrics.pending(self)
+
+    def flush(self) -> None:
+        """Hand the tallies to prometheus-client."""
+        self.waiting = False
+        for status, count in self._statuses.items():
+            counter = self._flushed.get(status)
+            if counter is None:
+                counter = self._metrics.requests.labels(*self._labels, str(status))
+                self._flushed[status] = counter
+            counter.inc(count)
+        self._statuses.clear()
+        self.request_seconds.flush()
+        self.queue_seconds.flush()
+        self.model_seconds.flush()
+
+
+class Tally:
+    """A histogram's observations since its last flush, in plain numbers: a bisect and two
+    additions each, where ``Histogram.observe`` takes a lock and (in multiprocess mode)
+    writes two memory-mapped values."""
+
+    __slots__ = ("_child", "bounds", "counts", "total")
+
+    def __init__(self, child: Histogram) -> None:
+        self._child = child
+        self.bounds: list[float] = list(child._upper_bounds)  # ends with +Inf
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        """One observation: counted in the first bucket whose bound is >= ``value``."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def flush(self) -> None:
+        """Add the tallied buckets and sum to the histogram, and start again from zero."""
+        counts = self.counts
+        if not any(counts):
+            return
+        for i, count in enumerate(counts):
+            if count:
+                self._child._buckets[i].inc(count)
+                counts[i] = 0
+        self._child._sum.inc(self.total)
+        self.total = 0.0
 
 
 class _InFlight:

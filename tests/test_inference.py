@@ -14,6 +14,7 @@ from service.metrics import Metrics
 
 
 def counted(metrics: Metrics, status: int) -> float:
+    metrics.flush()
     value = metrics.registry.get_sample_value(
         "mnist_serve_requests_total",
         {"variant": "unknown", "runtime": "unknown", "status": str(status)},
