@@ -24,6 +24,7 @@ from bench_overload import rss_mb
 from bench_service import REPO
 
 from loadtests.procs import free_port, serve_command, wait_for_port
+from service.copies import HEAVY
 
 DESIGNS = {  # name: serve flags
     "single": ["--workers", "1"],
@@ -34,20 +35,36 @@ DESIGNS = {  # name: serve flags
 SETTLE_S = 2.0  # after every copy is warm: let the allocators settle before reading RSS
 
 
+def in_process(engine: str, ready: list[str]) -> set[str]:
+    """The models (variant@runtime) a worker of ``engine`` runs itself once settled: all of
+    them in one process or a replica, none in the executor's front ends, and the hybrid's
+    copies of the light ones (service.copies; this benchmark runs on the CPU)."""
+    if engine in ("single", "replicas"):
+        return set(ready)
+    if engine == "hybrid":
+        return {name for name in ready if name.rsplit("@", 1)[1] not in HEAVY}
+    return set()
+
+
 def settled(url: str, workers: int, timeout_s: float = 180) -> dict[int, list[str]]:
-    """Wait for /readyz, then for every worker to report the same models in process."""
+    """Wait for /readyz, then for every worker to report in process what its design runs
+    there (a hybrid front end warms its copies after the server is ready, one by one)."""
     deadline = time.monotonic() + timeout_s
-    while httpx.get(f"{url}/readyz", timeout=5).status_code != 200:
+    while (ready := httpx.get(f"{url}/readyz", timeout=5)).status_code != 200:
         if time.monotonic() > deadline:
             raise SystemExit(f"{url} never became ready")
         time.sleep(0.2)
     seen: dict[int, list[str]] = {}
-    while time.monotonic() < deadline:
+    while True:
         with httpx.Client() as client:  # a new connection: any worker may answer
             info = client.get(f"{url}/engine", timeout=5).json()
+        expected = in_process(info["engine"], ready.json()["models"])
         seen[info["process"]] = info["in_process"]
-        if len(seen) == workers and len({tuple(v) for v in seen.values()}) == 1:
+        running = [{name.rsplit(":", 1)[0] for name in v} for v in seen.values()]
+        if len(seen) == workers and all(names == expected for names in running):
             break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url}: the workers never all ran {sorted(expected)}: {seen}")
         time.sleep(0.1)
     time.sleep(SETTLE_S)
     return seen
