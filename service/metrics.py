@@ -137,7 +137,8 @@ class Metrics:
             self._timer = loop.call_later(FLUSH_S, self.flush)
 
     def flush(self) -> None:
-        """Hand every tallied observation to prometheus-client."""
+        """Hand every tallied observation to prometheus-client (the app's lifespan also calls
+        this at shutdown, so that no tally and no timer outlive the event loop)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
