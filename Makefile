@@ -14,7 +14,7 @@ export MNIST_DATA := $(SHARED_MNIST)
 endif
 endif
 
-.PHONY: demo test test-fast bench bench-models bench-peers bench-memory profile wrk h2load bench-protocols bench-overload container-test container-gpu-check env browser clean
+.PHONY: demo test test-fast bench bench-models bench-peers bench-memory bench-metrics profile wrk h2load bench-protocols bench-overload container-test container-gpu-check env browser clean
 
 env: $(STAMP)
 
@@ -79,6 +79,10 @@ bench-peers: $(STAMP) wrk
 # The memory of each engine design against one process serving the same models.
 bench-memory: $(STAMP)
 	$(BIN)/python scripts/bench_memory.py --models models --out runs/bench-memory.json
+
+# What counting one request costs: prometheus-client's observe() against the service's tallies.
+bench-metrics: $(STAMP)
+	$(BIN)/python scripts/bench_metrics.py
 
 # Where one front end's CPU goes per request at c=32, against the floor (py-spy samples).
 profile: $(STAMP) wrk
