@@ -7,7 +7,9 @@ resending at once is held after a 503), and the same with shedding off (``--max-
 For each: c=1 p50 and capacity (wrk, closed loop, c=1 and c=32), then open-loop load at 1x, 2x
 and 4x the first server's capacity (the same offered rates for every server, so they compare),
 with /healthz and /metrics probed every 100 ms throughout (one keep-alive connection each, in a
-thread), and the server's RSS sampled (idle, peak, and 3 s after).
+thread), and the server's RSS sampled (idle, peak, and 3 s after). A multi-process server's
+/metrics answers no sooner than ``service.metrics.SETTLE_S`` (60 ms): it waits for every
+process's tallies.
 
 The open-loop load comes from ``scripts/openloop.c`` (through ``loadtests/cgen.py``, which
 compiles it with ``cc`` into ``runs/.bin/`` when the source is newer): one C thread on epoll,
