@@ -8,7 +8,7 @@ For each: c=1 p50 and capacity (wrk, closed loop, c=1 and c=32), then open-loop 
 and 4x the first server's capacity (the same offered rates for every server, so they compare),
 with /healthz and /metrics probed every 100 ms throughout (one keep-alive connection each, in a
 thread), and the server's RSS sampled (idle, peak, and 3 s after). A multi-process server's
-/metrics answers no sooner than ``service.metrics.SETTLE_S`` (60 ms): it waits for every
+/metrics answers no sooner than ``service.metrics.SETTLE_S`` (100 ms): it waits for every
 process's tallies.
 
 The open-loop load comes from ``scripts/openloop.c`` (through ``loadtests/cgen.py``, which

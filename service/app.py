@@ -309,10 +309,12 @@ def create_app(settings: Settings | None = None, worker: WorkerContext | None = 
         try:
             yield
         finally:
-            if grpc_server is not None:
-                await grpc_server.stop(grace=2)
-            await models.stop(registry)
-            registry.metrics.flush()
+            try:
+                if grpc_server is not None:
+                    await grpc_server.stop(grace=2)
+                await models.stop(registry)
+            finally:
+                registry.metrics.flush()
 
     app = FastAPIOffline(
         title="mnist-serve",

@@ -11,15 +11,17 @@ Latency buckets reach down to 50 µs: a served MNIST model answers in about a mi
 Prometheus' default buckets (5 ms and up) would put every request in the first one.
 
 The per-request series are tallied in plain numbers (:class:`Tally`) and handed to
-prometheus-client in bulk at most ``FLUSH_S`` later: its ``observe()`` takes a lock and, in
-multiprocess mode, writes two memory-mapped values each time; four series a request cost 10-16
-µs there, the tallies about 1 (``make bench-metrics``, docs/benchmarks.md, section P). A
+prometheus-client in bulk ``FLUSH_S`` later, by a timer on the event loop. Its ``observe()``
+takes a lock and, in multiprocess mode, writes two memory-mapped values each time; four series
+a request cost 10-16 µs there, the tallies about 1 (``make bench-metrics``, docs/benchmarks.md,
+section P). A
 scrape flushes its own process at once and, with several processes, first waits ``SETTLE_S``
-for the others' timers, so it still counts every request answered before it arrived.
+(five flush periods) for the others' timers: it counts every request answered before it
+arrived unless a process's event loop was held up for longer than that.
 
 This is the one module that knows prometheus-client's private ``Histogram`` attributes
 (``_upper_bounds``, ``_buckets``, ``_sum``); pyproject.toml bounds its version, and
-tests/test_inference.py checks that a flushed tally reads exactly like ``observe()``.
+tests/test_metrics.py checks that a flushed tally reads exactly like ``observe()``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256, 512, 1024)
 FLUSH_S = 0.02  # how long an observation may wait in its process before prometheus-client has it
-SETTLE_S = 3 * FLUSH_S  # how long a multiprocess scrape waits for the other processes' flushes
+SETTLE_S = 5 * FLUSH_S  # how long a multiprocess scrape waits for the other processes' flushes
 
 
 class Metrics:
@@ -142,12 +144,13 @@ class Metrics:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for series in self._pending:
+        pending, self._pending = self._pending, []  # taken first: a failure can't jam the list
+        for series in pending:
             series.flush()
-        self._pending.clear()
 
     async def scrape(self) -> bytes:
-        """/metrics: every request answered before the call, whichever process answered it."""
+        """/metrics: every request answered before the call, whichever process answered it
+        (unless that process's loop could not run its flush timer within ``SETTLE_S``)."""
         if self.multiprocess_dir is not None:
             await asyncio.sleep(SETTLE_S)  # the other processes' timers flush their tallies
         return self.exposition()
@@ -207,13 +210,13 @@ class ModelSeries:
     def flush(self) -> None:
         """Hand the tallies to prometheus-client."""
         self.waiting = False
-        for status, count in self._statuses.items():
+        statuses, self._statuses = self._statuses, {}  # taken first: never handed over twice
+        for status, count in statuses.items():
             counter = self._flushed.get(status)
             if counter is None:
                 counter = self._metrics.requests.labels(*self._labels, str(status))
                 self._flushed[status] = counter
             counter.inc(count)
-        self._statuses.clear()
         self.request_seconds.flush()
         self.queue_seconds.flush()
         self.model_seconds.flush()
@@ -239,15 +242,14 @@ class Tally:
 
     def flush(self) -> None:
         """Add the tallied buckets and sum to the histogram, and start again from zero."""
-        counts = self.counts
+        counts, total = self.counts, self.total
         if not any(counts):
             return
+        self.counts, self.total = [0] * len(counts), 0.0  # taken first: never handed over twice
         for i, count in enumerate(counts):
             if count:
                 self._child._buckets[i].inc(count)
-                counts[i] = 0
-        self._child._sum.inc(self.total)
-        self.total = 0.0
+        self._child._sum.inc(total)
 
 
 class _InFlight:

@@ -70,6 +70,15 @@ def metric(server: Server, name: str, **labels: str) -> float:
     return total
 
 
+def settled_metric(server: Server, name: str, expected: float, **labels: str) -> float:
+    """The metric once it reads ``expected`` (each scrape waits for every process's tallies;
+    a process held up longer than that is read again), or its last reading after 10 s."""
+    deadline = time.monotonic() + 10
+    while (value := metric(server, name, **labels)) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return value
+
+
 def burst(server: Server, count: int, path: str = "/predict/depthwise") -> list[int]:
     """``count`` requests at once, each on its own connection: their statuses."""
 
@@ -103,7 +112,9 @@ def test_front_ends_share_the_executor_and_its_batches(engine: Server) -> None:
     assert served_by == {0, 1}
     statuses = burst(engine, 400)
     assert statuses == [200] * 400
-    assert metric(engine, "mnist_serve_requests_total", status="200") - before == 400
+    assert settled_metric(engine, "mnist_serve_requests_total", before + 400, status="200") == (
+        before + 400
+    )
     batches = metric(engine, "mnist_serve_batch_size_count") - batches_before
     images = metric(engine, "mnist_serve_batch_size_sum")
     assert 0 < batches < 400, "every request ran alone: no batch was shared"
@@ -293,7 +304,7 @@ def test_replicas_engine(models_dir: Path, tmp_path_factory: pytest.TempPathFact
         for pid in info["pids"]:  # type: ignore[attr-defined]
             assert "onnxruntime" in Path(f"/proc/{pid}/maps").read_text()
         assert burst(server, 100) == [200] * 100
-        assert metric(server, "mnist_serve_requests_total", status="200") == 100
+        assert settled_metric(server, "mnist_serve_requests_total", 100, status="200") == 100
 
 
 def test_shared_state_across_processes() -> None:
