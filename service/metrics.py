@@ -14,10 +14,9 @@ The per-request series are tallied in plain numbers (:class:`Tally`) and handed 
 prometheus-client in bulk ``FLUSH_S`` later, by a timer on the event loop. Its ``observe()``
 takes a lock and, in multiprocess mode, writes two memory-mapped values each time; four series
 a request cost 10-16 µs there, the tallies about 1 (``make bench-metrics``, docs/benchmarks.md,
-section P). A
-scrape flushes its own process at once and, with several processes, first waits ``SETTLE_S``
-(five flush periods) for the others' timers: it counts every request answered before it
-arrived unless a process's event loop was held up for longer than that.
+section P). A scrape flushes its own process at once and, with several processes, first waits
+``SETTLE_S`` (five flush periods) for the others' timers: it counts every request answered
+before it arrived unless a process's event loop was held up for longer than that.
 
 This is the one module that knows prometheus-client's private ``Histogram`` attributes
 (``_upper_bounds``, ``_buckets``, ``_sum``); pyproject.toml bounds its version, and
