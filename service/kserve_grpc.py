@@ -8,11 +8,13 @@ as the ``tritonclient[grpc]`` package ships it (Triton's ``grpc_service.proto``,
 UNIMPLEMENTED here). Using the package's generated code keeps the protocol's own definition the
 single source, with no code generation step and nothing vendored.
 
-The servers (``settings.grpc_servers`` of them, see :class:`GrpcServers`) are ``grpc.aio``
-servers started in the app's lifespan on the same event loop as the HTTP side, so a gRPC
+The server is started in the app's lifespan on the same event loop as the HTTP side: our lean
+HTTP/2 server (:mod:`service.grpc_server`, the default) or, with ``--grpc-impl grpcio``,
+``settings.grpc_servers`` ``grpc.aio`` servers (:class:`GrpcServers`). Either way a gRPC
 request goes through the same :class:`~service.inference.Inference`, the same batcher (it can
 share a batch with HTTP requests) and the same metrics: ``ModelInfer`` is one more
-:class:`~service.adapter.Adapter` on the path every API takes.
+:class:`~service.adapter.Adapter` on the path every API takes, and the handlers below serve
+both servers (the lean one gives them a :class:`~service.grpc_server.Context`).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
+from google.protobuf.message_factory import GetMessageClass
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from modelrepo.contract import OUTPUT_NAME
-from service import __version__
+from service import __version__, grpc_server
 from service.adapter import Adapter, Decoded, Result, Target, infer
 from service.control import ModelControl, index
 from service.decode import Limits
@@ -214,10 +217,11 @@ async def abort(context: Any, err: ServeError) -> None:
 class GrpcServers:
     """The process's gRPC servers on one port, started and stopped together.
 
-    grpc.aio accepts one call at a time per server: it asks the core for the next call only
-    once the last has arrived, a round trip through its poller thread. With one server,
-    concurrent calls reach the batcher one by one and rarely share a batch; several servers on
-    the port (SO_REUSEPORT: the kernel spreads connections over them) accept in parallel.
+    With ``--grpc-impl grpcio``: grpc.aio accepts one call at a time per server (it asks the
+    core for the next call only once the last has arrived, a round trip through its poller
+    thread), so with one server concurrent calls reach the batcher one by one and rarely share
+    a batch; several servers on the port (SO_REUSEPORT: the kernel spreads connections over
+    them) accept in parallel. The lean server (:mod:`service.grpc_server`) is one per process.
     """
 
     def __init__(self, servers: list[Any]) -> None:
@@ -228,6 +232,20 @@ class GrpcServers:
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
 
 
+def methods(service: InferenceService) -> dict[str, grpc_server.Method]:
+    """The service's unary calls by path, for the lean server (streaming ones are left out:
+    it answers them UNIMPLEMENTED)."""
+    found = {}
+    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+        if method.client_streaming or method.server_streaming:
+            continue
+        parse = GetMessageClass(method.input_type).FromString
+        found[f"/{method.full_name.rsplit('.', 1)[0]}/{method.name}"] = grpc_server.Method(
+            parse, getattr(service, method.name)
+        )
+    return found
+
+
 async def start(
     registry: ModelRegistry,
     host: str,
@@ -235,7 +253,8 @@ async def start(
     control: Callable[[], ModelControl | None],
     shared: bool = False,
 ) -> GrpcServers:
-    """Start ``settings.grpc_servers`` gRPC servers on ``host:port`` (on the running loop).
+    """Start the process's gRPC server(s) on ``host:port`` (on the running loop): one lean
+    server, or ``settings.grpc_servers`` grpc.aio servers (``settings.grpc_impl``).
 
     ``shared``: every worker process listens on the port too; otherwise a port already taken
     (by anyone) is an error.
@@ -244,6 +263,11 @@ async def start(
     if not shared:
         check_free(host, port)
     service = InferenceService(registry, control)
+    if settings.grpc_impl == "lean":
+        lean = grpc_server.GrpcServer(methods(service), settings.max_body_bytes)
+        await lean.start(host, port, reuse_port=shared)
+        log.info("KServe V2 gRPC on %s:%d (lean HTTP/2 server)", host, port)
+        return GrpcServers([lean])
     options = [
         ("grpc.max_receive_message_length", settings.max_body_bytes),
         ("grpc.so_reuseport", int(shared or settings.grpc_servers > 1)),
@@ -256,7 +280,7 @@ async def start(
             raise OSError(f"gRPC cannot listen on {host}:{port}")
         await server.start()
         servers.append(server)
-    log.info("KServe V2 gRPC on %s:%d (%d servers)", host, port, len(servers))
+    log.info("KServe V2 gRPC on %s:%d (%d grpc.aio servers)", host, port, len(servers))
     return GrpcServers(servers)
 
 

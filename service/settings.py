@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         0, ge=0, le=65535, description="KServe V2 gRPC port on the same host; 0 = no gRPC."
     )
+    # grpc.aio costs more per call than our whole /predict (its fixed-answer floor is 0.7x
+    # /predict's rate at one client); our own HTTP/2 server answers 3-6x faster than that floor
+    # (docs/benchmarks.md, section Q).
+    grpc_impl: Literal["lean", "grpcio"] = Field(
+        "lean",
+        description="gRPC server: lean = our HTTP/2 server on the event loop (service."
+        "grpc_server, unary calls); grpcio = grpc.aio servers (the reference implementation).",
+    )
     # grpc.aio accepts a server's calls one at a time (one request-call in flight, each a round
     # trip through its poller thread), so with one server concurrent calls reach the batcher one
     # by one and rarely share a batch. Several servers on the port accept in parallel: 8 took
@@ -58,8 +66,8 @@ class Settings(BaseSettings):
         8,
         ge=1,
         le=64,
-        description="gRPC servers per process on the gRPC port, accepting calls in parallel "
-        "(grpc.aio takes one call at a time per server).",
+        description="With --grpc-impl grpcio: grpc.aio servers per process on the gRPC port, "
+        "accepting calls in parallel (grpc.aio takes one call at a time per server).",
     )
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="auto: the first GPU if TensorFlow sees one, else the CPU."

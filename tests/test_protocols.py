@@ -336,29 +336,13 @@ def test_kserve_grpc_malformed_tensors_are_invalid_argument(
     assert message in (refused.value.details() or ""), refused.value.details()
 
 
-def test_kserve_grpc_servers_accept_in_parallel(
-    server: Server, digits: tuple[np.ndarray, np.ndarray]
-) -> None:
-    """Every serving process listens on the gRPC port with ``--grpc-servers`` (8) servers, so
-    calls are accepted in parallel (service.kserve_grpc.GrpcServers), and concurrent calls
-    over many connections are all answered right."""
+def grpc_calls(target: str, images: np.ndarray, clients: int) -> list[list[int]]:
+    """Each of ``clients`` clients (a connection each, in threads) classifies ``images`` one
+    call at a time over KServe gRPC: the digits each got."""
     import tritonclient.grpc as grpcclient
 
-    assert server.grpc_target is not None
-    port = int(server.grpc_target.rsplit(":", 1)[1])
-    pids = httpx.get(f"{server.url}/engine", timeout=10).json()["pids"]
-    for pid in pids:
-        listening = [
-            c
-            for c in psutil.Process(pid).net_connections("tcp")
-            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
-        ]
-        assert len(listening) == Settings.model_fields["grpc_servers"].default, (pid, listening)
-
-    images, labels = digits
-
     def calls(_: int) -> list[int]:
-        client = grpcclient.InferenceServerClient(url=server.grpc_target)
+        client = grpcclient.InferenceServerClient(url=target)
         try:
             got = []
             for image in images:
@@ -371,9 +355,63 @@ def test_kserve_grpc_servers_accept_in_parallel(
         finally:
             client.close()
 
-    with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(calls, range(16)))
-    assert answers == [list(labels)] * 16
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(calls, range(clients)))
+
+
+def grpc_listeners(server: Server) -> list[int]:
+    """Per serving process, how many sockets listen on the gRPC port."""
+    assert server.grpc_target is not None
+    port = int(server.grpc_target.rsplit(":", 1)[1])
+    pids = httpx.get(f"{server.url}/engine", timeout=10).json()["pids"]
+    return [
+        sum(
+            1
+            for c in psutil.Process(pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        )
+        for pid in pids
+    ]
+
+
+def test_kserve_grpc_concurrent_calls_on_every_process(
+    server: Server, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The lean gRPC server (the default, service.grpc_http2) listens once in every serving
+    process, and concurrent calls over many connections are all answered right."""
+    assert Settings.model_fields["grpc_impl"].default == "lean"
+    assert grpc_listeners(server) == [1] * len(grpc_listeners(server))
+    images, labels = digits
+    assert server.grpc_target is not None
+    assert grpc_calls(server.grpc_target, images, 16) == [list(labels)] * 16
+
+
+def test_grpcio_servers_accept_in_parallel(
+    models_dir: Path, tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """``--grpc-impl grpcio``: every serving process listens on the gRPC port with
+    ``--grpc-servers`` (8) grpc.aio servers, so calls are accepted in parallel
+    (service.kserve_grpc.GrpcServers); concurrent calls are answered right, and an error
+    carries its code."""
+    import grpc
+    import tritonclient.grpc as grpcclient
+
+    args = ("--variants", "depthwise", "--runtimes", "onnx", "--grpc-impl", "grpcio")
+    with run_server(models_dir, tmp_path / "server.log", *args, grpc=True) as running:
+        running.wait_ready()
+        assert running.grpc_target is not None
+        default = Settings.model_fields["grpc_servers"].default
+        listeners = grpc_listeners(running)
+        assert listeners == [default] * len(listeners), listeners
+        images, labels = digits
+        assert grpc_calls(running.grpc_target, images, 8) == [list(labels)] * 8
+        client = grpcclient.InferenceServerClient(url=running.grpc_target)
+        tensor = grpcclient.InferInput(INPUT_NAME, [1, *INPUT_SHAPE], "FP32")
+        tensor.set_data_from_numpy(images[:1])
+        with pytest.raises(Exception) as unknown:
+            client.infer("nope", [tensor])
+        assert unknown.value.status() == str(grpc.StatusCode.NOT_FOUND)  # type: ignore[attr-defined]
+        client.close()
 
 
 def test_grpc_port_taken_is_an_error(models_dir: Path, tmp_path: Path) -> None:

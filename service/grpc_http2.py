@@ -1,0 +1,350 @@
+"""HTTP/2 for the lean gRPC server: frames in, calls handed over, answers framed out.
+
+This is the only module that knows HTTP/2 (RFC 9113, and gRPC's PROTOCOL-HTTP2.md); the calls
+themselves are :mod:`service.grpc_server`'s. It speaks what gRPC clients use, and nothing more:
+
+* the connection: the client's preface; our SETTINGS; the client's SETTINGS acknowledged and
+  applied (window size, frame size); PING answered; GOAWAY honoured, and sent on shutdown;
+  anything else that breaks the protocol ends the connection with GOAWAY;
+* flow control: our receive windows are opened wide at the start (a stream's as large as the
+  largest message allowed, the connection's topped up as data arrives); what we send keeps
+  within the client's windows, and waits for its WINDOW_UPDATE when it must;
+* streams: HEADERS (and CONTINUATION) decoded with ``hpack`` (python-hyper's; their ``h2``
+  state machine was measured no faster than ``grpc.aio``, docs/benchmarks.md, section Q), DATA
+  gathered; at END_STREAM the call is handed to the server as a task; RST_STREAM from the client
+  cancels it;
+* a message longer than the limit is refused as soon as its length prefix arrives
+  (RESOURCE_EXHAUSTED), and a path that names no unary method at its headers (UNIMPLEMENTED),
+  each with a trailers-only answer and RST_STREAM, so the client stops sending at once.
+
+Our header blocks use only HPACK's static table and never-indexed literals, so the same
+pre-encoded bytes are right on every connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol, cast
+
+import grpc
+from hpack import Decoder, Encoder, HPACKError, NeverIndexedHeaderTuple
+
+log = logging.getLogger(__name__)
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
+WINDOW_UPDATE, CONTINUATION = 8, 9
+END_STREAM = ACK = 0x1
+END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
+CANCEL, COMPRESSION_ERROR = 0x8, 0x9
+SET_INITIAL_WINDOW, SET_MAX_FRAME, SET_MAX_STREAMS = 0x4, 0x5, 0x3
+DEFAULT_WINDOW, DEFAULT_FRAME = 65_535, 16_384
+MAX_WINDOW = 2**31 - 1
+MAX_STREAMS = 1024  # concurrent calls per connection
+MAX_HEADER_BLOCK = 64 * 1024  # a call's header block, encoded
+CONNECTION_TOP_UP = 2**30  # the connection's receive window, topped up when half is used
+HEAD = struct.Struct(">I")  # a frame's 24-bit length is the top of this, with the type
+
+
+class Calls(Protocol):
+    """What a connection needs of its server (:class:`service.grpc_server.GrpcServer`)."""
+
+    max_message: int  # the longest request message taken, bytes
+    connections: set[Connection]
+
+    @property
+    def methods(self) -> Mapping[bytes, object]:
+        """The unary methods, by path."""
+        ...
+
+    def call(self, connection: Connection, sid: int, stream: Stream) -> Coroutine[Any, Any, None]:
+        """Run a whole request's call, answering with :meth:`Connection.answer`."""
+        ...
+
+
+def _block(*headers: tuple[str, str]) -> bytes:
+    """A header block that leaves the client's HPACK table alone (static or never indexed),
+    so the same bytes are right on any connection at any time."""
+    return Encoder().encode([NeverIndexedHeaderTuple(k, v) for k, v in headers], huffman=False)
+
+
+RESPONSEHEADERS = _block((":status", "200"), ("content-type", "application/grpc"))
+OK_TRAILERS = _block(("grpc-status", "0"))
+
+
+def status_block(code: grpc.StatusCode, details: str, trailers_only: bool) -> bytes:
+    """Trailers (or a whole trailers-only answer) carrying ``code`` and ``details``."""
+    head = [(":status", "200"), ("content-type", "application/grpc")] if trailers_only else []
+    text = "".join(
+        chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}" for b in details.encode()
+    )
+    return _block(*head, ("grpc-status", str(code.value[0])), ("grpc-message", text))
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    """One HTTP/2 frame."""
+    return HEAD.pack(len(payload))[1:] + bytes((kind, flags)) + HEAD.pack(stream) + payload
+
+
+class Stream:
+    """One call: its headers, the bytes of its message so far, its task, its send window."""
+
+    __slots__ = ("body", "ended", "headers", "pending", "task", "trailers", "window")
+
+    def __init__(self, window: int) -> None:
+        self.headers: dict[bytes, bytes] = {}
+        self.body = bytearray()
+        self.task: asyncio.Task[None] | None = None
+        self.window = window  # what we may still send on it
+        self.pending = b""  # answer DATA waiting for the client's window
+        self.trailers = b""  # sent after the last of it
+        self.ended = False  # the request is whole: nothing more is read for it
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: frames in, calls run as tasks, frames out."""
+
+    def __init__(self, server: Calls) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.preface = False
+        self.decoder = Decoder()
+        self.streams: dict[int, Stream] = {}
+        self.headers_open: tuple[int, int, bytearray] | None = None  # stream, flags, block
+        self.send_window = DEFAULT_WINDOW  # the connection's, for what we send
+        self.stream_window = DEFAULT_WINDOW  # the client's initial window for each stream
+        self.frame_size = DEFAULT_FRAME  # the largest frame the client takes
+        self.received = 0  # DATA bytes since our last connection WINDOW_UPDATE
+        self.last_stream = 0
+        self.closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is not one
+        self.server.connections.add(self)
+        window = min(MAX_WINDOW, max(DEFAULT_WINDOW, self.server.max_message + 5))
+        settings = struct.pack(">HIHI", SET_MAX_STREAMS, MAX_STREAMS, SET_INITIAL_WINDOW, window)
+        transport.write(
+            frame(SETTINGS, 0, 0, settings)
+            + frame(WINDOW_UPDATE, 0, 0, HEAD.pack(CONNECTION_TOP_UP))
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+        self.server.connections.discard(self)
+        for stream in self.streams.values():
+            if stream.task is not None:
+                stream.task.cancel()
+        self.streams.clear()
+
+    def data_received(self, data: bytes) -> None:  # noqa: D102
+        buffer = self.buffer + data if self.buffer else data
+        if not self.preface:
+            if len(buffer) < len(PREFACE):
+                self.buffer = buffer
+                return
+            if not buffer.startswith(PREFACE):
+                self.fail(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                return
+            buffer, self.preface = buffer[len(PREFACE) :], True
+        out: list[bytes] = []
+        start, size = 0, len(buffer)
+        while size - start >= 9 and self.transport is not None:
+            length = HEAD.unpack_from(buffer, start)[0] >> 8
+            if length > DEFAULT_FRAME:
+                self.fail(FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+                return
+            if size - start - 9 < length:
+                break
+            kind, flags = buffer[start + 3], buffer[start + 4]
+            stream = HEAD.unpack_from(buffer, start + 5)[0] & MAX_WINDOW
+            payload = buffer[start + 9 : start + 9 + length]
+            start += 9 + length
+            self.on_frame(kind, flags, stream, payload, out)
+        self.buffer = buffer[start:]
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+        self.close_if_idle()
+
+    def on_frame(self, kind: int, flags: int, sid: int, payload: bytes, out: list[bytes]) -> None:
+        """Act on one frame; what it answers goes on ``out``."""
+        if self.headers_open is not None and (kind != CONTINUATION or sid != self.headers_open[0]):
+            self.fail(PROTOCOL_ERROR, "a header block was interrupted")
+        elif kind == DATA:
+            self.on_data(flags, sid, payload, out)
+        elif kind == HEADERS:
+            if flags & PADDED:
+                payload = payload[1 : len(payload) - payload[0]] if payload else b""
+            if flags & PRIORITY_FLAG:
+                payload = payload[5:]
+            self.headers_open = (sid, flags, bytearray(payload))
+            if flags & END_HEADERS:
+                self.on_headers(out)
+        elif kind == CONTINUATION:
+            if self.headers_open is None:
+                self.fail(PROTOCOL_ERROR, "CONTINUATION without HEADERS")
+                return
+            self.headers_open[2].extend(payload)
+            if len(self.headers_open[2]) > MAX_HEADER_BLOCK:
+                self.fail(PROTOCOL_ERROR, "header block too large")
+                return
+            if flags & END_HEADERS:
+                self.on_headers(out)
+        elif kind == SETTINGS and not flags & ACK:
+            self.on_settings(payload)
+            out.append(frame(SETTINGS, ACK, 0))
+        elif kind == PING and not flags & ACK:
+            out.append(frame(PING, ACK, 0, payload))
+        elif kind == WINDOW_UPDATE:
+            self.on_window_update(sid, HEAD.unpack_from(payload)[0] & MAX_WINDOW, out)
+        elif kind == RST_STREAM:
+            gone = self.streams.pop(sid, None)
+            if gone is not None and gone.task is not None:
+                gone.task.cancel()  # the client left: its call is cancelled
+        elif kind == GOAWAY:
+            self.closing = True  # closed once the calls in flight are answered
+        elif kind == PUSH_PROMISE:
+            self.fail(PROTOCOL_ERROR, "a client cannot push")
+
+    def on_headers(self, out: list[bytes]) -> None:
+        """A whole header block: a new call, or (ignored) request trailers."""
+        assert self.headers_open is not None
+        sid, flags, block = self.headers_open
+        self.headers_open = None
+        try:
+            headers = self.decoder.decode(bytes(block), raw=True)
+        except HPACKError as err:
+            self.fail(COMPRESSION_ERROR, f"bad header block: {err}")
+            return
+        stream = self.streams.get(sid)
+        if stream is None:
+            if sid % 2 == 0 or sid <= self.last_stream or self.closing:
+                if not self.closing:
+                    self.fail(PROTOCOL_ERROR, f"stream {sid} cannot be opened")
+                return
+            self.last_stream = sid
+            stream = self.streams[sid] = Stream(self.stream_window)
+            stream.headers = dict(headers)
+            method = self.server.methods.get(stream.headers.get(b":path", b""))
+            if method is None:
+                path = stream.headers.get(b":path", b"").decode(errors="replace")
+                self.refuse(sid, grpc.StatusCode.UNIMPLEMENTED, f"no unary method {path}", out)
+                return
+        if flags & END_STREAM:
+            self.start_call(sid, stream)
+
+    def on_data(self, flags: int, sid: int, payload: bytes, out: list[bytes]) -> None:
+        """Message bytes for a call; at END_STREAM the call starts."""
+        self.received += len(payload)
+        if self.received >= CONNECTION_TOP_UP // 2:
+            out.append(frame(WINDOW_UPDATE, 0, 0, HEAD.pack(self.received)))
+            self.received = 0
+        stream = self.streams.get(sid)
+        if stream is None or stream.ended:
+            return  # a call already answered (or reset): its remaining bytes are dropped
+        if flags & PADDED:
+            payload = payload[1 : len(payload) - payload[0]] if payload else b""
+        stream.body += payload
+        if len(stream.body) >= 5:
+            declared = HEAD.unpack_from(stream.body, 1)[0]
+            if declared > self.server.max_message:
+                self.refuse(
+                    sid,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"message of {declared} bytes is over the limit of {self.server.max_message}",
+                    out,
+                )
+                return
+        if flags & END_STREAM:
+            self.start_call(sid, stream)
+
+    def on_settings(self, payload: bytes) -> None:
+        """The client's settings: its stream window and largest frame matter to our sends."""
+        for offset in range(0, len(payload) - len(payload) % 6, 6):
+            key, value = struct.unpack_from(">HI", payload, offset)
+            if key == SET_INITIAL_WINDOW:
+                delta, self.stream_window = value - self.stream_window, value
+                for stream in self.streams.values():
+                    stream.window += delta
+            elif key == SET_MAX_FRAME:
+                self.frame_size = value
+
+    def on_window_update(self, sid: int, increment: int, out: list[bytes]) -> None:
+        """More room to send: on the connection, or on one stream."""
+        if sid == 0:
+            self.send_window += increment
+            for stream_id, waiting in list(self.streams.items()):
+                if waiting.pending:
+                    self.flush(stream_id, waiting, out)
+        elif (stream := self.streams.get(sid)) is not None:
+            stream.window += increment
+            if stream.pending:
+                self.flush(sid, stream, out)
+
+    def start_call(self, sid: int, stream: Stream) -> None:
+        """The request is whole: run the call."""
+        stream.ended = True
+        stream.task = asyncio.get_running_loop().create_task(self.server.call(self, sid, stream))
+
+    def refuse(self, sid: int, code: grpc.StatusCode, details: str, out: list[bytes]) -> None:
+        """Answer a call at once with a status (trailers only); the client stops sending."""
+        stream = self.streams.pop(sid, None)
+        if stream is not None and stream.task is not None:
+            stream.task.cancel()
+        out.append(frame(HEADERS, END_HEADERS | END_STREAM, sid, status_block(code, details, True)))
+        out.append(frame(RST_STREAM, 0, sid, HEAD.pack(NO_ERROR)))
+
+    def answer(self, sid: int, message: bytes | None, trailers: bytes) -> None:
+        """Send a call's answer: headers, its message, trailers (or trailers only)."""
+        stream = self.streams.get(sid)
+        if stream is None or self.transport is None:
+            return  # reset by the client, or the connection is gone
+        if message is None:
+            del self.streams[sid]
+            out = [frame(HEADERS, END_HEADERS | END_STREAM, sid, trailers)]
+        else:
+            stream.pending = b"\x00" + HEAD.pack(len(message)) + message
+            stream.trailers = trailers
+            out = [frame(HEADERS, END_HEADERS, sid, RESPONSEHEADERS)]
+            self.flush(sid, stream, out)
+        self.transport.write(b"".join(out))
+        self.close_if_idle()
+
+    def flush(self, sid: int, stream: Stream, out: list[bytes]) -> None:
+        """Send what of the stream's DATA the windows allow; after the last of it, the
+        trailers, and the stream is done."""
+        while stream.pending:
+            room = min(self.send_window, stream.window, self.frame_size, len(stream.pending))
+            if room <= 0:
+                return  # the rest waits for a WINDOW_UPDATE
+            chunk, stream.pending = stream.pending[:room], stream.pending[room:]
+            self.send_window -= room
+            stream.window -= room
+            out.append(frame(DATA, 0, sid, chunk))
+        out.append(frame(HEADERS, END_HEADERS | END_STREAM, sid, stream.trailers))
+        self.streams.pop(sid, None)
+
+    def goaway(self) -> None:
+        """Refuse new calls (shutdown); close once the calls in flight are answered."""
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.write(frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, 0)))
+        self.close_if_idle()
+
+    def close_if_idle(self) -> None:
+        """Close the connection if it is closing and no call is left."""
+        if self.closing and not self.streams and self.transport is not None:
+            self.transport.close()
+
+    def fail(self, code: int, reason: str) -> None:
+        """A connection error: GOAWAY with ``code`` and close."""
+        log.info("gRPC connection closed: %s", reason)
+        if self.transport is not None:
+            self.transport.write(
+                frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, code) + reason.encode())
+            )
+            self.transport.close()
+            self.transport = None
