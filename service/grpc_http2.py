@@ -40,11 +40,12 @@ WINDOW_UPDATE, CONTINUATION = 8, 9
 END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
 NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
-CANCEL, COMPRESSION_ERROR = 0x8, 0x9
+STREAM_CLOSED, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x5, 0x7, 0x8, 0x9
 SET_INITIAL_WINDOW, SET_MAX_FRAME, SET_MAX_STREAMS = 0x4, 0x5, 0x3
 DEFAULT_WINDOW, DEFAULT_FRAME = 65_535, 16_384
 MAX_WINDOW = 2**31 - 1
-MAX_STREAMS = 1024  # concurrent calls per connection
+MAX_STREAMS = 128  # concurrent calls per connection (each may hold a message being read)
+MAX_DETAILS = 1024  # characters of a status message sent (it may echo what a client sent)
 MAX_HEADER_BLOCK = 64 * 1024  # a call's header block, encoded
 CONNECTION_TOP_UP = 2**30  # the connection's receive window, topped up when half is used
 HEAD = struct.Struct(">I")  # a frame's 24-bit length is the top of this, with the type
@@ -72,15 +73,16 @@ def _block(*headers: tuple[str, str]) -> bytes:
     return Encoder().encode([NeverIndexedHeaderTuple(k, v) for k, v in headers], huffman=False)
 
 
-RESPONSEHEADERS = _block((":status", "200"), ("content-type", "application/grpc"))
+RESPONSE_HEADERS = _block((":status", "200"), ("content-type", "application/grpc"))
 OK_TRAILERS = _block(("grpc-status", "0"))
 
 
 def status_block(code: grpc.StatusCode, details: str, trailers_only: bool) -> bytes:
     """Trailers (or a whole trailers-only answer) carrying ``code`` and ``details``."""
     head = [(":status", "200"), ("content-type", "application/grpc")] if trailers_only else []
-    text = "".join(
-        chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}" for b in details.encode()
+    text = "".join(  # at most ~3 KB: a header block must fit in one frame
+        chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}"
+        for b in details[:MAX_DETAILS].encode()
     )
     return _block(*head, ("grpc-status", str(code.value[0])), ("grpc-message", text))
 
@@ -93,9 +95,10 @@ def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
 class Stream:
     """One call: its headers, the bytes of its message so far, its task, its send window."""
 
-    __slots__ = ("body", "ended", "headers", "pending", "task", "trailers", "window")
+    __slots__ = ("body", "ended", "headers", "opened", "pending", "task", "trailers", "window")
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, opened: float) -> None:
+        self.opened = opened  # the loop's time at its headers: its deadline counts from there
         self.headers: dict[bytes, bytes] = {}
         self.body = bytearray()
         self.task: asyncio.Task[None] | None = None
@@ -133,6 +136,14 @@ class Connection(asyncio.Protocol):
             + frame(WINDOW_UPDATE, 0, 0, HEAD.pack(CONNECTION_TOP_UP))
         )
 
+    def pause_writing(self) -> None:  # noqa: D102
+        if self.transport is not None:  # a client that does not read is not read either
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:  # noqa: D102
+        if self.transport is not None:
+            self.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         self.server.connections.discard(self)
         for stream in self.streams.values():
@@ -163,7 +174,10 @@ class Connection(asyncio.Protocol):
             stream = HEAD.unpack_from(buffer, start + 5)[0] & MAX_WINDOW
             payload = buffer[start + 9 : start + 9 + length]
             start += 9 + length
-            self.on_frame(kind, flags, stream, payload, out)
+            try:
+                self.on_frame(kind, flags, stream, payload, out)
+            except (struct.error, IndexError, ValueError) as err:  # a malformed frame
+                self.fail(FRAME_SIZE_ERROR, f"malformed frame of type {kind}: {err}")
         self.buffer = buffer[start:]
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
@@ -194,12 +208,22 @@ class Connection(asyncio.Protocol):
             if flags & END_HEADERS:
                 self.on_headers(out)
         elif kind == SETTINGS and not flags & ACK:
-            self.on_settings(payload)
+            if len(payload) % 6:
+                raise ValueError("SETTINGS length is not a multiple of 6")
             out.append(frame(SETTINGS, ACK, 0))
+            self.on_settings(payload, out)
         elif kind == PING and not flags & ACK:
+            if len(payload) != 8:
+                raise ValueError("PING is not 8 bytes")
             out.append(frame(PING, ACK, 0, payload))
         elif kind == WINDOW_UPDATE:
-            self.on_window_update(sid, HEAD.unpack_from(payload)[0] & MAX_WINDOW, out)
+            if len(payload) != 4:
+                raise ValueError("WINDOW_UPDATE is not 4 bytes")
+            increment = HEAD.unpack(payload)[0] & MAX_WINDOW
+            if increment == 0:
+                self.fail(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            else:
+                self.on_window_update(sid, increment, out)
         elif kind == RST_STREAM:
             gone = self.streams.pop(sid, None)
             if gone is not None and gone.task is not None:
@@ -226,13 +250,21 @@ class Connection(asyncio.Protocol):
                     self.fail(PROTOCOL_ERROR, f"stream {sid} cannot be opened")
                 return
             self.last_stream = sid
-            stream = self.streams[sid] = Stream(self.stream_window)
+            if len(self.streams) >= MAX_STREAMS:
+                out.append(frame(RST_STREAM, 0, sid, HEAD.pack(REFUSED_STREAM)))
+                return
+            loop = asyncio.get_running_loop()
+            stream = self.streams[sid] = Stream(self.stream_window, loop.time())
             stream.headers = dict(headers)
             method = self.server.methods.get(stream.headers.get(b":path", b""))
             if method is None:
                 path = stream.headers.get(b":path", b"").decode(errors="replace")
-                self.refuse(sid, grpc.StatusCode.UNIMPLEMENTED, f"no unary method {path}", out)
+                refusal = f"no unary method {path}"
+                self.refuse(sid, grpc.StatusCode.UNIMPLEMENTED, refusal, out, flags & END_STREAM)
                 return
+        elif stream.ended:  # the request was whole already
+            self.reset(sid, STREAM_CLOSED, out)
+            return
         if flags & END_STREAM:
             self.start_call(sid, stream)
 
@@ -250,37 +282,52 @@ class Connection(asyncio.Protocol):
         stream.body += payload
         if len(stream.body) >= 5:
             declared = HEAD.unpack_from(stream.body, 1)[0]
-            if declared > self.server.max_message:
-                self.refuse(
-                    sid,
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"message of {declared} bytes is over the limit of {self.server.max_message}",
-                    out,
-                )
+            limit = self.server.max_message
+            if declared > limit:
+                refusal = f"message of {declared} bytes is over the limit of {limit}"
+            elif len(stream.body) > declared + 5:
+                refusal = "more than one message in a unary call"
+            else:
+                refusal = ""
+            if refusal:
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                self.refuse(sid, code, refusal, out, flags & END_STREAM)
                 return
         if flags & END_STREAM:
             self.start_call(sid, stream)
 
-    def on_settings(self, payload: bytes) -> None:
-        """The client's settings: its stream window and largest frame matter to our sends."""
-        for offset in range(0, len(payload) - len(payload) % 6, 6):
+    def on_settings(self, payload: bytes, out: list[bytes]) -> None:
+        """The client's settings: its stream window and largest frame matter to our sends;
+        a window that grew lets waiting answers go."""
+        for offset in range(0, len(payload), 6):
             key, value = struct.unpack_from(">HI", payload, offset)
             if key == SET_INITIAL_WINDOW:
+                if value > MAX_WINDOW:
+                    self.fail(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
+                    return
                 delta, self.stream_window = value - self.stream_window, value
                 for stream in self.streams.values():
                     stream.window += delta
             elif key == SET_MAX_FRAME:
+                if not DEFAULT_FRAME <= value < 2**24:
+                    self.fail(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
+                    return
                 self.frame_size = value
+        self.flush_waiting(out)
 
     def on_window_update(self, sid: int, increment: int, out: list[bytes]) -> None:
         """More room to send: on the connection, or on one stream."""
         if sid == 0:
             self.send_window += increment
-            for stream_id, waiting in list(self.streams.items()):
-                if waiting.pending:
-                    self.flush(stream_id, waiting, out)
+            self.flush_waiting(out)
         elif (stream := self.streams.get(sid)) is not None:
             stream.window += increment
+            if stream.pending:
+                self.flush(sid, stream, out)
+
+    def flush_waiting(self, out: list[bytes]) -> None:
+        """Send what the windows now allow of every answer that waits."""
+        for sid, stream in list(self.streams.items()):
             if stream.pending:
                 self.flush(sid, stream, out)
 
@@ -289,13 +336,24 @@ class Connection(asyncio.Protocol):
         stream.ended = True
         stream.task = asyncio.get_running_loop().create_task(self.server.call(self, sid, stream))
 
-    def refuse(self, sid: int, code: grpc.StatusCode, details: str, out: list[bytes]) -> None:
-        """Answer a call at once with a status (trailers only); the client stops sending."""
+    def refuse(
+        self, sid: int, code: grpc.StatusCode, details: str, out: list[bytes], whole: int
+    ) -> None:
+        """Answer a call at once with a status (trailers only); if the client is still
+        sending (the request is not ``whole``), RST_STREAM tells it to stop."""
         stream = self.streams.pop(sid, None)
         if stream is not None and stream.task is not None:
             stream.task.cancel()
         out.append(frame(HEADERS, END_HEADERS | END_STREAM, sid, status_block(code, details, True)))
-        out.append(frame(RST_STREAM, 0, sid, HEAD.pack(NO_ERROR)))
+        if not whole:
+            out.append(frame(RST_STREAM, 0, sid, HEAD.pack(NO_ERROR)))
+
+    def reset(self, sid: int, code: int, out: list[bytes]) -> None:
+        """End a stream with RST_STREAM (a stream error), cancelling its call."""
+        stream = self.streams.pop(sid, None)
+        if stream is not None and stream.task is not None:
+            stream.task.cancel()
+        out.append(frame(RST_STREAM, 0, sid, HEAD.pack(code)))
 
     def answer(self, sid: int, message: bytes | None, trailers: bytes) -> None:
         """Send a call's answer: headers, its message, trailers (or trailers only)."""
@@ -308,7 +366,7 @@ class Connection(asyncio.Protocol):
         else:
             stream.pending = b"\x00" + HEAD.pack(len(message)) + message
             stream.trailers = trailers
-            out = [frame(HEADERS, END_HEADERS, sid, RESPONSEHEADERS)]
+            out = [frame(HEADERS, END_HEADERS, sid, RESPONSE_HEADERS)]
             self.flush(sid, stream, out)
         self.transport.write(b"".join(out))
         self.close_if_idle()

@@ -90,9 +90,12 @@ class GrpcServer:
     async def start(self, host: str, port: int, reuse_port: bool) -> None:
         """Listen on ``host:port`` (with SO_REUSEPORT when other processes share it)."""
         loop = asyncio.get_running_loop()
-        self.listener = await loop.create_server(
-            lambda: Connection(self), host, port, reuse_port=reuse_port or None
-        )
+        try:
+            self.listener = await loop.create_server(
+                lambda: Connection(self), host, port, reuse_port=reuse_port or None
+            )
+        except OSError as err:
+            raise OSError(f"gRPC cannot listen on {host}:{port}: {err.strerror or err}") from err
 
     async def stop(self, grace: float) -> None:
         """Stop listening, let calls in flight finish for up to ``grace`` seconds, close."""
@@ -103,9 +106,18 @@ class GrpcServer:
         deadline = asyncio.get_running_loop().time() + grace
         while self.connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
+        calls = [
+            stream.task
+            for connection in self.connections
+            for stream in connection.streams.values()
+            if stream.task is not None
+        ]
         for connection in list(self.connections):
             if connection.transport is not None:
-                connection.transport.close()
+                connection.transport.abort()  # its calls are cancelled (connection_lost)
+        for task in calls:
+            task.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
 
     async def call(self, connection: Connection, sid: int, stream: Stream) -> None:
         """Run one call and send its answer or its status."""
@@ -122,6 +134,8 @@ class GrpcServer:
             except Exception as err:  # protobuf's DecodeError
                 raise Aborted(grpc.StatusCode.INVALID_ARGUMENT, f"bad request: {err}") from err
             limit = timeout_s(stream.headers.get(b"grpc-timeout", b""))
+            if limit is not None:  # counted from the call's headers
+                limit -= asyncio.get_running_loop().time() - stream.opened
             try:
                 async with asyncio.timeout(limit):
                     response = await method.handler(request, context)

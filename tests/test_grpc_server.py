@@ -12,7 +12,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -21,6 +21,7 @@ import h2.connection
 import h2.events
 import h2.settings
 import pytest
+from hpack import Encoder
 from tritonclient.grpc import service_pb2 as pb
 
 from service import grpc_http2
@@ -30,6 +31,7 @@ INFER = "/inference.GRPCInferenceService/ModelInfer"
 SLOW = "/test/Slow"
 FAIL = "/test/Fail"
 BIG = "/test/Big"
+MEDIUM = "/test/Medium"
 MAX_MESSAGE = 64 * 1024
 
 
@@ -38,11 +40,13 @@ class Handlers:
 
     def __init__(self) -> None:
         self.cancelled = threading.Event()
+        self.slow_calls = 0
 
     async def echo(self, request: Any, context: Context) -> Any:
         return pb.ModelInferResponse(model_name=request.model_name, id=request.id)
 
     async def slow(self, request: Any, context: Context) -> Any:
+        self.slow_calls += 1
         try:
             await asyncio.sleep(request.parameters["sleep"].double_param)
         except asyncio.CancelledError:
@@ -55,6 +59,9 @@ class Handlers:
 
     async def big(self, request: Any, context: Context) -> Any:
         return pb.ModelInferResponse(raw_output_contents=[b"x" * 200_000])
+
+    async def medium(self, request: Any, context: Context) -> Any:
+        return pb.ModelInferResponse(raw_output_contents=[b"x" * 5_000])
 
 
 @pytest.fixture
@@ -71,6 +78,7 @@ def server(handlers: Handlers) -> Iterator[tuple[str, GrpcServer, asyncio.Abstra
         SLOW: Method(parse, handlers.slow),
         FAIL: Method(parse, handlers.fail),
         BIG: Method(parse, handlers.big),
+        MEDIUM: Method(parse, handlers.medium),
     }
     http2 = GrpcServer(methods, MAX_MESSAGE)
     loop = asyncio.new_event_loop()
@@ -307,3 +315,107 @@ def test_stopping_lets_calls_in_flight_finish(server: Any) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         call(target, INFER, pb.ModelInferRequest(), timeout=2)
     assert refused.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def test_a_window_grown_by_settings_lets_a_waiting_answer_go(server: Any) -> None:
+    """An answer stopped by a 1,000-byte stream window goes on when the client raises its
+    initial window with SETTINGS (as grpc's window tuning does), with no WINDOW_UPDATE."""
+    target, _, _ = server
+    client = H2Client(target, window=1_000)
+    client.send(MEDIUM, pb.ModelInferRequest().SerializeToString())
+    first = client.events(h2.events.DataReceived, open_window=False)
+    assert sum(len(e.data) for e in first if isinstance(e, h2.events.DataReceived)) <= 1_000
+    client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+    client.sock.sendall(client.h2.data_to_send())
+    rest = client.events(h2.events.StreamEnded, open_window=False)
+    body = b"".join(e.data for e in first + rest if isinstance(e, h2.events.DataReceived))
+    assert pb.ModelInferResponse.FromString(body[5:]).raw_output_contents == [b"x" * 5_000]
+    client.close()
+
+
+class RawClient:
+    """Hand-made frames, for what no client library will send."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=5)
+        self.sock.sendall(grpc_http2.PREFACE + grpc_http2.frame(grpc_http2.SETTINGS, 0, 0))
+        self.encoder = Encoder()
+        self.buffer = b""
+
+    def headers(self, sid: int, path: str, flags: int) -> bytes:
+        block = self.encoder.encode(
+            [(":method", "POST"), (":scheme", "http"), (":path", path),
+             (":authority", "t"), ("content-type", "application/grpc")]
+        )  # fmt: skip
+        return grpc_http2.frame(grpc_http2.HEADERS, flags, sid, block)
+
+    def frames(self, until: Callable[[int, int, bytes], bool]) -> list[tuple[int, int, bytes]]:
+        """(type, stream, payload) of each frame the server sent, until ``until`` says so or
+        the connection closes."""
+        seen: list[tuple[int, int, bytes]] = []
+        while True:
+            while len(self.buffer) >= 9:
+                length = int.from_bytes(self.buffer[:3], "big")
+                if len(self.buffer) < 9 + length:
+                    break
+                kind = self.buffer[3]
+                sid = int.from_bytes(self.buffer[5:9], "big")
+                payload = self.buffer[9 : 9 + length]
+                self.buffer = self.buffer[9 + length :]
+                seen.append((kind, sid, payload))
+                if until(kind, sid, payload):
+                    return seen
+            chunk = self.sock.recv(65_536)
+            if not chunk:
+                return seen
+            self.buffer += chunk
+
+
+def test_a_malformed_frame_ends_only_its_connection(server: Any) -> None:
+    target, _, _ = server
+    client = RawClient(target)
+    client.sock.sendall(grpc_http2.frame(grpc_http2.WINDOW_UPDATE, 0, 0, b"\x00\x00\x01"))
+    seen = client.frames(lambda kind, sid, payload: kind == grpc_http2.GOAWAY)
+    goaway = [payload for kind, _, payload in seen if kind == grpc_http2.GOAWAY]
+    assert goaway and struct.unpack(">I", goaway[0][4:8])[0] == grpc_http2.FRAME_SIZE_ERROR
+    assert client.frames(lambda *_: False) == []  # then closed
+    assert call(target, INFER, pb.ModelInferRequest(id="ok")).id == "ok"
+
+
+def test_a_request_ended_twice_runs_once(server: Any, handlers: Handlers) -> None:
+    """HEADERS with END_STREAM on a stream whose request was whole: RST_STREAM
+    (STREAM_CLOSED) and the call cancelled, not a second run of the handler."""
+    target, _, _ = server
+    client = RawClient(target)
+    message = slow_request(2).SerializeToString()
+    data = struct.pack(">BI", 0, len(message)) + message
+    client.sock.sendall(
+        client.headers(1, SLOW, grpc_http2.END_HEADERS)
+        + grpc_http2.frame(grpc_http2.DATA, grpc_http2.END_STREAM, 1, data)
+    )
+    time.sleep(0.3)  # the handler runs
+    client.sock.sendall(client.headers(1, SLOW, grpc_http2.END_HEADERS | grpc_http2.END_STREAM))
+    seen = client.frames(lambda kind, sid, payload: kind == grpc_http2.RST_STREAM)
+    assert seen[-1] == (grpc_http2.RST_STREAM, 1, struct.pack(">I", grpc_http2.STREAM_CLOSED))
+    assert handlers.cancelled.wait(5)
+    assert handlers.slow_calls == 1
+    client.sock.close()
+
+
+def test_streams_over_the_limit_are_refused(server: Any) -> None:
+    target, _, _ = server
+    client = RawClient(target)
+    opened = [2 * i + 1 for i in range(grpc_http2.MAX_STREAMS + 1)]
+    client.sock.sendall(
+        b"".join(client.headers(sid, INFER, grpc_http2.END_HEADERS) for sid in opened)
+    )
+    seen = client.frames(lambda kind, sid, payload: kind == grpc_http2.RST_STREAM)
+    refused = struct.pack(">I", grpc_http2.REFUSED_STREAM)
+    assert seen[-1] == (grpc_http2.RST_STREAM, opened[-1], refused)
+    client.sock.close()
+
+
+def test_a_status_message_is_cut_to_fit_one_frame() -> None:
+    block = grpc_http2.status_block(grpc.StatusCode.NOT_FOUND, "é" * 100_000, True)
+    assert len(block) < grpc_http2.DEFAULT_FRAME
