@@ -235,7 +235,10 @@ class Tally:
         self.total = 0.0
 
     def observe(self, value: float) -> None:
-        """One observation: counted in the first bucket whose bound is >= ``value``."""
+        """One observation: counted in the first bucket whose bound is >= ``value``. A NaN is
+        dropped (``observe()`` would count it in no bucket and make the sum NaN for good)."""
+        if value != value:
+            return
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 

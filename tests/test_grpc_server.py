@@ -108,6 +108,15 @@ def call(target: str, path: str, request: Any, timeout: float = 10) -> Any:
         return method(request, timeout=timeout)
 
 
+def slow_method(channel: grpc.Channel) -> Any:
+    """The slow test method on ``channel``, for futures."""
+    return channel.unary_unary(
+        SLOW,
+        request_serializer=pb.ModelInferRequest.SerializeToString,
+        response_deserializer=pb.ModelInferResponse.FromString,
+    )
+
+
 def slow_request(seconds: float) -> Any:
     request = pb.ModelInferRequest()
     request.parameters["sleep"].double_param = seconds
@@ -120,11 +129,7 @@ def test_a_call_is_answered_and_many_run_at_once(server: Any) -> None:
     assert (answer.model_name, answer.id) == ("m", "7")
     # ten 0.5 s calls on one channel finish together, not one after another
     with grpc.insecure_channel(target) as channel:
-        method = channel.unary_unary(
-            SLOW,
-            request_serializer=pb.ModelInferRequest.SerializeToString,
-            response_deserializer=pb.ModelInferResponse.FromString,
-        )
+        method = slow_method(channel)
         started = time.monotonic()
         futures = [method.future(slow_request(0.5), timeout=10) for _ in range(10)]
         assert [f.result().id for f in futures] == ["slept"] * 10
@@ -171,11 +176,7 @@ def test_a_deadline_ends_the_call_and_cancels_its_handler(server: Any, handlers:
 def test_a_client_that_cancels_cancels_the_handler(server: Any, handlers: Handlers) -> None:
     target, _, _ = server
     with grpc.insecure_channel(target) as channel:
-        method = channel.unary_unary(
-            SLOW,
-            request_serializer=pb.ModelInferRequest.SerializeToString,
-            response_deserializer=pb.ModelInferResponse.FromString,
-        )
+        method = slow_method(channel)
         future = method.future(slow_request(30))
         time.sleep(0.3)
         future.cancel()
@@ -302,11 +303,7 @@ def test_a_client_that_is_not_http2_is_sent_away(server: Any) -> None:
 def test_stopping_lets_calls_in_flight_finish(server: Any) -> None:
     target, http2, loop = server
     with grpc.insecure_channel(target) as channel:
-        method = channel.unary_unary(
-            SLOW,
-            request_serializer=pb.ModelInferRequest.SerializeToString,
-            response_deserializer=pb.ModelInferResponse.FromString,
-        )
+        method = slow_method(channel)
         future = method.future(slow_request(0.5), timeout=10)
         time.sleep(0.2)
         stopped = asyncio.run_coroutine_threadsafe(http2.stop(5), loop)

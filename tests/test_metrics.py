@@ -33,6 +33,17 @@ def test_a_flushed_tally_reads_exactly_like_observe() -> None:
     assert samples(tallied)[("t_count", (("m", "a"),))] == len(values)
 
 
+def test_a_nan_is_not_tallied() -> None:
+    """A NaN would poison the histogram's sum for good: the tally drops it."""
+    tallied = CollectorRegistry()
+    tally = Tally(Histogram("t", "t", ["m"], buckets=LATENCY_BUCKETS, registry=tallied).labels("a"))
+    tally.observe(float("nan"))
+    tally.observe(0.5)
+    tally.flush()
+    assert samples(tallied)[("t_sum", (("m", "a"),))] == 0.5
+    assert samples(tallied)[("t_count", (("m", "a"),))] == 1
+
+
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample but the creation times."""
     return {
