@@ -95,17 +95,16 @@ def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
 class Stream:
     """One call: its headers, the bytes of its message so far, its task, its send window."""
 
-    __slots__ = ("body", "ended", "headers", "opened", "pending", "task", "trailers", "window")
+    __slots__ = ("body", "headers", "opened", "pending", "task", "trailers", "window")
 
     def __init__(self, window: int, opened: float) -> None:
         self.opened = opened  # the loop's time at its headers: its deadline counts from there
         self.headers: dict[bytes, bytes] = {}
         self.body = bytearray()
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # once the request is whole
         self.window = window  # what we may still send on it
         self.pending = b""  # answer DATA waiting for the client's window
         self.trailers = b""  # sent after the last of it
-        self.ended = False  # the request is whole: nothing more is read for it
 
 
 class Connection(asyncio.Protocol):
@@ -262,7 +261,7 @@ class Connection(asyncio.Protocol):
                 refusal = f"no unary method {path}"
                 self.refuse(sid, grpc.StatusCode.UNIMPLEMENTED, refusal, out, flags & END_STREAM)
                 return
-        elif stream.ended:  # the request was whole already
+        elif stream.task is not None:  # the request was whole already
             self.reset(sid, STREAM_CLOSED, out)
             return
         if flags & END_STREAM:
@@ -275,7 +274,7 @@ class Connection(asyncio.Protocol):
             out.append(frame(WINDOW_UPDATE, 0, 0, HEAD.pack(self.received)))
             self.received = 0
         stream = self.streams.get(sid)
-        if stream is None or stream.ended:
+        if stream is None or stream.task is not None:
             return  # a call already answered (or reset): its remaining bytes are dropped
         if flags & PADDED:
             payload = payload[1 : len(payload) - payload[0]] if payload else b""
@@ -333,7 +332,6 @@ class Connection(asyncio.Protocol):
 
     def start_call(self, sid: int, stream: Stream) -> None:
         """The request is whole: run the call."""
-        stream.ended = True
         stream.task = asyncio.get_running_loop().create_task(self.server.call(self, sid, stream))
 
     def refuse(

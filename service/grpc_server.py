@@ -27,6 +27,9 @@ from service.grpc_http2 import HEAD, OK_TRAILERS, Connection, Stream, status_blo
 
 log = logging.getLogger(__name__)
 
+# grpc-timeout's units, in seconds
+TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+
 
 class Aborted(Exception):
     """A handler ended its call with a status (``context.abort``)."""
@@ -71,11 +74,10 @@ class Method:
 
 def timeout_s(value: bytes) -> float | None:
     """``grpc-timeout`` (``<digits><unit>``) in seconds, or None if it does not parse."""
-    units = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
     digits, unit = value[:-1], value[-1:]
-    if not digits.isdigit() or unit not in units or len(digits) > 8:
+    if not digits.isdigit() or unit not in TIMEOUT_UNITS or len(digits) > 8:
         return None
-    return int(digits) * units[unit]
+    return int(digits) * TIMEOUT_UNITS[unit]
 
 
 class GrpcServer:
