@@ -7,8 +7,9 @@ and get the same body, a real MNIST test digit as ``{"image": [784 floats]}``:
   requests waiting at most 1 ms;
 * **ours**: ``mnist-serve serve --variants V`` with its default settings, ``/predict/V@onnx``;
   with ``--engines``, also ours as ``ours-single`` (``--workers 1``), ``ours-hybrid``,
-  ``ours-executor`` and ``ours-replicas`` (``--engine ...``, default workers), each compared
-  with mosec and the floor;
+  ``ours-executor`` and ``ours-replicas`` (``--engine ...``, default workers), and
+  ``ours-asgi`` (the defaults, but inference requests through uvicorn's ASGI cycle:
+  ``--http-impl asgi``), each compared with mosec and the floor;
 * **floor**: the HTTP floor of scripts/baselines.py (the same JSON parsed, no model).
 
 All three run at once on 127.0.0.1; per concurrency (1, 32, 64), two rounds of ``--duration``
@@ -49,6 +50,7 @@ ENGINE_FLAGS = {
     "hybrid": ["--engine", "hybrid"],
     "executor": ["--engine", "executor"],
     "replicas": ["--engine", "replicas"],
+    "asgi": ["--http-impl", "asgi"],  # the default engine, inference through uvicorn's ASGI
 }
 ROUNDS = 2
 
@@ -146,7 +148,7 @@ def main() -> None:
         "--engines",
         default="default",
         help="our service's engines to run, comma-separated: default (its own defaults), "
-        "single (--workers 1), hybrid, executor, replicas",
+        "single (--workers 1), hybrid, executor, replicas, asgi (--http-impl asgi)",
     )
     args = parser.parse_args()
     if not shutil.which("wrk"):

@@ -35,10 +35,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.batcher import Timing, never
+from service.cycle import client_gone
 from service.decode import Limits
 from service.errors import INTERNAL_DETAIL, Overloaded, ServeError
 from service.inference import Inference
-from service.protocol import client_gone, hold_refused
+from service.protocol import hold_refused
 from service.registry import ModelRegistry, ServedModel
 
 log = logging.getLogger(__name__)

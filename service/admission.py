@@ -148,6 +148,11 @@ class AdmissionGuard:
         try:
             await self.app(scope, receive, send)
         finally:
-            self.counter.leave()
-            while self._held and not self._held.popleft()():
-                pass  # that one was already released or closed: the next
+            self.leave()
+
+    def leave(self) -> None:
+        """Count one POST out (here, or where ``service.protocol`` answers it), and read again
+        the connection held longest, if any waits."""
+        self.counter.leave()
+        while self._held and not self._held.popleft()():
+            pass  # that one was already released or closed: the next

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from itertools import chain
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -28,6 +29,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
 from modelrepo.contract import INPUT_NAME, INPUT_SHAPE, PIXELS, SIDE
+from service.cycle import complete_body
 from service.errors import (
     BadRequest,
     ClientGone,
@@ -78,8 +80,14 @@ async def decode_request(request: Request, limits: Limits) -> np.ndarray:
 
 async def read_body(request: Request, limits: Limits) -> bytes:
     """The whole body, under the size limit and the body timeout."""
-    stream = limited_stream(request, limits.max_body_bytes)
-    return await within_body_timeout(_collect(stream), limits)
+    body = complete_body(request)
+    if body is None:
+        stream = limited_stream(request, limits.max_body_bytes)
+        return await within_body_timeout(_collect(stream), limits)
+    # All in already (the usual case): no stream, no timer; the same limits.
+    check_declared(request, limits.max_body_bytes)
+    check_size(len(body), limits.max_body_bytes)
+    return body
 
 
 async def _collect(stream: AsyncIterator[bytes]) -> bytes:
@@ -104,18 +112,28 @@ async def limited_stream(request: Request, max_bytes: int) -> AsyncGenerator[byt
     After a 413 the HTTP server (uvicorn's httptools protocol) reads and discards the rest of
     the body, so a client that writes its whole body before reading still gets the 413.
     """
-    declared = request.headers.get("content-length")
-    if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"the body is {int(declared):,} bytes, over the {max_bytes:,} limit")
+    check_declared(request, max_bytes)
     size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
-            if size > max_bytes:
-                raise PayloadTooLarge(f"the body is over the {max_bytes:,}-byte limit")
+            check_size(size, max_bytes)
             yield chunk
     except ClientDisconnect:
         raise ClientGone("the client closed the connection while sending the body") from None
+
+
+def check_declared(request: Request, max_bytes: int) -> None:
+    """413 if the request's Content-Length is over ``max_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"the body is {int(declared):,} bytes, over the {max_bytes:,} limit")
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    """413 if ``size`` bytes of body (so far) are over ``max_bytes``."""
+    if size > max_bytes:
+        raise PayloadTooLarge(f"the body is over the {max_bytes:,}-byte limit")
 
 
 def decode_json(body: bytes, max_images: int) -> np.ndarray:
@@ -134,6 +152,9 @@ def decode_json(body: bytes, max_images: int) -> np.ndarray:
             raise InvalidInput('"images" must be a non-empty list of images')
     if len(images) > max_images:
         raise InvalidInput(f"{len(images)} images in one request; the limit is {max_images}")
+    array = nested_digits(images)
+    if array is not None:
+        return validate_pixels(array)
     try:
         array = np.asarray(images, dtype=np.float32)
     except (ValueError, TypeError) as err:
@@ -142,6 +163,27 @@ def decode_json(body: bytes, max_images: int) -> np.ndarray:
             f"(all images the same shape): {err}"
         ) from err
     return validate_pixels(array)
+
+
+def nested_digits(images: list[Any]) -> np.ndarray | None:
+    """Images that are all ``[28][28]`` lists -> float32 (N, 28, 28), else None.
+
+    The usual body, read in half the time ``np.asarray`` takes (which must discover the
+    shape): the lists' lengths are checked, and their numbers go straight into ``np.fromiter``.
+    Anything else, or anything ``fromiter`` cannot convert, is None: ``np.asarray`` then reads
+    it, or explains what is wrong with it."""
+    for image in images:
+        if type(image) is not list or len(image) != SIDE:
+            return None
+        for row in image:
+            if type(row) is not list or len(row) != SIDE:
+                return None
+    numbers = chain.from_iterable(chain.from_iterable(images))
+    try:
+        array = np.fromiter(numbers, dtype=np.float32, count=len(images) * PIXELS)
+    except (ValueError, TypeError):
+        return None
+    return array.reshape(len(images), SIDE, SIDE)
 
 
 def validate_pixels(array: np.ndarray) -> np.ndarray:

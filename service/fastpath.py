@@ -79,17 +79,28 @@ class FastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve a hot route here, or pass the request on."""
         if scope["type"] == "http" and scope["method"] == "POST":
-            scope["app"] = self.app  # what Starlette sets: handlers find the registry there
-            request = Request(scope, receive)
-            call = self.routes.match(scope["path"], request)
-            if call is not None:
-                try:
-                    response = await call
-                except ServeError as err:
-                    response = error_response(err, scope["path"])
-                except Exception:
-                    log.exception("unexpected error on %s", scope["path"])
-                    response = error_response(ServeError(INTERNAL_DETAIL), scope["path"])
+            answer = self.answer(scope, receive)
+            if answer is not None:
+                response = await answer
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def answer(self, scope: Scope, receive: Receive) -> Awaitable[Response] | None:
+        """The answer to a POST ``scope`` if its path is a hot route (errors mapped), else None.
+
+        Also called by ``service.protocol``, which writes the answer itself."""
+        scope["app"] = self.app  # what Starlette sets: handlers find the registry there
+        call = self.routes.match(scope["path"], Request(scope, receive))
+        return None if call is None else _mapped(call, scope["path"])
+
+
+async def _mapped(call: Awaitable[Response], path: str) -> Response:
+    """The handler's answer; an escaped ServeError as our JSON answer, anything else a 500."""
+    try:
+        return await call
+    except ServeError as err:
+        return error_response(err, path)
+    except Exception:
+        log.exception("unexpected error on %s", path)
+        return error_response(ServeError(INTERNAL_DETAIL), path)

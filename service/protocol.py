@@ -29,6 +29,12 @@ the socket closes when the client closes it or after ``linger_s``. Closing at on
 would turn the unread body into a TCP reset, which a client such as urllib reads instead of
 the answer; waiting for the body before answering made such clients wait for the body timeout.
 
+And it answers the hot routes itself: a POST it counted in at its headers whose path is an
+inference route (``hot``, the fast path's ``answer``) gets no ASGI task; the handler is called
+directly and its response written in one piece (``service.cycle.write_answer``), with the
+guard counting the request out after. Anything else (a pipelined request, any other route)
+goes to the app through uvicorn's cycle as before.
+
 It hooks the protocol's documented parser callbacks (``on_message_begin``, ``on_header``,
 ``on_headers_complete``) and ``data_received``; tests/test_hostile.py checks each limit against
 a real server, so an uvicorn upgrade that changes them fails there. (uvicorn's h11 protocol has
@@ -39,16 +45,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable
 from types import SimpleNamespace
 from typing import Any
 
-from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Receive
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.admission import ADMITTED, SHED_RESPONSE, AdmissionGuard, whole_plain_post
-from service.batcher import never
+from service.cycle import HotAnswer, write_answer
 from service.holds import Holds
 from service.settings import Settings
 from service.shared import SharedState
@@ -98,6 +104,9 @@ class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
     # process's own, ``len(self.connections)``).
     shared: SharedState | None = None
     process = 0
+    # The hot routes' answers (``service.fastpath.FastPath.answer``): an admitted POST to one
+    # is answered here, written in one piece, without the ASGI layers (``_answer_hot``).
+    hot: HotAnswer | None = None
 
     _header_timer: asyncio.TimerHandle | None = None
     # From the connection's start, or a request's first byte, until its headers are complete.
@@ -207,6 +216,42 @@ class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
             # has all arrived, close lingering (see the module docstring).
             cycle.transport = _LingeringTransport(self, self.transport)  # type: ignore[assignment]
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """Start the request: a hot route admitted at its headers is answered here, anything
+        else by the app."""
+        hot, scope = self.hot, cycle.scope
+        if hot is not None and app is self.app and scope.get(ADMITTED):
+            answer = hot(scope, cycle.receive)  # type: ignore[arg-type]
+            if answer is not None:
+                task = self.loop.create_task(self._answer_hot(cycle, answer))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+                return
+        super()._start_asgi_task(cycle, app)
+
+    async def _answer_hot(self, cycle: RequestResponseCycle, answer: Awaitable[Response]) -> None:
+        """What uvicorn's ``run_asgi`` and the guard would do around a hot route's handler, with
+        the status line, headers and body written at once (one system call, not two)."""
+        try:
+            response = await answer
+            if response.background is not None or not hasattr(response, "body"):
+                await response(cycle.scope, cycle.receive, cycle.send)  # type: ignore[arg-type]
+            else:
+                if cycle.flow.write_paused and not cycle.disconnected:
+                    await cycle.flow.drain()
+                if not cycle.disconnected:
+                    write_answer(cycle, response)
+        except BaseException as exc:
+            log.error("Exception in ASGI application", exc_info=exc)
+            if not cycle.response_started:
+                await cycle.send_500_response()
+            else:
+                cycle.transport.close()
+        finally:
+            cycle.on_response = lambda: None
+            assert self.guard is not None  # hot routes are answered here only behind a guard
+            self.guard.leave()
+
     def _shed_at_headers(self, guard: AdmissionGuard) -> None:
         """The pre-encoded 503 for a POST whose headers are in, with no request cycle."""
         guard.shed()
@@ -313,9 +358,11 @@ def guarded_protocol(
     guard: AdmissionGuard | None = None,
     shared: SharedState | None = None,
     process: int = 0,
+    hot: HotAnswer | None = None,
 ) -> type[GuardedHttpToolsProtocol]:
     """The protocol class with the settings' limits (and the app's admission guard, to shed
-    at the protocol level), for ``uvicorn.Config(http=...)``."""
+    at the protocol level, and its hot routes, to answer them here), for
+    ``uvicorn.Config(http=...)``."""
     return type(
         "ConfiguredHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
@@ -328,6 +375,7 @@ def guarded_protocol(
             "guard": guard,
             "shared": shared,
             "process": process,
+            "hot": staticmethod(hot) if guard is not None and hot is not None else None,
         },
     )
 
@@ -345,15 +393,3 @@ def hold_refused(receive: Receive) -> None:
     protocol = getattr(getattr(cycle, "on_response", None), "__self__", None)
     if isinstance(protocol, GuardedHttpToolsProtocol) and protocol.cycle is cycle:
         protocol._hold_after_answer = True
-
-
-def client_gone(request: Request) -> Callable[[], bool]:
-    """A cheap "has the client disconnected?" for the batcher, without awaiting ``receive``.
-
-    uvicorn's ``receive`` is a method of the request's cycle, which keeps a ``disconnected``
-    flag; other servers (the test client) give no such flag, and then the answer is "no".
-    """
-    cycle = getattr(request.receive, "__self__", None)
-    if cycle is None or not hasattr(cycle, "disconnected"):
-        return never
-    return lambda: bool(cycle.disconnected)

@@ -14,9 +14,12 @@ import socket
 
 import uvicorn
 
+from service.admission import AdmissionGuard
 from service.app import create_app, guarded_app
+from service.cycle import HotAnswer
 from service.device import DeviceError
 from service.engine import WorkerContext
+from service.fastpath import FastPath
 from service.protocol import guarded_protocol
 from service.registry import ConfigError
 from service.settings import Settings
@@ -61,6 +64,7 @@ def uvicorn_config(settings: Settings, worker: WorkerContext | None) -> uvicorn.
             guarded,
             worker.shared if worker else None,
             worker.process if worker else 0,
+            hot_answer(settings, guarded),
         ),
         timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=10,
@@ -68,6 +72,13 @@ def uvicorn_config(settings: Settings, worker: WorkerContext | None) -> uvicorn.
         # of middleware on every request).
         proxy_headers=False,
     )
+
+
+def hot_answer(settings: Settings, guarded: AdmissionGuard) -> HotAnswer | None:
+    """What the protocol answers inference requests with (the fast path's ``answer``), unless
+    they go through ASGI (``--http-impl asgi``)."""
+    fast = guarded.app
+    return fast.answer if settings.http_impl == "lean" and isinstance(fast, FastPath) else None
 
 
 def run_single(settings: Settings) -> None:

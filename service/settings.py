@@ -58,6 +58,14 @@ class Settings(BaseSettings):
         description="gRPC server: lean = our HTTP/2 server on the event loop (service."
         "grpc_server, unary calls); grpcio = grpc.aio servers (the reference implementation).",
     )
+    # Measured both ways in docs/benchmarks.md, section R.
+    http_impl: Literal["lean", "asgi"] = Field(
+        "lean",
+        description="HTTP inference requests (every protocol's): lean = answered by our HTTP "
+        "protocol, which calls the handler and writes the answer in one piece (service.cycle); "
+        "asgi = through uvicorn's ASGI request cycle and middleware, as every other route "
+        "(the reference).",
+    )
     # grpc.aio accepts a server's calls one at a time (one request-call in flight, each a round
     # trip through its poller thread), so with one server concurrent calls reach the batcher one
     # by one and rarely share a batch. Several servers on the port accept in parallel: 8 took

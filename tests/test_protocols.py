@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -412,6 +413,72 @@ def test_grpcio_servers_accept_in_parallel(
             client.infer("nope", [tensor])
         assert unknown.value.status() == str(grpc.StatusCode.NOT_FOUND)  # type: ignore[attr-defined]
         client.close()
+
+
+def raw_exchange(port: int, request: bytes) -> tuple[bytes, dict[bytes, bytes], Any]:
+    """One request on a fresh connection: status line, headers (but ``date`` and
+    ``server-timing``) and the body (JSON without its ``timing``, or bytes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):  # every request here closes its connection
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = dict(line.lower().split(b": ", 1) for line in lines)
+    headers.pop(b"date")
+    headers.pop(b"server-timing", None)
+    headers.pop(b"content-length")  # the timings' digits vary
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return status, headers, body
+    if isinstance(parsed, dict):
+        parsed.pop("timing", None)
+    return status, headers, parsed
+
+
+def port_of(server: Server) -> int:
+    port = urlsplit(server.url).port
+    assert port is not None
+    return port
+
+
+def test_inference_answers_are_the_same_through_asgi(
+    server: Server, models_dir: Path, tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The protocol answers inference requests itself (``--http-impl lean``, the module's
+    server); ``--http-impl asgi`` sends them through uvicorn's ASGI cycle. Every protocol's
+    answers, right and wrong, are the same both ways, bar timings."""
+    image = digits[0][0].reshape(SIDE, SIDE)
+    predict = json.dumps({INPUT_NAME: image.tolist()}).encode()
+    tf_body = json.dumps({"instances": [image.tolist()]}).encode()
+    v2_body = json.dumps(
+        {"inputs": [tensor(INPUT_NAME, [1, *INPUT_SHAPE], "FP32", PIXELS)]}
+    ).encode()
+    requests = [
+        ("/predict/depthwise@onnx", predict),
+        ("/predict/depthwise@onnx?runtime=onnx", predict),
+        ("/predict/depthwise@onnx", b"{not json"),
+        ("/predict/nope", predict),
+        ("/v1/models/depthwise@onnx:predict", tf_body),
+        ("/v1/models/depthwise@onnx/versions/1:predict", tf_body),
+        ("/v1/models/depthwise@onnx:predict", b'{"instances": 3}'),
+        ("/v2/models/depthwise@onnx/infer", v2_body),
+        ("/v2/models/depthwise@onnx/versions/1/infer", v2_body),
+        ("/v2/models/depthwise@onnx/infer", b'{"inputs": []}'),
+    ]
+    # The same models as the module's server, so that a 404 lists the same ones.
+    with run_server(models_dir, tmp_path / "server.log", "--http-impl", "asgi") as asgi:
+        asgi.wait_ready()
+        for path, body in requests:
+            request = (
+                b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+            ) % (path.encode(), len(body), body)
+            lean_answer = raw_exchange(port_of(server), request)
+            assert lean_answer == raw_exchange(port_of(asgi), request), path
+            assert lean_answer[1][b"connection"] == b"close"
 
 
 def test_grpc_port_taken_is_an_error(models_dir: Path, tmp_path: Path) -> None:
