@@ -14,7 +14,7 @@ export MNIST_DATA := $(SHARED_MNIST)
 endif
 endif
 
-.PHONY: demo test test-fast bench bench-models bench-peers bench-memory bench-metrics profile wrk h2load bench-protocols bench-overload container-test container-gpu-check env browser clean
+.PHONY: demo test test-fast bench bench-models bench-peers bench-memory bench-metrics profile wrk h2load bench-protocols bench-overload bench-http-path container-test container-gpu-check env browser clean
 
 env: $(STAMP)
 
@@ -88,6 +88,10 @@ bench-metrics: $(STAMP)
 profile: $(STAMP) wrk
 	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy
 	PATH="$(BIN):$$PATH" $(BIN)/python scripts/profile_frontend.py --models models
+
+# The HTTP request path's CPU in process: inference answered by our protocol against ASGI.
+bench-http-path: $(STAMP)
+	$(BIN)/python scripts/bench_http_path.py --models models
 
 bench-overload: $(STAMP)
 	$(BIN)/python scripts/bench_overload.py --out runs/bench-overload.json
