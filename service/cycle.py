@@ -52,6 +52,9 @@ def complete_body(request: Request) -> bytes | None:
     body = bytes(cycle.body)
     cycle.body = bytearray()
     cycle.message_event.clear()
+    # As ``receive`` does: a body over uvicorn's high-water mark paused reading, and unread, a
+    # client that leaves would not be seen leaving (``client_gone``, the 499) until the answer.
+    cycle.flow.resume_reading()
     return body
 
 
@@ -64,6 +67,12 @@ def client_gone(request: Request) -> Callable[[], bool]:
     cycle = getattr(request.receive, "__self__", None)
     if cycle is None or not hasattr(cycle, "disconnected"):
         return never
+    if isinstance(cycle, RequestResponseCycle) and not cycle.more_body:
+        # The body is in, but its last part may have paused reading (uvicorn's high-water
+        # mark, 64 KiB), which only the next ``receive`` would resume: unread, a client that
+        # leaves is not seen leaving. Anything read from now is the connection's next request,
+        # which uvicorn queues (and pauses reading for) itself.
+        cycle.flow.resume_reading()
     return lambda: bool(cycle.disconnected)
 
 

@@ -219,9 +219,13 @@ class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         """Start the request: a hot route admitted at its headers is answered here, anything
         else by the app."""
-        hot, scope = self.hot, cycle.scope
-        if hot is not None and app is self.app and scope.get(ADMITTED):
-            answer = hot(scope, cycle.receive)  # type: ignore[arg-type]
+        hot, scope, guard = self.hot, cycle.scope, self.guard
+        if hot is not None and guard is not None and app is self.app and scope.get(ADMITTED):
+            try:
+                answer = hot(scope, cycle.receive)  # type: ignore[arg-type]
+            except BaseException:
+                guard.leave()  # counted in at its headers, and going nowhere now
+                raise
             if answer is not None:
                 task = self.loop.create_task(self._answer_hot(cycle, answer))
                 task.add_done_callback(self.tasks.discard)
@@ -231,7 +235,11 @@ class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
 
     async def _answer_hot(self, cycle: RequestResponseCycle, answer: Awaitable[Response]) -> None:
         """What uvicorn's ``run_asgi`` and the guard would do around a hot route's handler, with
-        the status line, headers and body written at once (one system call, not two)."""
+        the status line, headers and body written at once (one system call, not two).
+
+        Unlike ``run_asgi``, it runs no wrapper uvicorn may put around the app (the proxy
+        headers middleware, off here; the message logger of ``--log-level trace``) and ignores
+        ``reset_contextvars`` (off here)."""
         try:
             response = await answer
             if response.background is not None or not hasattr(response, "body"):
@@ -242,7 +250,7 @@ class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
                 if not cycle.disconnected:
                     write_answer(cycle, response)
         except BaseException as exc:
-            log.error("Exception in ASGI application", exc_info=exc)
+            cycle.logger.error("Exception in ASGI application", exc_info=exc)  # as uvicorn
             if not cycle.response_started:
                 await cycle.send_500_response()
             else:

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.admission import AdmissionGuard
-from service.cycle import complete_body
+from service.cycle import client_gone, complete_body
 from service.protocol import guarded_protocol
 from service.settings import Settings
 from tests.test_backpressure import complete
@@ -44,14 +44,25 @@ class Recording:
         return getattr(self._transport, name)
 
 
+SEEN_GONE: list[bool] = []  # per /hot/wait request: whether its client was seen leaving
+
+
 async def echo(request: Request) -> Response:
-    """The body back, and how it was read; ``/hot/fail`` fails outside any error mapping."""
+    """The body back, and how it was read; ``/hot/fail`` fails outside any error mapping;
+    ``/hot/wait`` waits up to 2 s for its client to leave (as a batcher's queue would)."""
     if request.url.path == "/hot/fail":
         raise RuntimeError("a bug")
     body = complete_body(request)
     read = "complete"
     if body is None:
         body, read = await request.body(), "stream"
+    if request.url.path == "/hot/wait":
+        gone = client_gone(request)
+        for _ in range(200):
+            if gone():
+                break
+            await asyncio.sleep(0.01)
+        SEEN_GONE.append(gone())
     return Response(body, media_type="application/octet-stream", headers={"x-read": read})
 
 
@@ -99,6 +110,7 @@ def served() -> Iterator[tuple[int, AdmissionGuard]]:
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.01)
     WRITES.clear()
+    SEEN_GONE.clear()
     try:
         yield server.servers[0].sockets[0].getsockname()[1], guard
     finally:
@@ -208,7 +220,33 @@ def test_pipelined_requests_are_answered_in_order(served: tuple[int, AdmissionGu
             assert chunk, answers
             answers += chunk
     assert answers.index(b"first") < answers.index(b"asgi") < answers.index(b"third")
+    assert WRITES[0].endswith(b"\r\n\r\nfirst")  # the first answered here, in one piece
     assert guard.in_flight == 0
+
+
+def wait_for(condition: Any, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("size", [100, 200_000], ids=["small", "over-the-high-water-mark"])
+def test_a_client_that_leaves_is_seen_leaving(
+    served: tuple[int, AdmissionGuard], size: int
+) -> None:
+    """A client that sends its request and leaves while it waits: the handler sees it gone
+    (the batcher would drop it, a 499), nothing is written, and the guard counts it out. A
+    body over uvicorn's high-water mark (64 KiB) paused reading; taken whole, reading must
+    resume, or the leaving goes unseen until the answer."""
+    port, guard = served
+    with connect(port) as sock:
+        sock.sendall(post("/hot/wait", b"x" * size))
+        time.sleep(0.1)
+    wait_for(lambda: len(SEEN_GONE) == 1)
+    assert SEEN_GONE == [True]
+    assert WRITES == []
+    wait_for(lambda: guard.in_flight == 0)
 
 
 def test_a_failing_answer_is_a_500_and_the_server_serves_on(

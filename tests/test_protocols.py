@@ -31,6 +31,7 @@ from modelrepo.contract import (
     SIDE,
     SIGNATURE,
 )
+from service.server import uvicorn_config
 from service.settings import Settings
 from tests.helpers import Server, run_server
 from training.data import Mnist, to_model_input
@@ -449,7 +450,10 @@ def test_inference_answers_are_the_same_through_asgi(
 ) -> None:
     """The protocol answers inference requests itself (``--http-impl lean``, the module's
     server); ``--http-impl asgi`` sends them through uvicorn's ASGI cycle. Every protocol's
-    answers, right and wrong, are the same both ways, bar timings."""
+    answers, right and wrong, are the same both ways, bar timings and lengths."""
+    for impl, wired in (("lean", True), ("asgi", False)):  # what each server's protocol has
+        settings = Settings(models_dir=models_dir, http_impl=impl)
+        assert (uvicorn_config(settings, None).http.hot is not None) is wired  # type: ignore[union-attr]
     image = digits[0][0].reshape(SIDE, SIDE)
     predict = json.dumps({INPUT_NAME: image.tolist()}).encode()
     tf_body = json.dumps({"instances": [image.tolist()]}).encode()
