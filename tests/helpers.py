@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+import uvicorn
 from PIL import Image
 
 from loadtests.labels import Label
@@ -26,8 +31,30 @@ __all__ = [
     "run_record",
     "run_server",
     "script_module",
+    "serve_in_thread",
     "step_result",
 ]
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, protocol: type, log_level: str = "warning") -> Iterator[int]:
+    """A real uvicorn server of ``app`` with the ``protocol`` class on 127.0.0.1, in a thread
+    of this process (so a test can reach into its protocol and guard): its port."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, http=protocol, lifespan="off", log_level=log_level
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not (server.started and server.servers):
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def script_module(name: str) -> ModuleType:

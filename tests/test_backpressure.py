@@ -30,6 +30,7 @@ from service.admission import AdmissionGuard
 from service.protocol import GuardedHttpToolsProtocol, guarded_protocol, hold_refused
 from service.settings import Settings
 from service.shared import SharedInFlight, SharedState, spawn_context
+from tests.helpers import serve_in_thread
 
 OK = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
 REFUSED = {"type": "http.response.start", "status": 503, "headers": [(b"content-length", b"4")]}
@@ -76,23 +77,11 @@ def served() -> Iterator[tuple[int, Gate, type[GuardedHttpToolsProtocol]]]:
     gate = Gate()
     guard = AdmissionGuard(make_app(gate), 1, on_refused=hold_refused)
     protocol = guarded_protocol(Settings(), guard)
-    config = uvicorn.Config(
-        guard, host="127.0.0.1", port=0, http=protocol, lifespan="off", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not (server.started and server.servers):
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield port, gate, protocol
-    finally:
-        gate.open.set()
-        server.should_exit = True
-        thread.join(10)
+    with serve_in_thread(guard, protocol) as port:
+        try:
+            yield port, gate, protocol
+        finally:
+            gate.open.set()  # before the server stops: it waits for its requests
 
 
 # The holds are scaled up 10x from the service's in the tests that time them: a hold is counted

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Awaitable, Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -25,6 +23,7 @@ from service.admission import AdmissionGuard
 from service.cycle import client_gone, complete_body
 from service.protocol import guarded_protocol
 from service.settings import Settings
+from tests.helpers import serve_in_thread
 from tests.test_backpressure import complete
 
 WRITES: list[bytes] = []  # every write of every connection of the server under test
@@ -99,23 +98,10 @@ def served() -> Iterator[tuple[int, AdmissionGuard]]:
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(Recording(transport))
 
-    config = uvicorn.Config(
-        guard, host="127.0.0.1", port=0, http=Recorded, lifespan="off", log_level="critical"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not (server.started and server.servers):
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
     WRITES.clear()
     SEEN_GONE.clear()
-    try:
-        yield server.servers[0].sockets[0].getsockname()[1], guard
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_in_thread(guard, Recorded, log_level="critical") as port:
+        yield port, guard
 
 
 def post(path: str, body: bytes = b"digit", extra: bytes = b"") -> bytes:
