@@ -34,6 +34,11 @@ class ClosedLoopResult:
     latency_ms: Percentiles  # answers with status 200
 
 
+# How long the warm-up may wait for every client's first answer (a cold model's first batch of
+# a new size, on a busy machine) before the window opens anyway.
+MAX_WARMUP_S = 30.0
+
+
 async def _closed_loop(
     url: str, requests: list[bytes], clients: int, seconds: float, warmup_s: float
 ) -> ClosedLoopResult:
@@ -41,16 +46,35 @@ async def _closed_loop(
     if parts.hostname != "127.0.0.1":
         raise ValueError(f"closed-loop load only targets 127.0.0.1, not {parts.hostname}")
     start = time.perf_counter()
-    measure_from, stop_at = start + warmup_s, start + warmup_s + seconds
+    # The window opens when the warm-up time has passed and every client has had an answer
+    # (or an error): a first wave slower than the window would otherwise leave it empty.
+    warm = asyncio.Event()
+    window: list[float] = []  # [measure_from, stop_at], once open
     latencies: list[float] = []
     errors = 0
+    answered_once = 0
+
+    def answered_first() -> None:
+        nonlocal answered_once
+        answered_once += 1
+        if answered_once == clients:
+            warm.set()
+
+    async def open_window() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(warm.wait(), MAX_WARMUP_S)
+        begin = max(time.perf_counter(), start + warmup_s)
+        await asyncio.sleep(begin - time.perf_counter())
+        window.extend((begin, begin + seconds))
 
     async def client(offset: int) -> None:
         nonlocal errors
         reader, writer = await asyncio.open_connection("127.0.0.1", parts.port or 80)
-        turn = offset
+        turn, first = offset, True
         try:
-            while (sent := time.perf_counter()) < stop_at:
+            while not window or time.perf_counter() < window[1]:
+                sent = time.perf_counter()
+                in_window = bool(window) and sent >= window[0]
                 writer.write(requests[turn % len(requests)])
                 turn += 1
                 try:
@@ -58,11 +82,14 @@ async def _closed_loop(
                     await reader.readexactly(content_length(head))
                     status = int(head[9:12])
                 except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-                    errors += sent >= measure_from
+                    errors += in_window
                     writer.close()
                     reader, writer = await asyncio.open_connection("127.0.0.1", parts.port or 80)
-                    continue
-                if sent < measure_from:
+                    status = 0
+                if first:
+                    first = False
+                    answered_first()
+                if not in_window or status == 0:
                     continue
                 if status == 200:
                     latencies.append((time.perf_counter() - sent) * 1000)
@@ -73,14 +100,16 @@ async def _closed_loop(
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    opener = asyncio.create_task(open_window())
     await asyncio.gather(*(client(i * 7) for i in range(clients)))
-    window = max(time.perf_counter() - measure_from, 1e-9)
+    await opener
+    measured = max(time.perf_counter() - window[0], 1e-9)
     return ClosedLoopResult(
         clients=clients,
-        seconds=round(window, 3),
+        seconds=round(measured, 3),
         requests=len(latencies) + errors,
         errors=errors,
-        throughput_rps=round(len(latencies) / window, 1),
+        throughput_rps=round(len(latencies) / measured, 1),
         latency_ms=Percentiles.of(latencies),
     )
 
@@ -88,8 +117,9 @@ async def _closed_loop(
 def run_closed_loop(
     url: str, bodies: Sequence[bytes], clients: int, seconds: float, warmup_s: float = 0.5
 ) -> ClosedLoopResult:
-    """POST the JSON ``bodies`` in turn to ``url`` from ``clients`` closed-loop clients for
-    ``warmup_s + seconds``; the warm-up's answers are left out."""
+    """POST the JSON ``bodies`` in turn to ``url`` from ``clients`` closed-loop clients: a
+    warm-up of at least ``warmup_s`` that lasts until every client has had an answer (at most
+    :data:`MAX_WARMUP_S`), then ``seconds`` measured; the warm-up's answers are left out."""
     if clients < 1 or seconds <= 0 or warmup_s < 0:
         raise ValueError("clients >= 1, seconds > 0 and warm-up >= 0, please")
     requests = [encode_request(url, "POST", body, "application/json") for body in bodies]
