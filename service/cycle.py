@@ -11,11 +11,11 @@ writes the cycle directly:
 * :func:`write_answer`: a whole response in one write (``send`` writes the head and the body
   separately, and checks every header for illegal characters).
 
-With this module and ``service.protocol`` are the only ones that know uvicorn's internals;
-pyproject.toml pins uvicorn below its next minor version, and tests/test_protocols.py and
-tests/test_hostile.py exercise each of these against a real server. Each function falls back to
-the ASGI way (None, "never gone") when the request did not come through uvicorn (the test
-client).
+This module and ``service.protocol`` are the only ones that know uvicorn's internals;
+pyproject.toml bounds uvicorn's version, and tests/test_cycle.py (a real uvicorn server in a
+thread) and tests/test_protocols.py (the service) exercise each of these. Each function falls
+back to the ASGI way (None, "never gone") when the request did not come through uvicorn (the
+test client).
 """
 
 from __future__ import annotations
@@ -51,10 +51,7 @@ def complete_body(request: Request) -> bytes | None:
         return None
     body = bytes(cycle.body)
     cycle.body = bytearray()
-    cycle.message_event.clear()
-    # As ``receive`` does: a body over uvicorn's high-water mark paused reading, and unread, a
-    # client that leaves would not be seen leaving (``client_gone``, the 499) until the answer.
-    cycle.flow.resume_reading()
+    cycle.message_event.clear()  # reading, if paused, resumes in client_gone
     return body
 
 
