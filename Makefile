@@ -93,8 +93,9 @@ profile: $(STAMP) wrk
 bench-http-path: $(STAMP)
 	$(BIN)/python scripts/bench_http_path.py --models models
 
+# OVERLOAD_FLAGS="--server-cpus 0 --load-cpus 1" keeps the load generator off the server's CPU.
 bench-overload: $(STAMP)
-	$(BIN)/python scripts/bench_overload.py --out runs/bench-overload.json
+	$(BIN)/python scripts/bench_overload.py --out runs/bench-overload.json $(OVERLOAD_FLAGS)
 
 # Every protocol (native, TF Serving, KServe V2 JSON/binary/gRPC) against /predict on one server,
 # wrk for HTTP and h2load for gRPC (issue 21: none more than 15 % below /predict).

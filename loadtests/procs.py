@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,10 +80,18 @@ def serve_command(models: Path, port: int, *args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def run_server(models: Path, log: Path, *args: str, grpc: bool = False) -> Iterator[ServerProcess]:
+def run_server(
+    models: Path,
+    log: Path,
+    *args: str,
+    grpc: bool = False,
+    cpus: Collection[int] | None = None,
+) -> Iterator[ServerProcess]:
     """Start ``mnist-serve serve`` on a free 127.0.0.1 port (not yet ready); stop it on exit.
 
-    With ``grpc``, its KServe V2 gRPC endpoint listens on another free port.
+    With ``grpc``, its KServe V2 gRPC endpoint listens on another free port. With ``cpus``, the
+    server (and every process it starts, which inherit it) may run only on those CPUs; its
+    default ``--workers`` counts them.
     """
     port = free_port()
     command = serve_command(models, port, "--host", "127.0.0.1", *args)
@@ -97,6 +105,7 @@ def run_server(models: Path, log: Path, *args: str, grpc: bool = False) -> Itera
             stdout=sink,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
         )
     try:
         try:

@@ -21,6 +21,12 @@ starts), a request unanswered 5 s after its scheduled time a failure. The asynci
 generator shares the machine's cores with the server, as it would in CI; its own lateness
 (lag p99) is the last column, so that a saturated generator is visible.
 
+On a machine this small, the generator's CPU and the kernel's loopback work take cycles from
+the server, so the overload rows measure the pair. ``--server-cpus 0 --load-cpus 1`` pins the
+server (and its workers: the default ``--workers`` counts its CPUs) to one set of CPUs, and this
+script with wrk, the generator and the probes to the other, so a row measures the server alone
+on its share. Capacity is then re-measured on that share, and the ratios stay like for like.
+
 Run: ``make bench-overload`` or ``python scripts/bench_overload.py --models models``
 (``--out FILE`` also writes every run as JSON). Needs ``wrk`` (``apt-get install wrk``), a C
 compiler and trained models (``make demo``). About 4 minutes.
@@ -240,6 +246,19 @@ def generator() -> Path | None:
         return None
 
 
+def cpu_list(text: str) -> set[int]:
+    """CPUs written as taskset writes them: ``0``, ``0,2``, ``0-3``."""
+    cpus: set[int] = set()
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    if not cpus <= os.sched_getaffinity(0):
+        raise argparse.ArgumentTypeError(
+            f"{text}: not all of these CPUs are usable here {sorted(os.sched_getaffinity(0))}"
+        )
+    return cpus
+
+
 def main() -> None:
     """Measure each server configuration at each load; print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -254,8 +273,24 @@ def main() -> None:
     parser.add_argument(
         "--in-flight", default="", help="also compare these --max-in-flight values (e.g. 16,32)"
     )
+    parser.add_argument(
+        "--server-cpus",
+        type=cpu_list,
+        help="pin the server to these CPUs (e.g. 0 or 0-1); needs --load-cpus",
+    )
+    parser.add_argument(
+        "--load-cpus",
+        type=cpu_list,
+        help="pin this script, wrk, the generator and the probes to these CPUs (e.g. 1)",
+    )
     parser.add_argument("--out", type=Path, help="also write every run here as JSON")
     args = parser.parse_args()
+    if (args.server_cpus is None) != (args.load_cpus is None):
+        parser.error("--server-cpus and --load-cpus go together")
+    if args.server_cpus and args.server_cpus & args.load_cpus:
+        parser.error("--server-cpus and --load-cpus must not overlap")
+    if args.load_cpus:
+        os.sched_setaffinity(0, args.load_cpus)  # wrk and the generator inherit it
     binary = generator()
     variant, _, runtime = args.model.partition("@")
     digit = load_mnist(args.data).x_test[0].reshape(SIDE, SIDE).astype(np.float32)
@@ -269,6 +304,8 @@ def main() -> None:
         f'local f = io.open("{work / "body.json"}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
     )
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    if args.server_cpus:
+        machine += f"; server on CPUs {sorted(args.server_cpus)}, load on {sorted(args.load_cpus)}"
     print(f"machine: {machine}; model {args.model}, JSON body {len(body):,} B")
     print(f"open-loop generator: {binary or 'loadtests/openloop.py (asyncio)'}")
     common: tuple[str, ...] = (
@@ -290,7 +327,8 @@ def main() -> None:
     record: dict[str, Any] = {"machine": machine, "model": args.model, "runs": [], "storms": []}
     reference = 0.0  # the first server's capacity: every server gets the same offered rates
     for label, flags in configs.items():
-        with run_server(args.models, work / f"{len(rows)}.log", *flags) as server:
+        log = work / f"{len(rows)}.log"
+        with run_server(args.models, log, *flags, cpus=args.server_cpus) as server:
             server.wait_ready()
             url = f"{server.url}/predict/{args.model}"
             wrk(url, 4, 2, script)  # warm up
