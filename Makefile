@@ -74,7 +74,7 @@ h2load:
 bench-peers: $(STAMP) wrk
 	@$(BIN)/python -c "import mosec" 2>/dev/null || $(BIN)/pip install --quiet -e '.[peers]'
 	$(BIN)/python scripts/bench_peers.py --models models --engines default,executor,single,replicas \
-	    --out runs/bench-peers.json
+	    --out runs/bench-peers.json $(CPU_SPLIT)
 
 # The memory of each engine design against one process serving the same models.
 bench-memory: $(STAMP)
@@ -93,9 +93,10 @@ profile: $(STAMP) wrk
 bench-http-path: $(STAMP)
 	$(BIN)/python scripts/bench_http_path.py --models models
 
-# OVERLOAD_FLAGS="--server-cpus 0 --load-cpus 1" keeps the load generator off the server's CPU.
+# CPU_SPLIT="--server-cpus 0 --load-cpus 1" keeps the load generator off the server's CPU (also
+# for bench-peers).
 bench-overload: $(STAMP)
-	$(BIN)/python scripts/bench_overload.py --out runs/bench-overload.json $(OVERLOAD_FLAGS)
+	$(BIN)/python scripts/bench_overload.py --out runs/bench-overload.json $(CPU_SPLIT)
 
 # Every protocol (native, TF Serving, KServe V2 JSON/binary/gRPC) against /predict on one server,
 # wrk for HTTP and h2load for gRPC (issue 21: none more than 15 % below /predict).

@@ -1,10 +1,12 @@
 """Start ``mnist-serve serve`` as a child process on a free loopback port, and wait for it.
 
-Used by the load-test runner (when no ``--url`` is given) and by the end-to-end tests.
+Used by the load-test runner (when no ``--url`` is given) and by the end-to-end tests. The
+benchmarks' CPU split (``--server-cpus``, ``--load-cpus``) is read here too.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import socket
@@ -121,3 +123,44 @@ def run_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def cpu_list(text: str) -> set[int]:
+    """CPUs written as taskset writes them: ``0``, ``0,2``, ``0-3``; all usable here."""
+    cpus: set[int] = set()
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    if not cpus <= os.sched_getaffinity(0):
+        raise argparse.ArgumentTypeError(
+            f"{text}: not all of these CPUs are usable here {sorted(os.sched_getaffinity(0))}"
+        )
+    return cpus
+
+
+def add_cpu_split(parser: argparse.ArgumentParser) -> None:
+    """A benchmark's ``--server-cpus`` and ``--load-cpus``: the servers on one set of CPUs, the
+    load generators on another, so that neither takes the other's cycles."""
+    parser.add_argument(
+        "--server-cpus",
+        type=cpu_list,
+        help="pin the servers (and every process they start) to these CPUs, e.g. 0 or 0-1; "
+        "our default --workers then counts only these; needs --load-cpus",
+    )
+    parser.add_argument(
+        "--load-cpus",
+        type=cpu_list,
+        help="pin this script and its load generators to these CPUs, e.g. 1",
+    )
+
+
+def check_cpu_split(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """Refuse a half or overlapping split (parser.error); describe it for the report ('' if
+    none)."""
+    if (args.server_cpus is None) != (args.load_cpus is None):
+        parser.error("--server-cpus and --load-cpus go together")
+    if args.server_cpus is None:
+        return ""
+    if args.server_cpus & args.load_cpus:
+        parser.error("--server-cpus and --load-cpus must not overlap")
+    return f"servers on CPUs {sorted(args.server_cpus)}, load on {sorted(args.load_cpus)}"

@@ -57,7 +57,7 @@ from bench_service import wrk_command
 
 from loadtests import cgen
 from loadtests.openloop import OpenLoopResult, run_open_loop
-from loadtests.procs import run_server
+from loadtests.procs import add_cpu_split, check_cpu_split, run_server
 from modelrepo.contract import INPUT_NAME, SIDE
 from training.data import load_mnist
 
@@ -246,19 +246,6 @@ def generator() -> Path | None:
         return None
 
 
-def cpu_list(text: str) -> set[int]:
-    """CPUs written as taskset writes them: ``0``, ``0,2``, ``0-3``."""
-    cpus: set[int] = set()
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("-")
-        cpus.update(range(int(first), int(last or first) + 1))
-    if not cpus <= os.sched_getaffinity(0):
-        raise argparse.ArgumentTypeError(
-            f"{text}: not all of these CPUs are usable here {sorted(os.sched_getaffinity(0))}"
-        )
-    return cpus
-
-
 def main() -> None:
     """Measure each server configuration at each load; print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -273,22 +260,10 @@ def main() -> None:
     parser.add_argument(
         "--in-flight", default="", help="also compare these --max-in-flight values (e.g. 16,32)"
     )
-    parser.add_argument(
-        "--server-cpus",
-        type=cpu_list,
-        help="pin the server to these CPUs (e.g. 0 or 0-1); needs --load-cpus",
-    )
-    parser.add_argument(
-        "--load-cpus",
-        type=cpu_list,
-        help="pin this script, wrk, the generator and the probes to these CPUs (e.g. 1)",
-    )
+    add_cpu_split(parser)
     parser.add_argument("--out", type=Path, help="also write every run here as JSON")
     args = parser.parse_args()
-    if (args.server_cpus is None) != (args.load_cpus is None):
-        parser.error("--server-cpus and --load-cpus go together")
-    if args.server_cpus and args.server_cpus & args.load_cpus:
-        parser.error("--server-cpus and --load-cpus must not overlap")
+    split = check_cpu_split(parser, args)
     if args.load_cpus:
         os.sched_setaffinity(0, args.load_cpus)  # wrk and the generator inherit it
     binary = generator()
@@ -304,8 +279,8 @@ def main() -> None:
         f'local f = io.open("{work / "body.json"}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
     )
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    if args.server_cpus:
-        machine += f"; server on CPUs {sorted(args.server_cpus)}, load on {sorted(args.load_cpus)}"
+    if split:
+        machine += f"; {split}"
     print(f"machine: {machine}; model {args.model}, JSON body {len(body):,} B")
     print(f"open-loop generator: {binary or 'loadtests/openloop.py (asyncio)'}")
     common: tuple[str, ...] = (

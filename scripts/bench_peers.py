@@ -16,6 +16,10 @@ All three run at once on 127.0.0.1; per concurrency (1, 32, 64), two rounds of `
 second wrk runs (round 1 in the order mosec, ours, floor; round 2 the reverse), wrk with one
 thread at c=1 and two above (``bench_service.wrk``). Ratios (req/s) are taken within a round.
 
+On two cores wrk takes cycles the servers would use. ``--server-cpus 0 --load-cpus 1`` starts
+every server on CPU 0 (each process it starts inherits that; our default ``--workers`` is then
+1) and runs wrk on CPU 1, so the engines compare on one core each, with the load apart.
+
 Run: ``make bench-peers`` or ``python scripts/bench_peers.py --models models``. Needs wrk
 (``apt-get install wrk``) and mosec (``pip install -e '.[peers]'``).
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -36,7 +41,7 @@ from pathlib import Path
 import httpx
 from bench_service import floor_command, post_script, quiet_server, server, wrk
 
-from loadtests.procs import free_port
+from loadtests.procs import add_cpu_split, check_cpu_split, free_port
 from modelrepo.contract import INPUT_NAME, PIXELS
 from modelrepo.layout import ModelRepository
 from training.data import load_mnist
@@ -150,7 +155,9 @@ def main() -> None:
         help="our service's engines to run, comma-separated: default (its own defaults), "
         "single (--workers 1), hybrid, executor, replicas, asgi (--http-impl asgi)",
     )
+    add_cpu_split(parser)
     args = parser.parse_args()
+    split = check_cpu_split(parser, args)
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk")
     if importlib.util.find_spec("mosec") is None:
@@ -190,10 +197,15 @@ def main() -> None:
     runs: list[Run] = []
     with ExitStack() as stack:
         urls = {}
+        if args.server_cpus:  # the servers inherit this process's CPUs when started...
+            os.sched_setaffinity(0, args.server_cpus)
         for name in servers:
             base = stack.enter_context(server(commands[name], ports[name]))
             urls[name] = base + paths[name]
             wait_answers(urls[name])
+        if args.load_cpus:  # ...and wrk, started from here on, these
+            os.sched_setaffinity(0, args.load_cpus)
+        for name in servers:
             wrk(urls[name], 4, 2, script)  # warm the server and its connections
         for level in levels:
             for round_ in range(1, ROUNDS + 1):
@@ -209,7 +221,8 @@ def main() -> None:
                     )
     print(
         f"{args.variant} v{onnx.parent.name} model.onnx; wrk -t1 at c=1, -t2 above, "
-        f"{args.duration} s per run, 127.0.0.1; ratios of req/s within a round.\n"
+        f"{args.duration} s per run, 127.0.0.1; ratios of req/s within a round"
+        f"{'; ' + split if split else ''}.\n"
     )
     print(table(runs))
     if args.out:
