@@ -35,12 +35,13 @@ from typing import Any
 from service import collector
 from service.batcher import Batcher, ModelQueue
 from service.channel import ModelState
+from service.device import TENSORFLOW_RUNTIMES
 from service.registry import ModelRegistry, ServedModel, open_model
 from service.versions import RETIRE_GRACE_S, RETIRE_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 Key = tuple[str, int]  # (variant@runtime, version)
-HEAVY = frozenset({"savedmodel"})  # never copied: TensorFlow stays out of the front ends
+HEAVY = TENSORFLOW_RUNTIMES  # never copied: TensorFlow stays out of the front ends
 
 
 @dataclass(eq=False)

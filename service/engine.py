@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from service import collector
+from service import device as devices
 from service.control import LocalControl, ModelControl, RemoteControl
 from service.copies import LocalCopies
 from service.registry import ModelRegistry
@@ -71,12 +72,13 @@ class LocalModels:
     """The models load and run in this process."""
 
     def __init__(self, settings: Settings, worker: WorkerContext | None) -> None:
-        from service import device as devices  # imports TensorFlow: only where models run
-
         self.settings = settings
         self.worker = worker
-        self.device = devices.configure(
-            settings.device, settings.intra_op_threads, settings.inter_op_threads
+        self.device = devices.place(
+            settings.device,
+            settings.runtimes,
+            settings.intra_op_threads,
+            settings.inter_op_threads,
         )
         self.gpu = self.device.startswith("/GPU")
         log.info("models will run on %s", devices.describe(self.device))

@@ -23,6 +23,7 @@ import signal
 from typing import cast
 
 from service import collector
+from service import device as devices
 from service.batcher import Batcher, Timing
 from service.channel import (
     ANSWER,
@@ -59,11 +60,12 @@ class Executor:
     """The models, their batchers, and the front ends connected to them."""
 
     def __init__(self, settings: Settings, shared: SharedState) -> None:
-        from service import device as devices  # TensorFlow: here, not in the supervisor
-
         planned = plan(settings)
-        device = devices.configure(
-            settings.device, settings.intra_op_threads, settings.inter_op_threads
+        device = devices.place(
+            settings.device,
+            settings.runtimes,
+            settings.intra_op_threads,
+            settings.inter_op_threads,
         )
         log.info("executor %d: models will run on %s", os.getpid(), devices.describe(device))
         self.registry = ModelRegistry(settings, Metrics(), planned, gpu=device.startswith("/GPU"))

@@ -169,7 +169,7 @@ class ModelRegistry:
     settings: Settings
     metrics: Metrics
     variants: dict[str, ServedVariant]
-    gpu: bool  # whether GPU-capable runtimes use the GPU, chosen by service.device.configure
+    gpu: bool  # whether GPU-capable runtimes use the GPU, chosen by service.device.place
     in_flight: int = 0  # predict requests in the server now, all models (kept by the handler)
     limits: Limits = field(init=False)
 

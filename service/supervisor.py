@@ -22,7 +22,6 @@ then the executor stops.
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import shutil
@@ -38,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 
 from service.channel import unlink
-from service.device import DeviceError
+from service.device import DeviceError, gpu_present
 from service.engine import WorkerContext
 from service.executor import run_executor
 from service.metrics import MULTIPROC_ENV
@@ -71,14 +70,6 @@ class EnginePlan:
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
     return len(os.sched_getaffinity(0))
-
-
-def gpu_present() -> bool:
-    """Whether an NVIDIA GPU is visible, without importing TensorFlow (the supervisor and
-    the front ends never do)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def plan_engine(settings: Settings) -> EnginePlan:
