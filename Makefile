@@ -14,7 +14,7 @@ export MNIST_DATA := $(SHARED_MNIST)
 endif
 endif
 
-.PHONY: demo test test-fast bench bench-models bench-peers bench-memory bench-metrics profile wrk h2load bench-protocols bench-overload bench-http-path container-test container-gpu-check env browser clean
+.PHONY: demo test test-fast bench bench-models bench-peers bench-memory bench-metrics profile wrk h2load bench-protocols bench-overload bench-http-path bench-startup container-test container-gpu-check env browser clean
 
 env: $(STAMP)
 
@@ -75,6 +75,10 @@ bench-peers: $(STAMP) wrk
 	@$(BIN)/python -c "import mosec" 2>/dev/null || $(BIN)/pip install --quiet -e '.[peers]'
 	$(BIN)/python scripts/bench_peers.py --models models --engines default,executor,single,replicas \
 	    --out runs/bench-peers.json $(CPU_SPLIT)
+
+# How long a server takes to be ready, and its memory, without TensorFlow (ONNX alone) and with.
+bench-startup: $(STAMP)
+	$(BIN)/python scripts/bench_startup.py --models models
 
 # The memory of each engine design against one process serving the same models.
 bench-memory: $(STAMP)

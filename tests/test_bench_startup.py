@@ -1,0 +1,34 @@
+"""scripts/bench_startup.py: one round on the quick models times both ways for both designs and
+prints their ratios."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO
+
+
+@pytest.mark.slow
+def test_one_round_times_both_ways(models_dir: Path, mnist_path: Path) -> None:
+    command = [sys.executable, str(REPO / "scripts" / "bench_startup.py")]
+    command += ["--models", str(models_dir), "--variant", "original", "--rounds", "1"]
+    env = {**os.environ, "MNIST_DATA": str(mnist_path)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = re.findall(
+        r"^\| (one process|default engine) \| ([\d.]+) s, [\d,]+ MB \| ([\d.]+) s, [\d,]+ MB "
+        r"\| ([\d.]+)x \| ([\d.]+)x \|$",
+        done.stdout,
+        re.M,
+    )
+    assert [row[0] for row in rows] == ["one process", "default engine"], done.stdout
+    for _, light, heavy, time_ratio, memory_ratio in rows:
+        assert float(light) > 0 and float(heavy) > 0
+        assert 0 < float(memory_ratio) < 1  # TensorFlow's memory, for certain; time is noisier
+        assert float(time_ratio) > 0
