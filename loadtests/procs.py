@@ -126,14 +126,23 @@ def run_server(
 
 
 def cpu_list(text: str) -> set[int]:
-    """CPUs written as taskset writes them: ``0``, ``0,2``, ``0-3``; all usable here."""
+    """CPUs written as taskset writes them: ``0``, ``0,2``, ``0-3``; at least one, all usable
+    here (argparse.ArgumentTypeError otherwise)."""
+    usable = os.sched_getaffinity(0)
     cpus: set[int] = set()
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("-")
-        cpus.update(range(int(first), int(last or first) + 1))
-    if not cpus <= os.sched_getaffinity(0):
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise argparse.ArgumentTypeError(f"{text!r}: write CPUs as 0, 0,2 or 0-3")
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low or high > max(usable):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: not all of these CPUs are usable here {sorted(usable)}"
+            )
+        cpus.update(range(low, high + 1))
+    if not cpus <= usable:
         raise argparse.ArgumentTypeError(
-            f"{text}: not all of these CPUs are usable here {sorted(os.sched_getaffinity(0))}"
+            f"{text!r}: not all of these CPUs are usable here {sorted(usable)}"
         )
     return cpus
 

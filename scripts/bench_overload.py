@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write every run here as JSON")
     args = parser.parse_args()
     split = check_cpu_split(parser, args)
-    if args.load_cpus:
+    if args.load_cpus is not None:
         os.sched_setaffinity(0, args.load_cpus)  # wrk and the generator inherit it
     binary = generator()
     variant, _, runtime = args.model.partition("@")

@@ -5,7 +5,8 @@ and get the same body, a real MNIST test digit as ``{"image": [784 floats]}``:
 
 * **mosec**: scripts/mosec_server.py, one worker running ONNX Runtime on batches of up to 32
   requests waiting at most 1 ms;
-* **ours**: ``mnist-serve serve --variants V`` with its default settings, ``/predict/V@onnx``;
+* **ours**: ``mnist-serve serve --variants V --runtimes onnx`` with its default settings,
+  ``/predict/V@onnx``;
   with ``--engines``, also ours as ``ours-single`` (``--workers 1``), ``ours-hybrid``,
   ``ours-executor`` and ``ours-replicas`` (``--engine ...``, default workers), and
   ``ours-asgi`` (the defaults, but inference requests through uvicorn's ASGI cycle:
@@ -18,7 +19,9 @@ thread at c=1 and two above (``bench_service.wrk``). Ratios (req/s) are taken wi
 
 On two cores wrk takes cycles the servers would use. ``--server-cpus 0 --load-cpus 1`` starts
 every server on CPU 0 (each process it starts inherits that; our default ``--workers`` is then
-1) and runs wrk on CPU 1, so the engines compare on one core each, with the load apart.
+1, the single process) and runs wrk on CPU 1, so the engines compare on one core each, with the
+load apart. The hybrid, executor and replicas engines then get ``--workers 2`` (or one per
+server CPU), so that they stay what they are called.
 
 Run: ``make bench-peers`` or ``python scripts/bench_peers.py --models models``. Needs wrk
 (``apt-get install wrk``) and mosec (``pip install -e '.[peers]'``).
@@ -57,6 +60,10 @@ ENGINE_FLAGS = {
     "replicas": ["--engine", "replicas"],
     "asgi": ["--http-impl", "asgi"],  # the default engine, inference through uvicorn's ASGI
 }
+SEVERAL_PROCESSES = frozenset({"hybrid", "executor", "replicas"})
+# ONNX alone (the file the peers serve: no TensorFlow) and no repository polling, so that the
+# idle servers beside the one measured stay idle.
+OURS_FLAGS = ("--runtimes", "onnx", "--poll-s", "0")
 ROUNDS = 2
 
 
@@ -192,18 +199,23 @@ def main() -> None:
     paths = {"mosec": "/inference", "floor": f"/predict/{args.variant}"}
     for engine in engines:
         name = ours_name(engine)
-        commands[name] = quiet_server(args.models, args.variant, ports[name], *ENGINE_FLAGS[engine])
+        flags = [*ENGINE_FLAGS[engine], *OURS_FLAGS]
+        if args.server_cpus is not None and engine in SEVERAL_PROCESSES:
+            # On one pinned CPU the default --workers is 1, which is the single process: give
+            # these engines the workers that make them what they are called.
+            flags += ["--workers", str(max(2, len(args.server_cpus)))]
+        commands[name] = quiet_server(args.models, args.variant, ports[name], *flags)
         paths[name] = f"/predict/{args.variant}@onnx"
     runs: list[Run] = []
     with ExitStack() as stack:
         urls = {}
-        if args.server_cpus:  # the servers inherit this process's CPUs when started...
+        if args.server_cpus is not None:  # the servers inherit this process's CPUs when started...
             os.sched_setaffinity(0, args.server_cpus)
         for name in servers:
             base = stack.enter_context(server(commands[name], ports[name]))
             urls[name] = base + paths[name]
             wait_answers(urls[name])
-        if args.load_cpus:  # ...and wrk, started from here on, these
+        if args.load_cpus is not None:  # ...and wrk, started from here on, these
             os.sched_setaffinity(0, args.load_cpus)
         for name in servers:
             wrk(urls[name], 4, 2, script)  # warm the server and its connections

@@ -5,10 +5,12 @@ TensorFlow is imported only where a SavedModel may be served (``service.device.p
 server of light runtimes alone starts without it. For each design (one process, the default
 engine), this starts ``mnist-serve serve --variants V`` with ``--runtimes onnx`` and with
 ``--runtimes onnx,savedmodel`` in alternating order, ``--rounds`` times each, and times the
-start until ``/readyz`` answers 200 (every model of every process loaded), then sums the
-resident memory of the whole process tree. It prints the medians and their ratio within this
-run. The load tests, ``explore`` and ``tune`` start a server per model or trial, so this time
-is paid again and again.
+start until ``/readyz`` answers 200 (every process ready to serve every model). It then waits
+until the default engine's front ends have warmed their own copies of the light models (they
+load after the server is ready, ``bench_memory.settled``) and sums the resident memory of the
+whole process tree. It prints the medians and their ratio within this run. ``tune`` starts a
+server per trial, and the tests start dozens with ``--runtimes onnx``, so this time is paid
+again and again.
 
     python scripts/bench_startup.py --models models      # or: make bench-startup
 """
@@ -16,12 +18,14 @@ is paid again and again.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench_memory import settled
 from bench_overload import rss_mb
 
 from loadtests.procs import run_server
@@ -31,13 +35,14 @@ RUNTIMES = ("onnx", "onnx,savedmodel")  # without TensorFlow, with it
 
 
 def start(models: Path, variant: str, runtimes: str, flags: tuple[str, ...]) -> tuple[float, float]:
-    """One start: seconds until ready, and RSS (MB) of every process once ready."""
+    """One start: seconds until ready, and RSS (MB) of every process once settled."""
     log = Path(tempfile.mkdtemp(prefix="bench-startup-")) / "server.log"
     args = ("--variants", variant, "--runtimes", runtimes, "--poll-s", "0", *flags)
     started = time.monotonic()
     with run_server(models, log, *args) as server:
         server.wait_ready()
         ready = time.monotonic() - started
+        settled(server.url, 1 if "--workers" in flags else len(os.sched_getaffinity(0)))
         return ready, rss_mb(server.process.pid)
 
 

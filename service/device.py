@@ -51,7 +51,11 @@ def place(
             "device=gpu but this machine sees no GPU (no /dev/nvidia* device, or "
             "CUDA_VISIBLE_DEVICES hides it): check drivers and --gpus"
         )
-    return "/GPU:0" if gpu and device != "cpu" else "/CPU:0"
+    if gpu and device != "cpu":
+        log.info("GPU found: light runtimes may run on it (ONNX Runtime with CUDA)")
+        return "/GPU:0"
+    log.info("no GPU found: running on CPU" if not gpu else "device=cpu: running on CPU")
+    return "/CPU:0"
 
 
 def configure(device: str, intra_op_threads: int = 0, inter_op_threads: int = 0) -> str:

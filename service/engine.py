@@ -2,7 +2,8 @@
 
 ``create_app`` asks :func:`models_for` once, at construction:
 
-* :class:`LocalModels`: this process picks the device (importing TensorFlow), and its
+* :class:`LocalModels`: this process picks the device (importing TensorFlow only if a
+  SavedModel may be served: ``service.device.place``), and its
   lifespan loads, warms and serves every model itself: the single process (``--workers 1``)
   and each worker of the replicas engine;
 * :class:`RemoteModels`: a front end of the executor engine: no TensorFlow, no models; its

@@ -78,7 +78,9 @@ class Settings(BaseSettings):
         "accepting calls in parallel (grpc.aio takes one call at a time per server).",
     )
     device: Literal["auto", "cpu", "gpu"] = Field(
-        "auto", description="auto: the first GPU if TensorFlow sees one, else the CPU."
+        "auto",
+        description="auto: the first GPU if one is visible (to TensorFlow, when a SavedModel "
+        "is served; else an NVIDIA device not hidden by CUDA_VISIBLE_DEVICES), else the CPU.",
     )
     batching: bool = Field(True, description="Merge concurrent requests into one model call.")
     max_batch_size: int = Field(32, ge=1, le=1024, description="Images per model call, at most.")
@@ -202,7 +204,7 @@ class Settings(BaseSettings):
         "every model and the device, and each front end also serves its own copy of the light "
         "models that run on the CPU (ONNX, LiteRT, OpenVINO), with no process hop; executor = "
         "the model process serves every request (the batches the whole load makes); replicas "
-        "= every worker loads every model, TensorFlow included (CPU only, one copy of "
+        "= every worker loads every model, TensorFlow too for a SavedModel (CPU only, one copy of "
         "everything per worker).",
     )
     tuned: bool = Field(

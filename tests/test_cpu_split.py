@@ -30,6 +30,15 @@ def test_a_cpu_that_is_not_usable_here_is_refused() -> None:
     missing = max(os.sched_getaffinity(0)) + 1
     with pytest.raises(argparse.ArgumentTypeError, match="not all of these CPUs are usable"):
         cpu_list(str(missing))
+    with pytest.raises(argparse.ArgumentTypeError, match="not all of these CPUs are usable"):
+        cpu_list(f"0-{missing + 4_000_000_000}")  # refused before any range is built
+
+
+@pytest.mark.parametrize("text", ["", ",", "0-", "-1", "a", "0-1-2", "0,,1", "1-0"])
+def test_a_list_that_names_no_cpu_clearly_is_refused(text: str) -> None:
+    """An empty or malformed list would leave a benchmark silently unpinned."""
+    with pytest.raises(argparse.ArgumentTypeError):
+        cpu_list(text)
 
 
 def parse(*argv: str) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -64,19 +73,26 @@ def test_an_overlapping_split_is_refused(capsys: pytest.CaptureFixture[str]) -> 
 
 
 @pytest.mark.slow
-def test_a_pinned_server_runs_only_on_its_cpus(models_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("workers", "expected"), [((), 1), (("--workers", "2"), 2)], ids=["default", "two-workers"]
+)
+def test_a_pinned_server_runs_only_on_its_cpus(
+    models_dir: Path, tmp_path: Path, workers: tuple[str, ...], expected: int
+) -> None:
     usable = os.sched_getaffinity(0)
     if len(usable) < 2:
         pytest.skip("pinning to one CPU of one changes nothing to check")
     cpu = max(usable)
-    args = ("--variants", "original", "--runtimes", "onnx")
+    args = ("--variants", "original", "--runtimes", "onnx", *workers)
     with run_server(models_dir, tmp_path / "server.log", *args, cpus={cpu}) as server:
         server.wait_ready()
         engine = httpx.get(f"{server.url}/engine", timeout=10).json()
-        assert engine["workers"] == 1, engine  # counted on its one CPU, not the machine's
+        # The default counts the one CPU it has, not the machine's
+        assert engine["workers"] == expected, engine
         top = psutil.Process(server.process.pid)
         processes = [top, *top.children(recursive=True)]
         assert {p.pid for p in processes} >= set(engine["pids"])
+        assert len(processes) >= expected  # with two workers: supervisor, front ends, executor
         for process in processes:
             assert process.cpu_affinity() == [cpu], process.cmdline()
         digit = [[0.0] * SIDE] * SIDE

@@ -273,6 +273,8 @@ def test_hybrid_front_ends_serve_their_own_copies(
         for pid in info["pids"]:  # type: ignore[attr-defined]
             maps = Path(f"/proc/{pid}/maps").read_text()
             assert "onnxruntime" in maps and "tensorflow" not in maps
+        # The executor serves the SavedModels: it alone configured and loaded TensorFlow.
+        assert "tensorflow" in Path(f"/proc/{info['executor_pid']}/maps").read_text()
         assert burst(server, 100, "/predict/depthwise@onnx") == [200] * 100
         assert burst(server, 20, "/predict/depthwise@savedmodel") == [200] * 20
 
