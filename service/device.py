@@ -31,6 +31,18 @@ def gpu_present() -> bool:
     return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
+def gpu_wanted(device: str) -> bool:
+    """Whether the ``--device`` setting puts models on a GPU of this machine, judged without
+    TensorFlow (:func:`gpu_present`); DeviceError if it asks for one and there is none."""
+    gpu = gpu_present()
+    if device == "gpu" and not gpu:
+        raise DeviceError(
+            "device=gpu but this machine sees no GPU (no /dev/nvidia* device, or "
+            "CUDA_VISIBLE_DEVICES hides it): check drivers and --gpus"
+        )
+    return gpu and device != "cpu"
+
+
 def uses_tensorflow(runtimes: Collection[str]) -> bool:
     """Whether serving ``runtimes`` (``Settings.runtimes``; empty: every artifact present, so a
     SavedModel too) may need TensorFlow."""
@@ -45,16 +57,10 @@ def place(
     without importing TensorFlow. DeviceError if ``device`` is ``gpu`` and there is none."""
     if uses_tensorflow(runtimes):
         return configure(device, intra_op_threads, inter_op_threads)
-    gpu = gpu_present()
-    if device == "gpu" and not gpu:
-        raise DeviceError(
-            "device=gpu but this machine sees no GPU (no /dev/nvidia* device, or "
-            "CUDA_VISIBLE_DEVICES hides it): check drivers and --gpus"
-        )
-    if gpu and device != "cpu":
+    if gpu_wanted(device):
         log.info("GPU found: light runtimes may run on it (ONNX Runtime with CUDA)")
         return "/GPU:0"
-    log.info("no GPU found: running on CPU" if not gpu else "device=cpu: running on CPU")
+    log.info("running on CPU (device=%s; no TensorFlow: no SavedModel served)", device)
     return "/CPU:0"
 
 
@@ -94,7 +100,7 @@ def configure(device: str, intra_op_threads: int = 0, inter_op_threads: int = 0)
 
 def describe(device: str) -> str:
     """A human name for the device: the GPU model (when TensorFlow is loaded), or the CPU."""
-    if "tensorflow" not in sys.modules:  # not loaded for this process's runtimes: not for this
+    if "tensorflow" not in sys.modules:  # no SavedModel here: no TensorFlow to ask the GPU's name
         return device
     import tensorflow as tf
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 
 from service.channel import unlink
-from service.device import DeviceError, gpu_present
+from service.device import gpu_wanted
 from service.engine import WorkerContext
 from service.executor import run_executor
 from service.metrics import MULTIPROC_ENV
@@ -74,12 +74,7 @@ def usable_cores() -> int:
 
 def plan_engine(settings: Settings) -> EnginePlan:
     """The workers and engine the settings ask for; ConfigError if they cannot work."""
-    gpu = settings.device == "gpu" or (settings.device == "auto" and gpu_present())
-    if settings.device == "gpu" and not gpu_present():
-        raise DeviceError(
-            "device=gpu but this machine sees no GPU (no /dev/nvidia* device, or "
-            "CUDA_VISIBLE_DEVICES hides it): check drivers and --gpus"
-        )
+    gpu = gpu_wanted(settings.device)
     workers = settings.workers or usable_cores()
     if workers == 1:
         return EnginePlan(1, "single", gpu)
