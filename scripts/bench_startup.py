@@ -31,6 +31,7 @@ from bench_overload import rss_mb
 from loadtests.procs import run_server
 
 DESIGNS = {"one process": ("--workers", "1"), "default engine": ()}
+DESIGN_NAMES = {"single": "one process", "default": "default engine"}  # --designs
 RUNTIMES = ("onnx", "onnx,savedmodel")  # without TensorFlow, with it
 
 
@@ -52,9 +53,19 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path("models"), help="model repository")
     parser.add_argument("--variant", default="depthwise", help="the variant served")
     parser.add_argument("--rounds", type=int, default=3, help="starts of each, alternating")
+    parser.add_argument(
+        "--designs",
+        default="single,default",
+        help="which to start: single (--workers 1), default (the default engine)",
+    )
     args = parser.parse_args()
+    chosen = [d.strip() for d in args.designs.split(",") if d.strip()]
+    unknown = sorted(set(chosen) - set(DESIGN_NAMES))
+    if unknown or not chosen:
+        parser.error(f"--designs {args.designs!r}: use {', '.join(DESIGN_NAMES)}")
     rows = []
-    for design, flags in DESIGNS.items():
+    for design in (DESIGN_NAMES[d] for d in chosen):
+        flags = DESIGNS[design]
         seconds: dict[str, list[float]] = {r: [] for r in RUNTIMES}
         memory: dict[str, list[float]] = {r: [] for r in RUNTIMES}
         for round_ in range(args.rounds):
