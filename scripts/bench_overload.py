@@ -42,6 +42,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import subprocess
 import tempfile
 import threading
@@ -72,6 +73,12 @@ NO_SHEDDING = (
     "--max-queue",
     "1000000",
 )
+# The servers compared, by the name --servers takes: (label, flags beyond the model's).
+SERVERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "defaults": ("shedding on (defaults)", ()),
+    "resends": ("shedding on, --shed-hold resends", ("--shed-hold", "resends")),
+    "off": ("shedding off", NO_SHEDDING),
+}
 
 
 def wrk(url: str, connections: int, seconds: int, script: Path) -> tuple[float, float]:
@@ -260,10 +267,27 @@ def main() -> None:
     parser.add_argument(
         "--in-flight", default="", help="also compare these --max-in-flight values (e.g. 16,32)"
     )
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"the servers to run, in order, of: {', '.join(SERVERS)} (--in-flight adds its own)",
+    )
+    parser.add_argument(
+        "--server-flags",
+        default="",
+        help='more flags for every server, e.g. "--model-nice 0" to compare a setting',
+    )
     add_cpu_split(parser)
     parser.add_argument("--out", type=Path, help="also write every run here as JSON")
     args = parser.parse_args()
     split = check_cpu_split(parser, args)
+    servers = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = sorted(set(servers) - set(SERVERS))
+    if unknown or not servers:
+        parser.error(
+            f"--servers: unknown {', '.join(unknown) or '(none given)'}; choose from "
+            f"{', '.join(SERVERS)}"
+        )
     if args.load_cpus is not None:
         os.sched_setaffinity(0, args.load_cpus)  # wrk and the generator inherit it
     binary = generator()
@@ -290,12 +314,15 @@ def main() -> None:
         runtime,
         "--log-level",
         "warning",
+        *shlex.split(args.server_flags),
     )
-    configs: dict[str, tuple[str, ...]] = {"shedding on (defaults)": common}
-    for limit in filter(None, args.in_flight.split(",")):
-        configs[f"shedding on, max-in-flight {limit}"] = (*common, "--max-in-flight", limit)
-    configs["shedding on, --shed-hold resends"] = (*common, "--shed-hold", "resends")
-    configs["shedding off"] = (*common, *NO_SHEDDING)
+    configs: dict[str, tuple[str, ...]] = {}
+    for name in servers:
+        label, flags = SERVERS[name]
+        configs[label] = (*common, *flags)
+        if name == "defaults":
+            for limit in filter(None, args.in_flight.split(",")):
+                configs[f"shedding on, max-in-flight {limit}"] = (*common, "--max-in-flight", limit)
     multiples = [float(m) for m in args.multiples.split(",")]
     rows: list[str] = []
     storms: list[str] = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -29,6 +31,7 @@ __all__ = [
     "Server",
     "png_bytes",
     "run_record",
+    "run_script",
     "run_server",
     "script_module",
     "serve_in_thread",
@@ -64,6 +67,18 @@ def script_module(name: str) -> ModuleType:
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(REPO / "scripts"))
+
+
+def run_script(
+    name: str, *args: str | Path, mnist: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``scripts/<name>.py`` with this Python from the repository's root, ``MNIST_DATA``
+    set to ``mnist`` if given: its completed process, output captured as text."""
+    command = [sys.executable, str(REPO / "scripts" / f"{name}.py"), *map(str, args)]
+    env = {**os.environ, **({"MNIST_DATA": str(mnist)} if mnist else {})}
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env
+    )
 
 
 def png_bytes(array: np.ndarray, mode: str = "L") -> bytes:

@@ -9,10 +9,7 @@ is the server's count of its answers speaking).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +21,7 @@ import numpy as np
 import pytest
 
 from modelrepo.contract import INPUT_NAME, PIXELS
-from tests.helpers import REPO, Server, run_server, script_module
+from tests.helpers import Server, run_script, run_server, script_module
 from training.data import Mnist
 
 MODEL = "depthwise@onnx"
@@ -234,11 +231,12 @@ def test_smoke_run_writes_the_record(
     models_dir: Path, mnist_path: Path, known: Known, tmp_path: Path
 ) -> None:
     out = tmp_path / "bench.json"
-    command = [sys.executable, str(REPO / "scripts" / "bench_protocols.py")]
-    command += ["--models", str(models_dir), "--digit", str(known.index), "--out", str(out)]
-    command += ["--duration", "1", "--concurrency", "2", "--rounds", "2"]
-    env = {**os.environ, "MNIST_DATA": str(mnist_path)}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    done = run_script(
+        "bench_protocols",
+        *("--models", models_dir, "--digit", str(known.index), "--out", out),
+        *("--duration", "1", "--concurrency", "2", "--rounds", "2"),
+        mnist=mnist_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     record = json.loads(out.read_text())
     assert record["machine"]["cores"] and record["model"] == MODEL

@@ -3,24 +3,23 @@ ratios (one design here, to keep the suite short: the default engine's row is th
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import run_script
 
 
 @pytest.mark.slow
 def test_one_round_times_both_ways(models_dir: Path, mnist_path: Path) -> None:
-    command = [sys.executable, str(REPO / "scripts" / "bench_startup.py")]
-    command += ["--models", str(models_dir), "--variant", "original", "--rounds", "1"]
-    command += ["--designs", "single"]
-    env = {**os.environ, "MNIST_DATA": str(mnist_path)}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    done = run_script(
+        "bench_startup",
+        *("--models", models_dir, "--variant", "original", "--rounds", "1"),
+        *("--designs", "single"),
+        mnist=mnist_path,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     rows = re.findall(
         r"^\| (one process|default engine) \| ([\d.]+) s, [\d,]+ MB \| ([\d.]+) s, [\d,]+ MB "

@@ -1,0 +1,23 @@
+"""scripts/bench_overload.py's choice of servers, refused before any server starts."""
+
+from __future__ import annotations
+
+from tests.helpers import run_script, script_module
+
+
+def test_every_named_server_is_known() -> None:
+    servers = script_module("bench_overload").SERVERS
+    assert list(servers) == ["defaults", "resends", "off"]
+    assert servers["resends"][1] == ("--shed-hold", "resends")
+
+
+def test_an_unknown_server_is_refused_at_once() -> None:
+    done = run_script("bench_overload", "--servers", "defaults,fast", timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--servers: unknown fast; choose from defaults, resends, off" in done.stderr
+    assert "machine:" not in done.stdout  # nothing was measured
+
+
+def test_no_server_is_refused() -> None:
+    done = run_script("bench_overload", "--servers", " , ", timeout=60)
+    assert done.returncode == 2 and "(none given)" in done.stderr, done.stderr
