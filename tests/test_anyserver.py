@@ -240,6 +240,7 @@ def test_every_failed_request_is_an_error_with_its_status() -> None:
     assert http.failure_line == "20 x HTTP 400: bad" and math.isnan(http.latency_ms.p50)
 
 
+@pytest.mark.slow
 def test_a_failed_step_is_reported_and_stored(tmp_path: Path) -> None:
     """No successful request for one model, all for the other: the report says which failed,
     with the status and message, and compares nothing with it; the history stores the step

@@ -121,6 +121,7 @@ def complete(answer: bytes) -> bool:
     return length is not None and len(body) >= int(length.group(1))
 
 
+@pytest.mark.slow
 def test_a_client_refused_at_the_protocol_waits_unread_and_longer_each_time(
     served: tuple[int, Gate, type[GuardedHttpToolsProtocol]],
 ) -> None:
@@ -156,6 +157,7 @@ def test_a_client_refused_at_the_protocol_waits_unread_and_longer_each_time(
         assert blocker.recv(4096).startswith(b"HTTP/1.1 200")
 
 
+@pytest.mark.slow
 def test_a_client_refused_by_the_app_is_held_too(
     served: tuple[int, Gate, type[GuardedHttpToolsProtocol]],
 ) -> None:
@@ -178,6 +180,7 @@ def test_a_client_refused_by_the_app_is_held_too(
         assert 0.9 * HOLD_S <= after_reset[1] < 1.9 * HOLD_S, after_reset
 
 
+@pytest.mark.slow
 def test_a_client_that_waits_its_hold_out_is_not_delayed(served: tuple[int, Gate, type]) -> None:
     """Only a request that comes within the hold waits: one sent after it (a client that
     honoured the wait, or an open-loop client reusing the connection later) is read at once,
@@ -193,6 +196,7 @@ def test_a_client_that_waits_its_hold_out_is_not_delayed(served: tuple[int, Gate
         assert 0.9 * HOLD_S <= exchange(client, "/predict")[1] < 1.9 * HOLD_S  # one hold again
 
 
+@pytest.mark.slow
 def test_with_shed_hold_resends_only_an_immediate_resend_waits(
     served: tuple[int, Gate, type[GuardedHttpToolsProtocol]],
 ) -> None:
@@ -300,6 +304,7 @@ def test_a_post_is_counted_in_when_its_headers_are_parsed() -> None:
         loop.close()
 
 
+@pytest.mark.slow
 def test_the_admission_count_survives_a_process_killed_inside_it() -> None:
     """A process SIGKILLed while entering and leaving as fast as it can leaves nothing locked:
     the others still enter at once, and the supervisor's ``forget`` takes back its share."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.helpers import run_script, script_module
 
 
@@ -11,6 +13,7 @@ def test_every_named_server_is_known() -> None:
     assert servers["resends"][1] == ("--shed-hold", "resends")
 
 
+@pytest.mark.slow
 def test_an_unknown_server_is_refused_at_once() -> None:
     done = run_script("bench_overload", "--servers", "defaults,fast", timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -18,6 +21,7 @@ def test_an_unknown_server_is_refused_at_once() -> None:
     assert "machine:" not in done.stdout  # nothing was measured
 
 
+@pytest.mark.slow
 def test_no_server_is_refused() -> None:
     done = run_script("bench_overload", "--servers", " , ", timeout=60)
     assert done.returncode == 2 and "(none given)" in done.stderr, done.stderr

@@ -51,6 +51,7 @@ def cold_server() -> Iterator[str]:
         thread.join(5)
 
 
+@pytest.mark.slow
 def test_a_slow_first_wave_is_left_to_the_warm_up(cold_server: str) -> None:
     """Every client's first answer takes longer than warm-up and window together; the window
     opens only once each client has had one, so it measures the warm server, not nothing."""

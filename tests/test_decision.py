@@ -73,6 +73,7 @@ class FastResult:
 
 
 @pytest.mark.parametrize("ratio", [0.8, 1.0, 1.03, 1.25])
+@pytest.mark.slow
 def test_sequential_intervals_cover_the_true_ratio(ratio: float) -> None:
     """Over 300 sequential runs, the interval at the stop covers the true ratio 90 % of the
     time or more (95 % is the aim; measured 92-97 %: the stop depends on the data), despite
@@ -84,6 +85,7 @@ def test_sequential_intervals_cover_the_true_ratio(ratio: float) -> None:
     assert all(r.half_width <= 0.05 for r in runs)
 
 
+@pytest.mark.slow
 def test_verdicts_on_known_effects() -> None:
     """A 25 % gain reads faster, a 20 % loss slower, no difference equivalent (TOST), and a
     difference smaller than the margin yet real either faster or equivalent, never slower."""
@@ -98,6 +100,7 @@ def test_verdicts_on_known_effects() -> None:
     assert small.count(Decision.SLOWER) <= 2 and Decision.INCONCLUSIVE not in small
 
 
+@pytest.mark.slow
 def test_percentile_ratios_cover_too() -> None:
     """Per-window p50 and p99 of skewed latencies, the candidate's scaled by a known factor:
     the paired interval of the percentile ratio covers it about 95 % of the time."""

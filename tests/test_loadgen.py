@@ -107,6 +107,7 @@ def run(url: str, folder: Path, queries: int, bound_ms: float = 100) -> loadgen.
     )
 
 
+@pytest.mark.slow
 def test_loadgen_itself_undecided_then_valid(server: tuple[str, list[int]], tmp_path: Path) -> None:
     """Real LoadGen through our SUT: 100 fast answers meet p99 but are too few for early
     stopping, which asks for exactly what :func:`min_queries` says (459 in all); 460 make the
@@ -125,6 +126,7 @@ def test_loadgen_itself_undecided_then_valid(server: tuple[str, list[int]], tmp_
     assert second.latency_ms.p50 <= second.latency_ms.p99 < 1000
 
 
+@pytest.mark.slow
 def test_failed_requests_count_over_the_bound(
     server: tuple[str, list[int]], tmp_path: Path
 ) -> None:

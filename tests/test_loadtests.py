@@ -99,6 +99,7 @@ def test_recorder_discards_the_warmup() -> None:
     assert data["latency_ms"] == [1.5] and data["correct"] == [0.0]
 
 
+@pytest.mark.slow
 def test_a_service_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
     """An empty model folder: the service exits at once; the load test says so, with its log."""
     (tmp_path / "models").mkdir()
@@ -162,6 +163,7 @@ def write_recorded_set(
     return samples
 
 
+@pytest.mark.slow
 def test_report_maths_match_numpy(tmp_path: Path) -> None:
     samples = write_recorded_set(tmp_path, np.random.default_rng(7))
     record, levels = load_levels(tmp_path)
@@ -255,6 +257,7 @@ def test_results_files_are_typed_and_refuse_what_they_cannot_read(tmp_path: Path
         RunRecord.load(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 def test_report_joins_the_open_loop_and_the_previous_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -44,6 +44,7 @@ async def start_server(delay_s: float, serial: bool) -> tuple[asyncio.Server, in
     return server, server.sockets[0].getsockname()[1]
 
 
+@pytest.mark.slow
 async def test_a_known_delay_is_measured_within_ten_percent() -> None:
     """50 ms per answer, 100 requests/s for 2 s: median latency 50-55 ms, rate as asked."""
     server, port = await start_server(DELAY_S, serial=False)
@@ -55,6 +56,7 @@ async def test_a_known_delay_is_measured_within_ten_percent() -> None:
     assert result.per_second(200) == pytest.approx(100, rel=0.02)
 
 
+@pytest.mark.slow
 async def test_queueing_is_counted_from_the_scheduled_time() -> None:
     """A server that takes 50 ms per request, one at a time (20/s), offered 40/s for 1 s: the
     backlog grows, so late requests wait ~0.5 s more than early ones. A closed-loop client
@@ -72,6 +74,7 @@ async def test_queueing_is_counted_from_the_scheduled_time() -> None:
     assert result.lag_ms(99) < 50  # the generator itself kept to its schedule (not ~1 s behind)
 
 
+@pytest.mark.slow
 async def test_poisson_arrivals_average_the_asked_rate() -> None:
     """Exponential gaps: over 3 s at 200/s, about 600 requests (within 4 standard deviations)."""
     server, port = await start_server(0.0, serial=False)
@@ -88,6 +91,7 @@ async def test_only_loopback_targets_are_allowed() -> None:
         await run_open_loop("http://example.com/x", b"{}", 10, 1.0)
 
 
+@pytest.mark.slow
 async def test_the_warm_up_is_sent_but_not_measured() -> None:
     """1 s of warm-up then 1 s measured at 50/s: the server sees ~100 requests, the result holds
     the 50 scheduled after the warm-up, and its rate is over the measured second only."""

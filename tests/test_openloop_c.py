@@ -81,6 +81,7 @@ def run_all(binary: Path, *plans: cgen.Plan) -> list[cgen.OpenLoopRun]:
         return list(pool.map(lambda plan: cgen.run(plan, binary), plans))
 
 
+@pytest.mark.slow
 def test_per_status_counts_and_the_asked_rate(binary: Path) -> None:
     """200 req/s for 2 s on three paths at once: 400 sent and answered on each, counted by
     status and class; a Connection: close answer makes the next request open a connection;
@@ -114,6 +115,7 @@ def test_per_status_counts_and_the_asked_rate(binary: Path) -> None:
     assert again.completed == again.scheduled
 
 
+@pytest.mark.slow
 def test_queueing_and_waiting_are_counted_from_the_scheduled_time(binary: Path) -> None:
     """A server taking 25 ms per request, one at a time (40/s), offered 80/s for 0.5 s through
     at most 4 connections: the backlog grows, so the last request answers ~0.54 s after its

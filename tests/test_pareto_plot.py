@@ -82,12 +82,14 @@ def test_tied_models_share_one_label() -> None:
     assert text == "small-k3-3@onnx, @litert"
 
 
+@pytest.mark.slow
 def test_the_figure_is_written(tmp_path: Path) -> None:
     path = pareto_figure(CROWD, "p99 <= 20 ms", tmp_path / "pareto.png")
     assert path.read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.parametrize("accuracy", [1.0, 0.0])
+@pytest.mark.slow
 def test_perfect_and_useless_models_still_plot(tmp_path: Path, accuracy: float) -> None:
     """A test error of 0 on a log axis, or of 100 %."""
     models = [*CROWD, measured("x@onnx", accuracy, 0.5, 5000, 3000, None)]

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from modelrepo.contract import CLASSES, INPUT_NAME, OUTPUT_NAME
 from tests.conftest import QuickModels
@@ -27,6 +26,8 @@ def test_short_training_beats_90_percent(trained: QuickModels, name: str) -> Non
 
 @pytest.mark.parametrize("name", ["original", "depthwise"])
 def test_savedmodel_signature_matches_keras(trained: QuickModels, mnist: Mnist, name: str) -> None:
+    import tensorflow as tf  # here, not at the top: collecting test-fast stays TensorFlow-free
+
     images = to_model_input(mnist.x_test[:256])
     expected = np.asarray(trained.results[name].model(images, training=False))
     loaded = tf.saved_model.load(str(trained.exported[name].path))
