@@ -18,6 +18,20 @@ def test_help_explains_every_command(command: list[str]) -> None:
     assert "Usage" in result.output
 
 
+def test_tune_help_names_the_values_it_searches() -> None:
+    """``tune --help`` lists the search space in prose: every value of ``loadtests.tune.SPACE``
+    (its one place) must be there, so the two cannot drift apart."""
+    from loadtests.tune import SPACE
+
+    output = runner.invoke(app, ["tune", "--help"], terminal_width=200).output
+    text = " ".join(output.replace("│", " ").split())  # rich's box and wrapping undone
+    for name, values in [("max batch size", SPACE["max_batch_size"]),
+                         ("max wait", SPACE["max_wait_ms"]),
+                         ("intra-op threads", SPACE["intra_op_threads"])]:  # fmt: skip
+        listed = ", ".join(f"{v:g}" for v in values)
+        assert f"{name} ({listed}" in text, (name, listed, text)
+
+
 def test_unknown_variant_exits_2_listing_known_ones() -> None:
     result = runner.invoke(app, ["train", "resnet50"])
     assert result.exit_code == 2
@@ -34,6 +48,9 @@ def test_missing_data_path_exits_2(tmp_path: Path) -> None:
 def test_bad_option_value_exits_2() -> None:
     result = runner.invoke(app, ["train", "--epochs", "0"])
     assert result.exit_code == 2
+    assert "--epochs" in result.output and "greater than or equal to 1" in result.output, (
+        result.output
+    )
 
 
 def test_variants_json_lists_the_catalogue() -> None:
