@@ -24,8 +24,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The demo trains and serves on the CPU unless asked (DEVICE=auto: a GPU when one is visible;
+# DEVICE=gpu: a GPU or a clear error), so its figures mean the same on every machine.
+DEVICE ?= cpu
 demo: $(STAMP)
-	$(BIN)/mnist-serve demo
+	$(if $(filter cpu,$(DEVICE)),CUDA_VISIBLE_DEVICES=-1 )MNIST_SERVE_DEVICE=$(DEVICE) $(BIN)/mnist-serve demo
 
 # The browser tests drive Debian's Chromium (no downloaded browser builds): install it if missing.
 browser:
@@ -51,7 +54,7 @@ container-gpu-check:
 	bash scripts/gpu_image_check.sh
 
 # Benchmarks (docs/benchmarks.md): need models/ (make demo trains them) and wrk for `bench`.
-bench: $(STAMP)
+bench: $(STAMP) wrk
 	$(BIN)/python scripts/bench_service.py
 
 bench-models: $(STAMP)
@@ -99,7 +102,7 @@ bench-http-path: $(STAMP)
 
 # CPU_SPLIT="--server-cpus 0 --load-cpus 1" keeps the load generator off the server's CPU (also
 # for bench-peers).
-bench-overload: $(STAMP)
+bench-overload: $(STAMP) wrk
 	$(BIN)/python scripts/bench_overload.py --out runs/bench-overload.json $(CPU_SPLIT)
 
 # Every protocol (native, TF Serving, KServe V2 JSON/binary/gRPC) against /predict on one server,

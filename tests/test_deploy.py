@@ -79,6 +79,18 @@ def test_k8s_deployment_requests_a_gpu_and_probes_health() -> None:
     assert {("Deployment", "locust-master"), ("Deployment", "locust-worker")} <= kinds
 
 
+def test_k8s_locust_runs_the_load_test_image_not_the_serving_one() -> None:
+    """The serving image has no Locust (the Dockerfile's ``base`` installs the service's
+    dependencies only): the Locust pods name the image built from the ``loadtest`` target."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    tags = {image["name"]: image["newTag"] for image in kustomization["images"]}
+    locust = list(yaml.safe_load_all((K8S / "locust.yaml").read_text()))
+    deployments = [doc for doc in locust if doc["kind"] == "Deployment"]
+    images = {c["image"] for d in deployments for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {"mnist-serve-loadtest"} and tags["mnist-serve-loadtest"] == "loadtest"
+    assert "FROM base AS loadtest" in (REPO / "Dockerfile").read_text()
+
+
 def test_compose_reserves_a_gpu_and_scales_locust_workers() -> None:
     compose = yaml.safe_load((REPO / "compose.yaml").read_text())
     services = compose["services"]

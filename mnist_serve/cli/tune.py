@@ -46,7 +46,7 @@ def tune(
 ) -> None:
     """Find each model's best serving configuration under the --slo, as Model Analyzer does.
 
-    Searches max batch size (1, 8, 16, 32, 64), max wait (0, 0.5, 1, 2 ms), intra-op threads
+    Searches max batch size (1, 8, 16, 32, 64), max wait (0, 0.25, 1, 2 ms), intra-op threads
     (1, 2) and workers (one process, one per core), one at a time from the defaults: the
     highest Poisson rate within the SLO wins, the lowest p50 at one client breaks ties. Saves
     the best to <models>/<variant>/tuned.json, which `serve --tuned` (and `loadtest --tuned`)
