@@ -200,13 +200,17 @@ def test_kserve_binary_body_is_smaller_than_json(
             ]
         },
     ).content
+    url = f"{server.url}/v2/models/depthwise/infer"
     answered = httpx.post(
-        f"{server.url}/v2/models/depthwise/infer",
-        content=binary,
-        headers={"Inference-Header-Content-Length": str(len(header))},
+        url, content=binary, headers={"Inference-Header-Content-Length": str(len(header))}
     )
     assert answered.status_code == 200, answered.text
     assert len(binary) < 0.7 * len(as_json)
+    # The same digit, the same answer: the smaller body carries the whole tensor.
+    from_json = httpx.post(url, content=as_json, headers={"Content-Type": "application/json"})
+    assert from_json.status_code == 200, from_json.text
+    got, expected = (r.json()["outputs"][0]["data"] for r in (answered, from_json))
+    assert np.allclose(got, expected, atol=1e-6), (got, expected)
 
 
 def tensor(name: str, shape: list[int], datatype: str, values: int) -> dict[str, Any]:
