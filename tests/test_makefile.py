@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -16,10 +17,17 @@ def demo_command(*args: str) -> str:
     make = shutil.which("make")
     if make is None:
         pytest.fail("make is not installed: the README's two commands need it")
+    # Run from `make test` too: the outer make's flags (MAKEFLAGS, MAKELEVEL) are not ours.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     done = subprocess.run(
-        [make, "-n", "demo", *args], capture_output=True, text=True, cwd=REPO, check=True
+        [make, "--no-print-directory", "-n", "demo", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        check=True,
     )
-    return done.stdout.strip().splitlines()[-1]
+    return [line for line in done.stdout.splitlines() if "mnist-serve demo" in line][-1]
 
 
 def test_demo_hides_every_gpu_by_default() -> None:
