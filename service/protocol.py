@@ -209,7 +209,14 @@ class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
             elif self.parser.should_keep_alive():
                 self._shed_at_headers(guard)
                 return
-        super().on_headers_complete()
+        try:
+            super().on_headers_complete()
+        except BaseException:
+            # uvicorn could not make a request of it (a URL httptools parsed but cannot split,
+            # as "http://a:99999/x"): it answers 400 and closes; the slot must not stay taken.
+            if guard is not None and self.scope.pop(ADMITTED, False):  # type: ignore[misc]
+                guard.leave()
+            raise
         cycle = self.cycle
         if cycle is not None and not cycle.keep_alive:
             # The connection closes after this request: if its answer comes before its body
@@ -224,7 +231,10 @@ class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
             try:
                 answer = hot(scope, cycle.receive)  # type: ignore[arg-type]
             except BaseException:
-                guard.leave()  # counted in at its headers, and going nowhere now
+                # Counted in at its headers, and going nowhere now (once: the caller's own
+                # handler, in on_headers_complete, finds the mark gone).
+                scope.pop(ADMITTED, None)  # type: ignore[misc]
+                guard.leave()
                 raise
             if answer is not None:
                 task = self.loop.create_task(self._answer_hot(cycle, answer))

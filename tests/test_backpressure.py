@@ -121,6 +121,25 @@ def complete(answer: bytes) -> bool:
     return length is not None and len(body) >= int(length.group(1))
 
 
+@pytest.mark.parametrize("url", [b"http://", b"http://a:99999/x", b"http://a"])
+def test_a_url_uvicorn_cannot_split_is_400_and_frees_its_slot(
+    served: tuple[int, Gate, type[GuardedHttpToolsProtocol]], url: bytes
+) -> None:
+    """httptools parses these request lines, uvicorn then fails to split the URL and answers
+    400: the POST, counted in at its headers, must be counted out, or after ``max_in_flight``
+    of them (1 here) every POST would get 503 until a restart."""
+    port, _, _ = served
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST " + url + b" HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        assert exchange(sock, "/ok")[0] == 200
+
+
 @pytest.mark.slow
 def test_a_client_refused_at_the_protocol_waits_unread_and_longer_each_time(
     served: tuple[int, Gate, type[GuardedHttpToolsProtocol]],
