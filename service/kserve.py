@@ -19,7 +19,6 @@ here and are shared with the gRPC endpoint (service/kserve_grpc.py).
 
 from __future__ import annotations
 
-import math
 import reprlib
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +63,10 @@ def model_metadata(name: str, model: ServedModel) -> dict[str, Any]:
     }
 
 
+# One image's shapes an input may take (after N): the declared [28, 28, 1], and two flattenings.
+IMAGE_SHAPES = ((SIDE, SIDE, 1), (SIDE, SIDE), (PIXELS,))
+
+
 def check_input(
     name: str, datatype: str, shape: Any, max_images: int
 ) -> tuple[int, tuple[int, ...]]:
@@ -78,7 +81,7 @@ def check_input(
     dims = list(shape) if isinstance(shape, list | tuple) else [shape]
     if any(type(d) is not int for d in dims):
         raise BadRequest(f"input shape {reprlib.repr(shape)} is not a list of whole numbers")
-    if len(dims) < 2 or math.prod(dims[1:]) != PIXELS or min(dims) < 1:
+    if tuple(dims[1:]) not in IMAGE_SHAPES or dims[0] < 1:
         raise BadRequest(
             f"input shape {dims} is not [N, {SIDE}, {SIDE}, 1], [N, {SIDE}, {SIDE}] "
             f"or [N, {PIXELS}] with N >= 1"

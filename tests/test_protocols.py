@@ -342,6 +342,37 @@ def test_kserve_grpc_malformed_tensors_are_invalid_argument(
     assert message in (refused.value.details() or ""), refused.value.details()
 
 
+ODD_SHAPES = [[1, 2, 392], [1, PIXELS, 1], [1, 1, SIDE, SIDE], [1, PIXELS] + [1] * 62]
+
+
+@pytest.mark.parametrize("shape", ODD_SHAPES, ids=["2x392", "784x1", "nchw", "64-dims"])
+def test_kserve_shapes_of_784_values_but_not_an_image_are_refused_on_both_transports(
+    server: Server, shape: list[int]
+) -> None:
+    """784 values in a shape the model does not take: 400 over REST and INVALID_ARGUMENT over
+    gRPC, naming the shapes it does take (64 dimensions once reached NumPy's limit: INTERNAL)."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    expected = f"is not [N, {SIDE}, {SIDE}, 1], [N, {SIDE}, {SIDE}] or [N, {PIXELS}]"
+    body = {"inputs": [{"name": INPUT_NAME, "shape": shape, "datatype": "FP32",
+                        "data": [0.0] * PIXELS}]}  # fmt: skip
+    rest = httpx.post(f"{server.url}/v2/models/depthwise/infer", json=body, timeout=30)
+    assert rest.status_code == 400 and expected in rest.json()["error"], rest.text
+    assert server.grpc_target is not None
+    tensor = pb.ModelInferRequest.InferInputTensor(name=INPUT_NAME, datatype="FP32", shape=shape)
+    tensor.contents.fp32_contents.extend([0.0] * PIXELS)
+    request = pb.ModelInferRequest(model_name="depthwise", inputs=[tensor])
+    with (
+        grpc.insecure_channel(server.grpc_target) as channel,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+    assert expected in (refused.value.details() or ""), refused.value.details()
+
+
 def grpc_calls(target: str, images: np.ndarray, clients: int) -> list[list[int]]:
     """Each of ``clients`` clients (a connection each, in threads) classifies ``images`` one
     call at a time over KServe gRPC: the digits each got."""
