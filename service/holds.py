@@ -26,6 +26,7 @@ HOLD_S = 0.05  # how long a refused client's next request may first wait unread 
 # are held, it queues behind them (_queue_behind); after a 503, with hold_resends_only, it is
 # the only one held (_hold).
 RESEND_WINDOW_S = 0.005
+MAX_DOUBLINGS = 16  # a hold doubles per refusal in a row; 50 ms x 2**16 is far past any ceiling
 
 
 class Holds:
@@ -67,7 +68,10 @@ class Holds:
         every few tens of ms is then refused at once rather than held, at some goodput
         (docs/benchmarks.md, section N).
         """
-        hold = min(self.hold_s * 2**self._refusals_in_a_row, self.max_hold_s)
+        # The doubling stops at the ceiling: past 1,024 refusals in a row, 2**n would overflow
+        # a float (OverflowError in data_received, the connection lost).
+        doubled = self.hold_s * 2.0 ** min(self._refusals_in_a_row, MAX_DOUBLINGS)
+        hold = min(doubled, self.max_hold_s)
         self._refusals_in_a_row += 1
         if self.hold_resends_only:  # only a request sent at once waits, for the whole hold
             self._hold_until = self.loop.time() + self.queue_window_s

@@ -393,3 +393,19 @@ def test_a_whole_plain_post_is_shed_without_parsing(
         while not complete(answer):
             answer += other.recv(4096)
         assert answer.startswith(b"HTTP/1.1 503") and len(parsed) > before
+
+
+def test_a_long_run_of_refusals_holds_at_the_ceiling_without_overflow() -> None:
+    """Thousands of refusals in a row on one connection (a server full for minutes): the hold
+    stays at its ceiling; 2**1024 once overflowed a float inside data_received."""
+
+    class Clock:
+        def time(self) -> float:
+            return 100.0
+
+    connection = holds.Holds()
+    connection.loop = Clock()  # type: ignore[assignment]
+    connection._refusals_in_a_row = 5_000
+    connection._hold()
+    assert connection._hold_until == 100.0 + connection.max_hold_s
+    assert connection._refusals_in_a_row == 5_001
