@@ -36,7 +36,13 @@ import numpy as np
 from modelrepo.contract import INPUT_SHAPE
 from modelrepo.layout import ModelRepository, ModelVersion, RepositoryError
 from service import collector
-from service.registry import ModelRegistry, ServedModel, ServedVariant, short_reason
+from service.registry import (
+    ModelRegistry,
+    ServedModel,
+    ServedVariant,
+    older_versions,
+    short_reason,
+)
 
 log = logging.getLogger(__name__)
 AGREEMENT = 1e-3  # largest probability difference allowed between a version's runtimes
@@ -169,7 +175,7 @@ class VersionWatcher:
         )
         log.info("%s unloaded", name)
         self.on_change()
-        await retire(list(served.runtimes.values()))
+        await retire(served.models())  # latest:N's older versions too
 
     async def load(self, name: str) -> str | None:
         """Serve variant ``name`` again (its pinned or latest version) if it is not serving:
@@ -187,9 +193,30 @@ class VersionWatcher:
         except RepositoryError as err:
             return str(err)
         served.refused.pop(candidate.version, None)  # asked for explicitly: try it again
-        if await self.swap(served, candidate):
-            return None
-        return served.refused.get(candidate.version, "it did not load")
+        if not await self.swap(served, candidate):
+            return served.refused.get(candidate.version, "it did not load")
+        await self._load_older(name)
+        return None
+
+    async def _load_older(self, name: str) -> None:
+        """With latest:N, the older versions an unload retired serve again beside the newest
+        (one that cannot load is logged and left out, as at start-up)."""
+        served, registry = self.registry.variants[name], self.registry
+        wanted = older_versions(
+            self.repository, served.model, list(served.runtimes), registry.settings
+        )
+        for version, models in wanted.items():
+            if version in served.older:
+                continue
+            try:
+                for model in models.values():
+                    await registry.load_model(model)
+            except Exception as err:
+                log.error("%s version %d stays out: %s", name, version, short_reason(err))
+                await retire(list(models.values()), timeout_s=0)
+                continue
+            served.older[version] = models
+        self.on_change()
 
     async def swap(self, served: ServedVariant, candidate: ModelVersion) -> bool:
         """Load, warm and check ``candidate``; swap it in (True), or refuse it (False). A

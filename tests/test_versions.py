@@ -321,3 +321,10 @@ def test_latest_two_serves_two_versions_by_url(
         shutil.rmtree(models / "depthwise" / str(third))  # the newest goes: the next one leads
         wait_for(lambda: variant(url, "depthwise")["version"] == second, 30)
         assert httpx.post(f"{url}/predict/depthwise", json=DIGIT).json()["version"] == second
+
+        # Unloaded, then loaded: both versions go, and both come back.
+        assert httpx.post(f"{url}/v2/repository/models/depthwise/unload").status_code == 200
+        assert tf_version(url, first) != 200 and tf_version(url, second) == 503
+        assert httpx.post(f"{url}/v2/repository/models/depthwise/load").status_code == 200
+        wait_for(lambda: variant(url, "depthwise")["versions"] == [second, first], 30)
+        assert tf_version(url, first) == 200 and kserve_version(url, first) == (200, str(first))
