@@ -38,7 +38,7 @@ from typing import Protocol
 
 import numpy as np
 
-from service.errors import ClientGone, ModelFailure, Overloaded
+from service.errors import ClientGone, ModelFailure, Overloaded, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._last_batch_requests = 0
         self._carry: _Pending | None = None
+        self._in_hand: list[_Pending] = []  # the batch being gathered or run (stop fails it)
         self._running = False  # a batch is being gathered or run
         self.inline = inline
         self._in_flight = in_flight
@@ -166,18 +167,20 @@ class Batcher:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
     async def stop(self) -> None:
-        """Stop the loop and fail whatever is still queued."""
+        """Stop the loop and fail whatever it still holds with 503 (the model is going: a
+        shutdown, or a version retired after its grace), the batch in hand included."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        leftovers = [self._carry] if self._carry is not None else []
+        leftovers = [*self._in_hand, *([self._carry] if self._carry is not None else [])]
+        self._in_hand = []
         while not self._queue.empty():
             leftovers.append(self._queue.get_nowait())
         for pending in leftovers:
             if not pending.future.done():
-                pending.future.set_exception(ModelFailure("the service is shutting down"))
+                pending.future.set_exception(Unavailable("this model stopped serving; retry"))
         if self._own_executor:
             self._executor.shutdown(wait=False)
 
@@ -246,6 +249,7 @@ class Batcher:
                     await self._execute(batch)
             finally:
                 self._running = False
+            self._in_hand = []  # answered (not when cancelled: stop() fails it)
 
     async def _gather(self) -> list[_Pending]:
         """The next batch: the oldest request plus whatever fits and is (or soon is) waiting."""
@@ -253,6 +257,7 @@ class Batcher:
         self._running = True  # from here until the batch is done, the model is not idle
         self._carry = None
         batch, size = [first], len(first.images)
+        self._in_hand = batch  # the same list, as it grows
         under_load = self._last_batch_requests > 1 or not self._queue.empty()
         deadline = time.perf_counter() + self.max_wait_s
         while self.merge and size < self.max_batch_size:

@@ -8,7 +8,7 @@ import pytest
 
 from modelrepo.contract import INPUT_SHAPE
 from service.batcher import Batcher
-from service.errors import ModelFailure, Overloaded
+from service.errors import ModelFailure, Overloaded, Unavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -100,6 +100,21 @@ async def test_part_filled_batch_waits_only_for_requests_in_the_process(elsewher
         assert waited >= 0.45  # it waited the window out for the request that never came
     else:
         assert waited < 0.25  # nobody else in the process: sent at once
+
+
+async def test_stopping_during_a_batch_answers_it_and_the_queue_503() -> None:
+    """A version retired after its grace, or a shutdown, stops the batcher while a batch is in
+    the model: that batch's requests, and the queued ones, get 503 at once (they once waited
+    forever: only the queue was failed)."""
+    gate = threading.Event()
+    batcher = Batcher(RecordingModel(gate), max_batch_size=2, max_wait_s=0.01, merge=True)
+    batcher.start()
+    futures = [asyncio.ensure_future(batcher.submit(images(0.1))) for _ in range(4)]
+    await asyncio.sleep(0.05)  # the first batch (two) is in the model, two wait in the queue
+    await asyncio.wait_for(batcher.stop(), 1)
+    results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 1)
+    gate.set()  # let the model thread finish
+    assert all(isinstance(r, Unavailable) and r.status == 503 for r in results), results
 
 
 async def test_failing_batch_fails_every_request() -> None:
