@@ -97,7 +97,8 @@ class LocalModels:
         if self.worker is None or self.worker.engine != "replicas":
             self.control = LocalControl(registry, versions)  # replicas: no one acts for all
         if self.settings.strict_models:
-            await registry.load(on_change=changed)  # ModelLoadError fails start-up
+            async with versions.changing:  # an unload or load waits for start-up's loading
+                await registry.load(on_change=changed)  # ModelLoadError fails start-up
             collector.settle("models loaded")
             self._loading = asyncio.create_task(watch(versions), name="versions")
         else:
@@ -111,8 +112,11 @@ class LocalModels:
 
 
 async def load_and_watch(registry: ModelRegistry, versions: VersionWatcher) -> None:
-    """Load every model, then watch the repository for new versions."""
-    await registry.load(on_change=versions.on_change)
+    """Load every model, then watch the repository for new versions. The repository API is
+    live meanwhile: an unload or load waits for the loading (else a model it retired would be
+    started once loaded, out of anyone's reach)."""
+    async with versions.changing:
+        await registry.load(on_change=versions.on_change)
     collector.settle("models loaded")
     await versions.recover()
     await watch(versions)

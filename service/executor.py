@@ -143,7 +143,8 @@ class Executor:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         server = await loop.create_unix_server(lambda: FrontEndConnection(self), socket_path)
         try:
-            await self.registry.load(on_change=self.publish)
+            async with self.versions.changing:  # an unload or load waits for the loading
+                await self.registry.load(on_change=self.publish)
             collector.settle("models loaded")
             await self.versions.recover()
             if self.registry.settings.poll_s > 0:

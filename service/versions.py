@@ -227,10 +227,13 @@ class VersionWatcher:
         fresh = promoted or {r: ServedModel(candidate, r) for r in served.runtimes}
         try:
             metadata = candidate.load_metadata()
-            for model in fresh.values():
-                if promoted is None:
+            if promoted is None:
+                for model in fresh.values():
                     await registry.load_model(model)
-            check_agreement(list(fresh.values()))
+                # On this thread while no request can reach them yet. A promoted version is
+                # serving (its model threads busy): LiteRT and OpenVINO cannot run a second
+                # call at once, and it has been serving as it is.
+                check_agreement(list(fresh.values()))
         except Exception as err:
             reason = short_reason(err) if not isinstance(err, VersionRejected) else str(err)
             served.refused[candidate.version] = reason
