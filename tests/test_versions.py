@@ -58,7 +58,8 @@ def test_new_version_swapped_in_under_load_and_a_corrupt_one_refused(
     shutil.copytree(trained.repository.root, models)
     repository = ModelRepository(models)
     first = repository.get("depthwise").version
-    args = ("--variants", "depthwise", "--runtimes", "savedmodel,onnx", "--poll-s", "0.2")
+    args: tuple[str, ...] = ("--variants", "depthwise", "--runtimes", "savedmodel,onnx")
+    args += ("--poll-s", "0.2")
     # The queue deadline sheds by design when a busy 2-core machine stalls a request past it
     # (2 of ~5,000 once did, while a version warmed up beside the load); this test is about
     # the swap, so the deadline is put out of the way (tests/test_batcher.py covers it).
