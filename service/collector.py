@@ -14,17 +14,41 @@ end's imports loaded; `docs/benchmarks.md`, section G). So, once start-up is don
   :data:`YOUNG_THRESHOLD`. The request path makes no reference cycles of its own; the
   threshold only bounds how long one made by a library waits.
 * :func:`release` frees what was frozen and is now dropped (a retired model): thaw, collect,
-  freeze again.
+  freeze again. That full collection walks every object, and holds the interpreter for
+  0.4-0.5 s in a process with TensorFlow and two SavedModels (`docs/benchmarks.md`, section
+  V), long enough to shed requests past the 300 ms queue deadline during a version swap. So
+  it waits for a moment when the process serves nothing (:func:`serving` says how to tell),
+  at most :data:`MAX_DEFER_S`. Most of a retired model is freed at once anyway, by reference
+  counting: what waits is its cyclic garbage (a few MB for our models).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 YOUNG_THRESHOLD = 10_000  # objects allocated between young collections (CPython: 700)
+IDLE_POLL_S = 0.1  # how often a deferred collection looks for an idle moment
+MAX_DEFER_S = 60.0  # then it runs anyway: garbage must not pile up under constant load
+
+
+def _none_in_flight() -> int:
+    return 0
+
+
+_in_flight: Callable[[], int] = _none_in_flight  # replaced by serving(), at start-up
+_owed: asyncio.Task[None] | None = None
+
+
+def serving(in_flight: Callable[[], int]) -> None:
+    """How this process counts the requests it serves now (at start-up: the registry's)."""
+    global _in_flight
+    _in_flight = in_flight
 
 
 def settle(what: str) -> None:
@@ -37,8 +61,30 @@ def settle(what: str) -> None:
 
 
 def release(what: str) -> None:
-    """After ``what`` dropped objects frozen at start-up (a model retired): collect them."""
+    """After ``what`` dropped objects frozen at start-up (a model retired): collect them at the
+    first moment nothing is served, on the running loop (at once without one). Releases owed
+    together are collected once."""
+    global _owed
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        _collect(what)
+        return
+    if _owed is None or _owed.done():
+        _owed = loop.create_task(_when_idle(what), name="release")
+
+
+async def _when_idle(what: str) -> None:
+    deadline = time.monotonic() + MAX_DEFER_S
+    while _in_flight() > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(IDLE_POLL_S)
+    _collect(what)
+
+
+def _collect(what: str) -> None:
+    started = time.perf_counter()
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-    log.debug("%s: %d objects frozen", what, gc.get_freeze_count())
+    took_ms = (time.perf_counter() - started) * 1000
+    log.debug("%s: collected in %.0f ms, %d objects frozen", what, took_ms, gc.get_freeze_count())

@@ -94,6 +94,7 @@ class LocalModels:
             report_readiness(registry, self.worker)
 
         versions = VersionWatcher(registry, on_change=changed)
+        collector.serving(registry.in_flight_now)  # a retired model's garbage waits for a lull
         if self.worker is None or self.worker.engine != "replicas":
             self.control = LocalControl(registry, versions)  # replicas: no one acts for all
         if self.settings.strict_models:
@@ -154,6 +155,7 @@ class RemoteModels:
         self._client = client
         self.control = RemoteControl(registry, client)
         self._task = asyncio.create_task(client.run(), name="executor-client")
+        collector.serving(registry.in_flight_now)  # a retired copy's garbage waits for a lull
         collector.settle("front end started")
 
     async def stop(self, registry: ModelRegistry) -> None:

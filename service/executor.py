@@ -143,6 +143,7 @@ class Executor:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         server = await loop.create_unix_server(lambda: FrontEndConnection(self), socket_path)
         try:
+            collector.serving(self.registry.in_flight_now)  # retired models' garbage: in a lull
             async with self.versions.changing:  # an unload or load waits for the loading
                 await self.registry.load(on_change=self.publish)
             collector.settle("models loaded")
