@@ -70,7 +70,7 @@ def release(what: str) -> None:
     except RuntimeError:
         _collect(what)
         return
-    if _owed is None or _owed.done():
+    if _owed is None or _owed.done() or _owed.get_loop() is not loop:
         _owed = loop.create_task(_when_idle(what), name="release")
 
 
