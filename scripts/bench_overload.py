@@ -275,7 +275,7 @@ def main() -> None:
     parser.add_argument(
         "--server-flags",
         default="",
-        help='more flags for every server, e.g. "--model-nice 0" to compare a setting',
+        help='more flags for every server, e.g. "--max-batch-size 16", to compare a setting',
     )
     add_cpu_split(parser)
     parser.add_argument("--out", type=Path, help="also write every run here as JSON")
@@ -316,13 +316,17 @@ def main() -> None:
         "warning",
         *shlex.split(args.server_flags),
     )
+    in_flight = {
+        f"shedding on, max-in-flight {limit}": (*common, "--max-in-flight", limit)
+        for limit in filter(None, args.in_flight.split(","))
+    }
     configs: dict[str, tuple[str, ...]] = {}
     for name in servers:
         label, flags = SERVERS[name]
         configs[label] = (*common, *flags)
-        if name == "defaults":
-            for limit in filter(None, args.in_flight.split(",")):
-                configs[f"shedding on, max-in-flight {limit}"] = (*common, "--max-in-flight", limit)
+        if name == "defaults":  # the limits compared sit beside the defaults they change
+            configs |= in_flight
+    configs |= in_flight  # also when the defaults are not run (no change if they were)
     multiples = [float(m) for m in args.multiples.split(",")]
     rows: list[str] = []
     storms: list[str] = []
