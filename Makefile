@@ -14,7 +14,7 @@ export MNIST_DATA := $(SHARED_MNIST)
 endif
 endif
 
-.PHONY: demo test test-fast bench bench-models bench-peers bench-memory bench-metrics profile wrk h2load bench-protocols bench-overload bench-http-path bench-startup container-test container-gpu-check env browser clean
+.PHONY: demo test test-fast bench bench-models bench-peers bench-memory bench-metrics profile wrk h2load nginx bench-protocols bench-overload bench-http-path bench-startup container-test container-gpu-check env browser clean
 
 env: $(STAMP)
 
@@ -36,7 +36,7 @@ browser:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) browser wrk h2load
+test: $(STAMP) browser wrk h2load nginx
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -71,6 +71,13 @@ h2load:
 	@command -v h2load >/dev/null || { \
 	  echo "installing Debian's nghttp2-client (h2load) for the benchmarks"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
+
+# nginx (Debian's nginx-light), the native front of `bench_overload.py --servers nginx`
+# (loadtests/front.py) and its tests: installed if missing. Never part of the service.
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  echo "installing Debian's nginx-light for the overload benchmark's native front"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
 
 # Ours (its default engine, the executor, one process, replicas) against mosec (a peer engine)
 # and the HTTP floor on the same model.onnx; installs the peers extra (mosec) into .venv if missing.

@@ -4,6 +4,8 @@ Three servers (and one more per ``--in-flight`` value) run in turn on the same m
 with its defaults (load shedding on), the same with ``--shed-hold resends`` (only a client
 resending at once is held after a 503), and the same with shedding off (``--max-in-flight``,
 ``--max-queue-wait-ms`` and ``--max-queue`` so large they never trigger: the old behaviour).
+``--servers defaults,nginx`` runs our defaults behind nginx too (:mod:`loadtests.front`: nginx
+refuses the POST over ``--front-limit`` in flight itself, so a refusal costs no Python).
 For each: c=1 p50 and capacity (wrk, closed loop, c=1 and c=32), then open-loop load at 1x, 2x
 and 4x the first server's capacity (the same offered rates for every server, so they compare),
 with /healthz and /metrics probed every 100 ms throughout (one keep-alive connection each, in a
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import math
@@ -57,6 +60,7 @@ import psutil
 from bench_service import wrk_command
 
 from loadtests import cgen
+from loadtests.front import Front, NginxNotFound, nginx_binary, run_front
 from loadtests.openloop import OpenLoopResult, run_open_loop
 from loadtests.procs import add_cpu_split, check_cpu_split, run_server
 from modelrepo.contract import INPUT_NAME, SIDE
@@ -73,12 +77,15 @@ NO_SHEDDING = (
     "--max-queue",
     "1000000",
 )
-# The servers compared, by the name --servers takes: (label, flags beyond the model's).
+# The servers compared, by the name --servers takes: (label, flags beyond the model's). "nginx"
+# is the defaults behind nginx (loadtests.front), which refuses over --front-limit itself.
 SERVERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "defaults": ("shedding on (defaults)", ()),
     "resends": ("shedding on, --shed-hold resends", ("--shed-hold", "resends")),
     "off": ("shedding off", NO_SHEDDING),
+    "nginx": ("defaults behind nginx (limit_conn)", ()),
 }
+DEFAULT_SERVERS = ("defaults", "resends", "off")  # nginx only when asked: it needs nginx
 
 
 def wrk(url: str, connections: int, seconds: int, script: Path) -> tuple[float, float]:
@@ -269,8 +276,24 @@ def main() -> None:
     )
     parser.add_argument(
         "--servers",
-        default=",".join(SERVERS),
-        help=f"the servers to run, in order, of: {', '.join(SERVERS)} (--in-flight adds its own)",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"the servers to run, in order, of: {', '.join(SERVERS)} (--in-flight adds its own;"
+        " nginx: our defaults behind nginx, which refuses over --front-limit POSTs in flight "
+        "itself, from C; needs nginx: make nginx)",
+    )
+    parser.add_argument(
+        "--front-limit",
+        type=int,
+        default=Front.limit,
+        help="with --servers nginx: POSTs in flight through nginx, at most (our own limit is "
+        "--max-in-flight, 128 by default, above it)",
+    )
+    parser.add_argument(
+        "--front-nice",
+        type=int,
+        default=Front.nice,
+        help="with --servers nginx: nginx's niceness (negative: ahead of our server on a shared "
+        "core; needs root)",
     )
     parser.add_argument(
         "--server-flags",
@@ -288,6 +311,14 @@ def main() -> None:
             f"--servers: unknown {', '.join(unknown) or '(none given)'}; choose from "
             f"{', '.join(SERVERS)}"
         )
+    front = Front(args.front_limit, args.front_nice)
+    if "nginx" in servers:
+        if front.limit < 1:
+            parser.error("--front-limit must be at least 1")
+        try:
+            nginx_binary()
+        except NginxNotFound as error:
+            parser.error(str(error))
     if args.load_cpus is not None:
         os.sched_setaffinity(0, args.load_cpus)  # wrk and the generator inherit it
     binary = generator()
@@ -321,8 +352,11 @@ def main() -> None:
         for limit in filter(None, args.in_flight.split(","))
     }
     configs: dict[str, tuple[str, ...]] = {}
+    fronted = ""  # the label of the server behind nginx, if any
     for name in servers:
         label, flags = SERVERS[name]
+        if name == "nginx":
+            label = fronted = f"{label} {front.limit}, nice {front.nice}"
         configs[label] = (*common, *flags)
         if name == "defaults":  # the limits compared sit beside the defaults they change
             configs |= in_flight
@@ -334,9 +368,18 @@ def main() -> None:
     reference = 0.0  # the first server's capacity: every server gets the same offered rates
     for label, flags in configs.items():
         log = work / f"{len(rows)}.log"
-        with run_server(args.models, log, *flags, cpus=args.server_cpus) as server:
+        with contextlib.ExitStack() as stack:
+            server = stack.enter_context(
+                run_server(args.models, log, *flags, cpus=args.server_cpus)
+            )
             server.wait_ready()
-            url = f"{server.url}/predict/{args.model}"
+            base = server.url
+            if label == fronted:  # the same server, reached through nginx on the same CPUs
+                port = urlsplit(server.url).port or 80
+                base = stack.enter_context(
+                    run_front(port, front, work / "nginx", cpus=args.server_cpus)
+                )
+            url = f"{base}/predict/{args.model}"
             wrk(url, 4, 2, script)  # warm up
             _, c1_p50 = wrk(url, 1, 5, script)
             capacity, _ = wrk(url, 32, 5, script)
@@ -371,6 +414,8 @@ def main() -> None:
                     | {"c1_p50_ms": c1_p50, "rss_peak_mb": peak.peak, "rss_after_mb": after}
                     | asdict(load)
                 )
+                if label == fronted:
+                    record["runs"][-1]["front"] = asdict(front)
     print(
         "\n| server | load | offered/s | goodput/s (of capacity) | 503/s | failed/s "
         "| 503 p50 / p99 ms | 200 p50 / p99 ms (p99 / c=1 p50) | /healthz, /metrics max ms "

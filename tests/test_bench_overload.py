@@ -8,16 +8,17 @@ from tests.helpers import run_script, script_module
 
 
 def test_every_named_server_is_known() -> None:
-    servers = script_module("bench_overload").SERVERS
-    assert list(servers) == ["defaults", "resends", "off"]
-    assert servers["resends"][1] == ("--shed-hold", "resends")
+    bench = script_module("bench_overload")
+    assert list(bench.SERVERS) == ["defaults", "resends", "off", "nginx"]
+    assert bench.SERVERS["resends"][1] == ("--shed-hold", "resends")
+    assert bench.DEFAULT_SERVERS == ("defaults", "resends", "off")  # nginx only when asked
 
 
 @pytest.mark.slow
 def test_an_unknown_server_is_refused_at_once() -> None:
     done = run_script("bench_overload", "--servers", "defaults,fast", timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "--servers: unknown fast; choose from defaults, resends, off" in done.stderr
+    assert "--servers: unknown fast; choose from defaults, resends, off, nginx" in done.stderr
     assert "machine:" not in done.stdout  # nothing was measured
 
 
@@ -25,3 +26,9 @@ def test_an_unknown_server_is_refused_at_once() -> None:
 def test_no_server_is_refused() -> None:
     done = run_script("bench_overload", "--servers", " , ", timeout=60)
     assert done.returncode == 2 and "(none given)" in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_a_front_without_room_is_refused_at_once() -> None:
+    done = run_script("bench_overload", "--servers", "nginx", "--front-limit", "0", timeout=60)
+    assert done.returncode == 2 and "--front-limit must be at least 1" in done.stderr, done.stderr
