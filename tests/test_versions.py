@@ -3,6 +3,7 @@ request, a corrupt one refused while the good one serves, and the completeness r
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import shutil
 import threading
@@ -333,3 +334,43 @@ def test_latest_two_serves_two_versions_by_url(
         assert httpx.post(f"{url}/v2/repository/models/depthwise/load").status_code == 200
         wait_for(lambda: variant(url, "depthwise")["versions"] == [second, first], 30)
         assert tf_version(url, first) == 200 and kserve_version(url, first) == (200, str(first))
+
+
+@pytest.mark.slow
+def test_an_unload_under_latest_two_retires_every_version_in_process(
+    trained: QuickModels, mnist: Mnist, tmp_path: Path
+) -> None:
+    """The older version's model is stopped and freed by an unload too (it once kept its thread
+    and memory, invisible from outside), and a load brings both versions back."""
+    from service.metrics import Metrics
+    from service.registry import ModelRegistry, plan
+    from service.settings import Settings
+    from training.export import export_model
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.repository.root, models)
+    export_model(trained.results["depthwise"], mnist, ModelRepository(models), ["onnx"])
+    settings = Settings(
+        models_dir=models, variants=["depthwise"], runtimes=["onnx"], version_policy="latest:2"
+    )
+
+    async def scenario() -> None:
+        registry = ModelRegistry(settings, Metrics(), plan(settings), gpu=False)
+        await registry.load()
+        watcher = VersionWatcher(registry)
+        try:
+            before = registry.variants["depthwise"].models()
+            assert len(before) == 2 and all(m.state == "ready" for m in before)
+            assert all(m.batcher is not None for m in before)
+            await watcher.unload("depthwise")
+            for model in before:
+                assert model.state == "retired", model.name
+                assert model.batcher is None and model.runtime is None, model.name
+            assert await watcher.load("depthwise") is None
+            after = registry.variants["depthwise"].models()
+            assert sorted(m.model.version for m in after) == sorted(m.model.version for m in before)
+            assert all(m.state == "ready" and m.batcher is not None for m in after)
+        finally:
+            await registry.close()
+
+    asyncio.run(scenario())
