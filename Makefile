@@ -73,11 +73,13 @@ h2load:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
 
 # nginx (Debian's nginx-light), the native front of `bench_overload.py --servers nginx`
-# (loadtests/front.py) and its tests: installed if missing. Never part of the service.
+# (loadtests/front.py) and its tests: installed if missing. Never part of the service. Debian
+# starts and enables its system nginx (port 80) where systemd runs: that one is stopped.
 nginx:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
 	  echo "installing Debian's nginx-light for the overload benchmark's native front"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; \
+	  ! command -v systemctl >/dev/null || systemctl disable --now nginx >/dev/null 2>&1 || true; }
 
 # Ours (its default engine, the executor, one process, replicas) against mosec (a peer engine)
 # and the HTTP floor on the same model.onnx; installs the peers extra (mosec) into .venv if missing.

@@ -4,8 +4,11 @@ nginx's ``limit_conn`` counts the POSTs in flight through it (a connection count
 one of its requests is being served; GETs are never counted) and answers the one over
 ``limit`` with our own 503 body and ``Retry-After``, from C, so that a refusal costs no Python
 at all. Every other request goes to our server over kept-alive upstream connections; our
-server's own answers, 503s included, pass through unchanged. ``scripts/bench_overload.py
---servers defaults,nginx`` measures it against our own shedding (docs/benchmarks.md, section W).
+server's own answers, 503s included, pass through unchanged; the front's own 503s carry
+``X-Refused-By: front``. Behind the front, our server's holds (``--shed-hold``) would apply to
+nginx's pooled upstream connections, so the front's limit sits below ``--max-in-flight``.
+``scripts/bench_overload.py --servers defaults,nginx`` measures it against our own shedding
+(docs/benchmarks.md, section W).
 
 It is a benchmark's tool, not part of the service: nginx comes from Debian (``make nginx``).
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -37,6 +41,16 @@ class Front:
 
     limit: int = 64
     nice: int = 0
+
+    def problem(self) -> str | None:
+        """Why this front cannot start here, if it cannot (checked before any measurement)."""
+        if self.limit < 1:
+            return "--front-limit must be at least 1"
+        if not -20 <= self.nice <= 19:
+            return "--front-nice must lie in -20..19"
+        if self.nice < 0 and os.geteuid() != 0:
+            return "--front-nice below 0 needs root"
+        return None
 
 
 def config(front: Front, port: int, upstream_port: int, work: Path) -> str:
@@ -69,13 +83,14 @@ http {{
   upstream mnist_serve {{
     server 127.0.0.1:{upstream_port};
     keepalive {2 * front.limit};
+    keepalive_timeout 4s;  # under our server's --keep-alive-s (5): nginx closes first
   }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     server_name front;
     keepalive_requests 1000000;
-    client_max_body_size 0;
-    client_body_buffer_size 1m;
+    client_max_body_size 0;  # our server's own limit answers (413), as it would directly
+    proxy_request_buffering off;  # the body streams to our server, no temporary file
     location / {{
       limit_conn inflight {front.limit};
       proxy_pass http://mnist_serve;
@@ -86,6 +101,7 @@ http {{
     }}
     location @shed {{
       add_header Retry-After 1 always;
+      add_header X-Refused-By front always;  # our server's own 503s have no such header
       default_type application/json;
       return 503 '{body}';
     }}
@@ -129,6 +145,7 @@ def run_front(
             stdout=sink,
             stderr=subprocess.STDOUT,
             preexec_fn=setup,
+            start_new_session=True,  # its own process group: master and worker stop together
         )
     try:
         try:
@@ -142,5 +159,6 @@ def run_front(
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()

@@ -312,9 +312,11 @@ def main() -> None:
             f"{', '.join(SERVERS)}"
         )
     front = Front(args.front_limit, args.front_nice)
+    if "nginx" not in servers and front != Front():
+        parser.error("--front-limit and --front-nice apply only with --servers ...,nginx")
     if "nginx" in servers:
-        if front.limit < 1:
-            parser.error("--front-limit must be at least 1")
+        if problem := front.problem():
+            parser.error(problem)
         try:
             nginx_binary()
         except NginxNotFound as error:
@@ -389,10 +391,12 @@ def main() -> None:
             storm, _ = wrk(url, args.storm, 5, script)
             storms.append(
                 f"| {label} | {args.storm} | {storm:,.0f} | {storm / capacity:.0%} of "
-                f"{capacity:,.0f} |"
+                f"{capacity:,.0f} | {storm / reference:.0%} of {reference:,.0f} |"
             )
             record["storms"].append(
                 {"server": label, "connections": args.storm, "goodput": storm, "capacity": capacity}
+                | {"reference": reference}
+                | ({"front": asdict(front)} if label == fronted else {})
             )
             idle = rss_mb(server.process.pid)
             print(
@@ -424,8 +428,11 @@ def main() -> None:
     print("|---" * 11 + "|")
     for row in rows:
         print(row)
-    print("\n| server | retry-storm connections | goodput/s | of capacity (c=32) |")
-    print("|---" * 4 + "|")
+    print(
+        "\n| server | retry-storm connections | goodput/s | of its own capacity (c=32) "
+        "| of the first server's |"
+    )
+    print("|---" * 5 + "|")
     for row in storms:
         print(row)
     if args.out:

@@ -32,3 +32,10 @@ def test_no_server_is_refused() -> None:
 def test_a_front_without_room_is_refused_at_once() -> None:
     done = run_script("bench_overload", "--servers", "nginx", "--front-limit", "0", timeout=60)
     assert done.returncode == 2 and "--front-limit must be at least 1" in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_front_flags_without_the_front_are_refused() -> None:
+    done = run_script("bench_overload", "--servers", "defaults", "--front-nice", "-5", timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "apply only with --servers ...,nginx" in done.stderr

@@ -6,6 +6,7 @@ stays in flight for as long as the test needs); the pass-through against a real 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import threading
@@ -23,9 +24,42 @@ from service.admission import SHED_BODY
 from tests.helpers import run_server
 from training.data import Mnist
 
+OURS_503 = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 16\r\n\r\n{"error":"ours"}'
+)
+
+
+def requests(conn: socket.socket) -> Iterator[bytes]:
+    """Each request's head read from ``conn``, its body (``Content-Length``) read and dropped:
+    nginx may send a head and its body in two writes."""
+    buffer = b""
+    while True:
+        while b"\r\n\r\n" not in buffer:
+            if not (data := conn.recv(65536)):
+                return
+            buffer += data
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.lower().split(b"\r\n")
+                if line.startswith(b"content-length:")
+            ),
+            0,
+        )
+        while len(buffer) < length:
+            if not (data := conn.recv(65536)):
+                return
+            buffer += data
+        buffer = buffer[length:]
+        yield head
+
 
 class Upstream(threading.Thread):
-    """A stand-in upstream on 127.0.0.1: answers a GET at once, holds a POST unanswered."""
+    """A stand-in upstream on 127.0.0.1 (one request per read, as nginx sends them): a GET or
+    ``POST /fast`` gets 200; ``POST /busy`` its own 503; ``POST /hold`` is held, never
+    answered."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -44,22 +78,27 @@ class Upstream(threading.Thread):
             threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
 
     def serve(self, conn: socket.socket) -> None:
-        """GETs: 200 "ok", over and over (kept alive); a POST: held, never answered."""
+        """Answer each request as the class says, on one kept-alive connection."""
         with conn:
-            while data := conn.recv(65536):
-                if data.startswith(b"GET"):
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                else:
+            for head in requests(conn):
+                if head.startswith(b"POST /hold"):
                     self.held.append(conn)
                     self.posted.set()
                     conn.recv(1)  # until nginx gives up on it
                     return
+                if head.startswith(b"POST /busy"):
+                    conn.sendall(OURS_503)
+                else:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
     def close(self) -> None:
-        """Stop accepting; drop the held connections."""
+        """Stop accepting (shut down first: a blocked accept() wakes); drop the held."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         for conn in self.held:
             conn.close()
+        self.join(10)
 
 
 @pytest.fixture
@@ -89,21 +128,44 @@ def test_the_configuration_passes_nginx_own_check(tmp_path: Path) -> None:
 def test_a_post_over_the_limit_gets_our_503_at_once_and_gets_pass(
     upstream: Upstream, tmp_path: Path
 ) -> None:
+    failures: list[BaseException] = []
+
+    def held() -> None:  # the one request in flight, until the front stops
+        try:
+            httpx.post(f"{url}/hold", content=b"{}", timeout=30)
+        except httpx.HTTPError as error:
+            failures.append(error)
+
     with run_front(upstream.port, Front(limit=1), tmp_path) as url:
-        first = threading.Thread(
-            target=lambda: httpx.post(f"{url}/predict/x", content=b"{}", timeout=30),
-            daemon=True,
-        )
-        first.start()  # held by the upstream: the one request in flight
+        first = threading.Thread(target=held, daemon=True)
+        first.start()
         assert upstream.posted.wait(10), "the first POST never reached the upstream"
-        second = httpx.post(f"{url}/predict/x", content=b"{}", timeout=5)
+        second = httpx.post(f"{url}/fast", content=b"{}", timeout=5)
         assert second.status_code == 503
         assert second.content == SHED_BODY
         assert second.headers["retry-after"] == "1"
         assert second.headers["content-type"] == "application/json"
+        assert second.headers["x-refused-by"] == "front"
         assert second.elapsed.total_seconds() < 2  # refused by nginx, not after a wait
         health = httpx.get(f"{url}/healthz", timeout=5)  # GETs are not counted
         assert (health.status_code, health.text) == (200, "ok")
+    first.join(10)
+    assert not first.is_alive()
+
+
+@pytest.mark.slow  # starts nginx
+def test_the_limit_is_per_request_and_the_upstreams_503_passes_unchanged(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    with run_front(upstream.port, Front(limit=1), tmp_path) as url, httpx.Client() as client:
+        for _ in range(5):  # one kept-alive connection, one request after another
+            answer = client.post(f"{url}/fast", content=b"{}", timeout=5)
+            assert (answer.status_code, answer.text) == (200, "ok")
+        ours = client.post(f"{url}/busy", content=b"{}", timeout=5)
+        assert ours.status_code == 503
+        assert ours.content == b'{"error":"ours"}'
+        assert ours.headers["retry-after"] == "7"
+        assert "x-refused-by" not in ours.headers
 
 
 @pytest.mark.slow  # starts nginx
