@@ -5,7 +5,8 @@ with its defaults (load shedding on), the same with ``--shed-hold resends`` (onl
 resending at once is held after a 503), and the same with shedding off (``--max-in-flight``,
 ``--max-queue-wait-ms`` and ``--max-queue`` so large they never trigger: the old behaviour).
 ``--servers defaults,nginx`` runs our defaults behind nginx too (:mod:`loadtests.front`: nginx
-refuses the POST over ``--front-limit`` in flight itself, so a refusal costs no Python).
+refuses the POST over ``--front-limit`` in flight itself, so a refusal costs no Python; its
+RSS columns are our server's alone).
 For each: c=1 p50 and capacity (wrk, closed loop, c=1 and c=32), then open-loop load at 1x, 2x
 and 4x the first server's capacity (the same offered rates for every server, so they compare),
 with /healthz and /metrics probed every 100 ms throughout (one keep-alive connection each, in a
