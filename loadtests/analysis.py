@@ -185,9 +185,9 @@ def drift(levels: Levels) -> list[Drift]:
     """Per level with several repeats, the spread of its repeats and those flagged."""
     out = []
     for (target, level), lv in levels.items():
-        if len(lv.throughput) < 2:
+        median = float(np.median(lv.throughput)) if lv.throughput else 0.0
+        if len(lv.throughput) < 2 or median <= 0:  # one repeat, or mostly failed: no drift
             continue
-        median = float(np.median(lv.throughput))
         flagged = [i + 1 for i, t in enumerate(lv.throughput) if abs(t / median - 1) > DRIFT]
         spread = max(lv.throughput) / min(lv.throughput) - 1 if min(lv.throughput) > 0 else 0.0
         out.append(Drift(target, level, spread, flagged))

@@ -63,13 +63,6 @@ def precision_of(record: RunRecord) -> float:
     return record.plan.precision or PRECISION
 
 
-def inverted(interval: Interval) -> Interval:
-    """The same ratio the other way round (baseline over candidate)."""
-    return Interval(
-        1 / interval.mean, 1 / interval.high, 1 / interval.low, interval.n, interval.log_sd
-    )
-
-
 def comparison_rows(record: RunRecord, items: Sequence[Speedup]) -> list[list[str]]:
     """One row per comparison and level: ratios with intervals, the precision, the verdict."""
     margin = precision_of(record)
@@ -174,7 +167,7 @@ def answer(
         decision = decide(effect, margin)
         if decision is Decision.EQUIVALENT:  # speed does not choose: accuracy does
             if more_accurate(record, rival, best):
-                best, rival, effect = rival, best, inverted(effect)
+                best, rival, effect = rival, best, effect.inverse()
                 decision = decide(effect, margin)
             why = f"as fast as {rival} within ±{margin:.0%} at {top} clients (equivalent)"
             if more_accurate(record, best, rival):
@@ -206,7 +199,7 @@ def rival_of(
         if s.candidate == best:
             return s.baseline, s.throughput
         if s.baseline == best:
-            return s.candidate, inverted(s.throughput)
+            return s.candidate, s.throughput.inverse()
     return None, None
 
 
@@ -251,7 +244,7 @@ def flips(
             or {s.candidate, s.baseline} != {best, rival}
         ):
             continue
-        ratio = s.throughput if s.candidate == best else inverted(s.throughput)
+        ratio = s.throughput if s.candidate == best else s.throughput.inverse()
         decision = decide(ratio, margin)
         if decision is not Decision.FASTER:
             out.append(

@@ -112,15 +112,18 @@ class Stop:
     concurrency: int
     pairs: int  # windows per target
     seconds: float
-    reason: str  # "precision reached", "budget spent" or "fixed windows"
+    reason: str  # PRECISION_REACHED, BUDGET_SPENT, UNMEASURABLE or FIXED (below)
     needed_pairs: int = 0  # when the budget was spent: pairs that would settle every ratio
 
     @property
     def settled(self) -> bool:
         """Whether every headline ratio reached a decision at the precision asked."""
-        return self.reason != BUDGET_SPENT
+        return self.reason not in (BUDGET_SPENT, UNMEASURABLE)
 
 
 PRECISION_REACHED = "precision reached"
 BUDGET_SPENT = "budget spent"
+# A comparison left with fewer than two valid pairs after the first look: a model failed (nearly)
+# every window, and more windows would only repeat that.
+UNMEASURABLE = "a model failed its windows"
 FIXED = "fixed windows"

@@ -23,6 +23,7 @@ from loadtests.decision import (
     MIN_PAIRS,
     PRECISION_REACHED,
     SEQUENTIAL_CONFIDENCE,
+    UNMEASURABLE,
     Decision,
     Stop,
     decide,
@@ -134,7 +135,9 @@ def run_level(
         spent = max(time.monotonic() - started, planned)
         needed = max((pairs_needed(e.throughput, plan.precision) for e in found), default=done)
         stop: Stop | None = None
-        if all(settled(e.throughput, plan.precision) for e in found):
+        if any(e.throughput.n < 2 for e in found):  # no ratio to settle: stop, do not spin
+            stop = Stop(level, done, spent, UNMEASURABLE)
+        elif all(settled(e.throughput, plan.precision) for e in found):
             stop = Stop(level, done, spent, PRECISION_REACHED)
         else:
             wanted = min(max(needed - done, 2), MAX_ROUNDS - done)

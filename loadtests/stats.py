@@ -58,6 +58,13 @@ class Interval:
             return math.nan
         return math.sqrt(self.high / self.low) - 1
 
+    def inverse(self) -> Interval:
+        """The same ratio the other way round (baseline over candidate): the same pairs,
+        spread and confidence."""
+        return Interval(
+            1 / self.mean, 1 / self.high, 1 / self.low, self.n, self.log_sd, self.confidence
+        )
+
     def __str__(self) -> str:
         if math.isnan(self.low):
             return f"{self.mean:.2f}x"
@@ -70,9 +77,16 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> In
     return Interval(found.mean, found.low, found.high, len(values), confidence=confidence)
 
 
+def valid_pair(x: float, y: float) -> bool:
+    """Whether a baseline and a candidate window can form a ratio: both finite and positive
+    (a window without a success, or a missing one, cannot)."""
+    return x > 0 and y > 0 and math.isfinite(x) and math.isfinite(y)
+
+
 def paired_ratios(baseline: Sequence[float], candidate: Sequence[float]) -> list[float]:
-    """Candidate over baseline, window by window."""
-    return [y / x for x, y in zip(baseline, candidate, strict=True)]
+    """Candidate over baseline, window by window; the pairs :func:`valid_pair` refuses are
+    left out, as :func:`ratio_interval` leaves them out."""
+    return [y / x for x, y in zip(baseline, candidate, strict=True) if valid_pair(x, y)]
 
 
 def ratio_interval(
@@ -81,11 +95,7 @@ def ratio_interval(
     """Candidate over baseline, paired window by window: the geometric mean of the ratios and
     its t-interval in log space. Pairs where either value is missing (NaN, or not positive:
     a window without a success) are left out."""
-    logs = [
-        math.log(y / x)
-        for x, y in zip(baseline, candidate, strict=True)
-        if x > 0 and y > 0 and math.isfinite(x) and math.isfinite(y)
-    ]
+    logs = [math.log(ratio) for ratio in paired_ratios(baseline, candidate)]
     if not logs:
         return Interval(math.nan, math.nan, math.nan, 0, confidence=confidence)
     found = t_interval(logs, confidence)
@@ -110,17 +120,19 @@ def change_interval(
     if not before or not after:
         raise ValueError("no values to compare")
     mean_b, mean_a = statistics.fmean(before), statistics.fmean(after)
+    n = min(len(before), len(after))
     if not (mean_b > 0 and math.isfinite(mean_b) and math.isfinite(mean_a) and mean_a >= 0):
-        return Interval(math.nan, math.nan, math.nan)
+        return Interval(math.nan, math.nan, math.nan, n, confidence=confidence)
     ratio = mean_a / mean_b
     if ratio == 0:  # nothing left of the figure: a collapse, not noise
-        return Interval(0.0, 0.0, 0.0)
+        return Interval(0.0, 0.0, 0.0, n, confidence=confidence)
     if len(before) < 2 or len(after) < 2:
-        return Interval(ratio, math.nan, math.nan)
+        return Interval(ratio, math.nan, math.nan, n, confidence=confidence)
     rel_b = statistics.variance(before) / (len(before) * mean_b**2)
     rel_a = statistics.variance(after) / (len(after) * mean_a**2)
     if rel_a + rel_b == 0:  # identical repeats on both sides: no spread to widen the ratio
-        return Interval(ratio, ratio, ratio)
+        return Interval(ratio, ratio, ratio, n, confidence=confidence)
     df = (rel_a + rel_b) ** 2 / (rel_a**2 / (len(after) - 1) + rel_b**2 / (len(before) - 1))
     half = t_quantile(df, confidence) * math.sqrt(rel_a + rel_b)
-    return Interval(ratio, ratio * math.exp(-half), ratio * math.exp(half))
+    low, high = ratio * math.exp(-half), ratio * math.exp(half)
+    return Interval(ratio, low, high, n, confidence=confidence)

@@ -16,6 +16,7 @@ from loadtests.decision import (
     MIN_PAIRS,
     PRECISION_REACHED,
     SEQUENTIAL_CONFIDENCE,
+    UNMEASURABLE,
     Decision,
     decide,
     pairs_needed,
@@ -23,7 +24,7 @@ from loadtests.decision import (
 )
 from loadtests.labels import Label, Step
 from loadtests.results import LoadPlan, StepResult
-from loadtests.stats import Interval, ratio_interval
+from loadtests.stats import Interval, paired_ratios, ratio_interval
 from tests.helpers import step_result
 
 
@@ -223,3 +224,49 @@ def test_run_level_stops_when_settled_and_when_the_budget_is_spent() -> None:
     run, asked = synthetic_runner(1.02, 0.3)
     results, stop = sequential.run_level(fixed, 8, run)
     assert stop.reason == FIXED and len(results) == 6 and len(asked) == 1
+
+
+def test_the_inverse_ratio_keeps_its_pairs_and_confidence_so_verdicts_mirror() -> None:
+    """Baseline over candidate is the same evidence: faster <-> slower, equivalent and
+    inconclusive kept, at the interval's own confidence (a sequential run's 97.5 %). Once the
+    inverse fell back to 95 %, and its TOST called "equivalent" what the other way was not."""
+    mirror = {
+        Decision.FASTER: Decision.SLOWER,
+        Decision.SLOWER: Decision.FASTER,
+        Decision.EQUIVALENT: Decision.EQUIVALENT,
+        Decision.INCONCLUSIVE: Decision.INCONCLUSIVE,
+    }
+    rng = np.random.default_rng(3)
+    seen = set()
+    for _ in range(2000):
+        n = int(rng.integers(8, 30))
+        base = 1000 * np.exp(rng.normal(0, 0.03, n))
+        cand = base * rng.uniform(0.95, 1.05) * np.exp(rng.normal(0, 0.03, n))
+        forward = ratio_interval(base.tolist(), cand.tolist(), SEQUENTIAL_CONFIDENCE)
+        backward = forward.inverse()
+        assert (backward.n, backward.log_sd, backward.confidence) == (
+            forward.n,
+            forward.log_sd,
+            SEQUENTIAL_CONFIDENCE,
+        )
+        assert decide(backward, 0.05) is mirror[decide(forward, 0.05)]
+        seen.add(decide(forward, 0.05))
+    assert seen == set(Decision)  # every verdict was mirrored at least once
+
+
+def test_a_model_failing_every_window_stops_the_level_at_the_first_look() -> None:
+    """No valid pair, no ratio to settle: the level stops after the first run and says why,
+    instead of asking for two more rounds until the budget or MAX_ROUNDS (it once ran 200)."""
+    plan = LoadPlan(concurrency=(8,), duration_s=10, warmup_s=0, repeats=4, precision=0.05)
+    run, asked = synthetic_runner(0.0, 0.02)  # the candidate serves nothing: 0 req/s
+    _, stop = sequential.run_level(plan, 8, run)
+    assert stop.reason == UNMEASURABLE and not stop.settled
+    assert stop.pairs == MIN_PAIRS and len(asked) == 1
+
+
+def test_pairs_with_a_failed_window_are_left_out_alike() -> None:
+    """paired_ratios and ratio_interval drop the same pairs (a 0 req/s window once raised
+    ZeroDivisionError in the history's comparison)."""
+    base, cand = [0.0, 100.0, 101.0, 99.0], [50.0, 120.0, 119.0, 0.0]
+    assert paired_ratios(base, cand) == pytest.approx([1.2, 119 / 101])
+    assert ratio_interval(base, cand).n == 2

@@ -69,7 +69,9 @@ def test_change_interval_is_the_ratio_of_means_with_welch_on_the_log_scale() -> 
     one = change_interval([500.0], [300.0, 310])
     assert one.mean == pytest.approx(305 / 500) and math.isnan(one.low)
     assert math.isnan(change_interval([0.0, 0.0], [1.0, 2.0]).mean)  # nothing before
-    assert change_interval([400.0, 410], [0.0, 0.0]) == Interval(0.0, 0.0, 0.0)  # collapsed
+    assert change_interval([400.0, 410], [0.0, 0.0]) == Interval(0.0, 0.0, 0.0, 2)  # collapsed
+    strict = change_interval([1.0, 1.1], [1.2, 1.3, 1.25], 0.999)
+    assert (strict.confidence, strict.n) == (0.999, 2)  # what it was computed at, and from
 
 
 def test_thresholds_parse() -> None:

@@ -540,3 +540,5 @@ def test_drift_flags_a_repeat_off_its_siblings() -> None:
     assert drift(noisy)[1].flagged == [3] and drift(noisy)[1].spread == pytest.approx(0.3)
     line = noise_line(noisy)
     assert line is not None and "b at 8 clients (repeat 3)" in line and "--repeats" in line
+    failed = {**steady, (b, 8): level(b, [0.0, 0.0, 95.0])}  # a target that failed mostly
+    assert [d.target for d in drift(failed)] == [a]  # no drift to speak of (it once divided by 0)
