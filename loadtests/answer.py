@@ -47,8 +47,9 @@ def interval_note(record: RunRecord) -> str:
     """What the comparisons' intervals are."""
     if record.plan.precision > 0:
         return (
-            f"Intervals: {SEQUENTIAL_CONFIDENCE:.1%} at each of the sequential rule's {LOOKS} "
-            "looks (Bonferroni), so 95% over the run; paired window by window. Verdicts: "
+            f"Intervals: {SEQUENTIAL_CONFIDENCE:.1%}, the 5% error split between the "
+            f"sequential rule's {LOOKS} stopping widths (Bonferroni); about 95% over the run in "
+            "simulation; paired window by window. Verdicts: "
             f"faster/slower when the interval excludes 1, equivalent when a two one-sided test "
             f"puts the ratio within ±{record.plan.precision:.0%}."
         )

@@ -340,7 +340,8 @@ def bottom_line(
     if speed:
         top = max(speed, key=lambda s: s.concurrency)
         t = top.throughput
-        interval = "" if math.isnan(t.low) else f" (95% CI {t.low:.2f}-{t.high:.2f})"
+        level = f"{t.confidence * 100:g}% CI"  # a sequential run's intervals are 97.5 % ones
+        interval = "" if math.isnan(t.low) else f" ({level} {t.low:.2f}-{t.high:.2f})"
         parts.append(
             f"{top.candidate} serves {t.mean:.2f}x the requests/s of {top.baseline} at "
             f"{top.concurrency} clients{interval}"
