@@ -118,7 +118,15 @@ def judge(metric: Metric, change: Interval, threshold: float) -> Verdict:
 def judge_change(
     change: history.Change, metric: Metric, threshold: float, confidence: float = CONFIDENCE
 ) -> Judged:
-    """A closed-loop figure (throughput, p99 or speedup) of one target at one level."""
+    """A closed-loop figure (throughput, p99 or speedup) of one target at one level; not judged
+    when a side has no values (a speedup whose every pair had a failed window: the target's own
+    throughput then carries the failure)."""
+    if not change.before_values or not change.after_values:
+        nothing = Interval(math.nan, math.nan, math.nan)
+        return Judged(
+            metric, change.name, change.level, change.before.mean, change.after.mean, nothing,
+            Verdict.NOT_JUDGED,
+        )  # fmt: skip
     interval = change_interval(change.before_values, change.after_values, confidence)
     return Judged(
         metric,
@@ -215,7 +223,15 @@ def pick_runs(path: Path, run: str | None, against: str | None) -> tuple[history
     after = history.get(path, run) if run is not None else stored[-1]
     if against is not None:
         return history.get(path, against), after
-    earlier = [r for r in stored if r.id < after.id and r.comparable == after.comparable]
+    # Earlier, the same plan and CPU, and measured the same way (an open-loop-only run of the
+    # same plan shares no figure with a closed-loop one: it would hide the run before it).
+    earlier = [
+        r
+        for r in stored
+        if r.id < after.id
+        and r.comparable == after.comparable
+        and history.kinds(path, r) & history.kinds(path, after)
+    ]
     if not earlier:
         raise NothingToCompare(
             f"no run before run {after.id} with the same plan (models, runtimes, protocols, "

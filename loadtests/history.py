@@ -213,26 +213,39 @@ def runs(path: Path) -> list[Run]:
 
 
 def get(path: Path, ref: str) -> Run:
-    """A run by id or folder (name or path); KeyError naming what exists otherwise."""
+    """A run by id or folder (name or path; the newest run there, when ``--out`` was reused);
+    KeyError naming what exists otherwise."""
     found = runs(path)
-    for run in found:
+    for run in reversed(found):
         if ref == str(run.id) or ref in (run.folder, Path(run.folder).name):
             return run
     raise KeyError(f"no run {ref!r} in {path} (ids 1-{len(found)}; see `mnist-serve history`)")
 
 
 def previous_comparable(path: Path, folder: Path, record: RunRecord) -> Run | None:
-    """The latest earlier run with the same comparable key and closed-loop steps (not
-    ``folder`` itself)."""
+    """The latest run with the same comparable key and closed-loop steps stored before the
+    newest run of ``folder`` (before any, if ``folder`` has none yet): a report rebuilt later
+    never takes a later run for the one before, and a reused ``--out`` compares with its own
+    previous run."""
     if not path.is_file():
         return None
     key = comparable_key(record.plan, record.machine)
-    with connect(path) as db:
-        closed = {row[0] for row in db.execute("SELECT DISTINCT run_id FROM steps")}
+    found = runs(path)
+    this = next((r.id for r in reversed(found) if r.folder == str(folder)), None)
     earlier = [
-        r for r in runs(path) if r.comparable == key and r.folder != str(folder) and r.id in closed
+        r
+        for r in found
+        if r.comparable == key and "closed" in kinds(path, r) and (this is None or r.id < this)
     ]
     return earlier[-1] if earlier else None
+
+
+def kinds(path: Path, run: Run) -> set[str]:
+    """How ``run`` was measured: "closed" (closed-loop steps), "open" (searched rates), both."""
+    with connect(path) as db:
+        closed = db.execute("SELECT 1 FROM steps WHERE run_id = ? LIMIT 1", (run.id,)).fetchone()
+        rated = db.execute("SELECT 1 FROM rates WHERE run_id = ? LIMIT 1", (run.id,)).fetchone()
+    return {kind for kind, there in (("closed", closed), ("open", rated)) if there}
 
 
 class Figure(StrEnum):

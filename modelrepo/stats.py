@@ -99,12 +99,13 @@ def t_quantile(df: float, confidence: float = CONFIDENCE) -> float:
 
 
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> MeanInterval:
-    """Mean of ``values`` (independent repeats) and its two-sided t-interval."""
+    """Mean of ``values`` (independent repeats) and its two-sided t-interval (NaN bounds for
+    one value, or when one is infinite: a failed step's p99)."""
     if not values:
         raise ValueError("no values to average")
     mean = statistics.fmean(values)
-    if len(values) < 2:
-        return MeanInterval(mean, math.nan, math.nan)
+    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+        return MeanInterval(mean, math.nan, math.nan)  # one value, or an infinite one: no spread
     half = t_quantile(len(values) - 1, confidence) * statistics.stdev(values)
     half /= math.sqrt(len(values))
     return MeanInterval(mean, mean - half, mean + half)

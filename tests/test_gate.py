@@ -276,3 +276,67 @@ def test_the_intervals_hold_for_all_the_figures_together() -> None:
     assert family_confidence(1) == pytest.approx(0.95)
     assert family_confidence(12) == pytest.approx(1 - 0.05 / 12)
     assert family_confidence(0) == pytest.approx(0.95)  # nothing judged: the plain level
+
+
+def failed_pair(depthwise: list[float]) -> RunRecord:
+    """original and depthwise at 8 clients, three repeats; a 0 is a step that failed (no
+    success: NaN latencies, errors)."""
+    steps = []
+    for r, (original, value) in enumerate(zip([100.0, 101, 99], depthwise, strict=True)):
+        steps.append(step_result("original", 8, r, original))
+        failed = Percentiles(math.nan, math.nan, math.nan, math.nan, math.nan)
+        extra = {"latency_ms": failed, "errors": 100} if value == 0 else {}
+        steps.append(step_result("depthwise", 8, r, value, **extra))
+    return run_record(LoadPlan(concurrency=(8,)), steps=steps)
+
+
+def test_a_failed_model_is_judged_not_a_crash(tmp_path: Path) -> None:
+    """A run where one model failed every step: its throughput regressed, its speedup is not
+    judged, and nothing raises (an infinite p99 and no valid pair once crashed the check)."""
+    db = tmp_path / "history.sqlite"
+    good, failed = failed_pair([150.0, 151, 149]), failed_pair([0.0, 0.0, 0.0])
+    history.store(db, tmp_path / "good", good.plan, good)
+    history.store(db, tmp_path / "failed", failed.plan, failed)
+    found = gate.check(db, *gate.pick_runs(db, None, None), 0.05)
+    verdicts = {(j.metric, j.subject): j.verdict for j in found.judged}
+    assert verdicts[Metric.THROUGHPUT, "depthwise"] is Verdict.REGRESSED
+    assert verdicts[Metric.SPEEDUP, "depthwise over original"] is Verdict.NOT_JUDGED
+    assert verdicts[Metric.P99, "depthwise"] is Verdict.NOT_JUDGED  # infinite: no interval
+    code, output = invoke("--history", str(db))
+    assert code == 1 and "regressed" in output  # a failure, told as one
+
+
+def test_the_gate_skips_an_open_loop_run_of_the_same_plan(tmp_path: Path) -> None:
+    """Closed, then open loop only, then closed again: the check compares the two closed runs
+    (the open-loop one shares no figure with them and once hid the regression)."""
+    from tests.test_history import pair, searched
+
+    db = tmp_path / "history.sqlite"
+    before, after = pair("2026-11-24", [1.5, 1.52, 1.49]), pair("2026-11-25", [1.0, 1.01, 0.99])
+    history.store(db, tmp_path / "closed-1", before.plan, before)
+    history.store(db, tmp_path / "open-1", before.plan, None, searched(800))
+    history.store(db, tmp_path / "closed-2", after.plan, after)
+    earlier, later = gate.pick_runs(db, None, None)
+    assert (earlier.id, later.id) == (1, 3)
+    code, output = invoke("--history", str(db))
+    assert code == 1 and "speedup of depthwise over original" in output
+
+
+def test_the_report_compares_with_a_run_before_it_and_a_reused_folder_with_its_last(
+    tmp_path: Path,
+) -> None:
+    """A report rebuilt after a later run does not take that run for the one before; a reused
+    --out (CI's runs/ci) compares its newest run with the run before it."""
+    from loadtests.analysis import against_previous
+
+    runs = tmp_path / "runs"
+    db = history.default_path(runs)
+    fast, slow = run_of([500.0, 510, 490], [4.0, 4.2, 3.9]), run_of([300.0, 310, 290], [4.0] * 3)
+    history.store(db, runs / "loadtest-1", fast.plan, fast)
+    history.store(db, runs / "loadtest-2", slow.plan, slow)
+    assert against_previous(runs / "loadtest-1", fast) is None  # nothing came before run 1
+    again = run_of([505.0, 495, 500], [4.0, 4.2, 3.9])
+    history.store(db, runs / "loadtest-1", again.plan, again)  # --out reused
+    compared = against_previous(runs / "loadtest-1", again)
+    assert compared is not None and (compared.before.id, compared.after.id) == (2, 3)
+    assert history.get(db, "loadtest-1").id == 3
