@@ -103,8 +103,12 @@ class ModelTuning:
 
     @property
     def best(self) -> Trial | None:
-        """The best configuration, pooled (None if none ran)."""
-        return max(self.pooled(), key=Trial.key, default=None)
+        """The best configuration, pooled, among those measured again to confirm when any
+        were: one measured once keeps a reading that may have been lucky, and would otherwise
+        win over the confirmed, whose lower rate counts (None if none ran)."""
+        pooled = self.pooled()
+        confirmed = [t for t in pooled if t.runs > 1]
+        return max(confirmed or pooled, key=Trial.key, default=None)
 
     @property
     def at_defaults(self) -> Trial | None:

@@ -126,3 +126,24 @@ def test_tuning_pools_repeated_trials_at_their_lower_rate() -> None:
     tie = ModelTuning("a@onnx", 1)
     tie.trials = [Trial(DEFAULTS, 1000, 0.5, 20, []), Trial(lucky, 1000, 0.4, 20, [])]
     assert tie.best is not None and tie.best.config == lucky  # equal rates: the lower p50
+
+
+def test_the_best_is_one_that_was_confirmed() -> None:
+    """Every configuration measures 100/s lower the second time (a busy machine): the two
+    confirmed leaders pool below the runner-up's single reading, which must not win unconfirmed
+    (it once was saved for serve --tuned)."""
+    from loadtests.tune import DEFAULTS, ModelTuning, Trial
+
+    first = DEFAULTS.model_copy(update={"max_batch_size": 64})
+    second = DEFAULTS.model_copy(update={"max_batch_size": 16})
+    runner_up = DEFAULTS.model_copy(update={"max_batch_size": 8})
+    tuning = ModelTuning("a@onnx", 1)
+    tuning.trials = [
+        Trial(first, 3000, 0.5, 20, []),
+        Trial(second, 2990, 0.5, 20, []),
+        Trial(runner_up, 2950, 0.5, 20, []),
+        Trial(first, 2900, 0.5, 20, []),  # the confirmations, 100/s lower
+        Trial(second, 2890, 0.5, 20, []),
+    ]
+    best = tuning.best
+    assert best is not None and best.config == first and best.runs == 2
