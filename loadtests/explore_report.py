@@ -220,14 +220,16 @@ def family_findings(models: Sequence[ModelMeasurement]) -> list[tuple[str, Table
             )  # fmt: skip
         info = {m.variant: m for m in group}
         accurate = max(variants, key=lambda v: info[v].test_accuracy)
-        fastest = min(variants, key=lambda v: served[v])
+        timed = [v for v in variants if not math.isnan(served[v])] or variants  # failed: NaN
+        fastest = min(timed, key=lambda v: served[v])
+        slowest = max(served[v] for v in timed)
         lightest = min(variants, key=lambda v: info[v].parameters)
         cheapest = min(variants, key=lambda v: info[v].macs)
         rho = spearman([info[v].macs for v in variants], [served[v] for v in variants])
         text = (
             f"{family}: most accurate {accurate} ({info[accurate].test_accuracy:.2%}); fewest "
             f"parameters {lightest}, fewest MACs {cheapest}; fastest served (median p50 over "
-            f"runtimes) {fastest} at {served[fastest]:.3f} ms against {max(served.values()):.3f} "
+            f"runtimes) {fastest} at {served[fastest]:.3f} ms against {slowest:.3f} "
             f"ms for the slowest. Rank correlation of MACs with served p50 across the "
             f"{len(variants)} settings: {describe(rho)}."
         )

@@ -33,7 +33,7 @@ def pareto_ranks(points: Sequence[Sequence[float]]) -> list[int]:
         left -= front
     for i, p in enumerate(points):
         if any(math.isnan(v) for v in p):
-            ranks[i] = rank + 1
+            ranks[i] = max(rank, 1) + 1  # never 1, even when no point could be compared
     return ranks
 
 

@@ -111,3 +111,20 @@ def test_the_report_table_ranks_on_the_figure_panels() -> None:
     # on p50 the crowd does not trade: k0 is the fastest (0.300 ms) and the most accurate
     assert [r.rank_p50 for r in ranked] == list(range(1, 10))
     assert ranked[0].m.model == "small-k0-0@litert"
+
+
+def test_family_findings_pass_over_a_model_that_failed() -> None:
+    """A model whose every request failed has a NaN p50: never "fastest", never the slowest's
+    figure (once it was both, printed as nan)."""
+    import math
+
+    from loadtests.explore_report import family_findings
+
+    models = [
+        measured("small-k3-3@onnx", 0.98, 0.30, 8000, 3000, None),
+        measured("small-k5-5@onnx", 0.98, math.nan, 0, 0, None),
+        measured("small-k7-7@onnx", 0.98, 0.50, 8000, 3000, None),
+    ]
+    (_, _, text), *_ = family_findings(models)
+    assert "fastest served (median p50 over runtimes) small-k3-3 at 0.300 ms" in text
+    assert "against 0.500 ms for the slowest" in text and "nan" not in text

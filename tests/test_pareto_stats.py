@@ -25,6 +25,9 @@ def test_pareto_ranks_peel_fronts() -> None:
 
 def test_nan_points_rank_last() -> None:
     assert pareto_ranks([(1.0, 1.0), (math.nan, 5.0), (0.5, 0.5)]) == [1, 3, 2]
+    # Nothing comparable (every model failed): none is on the front.
+    assert pareto_ranks([(0.99, math.nan), (0.98, math.nan)]) == [2, 2]
+    assert front([(0.99, math.nan), (0.98, math.nan)]) == []
 
 
 def test_average_ranks_share_ties() -> None:
