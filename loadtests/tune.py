@@ -29,6 +29,7 @@ from pydantic import TypeAdapter
 from loadtests import closedloop, history, served, slo, studies
 from loadtests.explore_results import FULL, QUICK, ExploreBudget
 from loadtests.openloop_results import RatePoint, Slo
+from loadtests.probe import LoadTestError
 from loadtests.report import html_table, markdown_table
 from loadtests.results import JSON_CONFIG
 from loadtests.tables import Table
@@ -80,6 +81,7 @@ class ModelTuning:
     version: int
     trials: list[Trial] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # candidates the budget left out
+    failed: list[str] = field(default_factory=list)  # candidates whose service failed, and why
     untried: int = 0  # grid combinations the coordinate search does not visit
     saved: str | None = None  # where the best was saved
 
@@ -184,6 +186,18 @@ def tune_model(
     estimate = START_S + budget.estimate_s
     current = DEFAULTS
     tried: set[ServingConfig] = set()
+
+    def attempt(config: ServingConfig, label: str, folder: Path) -> Trial | None:
+        """One trial; None (recorded, and the search goes on) if its service failed."""
+        try:
+            return measure(models_dir, name, config, budget, target, bodies, folder)
+        except LoadTestError as err:
+            reason = str(err).splitlines()[0]
+            tuning.failed.append(f"{label}: {reason}")
+            if on_trial is not None:
+                on_trial(str(name), None, f"failed {label}: {reason}")
+            return None
+
     # The defaults first (the comparison every tuning is judged against), then one setting
     # at a time from the best so far.
     steps = [("defaults", 0.0), *((s, v) for s, values in SPACE.items() for v in values)]
@@ -206,7 +220,8 @@ def tune_model(
             continue
         tried.add(candidate)
         folder = out / "trials" / f"{name.variant}-{name.runtime}-{len(tried)}"
-        trial = measure(models_dir, name, candidate, budget, target, bodies, folder)
+        if (trial := attempt(candidate, label, folder)) is None:
+            continue
         estimate = max(estimate, trial.seconds)
         tuning.trials.append(trial)
         if on_trial is not None:
@@ -221,7 +236,8 @@ def tune_model(
             tuning.skipped.append(f"confirming {config}")
             continue
         folder = out / "trials" / f"{name.variant}-{name.runtime}-confirm-{len(tuning.trials)}"
-        trial = measure(models_dir, name, config, budget, target, bodies, folder)
+        if (trial := attempt(config, f"confirming {config}", folder)) is None:
+            continue
         tuning.trials.append(trial)
         if on_trial is not None:
             on_trial(str(name), trial, f"{config} (again, to confirm)")
@@ -295,6 +311,8 @@ def write_tune_report(record: TuneRecord, out: Path) -> tuple[Path, Path, str]:
             else "Nothing skipped for the budget."
         )
         skipped += f" Not visited by the coordinate search: {tuning.untried} grid configurations."
+        if tuning.failed:
+            skipped += f" Failed to serve: {'; '.join(tuning.failed)}."
         table = trials_table(tuning)
         md += [f"## {tuning.model}", "", said, "", skipped, "", markdown_table(table), ""]
         parts += [

@@ -147,3 +147,41 @@ def test_the_best_is_one_that_was_confirmed() -> None:
     ]
     best = tuning.best
     assert best is not None and best.config == first and best.runs == 2
+
+
+def test_a_trial_whose_service_fails_is_named_and_the_search_goes_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One configuration's service exits: that trial is recorded as failed, with why, and the
+    search (and the saving of its best) goes on; it once ended the whole tune."""
+    from types import SimpleNamespace
+
+    from loadtests import slo, tune
+    from loadtests.openloop_results import Slo
+    from loadtests.probe import LoadTestError
+    from modelrepo.layout import ModelName
+
+    repository = SimpleNamespace(get=lambda _: SimpleNamespace(version=1))
+    monkeypatch.setattr(tune, "ModelRepository", lambda _: repository)
+    monkeypatch.setattr(slo, "bodies", lambda *_: [b"{}"])
+    saved: list[object] = []
+
+    def save(*args: object) -> str:
+        saved.append(args)
+        return "tuned.json"
+
+    monkeypatch.setattr(tune, "save_tuned", save)
+
+    def measure(*args: object) -> tune.Trial:
+        config = args[2]
+        assert isinstance(config, tune.ServingConfig)
+        if config.max_batch_size == 8:
+            raise LoadTestError("the service exited (log: server.log):\nTraceback ...")
+        return tune.Trial(config, 1000.0 + config.max_batch_size, 1.0, 0.0, [])
+
+    monkeypatch.setattr(tune, "measure", measure)
+    name = ModelName("depthwise", "onnx")
+    tuning = tune.tune_model(tmp_path, name, Slo(99, 20), 1e9, tmp_path / "out")
+    assert tuning.failed == ["max_batch_size=8: the service exited (log: server.log):"]
+    assert tuning.best is not None and tuning.best.config.max_batch_size == 64
+    assert len(saved) == 1 and tuning.saved == "tuned.json"

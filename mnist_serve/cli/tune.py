@@ -98,4 +98,6 @@ def tune(
         console.print(f"[bold]{escape(verdict(tuning))}[/]")
         if tuning.skipped:
             console.print(f"  skipped for the budget: {escape(', '.join(tuning.skipped))}")
+        if tuning.failed:
+            console.print(f"  [red]failed to serve[/]: {escape('; '.join(tuning.failed))}")
     console.print(f"Report: {page}; stored in the history as tune run {run_id}")
