@@ -257,10 +257,21 @@ def flips(
 
 
 def undecided(record: RunRecord, items: Sequence[Speedup], margin: float) -> list[str]:
-    """Comparisons left inconclusive, with the time that would decide them."""
-    open_items = [s for s in items if decide(s.throughput, margin) is Decision.INCONCLUSIVE]
+    """Comparisons left inconclusive, with the time that would decide them; those with no
+    valid pairs (a model failed its windows), which no time would decide, said apart."""
+    failed = [s for s in items if s.throughput.n < 2]
+    lines = [
+        f"{s.candidate} vs {s.baseline} at {s.concurrency}: no valid window pairs (a model "
+        "failed its windows; see its errors), so no time would decide it"
+        for s in failed[:3]
+    ]
+    open_items = [
+        s
+        for s in items
+        if s.throughput.n >= 2 and decide(s.throughput, margin) is Decision.INCONCLUSIVE
+    ]
     if not open_items:
-        return []
+        return lines
     stops = {stop.concurrency: stop for stop in record.stops}
     seconds = 0.0
     for s in open_items:
@@ -276,6 +287,7 @@ def undecided(record: RunRecord, items: Sequence[Speedup], margin: float) -> lis
     spent = sum(stop.seconds for stop in record.stops) or float(record.plan.budget_s)
     total = math.ceil((spent + seconds * levels) / 60)
     return [
+        *lines,
         f"{len(open_items)} comparison(s) undecided ({names}{more}): at the spread measured, "
-        f"about {seconds * levels / 60:.0f} more minutes would decide them (--budget {total}m)"
+        f"about {seconds * levels / 60:.0f} more minutes would decide them (--budget {total}m)",
     ]

@@ -198,7 +198,10 @@ class Gate:
             f"(95% for all together), {len(self.regressions)} regressed"
         )
         if skipped:
-            text += f" ({skipped} not judged: one repeat, no interval)"
+            text += (
+                f" ({skipped} not judged: no interval, from one repeat, or a model that "
+                "failed its windows)"
+            )
         return text
 
 
@@ -216,21 +219,21 @@ def parse_threshold(text: str) -> float:
 
 def pick_runs(path: Path, run: str | None, against: str | None) -> tuple[history.Run, history.Run]:
     """(earlier, later): ``run`` (default the latest) and ``against`` (default the latest
-    earlier run with the same plan and CPU). KeyError for an unknown reference;
-    NothingToCompare when there is no earlier run."""
+    earlier run with the same plan and CPU, measured the same way). KeyError for an unknown
+    reference; NothingToCompare when there is no earlier run."""
     if not path.is_file() or not (stored := history.runs(path)):
         raise NothingToCompare(f"no history at {path}: run `mnist-serve loadtest` first")
     after = history.get(path, run) if run is not None else stored[-1]
     if against is not None:
         return history.get(path, against), after
-    # Earlier, the same plan and CPU, and measured the same way (an open-loop-only run of the
-    # same plan shares no figure with a closed-loop one: it would hide the run before it).
-    earlier = [
-        r
-        for r in stored
-        if r.id < after.id
-        and r.comparable == after.comparable
-        and history.kinds(path, r) & history.kinds(path, after)
+    # Earlier, the same plan and CPU, and measured the same way: every way ``after`` was if
+    # one such run exists, else at least one (an open-loop-only run of the same plan shares no
+    # figure with a closed-loop one, and must not hide the run before it).
+    measured = history.kinds(path)
+    wanted = measured.get(after.id, set())
+    same = [r for r in stored if r.id < after.id and r.comparable == after.comparable]
+    earlier = [r for r in same if wanted <= measured.get(r.id, set())] or [
+        r for r in same if wanted & measured.get(r.id, set())
     ]
     if not earlier:
         raise NothingToCompare(

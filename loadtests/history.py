@@ -223,29 +223,37 @@ def get(path: Path, ref: str) -> Run:
 
 
 def previous_comparable(path: Path, folder: Path, record: RunRecord) -> Run | None:
-    """The latest run with the same comparable key and closed-loop steps stored before the
-    newest run of ``folder`` (before any, if ``folder`` has none yet): a report rebuilt later
-    never takes a later run for the one before, and a reused ``--out`` compares with its own
-    previous run."""
+    """The latest run with the same comparable key and closed-loop steps stored before
+    ``folder``'s run (its newest, as :func:`get` finds it; before any run, if it has none yet):
+    a report rebuilt later never takes a later run, or itself, for the one before, and a reused
+    ``--out`` compares with its own previous run."""
     if not path.is_file():
         return None
     key = comparable_key(record.plan, record.machine)
-    found = runs(path)
-    this = next((r.id for r in reversed(found) if r.folder == str(folder)), None)
+    try:
+        this: int | None = get(path, str(folder)).id
+    except KeyError:
+        this = None
+    measured = kinds(path)
     earlier = [
         r
-        for r in found
-        if r.comparable == key and "closed" in kinds(path, r) and (this is None or r.id < this)
+        for r in runs(path)
+        if r.comparable == key
+        and "closed" in measured.get(r.id, set())
+        and (this is None or r.id < this)
     ]
     return earlier[-1] if earlier else None
 
 
-def kinds(path: Path, run: Run) -> set[str]:
-    """How ``run`` was measured: "closed" (closed-loop steps), "open" (searched rates), both."""
+def kinds(path: Path) -> dict[int, set[str]]:
+    """How each run was measured: "closed" (closed-loop steps), "open" (searched rates), or
+    both; a run with neither is absent."""
+    found: dict[int, set[str]] = {}
     with connect(path) as db:
-        closed = db.execute("SELECT 1 FROM steps WHERE run_id = ? LIMIT 1", (run.id,)).fetchone()
-        rated = db.execute("SELECT 1 FROM rates WHERE run_id = ? LIMIT 1", (run.id,)).fetchone()
-    return {kind for kind, there in (("closed", closed), ("open", rated)) if there}
+        for kind, table in (("closed", "steps"), ("open", "rates")):
+            for (run_id,) in db.execute(f"SELECT DISTINCT run_id FROM {table}"):
+                found.setdefault(run_id, set()).add(kind)
+    return found
 
 
 class Figure(StrEnum):

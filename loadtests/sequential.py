@@ -132,13 +132,15 @@ def run_level(
         return results, fixed
     while True:
         found = estimates(plan, level, results)
+        # A ratio with fewer than two valid pairs (a model failed its windows) cannot be
+        # settled by more windows: the others decide when to stop.
+        live = [e for e in found if e.throughput.n >= 2]
         spent = max(time.monotonic() - started, planned)
-        needed = max((pairs_needed(e.throughput, plan.precision) for e in found), default=done)
+        needed = max((pairs_needed(e.throughput, plan.precision) for e in live), default=done)
         stop: Stop | None = None
-        if any(e.throughput.n < 2 for e in found):  # no ratio to settle: stop, do not spin
-            stop = Stop(level, done, spent, UNMEASURABLE)
-        elif all(settled(e.throughput, plan.precision) for e in found):
-            stop = Stop(level, done, spent, PRECISION_REACHED)
+        if all(settled(e.throughput, plan.precision) for e in live):
+            reason = PRECISION_REACHED if len(live) == len(found) else UNMEASURABLE
+            stop = Stop(level, done, spent, reason)
         else:
             wanted = min(max(needed - done, 2), MAX_ROUNDS - done)
             affordable = affordable_rounds(plan, budget - spent, wanted)

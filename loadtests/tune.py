@@ -105,12 +105,16 @@ class ModelTuning:
 
     @property
     def best(self) -> Trial | None:
-        """The best configuration, pooled, among those measured again to confirm when any
-        were: one measured once keeps a reading that may have been lucky, and would otherwise
-        win over the confirmed, whose lower rate counts (None if none ran)."""
+        """The best configuration, pooled, among those measured again to confirm (and the
+        defaults) when any were: one measured once keeps a reading that may have been lucky,
+        and would otherwise win over the confirmed, whose lower rate counts (None if none
+        ran)."""
         pooled = self.pooled()
-        confirmed = [t for t in pooled if t.runs > 1]
-        return max(confirmed or pooled, key=Trial.key, default=None)
+        # The defaults stay eligible, confirmed or not: keeping them is never a lucky change.
+        eligible = [t for t in pooled if t.runs > 1 or t.config == DEFAULTS]
+        if not any(t.runs > 1 for t in pooled):
+            eligible = pooled
+        return max(eligible, key=Trial.key, default=None)
 
     @property
     def at_defaults(self) -> Trial | None:
@@ -230,7 +234,8 @@ def tune_model(
     # (and the defaults, the comparison) are measured once more, budget allowing.
     ranked = sorted(tuning.pooled(), key=Trial.key, reverse=True)
     confirm = [t.config for t in ranked[:CONFIRM]]
-    confirm += [DEFAULTS] if DEFAULTS in tried and DEFAULTS not in confirm else []
+    ran_defaults = tuning.at_defaults is not None  # not if their service failed
+    confirm += [DEFAULTS] if ran_defaults and DEFAULTS not in confirm else []
     for config in confirm:
         if time.monotonic() + estimate > deadline:
             tuning.skipped.append(f"confirming {config}")
@@ -275,7 +280,11 @@ def trials_table(tuning: ModelTuning) -> Table:
             f"{t.seconds:.0f}",
             "best" if best and t.config == best.config else "defaults" * (t.config == DEFAULTS),
         ]
-        for t in sorted(tuning.pooled(), key=Trial.key, reverse=True)
+        for t in sorted(
+            tuning.pooled(),
+            key=lambda t: (best is not None and t.config == best.config, Trial.key(t)),
+            reverse=True,
+        )
     ]
     return header, rows
 
@@ -284,7 +293,8 @@ def verdict(tuning: ModelTuning) -> str:
     """One model's outcome in a sentence."""
     best, base = tuning.best, tuning.at_defaults
     if best is None:
-        return f"{tuning.model}: no trial fitted in the budget; nothing saved."
+        why = "every trial's service failed" if tuning.failed else "no trial fitted in the budget"
+        return f"{tuning.model}: {why}; nothing saved."
     against = f" (defaults: {base.max_rate:,.0f} req/s, p50 {base.p50_ms:.3f} ms)" if base else ""
     return (
         f"{tuning.model}: best {best.config}: {best.max_rate:,.0f} req/s within the SLO, p50 "

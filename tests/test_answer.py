@@ -122,3 +122,17 @@ def test_the_answer_block_says_the_same_in_markdown_and_html() -> None:
         assert "Effect:" in form and "1.31x" in form and "Cost in accuracy:" in form
         assert "What would change the answer:" in form
     assert "a GPU &lt;card&gt;" in page and "- **Effect:** 1.31x" in markdown
+
+
+def test_a_model_that_failed_is_not_given_more_minutes() -> None:
+    """depthwise failed every window at 32 clients: no time would decide that comparison, and
+    the answer says so instead of asking for more budget for it."""
+    stops = [Stop(1, 8, 30.0, "precision reached"), Stop(32, 8, 30.0, "a model failed its windows")]
+    record = record_of(PLAN, (0.99, 0.99), stops)
+    levels = windows(PLAN, {1: 1.5, 32: 1.0}, noise=0.02, pairs=8, seed=3)
+    levels[(Label("depthwise"), 32)].throughput[:] = [0.0] * 8
+    found = answer(record, levels, speedups(record, levels))
+    assert found is not None
+    said = " ".join(found.changes)
+    assert "depthwise vs original at 32: no valid window pairs" in said
+    assert "more minutes" not in said

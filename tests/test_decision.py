@@ -254,6 +254,42 @@ def test_the_inverse_ratio_keeps_its_pairs_and_confidence_so_verdicts_mirror() -
     assert seen == set(Decision)  # every verdict was mirrored at least once
 
 
+def test_a_failing_model_leaves_the_others_to_decide_when_to_stop() -> None:
+    """Three models, one failing every window: the other comparison is measured until it is
+    settled (a clear one, at the first look; a noisy one, longer), then the level stops, saying
+    a model failed."""
+    plan = LoadPlan(
+        variants=("original", "depthwise", "third"),
+        concurrency=(8,),
+        duration_s=10,
+        warmup_s=0,
+        repeats=4,
+        precision=0.05,
+    )
+    rng = np.random.default_rng(4)
+
+    def run(steps: list[Step]) -> list[StepResult]:
+        factor = {"original": 1.0, "depthwise": 1.03, "third": 0.0}
+        return [
+            step_result(
+                s.target.variant,
+                8,
+                s.repeat,
+                1000 * factor[s.target.variant] * math.exp(rng.normal(0, 0.05)),
+            )
+            for s in steps
+        ]
+
+    results, stop = sequential.run_level(plan, 8, run)
+    assert stop.reason == UNMEASURABLE and stop.pairs > MIN_PAIRS  # the noisy pair went on
+    live = ratio_interval(
+        [r.throughput_rps for r in results if r.target.variant == "original"],
+        [r.throughput_rps for r in results if r.target.variant == "depthwise"],
+        SEQUENTIAL_CONFIDENCE,
+    )
+    assert settled(live, plan.precision)
+
+
 def test_a_model_failing_every_window_stops_the_level_at_the_first_look() -> None:
     """No valid pair, no ratio to settle: the level stops after the first run and says why,
     instead of asking for two more rounds until the budget or MAX_ROUNDS (it once ran 200)."""

@@ -323,12 +323,13 @@ def test_the_gate_skips_an_open_loop_run_of_the_same_plan(tmp_path: Path) -> Non
 
 
 def test_the_report_compares_with_a_run_before_it_and_a_reused_folder_with_its_last(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A report rebuilt after a later run does not take that run for the one before; a reused
     --out (CI's runs/ci) compares its newest run with the run before it."""
     from loadtests.analysis import against_previous
 
+    monkeypatch.delenv(history.ENV_VAR, raising=False)
     runs = tmp_path / "runs"
     db = history.default_path(runs)
     fast, slow = run_of([500.0, 510, 490], [4.0, 4.2, 3.9]), run_of([300.0, 310, 290], [4.0] * 3)
@@ -340,3 +341,20 @@ def test_the_report_compares_with_a_run_before_it_and_a_reused_folder_with_its_l
     compared = against_previous(runs / "loadtest-1", again)
     assert compared is not None and (compared.before.id, compared.after.id) == (2, 3)
     assert history.get(db, "loadtest-1").id == 3
+    monkeypatch.chdir(runs)  # the folder named another way: never compared with itself
+    by_name = against_previous(Path("loadtest-2"), slow)
+    assert by_name is not None and (by_name.before.id, by_name.after.id) == (1, 2)
+
+
+def test_the_gate_prefers_a_run_measured_every_way_the_later_one_was(tmp_path: Path) -> None:
+    """Closed and open loop, then open loop only, then both again: the check compares the two
+    runs that have both, so the closed-loop figures are gated too."""
+    from tests.test_history import pair, searched
+
+    db = tmp_path / "history.sqlite"
+    before, after = pair("2026-11-24", [1.5, 1.52, 1.49]), pair("2026-11-25", [1.0, 1.01, 0.99])
+    history.store(db, tmp_path / "both-1", before.plan, before, searched(800))
+    history.store(db, tmp_path / "open-1", before.plan, None, searched(800))
+    history.store(db, tmp_path / "both-2", after.plan, after, searched(800))
+    earlier, later = gate.pick_runs(db, None, None)
+    assert (earlier.id, later.id) == (1, 3)

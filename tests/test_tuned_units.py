@@ -185,3 +185,21 @@ def test_a_trial_whose_service_fails_is_named_and_the_search_goes_on(
     assert tuning.failed == ["max_batch_size=8: the service exited (log: server.log):"]
     assert tuning.best is not None and tuning.best.config.max_batch_size == 64
     assert len(saved) == 1 and tuning.saved == "tuned.json"
+
+
+def test_the_defaults_measured_once_still_win_over_a_confirmed_slower_best() -> None:
+    """The defaults' confirmation skipped (the budget): they stay eligible, and keeping them
+    beats a confirmed configuration that pooled lower."""
+    from loadtests.tune import DEFAULTS, ModelTuning, Trial, verdict
+
+    other = DEFAULTS.model_copy(update={"max_batch_size": 64})
+    tuning = ModelTuning("a@onnx", 1)
+    tuning.trials = [
+        Trial(DEFAULTS, 2950, 0.5, 20, []),
+        Trial(other, 3000, 0.5, 20, []),
+        Trial(other, 2900, 0.5, 20, []),
+    ]
+    assert tuning.best is not None and tuning.best.config == DEFAULTS
+    empty = ModelTuning("b@onnx", 1)
+    empty.failed = ["defaults: the service exited"]
+    assert "every trial's service failed" in verdict(empty)
