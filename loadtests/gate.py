@@ -225,7 +225,13 @@ def pick_runs(path: Path, run: str | None, against: str | None) -> tuple[history
         raise NothingToCompare(f"no history at {path}: run `mnist-serve loadtest` first")
     after = history.get(path, run) if run is not None else stored[-1]
     if against is not None:
-        return history.get(path, against), after
+        before = history.get(path, against)
+        if before.id >= after.id:  # itself always passes; a later one reads the change backwards
+            raise NothingToCompare(
+                f"--against must name a run before run {after.id}; run {before.id} is "
+                + ("the same run" if before.id == after.id else "later")
+            )
+        return before, after
     # Earlier, the same plan and CPU, and measured the same way: every way ``after`` was if
     # one such run exists, else at least one (an open-loop-only run of the same plan shares no
     # figure with a closed-loop one, and must not hide the run before it).

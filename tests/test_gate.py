@@ -168,6 +168,10 @@ def test_nothing_to_compare_exits_2(tmp_path: Path) -> None:
     assert code == 2 and "no run before run 2" in out, out
     code, out = invoke("2", "--against", "1", "--history", str(db))  # forced: no step in common
     assert code == 2 and "no step (target and level)" in out, out
+    code, out = invoke("2", "--against", "2", "--history", str(db))  # itself: always "steady"
+    assert code == 2 and "run 2 is the same run" in out, out
+    code, out = invoke("1", "--against", "2", "--history", str(db))
+    assert code == 2 and "--against must name a run before run 1; run 2 is later" in out, out
     single = run_of([500.0], [4.0], levels=(1,))
     history.store(db, tmp_path / "c", single.plan, single)
     single = run_of([300.0], [9.0], levels=(1,))

@@ -123,8 +123,9 @@ def history_check(
     against: Annotated[
         str | None,
         typer.Option(
-            help="The run to judge it against. Default: the latest earlier run with the same "
-            "plan (models, runtimes, protocols, levels, payloads) on the same CPU.",
+            help="The run to judge it against, stored before it. Default: the latest earlier run "
+            "with the same plan (models, runtimes, protocols, levels, payloads) on the same CPU, "
+            "measured the same way (closed loop, open loop or both).",
             show_default=False,
         ),
     ] = None,
