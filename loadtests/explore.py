@@ -235,6 +235,7 @@ def measure_served(
         c32_latency_ms=c32.latency_ms,
         c32_rps=c32.throughput_rps,
         errors=c1.errors + c32.errors,
+        requests=c1.requests + c32.requests,
         max_rate=best,
         first_missed=min(missed) if missed else None,
         rate_points=points,

@@ -11,7 +11,9 @@ What it shows, from an :class:`~loadtests.explore_results.ExploreRecord`:
   time, each with its 95 % interval (:func:`modelrepo.stats.spearman`), over all models and
   within each runtime: "do fewer parameters mean faster when served?" in numbers;
 * findings per design choice (kernels, strides, padding, pooling), as the reference study
-  reports them (parameters, MACs, accuracy, training time) with served time added.
+  reports them (parameters, MACs, accuracy, training time) with served time added;
+* a warning naming every model that answered errors under load, whose figures count the
+  successes only (:func:`errors_warning`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class ExploreReport:
     correlations: dict[str, dict[str, Correlation]]  # scope -> against -> correlation
     summary: str
     answer: str
+    warning: str = ""  # the models that answered errors, if any (errors_warning)
 
 
 def rank(models: Sequence[ModelMeasurement], p50: Panel, speed: Panel) -> list[Ranked]:
@@ -153,11 +156,31 @@ def rate_text(m: ModelMeasurement) -> str:
     return f"{'>=' if m.first_missed is None and m.max_rate > 0 else ''}{m.max_rate:,.0f}"
 
 
+def errors_text(m: ModelMeasurement) -> str:
+    """A model's failed closed-loop requests, with their share when it was counted."""
+    share = m.error_share
+    return f"{m.errors:,}" + ("" if math.isnan(share) or not m.errors else f" ({share:.1%})")
+
+
+def errors_warning(models: Sequence[ModelMeasurement]) -> str:
+    """A warning naming the models that answered errors (their figures count successes only),
+    or '' when none did."""
+    failing = [m for m in models if m.errors]
+    if not failing:
+        return ""
+    named = ", ".join(f"{m.model} ({errors_text(m)})" for m in failing)
+    return (
+        f"Warning: {len(failing)} of {len(models)} models answered errors under load: {named}. "
+        "Their latency and throughput count the successes only, so they may look faster than "
+        "they serve: read the service's log before ranking them."
+    )
+
+
 def ranked_table(ranked: Sequence[Ranked], speed: Panel) -> Table:
     """Every model, sorted by Pareto rank."""
     header = [
         "rank (p50)", f"rank ({speed.short})", "model", "params", "MACs", "test acc", "p50 c=1 ms",
-        "p99 c=1 ms", "req/s c=32", "max rate in SLO", "alone b1 ms", "alone b32 ms",
+        "p99 c=1 ms", "req/s c=32", "max rate in SLO", "alone b1 ms", "alone b32 ms", "errors",
     ]  # fmt: skip
     rows = [
         [
@@ -173,6 +196,7 @@ def ranked_table(ranked: Sequence[Ranked], speed: Panel) -> Table:
             rate_text(r.m),
             fmt(r.m.alone_b1_ms, 3),
             fmt(r.m.alone_b32_ms, 3),
+            errors_text(r.m),
         ]
         for r in ranked
     ]
@@ -251,9 +275,11 @@ def write_explore_report(
     found = correlations(chosen)
     said = answer(found)
     front = [r.m.model for r in ranked if r.rank_p50 == 1]
+    warning = errors_warning(chosen)
+    failing = sum(1 for m in chosen if m.errors)
     summary = (
         f"explore {family}: {len(chosen)} models, {record.slo}; Pareto front (accuracy vs p50): "
-        f"{', '.join(front)}"
+        f"{', '.join(front)}" + (f"; {failing} with errors" if failing else "")
     )
     figure = pareto_figure(chosen, str(record.slo), out / "pareto.png")
     title = f"mnist-serve explore: {family}"
@@ -273,7 +299,8 @@ def write_explore_report(
         served_correlations(chosen)
     )
     findings = family_findings(chosen)
-    md = [f"# {title}", "", f"**{said}**", "", method, "", "![Pareto front](pareto.png)", ""]
+    md = [f"# {title}", "", f"**{said}**", ""] + ([f"**{warning}**", ""] if warning else [])
+    md += [method, "", "![Pareto front](pareto.png)", ""]
     for name, table in tables.items():
         md += [f"## {name}", "", markdown_table(table), ""]
     if findings:
@@ -286,6 +313,7 @@ def write_explore_report(
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p><b>{html.escape(said)}</b></p>",
+        *([f'<p class="warning"><b>{html.escape(warning)}</b></p>'] if warning else []),
         f"<p>{html.escape(method)}</p>",
         f'<img alt="Pareto front" src="data:image/png;base64,{encoded}">',
     ]
@@ -298,7 +326,7 @@ def write_explore_report(
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-        "text-align:right}th{background:#f3f3f3}img{max-width:100%}"
+        "text-align:right}th{background:#f3f3f3}img{max-width:100%}.warning{color:#a40000}"
     )
     page = out / "explore.html"
     page.write_text(
@@ -306,5 +334,5 @@ def write_explore_report(
         f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
     )
     return ExploreReport(
-        out / "explore.md", page, out / "explore.json", ranked, found, summary, said
+        out / "explore.md", page, out / "explore.json", ranked, found, summary, said, warning
     )

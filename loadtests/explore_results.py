@@ -10,6 +10,7 @@ it stopped. :class:`ExploreBudget` is the one place that says how long each meas
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +95,12 @@ class ModelMeasurement:
     alone_b32_ms: float
     measured_at: str
     quick: bool = False
+    requests: int = 0  # closed-loop requests sent, both levels (0: a file from before)
+
+    @property
+    def error_share(self) -> float:
+        """The closed-loop requests that failed, as a fraction (NaN when not counted)."""
+        return self.errors / self.requests if self.requests else math.nan
 
 
 @dataclass

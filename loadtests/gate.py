@@ -219,8 +219,8 @@ def parse_threshold(text: str) -> float:
 
 def pick_runs(path: Path, run: str | None, against: str | None) -> tuple[history.Run, history.Run]:
     """(earlier, later): ``run`` (default the latest) and ``against`` (default the latest
-    earlier run with the same plan and CPU, measured the same way). KeyError for an unknown
-    reference; NothingToCompare when there is no earlier run."""
+    earlier run with the same plan, CPU and service options, measured the same way). KeyError
+    for an unknown reference; NothingToCompare when there is no earlier run."""
     if not path.is_file() or not (stored := history.runs(path)):
         raise NothingToCompare(f"no history at {path}: run `mnist-serve loadtest` first")
     after = history.get(path, run) if run is not None else stored[-1]
@@ -244,7 +244,8 @@ def pick_runs(path: Path, run: str | None, against: str | None) -> tuple[history
     if not earlier:
         raise NothingToCompare(
             f"no run before run {after.id} with the same plan (models, runtimes, protocols, "
-            f"levels, payloads) on the same CPU in {path}: nothing to compare it with"
+            f"levels, payloads) on the same CPU, against a service started with the same "
+            f"options, in {path}: nothing to compare it with"
         )
     return earlier[-1], after
 

@@ -2,7 +2,8 @@
 
 Each run stores its plan, machine and versions (as JSON) and, per target and level, the
 throughput and latency of every repeat. Two runs are *comparable* when they tested the same
-models, protocols, levels and payloads on the same CPU: :func:`previous_comparable` finds the
+models, protocols, levels and payloads on the same CPU, against a service started with the
+same options (:func:`comparable_key`): :func:`previous_comparable` finds the
 last such run for the report, and :func:`compare` sets two runs side by side level by level
 (throughput, or another :class:`Figure` such as the p99), each with its 95 % interval over
 repeats, and says whether the difference is beyond them; :func:`compare_speedups` does the same
@@ -19,7 +20,7 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -119,9 +120,12 @@ def migrate(db: sqlite3.Connection) -> None:
     db.execute("DELETE FROM steps WHERE variant IS NULL OR protocol IS NULL")
 
 
-def comparable_key(plan: LoadPlan, machine: Machine) -> str:
-    """What must match for two runs to compare: models, protocols, levels, payloads, CPU."""
-    key = {
+def comparable_key(plan: LoadPlan, machine: Machine, server_args: Sequence[str] = ()) -> str:
+    """What must match for two runs to compare: models, protocols, levels, payloads, CPU, and
+    the options of the service the run started (``--tuned``, ``--workers 1``...). A service at
+    its defaults adds nothing, so the keys of runs stored before the options counted still
+    match."""
+    key: dict[str, object] = {
         "variants": list(plan.variants),
         "runtimes": list(plan.runtimes),
         "protocols": list(plan.protocols),
@@ -129,6 +133,8 @@ def comparable_key(plan: LoadPlan, machine: Machine) -> str:
         "mode": plan.mode,
         "cpu": machine.cpu,
     }
+    if server_args:
+        key["server"] = list(server_args)
     return json.dumps(key, sort_keys=True)
 
 
@@ -138,16 +144,21 @@ def store(
     plan: LoadPlan,
     closed: RunRecord | None = None,
     openloop: OpenLoopRecord | None = None,
+    server_args: Sequence[str] | None = None,
 ) -> int:
-    """Add a run to the history: its closed-loop steps, its open-loop search, or both; its id."""
+    """Add a run to the history: its closed-loop steps, its open-loop search, or both; its id.
+    ``server_args``: the options of the service it started (default: the closed-loop
+    record's)."""
     found = closed or openloop
     if found is None or found.machine is None:
         raise ValueError("a run to store needs closed-loop results or an open-loop record")
+    if server_args is None:
+        server_args = closed.server_args if closed is not None else ()
     with connect(path) as db:
         row = (
             str(folder),
             found.created_at,
-            comparable_key(plan, found.machine),
+            comparable_key(plan, found.machine, server_args),
             json.dumps(asdict(plan)),
             json.dumps(asdict(found.machine)),
         )
@@ -229,11 +240,12 @@ def previous_comparable(path: Path, folder: Path, record: RunRecord) -> Run | No
     ``--out`` compares with its own previous run."""
     if not path.is_file():
         return None
-    key = comparable_key(record.plan, record.machine)
+    this: int | None
     try:
-        this: int | None = get(path, str(folder)).id
+        found = get(path, str(folder))
+        this, key = found.id, found.comparable
     except KeyError:
-        this = None
+        this, key = None, comparable_key(record.plan, record.machine, record.server_args)
     measured = kinds(path)
     earlier = [
         r

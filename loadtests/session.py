@@ -114,9 +114,11 @@ def run_load_test(
     sweep: Sweep | None = None,
     closed: bool = True,
     pricing: cost.Pricing | None = None,
+    history_path: Path | None = None,
 ) -> Outcome:
     """Run ``plan`` (closed loop) and/or ``sweep`` (open loop) against ``url``, or against one
-    service started here for both; store the run in the history; write its cost per inference
+    service started here for both; store the run in the history (``history_path``, default
+    the one beside ``out``), keyed with ``server_args``; write its cost per inference
     (``cost.json``: ``pricing``, and the RAPL power over the loops where there is RAPL).
     LoadTestError when the target cannot be reached or a run fails."""
     out.mkdir(parents=True, exist_ok=True)
@@ -142,8 +144,8 @@ def run_load_test(
             openloop = run_sweep(plan, sweep, out, target.url, listener)
     costed = cost.build(pricing or cost.Pricing(), record, openloop, meter.reading, meter.problem)
     costed.save(out)
-    path = history.default_path(out.parent)
-    run_id = history.store(path, out, plan, record, openloop)
+    path = history_path or history.default_path(out.parent)
+    run_id = history.store(path, out, plan, record, openloop, server_args)
     listener.stored(run_id, path)
     return Outcome(out, run_id, path, record, openloop, costed)
 

@@ -68,6 +68,11 @@ class Trial:
     points: list[RatePoint]
     runs: int = 1  # > 1: measured again to confirm, pooled (the lowest rate, the median p50)
 
+    @property
+    def met_slo(self) -> bool:
+        """Whether some rate tried met the SLO (the rate search found one)."""
+        return self.max_rate > 0
+
     def key(self) -> tuple[float, float]:
         """What "best" sorts on: the highest rate, then the lowest p50."""
         return (self.max_rate, -self.p50_ms if not math.isnan(self.p50_ms) else -math.inf)
@@ -248,7 +253,7 @@ def tune_model(
             on_trial(str(name), trial, f"{config} (again, to confirm)")
     tuning.untried = max(0, grid_size() - len(tried) - len(tuning.skipped))
     best = tuning.best
-    if best is not None:
+    if best is not None and best.met_slo:  # one that never met the SLO is no tuning to serve
         entry = TunedEntry(
             config=best.config,
             version=version.version,
@@ -295,6 +300,14 @@ def verdict(tuning: ModelTuning) -> str:
     if best is None:
         why = "every trial's service failed" if tuning.failed else "no trial fitted in the budget"
         return f"{tuning.model}: {why}; nothing saved."
+    if not best.met_slo:
+        lowest = min((p.rate for p in best.points), default=math.nan)
+        return (
+            f"{tuning.model}: no configuration met the SLO, even at the lowest rate tried "
+            f"({lowest:,.0f} req/s); the lowest p50 at one client was {best.p50_ms:.3f} ms "
+            f"({best.config}); nothing saved (a tuned.json entry saved before is left as it "
+            "was). Loosen the SLO or look at the service's log."
+        )
     against = f" (defaults: {base.max_rate:,.0f} req/s, p50 {base.p50_ms:.3f} ms)" if base else ""
     return (
         f"{tuning.model}: best {best.config}: {best.max_rate:,.0f} req/s within the SLO, p50 "

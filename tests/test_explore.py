@@ -14,6 +14,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from loadtests import gate, history
 from loadtests.closedloop import run_closed_loop
 from loadtests.explore_results import ExploreRecord
 from loadtests.slo import bodies
@@ -40,10 +41,10 @@ class Explored:
     runs: Path
     out: Path
     output: str
-    env: dict[str, str]
+    env: dict[str, str | None]
 
 
-def invoke(args: list[str], env: dict[str, str]) -> str:
+def invoke(args: list[str], env: dict[str, str | None]) -> str:
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200", **env})
     assert result.exit_code == 0, result.output
     return result.output
@@ -53,7 +54,7 @@ def invoke(args: list[str], env: dict[str, str]) -> str:
 def explored(mnist_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Explored:
     root = tmp_path_factory.mktemp("explore")
     models, runs = root / "models", root / "runs"
-    env = {"MNIST_SERVE_HISTORY": str(runs / "history.sqlite")}
+    env: dict[str, str | None] = {"MNIST_SERVE_HISTORY": str(runs / "history.sqlite")}
     out = runs / "explore-strides"
     args = ["explore", "--family", "strides", "--quick", "--slo", SLO]
     args += ["--models", str(models), "--out", str(out), "--data", str(mnist_path)]
@@ -68,7 +69,7 @@ def test_explore_trains_what_is_missing_and_measures_every_variant_on_every_runt
     assert {m.model for m in record.measurements} == EVERY_MODEL
     for m in record.measurements:
         assert m.c1_latency_ms.p50 > 0 and m.c1_latency_ms.p99 >= m.c1_latency_ms.p50
-        assert m.c32_rps > 0 and m.errors == 0
+        assert m.c32_rps > 0 and m.errors == 0 and m.requests > 0
         assert m.max_rate > 0 and m.rate_points  # p99 <= 5 s: met at the first rate at least
         assert m.alone_b1_ms > 0 and m.alone_b32_ms > 0
         assert m.parameters > 0 and m.macs > 0 and 0 < m.test_accuracy <= 1
@@ -198,9 +199,18 @@ def test_loadtest_tuned_compares_the_models_at_their_best(
          "--concurrency", "1,4", "--duration", "1s", "--warmup", "0s", "--repeats", "2",
          "--precision", "off",  # fixed windows: the comparison, not the stopping rule, is tested
          "--models", str(explored.models), "--out", str(out), "--data", str(mnist_path)],
-        explored.env,
+        {"MNIST_SERVE_HISTORY": None},  # its default place: beside the run folders
     )  # fmt: skip
     assert (out / "defaults" / "results.json").is_file() and (out / "results.json").is_file()
+    # Both runs are in runs/history.sqlite (not the defaults in OUT/history.sqlite), and the
+    # tuned service's run is never gated against the defaults' (nor the reverse).
+    db = history.default_path(explored.runs)
+    assert not (out / "history.sqlite").exists()
+    stored = {Path(r.folder).name: r for r in history.runs(db)}
+    defaults, tuned = stored["defaults"], stored["loadtest-tuned"]
+    assert defaults.comparable != tuned.comparable
+    with pytest.raises(gate.NothingToCompare):
+        gate.pick_runs(db, str(tuned.id), None)
     assert "small-stride2@onnx: batch 4, wait 2 ms" in output
     assert "small-stride3@onnx: not tuned" in output
     verdict = re.search(r"At their best \(--tuned\) the answer (is the same|differs)", output)

@@ -3,6 +3,7 @@ moved beyond the repeats' intervals; the `history` commands."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,6 @@ def test_the_speedup_moved_or_not(tmp_path: Path) -> None:
 def test_an_older_history_is_migrated_without_parsing_its_labels(tmp_path: Path) -> None:
     """A file from before the steps had their target's parts in columns: each step gets them
     from the label its run's plan makes with the same display text; others are dropped."""
-    import json
     import sqlite3
     from dataclasses import asdict
 
@@ -161,3 +161,42 @@ def test_an_older_history_is_migrated_without_parsing_its_labels(tmp_path: Path)
     }  # "resnet" is no target of the run's plan: dropped
     history.store(db, tmp_path / "b", run.plan, run)  # the migrated file takes new runs
     assert len(history.runs(db)) == 2
+
+
+def test_runs_against_differently_started_services_do_not_compare(tmp_path: Path) -> None:
+    """A run against ``serve --tuned`` (or any other options) is never the run before a run
+    against the defaults, nor the reverse; a defaults run's key is the one stored before the
+    options counted, so older runs still compare."""
+    from dataclasses import replace
+
+    from loadtests import gate
+
+    db = tmp_path / "history.sqlite"
+    plain = record("2026-11-20", {1: [100, 102, 98]})
+    tuned = replace(record("2026-11-21", {1: [150, 151, 149]}), server_args=["--tuned"])
+    again = record("2026-11-22", {1: [101, 99, 100]})
+    for name, run in (("plain", plain), ("tuned", tuned), ("again", again)):
+        history.store(db, tmp_path / name, run.plan, run)
+    assert history.comparable_key(plain.plan, plain.machine) == json.dumps(
+        {
+            "concurrency": [1],
+            "cpu": "EPYC",
+            "mode": "json",
+            "protocols": ["native"],
+            "runtimes": [],
+            "variants": ["depthwise"],
+        },
+        sort_keys=True,
+    )  # as stored before the server's options were part of it
+    found = history.previous_comparable(db, tmp_path / "again", again)
+    assert found is not None and Path(found.folder).name == "plain"
+    assert history.previous_comparable(db, tmp_path / "tuned", tuned) is None
+    before, _ = gate.pick_runs(db, "again", None)
+    assert Path(before.folder).name == "plain"
+    with pytest.raises(gate.NothingToCompare):
+        gate.pick_runs(db, "tuned", None)
+    # An open-loop-only run takes the options it is given.
+    searched_tuned = history.store(
+        db, tmp_path / "open", plain.plan, None, searched(900), server_args=("--tuned",)
+    )
+    assert history.get(db, str(searched_tuned)).comparable == history.get(db, "tuned").comparable

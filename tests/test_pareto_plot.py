@@ -128,3 +128,35 @@ def test_family_findings_pass_over_a_model_that_failed() -> None:
     (_, _, text), *_ = family_findings(models)
     assert "fastest served (median p50 over runtimes) small-k3-3 at 0.300 ms" in text
     assert "against 0.500 ms for the slowest" in text and "nan" not in text
+
+
+def test_a_model_that_answered_errors_is_named_in_the_report(tmp_path: Path) -> None:
+    """Its figures count the successes only: the table shows its errors and their share, and
+    the report, its summary and the page warn by name; a clean run carries no warning."""
+    from dataclasses import replace
+
+    from loadtests.explore_report import errors_warning, write_explore_report
+    from loadtests.explore_results import QUICK, ExploreRecord
+    from loadtests.openloop_results import Slo
+    from loadtests.results import Machine
+
+    clean = [replace(m, requests=4000) for m in CROWD[:3]]
+    failing = replace(clean[1], errors=1200, requests=4000)
+    assert not errors_warning(clean)
+    record = ExploreRecord(
+        created_at="2026-12-01T00:00:00+00:00",
+        updated_at="2026-12-01T00:00:00+00:00",
+        slo=Slo(99, 20),
+        budget=QUICK,
+        machine=Machine("EPYC", 2, "Linux", "3.11", "2.21.0", "2.x"),
+        measurements=[clean[0], failing, clean[2]],
+    )
+    report = write_explore_report(record, tmp_path, {m.model for m in clean}, "kernels")
+    assert report.warning.startswith("Warning: 1 of 3 models answered errors under load")
+    assert f"{failing.model} (1,200 (30.0%))" in report.warning
+    assert report.summary.endswith("; 1 with errors")
+    markdown = report.markdown.read_text()
+    assert f"**{report.warning}**" in markdown
+    row = next(line for line in markdown.splitlines() if f"| {failing.model} |" in line)
+    assert row.rstrip(" |").endswith("1,200 (30.0%)")
+    assert 'class="warning"' in report.html.read_text()

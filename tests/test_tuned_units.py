@@ -203,3 +203,44 @@ def test_the_defaults_measured_once_still_win_over_a_confirmed_slower_best() -> 
     empty = ModelTuning("b@onnx", 1)
     empty.failed = ["defaults: the service exited"]
     assert "every trial's service failed" in verdict(empty)
+
+
+def test_nothing_is_saved_when_no_configuration_met_the_slo(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every trial missed the SLO at the lowest rate: the lowest p50 is not saved as a tuning
+    for ``serve --tuned`` (it once was), and the verdict says why."""
+    from types import SimpleNamespace
+
+    from loadtests import slo, tune
+    from loadtests.openloop_results import RatePoint, Slo
+    from loadtests.results import Percentiles
+    from modelrepo.layout import ModelName
+
+    repository = SimpleNamespace(get=lambda _: SimpleNamespace(version=1))
+    monkeypatch.setattr(tune, "ModelRepository", lambda _: repository)
+    monkeypatch.setattr(slo, "bodies", lambda *_: [b"{}"])
+    saved: list[object] = []
+
+    def save(*args: object) -> str:
+        saved.append(args)
+        return "tuned.json"
+
+    monkeypatch.setattr(tune, "save_tuned", save)
+    slow = Percentiles(50, 60, 70, 80, 90)
+    missed = RatePoint("depthwise@onnx", 400.0, 400, 400, 390.0, slow, 1.0, False, 0.1)
+
+    def measure(*args: object) -> tune.Trial:
+        config = args[2]
+        assert isinstance(config, tune.ServingConfig)
+        return tune.Trial(config, 0.0, 10.0 / config.max_batch_size, 0.0, [missed])
+
+    monkeypatch.setattr(tune, "measure", measure)
+    tuning = tune.tune_model(
+        tmp_path, ModelName("depthwise", "onnx"), Slo(99, 1), 1e9, tmp_path / "out"
+    )
+    assert tuning.best is not None and not tuning.best.met_slo
+    assert saved == [] and tuning.saved is None
+    said = tune.verdict(tuning)
+    assert "no configuration met the SLO, even at the lowest rate tried (400 req/s)" in said
+    assert "nothing saved" in said

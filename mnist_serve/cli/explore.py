@@ -87,6 +87,8 @@ class ExploreProgress:
         self._close()
         console.print(f"Report: {report.html}  (also {report.markdown}, {report.json})")
         console.print(f"[bold]{escape(report.answer)}[/]")
+        if report.warning:
+            console.print(f"[yellow]{escape(report.warning)}[/]")
         front = [r.m.model for r in report.ranked if r.rank_p50 == 1]
         console.print(f"Pareto front (accuracy vs p50 at one client): {', '.join(front)}")
         console.print(f"stored in the history as explore run {run_id}")

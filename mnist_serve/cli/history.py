@@ -125,7 +125,8 @@ def history_check(
         typer.Option(
             help="The run to judge it against, stored before it. Default: the latest earlier run "
             "with the same plan (models, runtimes, protocols, levels, payloads) on the same CPU, "
-            "measured the same way (closed loop, open loop or both).",
+            "against a service started with the same options (--tuned...), measured the same "
+            "way (closed loop, open loop or both).",
             show_default=False,
         ),
     ] = None,

@@ -78,6 +78,7 @@ def run_load_test(
     pricing: Pricing | None = None,
     server_args: tuple[str, ...] = (),
     announce: bool = True,
+    history_path: Path | None = None,
 ) -> Outcome:
     """Run a load-test session with its progress on the console, then write and show its
     report (every mode; unless ``announce`` is False); exit 1 if the load test fails (or a
@@ -98,6 +99,7 @@ def run_load_test(
             sweep=sweep,
             closed=closed,
             pricing=pricing,
+            history_path=history_path,
         )
     except LoadTestError as err:
         load_test_failed(err)
@@ -129,12 +131,23 @@ def run_tuned(
     pricing: Pricing | None = None,
 ) -> None:
     """``--tuned``: the plan at the defaults (in ``out/defaults``), then with every model at
-    its tuned configuration (in ``out``), and whether the answer differs."""
+    its tuned configuration (in ``out``), and whether the answer differs. Both runs go in the
+    history beside ``out`` (the defaults run is an ordinary run, comparable with others)."""
+    from loadtests import history
     from loadtests.tuned_compare import compare
 
     console.print("[bold]1/2: at the service's defaults[/]")
     before = run_load_test(
-        plan, out / "defaults", None, models, grpc_url, sweep, closed, pricing, announce=False
+        plan,
+        out / "defaults",
+        None,
+        models,
+        grpc_url,
+        sweep,
+        closed,
+        pricing,
+        announce=False,
+        history_path=history.default_path(out.parent),
     )
     console.print("[bold]2/2: each model at its tuned configuration (serve --tuned)[/]")
     after = run_load_test(
