@@ -31,6 +31,26 @@ def entry(config: ServingConfig = CONFIG) -> TunedEntry:
                       tuned_at="2026-11-30T00:00:00")  # fmt: skip
 
 
+def stub_tune_io(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """tune without a model repository, MNIST or a tuned file: what it saves is collected in
+    the list returned (its trials' ``measure`` is the test's to replace)."""
+    from types import SimpleNamespace
+
+    from loadtests import slo, tune
+
+    repository = SimpleNamespace(get=lambda _: SimpleNamespace(version=1))
+    monkeypatch.setattr(tune, "ModelRepository", lambda _: repository)
+    monkeypatch.setattr(slo, "bodies", lambda *_: [b"{}"])
+    saved: list[object] = []
+
+    def save(*args: object) -> str:
+        saved.append(args)
+        return "tuned.json"
+
+    monkeypatch.setattr(tune, "save_tuned", save)
+    return saved
+
+
 def test_tuned_file_keeps_one_entry_per_runtime(tmp_path: Path) -> None:
     (tmp_path / "depthwise").mkdir()
     save_tuned(tmp_path, "depthwise", "onnx", entry())
@@ -154,23 +174,12 @@ def test_a_trial_whose_service_fails_is_named_and_the_search_goes_on(
 ) -> None:
     """One configuration's service exits: that trial is recorded as failed, with why, and the
     search (and the saving of its best) goes on; it once ended the whole tune."""
-    from types import SimpleNamespace
-
-    from loadtests import slo, tune
+    from loadtests import tune
     from loadtests.openloop_results import Slo
     from loadtests.probe import LoadTestError
     from modelrepo.layout import ModelName
 
-    repository = SimpleNamespace(get=lambda _: SimpleNamespace(version=1))
-    monkeypatch.setattr(tune, "ModelRepository", lambda _: repository)
-    monkeypatch.setattr(slo, "bodies", lambda *_: [b"{}"])
-    saved: list[object] = []
-
-    def save(*args: object) -> str:
-        saved.append(args)
-        return "tuned.json"
-
-    monkeypatch.setattr(tune, "save_tuned", save)
+    saved = stub_tune_io(monkeypatch)
 
     def measure(*args: object) -> tune.Trial:
         config = args[2]
@@ -210,23 +219,12 @@ def test_nothing_is_saved_when_no_configuration_met_the_slo(
 ) -> None:
     """Every trial missed the SLO at the lowest rate: the lowest p50 is not saved as a tuning
     for ``serve --tuned`` (it once was), and the verdict says why."""
-    from types import SimpleNamespace
-
-    from loadtests import slo, tune
+    from loadtests import tune
     from loadtests.openloop_results import RatePoint, Slo
     from loadtests.results import Percentiles
     from modelrepo.layout import ModelName
 
-    repository = SimpleNamespace(get=lambda _: SimpleNamespace(version=1))
-    monkeypatch.setattr(tune, "ModelRepository", lambda _: repository)
-    monkeypatch.setattr(slo, "bodies", lambda *_: [b"{}"])
-    saved: list[object] = []
-
-    def save(*args: object) -> str:
-        saved.append(args)
-        return "tuned.json"
-
-    monkeypatch.setattr(tune, "save_tuned", save)
+    saved = stub_tune_io(monkeypatch)
     slow = Percentiles(50, 60, 70, 80, 90)
     missed = RatePoint("depthwise@onnx", 400.0, 400, 400, 390.0, slow, 1.0, False, 0.1)
 
