@@ -226,7 +226,8 @@ class RunComparison:
 
     @property
     def comparable(self) -> bool:
-        """Whether the runs tested the same models, levels and payloads on the same CPU."""
+        """Whether the runs tested the same models, levels and payloads on the same CPU,
+        against services started with the same options."""
         return self.before.comparable == self.after.comparable
 
     @property
@@ -266,7 +267,7 @@ def compare_runs(path: Path, before: history.Run, after: history.Run) -> RunComp
 
 def against_previous(out_dir: Path, record: RunRecord) -> RunComparison | None:
     """The run in ``out_dir`` against the previous comparable run, if the history has one."""
-    path = history.default_path(out_dir.parent)
+    path = history.locate(out_dir)
     before = history.previous_comparable(path, out_dir, record)
     if before is None:
         return None

@@ -21,7 +21,7 @@ import math
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -31,12 +31,13 @@ from pydantic import TypeAdapter
 from loadtests.labels import Label
 from loadtests.openloop_results import OpenLoopRecord
 from loadtests.protocols import Protocol
-from loadtests.results import LoadPlan, Machine, RunRecord, StepResult
+from loadtests.results import LoadPlan, Machine, ResultsError, RunRecord, StepResult
 from loadtests.stats import Interval, mean_interval, paired_ratios, ratio_interval
 
 ENV_VAR = "MNIST_SERVE_HISTORY"
-# PRAGMA user_version of the file: 2 since the steps keep their target's parts in columns.
-VERSION = 2
+# PRAGMA user_version of the file: 2 since the steps keep their target's parts in columns; 3
+# since the comparable key holds the service's options (``--tuned``).
+VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -94,9 +95,12 @@ def connect(path: Path) -> Iterator[sqlite3.Connection]:
     with closing(sqlite3.connect(path)) as db:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'steps'").fetchone()
-        if tables[0] and version < VERSION:
+        if tables[0] and version < 2:
             with db:
                 migrate(db)
+        if tables[0] and version < 3:
+            with db:
+                key_server_options(db)
         db.executescript(SCHEMA)
         db.execute(f"PRAGMA user_version = {VERSION}")
         with db:  # a transaction
@@ -118,6 +122,25 @@ def migrate(db: sqlite3.Connection) -> None:
             )
     # A step no label of its plan names cannot be read: dropped.
     db.execute("DELETE FROM steps WHERE variant IS NULL OR protocol IS NULL")
+
+
+def key_server_options(db: sqlite3.Connection) -> None:
+    """A history from before version 3 (keys without the service's options): each run whose
+    ``results.json`` is still readable and names options (a ``loadtest --tuned`` run) gets them
+    in its key, so that it stops matching runs at the defaults. A run whose folder is gone
+    keeps its key."""
+    for run_id, folder, plan_json, machine_json in db.execute(
+        "SELECT id, folder, plan, machine FROM runs"
+    ).fetchall():
+        try:
+            options = RunRecord.load(Path(folder)).server_args
+        except ResultsError:
+            continue
+        if options:
+            plan = TypeAdapter(LoadPlan).validate_json(plan_json)
+            machine = TypeAdapter(Machine).validate_json(machine_json)
+            key = comparable_key(plan, machine, options)
+            db.execute("UPDATE runs SET comparable = ? WHERE id = ?", (key, run_id))
 
 
 def comparable_key(plan: LoadPlan, machine: Machine, server_args: Sequence[str] = ()) -> str:
@@ -224,13 +247,32 @@ def runs(path: Path) -> list[Run]:
 
 
 def get(path: Path, ref: str) -> Run:
-    """A run by id or folder (name or path; the newest run there, when ``--out`` was reused);
-    KeyError naming what exists otherwise."""
+    """A run by id or folder (its path, or its name when no other folder has it; the newest
+    run there, when ``--out`` was reused); KeyError naming what exists otherwise."""
     found = runs(path)
     for run in reversed(found):
-        if ref == str(run.id) or ref in (run.folder, Path(run.folder).name):
+        if ref in (str(run.id), run.folder):
             return run
+    named = [run for run in found if Path(run.folder).name == ref]
+    if len({run.folder for run in named}) > 1:  # e.g. every `loadtest --tuned` has a "defaults"
+        which = ", ".join(f"{run.id} ({run.folder})" for run in named)
+        raise KeyError(f"{ref!r} names several folders in {path}: give an id or a path: {which}")
+    if named:
+        return named[-1]
     raise KeyError(f"no run {ref!r} in {path} (ids 1-{len(found)}; see `mnist-serve history`)")
+
+
+def locate(folder: Path) -> Path:
+    """The history holding the run in ``folder``: the one beside it, else the one beside its
+    parent (a ``loadtest --tuned`` run's ``OUT/defaults``), else the one beside it (no such run
+    yet)."""
+    candidates = [default_path(folder.parent), default_path(folder.parent.parent)]
+    for path in candidates:
+        if path.is_file():
+            with suppress(KeyError):
+                get(path, str(folder))
+                return path
+    return candidates[0]
 
 
 def previous_comparable(path: Path, folder: Path, record: RunRecord) -> Run | None:

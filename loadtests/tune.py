@@ -9,8 +9,9 @@ that configuration serving the model alone, measures p50 at one client
 and stops it. Best: the highest rate, then the lowest p50; the two best and the defaults are
 measured once more and judged on their lower rate. A trial that would not fit in what is left of
 the budget is skipped and named; so are the grid's combinations the coordinate
-search never tries. The best configuration is saved beside the model (:mod:`modelrepo.tuned`)
-for ``serve --tuned``, and the run is written to ``tune.md`` / ``tune.html`` / ``tune.json``.
+search never tries. The best configuration, if it met the SLO at some rate, is saved beside the
+model (:mod:`modelrepo.tuned`) for ``serve --tuned``, and the run is written to ``tune.md`` /
+``tune.html`` / ``tune.json``.
 """
 
 from __future__ import annotations
@@ -120,6 +121,13 @@ class ModelTuning:
         if not any(t.runs > 1 for t in pooled):
             eligible = pooled
         return max(eligible, key=Trial.key, default=None)
+
+    @property
+    def chosen(self) -> Trial | None:
+        """The best, if it met the SLO: what is saved for ``serve --tuned`` (a configuration
+        that missed it at every rate tried is no tuning to serve)."""
+        best = self.best
+        return best if best is not None and best.met_slo else None
 
     @property
     def at_defaults(self) -> Trial | None:
@@ -252,8 +260,8 @@ def tune_model(
         if on_trial is not None:
             on_trial(str(name), trial, f"{config} (again, to confirm)")
     tuning.untried = max(0, grid_size() - len(tried) - len(tuning.skipped))
-    best = tuning.best
-    if best is not None and best.met_slo:  # one that never met the SLO is no tuning to serve
+    best = tuning.chosen
+    if best is not None:
         entry = TunedEntry(
             config=best.config,
             version=version.version,
@@ -269,8 +277,8 @@ def tune_model(
 
 
 def trials_table(tuning: ModelTuning) -> Table:
-    """A model's trials, best first."""
-    best = tuning.best
+    """A model's trials, best first (labelled so only if it met the SLO)."""
+    best = tuning.chosen
     header = ["max batch", "max wait ms", "intra-op threads", "workers", "max rate in SLO",
               "p50 c=1 ms", "runs", "s", ""]  # fmt: skip
     rows = [
@@ -301,10 +309,15 @@ def verdict(tuning: ModelTuning) -> str:
         why = "every trial's service failed" if tuning.failed else "no trial fitted in the budget"
         return f"{tuning.model}: {why}; nothing saved."
     if not best.met_slo:
-        lowest = min((p.rate for p in best.points), default=math.nan)
+        lowest = min((p.rate for t in tuning.trials for p in t.points), default=math.nan)
+        why = (
+            "the configurations that met the SLO once missed it when measured again to confirm"
+            if any(t.met_slo for t in tuning.trials)
+            else f"no configuration met the SLO, even at the lowest rate tried ({lowest:,.0f} "
+            "req/s)"
+        )
         return (
-            f"{tuning.model}: no configuration met the SLO, even at the lowest rate tried "
-            f"({lowest:,.0f} req/s); the lowest p50 at one client was {best.p50_ms:.3f} ms "
+            f"{tuning.model}: {why}; the lowest p50 at one client was {best.p50_ms:.3f} ms "
             f"({best.config}); nothing saved (a tuned.json entry saved before is left as it "
             "was). Loosen the SLO or look at the service's log."
         )
@@ -355,7 +368,10 @@ def write_tune_report(record: TuneRecord, out: Path) -> tuple[Path, Path, str]:
         f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
     )
     summary = "tune: " + "; ".join(
-        f"{m.model} {m.best.config}" if m.best else f"{m.model} (none)" for m in record.models
+        f"{m.model} {m.chosen.config}"
+        if m.chosen
+        else f"{m.model} ({'none met the SLO' if m.best else 'none'})"
+        for m in record.models
     )
     return out / "tune.md", page, summary
 

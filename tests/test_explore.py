@@ -203,8 +203,8 @@ def test_loadtest_tuned_compares_the_models_at_their_best(
     )  # fmt: skip
     assert (out / "defaults" / "results.json").is_file() and (out / "results.json").is_file()
     # Both runs are in runs/history.sqlite (not the defaults in OUT/history.sqlite), and the
-    # tuned service's run is never gated against the defaults' (nor the reverse).
-    db = history.default_path(explored.runs)
+    # tuned service's run is never gated against the defaults'.
+    db = explored.runs / "history.sqlite"
     assert not (out / "history.sqlite").exists()
     stored = {Path(r.folder).name: r for r in history.runs(db)}
     defaults, tuned = stored["defaults"], stored["loadtest-tuned"]

@@ -200,3 +200,52 @@ def test_runs_against_differently_started_services_do_not_compare(tmp_path: Path
         db, tmp_path / "open", plain.plan, None, searched(900), server_args=("--tuned",)
     )
     assert history.get(db, str(searched_tuned)).comparable == history.get(db, "tuned").comparable
+
+
+def test_a_tuned_run_stored_before_the_options_counted_is_rekeyed(tmp_path: Path) -> None:
+    """A version 2 history (keys without the service's options): a run whose results.json
+    names options gets them in its key, and stops matching the runs at the defaults; a run
+    whose folder is gone keeps its key."""
+    import sqlite3
+    from dataclasses import replace
+
+    db = tmp_path / "history.sqlite"
+    plain = record("2026-11-20", {1: [100, 102, 98]})
+    tuned = replace(record("2026-11-21", {1: [150, 151, 149]}), server_args=["--tuned"])
+    gone = replace(record("2026-11-22", {1: [150, 151, 149]}), server_args=["--tuned"])
+    for name, run in (("plain", plain), ("tuned", tuned), ("gone", gone)):
+        run.save(tmp_path / name)
+        history.store(db, tmp_path / name, run.plan, run)
+    (tmp_path / "gone" / "results.json").unlink()
+    old_key = history.comparable_key(plain.plan, plain.machine)
+    with sqlite3.connect(db) as older:  # as a version 2 file stored them
+        older.execute("UPDATE runs SET comparable = ?", (old_key,))
+        older.execute("PRAGMA user_version = 2")
+    keys = {Path(r.folder).name: r.comparable for r in history.runs(db)}
+    assert keys["plain"] == keys["gone"] == old_key
+    assert keys["tuned"] == history.comparable_key(tuned.plan, tuned.machine, ["--tuned"])
+    assert history.previous_comparable(db, tmp_path / "tuned", tuned) is None
+
+
+def test_a_folder_name_that_several_runs_share_is_refused_and_their_history_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ``loadtest --tuned`` leaves an ``OUT/defaults``, stored in the history beside
+    ``OUT``: "defaults" alone names none of them (an id or a path does), and the report of
+    one finds that history and its run before."""
+    from loadtests.analysis import against_previous
+
+    monkeypatch.delenv(history.ENV_VAR, raising=False)
+    runs = tmp_path / "runs"
+    db = history.default_path(runs)
+    first = record("2026-11-20", {1: [100, 102, 98]})
+    second = record("2026-11-21", {1: [101, 99, 100]})
+    for name, run in (("tuned-1", first), ("tuned-2", second)):
+        history.store(db, runs / name / "defaults", run.plan, run)
+    with pytest.raises(KeyError, match="names several folders"):
+        history.get(db, "defaults")
+    assert history.get(db, str(runs / "tuned-1" / "defaults")).id == 1
+    assert history.locate(runs / "tuned-2" / "defaults") == db
+    assert history.locate(runs / "loadtest-9") == db  # no such run yet: beside it
+    compared = against_previous(runs / "tuned-2" / "defaults", second)
+    assert compared is not None and compared.before.id == 1 and compared.after.id == 2

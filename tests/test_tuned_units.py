@@ -242,3 +242,27 @@ def test_nothing_is_saved_when_no_configuration_met_the_slo(
     said = tune.verdict(tuning)
     assert "no configuration met the SLO, even at the lowest rate tried (400 req/s)" in said
     assert "nothing saved" in said
+
+
+def test_a_best_that_missed_the_slo_on_confirmation_is_neither_saved_nor_called_best(
+    tmp_path: Path,
+) -> None:
+    """A configuration met the SLO once and missed it when measured again (pooled at 0): the
+    verdict says so (not "none met it"), the table labels no row best, the summary says none
+    met the SLO."""
+    from loadtests.openloop_results import Slo
+    from loadtests.tune import DEFAULTS, ModelTuning, Trial, TuneRecord, verdict, write_tune_report
+
+    other = DEFAULTS.model_copy(update={"max_batch_size": 64})
+    tuning = ModelTuning("a@onnx", 1)
+    tuning.trials = [
+        Trial(DEFAULTS, 0, 0.9, 20, []),
+        Trial(other, 400, 0.5, 20, []),
+        Trial(other, 0, 0.6, 20, []),  # the confirmation
+    ]
+    assert tuning.best is not None and tuning.chosen is None
+    assert "missed it when measured again to confirm" in verdict(tuning)
+    record = TuneRecord("2026-12-02T00:00:00+00:00", Slo(99, 20), 60, 60, [tuning])
+    markdown, _, summary = write_tune_report(record, tmp_path)
+    assert summary == "tune: a@onnx (none met the SLO)"
+    assert "| best |" not in markdown.read_text()

@@ -164,8 +164,8 @@ def history_check(
         raise typer.Exit(2) from err
     if before.comparable != after.comparable:
         console.print(
-            "[yellow]the runs differ in models, levels, payloads or CPU: judged on what they "
-            "share[/]"
+            "[yellow]the runs differ in models, levels, payloads, CPU or service options "
+            "(--tuned): judged on what they share[/]"
         )
     rows = judged.judged if show_all else judged.moved
     if rows:

@@ -236,7 +236,8 @@ def comparison(compared: RunComparison) -> None:
     first, second = compared.before, compared.after
     if not compared.comparable:
         console.print(
-            "[yellow]the runs differ in models, levels, payloads or CPU: compare with care[/]"
+            "[yellow]the runs differ in models, levels, payloads, CPU or service options "
+            "(--tuned): compare with care[/]"
         )
     for title, changes, unit in (
         ("Speedup (throughput ratio)", compared.speedups, "x"),
