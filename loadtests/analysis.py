@@ -13,6 +13,9 @@ Rendering (tables, plots, text files) is elsewhere: :mod:`loadtests.report`,
 
 from __future__ import annotations
 
+import math
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import product
@@ -65,6 +68,7 @@ def load_levels(out_dir: Path) -> tuple[RunRecord, Levels]:
     """The results record and, per (target, concurrency), the pooled measurements."""
     record = RunRecord.load(out_dir)
     levels: Levels = {}
+    served: dict[tuple[Label, int], list[tuple[float, float, float]]] = {}
     for step in sorted(record.steps, key=lambda s: s.repeat):
         with np.load(out_dir / step.samples) as data:
             ok = data["ok"].astype(bool)
@@ -79,14 +83,24 @@ def load_levels(out_dir: Path) -> tuple[RunRecord, Levels]:
         level.p99.append(step.latency_ms.p99)
         level.errors += step.errors
         level.requests += step.requests
-        n = len(level.throughput)
-        # Running means over repeats of the per-step figures.
-        level.accuracy += (step.accuracy - level.accuracy) / n
-        level.queue_ms += (step.server_queue_ms_p50 - level.queue_ms) / n
-        level.model_ms += (step.server_model_ms_p50 - level.model_ms) / n
+        figures = (step.accuracy, step.server_queue_ms_p50, step.server_model_ms_p50)
+        served.setdefault(key, []).append(figures)
         level.generator_busy = max(level.generator_busy, step.generator_busy)
         level.failed += step.failed
+    # Means over the repeats that have each figure: a failed repeat (or a server without
+    # Server-Timing) has none, and must not turn the level's mean into NaN.
+    for key, rows in served.items():
+        level = levels[key]
+        level.accuracy, level.queue_ms, level.model_ms = (
+            finite_mean(c) for c in zip(*rows, strict=True)
+        )
     return record, levels
+
+
+def finite_mean(values: Sequence[float]) -> float:
+    """The mean of the finite values, NaN when there is none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.fmean(finite) if finite else math.nan
 
 
 def load_openloop(out_dir: Path) -> OpenLoopRecord | None:

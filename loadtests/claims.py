@@ -24,6 +24,7 @@ from loadtests.openloop_results import OpenLoopRecord
 from loadtests.results import LoadPlan, RunRecord, ServedVariant
 from modelrepo.contract import TEST_SIZE
 from modelrepo.layout import ModelName
+from modelrepo.metadata import SeedSummary
 from modelrepo.stats import t_quantile
 
 
@@ -110,17 +111,41 @@ def accuracy_difference(base: float, candidate: float) -> tuple[float, float, fl
     return diff, diff - z * se, diff + z * se
 
 
+def seed_pair(base: ServedVariant, cand: ServedVariant) -> tuple[SeedSummary, SeedSummary] | None:
+    """The two models' seed studies, when both were trained with several seeds (--seeds)."""
+    first, second = base.seeds, cand.seeds
+    if first is None or second is None or len(first.seeds) < 2 or len(second.seeds) < 2:
+        return None
+    return first, second
+
+
+def accuracy_gap(base: ServedVariant, cand: ServedVariant) -> tuple[float, float, Verdict] | None:
+    """The accuracies the claims compare, candidate and baseline, and the claim's verdict:
+    over seeds when both have several (the means), else the exported models'; None when
+    unknown. The bottom line reads it, so that it never says more than the claims table."""
+    from training.seeds import difference
+
+    found = seed_pair(base, cand)
+    if found is not None:
+        first, second = found
+        _, low, high = difference(first, second)
+        return second.mean, first.mean, interval_verdict(low, high)
+    if base.test_accuracy is None or cand.test_accuracy is None:
+        return None
+    _, low, high = accuracy_difference(base.test_accuracy, cand.test_accuracy)
+    return cand.test_accuracy, base.test_accuracy, interval_verdict(low, high)
+
+
 def seed_accuracy_claim(
     base: ServedVariant, cand: ServedVariant, ref_base: Reference | None, ref_cand: Reference | None
 ) -> Claim | None:
     """The accuracy claim over seeds, when both models were trained with several (--seeds)."""
     from training.seeds import difference
 
-    first, second = base.seeds, cand.seeds
-    if first is None or second is None:
+    found = seed_pair(base, cand)
+    if found is None:
         return None
-    if len(first.seeds) < 2 or len(second.seeds) < 2:
-        return None
+    first, second = found
     diff, low, high = difference(first, second)
     return Claim(
         Kind.ACCURACY,
@@ -255,17 +280,27 @@ def rate_figure(openloop: OpenLoopRecord, model: str) -> str:
     return f">= {rate}" if openloop.open_ended(model) else rate
 
 
+def rate_ratio(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
+    """``model``'s highest rate within the SLO against ``baseline``'s, as a bound when either
+    met every rate tried (">=" or "<="), or why there is no ratio: "2.00x", ">= 1.50x",
+    "not separated", "the baseline met no rate tried"."""
+    if openloop.open_ended(model) and openloop.open_ended(baseline):
+        return "not separated"
+    if not openloop.max_rate[baseline]:
+        return "neither met the SLO" if not openloop.max_rate[model] else "baseline met none"
+    prefix = ">= " if openloop.open_ended(model) else "<= " if openloop.open_ended(baseline) else ""
+    return f"{prefix}{openloop.ratio_to(model, baseline):.2f}x"
+
+
 def rate_measured(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
     """The claim's measurement: both rates and their ratio, or why there is no ratio."""
     if openloop.open_ended(model) and openloop.open_ended(baseline):
         top = max(openloop.max_rate[model], openloop.max_rate[baseline])
         return f"both met every rate tried, up to {top:,.0f} req/s: {not_separated(openloop)}"
     undecided = [p for m in (model, baseline) if (p := openloop.undecided(m)) is not None]
-    ratio = openloop.ratio_to(model, baseline)
-    prefix = ">= " if openloop.open_ended(model) and not math.isnan(ratio) else ""
     text = (
         f"{rate_figure(openloop, model)} vs {rate_figure(openloop, baseline)} req/s of "
-        f"{baseline} ({prefix}{ratio:.2f}x)"
+        f"{baseline} ({rate_ratio(openloop, model, baseline)})"
     )
     for point in undecided:
         text += f"; {point.model} at {point.rate:,.0f} req/s {point.verdict}"
@@ -342,6 +377,12 @@ def bottom_line(
         t = top.throughput
         level = f"{t.confidence * 100:g}% CI"  # a sequential run's intervals are 97.5 % ones
         interval = "" if math.isnan(t.low) else f" ({level} {t.low:.2f}-{t.high:.2f})"
+        others = [s.throughput.mean for s in speed if s.concurrency == top.concurrency]
+        if len(others) > 1:  # other runtimes, protocols or variants at that load
+            interval += (
+                f"; {len(others) - 1} other comparison(s) at that load, "
+                f"{min(others):.2f}x-{max(others):.2f}x in all"
+            )
         parts.append(
             f"{top.candidate} serves {t.mean:.2f}x the requests/s of {top.baseline} at "
             f"{top.concurrency} clients{interval}"
@@ -350,29 +391,42 @@ def bottom_line(
         for model, baseline in rate_pairs(openloop, record.plan)[:1]:
             verdict = rate_verdict(openloop, model, baseline)
             caveat = "" if verdict in (Verdict.HOLDS, Verdict.DOES_NOT) else f" ({verdict})"
+            lowest = min((p.rate for p in openloop.points), default=math.nan)
             if verdict is Verdict.NOT_SEPARATED:
                 parts.append(
                     f"{model} and {baseline} both met every arrival rate tried within "
                     f"{openloop.slo} (not separated)"
                 )
+            elif not openloop.max_rate[model] and not openloop.max_rate[baseline]:
+                parts.append(
+                    f"neither {model} nor {baseline} met {openloop.slo} at the lowest arrival "
+                    f"rate tried ({lowest:,.0f} req/s)"
+                )
+            elif not openloop.max_rate[baseline]:
+                parts.append(
+                    f"{model} sustains {rate_figure(openloop, model)} req/s within "
+                    f"{openloop.slo}, where {baseline} met no rate tried"
+                )
             else:
                 parts.append(
-                    f"{model} sustains {openloop.ratio_to(model, baseline):.2f}x the arrival "
+                    f"{model} sustains {rate_ratio(openloop, model, baseline)} the arrival "
                     f"rate of {baseline} within {openloop.slo}{caveat}"
                 )
+    served = bool(parts)
     if base.macs and cand.macs:
         parts.append(f"needs {base.macs / cand.macs:.2f}x fewer multiply-adds")
-    if base.test_accuracy is not None and cand.test_accuracy is not None:
-        a_base, a_cand = base.test_accuracy, cand.test_accuracy
-        _, low, high = accuracy_difference(a_base, a_cand)
-        if high < 0:
-            accuracy = f"is less accurate ({a_cand:.2%} vs {a_base:.2%})"
-        elif low > 0:
-            accuracy = f"is more accurate ({a_cand:.2%} vs {a_base:.2%})"
-        else:
-            accuracy = f"is as accurate within noise ({a_cand:.2%} vs {a_base:.2%})"
-        parts.append(accuracy)
+    if (gap := accuracy_gap(base, cand)) is not None:
+        a_cand, a_base, verdict = gap
+        said = {Verdict.HOLDS: "is more accurate", Verdict.DOES_NOT: "is less accurate"}
+        parts.append(
+            f"{said.get(verdict, 'is as accurate within noise')} ({a_cand:.2%} vs {a_base:.2%})"
+        )
     if not parts:
         return ""
+    if not served:  # no speed figure to name the candidate: name it here
+        parts[0] = f"{cand.name} {parts[0]}"
+    failed = [s for s in record.failed_steps if s.target.variant in (base.name, cand.name)]
     text = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+    if failed:
+        text += f" ({len(failed)} step(s) of these two failed: see the report)"
     return f"Bottom line: {text}."

@@ -242,6 +242,7 @@ def write_steps_csv(record: RunRecord, path: Path) -> None:
     header = [
         "model",
         "runtime",
+        "protocol",
         "concurrency",
         "repeat",
         "requests",
@@ -263,6 +264,7 @@ def write_steps_csv(record: RunRecord, path: Path) -> None:
                 [
                     s.model,
                     s.runtime,
+                    str(s.protocol),
                     s.concurrency,
                     s.repeat,
                     s.requests,

@@ -1,10 +1,12 @@
 """The report's tables, as (header, rows) of text in display order: the claims, the speedups,
-the open loop, latency and throughput, where the time goes, the variants and runtimes, drift,
-the previous run, and the machine. :mod:`loadtests.report` writes them as Markdown and HTML.
+the open loop (:mod:`loadtests.openloop_tables`), latency and throughput, where the time goes,
+the variants and runtimes, drift, the previous run, and the machine. :mod:`loadtests.report`
+writes them as Markdown and HTML.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,8 @@ import numpy as np
 from loadtests import history
 from loadtests.analysis import DRIFT, Levels, RunComparison, Speedup, drift
 from loadtests.claims import Claim
-from loadtests.openloop_results import OpenLoopRecord, RatePoint
+from loadtests.openloop_results import OpenLoopRecord
+from loadtests.openloop_tables import openloop_tables
 from loadtests.results import Failure, Percentiles, RunRecord
 
 Table = tuple[list[str], list[list[str]]]
@@ -60,91 +63,6 @@ def previous_tables(comparison: RunComparison) -> Previous:
     return Previous(tables, comparison.speedup_lines(), name, Path(comparison.before.folder))
 
 
-def openloop_summary(record: OpenLoopRecord) -> Table:
-    """Per model: its highest rate under the SLO (">=" when it met every rate tried), the ratio
-    to the first model, its latency there, and where the search stopped."""
-    from loadtests.claims import rate_figure
-
-    base = record.models[0]
-    header = [
-        "model",
-        "max rate under SLO (req/s)",
-        f"vs {base}",
-        "p50 ms there",
-        "p99 ms there",
-        "generator lag p99 ms",
-        "search stopped at",
-    ]
-    rows = []
-    for model in record.models:
-        point = record.at_max_rate(model)
-        missed = [p for p in record.points if p.model == model and not p.met]
-        stop = "every rate tried met"
-        if missed:
-            first = min(missed, key=lambda p: p.rate)
-            stop = f"{first.rate:,g} req/s: {first.verdict}"
-        if model == base:
-            ratio = "baseline"
-        elif record.open_ended(model) and record.open_ended(base):
-            ratio = "not separated"
-        else:
-            ratio = f"{record.ratio_to(model, base):.2f}x"
-        rows.append(
-            [
-                model,
-                rate_figure(record, model),
-                ratio,
-                f"{point.latency_ms.p50:.2f}" if point else "-",
-                f"{point.latency_ms.p99:.2f}" if point else "-",
-                f"{point.lag_p99_ms:.2f}" if point else "-",
-                stop,
-            ]
-        )
-    return header, rows
-
-
-def openloop_runs(record: OpenLoopRecord) -> Table:
-    """Every run of the sweep and the search, in the order made, with LoadGen's verdict."""
-    header = [
-        "model",
-        "rate",
-        "answered 200",
-        "goodput/s",
-        *[f"{q} ms" for q in Percentiles.labels()],
-        f"SLO p{record.slo.percentile:g} ms",
-        "verdict",
-        "over the bound",
-        "generator lag p99 ms",
-        "runs",
-        "LoadGen summary",
-    ]
-    rows = [
-        [
-            p.model,
-            f"{p.rate:,.1f}",
-            f"{p.ok}/{p.requests}",
-            f"{p.goodput_rps:,.1f}",
-            *[f"{v:.2f}" for v in p.latency_ms.values()],
-            f"{p.slo_ms:.2f}",
-            p.verdict,
-            f"{p.loadgen.overlatency}" if p.loadgen else "-",
-            f"{p.lag_p99_ms:.2f}",
-            "1" if p.runs == 1 else f"{p.runs} (first {first_verdict(p)})",
-            p.loadgen.summary if p.loadgen else "-",
-        ]
-        for p in record.points
-    ]
-    return header, rows
-
-
-def first_verdict(point: RatePoint) -> str:
-    """LoadGen's verdict on the first of two runs at a rate."""
-    first = point.first
-    if first is None:
-        return "not VALID"
-    return f"needs {first.needs_more or 0:,} more" if first.undecided else "INVALID"
-
-
 def failure_lines(record: RunRecord) -> list[str]:
     """For the top of the report: each step without a single successful request, and why."""
     return [
@@ -176,21 +94,6 @@ def failure_table(record: RunRecord) -> Table | None:
         return None
     header = ["model", "clients", "repeat", "errors", "failed", "status", "count", "first message"]
     return header, rows
-
-
-def openloop_tables(openloop: OpenLoopRecord) -> dict[str, Table]:
-    """The open-loop sweep's tables: the highest rate under the SLO per model, every run."""
-    judge = openloop.generator or "the asyncio generator"
-    best = (
-        f"Open loop: the highest Poisson arrival rate within {openloop.slo} ({judge}; VALID "
-        "needs the percentile within the bound and LoadGen's early stopping passed; latency "
-        "from the scheduled send time, failures count as over the bound; bisection)"
-    )
-    every = (
-        f"Open loop: every run (at least {openloop.seconds_per_run:g} s and "
-        f"{openloop.min_requests:,} requests each, after {openloop.warmup_s:g} s of warm-up)"
-    )
-    return {best: openloop_summary(openloop), every: openloop_runs(openloop)}
 
 
 def tables(
@@ -328,7 +231,7 @@ def closed_loop_tables(record: RunRecord, levels: Levels) -> dict[str, Table]:
                     f"{np.mean(lv.throughput):,.0f}",
                     *(latency if len(lv.latency) else ["failed"] * len(latency)),
                     f"{lv.errors}/{lv.requests}",
-                    f"{lv.accuracy:.2%}" if len(lv.latency) else "-",
+                    _figure(lv.accuracy, ".2%") if len(lv.latency) else "-",
                     _percent(served.test_accuracy if served else None),
                     f"{lv.generator_busy:.0%}",
                 ]
@@ -346,16 +249,16 @@ def closed_loop_tables(record: RunRecord, levels: Levels) -> dict[str, Table]:
             if not len(lv.latency):
                 continue  # failed: no time to split
             p50 = lv.percentiles.p50
-            rest = p50 - lv.model_ms - lv.queue_ms
+            rest = p50 - lv.model_ms - lv.queue_ms  # NaN without Server-Timing: shown "-"
             rows.append(
                 [
                     str(c),
                     str(v),
                     f"{p50:.3f}",
-                    f"{lv.model_ms:.3f}",
-                    f"{lv.queue_ms:.3f}",
-                    f"{rest:.3f}",
-                    f"{lv.model_ms / p50:.0%}",
+                    _figure(lv.model_ms, ".3f"),
+                    _figure(lv.queue_ms, ".3f"),
+                    _figure(rest, ".3f"),
+                    _figure(lv.model_ms / p50, ".0%"),
                 ]
             )
     out["Where the time goes (medians, ms): client vs server"] = (
@@ -397,3 +300,8 @@ def load_line(record: RunRecord, openloop: OpenLoopRecord | None) -> str:
 
 def _percent(value: float | None) -> str:
     return f"{value:.2%}" if value is not None else "-"
+
+
+def _figure(value: float, spec: str) -> str:
+    """``value`` formatted with ``spec``, or "-" when it is not a number (not measured)."""
+    return "-" if math.isnan(value) else format(value, spec)

@@ -12,6 +12,7 @@ It is saved as ``tuned-comparison.json``; :mod:`loadtests.report` adds it to the
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,19 +96,21 @@ class TunedComparison:
 
 
 def closed_standings(record: RunRecord) -> dict[str, list[str]]:
-    """Per closed-loop measure, the models best first (means over repeats)."""
+    """Per closed-loop measure, the targets (model, and protocol when several) best first:
+    throughput by its mean over repeats (a failed one counts 0), p50 by its mean over the
+    repeats that served (a target that never did comes last)."""
     out = {}
     levels = sorted({s.concurrency for s in record.steps})
     for level in levels:
         steps = [s for s in record.steps if s.concurrency == level]
-        models = list(dict.fromkeys(s.model for s in steps))
-        rps = {m: statistics.fmean(s.throughput_rps for s in steps if s.model == m) for m in models}
-        out[f"throughput at {level} client(s)"] = sorted(models, key=lambda m: -rps[m])
+        targets = list(dict.fromkeys(str(s.target) for s in steps))
+        mine = {t: [s for s in steps if str(s.target) == t] for t in targets}
+        rps = {t: statistics.fmean(s.throughput_rps for s in mine[t]) for t in targets}
+        out[f"throughput at {level} client(s)"] = sorted(targets, key=lambda t: -rps[t])
         if level == levels[0]:
-            p50 = {
-                m: statistics.fmean(s.latency_ms.p50 for s in steps if s.model == m) for m in models
-            }
-            out[f"p50 at {level} client(s)"] = sorted(models, key=lambda m: p50[m])
+            served = {t: [s.latency_ms.p50 for s in mine[t] if not s.failed] for t in targets}
+            p50 = {t: statistics.fmean(v) if v else math.inf for t, v in served.items()}
+            out[f"p50 at {level} client(s)"] = sorted(targets, key=lambda t: p50[t])
     return out
 
 

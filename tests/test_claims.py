@@ -4,15 +4,17 @@ that follows the interval."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
 from loadtests.analysis import Axis, Speedup
 from loadtests.claims import Claim, Kind, Verdict, accuracy_difference, bottom_line, claims
 from loadtests.labels import Label
+from loadtests.openloop_results import OpenLoopRecord
 from loadtests.results import LoadPlan, RunRecord, ServedVariant
 from loadtests.stats import Interval
-from tests.helpers import run_record
+from tests.helpers import run_record, step_result
 from training.seeds import SeedSummary, summarize
 
 
@@ -214,3 +216,85 @@ def test_a_rate_loadgen_could_not_decide_gives_no_verdict() -> None:
     (claim,) = by_kind(claims(record(0.99, 0.99), [], openloop))[Kind.RATE]
     assert claim.verdict is Verdict.NEEDS_MORE
     assert "depthwise at 800 req/s undecided: needs 159 more requests" in claim.measured
+
+
+def searched(rates: dict[str, tuple[list[float], list[float]]]) -> OpenLoopRecord:
+    """An open-loop search: per model, the rates that met the SLO and those that missed it."""
+    from loadtests.openloop_results import RatePoint, Slo
+    from loadtests.results import Percentiles
+
+    latency = Percentiles(1, 2, 3, 4, 5)
+    points = [
+        RatePoint(model, rate, 10, 10, rate, latency, 4 if ok else math.inf, ok, 0.1)
+        for model, (met, missed) in rates.items()
+        for ok, group in ((True, met), (False, missed))
+        for rate in group
+    ]
+    best = {model: max(met, default=0.0) for model, (met, _) in rates.items()}
+    return OpenLoopRecord(Slo(99, 20), 2, [400, 800, 1600], list(rates), best, points)
+
+
+def test_a_rate_ratio_is_a_bound_or_says_why_there_is_none() -> None:
+    """Never "nanx": a baseline that met no rate is named, both failing is said, and a ratio
+    against a model that met every rate tried is an upper bound ("<="), in the claim and in
+    the bottom line alike."""
+    plan = LoadPlan(runtimes=("onnx",))
+    data = run_record(plan, record(0.99, 0.99).variants)
+
+    def said(rates: dict[str, tuple[list[float], list[float]]]) -> tuple[str, str]:
+        openloop = searched(rates)
+        (claim,) = by_kind(claims(data, [], openloop))[Kind.RATE]
+        return claim.measured, bottom_line(data, [], openloop)
+
+    measured, line = said({"original@onnx": ([], [400]), "depthwise@onnx": ([400, 800], [1600])})
+    assert "800 vs 0 req/s of original@onnx (baseline met none)" in measured
+    assert "depthwise@onnx sustains 800 req/s within p99 <= 20 ms, where original@onnx met" in line
+    measured, line = said({"original@onnx": ([], [400]), "depthwise@onnx": ([], [400])})
+    assert "(neither met the SLO)" in measured
+    assert "neither depthwise@onnx nor original@onnx met p99 <= 20 ms at the lowest" in line
+    measured, line = said({"original@onnx": ([400, 800], []), "depthwise@onnx": ([400], [800])})
+    assert "400 vs >= 800 req/s of original@onnx (<= 0.50x)" in measured
+    assert "sustains <= 0.50x the arrival rate" in line
+    measured, line = said({"original@onnx": ([400], [800]), "depthwise@onnx": ([400, 800], [])})
+    assert "(>= 2.00x)" in measured and "sustains >= 2.00x the arrival rate" in line
+    assert all("nan" not in text for text in (measured, line))
+
+
+def test_the_open_loop_summary_compares_within_each_runtime() -> None:
+    """Each model against the first variant on its own runtime, as the claims do (it once
+    set every model against the first model searched, whatever its runtime)."""
+    from loadtests.openloop_tables import openloop_summary
+
+    openloop = searched(
+        {
+            "original@onnx": ([400], [800]),
+            "depthwise@onnx": ([400, 800], [1600]),
+            "original@savedmodel": ([400, 800], [1600]),
+            "depthwise@savedmodel": ([400], [800]),
+        }
+    )
+    header, rows = openloop_summary(openloop)
+    ratio = {row[0]: row[header.index("vs the first variant, same runtime")] for row in rows}
+    assert ratio == {
+        "original@onnx": "baseline",
+        "depthwise@onnx": "2.00x",
+        "original@savedmodel": "baseline",
+        "depthwise@savedmodel": "0.50x",
+    }
+
+
+def test_the_bottom_line_agrees_with_the_seed_claim_and_names_the_other_comparisons() -> None:
+    """Over seeds the accuracy claim is within noise: the bottom line does not call the
+    candidate more accurate on the exported models' single figures; several comparisons at
+    the top load are counted, not hidden; a run without a speed figure names its subject."""
+    base = summarize([1, 2, 3], [0.9890, 0.9925, 0.9905], [[41.0], [40.0], [42.0]])
+    cand = summarize([1, 2, 3], [0.9925, 0.9895, 0.9910], [[21.0], [20.0], [22.0]])
+    data = record(0.9890, 0.9925, (base, cand))
+    (claim,) = by_kind(claims(data, []))[Kind.ACCURACY]
+    assert claim.verdict is Verdict.WITHIN_NOISE
+    line = bottom_line(data, [speedup(32, 1.4, 1.6), speedup(32, 0.1, 0.2), speedup(1, 1, 2)])
+    assert f"is as accurate within noise ({cand.mean:.2%} vs {base.mean:.2%})" in line
+    assert "1 other comparison(s) at that load, 0.15x-1.50x in all" in line
+    assert bottom_line(data, []).startswith("Bottom line: depthwise needs 5.76x fewer")
+    failed = replace(data, steps=[step_result("depthwise", 32, 0, 0.0, errors=100)])
+    assert bottom_line(failed, []).endswith("(1 step(s) of these two failed: see the report).")

@@ -164,6 +164,36 @@ def write_recorded_set(
 
 
 @pytest.mark.slow
+def test_a_failed_repeat_leaves_the_levels_figures_to_the_others(tmp_path: Path) -> None:
+    """One repeat of a level served nothing: the level's accuracy and server times are the
+    means of the repeats that served (they were NaN), and the report prints no "nan"."""
+    import re
+    from dataclasses import replace
+
+    write_recorded_set(tmp_path, np.random.default_rng(3))
+    record = RunRecord.load(tmp_path)
+    first = record.steps[0]
+    with np.load(tmp_path / first.samples) as data:
+        arrays = dict(data)
+    arrays["ok"] = np.zeros_like(arrays["ok"])
+    np.savez(tmp_path / first.samples, **arrays)
+    nan = math.nan
+    failed = replace(
+        first,
+        errors=first.requests,
+        accuracy=nan,
+        server_queue_ms_p50=nan,
+        server_model_ms_p50=nan,
+    )
+    replace(record, steps=[failed, *record.steps[1:]]).save(tmp_path)
+    _, levels = load_levels(tmp_path)
+    level = levels[(first.target, first.concurrency)]
+    assert level.failed == 1
+    assert all(math.isfinite(v) for v in (level.accuracy, level.queue_ms, level.model_ms))
+    assert not re.search(r"\bnan\b", build_report(tmp_path).markdown.read_text())
+
+
+@pytest.mark.slow
 def test_report_maths_match_numpy(tmp_path: Path) -> None:
     samples = write_recorded_set(tmp_path, np.random.default_rng(7))
     record, levels = load_levels(tmp_path)
@@ -222,6 +252,8 @@ def test_report_maths_match_numpy(tmp_path: Path) -> None:
     # One row per comparison and level (2 variant pairs + 2 runtime pairs, at 2 levels).
     _, rows = written.comparisons
     assert len(rows) == 8 and (tmp_path / "steps.csv").read_text().count("\n") == 25
+    header, first = (tmp_path / "steps.csv").read_text().splitlines()[:2]
+    assert first.split(",")[header.split(",").index("protocol")] == "native"  # several: apart
     assert {row[-1] for row in rows} <= {"faster", "slower", "equivalent", "inconclusive"}
     text = report_md.read_text()
     assert "## The answer" in text and "## Comparisons" in text
