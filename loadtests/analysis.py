@@ -203,7 +203,8 @@ def drift(levels: Levels) -> list[Drift]:
         if len(lv.throughput) < 2 or median <= 0:  # one repeat, or mostly failed: no drift
             continue
         flagged = [i + 1 for i, t in enumerate(lv.throughput) if abs(t / median - 1) > DRIFT]
-        spread = max(lv.throughput) / min(lv.throughput) - 1 if min(lv.throughput) > 0 else 0.0
+        # A failed repeat (0 req/s) among served ones: the spread is unbounded.
+        spread = max(lv.throughput) / min(lv.throughput) - 1 if min(lv.throughput) > 0 else math.inf
         out.append(Drift(target, level, spread, flagged))
     return out
 

@@ -72,6 +72,14 @@ class ModelCost:
     rate_detail: str  # the SLO, or the level of the closed-loop peak
     usd_per_million: float | None  # None: no price, or no rate
     joules_per_inference: float | None  # None: no power figure, or no rate
+    # The model met every rate the search tried: its rate is a lower bound, its cost and
+    # energy per inference upper bounds (shown ">=" and "<=").
+    open_ended: bool = False
+
+    @property
+    def bound(self) -> tuple[str, str]:
+        """The prefixes of the rate and of the cost figures: (">= ", "<= ") or ("", "")."""
+        return (">= ", "<= ") if self.open_ended else ("", "")
 
 
 @dataclass
@@ -143,13 +151,20 @@ def joules_per_inference(watts: float, rate_per_s: float) -> float:
 
 def model_rates(
     closed: RunRecord | None, openloop: OpenLoopRecord | None
-) -> list[tuple[str, float, RateSource, str]]:
-    """(model, rate, source, detail) per model: the open-loop search's highest rate within the
-    SLO when there was one, else the closed-loop peak (the highest mean over repeats of a
-    level's throughput)."""
+) -> list[tuple[str, float, RateSource, str, bool]]:
+    """(model, rate, source, detail, open-ended) per model: the open-loop search's highest
+    rate within the SLO when there was one (open-ended when it met every rate tried: a lower
+    bound), else the closed-loop peak (the highest mean over repeats of a level's
+    throughput)."""
     if openloop is not None:
         return [
-            (model, openloop.max_rate.get(model, 0.0), RateSource.SLO, str(openloop.slo))
+            (
+                model,
+                openloop.max_rate.get(model, 0.0),
+                RateSource.SLO,
+                str(openloop.slo),
+                openloop.max_rate.get(model, 0.0) > 0 and openloop.open_ended(model),
+            )
             for model in openloop.models
         ]
     if closed is None:
@@ -161,7 +176,8 @@ def model_rates(
     out = []
     for target, levels in per_level.items():
         level, values = max(levels.items(), key=lambda item: float(np.mean(item[1])))
-        out.append((target, float(np.mean(values)), RateSource.CLOSED_PEAK, f"at {level} clients"))
+        peak = float(np.mean(values))
+        out.append((target, peak, RateSource.CLOSED_PEAK, f"at {level} clients", False))
     return out
 
 
@@ -187,7 +203,7 @@ def build(
         watts, source = None, WattsSource.NONE
         note = power_problem or "no power reading: give --watts"
     models = []
-    for model, rate, rate_source, detail in model_rates(closed, openloop):
+    for model, rate, rate_source, detail, open_ended in model_rates(closed, openloop):
         price = pricing.price_per_hour
         models.append(
             ModelCost(
@@ -197,6 +213,7 @@ def build(
                 detail,
                 usd_per_million(price, rate) if price is not None and rate > 0 else None,
                 joules_per_inference(watts, rate) if watts is not None and rate > 0 else None,
+                open_ended,
             )
         )
     return CostRecord(pricing.price_per_hour, watts, source, reading, note, models)
@@ -214,10 +231,13 @@ def cost_table(record: CostRecord) -> tuple[str, tuple[list[str], list[list[str]
     rows = [
         [
             m.model,
-            f"{m.rate_per_s:,.0f}",
-            f"{m.rate_source} {m.rate_detail}",
-            f"${m.usd_per_million:.4g}" if m.usd_per_million is not None else "-",
-            f"{m.joules_per_inference:.3g}" if m.joules_per_inference is not None else "-",
+            f"{m.bound[0]}{m.rate_per_s:,.0f}",
+            f"{m.rate_source} {m.rate_detail}"
+            + (" (it met every rate tried: a lower bound)" if m.open_ended else ""),
+            f"{m.bound[1]}${m.usd_per_million:.4g}" if m.usd_per_million is not None else "-",
+            f"{m.bound[1]}{m.joules_per_inference:.3g}"
+            if m.joules_per_inference is not None
+            else "-",
         ]
         for m in record.models
     ]
@@ -239,9 +259,9 @@ def bottom_line(record: CostRecord) -> str:
     )
     parts = []
     if priced:
-        each = ", ".join(f"{m.model} ${m.usd_per_million:.3g}" for m in priced)
+        each = ", ".join(f"{m.model} {m.bound[1]}${m.usd_per_million:.3g}" for m in priced)
         parts.append(f"a million inferences cost {each} (at {record.price_note})")
     if powered:
-        each = ", ".join(f"{m.model} {m.joules_per_inference:.3g} J" for m in powered)
+        each = ", ".join(f"{m.model} {m.bound[1]}{m.joules_per_inference:.3g} J" for m in powered)
         parts.append(f"an inference takes {each} (at {record.watts_short})")
     return f"Cost {where}: " + "; ".join(parts) + "."

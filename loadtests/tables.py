@@ -172,7 +172,7 @@ def tables(
                 [
                     str(d.target),
                     str(d.level),
-                    f"{d.spread:.0%}",
+                    "a repeat failed" if math.isinf(d.spread) else f"{d.spread:.0%}",
                     ", ".join(map(str, d.flagged)) or "-",
                 ]
                 for d in drift(levels)

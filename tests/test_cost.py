@@ -63,6 +63,23 @@ def test_cost_at_the_highest_rate_within_the_slo() -> None:
     assert "depthwise 0.05 J (at 40 W, from --watts)" in line
 
 
+def test_a_model_that_met_every_rate_tried_has_bounds_not_figures() -> None:
+    """Its rate is a lower bound (the search's top), so its cost and energy per inference
+    are upper bounds: shown ">=" and "<=" in the table and the bottom line."""
+    record = searched()
+    record.points = [p for p in record.points if not (p.model == "depthwise" and p.rate > 800)]
+    found = cost.build(Pricing(price_per_hour=0.36, watts=40), None, record)
+    rows = {m.model: m for m in found.models}
+    assert rows["depthwise"].open_ended and not rows["original"].open_ended
+    assert not rows["resnet"].open_ended  # met no rate: no bound either
+    _, (_, table) = cost.cost_table(found)
+    depthwise = next(row for row in table if row[0] == "depthwise")
+    assert depthwise[1] == ">= 800" and depthwise[3] == "<= $0.125" and depthwise[4] == "<= 0.05"
+    assert "a lower bound" in depthwise[2]
+    line = cost.bottom_line(found)
+    assert "original $0.25, depthwise <= $0.125" in line and "depthwise <= 0.05 J" in line
+
+
 def test_without_an_open_loop_the_closed_loop_peak_is_used_and_said() -> None:
     found = cost.build(Pricing(price_per_hour=3.6), closed_run(), None, None, power.NO_RAPL)
     (row,) = found.models
@@ -169,10 +186,11 @@ def test_a_session_writes_the_cost_and_an_open_loop_report_shows_it(
 
     text = build_report(tmp_path / "run").markdown.read_text()
     line = "Cost at each model's highest rate within p99 <= 20 ms: a million inferences cost"
-    assert f"{line} original $1, depthwise $1 (at $0.72/h, from --price-per-hour)" in text
+    # Both met every rate tried (100 and 200/s): their costs are upper bounds.
+    assert f"{line} original <= $1, depthwise <= $1 (at $0.72/h, from --price-per-hour)" in text
     assert (
-        "| original | 200 | highest rate within the SLO (open loop) p99 <= 20 ms | $1 | 0.1 |"
-        in text
+        "| original | >= 200 | highest rate within the SLO (open loop) p99 <= 20 ms (it met "
+        "every rate tried: a lower bound) | <= $1 | <= 0.1 |" in text
     )
 
 

@@ -574,3 +574,5 @@ def test_drift_flags_a_repeat_off_its_siblings() -> None:
     assert line is not None and "b at 8 clients (repeat 3)" in line and "--repeats" in line
     failed = {**steady, (b, 8): level(b, [0.0, 0.0, 95.0])}  # a target that failed mostly
     assert [d.target for d in drift(failed)] == [a]  # no drift to speak of (it once divided by 0)
+    one_failed = {(b, 8): level(b, [100.0, 0.0, 104.0])}  # a spread without bound, not 0 %
+    assert math.isinf(drift(one_failed)[0].spread) and drift(one_failed)[0].flagged == [2]
