@@ -133,13 +133,13 @@ def tables(
         [
             [
                 e.name,
-                str(e.version),
-                f"{e.parameters or 0:,}",
-                f"{e.macs or 0:,}",
+                _known(e.version),
+                _known(e.parameters, ","),
+                _known(e.macs, ","),
                 _percent(e.test_accuracy),
-                f"{(e.savedmodel_bytes or 0) / 1e6:.2f} MB",
-                str(e.epochs),
-                str(e.device),
+                _known(e.savedmodel_bytes and e.savedmodel_bytes / 1e6, ".2f", " MB"),
+                _known(e.epochs),
+                _known(e.device),
             ]
             for e in record.variants
         ],
@@ -300,6 +300,12 @@ def load_line(record: RunRecord, openloop: OpenLoopRecord | None) -> str:
 
 def _percent(value: float | None) -> str:
     return f"{value:.2%}" if value is not None else "-"
+
+
+def _known(value: object, spec: str = "", unit: str = "") -> str:
+    """A figure the server may not have given (another server's, or an older model's): "-"
+    when it did not, never "0" or "None"."""
+    return "-" if value is None else f"{format(value, spec)}{unit}"
 
 
 def _figure(value: float, spec: str) -> str:

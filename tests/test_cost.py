@@ -186,6 +186,8 @@ def test_a_session_writes_the_cost_and_an_open_loop_report_shows_it(
 
     text = build_report(tmp_path / "run").markdown.read_text()
     line = "Cost at each model's highest rate within p99 <= 20 ms: a million inferences cost"
+    # Only the names are known: the training figures read "-", never "0" or "None".
+    assert "| original | - | - | - | - | - | - | - |" in text
     # Both met every rate tried (100 and 200/s): their costs are upper bounds.
     assert f"{line} original <= $1, depthwise <= $1 (at $0.72/h, from --price-per-hour)" in text
     assert (
