@@ -53,6 +53,34 @@ def test_bad_option_value_exits_2() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--learning-rate", "0"], "must be > 0"),
+        (["--learning-rate", "nan"], "must be > 0"),
+        (["--seeds", ","], "--seeds names no seed"),
+        (["--seed", "-1"], "greater than or equal to 0"),
+        (["--seeds", "1,-1"], "--seeds must be between 0 and 4294967295"),
+    ],
+)
+def test_train_refuses_what_training_would_refuse_before_it_starts(
+    args: list[str], said: str, tmp_path: Path
+) -> None:
+    """Each once passed the command line and raised a traceback in training (a bad seed after
+    a whole seed's training and export)."""
+    result = runner.invoke(app, ["train", *args, "--models", str(tmp_path / "m")])
+    assert result.exit_code == 2 and said in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_demo_checks_its_load_test_options_before_training(tmp_path: Path) -> None:
+    """A bad level once surfaced as a traceback after minutes of training."""
+    models = tmp_path / "m"
+    result = runner.invoke(app, ["demo", "--models", str(models), "--concurrency", "0"])
+    assert result.exit_code == 2 and "concurrency levels must be >= 1" in result.output
+    assert not models.exists()
+
+
 def test_variants_json_lists_the_catalogue() -> None:
     result = runner.invoke(app, ["variants", "--json"])
     assert result.exit_code == 0
@@ -91,3 +119,24 @@ def test_serve_on_a_missing_gpu_exits_2(models_dir: Path) -> None:
     result = runner.invoke(app, ["serve", "--models", str(models_dir), "--device", "gpu"])
     assert result.exit_code == 2
     assert "sees no GPU" in result.output
+
+
+def test_train_exits_1_when_a_conversion_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training done, one conversion failed (recorded in the metadata, the SavedModel
+    published): the command says which and exits 1, as ``export`` does; it exited 0."""
+    from types import SimpleNamespace
+
+    from mnist_serve.cli import models
+    from modelrepo.metadata import FailedConversion
+
+    # What the command reads of a trained variant: its name and its runtimes' entries.
+    runtimes = {"onnx": object(), "openvino": FailedConversion(error="boom")}
+    done = [SimpleNamespace(metadata=SimpleNamespace(variant="depthwise", runtimes=runtimes))]
+    monkeypatch.setattr(models, "train_variants", lambda *args, **kwargs: done)
+    result = runner.invoke(app, ["train", "depthwise", "--models", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "1 conversion(s) failed: depthwise@openvino" in result.output
+    monkeypatch.setattr(models, "train_variants", lambda *args, **kwargs: done[:0])
+    assert runner.invoke(app, ["train", "depthwise", "--models", str(tmp_path)]).exit_code == 0

@@ -72,6 +72,13 @@ def test_a_conversion_that_disagrees_is_an_error_and_leaves_nothing(
         convert(version, "litert", wrong)
     assert not (target / "model.tflite").exists()
     assert not list(target.glob("*.staging"))
+    # Answers of another shape (a comparison that raises, not one that disagrees): an error
+    # of this runtime too, not an exception that once discarded the whole trained model.
+    shaped = type(check)(check.images, check.labels, check.probabilities[:, :9])
+    with pytest.raises(ConversionError, match="litert: the converted model does not run"):
+        convert(version, "litert", shaped)
+    assert not (target / "model.tflite").exists()
+    assert not list(target.glob("*.staging"))
 
 
 @pytest.mark.slow

@@ -171,9 +171,13 @@ def _check(runtime: str, artifact: Path, check: Reference) -> tuple[float, float
         loaded = load_runtime(runtime, artifact, LoadOptions(threads=1))
     except RuntimeLoadError as err:
         raise ConversionError(runtime, f"the converted model does not load: {err}") from err
-    probabilities = run_batches(loaded, check.images)
-    diff = float(np.abs(probabilities - check.probabilities).max())
-    accuracy = float((probabilities.argmax(axis=1) == check.labels).mean())
+    try:  # a runtime error while running it, or answers of another shape, fail this runtime
+        probabilities = run_batches(loaded, check.images)
+        diff = float(np.abs(probabilities - check.probabilities).max())
+        accuracy = float((probabilities.argmax(axis=1) == check.labels).mean())
+        batch1_ms = round(median_call_ms(loaded, check.images[:1]), 4)
+    except Exception as err:
+        raise ConversionError(runtime, f"the converted model does not run: {_short(err)}") from err
     if not diff <= MAX_ABS_DIFF:  # also catches NaN
         raise ConversionError(
             runtime, f"answers differ from the SavedModel's by up to {diff:.3g} (> {MAX_ABS_DIFF})"
@@ -183,7 +187,7 @@ def _check(runtime: str, artifact: Path, check: Reference) -> tuple[float, float
             runtime,
             f"test accuracy {accuracy:.4%} differs from the SavedModel's {check.accuracy:.4%}",
         )
-    return diff, accuracy, round(median_call_ms(loaded, check.images[:1]), 4)
+    return diff, accuracy, batch1_ms
 
 
 def convert_all(

@@ -17,12 +17,13 @@ import keras
 from modelrepo.contract import CLASSES
 from training.catalog import Variant
 from training.data import Mnist, to_model_input
-
-DEFAULT_EPOCHS = 12
-DEFAULT_BATCH_SIZE = 128
-DEFAULT_LEARNING_RATE = 1.0
-DEFAULT_RHO = 0.95
-DEFAULT_SEED = 1337
+from training.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_RHO,
+    DEFAULT_SEED,
+)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ def demo(
     """
     from loadtests import session
     from loadtests.cost import Pricing
+    from loadtests.results import LoadPlan
     from modelrepo.layout import ModelRepository
 
     check_data_path(data)
@@ -90,6 +91,25 @@ def demo(
         if rates.strip().lower() == "none"
         else parse_sweep(rates, slo, session.DEMO_OPEN_LOOP_S, min_requests, ceiling)
     )
+    given = parse_runtimes(runtimes) if runtimes is not None else None
+
+    def plan_on(chosen: tuple[str, ...]) -> LoadPlan:
+        """The closed-loop plan; BadParameter (exit 2) for a bad option."""
+        try:
+            return session.demo_plan(
+                catalog.SEED_VARIANTS,
+                chosen,
+                csv(concurrency, int),
+                seconds(duration),
+                repeats,
+                str(data) if data else "",
+                percent(precision),
+                seconds(budget),
+            )
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
+
+    plan_on(given or ("savedmodel",))  # every option checked before minutes of training
     repository = ModelRepository(models)
     missing = [name for name in catalog.SEED_VARIANTS if not repository.versions(name)]
     if missing:
@@ -101,22 +121,9 @@ def demo(
         console.print(
             f"[bold]1/2[/] using the models already in {models}/ (delete them to retrain)"
         )
-    chosen = (
-        parse_runtimes(runtimes)
-        if runtimes is not None
-        else session.demo_runtimes(repository, catalog.SEED_VARIANTS[-1])
-    )
+    chosen = given or session.demo_runtimes(repository, catalog.SEED_VARIANTS[-1])
     console.print(
         f"[bold]2/2[/] serving both on {' and '.join(chosen)}, load-testing under identical load"
     )
-    plan = session.demo_plan(
-        catalog.SEED_VARIANTS,
-        chosen,
-        csv(concurrency, int),
-        seconds(duration),
-        repeats,
-        str(data) if data else "",
-        percent(precision),
-        seconds(budget),
-    )
+    plan = plan_on(chosen)
     run_load_test(plan, out or default_out("demo"), None, models, sweep=sweep, pricing=pricing)

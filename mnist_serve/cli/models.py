@@ -21,10 +21,20 @@ from mnist_serve.cli.options import (
     parse_runtimes,
 )
 from modelrepo.layout import CONVERTED_RUNTIMES
+from modelrepo.metadata import FailedConversion
 from training import catalog
+from training.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_RHO,
+    DEFAULT_SEED,
+    MAX_SEED,
+)
 
 if TYPE_CHECKING:
     from training.data import Mnist
+    from training.pipeline import Trained
     from training.train import TrainConfig
 
 
@@ -48,14 +58,23 @@ def train_variants(
     models: Path,
     runtimes: tuple[str, ...] = CONVERTED_RUNTIMES,
     extra_seeds: tuple[int, ...] = (),
-) -> None:
-    """Load MNIST (exit 2 on a bad source), train and export ``names``, print their figures."""
+) -> list[Trained]:
+    """Load MNIST (exit 2 on a bad source), train and export ``names``, print their figures;
+    what was trained (a failed conversion is recorded in its metadata, not raised)."""
     from training.pipeline import figures_table, train_and_export
 
     mnist = load_data(data)
     console.print(f"training {names}; converting to {', '.join(runtimes) or 'no other runtime'}")
     trained = train_and_export(names, mnist, config, models, console, runtimes, extra_seeds)
     console.print(figures_table(trained))
+    return trained
+
+
+def positive(value: float) -> float:
+    """A value that must be above 0 (typer's ``min`` includes it)."""
+    if not value > 0:
+        raise typer.BadParameter(f"must be > 0, got {value}")
+    return value
 
 
 def list_variants(
@@ -96,18 +115,24 @@ def train(
             "padding, pooling, or 'all')."
         ),
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 12,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 128,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = DEFAULT_EPOCHS,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = DEFAULT_BATCH_SIZE,
     learning_rate: Annotated[
-        float, typer.Option(min=0.0, help="Adadelta learning rate (the reference used 1.0).")
-    ] = 1.0,
-    rho: Annotated[float, typer.Option(min=0.0, max=1.0, help="Adadelta rho.")] = 0.95,
+        float,
+        typer.Option(
+            callback=positive, help="Adadelta learning rate, > 0 (the reference used 1.0)."
+        ),
+    ] = DEFAULT_LEARNING_RATE,
+    rho: Annotated[float, typer.Option(min=0.0, max=1.0, help="Adadelta rho.")] = DEFAULT_RHO,
     data: DataOption = None,
     models: ModelsOption = DEFAULT_MODELS_DIR,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Train on the first N training images only.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (Python, NumPy, TensorFlow).")] = 1337,
+    seed: Annotated[
+        int,
+        typer.Option(min=0, max=MAX_SEED, help="Random seed (Python, NumPy, TensorFlow)."),
+    ] = DEFAULT_SEED,
     seeds: Annotated[
         str,
         typer.Option(
@@ -121,7 +146,8 @@ def train(
     """Train variants on MNIST and export each as a SavedModel with its figures.
 
     Each export is also converted for the other runtimes (ONNX Runtime, LiteRT, OpenVINO), and
-    each conversion is checked against the SavedModel on the 10,000 test digits.
+    each conversion is checked against the SavedModel on the 10,000 test digits. Exits 1 if any
+    conversion failed (the SavedModels are published all the same; `export` retries).
     """
     names = list(variants or [])
     if family:
@@ -138,11 +164,24 @@ def train(
         seed_list = csv(seeds, int) if seeds else (seed,)
     except typer.BadParameter as err:
         raise typer.BadParameter(f"--seeds: {err}") from err
+    if not seed_list:
+        raise typer.BadParameter(f"--seeds names no seed: {seeds!r}")
     if len(set(seed_list)) != len(seed_list):
         raise typer.BadParameter(f"--seeds repeat: {seeds}")
+    if not all(0 <= s <= MAX_SEED for s in seed_list):  # checked before any training
+        raise typer.BadParameter(f"--seeds must be between 0 and {MAX_SEED}: {seeds}")
     config = TrainConfig(epochs, batch_size, learning_rate, rho, seed_list[0], limit)
     converted = parse_runtimes(runtimes, CONVERTED_RUNTIMES)
-    train_variants(names, data, config, models, converted, extra_seeds=seed_list[1:])
+    trained = train_variants(names, data, config, models, converted, extra_seeds=seed_list[1:])
+    failed = [
+        f"{t.metadata.variant}@{runtime}"
+        for t in trained
+        for runtime, entry in t.metadata.runtimes.items()
+        if isinstance(entry, FailedConversion)
+    ]
+    if failed:  # the SavedModels are published all the same; the command says what failed
+        console.print(f"[red]{len(failed)} conversion(s) failed:[/] {', '.join(failed)}")
+        raise typer.Exit(1)
 
 
 def export(
