@@ -220,14 +220,15 @@ def parse_threshold(text: str) -> float:
 def pick_runs(path: Path, run: str | None, against: str | None) -> tuple[history.Run, history.Run]:
     """(earlier, later): ``run`` (default the latest) and ``against`` (default the latest
     earlier run with the same plan, CPU and service options, measured the same way). KeyError
-    for an unknown reference; NothingToCompare when there is no earlier run."""
+    for an unknown reference, ValueError for an ``against`` not before ``run`` (usage errors);
+    NothingToCompare when there is no earlier run."""
     if not path.is_file() or not (stored := history.runs(path)):
         raise NothingToCompare(f"no history at {path}: run `mnist-serve loadtest` first")
     after = history.get(path, run) if run is not None else stored[-1]
     if against is not None:
         before = history.get(path, against)
         if before.id >= after.id:  # itself always passes; a later one reads the change backwards
-            raise NothingToCompare(
+            raise ValueError(
                 f"--against must name a run before run {after.id}; run {before.id} is "
                 + ("the same run" if before.id == after.id else "later")
             )

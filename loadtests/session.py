@@ -10,6 +10,7 @@ runs and is tested without Typer. The demo's policy (which runtimes, which plan)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,8 +56,10 @@ class Sweep:
         """From the command line's --rates (``100,200``), --slo (``p99=20ms``) and --ceiling
         (0: none); ValueError saying what is wrong otherwise."""
         arrival = tuple(float(part) for part in rates.split(",") if part.strip())
-        if not arrival or min(arrival) <= 0:
+        if not arrival or not all(math.isfinite(r) and r > 0 for r in arrival):
             raise ValueError("--rates must be positive numbers")
+        if not math.isfinite(ceiling) or ceiling < 0:
+            raise ValueError("--ceiling must be a number of requests/s, or 0 for none")
         return cls(arrival, Slo.parse(target), seconds, min_requests, ceiling or None)
 
 

@@ -104,6 +104,11 @@ class Supervisor:
         self.settings = settings
         self.engine = engine
         plan(settings)  # a bad setting or repository: ConfigError here, before any process
+        try:  # before the run folder: a port in use leaves nothing behind
+            self.sock = listen(settings.host, settings.port)
+        except OSError as err:  # in use, or a host that does not resolve
+            where = f"{settings.host}:{settings.port}"
+            raise ConfigError(f"cannot listen on {where}: {err.strerror or err}") from err
         self.run_dir = run_folder()
         metrics_dir = self.run_dir / "metrics"
         metrics_dir.mkdir()
@@ -111,7 +116,6 @@ class Supervisor:
         self.socket_path = str(self.run_dir / "executor.sock")
         self.context = spawn_context()
         self.shared = SharedState(self.context, settings.max_in_flight, engine.workers, MODEL_SLOTS)
-        self.sock = listen(settings.host, settings.port)
         self.processes: dict[int, BaseProcess] = {}
         self.ever_ready: set[int] = set()
         self.restarts: deque[float] = deque()

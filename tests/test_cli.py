@@ -121,6 +121,22 @@ def test_serve_on_a_missing_gpu_exits_2(models_dir: Path) -> None:
     assert "sees no GPU" in result.output
 
 
+@pytest.mark.slow
+def test_serve_on_a_port_in_use_exits_2_naming_it(models_dir: Path) -> None:
+    """Several workers: the supervisor's listen failed with a traceback (and left its run
+    folder in /tmp)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["serve", "--models", str(models_dir), "--port", str(port), "--workers", "2"]
+        result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.output
+
+
 def test_train_exits_1_when_a_conversion_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -140,3 +156,56 @@ def test_train_exits_1_when_a_conversion_failed(
     assert "1 conversion(s) failed: depthwise@openvino" in result.output
     monkeypatch.setattr(models, "train_variants", lambda *args, **kwargs: done[:0])
     assert runner.invoke(app, ["train", "depthwise", "--models", str(tmp_path)]).exit_code == 0
+
+
+def test_models_list_against_another_server_is_a_clear_error() -> None:
+    """An HTML page, or JSON of another shape, where the repository index was expected: a
+    message and exit 1 (a JSONDecodeError or a TypeError traceback before)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers = [(404, b"<html>Not Found</html>"), (200, b'{"models": []}')]
+
+    class Other(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            status, body = answers.pop(0)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        page = runner.invoke(app, ["models", "list", "--url", url])
+        shaped = runner.invoke(app, ["models", "list", "--url", url])
+    finally:
+        server.shutdown()
+    assert page.exit_code == 1 and "not a JSON answer" in page.output, page.output
+    assert shaped.exit_code == 1 and "an index of another shape" in shaped.output, shaped.output
+
+
+def test_explore_and_export_name_unreadable_inputs_without_a_traceback(
+    tmp_path: Path, mnist_path: Path
+) -> None:
+    """explore with an MNIST file that is not one: exit 2, as every --data; export of a
+    version whose metadata is missing: that version named, exit 1."""
+    bad = tmp_path / "mnist.npz"
+    bad.write_text("not an archive")
+    result = runner.invoke(
+        app, ["explore", "--family", "seed", "--models", str(tmp_path / "m"), "--data", str(bad)]
+    )
+    assert result.exit_code == 2 and "error:" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    version = tmp_path / "repo" / "original" / "1"
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"x")
+    result = runner.invoke(
+        app, ["export", "original", "--models", str(tmp_path / "repo"), "--data", str(mnist_path)]
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code == 1 and "original version 1 cannot be read" in result.output

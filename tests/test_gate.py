@@ -182,6 +182,17 @@ def test_nothing_to_compare_exits_2(tmp_path: Path) -> None:
     assert code == 2 and "no run '9'" in out, out
     code, out = invoke("--max-regression", "5", "--history", str(db))
     assert code == 2 and "5% or 0.05" in out, out
+    missing = tmp_path / "nowhere" / "h.sqlite"
+    compared = CliRunner().invoke(app, ["history", "compare", "1", "2", "--history", str(missing)])
+    assert compared.exit_code == 2 and "no history at" in compared.output
+    assert not missing.parent.exists()  # not created by reading it
+    # A CI history's first run passes with --pass-if-nothing-to-compare; usage errors do not.
+    flag = "--pass-if-nothing-to-compare"
+    code, out = invoke(flag, "--history", str(tmp_path / "empty.sqlite"))
+    assert code == 0 and "nothing to compare" in out, out
+    for usage in (["9"], ["--max-regression", "5"], ["2", "--against", "2"], ["--max-regresion"]):
+        code, out = invoke(*usage, flag, "--history", str(db))
+        assert code == 2, (usage, out)
 
 
 # The end-to-end test checks the gate's verdicts on real runs, not its sensitivity (the rule's

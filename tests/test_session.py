@@ -3,6 +3,7 @@ through a listener (fakes stand in for Locust, the open-loop generator and the s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,9 +133,14 @@ def test_a_given_url_starts_no_service_and_a_failure_still_ends_the_progress(
 
 def test_sweep_options_are_checked() -> None:
     assert session.Sweep.parse("100, 200", "p99=20ms", 2, 5).slo == Slo(99, 20)
-    for rates, slo in (("0,100", "p99=20ms"), ("", "p99=20ms"), ("100", "fast")):
+    bad = [("0,100", "p99=20ms"), ("", "p99=20ms"), ("100", "fast")]
+    bad += [("nan", "p99=20ms"), ("inf", "p99=20ms")]  # NaN once passed the check
+    for rates, slo in bad:
         with pytest.raises(ValueError):
             session.Sweep.parse(rates, slo, 2, 5)
+    for ceiling in (math.nan, math.inf, -1.0):  # NaN once passed both checks
+        with pytest.raises(ValueError, match="--ceiling"):
+            session.Sweep.parse("100", "p99=20ms", 2, 5, ceiling)
 
 
 def test_an_open_loop_run_alone_gets_the_same_report(

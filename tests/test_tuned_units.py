@@ -304,3 +304,26 @@ def test_standings_keep_protocols_apart_and_rank_a_failed_target_last() -> None:
         "original via tfserving",
         "depthwise via native",
     ]
+
+
+def test_tune_exits_1_when_no_model_got_a_configuration(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Nothing saved for any model (here: none met the SLO): the command says so and exits
+    1; it exited 0 as if tuned."""
+    from typer.testing import CliRunner
+
+    from loadtests import tune
+    from loadtests.openloop_results import Slo
+    from loadtests.tune import DEFAULTS, ModelTuning, Trial, TuneRecord
+    from mnist_serve.cli import app
+
+    version = tmp_path / "depthwise" / "1"
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"x")
+    missed = ModelTuning("depthwise@savedmodel", 1, [Trial(DEFAULTS, 0, 1.0, 1, [])])
+    record = TuneRecord("2026-12-02T00:00:00+00:00", Slo(99, 1), 60, 60, [missed])
+    monkeypatch.setattr(tune, "run_tune", lambda *args: (record, tmp_path / "tune.html", 1))
+    result = CliRunner().invoke(app, ["tune", "depthwise", "--models", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "no configuration saved for any model" in result.output

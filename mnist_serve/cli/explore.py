@@ -138,6 +138,7 @@ def explore(
     from loadtests.explore_report import ExploreError
     from loadtests.openloop_results import Slo
     from loadtests.runner import LoadTestError
+    from training.data import DataError
 
     check_data_path(data)
     try:
@@ -158,6 +159,10 @@ def explore(
     listener = ExploreProgress()
     try:
         run_explore(plan, console, listener)
+    except DataError as err:  # MNIST unreadable: the same exit as every command's --data
+        listener._close()
+        console.print(f"[red]error:[/] {escape(str(err))}")
+        raise typer.Exit(2) from err
     except (LoadTestError, ExploreError) as err:
         listener._close()
         console.print(f"[red]explore failed:[/] {escape(str(err))}")

@@ -105,6 +105,8 @@ def history_compare(
     from mnist_serve.cli.render import comparison
 
     path = history_file or history.default_path(Path("runs"))
+    if not path.is_file():  # reading would create an empty one
+        raise typer.BadParameter(f"no history at {path}: run `mnist-serve loadtest` first")
     try:
         first, second = history.get(path, before), history.get(path, after)
     except KeyError as err:
@@ -141,12 +143,21 @@ def history_check(
     show_all: Annotated[
         bool, typer.Option("--all", help="Show every figure compared, not only what moved.")
     ] = False,
+    pass_if_nothing: Annotated[
+        bool,
+        typer.Option(
+            "--pass-if-nothing-to-compare",
+            help="Exit 0, not 2, when there is no earlier run to compare with (a CI history's "
+            "first run). A mistyped option or an unknown run still exits 2, so it cannot pass "
+            "the gate the way `|| [ $? -eq 2 ]` lets it.",
+        ),
+    ] = False,
     history_file: HistoryOption = None,
 ) -> None:
     """A regression gate for CI: exit 1 when a speedup, a throughput, a p99 or an open-loop
     rate got worse beyond both its interval (95% for all the figures together) and
-    --max-regression; 0 otherwise; 2 when there is nothing to compare. The rule is in
-    loadtests/gate.py."""
+    --max-regression; 0 otherwise; 2 when there is nothing to compare (0 with
+    --pass-if-nothing-to-compare) or an option is wrong. The rule is in loadtests/gate.py."""
     from loadtests import gate, history
 
     try:
@@ -159,9 +170,11 @@ def history_check(
         judged = gate.check(path, before, after, threshold)
     except KeyError as err:
         raise typer.BadParameter(str(err.args[0])) from err
+    except ValueError as err:  # --against not before the run: a usage error
+        raise typer.BadParameter(str(err)) from err
     except gate.NothingToCompare as err:
         console.print(f"[yellow]history check: nothing to compare:[/] {err}", highlight=False)
-        raise typer.Exit(2) from err
+        raise typer.Exit(0 if pass_if_nothing else 2) from err
     if before.comparable != after.comparable:
         console.print(
             "[yellow]the runs differ in models, levels, payloads, CPU or service options "

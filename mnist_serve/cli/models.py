@@ -208,6 +208,7 @@ def export(
     Exits 1 if any conversion fails (the SavedModel and the other artifacts are kept).
     """
     from modelrepo.layout import ModelRepository, RepositoryError
+    from modelrepo.runtimes import RuntimeLoadError
     from training.export import export_runtimes
     from training.pipeline import conversion_printer
 
@@ -224,7 +225,12 @@ def export(
     failed = 0
     for model in versions:
         console.print(f"[bold]{model.variant}[/] version {model.version}: {', '.join(wanted)}")
-        done = export_runtimes(model, mnist, wanted, conversion_printer(console, model.variant))
+        try:
+            done = export_runtimes(model, mnist, wanted, conversion_printer(console, model.variant))
+        except (RepositoryError, RuntimeLoadError) as err:  # no metadata, or no SavedModel
+            console.print(f"[red]{model.variant} version {model.version} cannot be read:[/] {err}")
+            failed += len(wanted)
+            continue
         failed += sum("error" in entry for entry in done.values())
     if failed:
         console.print(f"[red]{failed} conversion(s) failed[/] (see above)")

@@ -185,15 +185,20 @@ class ConsoleListener:
 
     def open_loop_started(self, plan: LoadPlan, sweep: Sweep) -> None:
         """Announce the search."""
-        from loadtests.slo import CEILING, WARMUP_S
+        from loadtests.slo import WARMUP_S
 
         rates = ", ".join(f"{r:g}" for r in sweep.rates)
+        top = (
+            f"doubling up to {sweep.ceiling:,.0f} req/s"
+            if sweep.ceiling
+            else "stopping at the top rate (--ceiling 0)"
+        )
         console.print(
             f"Open loop (MLPerf LoadGen, Server scenario): {', '.join(plan.models())} at {rates} "
             f"req/s (each run at least {sweep.seconds} s and {sweep.min_requests:,} requests "
             f"after {WARMUP_S:g} s of warm-up; LoadGen judges each rate VALID or INVALID), then "
             f"the highest VALID rate within {sweep.slo} by bisection, the models in alternating "
-            f"order; if every rate is met, doubling up to {CEILING:,.0f} req/s"
+            f"order; if every rate is met, {top}"
         )
 
     def rate_point(self, point: RatePoint) -> None:

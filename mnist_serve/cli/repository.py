@@ -32,9 +32,13 @@ def call(url: str, path: str) -> Any:
     except httpx.HTTPError as err:
         console.print(f"[red]cannot reach {url}:[/] {err}")
         raise typer.Exit(1) from err
-    body = answer.json()
-    if answer.status_code != 200:
-        console.print(f"[red]{answer.status_code}:[/] {body.get('error', body)}")
+    try:
+        body = answer.json()
+    except ValueError:  # not JSON: not mnist-serve's repository API (a proxy's page?)
+        body = {"error": f"not a JSON answer: {answer.text[:200]!r}"}
+    if answer.status_code != 200 or not isinstance(body, list | dict):
+        error = body.get("error", body) if isinstance(body, dict) else body
+        console.print(f"[red]{answer.status_code} from {url}{path}:[/] {error}")
         raise typer.Exit(1)
     return body
 
@@ -47,8 +51,14 @@ def list_models(url: UrlOption = "http://127.0.0.1:8000") -> None:
     table = Table(title=f"Models of {url}")
     for column in ("model", "version", "state", "reason"):
         table.add_column(column)
-    for entry in call(url, "/v2/repository/index"):
-        table.add_row(entry["name"], entry["version"], entry["state"], entry["reason"])
+    index = call(url, "/v2/repository/index")
+    try:
+        rows = [(e["name"], e["version"], e["state"], e["reason"]) for e in index]
+    except (KeyError, TypeError) as err:  # a 200 of another shape: another server
+        console.print(f"[red]{url} answered an index of another shape:[/] {index!r:.300}")
+        raise typer.Exit(1) from err
+    for row in rows:
+        table.add_row(*map(str, row))
     console.print(table)
 
 

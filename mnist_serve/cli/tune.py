@@ -50,7 +50,8 @@ def tune(
     (1, 2) and workers (one process, one per core), one at a time from the defaults: the
     highest Poisson rate within the SLO wins, the lowest p50 at one client breaks ties. Saves
     the best to <models>/<variant>/tuned.json, which `serve --tuned` (and `loadtest --tuned`)
-    apply; says what the budget left out.
+    apply, if it met the SLO; says what the budget left out. Exits 1 when no model got a
+    configuration saved (every trial failed, none met the SLO, or none fitted the budget).
     """
     from loadtests.openloop_results import Slo
     from loadtests.runner import LoadTestError
@@ -101,3 +102,6 @@ def tune(
         if tuning.failed:
             console.print(f"  [red]failed to serve[/]: {escape('; '.join(tuning.failed))}")
     console.print(f"Report: {page}; stored in the history as tune run {run_id}")
+    if not any(tuning.saved for tuning in record.models):
+        console.print("[red]no configuration saved for any model[/] (see above)")
+        raise typer.Exit(1)
