@@ -108,8 +108,9 @@ class OpenLoopRun:
     shed: Latency  # 503 answers
     other: Latency  # any other status
     timeouts: int  # no answer within the timeout of its scheduled time
-    connection_errors: int  # requests lost to a broken connection (or one that did not open)
-    bad_responses: int
+    # requests lost to a broken connection (or one that did not open), malformed answers too
+    connection_errors: int
+    bad_responses: int  # malformed answers (each also counted in ``connection_errors``)
     connect_errors: int
     connections_opened: int
     waited: int  # requests that found every connection busy at the maximum
@@ -119,8 +120,9 @@ class OpenLoopRun:
 
     @property
     def failed(self) -> int:
-        """Requests that got no answer: timed out, or lost to a connection error."""
-        return self.timeouts + self.connection_errors + self.bad_responses
+        """Requests that got no answer: timed out, or lost to a connection error (a malformed
+        answer among them: counted once)."""
+        return self.timeouts + self.connection_errors
 
     def per_second(self, status: int) -> float:
         """Answers of ``status`` per second of scheduled arrivals."""

@@ -27,7 +27,8 @@ SERIAL_DELAY_S = 0.025  # /serial: one request at a time for the whole server, 2
 
 class Handler(BaseHTTPRequestHandler):
     """200 for /ok, 503 for /busy, 200 + ``Connection: close`` for /close, 404 otherwise;
-    /serial takes 25 ms with the whole server's lock held; /slow answers after 2 s."""
+    /serial takes 25 ms with the whole server's lock held; /slow answers after 2 s; /garbage
+    answers with no HTTP at all and closes."""
 
     protocol_version = "HTTP/1.1"
     lock = threading.Lock()
@@ -40,6 +41,10 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(SERIAL_DELAY_S)
         if path == "/slow":
             time.sleep(2.0)
+        if path == "/garbage":  # not HTTP: the generator must count one failure, not two
+            self.wfile.write(b"garbage\r\n\r\n")
+            self.close_connection = True
+            return
         code = {"/ok": 200, "/busy": 503, "/close": 200, "/serial": 200}.get(path, 404)
         close = "Connection: close\r\n" if path == "/close" else ""
         # One write (head and body): two would meet Nagle and delayed ACKs, 40 ms each.
@@ -87,7 +92,7 @@ def test_per_status_counts_and_the_asked_rate(binary: Path) -> None:
     status and class; a Connection: close answer makes the next request open a connection;
     Poisson arrivals average the rate and depend on the seed alone (not on the reuse order)."""
     with stdlib_server() as port:
-        ok, busy, close, poisson, again, other = run_all(
+        ok, busy, close, poisson, again, other, garbage = run_all(
             binary,
             *(cgen.Plan(port, 200, 2.0, path=p, preopen=4) for p in ("/ok", "/busy", "/close")),
             cgen.Plan(port, 200, 2.0, path="/ok", arrival="poisson", seed=3, preopen=4),
@@ -95,7 +100,11 @@ def test_per_status_counts_and_the_asked_rate(binary: Path) -> None:
                 port, 200, 2.0, path="/ok", arrival="poisson", seed=3, preopen=4, reuse="lifo"
             ),
             cgen.Plan(port, 200, 2.0, path="/ok", arrival="poisson", seed=4, preopen=4),
+            cgen.Plan(port, 100, 1.0, path="/garbage", preopen=4),
         )
+    # Every answer malformed: each request one failure (it counted as a bad response and a
+    # connection error both, twice in ``failed``).
+    assert garbage.bad_responses == garbage.sent == 100 and garbage.failed == 100, garbage
     for run in (ok, busy, close):
         assert run.scheduled == run.sent == run.completed == 400
         assert run.failed == 0 and run.waited == 0
