@@ -209,3 +209,20 @@ def test_explore_and_export_name_unreadable_inputs_without_a_traceback(
     )
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     assert result.exit_code == 1 and "original version 1 cannot be read" in result.output
+
+
+def test_every_command_reads_the_folders_serve_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$MNIST_SERVE_MODELS_DIR and $MNIST_SERVE_RUNS_DIR, which `serve` reads through its
+    Settings, are where the other commands look too (they used ./models and ./runs)."""
+    monkeypatch.setenv("MNIST_SERVE_MODELS_DIR", str(tmp_path / "models-env"))
+    monkeypatch.setenv("MNIST_SERVE_RUNS_DIR", str(tmp_path / "runs-env"))
+    monkeypatch.delenv("MNIST_SERVE_HISTORY", raising=False)
+    result = runner.invoke(app, ["export", "original"])
+    assert result.exit_code == 2 and "models-env" in result.output, result.output
+    result = runner.invoke(app, ["history"])
+    assert str(tmp_path / "runs-env" / "history.sqlite") in " ".join(result.output.split())
+    from mnist_serve.cli.options import default_out
+
+    assert default_out("loadtest").parent == tmp_path / "runs-env"

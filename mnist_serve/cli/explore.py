@@ -31,6 +31,7 @@ from mnist_serve.cli.options import (
     check_data_path,
     console,
     parse_runtimes,
+    runs_dir,
 )
 
 if TYPE_CHECKING:
@@ -119,12 +120,14 @@ def explore(
         ),
     ] = False,
     out: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             help="Results folder; a re-run resumes from its explore.json (unless the SLO or "
-            "the budget, --quick or not, changed: then it starts afresh)."
+            "the budget, --quick or not, changed: then it starts afresh). Default: "
+            "runs/explore ($MNIST_SERVE_RUNS_DIR/explore).",
+            show_default=False,
         ),
-    ] = Path("runs/explore"),
+    ] = None,
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
 ) -> None:
@@ -145,7 +148,7 @@ def explore(
         plan = ExplorePlan(
             family=family,
             models_dir=models,
-            out=out,
+            out=out or runs_dir() / "explore",
             runtimes=parse_runtimes(runtimes) or ExplorePlan.runtimes,
             epochs=1 if quick else epochs,
             train_limit=QUICK_TRAIN_LIMIT if quick else None,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mnist_serve.cli.options import console
+from mnist_serve.cli.options import console, runs_dir
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -17,14 +17,16 @@ if TYPE_CHECKING:
     from loadtests import gate
 
 app = typer.Typer(
-    help="Past load tests, stored in runs/history.sqlite ($MNIST_SERVE_HISTORY to move it).",
+    help="Past load tests, stored in runs/history.sqlite ($MNIST_SERVE_HISTORY to move it; "
+    "runs/ is $MNIST_SERVE_RUNS_DIR when set).",
     no_args_is_help=False,
 )
 HistoryOption = Annotated[
     Path | None,
     typer.Option(
         "--history",
-        help="History file. Default: $MNIST_SERVE_HISTORY, else runs/history.sqlite.",
+        help="History file. Default: $MNIST_SERVE_HISTORY, else history.sqlite in "
+        "$MNIST_SERVE_RUNS_DIR, else runs/history.sqlite.",
         show_default=False,
     ),
 ]
@@ -39,7 +41,7 @@ def history_list(ctx: typer.Context, history_file: HistoryOption = None) -> None
 
     from loadtests import history
 
-    path = history_file or history.default_path(Path("runs"))
+    path = history_file or history.default_path(runs_dir())
     if not path.is_file():
         console.print(f"no history yet at {path}: run `mnist-serve loadtest` first")
         return
@@ -104,7 +106,7 @@ def history_compare(
     from loadtests.analysis import compare_runs
     from mnist_serve.cli.render import comparison
 
-    path = history_file or history.default_path(Path("runs"))
+    path = history_file or history.default_path(runs_dir())
     if not path.is_file():  # reading would create an empty one
         raise typer.BadParameter(f"no history at {path}: run `mnist-serve loadtest` first")
     try:
@@ -164,7 +166,7 @@ def history_check(
         threshold = gate.parse_threshold(max_regression)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-    path = history_file or history.default_path(Path("runs"))
+    path = history_file or history.default_path(runs_dir())
     try:
         before, after = gate.pick_runs(path, run, against)
         judged = gate.check(path, before, after, threshold)

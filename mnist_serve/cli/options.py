@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -13,12 +14,18 @@ import typer
 from rich.console import Console
 
 from modelrepo.layout import CONVERTED_RUNTIMES, RUNTIME_NAMES
+from service.settings import Settings
 from training import catalog
 
 # Outside a terminal Rich assumes 80 columns, which folds every table; logs and CI get 120.
 console = Console(width=None if sys.stdout.isatty() else 120)
 
-DEFAULT_MODELS_DIR = Path("models")
+# Where models and runs live: Settings' defaults and environment variables, which `serve`
+# reads, so that every command finds what the others wrote.
+ENV_PREFIX = Settings.model_config.get("env_prefix", "")
+DEFAULT_MODELS_DIR: Path = Settings.model_fields["models_dir"].default
+MODELS_ENV = f"{ENV_PREFIX}MODELS_DIR"
+RUNS_ENV = f"{ENV_PREFIX}RUNS_DIR"
 ALL_CONVERTED = ",".join(CONVERTED_RUNTIMES)
 DEFAULT_SLO = "p99=20ms"
 T = TypeVar("T")
@@ -41,7 +48,11 @@ RuntimesToConvert = Annotated[
 ]
 ModelsOption = Annotated[
     Path,
-    typer.Option("--models", help="Model repository: <models>/<variant>/<version>/ SavedModels."),
+    typer.Option(
+        "--models",
+        envvar=MODELS_ENV,
+        help="Model repository: <models>/<variant>/<version>/ SavedModels.",
+    ),
 ]
 RatesOption = Annotated[
     str,
@@ -187,6 +198,12 @@ def seconds(text: str, minimum: int = 1) -> int:
         raise typer.BadParameter(str(err)) from err
 
 
+def runs_dir() -> Path:
+    """Where runs go: $MNIST_SERVE_RUNS_DIR (whose reports `serve`'s page lists), else
+    Settings' default, ``runs``."""
+    return Path(os.environ.get(RUNS_ENV) or Settings.model_fields["runs_dir"].default)
+
+
 def default_out(prefix: str) -> Path:
     """``runs/<prefix>-<time>``: where a run goes when no --out is given."""
-    return Path("runs") / f"{prefix}-{datetime.now():%Y%m%d-%H%M%S}"
+    return runs_dir() / f"{prefix}-{datetime.now():%Y%m%d-%H%M%S}"
