@@ -226,3 +226,16 @@ def test_every_command_reads_the_folders_serve_reads(
     from mnist_serve.cli.options import default_out
 
     assert default_out("loadtest").parent == tmp_path / "runs-env"
+
+
+def test_demo_on_a_missing_gpu_exits_2_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo DEVICE=gpu` without a GPU (none here, nor in CI): said at once; the service
+    refused only after the training."""
+    monkeypatch.setenv("MNIST_SERVE_DEVICE", "gpu")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # no GPU, even on a machine with one
+    models = tmp_path / "m"
+    result = runner.invoke(app, ["demo", "--models", str(models)])
+    assert result.exit_code == 2 and "sees no GPU" in result.output, result.output
+    assert not models.exists()

@@ -13,6 +13,7 @@ from mnist_serve.cli.models import train_variants
 from mnist_serve.cli.options import (
     DEFAULT_MODELS_DIR,
     DEFAULT_SLO,
+    ENV_PREFIX,
     BudgetOption,
     CeilingOption,
     DataOption,
@@ -31,6 +32,22 @@ from mnist_serve.cli.options import (
     seconds,
 )
 from training import catalog
+
+
+def check_device() -> None:
+    """Exit 2 when $MNIST_SERVE_DEVICE (what the demo's service will read) asks for a GPU this
+    machine does not have."""
+    import os
+
+    from service.device import DeviceError, gpu_wanted
+    from service.settings import Settings
+
+    device = os.environ.get(f"{ENV_PREFIX}DEVICE") or Settings.model_fields["device"].default
+    try:
+        gpu_wanted(device)
+    except DeviceError as err:
+        console.print(f"[red]cannot serve:[/] {err}")
+        raise typer.Exit(2) from err
 
 
 def demo(
@@ -85,6 +102,7 @@ def demo(
     from modelrepo.layout import ModelRepository
 
     check_data_path(data)
+    check_device()  # DEVICE=gpu on a machine without one: said now, not after the training
     pricing = Pricing(price_per_hour, watts)
     sweep = (
         None
