@@ -239,3 +239,9 @@ def test_demo_on_a_missing_gpu_exits_2_before_training(
     result = runner.invoke(app, ["demo", "--models", str(models)])
     assert result.exit_code == 2 and "sees no GPU" in result.output, result.output
     assert not models.exists()
+
+
+def test_explore_refuses_runtimes_none() -> None:
+    """'none' meant every runtime to explore (and the SavedModel only to train)."""
+    result = runner.invoke(app, ["explore", "--runtimes", "none"])
+    assert result.exit_code == 2 and "name runtimes to measure" in result.output, result.output

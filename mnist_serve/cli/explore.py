@@ -144,6 +144,8 @@ def explore(
     from training.data import DataError
 
     check_data_path(data)
+    if runtimes.strip().lower() == "none":  # explore measures served runtimes
+        raise typer.BadParameter("name runtimes to measure, or leave out --runtimes for all")
     try:
         plan = ExplorePlan(
             family=family,
