@@ -303,8 +303,14 @@ async def run_open_loop(
     for task in probing:
         task.cancel()
     finished = time.perf_counter()
-    unanswered = sent_count - len(samples)
-    samples.extend(Sample(end, 0.0, finished, 0) for _ in range(unanswered))
+    # Each unanswered request failed at its own scheduled time: one sent in the warm-up stays
+    # out of the measured samples (all were once dated at the end, and counted).
+    answered = Counter(s.scheduled for s in samples)
+    for due in schedule[:sent_count]:
+        if answered[due]:
+            answered[due] -= 1
+        else:
+            samples.append(Sample(due, 0.0, finished, 0))
     pool.close()
     measured = [s for s in samples[:sent_count] if s.scheduled >= measured_from]
     return OpenLoopResult(rate, seconds, measured, probes)

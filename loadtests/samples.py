@@ -38,9 +38,9 @@ class Recorder:
         # CPU this process spent inside the window: is the load generator the bottleneck?
         self.cpu_s = 0.0
         self._cpu_mark: float | None = None
-        # Per status code of a failed request (text keys: they travel to Locust's master), the
-        # first error message seen.
-        self.messages: dict[str, str] = {}
+        # Per window, then per status code of a failed request (text keys: they travel to
+        # Locust's master), the first error message seen: each window's own model's.
+        self.messages: dict[str, dict[str, str]] = {}
 
     def start(self, warmup_s: float) -> None:
         """Open the recording window ``warmup_s`` seconds from now."""
@@ -73,7 +73,8 @@ class Recorder:
         ):
             self.columns[name].append(float(value))
         if not ok:
-            self.messages.setdefault(str(status), error[:MESSAGE_LIMIT])
+            found = self.messages.setdefault(str(int(window)), {})
+            found.setdefault(str(status), error[:MESSAGE_LIMIT])
 
     def _take_cpu(self) -> float:
         if self._cpu_mark is None:
@@ -99,20 +100,25 @@ class Recorder:
         for name in SAMPLE_FIELDS:
             self.columns[name].extend(data[name])
         self.cpu_s += data["cpu_s"]
-        for status, message in data.get("messages", {}).items():
-            self.messages.setdefault(status, message)
+        for window, messages in data.get("messages", {}).items():
+            found = self.messages.setdefault(window, {})
+            for status, message in messages.items():
+                found.setdefault(status, message)
         if data["window_start"]:
             self.window_start = min(self.window_start or data["window_start"], data["window_start"])
 
     def save(self, path: str) -> None:
         """Write every sample as ``.npz`` (one array per field, plus the window, the CPU and the
-        first error message per failed status: ``error_status``, ``error_message``)."""
+        first error message per window and failed status: ``error_window``, ``error_status``,
+        ``error_message``)."""
         arrays = {
             name: np.asarray(values, dtype=np.float64) for name, values in self.columns.items()
         }
         self.cpu_s += self._take_cpu()
         arrays["window_start"] = np.asarray(self.window_start, dtype=np.float64)
         arrays["generator_cpu_s"] = np.asarray(self.cpu_s, dtype=np.float64)
-        arrays["error_status"] = np.asarray([int(k) for k in self.messages], dtype=np.int64)
-        arrays["error_message"] = np.asarray(list(self.messages.values()), dtype=np.str_)
+        kept = [(int(w), int(c), m) for w, by in self.messages.items() for c, m in by.items()]
+        arrays["error_window"] = np.asarray([w for w, _, _ in kept], dtype=np.int64)
+        arrays["error_status"] = np.asarray([c for _, c, _ in kept], dtype=np.int64)
+        arrays["error_message"] = np.asarray([m for _, _, m in kept], dtype=np.str_)
         np.savez_compressed(path, allow_pickle=False, **arrays)

@@ -170,8 +170,14 @@ def measure_rate(
     the second run's verdict stands: an INVALID one as it was (one stall on a busy machine must
     not end a search; a real limit fails twice; each VALID carries LoadGen's 99 % confidence,
     so two tries keep 98 %), an undecided one (the percentile met on too few requests) with
-    the total LoadGen asks for, unless that is over MAX_RERUN_FACTOR times ``min_requests``."""
-    root = out_dir if out_dir is not None else Path(tempfile.mkdtemp(prefix="loadgen-"))
+    the total LoadGen asks for, unless that is over MAX_RERUN_FACTOR times ``min_requests``.
+    Without ``out_dir`` (explore, tune) the logs go to a temporary folder, removed after."""
+    if out_dir is None:
+        with tempfile.TemporaryDirectory(prefix="loadgen-") as scratch:
+            return measure_rate(
+                url, model, payloads, rate, seconds, slo, min_requests, Path(scratch)
+            )
+    root = out_dir
 
     def run(queries: int, attempt: int) -> LoadGenRun:
         name = f"{model.replace('@', '-')}-{rate:g}" + (f"-{attempt}" if attempt > 1 else "")

@@ -267,9 +267,10 @@ def cut(
         part = {name: samples[name][mask] for name in SAMPLE_FIELDS}
         part["window_start"] = np.asarray(float(samples["window_start"]))
         part["generator_cpu_s"] = np.asarray(cpu_share)
-        for name in ("error_status", "error_message"):  # the first message per status
-            if name in samples:
-                part[name] = samples[name]
+        if "error_status" in samples:  # the first message per status, in this window
+            mine = samples.get("error_window", np.full(len(samples["error_status"]), index))
+            for name in ("error_status", "error_message"):
+                part[name] = samples[name][mine == index]
         path = out_dir / "samples" / f"{step.key}.npz"
         np.savez_compressed(path, allow_pickle=False, **part)
         relative = str(path.relative_to(out_dir))

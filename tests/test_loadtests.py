@@ -99,6 +99,31 @@ def test_recorder_discards_the_warmup() -> None:
     assert data["latency_ms"] == [1.5] and data["correct"] == [0.0]
 
 
+def test_each_window_keeps_its_own_models_error_message(tmp_path: Path) -> None:
+    """Two models failing with the same status in alternating windows: each window's step
+    names its own model's message (the first per status of the whole run was copied into
+    every window, so a step could show another model's error)."""
+    from loadtests.schedule import Schedule, Slot
+    from loadtests.windows import cut
+
+    recorder = Recorder()
+    recorder.start(warmup_s=0.0)
+    time.sleep(0.01)  # requests that started after the (empty) warm-up
+    recorder.add(1.0, False, False, 0, 0, status=404, error="no model a", window=0)
+    recorder.add(1.0, False, False, 0, 0, status=404, error="no model b", window=1)
+    merged = Recorder()  # through a worker's report to the master, as with --processes
+    merged.merge(recorder.drain())
+    merged.save(str(tmp_path / "samples.npz"))
+    with np.load(tmp_path / "samples.npz") as data:
+        everything = {key: data[key] for key in data.files}
+    (tmp_path / "samples").mkdir()
+    schedule = Schedule((Slot("a", "native"), Slot("b", "native")), (0, 1), 1.0, 0.0)
+    steps = [Step(Label(name), 1, 0) for name in ("a", "b")]
+    first, second = cut(everything, steps, {}, schedule, 1, tmp_path)
+    assert [f.message for f in first.failures] == ["no model a"]
+    assert [f.message for f in second.failures] == ["no model b"]
+
+
 @pytest.mark.slow
 def test_a_service_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
     """An empty model folder: the service exits at once; the load test says so, with its log."""
@@ -576,3 +601,50 @@ def test_drift_flags_a_repeat_off_its_siblings() -> None:
     assert [d.target for d in drift(failed)] == [a]  # no drift to speak of (it once divided by 0)
     one_failed = {(b, 8): level(b, [100.0, 0.0, 104.0])}  # a spread without bound, not 0 %
     assert math.isinf(drift(one_failed)[0].spread) and drift(one_failed)[0].flagged == [2]
+
+
+@pytest.mark.slow
+def test_every_scheduled_target_is_encoded_before_the_clock_starts(
+    tmp_path: Path, mnist_path: Path
+) -> None:
+    """Locust's init (before the run's timer) encodes each slot's payloads, reading MNIST
+    once: built on first use (about half a second each, no user sending meanwhile) they ate
+    into the first windows. In a subprocess: the Locust file patches gevent and gRPC."""
+    from loadtests.schedule import Schedule, Slot
+
+    slots = tuple(Slot(f"{v}@onnx", "native") for v in ("original", "depthwise"))
+    Schedule(slots, (0, 1, 1, 0), 1.0, 1.0).save(tmp_path / "schedule.json")
+    probe = (
+        "import time; from types import SimpleNamespace as N;"
+        "import loadtests.locustfile as lf;"
+        f"options = N(schedule={str(tmp_path / 'schedule.json')!r}, mnist={str(mnist_path)!r},"
+        " mode='json');"
+        "lf.on_init(N(parsed_options=options, runner=None));"
+        "print(len(lf.SLOT_PAYLOADS), lf.mnist_data.cache_info().misses)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["2", "1"]  # both targets encoded, MNIST read once
+
+
+@pytest.mark.slow
+def test_unreadable_digits_stop_locust_with_the_cause(tmp_path: Path) -> None:
+    """The payloads are built in Locust's init: a bad MNIST file ends the run with exit 1 and
+    the cause on stderr (the runner shows both). Built in a task, the error only emptied the
+    windows under --exit-code-on-error 0, and the report said "no request finished"."""
+    from loadtests.schedule import Schedule, Slot
+
+    Schedule((Slot("depthwise@onnx", "native"),), (0,), 1.0, 0.5).save(tmp_path / "s.json")
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not digits")
+    locust = Path(sys.executable).with_name("locust")
+    done = subprocess.run(
+        [str(locust), "-f", "loadtests/locustfile.py", "MnistUser", "--headless", "-u", "1",
+         "-r", "1", "-t", "2s", "--host", f"http://127.0.0.1:{free_port()}",
+         "--schedule", str(tmp_path / "s.json"), "--mnist", str(bad),
+         "--exit-code-on-error", "0", "--loglevel", "WARNING", "--only-summary"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 1 and "not a readable .npz file" in done.stderr, done.stderr[-2000:]
