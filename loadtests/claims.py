@@ -283,11 +283,13 @@ def rate_figure(openloop: OpenLoopRecord, model: str) -> str:
 def rate_ratio(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
     """``model``'s highest rate within the SLO against ``baseline``'s, as a bound when either
     met every rate tried (">=" or "<="), or why there is no ratio: "2.00x", ">= 1.50x",
-    "not separated", "the baseline met no rate tried"."""
+    "not separated", "baseline met none", "neither met the SLO"."""
     if openloop.open_ended(model) and openloop.open_ended(baseline):
         return "not separated"
     if not openloop.max_rate[baseline]:
         return "neither met the SLO" if not openloop.max_rate[model] else "baseline met none"
+    if not openloop.max_rate[model]:
+        return "0.00x"  # it met none: no bound to give
     prefix = ">= " if openloop.open_ended(model) else "<= " if openloop.open_ended(baseline) else ""
     return f"{prefix}{openloop.ratio_to(model, baseline):.2f}x"
 
@@ -387,6 +389,7 @@ def bottom_line(
             f"{top.candidate} serves {t.mean:.2f}x the requests/s of {top.baseline} at "
             f"{top.concurrency} clients{interval}"
         )
+    named = bool(speed)  # whether a part so far has the candidate for its subject
     if openloop is not None:
         for model, baseline in rate_pairs(openloop, record.plan)[:1]:
             verdict = rate_verdict(openloop, model, baseline)
@@ -403,16 +406,18 @@ def bottom_line(
                     f"rate tried ({lowest:,.0f} req/s)"
                 )
             elif not openloop.max_rate[baseline]:
+                named = True
                 parts.append(
                     f"{model} sustains {rate_figure(openloop, model)} req/s within "
                     f"{openloop.slo}, where {baseline} met no rate tried"
                 )
             else:
+                named = True
                 parts.append(
                     f"{model} sustains {rate_ratio(openloop, model, baseline)} the arrival "
                     f"rate of {baseline} within {openloop.slo}{caveat}"
                 )
-    served = bool(parts)
+    own = len(parts)  # the candidate's own figures follow
     if base.macs and cand.macs:
         parts.append(f"needs {base.macs / cand.macs:.2f}x fewer multiply-adds")
     if (gap := accuracy_gap(base, cand)) is not None:
@@ -423,8 +428,8 @@ def bottom_line(
         )
     if not parts:
         return ""
-    if not served:  # no speed figure to name the candidate: name it here
-        parts[0] = f"{cand.name} {parts[0]}"
+    if not named and len(parts) > own:  # no part before named the candidate: name it here
+        parts[own] = f"{cand.name} {parts[own]}"
     failed = [s for s in record.failed_steps if s.target.variant in (base.name, cand.name)]
     text = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
     if failed:

@@ -31,7 +31,7 @@ from pydantic import TypeAdapter
 from loadtests.labels import Label
 from loadtests.openloop_results import OpenLoopRecord
 from loadtests.protocols import Protocol
-from loadtests.results import LoadPlan, Machine, ResultsError, RunRecord, StepResult
+from loadtests.results import RESULTS_FILE, LoadPlan, Machine, RunRecord, StepResult
 from loadtests.stats import Interval, mean_interval, paired_ratios, ratio_interval
 
 ENV_VAR = "MNIST_SERVE_HISTORY"
@@ -100,7 +100,7 @@ def connect(path: Path) -> Iterator[sqlite3.Connection]:
                 migrate(db)
         if tables[0] and version < 3:
             with db:
-                key_server_options(db)
+                key_server_options(db, path)
         db.executescript(SCHEMA)
         db.execute(f"PRAGMA user_version = {VERSION}")
         with db:  # a transaction
@@ -124,23 +124,34 @@ def migrate(db: sqlite3.Connection) -> None:
     db.execute("DELETE FROM steps WHERE variant IS NULL OR protocol IS NULL")
 
 
-def key_server_options(db: sqlite3.Connection) -> None:
+def key_server_options(db: sqlite3.Connection, path: Path) -> None:
     """A history from before version 3 (keys without the service's options): each run whose
-    ``results.json`` is still readable and names options (a ``loadtest --tuned`` run) gets them
-    in its key, so that it stops matching runs at the defaults. A run whose folder is gone
-    keeps its key."""
+    ``results.json`` can still be found (its folder as stored, from here or beside the
+    history) and names options (a ``loadtest --tuned`` run) gets them in its key, so that it
+    stops matching the runs at the defaults. A run whose folder is gone keeps its key."""
     for run_id, folder, plan_json, machine_json in db.execute(
         "SELECT id, folder, plan, machine FROM runs"
     ).fetchall():
-        try:
-            options = RunRecord.load(Path(folder)).server_args
-        except ResultsError:
-            continue
+        options = stored_options(Path(folder), path)
         if options:
             plan = TypeAdapter(LoadPlan).validate_json(plan_json)
             machine = TypeAdapter(Machine).validate_json(machine_json)
             key = comparable_key(plan, machine, options)
             db.execute("UPDATE runs SET comparable = ? WHERE id = ?", (key, run_id))
+
+
+def stored_options(folder: Path, path: Path) -> list[str]:
+    """The service options a run's ``results.json`` recorded, read as plain JSON (a file of an
+    older schema has them too), or [] when it cannot be found or read."""
+    places = [folder] if folder.is_absolute() else [folder, path.parent.parent / folder]
+    for place in [*places, path.parent / folder.name]:
+        try:
+            data = json.loads((place / RESULTS_FILE).read_bytes())
+        except (OSError, ValueError):
+            continue
+        options = data.get("server_args") if isinstance(data, dict) else None
+        return [str(o) for o in options] if isinstance(options, list) else []
+    return []
 
 
 def comparable_key(plan: LoadPlan, machine: Machine, server_args: Sequence[str] = ()) -> str:

@@ -115,6 +115,18 @@ def target_service(
         yield Target(server.url, server.grpc_target, started_here=True)
 
 
+def check_digits(mnist: str) -> None:
+    """The digits Locust will send, readable (LoadTestError otherwise): read here once, before
+    any Locust process, whose workers would otherwise each stop on it, and leave a master
+    waiting for them."""
+    from training.data import DataError, load_mnist
+
+    try:
+        load_mnist(mnist or None)
+    except DataError as err:
+        raise LoadTestError(f"the digits to send cannot be read: {err}") from err
+
+
 def run_plan(
     plan: LoadPlan,
     out_dir: Path,
@@ -130,6 +142,7 @@ def run_plan(
     windows expected so far), ``on_check`` of every check of the stopping rule."""
     out_dir.mkdir(parents=True, exist_ok=True)
     served = check_target(target.url, plan, target.grpc_url)
+    check_digits(plan.mnist)
     layouts = read_layouts(target.url, target.grpc_url, plan)
     answering = {model: runtime_of(model, served) for model in plan.models()}
     results: list[StepResult] = []

@@ -3,6 +3,7 @@ on exit, with a patient wait (many models load on a busy 2-core machine)."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -31,8 +32,11 @@ def service(models: Path, out: Path, *args: str) -> Iterator[str]:
         try:
             yield server.url
         except OSError as err:  # the measurement lost the service: did it exit?
-            if server.process.poll() is None:
-                raise
+            try:  # a process that just died may not be reaped yet: give it a moment
+                server.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                raise err from None  # alive: some other network error
+
             raise LoadTestError(
                 f"the service exited during the measurement ({err}; log: {log}):\n"
                 f"{log.read_text()[-2000:]}"

@@ -310,12 +310,16 @@ def verdict(tuning: ModelTuning) -> str:
         return f"{tuning.model}: {why}; nothing saved."
     if not best.met_slo:
         lowest = min((p.rate for t in tuning.trials for p in t.points), default=math.nan)
-        why = (
-            "the configurations that met the SLO once missed it when measured again to confirm"
-            if any(t.met_slo for t in tuning.trials)
-            else f"no configuration met the SLO, even at the lowest rate tried ({lowest:,.0f} "
-            "req/s)"
-        )
+        met_once = {t.config for t in tuning.trials if t.met_slo}
+        confirmed = {t.config for t in tuning.pooled() if t.runs > 1}
+        if met_once & confirmed:
+            why = "the configurations that met the SLO once missed it when measured again"
+        elif met_once:
+            why = "the configurations that met the SLO were not measured again to confirm"
+        else:
+            why = (
+                f"no configuration met the SLO, even at the lowest rate tried ({lowest:,.0f} req/s)"
+            )
         return (
             f"{tuning.model}: {why}; the lowest p50 at one client was {best.p50_ms:.3f} ms "
             f"({best.config}); nothing saved (a tuned.json entry saved before is left as it "

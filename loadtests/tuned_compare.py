@@ -133,10 +133,13 @@ def compare(
             into.update(closed_standings(closed))
         if openloop is not None:
             into.update(open_standings(openloop))
-    models = list(dict.fromkeys(m for ranking in after.values() for m in ranking))
+    closed, openloop = tuned
+    # The models themselves (the closed-loop rankings name targets: "m via tfserving").
+    names = [s.target.model for s in closed.steps] if closed is not None else []
+    names += [ModelName.parse(m) for m in openloop.models] if openloop is not None else []
     configs = {}
-    for model in models:
-        name = ModelName.parse(model)
+    for name in dict.fromkeys(names):
+        model = str(name)
         try:
             found = tuned_config(models_dir, name.variant, name.runtime or "savedmodel")
         except TunedError as err:

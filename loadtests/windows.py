@@ -239,7 +239,12 @@ def run_windows(
             cwd=Path(__file__).resolve().parent.parent,  # Locust runs in the repo
         )
     except subprocess.TimeoutExpired as err:
-        raise WindowsError(f"Locust did not stop within {limit:.0f} s for {name}") from err
+        raw = err.stderr or b""  # bytes, whatever ``text`` says
+        said = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        raise WindowsError(
+            f"Locust did not stop within {limit:.0f} s for {name}"
+            + (f":\n{said[-2000:]}" if said else "")
+        ) from err
     if done.returncode != 0 or not samples_path.exists():
         raise WindowsError(
             f"Locust failed for {name} (exit {done.returncode}):\n{done.stderr[-2000:]}"

@@ -252,6 +252,9 @@ def test_a_rate_ratio_is_a_bound_or_says_why_there_is_none() -> None:
     measured, line = said({"original@onnx": ([], [400]), "depthwise@onnx": ([], [400])})
     assert "(neither met the SLO)" in measured
     assert "neither depthwise@onnx nor original@onnx met p99 <= 20 ms at the lowest" in line
+    assert "(400 req/s), depthwise needs 5.76x fewer multiply-adds" in line  # its own subject
+    measured, line = said({"original@onnx": ([400, 800], []), "depthwise@onnx": ([], [400])})
+    assert "(0.00x)" in measured and "sustains 0.00x the arrival rate" in line  # not "<= 0.00x"
     measured, line = said({"original@onnx": ([400, 800], []), "depthwise@onnx": ([400], [800])})
     assert "400 vs >= 800 req/s of original@onnx (<= 0.50x)" in measured
     assert "sustains <= 0.50x the arrival rate" in line
@@ -298,3 +301,36 @@ def test_the_bottom_line_agrees_with_the_seed_claim_and_names_the_other_comparis
     assert bottom_line(data, []).startswith("Bottom line: depthwise needs 5.76x fewer")
     failed = replace(data, steps=[step_result("depthwise", 32, 0, 0.0, errors=100)])
     assert bottom_line(failed, []).endswith("(1 step(s) of these two failed: see the report).")
+
+
+def test_the_console_summary_of_the_open_loop_says_what_the_report_says() -> None:
+    """Within each runtime, bounds and "baseline met none" as in the report (the console
+    compared every model with the first searched, and printed "nanx")."""
+    import io
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from mnist_serve.cli import render
+
+    openloop = searched(
+        {
+            "original@onnx": ([], [400]),
+            "depthwise@onnx": ([400, 800], [1600]),
+            "original@litert": ([400, 800], []),
+            "depthwise@litert": ([400], [800]),
+        }
+    )
+    shown = io.StringIO()
+    console, render.console = render.console, Console(file=shown, width=200)
+    try:
+        render.ConsoleListener().open_loop_finished(openloop, Path("runs/x/openloop.json"))
+    finally:
+        render.console = console
+    text = shown.getvalue()
+    assert (
+        "depthwise@onnx: 800 req/s within p99 <= 20 ms (vs original@onnx: baseline met none)"
+        in text
+    )
+    assert "depthwise@litert: 400 req/s within p99 <= 20 ms (vs original@litert: <= 0.50x)" in text
+    assert "nan" not in text

@@ -164,7 +164,7 @@ def test_models_list_against_another_server_is_a_clear_error() -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    answers = [(404, b"<html>Not Found</html>"), (200, b'{"models": []}')]
+    answers = [(404, b"<html>Not Found</html>"), (200, b'{"models": []}'), (200, b"<html>")]
 
     class Other(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -183,8 +183,10 @@ def test_models_list_against_another_server_is_a_clear_error() -> None:
     try:
         page = runner.invoke(app, ["models", "list", "--url", url])
         shaped = runner.invoke(app, ["models", "list", "--url", url])
+        loaded = runner.invoke(app, ["models", "load", "depthwise", "--url", url])
     finally:
         server.shutdown()
+    assert loaded.exit_code == 1 and "not a JSON answer" in loaded.output, loaded.output
     assert page.exit_code == 1 and "not a JSON answer" in page.output, page.output
     assert shaped.exit_code == 1 and "an index of another shape" in shaped.output, shaped.output
 

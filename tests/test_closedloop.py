@@ -85,7 +85,7 @@ def test_an_answer_that_never_comes_is_an_error_not_a_hang(
         started = time.perf_counter()
         result = run_closed_loop(url, [b"{}"], 1, seconds=1.5, warmup_s=0.0)
         took = time.perf_counter() - started
-    assert took < 4, took  # not the 5 s the server kept the request
+    assert took < 4.5, took  # not the 5 s the server kept the request
     assert result.errors == 1 and result.requests > 10, result
     assert result.seconds == pytest.approx(1.5)
     assert result.throughput_rps == pytest.approx((result.requests - 1) / 1.5, rel=0.01)
@@ -107,7 +107,9 @@ def test_a_service_that_dies_during_a_measurement_is_a_load_test_error(
         pytest.raises(LoadTestError, match="the service exited during the measurement"),
         served.service(models_dir, tmp_path, *args) as url,
     ):
+        # The service's processes only (not, e.g., multiprocessing's resource tracker).
         for child in psutil.Process().children(recursive=True):
-            child.kill()
-            child.wait(10)
+            if "--poll-s" in child.cmdline() or "serve" in child.cmdline():
+                child.kill()
+                child.wait(10)
         run_closed_loop(f"{url}/predict/depthwise@onnx", [b"{}"], 1, seconds=0.5)

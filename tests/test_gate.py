@@ -188,11 +188,15 @@ def test_nothing_to_compare_exits_2(tmp_path: Path) -> None:
     assert not missing.parent.exists()  # not created by reading it
     # A CI history's first run passes with --pass-if-nothing-to-compare; usage errors do not.
     flag = "--pass-if-nothing-to-compare"
-    code, out = invoke(flag, "--history", str(tmp_path / "empty.sqlite"))
+    code, out = invoke(flag, "1", "--history", str(db))  # run 1 has no run before it
     assert code == 0 and "nothing to compare" in out, out
-    for usage in (["9"], ["--max-regression", "5"], ["2", "--against", "2"], ["--max-regresion"]):
+    usages = [["9"], ["--max-regression", "5"], ["2", "--against", "2"], ["--max-regresion"]]
+    for usage in usages:
         code, out = invoke(*usage, flag, "--history", str(db))
         assert code == 2, (usage, out)
+    for usage in [[], ["9"]]:  # a history that is not there: a wrong path, not a first run
+        code, out = invoke(*usage, flag, "--history", str(tmp_path / "elsewhere.sqlite"))
+        assert code == 2 and "no history at" in out, (usage, out)
 
 
 # The end-to-end test checks the gate's verdicts on real runs, not its sensitivity (the rule's

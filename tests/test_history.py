@@ -202,29 +202,41 @@ def test_runs_against_differently_started_services_do_not_compare(tmp_path: Path
     assert history.get(db, str(searched_tuned)).comparable == history.get(db, "tuned").comparable
 
 
-def test_a_tuned_run_stored_before_the_options_counted_is_rekeyed(tmp_path: Path) -> None:
+def test_a_tuned_run_stored_before_the_options_counted_is_rekeyed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A version 2 history (keys without the service's options): a run whose results.json
-    names options gets them in its key, and stops matching the runs at the defaults; a run
-    whose folder is gone keeps its key."""
+    names options gets them in its key, and stops matching the runs at the defaults, found
+    from another working directory (folders are stored as given, e.g. ``runs/x``) and from a
+    results file of an older schema; a run whose folder is gone keeps its key."""
+    import json
     import sqlite3
     from dataclasses import replace
 
-    db = tmp_path / "history.sqlite"
+    root = tmp_path / "project"
+    db = root / "runs" / "history.sqlite"
+    monkeypatch.chdir(tmp_path)
     plain = record("2026-11-20", {1: [100, 102, 98]})
     tuned = replace(record("2026-11-21", {1: [150, 151, 149]}), server_args=["--tuned"])
+    older = replace(record("2026-11-21", {1: [150, 151, 149]}), server_args=["--tuned"])
     gone = replace(record("2026-11-22", {1: [150, 151, 149]}), server_args=["--tuned"])
-    for name, run in (("plain", plain), ("tuned", tuned), ("gone", gone)):
-        run.save(tmp_path / name)
-        history.store(db, tmp_path / name, run.plan, run)
-    (tmp_path / "gone" / "results.json").unlink()
+    runs = (("plain", plain), ("tuned", tuned), ("older", older), ("gone", gone))
+    for name, run in runs:
+        run.save(root / "runs" / name)
+        history.store(db, Path("runs") / name, run.plan, run)  # relative, from the project
+    (root / "runs" / "gone" / "results.json").unlink()
+    written = root / "runs" / "older" / "results.json"
+    written.write_text(json.dumps({**json.loads(written.read_text()), "schema": 1}))
     old_key = history.comparable_key(plain.plan, plain.machine)
-    with sqlite3.connect(db) as older:  # as a version 2 file stored them
-        older.execute("UPDATE runs SET comparable = ?", (old_key,))
-        older.execute("PRAGMA user_version = 2")
-    keys = {Path(r.folder).name: r.comparable for r in history.runs(db)}
+    with sqlite3.connect(db) as before:  # as a version 2 file stored them
+        before.execute("UPDATE runs SET comparable = ?", (old_key,))
+        before.execute("PRAGMA user_version = 2")
+    keys = {Path(r.folder).name: r.comparable for r in history.runs(db)}  # from tmp_path
     assert keys["plain"] == keys["gone"] == old_key
-    assert keys["tuned"] == history.comparable_key(tuned.plan, tuned.machine, ["--tuned"])
-    assert history.previous_comparable(db, tmp_path / "tuned", tuned) is None
+    tuned_key = history.comparable_key(tuned.plan, tuned.machine, ["--tuned"])
+    assert keys["tuned"] == keys["older"] == tuned_key
+    monkeypatch.chdir(root)
+    assert history.previous_comparable(db, Path("runs/tuned"), tuned) is None
 
 
 def test_a_folder_name_that_several_runs_share_is_refused_and_their_history_found(

@@ -444,6 +444,22 @@ def test_sequential_windows_against_a_real_service(
 
 
 @pytest.mark.slow
+def test_unreadable_digits_are_named_before_any_locust(server: Server, tmp_path: Path) -> None:
+    """Read once by the runner: with --processes, each Locust worker stopping on it left the
+    master waiting for them until the run's time limit."""
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not digits")
+    plan = LoadPlan(
+        variants=("depthwise",), concurrency=(1,), duration_s=1, repeats=1, processes=2,
+        mnist=str(bad),
+    )  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(LoadTestError, match="the digits to send cannot be read"):
+        run_plan(plan, tmp_path, Target(server.url, None, False))
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
 def test_locustfile_runs_on_its_own(server: Server, tmp_path: Path, mnist_path: Path) -> None:
     samples = tmp_path / "samples.npz"
     done = subprocess.run(

@@ -262,14 +262,18 @@ def test_a_best_that_missed_the_slo_on_confirmation_is_neither_saved_nor_called_
         Trial(other, 0, 0.6, 20, []),  # the confirmation
     ]
     assert tuning.best is not None and tuning.chosen is None
-    assert "missed it when measured again to confirm" in verdict(tuning)
+    assert "met the SLO once missed it when measured again" in verdict(tuning)
+    unconfirmed = ModelTuning("b@onnx", 1)  # the one that met it was never measured again
+    unconfirmed.trials = [Trial(DEFAULTS, 0, 0.9, 20, []), Trial(DEFAULTS, 0, 0.8, 20, [])]
+    unconfirmed.trials.append(Trial(other, 400, 0.5, 20, []))
+    assert "were not measured again to confirm" in verdict(unconfirmed)
     record = TuneRecord("2026-12-02T00:00:00+00:00", Slo(99, 20), 60, 60, [tuning])
     markdown, _, summary = write_tune_report(record, tmp_path)
     assert summary == "tune: a@onnx (none met the SLO)"
     assert "| best |" not in markdown.read_text()
 
 
-def test_standings_keep_protocols_apart_and_rank_a_failed_target_last() -> None:
+def test_standings_keep_protocols_apart_and_rank_a_failed_target_last(tmp_path: Path) -> None:
     """Over two protocols, each target ranks on its own figures (they were once averaged per
     model); a target whose every request failed has no p50 and comes last (its NaN once sorted
     anywhere)."""
@@ -278,7 +282,7 @@ def test_standings_keep_protocols_apart_and_rank_a_failed_target_last() -> None:
     from loadtests.labels import Label
     from loadtests.protocols import Protocol
     from loadtests.results import LoadPlan, StepResult
-    from loadtests.tuned_compare import closed_standings
+    from loadtests.tuned_compare import closed_standings, compare
     from tests.helpers import run_record, step_result
 
     def step(variant: str, protocol: Protocol, rps: float, p50: float) -> StepResult:
@@ -304,6 +308,11 @@ def test_standings_keep_protocols_apart_and_rank_a_failed_target_last() -> None:
         "original via tfserving",
         "depthwise via native",
     ]
+    # The configurations are per model, once each (the target names once crashed the parse).
+    run = run_record(plan, steps=steps)
+    compared = compare(tmp_path, (run, None), (run, None))
+    assert list(compared.configs) == ["original", "depthwise"]
+    assert set(compared.configs.values()) == {"not tuned: the service's settings"}
 
 
 def test_tune_exits_1_when_no_model_got_a_configuration(

@@ -127,7 +127,7 @@ def demo(
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
 
-    plan_on(given or ("savedmodel",))  # every option checked before minutes of training
+    plan_on(("savedmodel",) if given is None else given)  # checked before minutes of training
     repository = ModelRepository(models)
     missing = [name for name in catalog.SEED_VARIANTS if not repository.versions(name)]
     if missing:
@@ -139,9 +139,11 @@ def demo(
         console.print(
             f"[bold]1/2[/] using the models already in {models}/ (delete them to retrain)"
         )
-    chosen = given or session.demo_runtimes(repository, catalog.SEED_VARIANTS[-1])
-    console.print(
-        f"[bold]2/2[/] serving both on {' and '.join(chosen)}, load-testing under identical load"
+    # --runtimes none: bare names, the server's default runtime; not given: the demo's choice.
+    chosen = (
+        given if given is not None else session.demo_runtimes(repository, catalog.SEED_VARIANTS[-1])
     )
+    on = " and ".join(chosen) or "the server's default runtime"
+    console.print(f"[bold]2/2[/] serving both on {on}, load-testing under identical load")
     plan = plan_on(chosen)
     run_load_test(plan, out or default_out("demo"), None, models, sweep=sweep, pricing=pricing)

@@ -150,8 +150,8 @@ def history_check(
         typer.Option(
             "--pass-if-nothing-to-compare",
             help="Exit 0, not 2, when there is no earlier run to compare with (a CI history's "
-            "first run). A mistyped option or an unknown run still exits 2, so it cannot pass "
-            "the gate the way `|| [ $? -eq 2 ]` lets it.",
+            "first run). A mistyped option, an unknown run or a history file that is not there "
+            "still exits 2, so none passes the gate the way `|| [ $? -eq 2 ]` lets it.",
         ),
     ] = False,
     history_file: HistoryOption = None,
@@ -167,6 +167,8 @@ def history_check(
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     path = history_file or history.default_path(runs_dir())
+    if not path.is_file():  # a wrong path (or runs dir): never "nothing to compare", a pass
+        raise typer.BadParameter(f"no history at {path}: run `mnist-serve loadtest` first")
     try:
         before, after = gate.pick_runs(path, run, against)
         judged = gate.check(path, before, after, threshold)

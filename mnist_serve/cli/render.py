@@ -212,13 +212,14 @@ class ConsoleListener:
 
     def open_loop_finished(self, record: OpenLoopRecord, data: Path) -> None:
         """Each model's highest rate, and where the results are."""
-        from loadtests.claims import not_separated, rate_figure
+        from loadtests.claims import not_separated, rate_figure, rate_ratio
+        from loadtests.openloop_tables import same_runtime_baseline
 
-        base = record.models[0]
         for model in record.models:
-            ratio = f" ({record.ratio_to(model, base):.2f}x {base})" if model != base else ""
-            if model != base and record.open_ended(model) and record.open_ended(base):
-                ratio = " (not separated)"
+            base = same_runtime_baseline(record.models, model)  # as the claims compare
+            ratio = ""
+            if model != base and base in record.max_rate:
+                ratio = f" (vs {base}: {rate_ratio(record, model, base)})"
             console.print(
                 f"[bold]{model}[/]: {rate_figure(record, model)} req/s within {record.slo}{ratio}"
             )

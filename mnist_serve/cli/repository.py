@@ -34,8 +34,10 @@ def call(url: str, path: str) -> Any:
         raise typer.Exit(1) from err
     try:
         body = answer.json()
-    except ValueError:  # not JSON: not mnist-serve's repository API (a proxy's page?)
-        body = {"error": f"not a JSON answer: {answer.text[:200]!r}"}
+    except ValueError as err:  # not JSON: not mnist-serve's repository API (a proxy's page?)
+        said = f"not a JSON answer: {answer.text[:200]!r}"
+        console.print(f"[red]{answer.status_code} from {url}{path}:[/] {said}")
+        raise typer.Exit(1) from err
     if answer.status_code != 200 or not isinstance(body, list | dict):
         error = body.get("error", body) if isinstance(body, dict) else body
         console.print(f"[red]{answer.status_code} from {url}{path}:[/] {error}")
