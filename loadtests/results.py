@@ -21,6 +21,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from loadtests import defaults
 from loadtests.decision import Stop
 from loadtests.labels import Label, Step
 from loadtests.protocols import PROTOCOLS, Protocol
@@ -76,14 +77,16 @@ class LoadPlan:
     variants: tuple[str, ...] = ("original", "depthwise")
     runtimes: tuple[str, ...] = ()  # empty: the server's default runtime, bare variant names
     protocols: tuple[Protocol, ...] = (Protocol.NATIVE,)
-    concurrency: tuple[int, ...] = (1, 8, 32, 64)
-    duration_s: int = 20
-    warmup_s: int = 3
-    repeats: int = 3
+    concurrency: tuple[int, ...] = defaults.CONCURRENCY
+    duration_s: int = defaults.WINDOW_S
+    warmup_s: int = defaults.WARMUP_S
+    repeats: int = defaults.REPEATS
     mode: str = "json"
     processes: int = 1
     mnist: str = ""
-    precision: float = 0.0  # > 0: windows until each ratio is within ±precision (sequential)
+    # > 0: windows until each ratio is within ±precision (sequential). 0, fixed windows, unless
+    # asked: the command line asks for defaults.PRECISION.
+    precision: float = 0.0
     budget_s: int = 0  # the closed loop's time budget when sequential (0: none)
 
     def __post_init__(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from loadtests import cost, history, power, runner, slo
+from loadtests.defaults import DEMO_WARMUP_S
 from loadtests.openloop_results import OPENLOOP_FILE, OpenLoopRecord, RatePoint, Slo
 from loadtests.protocols import Protocol as WireProtocol
 from loadtests.results import LoadPlan, RunRecord, Step, StepResult
@@ -26,12 +27,6 @@ if TYPE_CHECKING:
     from loadtests.decision import Stop
     from loadtests.sequential import Estimate
     from modelrepo.layout import ModelRepository
-
-# The demo's open-loop runs are as long as --min-requests needs (1,000 requests: 5 s at
-# 200/s, 1.25 s at 800/s), at least this: the search then takes about 30 s per model.
-DEMO_OPEN_LOOP_S = 1
-# The demo's models are warm already when a step starts: this only lets connections settle.
-DEMO_WARMUP_S = 1
 
 
 @dataclass(frozen=True)

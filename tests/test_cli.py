@@ -32,6 +32,38 @@ def test_tune_help_names_the_values_it_searches() -> None:
         assert f"{name} ({listed}" in text, (name, listed, text)
 
 
+def test_loadtest_and_demo_defaults_are_the_plans_and_read_back() -> None:
+    """What ``loadtest`` does when not told is what a ``LoadPlan`` built in code does (but
+    the decision: the command line asks for --precision), and each default the command line
+    shows parses back to its figure in ``loadtests.defaults``."""
+    import typer.main
+
+    from loadtests import defaults
+    from loadtests.results import LoadPlan
+    from mnist_serve.cli.options import csv, percent, seconds
+
+    command = typer.main.get_command(app)
+    shown = {
+        name: {p.name: p.default for p in command.commands[name].params}  # type: ignore[attr-defined]
+        for name in ("loadtest", "demo")
+    }
+    plan = LoadPlan()
+    cli = shown["loadtest"]
+    assert csv(cli["concurrency"], int) == plan.concurrency == defaults.CONCURRENCY
+    assert seconds(cli["duration"]) == plan.duration_s == defaults.WINDOW_S
+    assert seconds(cli["warmup"], minimum=0) == plan.warmup_s == defaults.WARMUP_S
+    assert cli["repeats"] == plan.repeats == defaults.REPEATS
+    assert percent(cli["precision"]) == defaults.PRECISION and plan.precision == 0
+    assert seconds(cli["budget"]) == defaults.BUDGET_S == 600
+    assert csv(cli["rates"], float) == defaults.RATES
+    demo = shown["demo"]
+    assert csv(demo["concurrency"], int) == defaults.DEMO_CONCURRENCY
+    assert seconds(demo["duration"]) == defaults.DEMO_WINDOW_S
+    assert seconds(demo["budget"]) == defaults.DEMO_BUDGET_S == 360
+    assert csv(demo["rates"], float) == defaults.DEMO_RATES
+    assert demo["repeats"] == defaults.REPEATS
+
+
 def test_unknown_variant_exits_2_listing_known_ones() -> None:
     result = runner.invoke(app, ["train", "resnet50"])
     assert result.exit_code == 2

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from loadtests import defaults
 from mnist_serve.cli.loadtest import parse_sweep, run_load_test
 from mnist_serve.cli.models import train_variants
 from mnist_serve.cli.options import (
@@ -56,10 +57,12 @@ def demo(
     ] = 2,
     models: ModelsOption = DEFAULT_MODELS_DIR,
     data: DataOption = None,
-    concurrency: Annotated[str, typer.Option(help="Concurrent-client levels.")] = "1,8,32",
+    concurrency: Annotated[str, typer.Option(help="Concurrent-client levels.")] = (
+        defaults.CLI_DEMO_CONCURRENCY
+    ),
     duration: Annotated[
         str, typer.Option(help="One measurement window; the models alternate window by window.")
-    ] = "1s",
+    ] = defaults.CLI_DEMO_WINDOW,
     runtimes: Annotated[
         str | None,
         typer.Option(
@@ -68,9 +71,11 @@ def demo(
             show_default=False,
         ),
     ] = None,
-    repeats: Annotated[int, typer.Option(min=2, help="Windows per model and level, at least.")] = 4,
-    precision: PrecisionOption = "5%",
-    budget: BudgetOption = "6m",
+    repeats: Annotated[int, typer.Option(min=2, help="Windows per model and level, at least.")] = (
+        defaults.REPEATS
+    ),
+    precision: PrecisionOption = defaults.CLI_PRECISION,
+    budget: BudgetOption = defaults.CLI_DEMO_BUDGET,
     rates: Annotated[
         str,
         typer.Option(
@@ -78,7 +83,7 @@ def demo(
             "each run measuring --min-requests requests (at least 1 s); 'none' to skip the "
             "open loop."
         ),
-    ] = "200,400,800,1600",
+    ] = defaults.CLI_DEMO_RATES,
     slo: SloOption = DEFAULT_SLO,
     min_requests: MinRequestsOption = 1000,
     ceiling: CeilingOption = None,
@@ -107,7 +112,7 @@ def demo(
     sweep = (
         None
         if rates.strip().lower() == "none"
-        else parse_sweep(rates, slo, session.DEMO_OPEN_LOOP_S, min_requests, ceiling)
+        else parse_sweep(rates, slo, defaults.DEMO_OPEN_LOOP_S, min_requests, ceiling)
     )
     given = parse_runtimes(runtimes) if runtimes is not None else None
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from loadtests import defaults
 from mnist_serve.cli.options import (
     DEFAULT_MODELS_DIR,
     DEFAULT_SLO,
@@ -195,26 +196,26 @@ def loadtest(
         ),
     ] = None,
     concurrency: Annotated[str, typer.Option(help="Comma-separated concurrent-client levels.")] = (
-        "1,8,32,64"
+        defaults.CLI_CONCURRENCY
     ),
     duration: Annotated[
         str, typer.Option(help="One measurement window (2s); models alternate window by window.")
-    ] = "2s",
+    ] = defaults.CLI_WINDOW,
     warmup: Annotated[
         str,
         typer.Option(
             help="Unrecorded warm-up at the start of each Locust run, shared by the models."
         ),
-    ] = "2s",
+    ] = defaults.CLI_WARMUP,
     repeats: Annotated[
         int,
         typer.Option(
             min=1,
             help="Windows per model and level: at least these (exactly, with --precision off).",
         ),
-    ] = 4,
-    precision: PrecisionOption = "5%",
-    budget: BudgetOption = "10m",
+    ] = defaults.REPEATS,
+    precision: PrecisionOption = defaults.CLI_PRECISION,
+    budget: BudgetOption = defaults.CLI_BUDGET,
     mode: Annotated[str, typer.Option(help="Payloads: json (pixels) or png (uploads).")] = "json",
     processes: Annotated[
         int, typer.Option(min=1, help="Locust processes (its distributed mode) to spread the load.")
@@ -231,7 +232,7 @@ def loadtest(
             "time, each rate judged VALID or INVALID by LoadGen."
         ),
     ] = "closed",
-    rates: RatesOption = "100,200,400,800",
+    rates: RatesOption = defaults.CLI_RATES,
     slo: SloOption = DEFAULT_SLO,
     min_requests: MinRequestsOption = 1000,
     ceiling: CeilingOption = None,
