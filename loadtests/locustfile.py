@@ -265,7 +265,14 @@ def on_report_to_master(client_id: str, data: dict[str, Any]) -> None:
 def on_worker_report(client_id: str, data: dict[str, Any]) -> None:
     """Master: gather the workers' samples."""
     if "mnist_samples" in data:
-        RECORDER.merge(data["mnist_samples"])
+        RECORDER.merge(data["mnist_samples"], client_id)
+
+
+@events.test_stop.add_listener
+def on_test_stop(environment: Environment, **_: Any) -> None:
+    """Workers: the reports from now on are the last (the master counts them)."""
+    if isinstance(environment.runner, WorkerRunner):
+        RECORDER.final = True
 
 
 @events.quitting.add_listener
@@ -273,6 +280,8 @@ def on_quitting(environment: Environment, **_: Any) -> None:
     """Master or single process: write the samples."""
     options = environment.parsed_options
     if options and options.samples_out and not isinstance(environment.runner, WorkerRunner):
+        if isinstance(environment.runner, MasterRunner):
+            RECORDER.workers_expected = max(1, int(options.processes or 1))
         RECORDER.save(options.samples_out)
 
 

@@ -41,6 +41,13 @@ class Recorder:
         # Per window, then per status code of a failed request (text keys: they travel to
         # Locust's master), the first error message seen: each window's own model's.
         self.messages: dict[str, dict[str, str]] = {}
+        # Locust's master waits only 0.5 s for its workers' last reports before it stops
+        # (locust.runners.MasterRunner.quit): a worker marks the reports it sends once stopped
+        # (``final``), and the master counts the workers whose last report it got, so that a
+        # lost one is said (``missing_reports``), not silently a window with fewer samples.
+        self.final = False
+        self.workers_expected = 0
+        self.workers_final: set[str] = set()
 
     def start(self, warmup_s: float) -> None:
         """Open the recording window ``warmup_s`` seconds from now."""
@@ -89,14 +96,17 @@ class Recorder:
             "window_start": self.window_start,
             "cpu_s": self._take_cpu(),
             "messages": self.messages,
+            "final": self.final,
             **self.columns,
         }
         self.columns = {name: [] for name in SAMPLE_FIELDS}
         self.messages = {}
         return data
 
-    def merge(self, data: dict[str, Any]) -> None:
+    def merge(self, data: dict[str, Any], worker: str = "") -> None:
         """Take in a worker's drained samples (on the master)."""
+        if data.get("final"):
+            self.workers_final.add(worker)
         for name in SAMPLE_FIELDS:
             self.columns[name].extend(data[name])
         self.cpu_s += data["cpu_s"]
@@ -110,13 +120,15 @@ class Recorder:
     def save(self, path: str) -> None:
         """Write every sample as ``.npz`` (one array per field, plus the window, the CPU and the
         first error message per window and failed status: ``error_window``, ``error_status``,
-        ``error_message``)."""
+        ``error_message``; and ``missing_reports``, the workers whose last report never came)."""
         arrays = {
             name: np.asarray(values, dtype=np.float64) for name, values in self.columns.items()
         }
         self.cpu_s += self._take_cpu()
         arrays["window_start"] = np.asarray(self.window_start, dtype=np.float64)
         arrays["generator_cpu_s"] = np.asarray(self.cpu_s, dtype=np.float64)
+        missing = max(0, self.workers_expected - len(self.workers_final))
+        arrays["missing_reports"] = np.asarray(missing, dtype=np.int64)
         kept = [(int(w), int(c), m) for w, by in self.messages.items() for c, m in by.items()]
         arrays["error_window"] = np.asarray([w for w, _, _ in kept], dtype=np.int64)
         arrays["error_status"] = np.asarray([c for _, c, _ in kept], dtype=np.int64)

@@ -61,6 +61,12 @@ def summarize(
             f"load generator at {busy:.0%} of a core per process: it may be the bottleneck "
             "(try --processes 2)"
         )
+    missing = int(samples.get("missing_reports", 0))
+    if missing:
+        warnings.append(
+            f"{missing} Locust worker(s)' last report did not reach the master before it "
+            "stopped: up to their last 3 s of samples are missing"
+        )
     if len(good) == 0:
         warnings.append("no successful requests")
     return StepResult(
@@ -272,6 +278,7 @@ def cut(
         part = {name: samples[name][mask] for name in SAMPLE_FIELDS}
         part["window_start"] = np.asarray(float(samples["window_start"]))
         part["generator_cpu_s"] = np.asarray(cpu_share)
+        part["missing_reports"] = samples.get("missing_reports", np.asarray(0))
         if "error_status" in samples:  # the first message per status, in this window
             mine = samples.get("error_window", np.full(len(samples["error_status"]), index))
             for name in ("error_status", "error_message"):

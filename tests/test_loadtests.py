@@ -124,6 +124,37 @@ def test_each_window_keeps_its_own_models_error_message(tmp_path: Path) -> None:
     assert [f.message for f in second.failures] == ["no model b"]
 
 
+def test_a_workers_lost_last_report_is_said_on_the_steps(tmp_path: Path) -> None:
+    """Locust's master waits 0.5 s for its workers' last reports: one that comes later is
+    lost, and its samples with it. The steps say so (a worker's reports sent once it stopped
+    are its last; the master counts the workers it heard last from)."""
+    from loadtests.schedule import Schedule, Slot
+    from loadtests.windows import cut
+
+    def steps_with(finals: list[bool]) -> list[str]:
+        master = Recorder()
+        master.workers_expected = 2
+        for worker, final in enumerate(finals):
+            recorder = Recorder()
+            recorder.start(warmup_s=0.0)
+            time.sleep(0.01)
+            recorder.add(1.0, True, True, 0, 0, window=0)
+            recorder.final = final
+            master.merge(recorder.drain(), f"worker-{worker}")
+        path = tmp_path / "samples.npz"
+        master.save(str(path))
+        with np.load(path) as data:
+            everything = {key: data[key] for key in data.files}
+        (tmp_path / "samples").mkdir(exist_ok=True)
+        schedule = Schedule((Slot("a", "native"),), (0,), 1.0, 0.0)
+        (step,) = cut(everything, [Step(Label("a"), 1, 0)], {}, schedule, 2, tmp_path)
+        return step.warnings
+
+    assert steps_with([True, True]) == []
+    (warning,) = steps_with([True, False])  # the second worker's last report never came
+    assert warning.startswith("1 Locust worker(s)' last report did not reach the master")
+
+
 @pytest.mark.slow
 def test_a_service_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
     """An empty model folder: the service exits at once; the load test says so, with its log."""
@@ -514,6 +545,7 @@ def test_distributed_mode_gathers_every_workers_samples(
     (step,) = record.steps
     assert step.requests > 50 and step.errors == 0
     assert step.generator_cpu_s > 0  # reported by the workers, summed by the master
+    assert step.warnings == []  # both workers' last reports reached the master
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
