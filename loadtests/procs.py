@@ -19,12 +19,22 @@ from pathlib import Path
 
 import httpx
 
+# free_port() releases the port it found before the server binds it: another program may take
+# it in between. The server then exits ("cannot listen"), and is started again on new ports.
+BIND_ATTEMPTS = 3
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now (it may be taken before
+    it is bound: see BIND_ATTEMPTS)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_taken(log: str) -> bool:
+    """Whether a server's log says it could not bind its port."""
+    return "cannot listen" in log or "address already in use" in log.lower()
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
@@ -95,34 +105,44 @@ def run_server(
     server (and every process it starts, which inherit it) may run only on those CPUs; its
     default ``--workers`` counts them.
     """
-    port = free_port()
-    command = serve_command(models, port, "--host", "127.0.0.1", *args)
-    grpc_port = free_port() if grpc else 0
-    if grpc:
-        command += ["--grpc-port", str(grpc_port)]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
-        )
-    try:
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        port, grpc_port = free_port(), free_port() if grpc else 0
+        command = serve_command(models, port, "--host", "127.0.0.1", *args)
+        if grpc:
+            command += ["--grpc-port", str(grpc_port)]
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                command,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
+            )
         try:
             wait_for_port(port, process)
+            break
         except Exception as err:
-            raise RuntimeError(f"{err}\n--- server log ---\n{log.read_text()[-3000:]}") from err
+            stop(process)
+            said = log.read_text(errors="replace")
+            if attempt < BIND_ATTEMPTS and process.poll() is not None and port_taken(said):
+                continue  # another program took a port between free_port() and the bind
+            raise RuntimeError(f"{err}\n--- server log ---\n{said[-3000:]}") from err
+    try:
         grpc_target = f"127.0.0.1:{grpc_port}" if grpc else None
         yield ServerProcess(f"http://127.0.0.1:{port}", process, log, grpc_target)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the server drains), SIGKILL after 20 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def cpu_list(text: str) -> set[int]:

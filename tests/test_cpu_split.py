@@ -98,3 +98,28 @@ def test_a_pinned_server_runs_only_on_its_cpus(
         digit = [[0.0] * SIDE] * SIDE
         answer = httpx.post(f"{server.url}/predict/original@onnx", json={INPUT_NAME: digit})
         assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_taken_before_the_bind_starts_the_server_again(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: str
+) -> None:
+    """``free_port()`` releases the port it found; another socket may bind it before the
+    server does (a client's, say: bound, not listening). The server then cannot listen, and
+    ``run_server`` starts it on new ports (the single process and the supervisor say so in
+    their own words)."""
+    import socket
+
+    from loadtests import procs
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        ports = iter([taken.getsockname()[1]])
+        real = procs.free_port
+        monkeypatch.setattr(procs, "free_port", lambda: next(ports, None) or real())
+        args = ("--variants", "original", "--runtimes", "onnx", "--workers", workers)
+        with run_server(models_dir, tmp_path / "server.log", *args) as server:
+            assert server.url != f"http://127.0.0.1:{taken.getsockname()[1]}"
+            server.wait_ready()
+            assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
