@@ -52,6 +52,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from pydantic import TypeAdapter
 
 from loadtests.protocols import (
+    GENERATOR_ERROR,
     HEADER_LENGTH,
     PROTOCOLS,
     AnswerError,
@@ -273,6 +274,22 @@ def on_test_stop(environment: Environment, **_: Any) -> None:
     """Workers: the reports from now on are the last (the master counts them)."""
     if isinstance(environment.runner, WorkerRunner):
         RECORDER.final = True
+
+
+@events.user_error.add_listener
+def on_user_error(user_instance: Any, exception: Exception, **_: Any) -> None:
+    """A task that raised (a fault here, not an answer of the server's; Locust logs it and
+    goes on, and the runner's --exit-code-on-error 0 keeps its exit code 0): a failed request
+    of the window it happened in, with the exception as its message, so that the step says
+    why it failed rather than "no request finished"."""
+    user = getattr(user_instance, "user", user_instance)  # Locust passes the user's TaskSet
+    options = user.environment.parsed_options
+    window = 0
+    if options and options.schedule in SCHEDULES:
+        _target, at, counted = SCHEDULES[options.schedule].at(time.time() - RECORDER.window_start)
+        window = at if counted else -1
+    message = f"{type(exception).__name__}: {exception}"
+    RECORDER.add(0.0, False, False, np.nan, np.nan, GENERATOR_ERROR, message, window)
 
 
 @events.quitting.add_listener

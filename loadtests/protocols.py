@@ -189,10 +189,17 @@ def error_message(body: bytes | str | None, limit: int = 300) -> str:
     return line[:limit] + ("..." if len(line) > limit else "")
 
 
+# The status recorded for a request whose Locust task raised (a fault of the load generator,
+# not an answer of the server's): no protocol uses a negative code.
+GENERATOR_ERROR = -1
+
+
 def status_label(protocol: Protocol, code: int) -> str:
     """A failed request's status as the report names it: ``HTTP 400``, ``gRPC UNAVAILABLE``,
-    ``no answer`` (HTTP: the connection failed) or ``malformed answer`` (a success status whose
-    body was not 10 scores)."""
+    ``no answer`` (HTTP: the connection failed), ``malformed answer`` (a success status whose
+    body was not 10 scores) or ``load generator error`` (its task raised)."""
+    if code == GENERATOR_ERROR:
+        return "load generator error"
     if protocol is Protocol.KSERVE_GRPC:
         if code == 0:
             return "malformed answer"

@@ -16,7 +16,14 @@ from scipy import stats
 from loadtests.analysis import Axis, comparisons, load_levels, speedups
 from loadtests.labels import Label
 from loadtests.procs import free_port
-from loadtests.protocols import PROTOCOLS, AnswerError, Protocol, decode, encode
+from loadtests.protocols import (
+    GENERATOR_ERROR,
+    PROTOCOLS,
+    AnswerError,
+    Protocol,
+    decode,
+    encode,
+)
 from loadtests.report import build_report
 from loadtests.results import SCHEMA, LoadPlan, ResultsError, RunRecord, ServedVariant, Step
 from loadtests.runner import (
@@ -696,3 +703,40 @@ def test_unreadable_digits_stop_locust_with_the_cause(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
     assert done.returncode == 1 and "not a readable .npz file" in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_task_that_raises_is_a_failed_request_with_its_cause(tmp_path: Path) -> None:
+    """Locust logs an exception raised in a task and goes on, and the runner's
+    --exit-code-on-error 0 keeps its exit code 0: the windows were empty and the report said
+    "no request finished", without the cause. Each is now a failed request of its window
+    ("load generator error"), with the exception as its message. A user class that raises,
+    loaded beside ours, stands for a fault in a task."""
+    raising = tmp_path / "raising.py"
+    raising.write_text(
+        "from locust import User, constant, task\n"
+        "class RaisingUser(User):\n"
+        "    wait_time = constant(0.05)\n"
+        "    @task\n"
+        "    def predict(self):\n"
+        "        raise RuntimeError('the digit could not be encoded')\n"
+    )
+    samples = tmp_path / "samples.npz"
+    locust = Path(sys.executable).with_name("locust")
+    done = subprocess.run(
+        [str(locust), "-f", f"loadtests/locustfile.py,{raising}", "RaisingUser", "--headless",
+         "-u", "1", "-r", "1", "-t", "2s", "--host", f"http://127.0.0.1:{free_port()}",
+         "--samples-out", str(samples), "--warmup", "0",
+         "--exit-code-on-error", "0", "--loglevel", "WARNING", "--only-summary"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    with np.load(samples) as data:
+        everything = {key: data[key] for key in data.files}
+    assert len(everything["ok"]) > 5 and not everything["ok"].any()
+    assert set(everything["status"]) == {GENERATOR_ERROR}
+    assert list(everything["error_message"]) == ["RuntimeError: the digit could not be encoded"]
+    step = summarize(Step(Label("a"), 1, 0), "onnx", everything, 1, "s.npz", window_s=2.0)
+    assert step.failure_line.endswith(
+        "x load generator error: RuntimeError: the digit could not be encoded"
+    )
