@@ -334,3 +334,28 @@ def test_the_console_summary_of_the_open_loop_says_what_the_report_says() -> Non
     )
     assert "depthwise@litert: 400 req/s within p99 <= 20 ms (vs original@litert: <= 0.50x)" in text
     assert "nan" not in text
+
+
+def test_the_open_loop_runs_table_counts_failures_and_says_how_loadgen_timed_them() -> None:
+    """LoadGen needs a latency for every request: a failed one is given just over the bound.
+    The runs table counts the failed requests, and its title says why their run's high
+    percentiles sit at the bound (with the asyncio generator there is nothing to say)."""
+    from loadtests.openloop_results import LoadGenVerdict, RatePoint
+    from loadtests.openloop_tables import openloop_tables
+    from loadtests.results import Percentiles
+
+    latency = Percentiles(1, 2, 3, 20.1, 20.2)
+    verdict = LoadGenVerdict(
+        False, False, False, True, True, 1000, 40, None, 800, 800, 760, latency, 20, 5, 21, "6"
+    )
+    failing = RatePoint(
+        "depthwise", 800, 1000, 960, 760, latency, 20.1, False, 0.1, loadgen=verdict
+    )
+    plain = searched({"depthwise": ([400], [])})
+    for openloop, said in ((replace(plain, points=[failing]), True), (plain, False)):
+        (title, (header, rows)) = list(openloop_tables(openloop).items())[1]
+        assert (
+            "a failed one counts as just over the bound (10 s if never answered)" in title
+        ) is said
+        assert title.endswith(")") and title.count("(") == title.count(")")
+        assert rows[0][header.index("failed")] == ("40" if said else "0")
