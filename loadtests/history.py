@@ -264,6 +264,9 @@ def get(path: Path, ref: str) -> Run:
     for run in reversed(found):
         if ref in (str(run.id), run.folder):
             return run
+    for run in reversed(found):  # the same folder spelled otherwise (absolute, or ./runs/x)
+        if same_folder(Path(run.folder), Path(ref), path):
+            return run
     named = [run for run in found if Path(run.folder).name == ref]
     if len({run.folder for run in named}) > 1:  # e.g. every `loadtest --tuned` has a "defaults"
         which = ", ".join(f"{run.id} ({run.folder})" for run in named)
@@ -271,6 +274,17 @@ def get(path: Path, ref: str) -> Run:
     if named:
         return named[-1]
     raise KeyError(f"no run {ref!r} in {path} (ids 1-{len(found)}; see `mnist-serve history`)")
+
+
+def same_folder(stored: Path, ref: Path, path: Path) -> bool:
+    """Whether ``ref`` is the folder stored as ``stored`` in the history at ``path``: a relative
+    one was stored from the working directory of its run, which is taken to be here or the
+    history's parent's parent (``runs/history.sqlite`` in the directory above ``runs``)."""
+    if len(ref.parts) < 2 and not ref.is_absolute():
+        return False  # a bare name: get() matches names apart, refusing one that several share
+    places = [stored] if stored.is_absolute() else [stored, path.parent.parent / stored]
+    target = ref.resolve()
+    return any(place.resolve() == target for place in places)
 
 
 def locate(folder: Path) -> Path:

@@ -257,6 +257,19 @@ def test_a_folder_name_that_several_runs_share_is_refused_and_their_history_foun
     with pytest.raises(KeyError, match="names several folders"):
         history.get(db, "defaults")
     assert history.get(db, str(runs / "tuned-1" / "defaults")).id == 1
+    # The same folder spelled otherwise: relative to here, or to the directory above runs/
+    # (where a run started from a relative --out was stored from).
+    monkeypatch.chdir(tmp_path)
+    assert history.get(db, "runs/tuned-2/defaults").id == 2
+    assert history.get(db, "./runs/tuned-1/../tuned-2/defaults").id == 2
+    third = record("2026-11-22", {1: [100, 100, 100]})
+    history.store(db, Path("runs/tuned-3/defaults"), third.plan, third)  # stored relative
+    monkeypatch.chdir(runs)  # from elsewhere, read from the directory above runs/
+    assert history.get(db, str(runs / "tuned-3" / "defaults")).id == 3
+    assert history.get(db, "tuned-3/defaults").id == 3  # and from here
+    with pytest.raises(KeyError, match="no run"):
+        history.get(db, "elsewhere/defaults")
+    monkeypatch.chdir(tmp_path)
     assert history.locate(runs / "tuned-2" / "defaults") == db
     assert history.locate(runs / "loadtest-9") == db  # no such run yet: beside it
     compared = against_previous(runs / "tuned-2" / "defaults", second)
