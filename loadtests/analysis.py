@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from loadtests import history
+from loadtests import changes, history
 from loadtests.decision import SEQUENTIAL_CONFIDENCE
 from loadtests.labels import Label
 from loadtests.openloop_results import OPENLOOP_FILE, OpenLoopRecord
@@ -234,10 +234,10 @@ class RunComparison:
 
     before: history.Run
     after: history.Run
-    speedups: list[history.Change]
-    throughputs: list[history.Change]
-    rates: list[history.RateChange]
-    p99s: list[history.Change] = field(default_factory=list)  # p99 latency, ms, per level
+    speedups: list[changes.Change]
+    throughputs: list[changes.Change]
+    rates: list[changes.RateChange]
+    p99s: list[changes.Change] = field(default_factory=list)  # p99 latency, ms, per level
 
     @property
     def comparable(self) -> bool:
@@ -273,10 +273,10 @@ def compare_runs(path: Path, before: history.Run, after: history.Run) -> RunComp
     return RunComparison(
         before,
         after,
-        history.compare_speedups(path, before, after, variant_pairs(after.plan)),
-        history.compare(path, before, after),
-        history.compare_rates(path, before, after),
-        history.compare(path, before, after, history.Figure.P99),
+        changes.compare_speedups(path, before, after, variant_pairs(after.plan)),
+        changes.compare(path, before, after),
+        changes.compare_rates(path, before, after),
+        changes.compare(path, before, after, history.Figure.P99),
     )
 
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from loadtests import history
+from loadtests import changes, history
 from loadtests.analysis import compare_runs
 from loadtests.stats import CONFIDENCE, Interval, change_interval
 
@@ -116,7 +116,7 @@ def judge(metric: Metric, change: Interval, threshold: float) -> Verdict:
 
 
 def judge_change(
-    change: history.Change, metric: Metric, threshold: float, confidence: float = CONFIDENCE
+    change: changes.Change, metric: Metric, threshold: float, confidence: float = CONFIDENCE
 ) -> Judged:
     """A closed-loop figure (throughput, p99 or speedup) of one target at one level; not judged
     when a side has no values (a speedup whose every pair had a failed window: the target's own
@@ -145,7 +145,7 @@ def family_confidence(figures: int, confidence: float = CONFIDENCE) -> float:
     return 1 - (1 - confidence) / max(figures, 1)
 
 
-def judge_rate(rate: history.RateChange, threshold: float) -> Judged:
+def judge_rate(rate: changes.RateChange, threshold: float) -> Judged:
     """An open-loop model's highest rate within the SLO: the interval of new/old runs from the
     least to the most favourable ends of the two searches' brackets."""
     (b_low, b_high), (a_low, a_high) = rate.before, rate.after

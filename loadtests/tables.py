@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests import history
+from loadtests import changes
 from loadtests.analysis import DRIFT, Levels, RunComparison, Speedup, drift
 from loadtests.claims import Claim
 from loadtests.openloop_results import OpenLoopRecord
@@ -36,7 +36,7 @@ def previous_tables(comparison: RunComparison) -> Previous:
     """The report's view of :func:`loadtests.analysis.against_previous`."""
     header = ["model", "clients", "then", "now", "now/then", "moved"]
 
-    def moved(change: history.Change) -> str:
+    def moved(change: changes.Change) -> str:
         return "yes" if change.moved else "no (intervals overlap)"
 
     throughput = [

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from loadtests import gate, history
+from loadtests import changes, gate, history
 from loadtests.gate import Metric, Verdict, judge
 from loadtests.results import LoadPlan, Percentiles, RunRecord
 from loadtests.stats import Interval, change_interval
@@ -147,10 +147,10 @@ def test_a_speedup_and_an_open_loop_rate_are_gated(tmp_path: Path) -> None:
     rates = {j.subject: j for j in gate.check(db, before, after, 0.05).judged if j.level is None}
     assert rates["depthwise (p99 <= 20 ms)"].verdict is Verdict.STEADY  # same search both times
     # A search that met the SLO up to 400/s, after one that met it at 800 but missed at 1,600.
-    lower = history.RateChange("depthwise", "p99 <= 20 ms", (800.0, 1600.0), (400.0, 800.0))
+    lower = changes.RateChange("depthwise", "p99 <= 20 ms", (800.0, 1600.0), (400.0, 800.0))
     judged = gate.judge_rate(lower, 0.05)
     assert judged.verdict is Verdict.WORSE  # 400/800 at worst, 800/800 at best: surely lower
-    halved = history.RateChange("depthwise", "p99 <= 20 ms", (800.0, 1600.0), (400.0, 600.0))
+    halved = changes.RateChange("depthwise", "p99 <= 20 ms", (800.0, 1600.0), (400.0, 600.0))
     assert gate.judge_rate(halved, 0.05).verdict is Verdict.REGRESSED  # at best 600/800
 
 

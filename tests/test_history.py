@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from loadtests import history
+from loadtests import changes, history
 from loadtests.labels import Label
 from loadtests.openloop_results import OpenLoopRecord, RatePoint, Slo
 from loadtests.results import LoadPlan, Machine, Percentiles, RunRecord
@@ -49,9 +49,9 @@ def test_store_compare_and_previous(tmp_path: Path) -> None:
     assert [r.folder for r in history.runs(db)] == [str(tmp_path / n) for n in "axb"]
     previous = history.previous_comparable(db, tmp_path / "b", new)
     assert previous is not None and previous.folder == str(tmp_path / "a")  # not the Xeon run
-    changes = {c.level: c for c in history.compare(db, previous, history.get(db, "b"))}
-    assert not changes[1].moved and changes[1].ratio == pytest.approx(1.0)
-    assert changes[32].moved and changes[32].ratio == pytest.approx(1200 / 900)
+    moved = {c.level: c for c in changes.compare(db, previous, history.get(db, "b"))}
+    assert not moved[1].moved and moved[1].ratio == pytest.approx(1.0)
+    assert moved[32].moved and moved[32].ratio == pytest.approx(1200 / 900)
     with pytest.raises(KeyError, match="no run"):
         history.get(db, "nope")
 
@@ -99,8 +99,8 @@ def test_history_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert "Open loop, highest rate within the SLO" in compared.output
     assert "p99 latency: run 1 -> run 2" in compared.output and "2.00 ms" in compared.output
     assert "2.00x" in compared.output  # 400 -> 800 req/s, brackets [400, 800) and [800, inf)
-    changes = history.compare_rates(db, history.get(db, "2"), history.get(db, "3"))
-    assert [(c.ratio, c.moved) for c in changes] == [(1.0, False)]
+    found = changes.compare_rates(db, history.get(db, "2"), history.get(db, "3"))
+    assert [(c.ratio, c.moved) for c in found] == [(1.0, False)]
     previous = history.previous_comparable(db, tmp_path / "run-d", run)
     assert previous is not None and previous.folder.endswith("run-b")  # run-c: no closed loop
     missing = runner.invoke(app, ["history", "compare", "1", "9"])
@@ -119,12 +119,12 @@ def test_the_speedup_moved_or_not(tmp_path: Path) -> None:
         history.store(db, tmp_path / name, run.plan, run)
     a, b, c = (history.get(db, n) for n in "abc")
     pairs = [(Label("original"), Label("depthwise"))]
-    (steady,) = history.compare_speedups(db, a, b, pairs)
+    (steady,) = changes.compare_speedups(db, a, b, pairs)
     assert (steady.baseline, steady.target, steady.level) == (*pairs[0], 8)
     assert steady.name == "depthwise over original"
     # The geometric mean of the paired ratios (1.2, 1.22, 1.18).
     assert steady.before.mean == pytest.approx(1.2, rel=1e-3) and not steady.moved
-    (moved,) = history.compare_speedups(db, b, c, pairs)
+    (moved,) = changes.compare_speedups(db, b, c, pairs)
     assert moved.moved and moved.ratio == pytest.approx(1.503 / 1.2, rel=1e-3)
 
 

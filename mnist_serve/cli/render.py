@@ -21,8 +21,8 @@ from mnist_serve.cli.options import console
 
 if TYPE_CHECKING:
     from loadtests.analysis import RunComparison
+    from loadtests.changes import Change
     from loadtests.decision import Stop
-    from loadtests.history import Change
     from loadtests.openloop_results import OpenLoopRecord, RatePoint
     from loadtests.results import LoadPlan, Step, StepResult
     from loadtests.sequential import Estimate
