@@ -32,14 +32,13 @@ workers send theirs to the master.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import random
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 import grpc
@@ -51,6 +50,7 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 from pydantic import TypeAdapter
 
+from loadtests.payloads import PAYLOADS, Payloads
 from loadtests.protocols import (
     GENERATOR_ERROR,
     HEADER_LENGTH,
@@ -59,22 +59,17 @@ from loadtests.protocols import (
     Protocol,
     decode,
     decode_grpc,
-    encode,
     error_message,
 )
 from loadtests.samples import Recorder
 from loadtests.schedule import Schedule, Slot
 from loadtests.shaping import LayoutError, TensorLayout, fetch_layout
 
-if TYPE_CHECKING:
-    from training.data import Mnist
-
 # gRPC must cooperate with gevent, whose greenlets run Locust's users.
 grpc_gevent.init_gevent()
 from tritonclient.grpc import service_pb2 as pb  # noqa: E402  (after init_gevent)
 from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
 
-PAYLOADS = 512  # distinct test digits cycled through
 SERVER_TIMING = re.compile(r"(\w+);dur=([\d.]+)")
 
 
@@ -128,28 +123,6 @@ def add_options(parser: Any) -> None:
 RECORDER = Recorder()
 # Idle users (the run is over, or the window's protocol is another class's) re-check this often.
 IDLE_S = 0.05
-
-
-class Payloads:
-    """Pre-encoded requests for real MNIST test digits in one protocol, with their labels."""
-
-    def __init__(
-        self, mnist_path: str, protocol: Protocol, mode: str, model: str, layout: TensorLayout
-    ) -> None:
-        data = mnist_data(mnist_path)
-        rng = np.random.default_rng(0)  # the same digits, in the same order, in every protocol
-        picks = rng.choice(len(data.x_test), size=PAYLOADS, replace=False)
-        self.layout = layout
-        self.labels = [int(data.y_test[i]) for i in picks]
-        self.requests = [encode(protocol, mode, model, data.x_test[i], layout) for i in picks]
-
-
-@functools.cache
-def mnist_data(mnist_path: str) -> Mnist:
-    """MNIST, read once per process (each target's payloads come from the same digits)."""
-    from training.data import load_mnist
-
-    return load_mnist(mnist_path or None)
 
 
 PAYLOAD_CACHE: dict[tuple[str, Protocol, str, str, TensorLayout], Payloads] = {}

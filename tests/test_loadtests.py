@@ -671,11 +671,11 @@ def test_every_scheduled_target_is_encoded_before_the_clock_starts(
     Schedule(slots, (0, 1, 1, 0), 1.0, 1.0).save(tmp_path / "schedule.json")
     probe = (
         "import time; from types import SimpleNamespace as N;"
-        "import loadtests.locustfile as lf;"
+        "import loadtests.locustfile as lf; from loadtests.payloads import mnist_data;"
         f"options = N(schedule={str(tmp_path / 'schedule.json')!r}, mnist={str(mnist_path)!r},"
         " mode='json');"
         "lf.on_init(N(parsed_options=options, runner=None));"
-        "print(len(lf.SLOT_PAYLOADS), lf.mnist_data.cache_info().misses)"
+        "print(len(lf.SLOT_PAYLOADS), mnist_data.cache_info().misses)"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO
