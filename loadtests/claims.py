@@ -9,6 +9,8 @@ or ``within noise`` (the interval includes "no difference"), or ``one run`` (no 
 Test accuracy comes from the models' metadata (the full 10,000-image test set), not from the
 digits sent under load; its interval is the normal approximation for the difference of two
 proportions over 10,000 images each (seed-to-seed variation, which is larger, is not in it).
+The open loop's claim is :mod:`loadtests.rate_claims`', and the report's one-sentence summary
+of them all :mod:`loadtests.bottom_line`'s.
 """
 
 from __future__ import annotations
@@ -20,10 +22,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from loadtests.analysis import Axis, Speedup
-from loadtests.openloop_results import OpenLoopRecord
-from loadtests.results import LoadPlan, RunRecord, ServedVariant
+from loadtests.results import RunRecord, ServedVariant
 from modelrepo.contract import TEST_SIZE
-from modelrepo.layout import ModelName
 from modelrepo.metadata import SeedSummary
 from modelrepo.stats import t_quantile
 
@@ -171,10 +171,9 @@ def pair(record: RunRecord) -> tuple[ServedVariant, ServedVariant] | None:
     )
 
 
-def claims(
-    record: RunRecord, items: Sequence[Speedup], openloop: OpenLoopRecord | None = None
-) -> list[Claim]:
-    """The claims of the second variant named against the first (the baseline)."""
+def claims(record: RunRecord, items: Sequence[Speedup]) -> list[Claim]:
+    """The claims of the second variant named against the first (the baseline), from the
+    models' figures and the closed loop (the open loop's: :mod:`loadtests.rate_claims`)."""
     found = pair(record)
     if found is None:
         return []
@@ -257,181 +256,4 @@ def claims(
                 s.concurrency,
             )
         )
-    if openloop is not None:
-        out += rate_claims(openloop, record.plan)
     return out
-
-
-def rate_pairs(openloop: OpenLoopRecord, plan: LoadPlan) -> list[tuple[str, str]]:
-    """(candidate, baseline) model pairs of an open-loop sweep of ``plan``'s models: each other
-    variant against the plan's first on the same runtime."""
-    base_name = plan.variants[0]
-    out = []
-    for name in plan.model_names():
-        model, baseline = str(name), str(ModelName(base_name, name.runtime))
-        if name.variant != base_name and {model, baseline} <= openloop.max_rate.keys():
-            out.append((model, baseline))
-    return out
-
-
-def rate_figure(openloop: OpenLoopRecord, model: str) -> str:
-    """A model's highest rate within the SLO: "at least" when it met every rate tried."""
-    rate = f"{openloop.max_rate[model]:,.0f}"
-    return f">= {rate}" if openloop.open_ended(model) else rate
-
-
-def rate_ratio(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
-    """``model``'s highest rate within the SLO against ``baseline``'s, as a bound when either
-    met every rate tried (">=" or "<="), or why there is no ratio: "2.00x", ">= 1.50x",
-    "not separated", "baseline met none", "neither met the SLO"."""
-    if openloop.open_ended(model) and openloop.open_ended(baseline):
-        return "not separated"
-    if not openloop.max_rate[baseline]:
-        return "neither met the SLO" if not openloop.max_rate[model] else "baseline met none"
-    if not openloop.max_rate[model]:
-        return "0.00x"  # it met none: no bound to give
-    prefix = ">= " if openloop.open_ended(model) else "<= " if openloop.open_ended(baseline) else ""
-    return f"{prefix}{openloop.ratio_to(model, baseline):.2f}x"
-
-
-def rate_measured(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
-    """The claim's measurement: both rates and their ratio, or why there is no ratio."""
-    if openloop.open_ended(model) and openloop.open_ended(baseline):
-        top = max(openloop.max_rate[model], openloop.max_rate[baseline])
-        return f"both met every rate tried, up to {top:,.0f} req/s: {not_separated(openloop)}"
-    undecided = [p for m in (model, baseline) if (p := openloop.undecided(m)) is not None]
-    text = (
-        f"{rate_figure(openloop, model)} vs {rate_figure(openloop, baseline)} req/s of "
-        f"{baseline} ({rate_ratio(openloop, model, baseline)})"
-    )
-    for point in undecided:
-        text += f"; {point.model} at {point.rate:,.0f} req/s {point.verdict}"
-    return text
-
-
-def not_separated(openloop: OpenLoopRecord) -> str:
-    """What to do when the rates tried did not separate the models."""
-    from loadtests.loadgen import SUT_CEILING
-
-    top = max((p.rate for p in openloop.points), default=0.0)
-    if openloop.ceiling is not None and top >= openloop.ceiling >= SUT_CEILING:
-        return (
-            f"the rates did not separate the models up to {top:,.0f} req/s: a tighter --slo "
-            "or a higher --ceiling separates them"
-        )
-    if openloop.ceiling is not None and top >= openloop.ceiling:
-        return (
-            f"the rates did not separate the models: the search stopped at --ceiling "
-            f"{openloop.ceiling:g}; give --ceiling {SUT_CEILING:g}"
-        )
-    higher = ",".join(
-        f"{min(top * k, SUT_CEILING):g}" for k in (2, 4, 8) if top * k / 2 < SUT_CEILING
-    )
-    return f"the rates did not separate the models: give higher --rates, e.g. --rates {higher}"
-
-
-def rate_claims(openloop: OpenLoopRecord, plan: LoadPlan) -> list[Claim]:
-    """Per candidate model, its highest arrival rate within the SLO against its baseline's
-    (same runtime). The search brackets each answer between the highest rate that met the SLO
-    and the lowest that missed it; the claim holds or fails only when the brackets are apart."""
-    return [
-        Claim(
-            Kind.RATE,
-            f"faster inference: {model}, highest Poisson arrival rate within {openloop.slo}",
-            "cuts inference time",
-            rate_measured(openloop, model, baseline),
-            rate_verdict(openloop, model, baseline),
-            openloop.ratio_to(model, baseline),
-            model,
-        )
-        for model, baseline in rate_pairs(openloop, plan)
-    ]
-
-
-def rate_verdict(openloop: OpenLoopRecord, model: str, baseline: str) -> Verdict:
-    """holds / does not when the two search brackets are apart; not separated when both met
-    every rate tried (a ceiling, not a tie); needs more requests when an upper end of a bracket
-    is a rate LoadGen could not decide; else within search resolution."""
-    if openloop.open_ended(model) and openloop.open_ended(baseline):
-        return Verdict.NOT_SEPARATED
-    (low_c, high_c), (low_b, high_b) = openloop.bracket(model), openloop.bracket(baseline)
-    if low_c >= high_b and openloop.undecided(baseline) is None:
-        return Verdict.HOLDS
-    if high_c <= low_b and openloop.undecided(model) is None:
-        return Verdict.DOES_NOT
-    if openloop.undecided(model) or openloop.undecided(baseline):
-        return Verdict.NEEDS_MORE
-    return Verdict.WITHIN_RESOLUTION
-
-
-def bottom_line(
-    record: RunRecord, items: Sequence[Speedup], openloop: OpenLoopRecord | None = None
-) -> str:
-    """One sentence: the speedup at the highest load measured, the MACs, the accuracy."""
-    found = pair(record)
-    if found is None:
-        return ""
-    base, cand = found
-    speed = [s for s in items if s.kind is Axis.VARIANT and s.baseline.variant == base.name]
-    parts = []
-    if speed:
-        top = max(speed, key=lambda s: s.concurrency)
-        t = top.throughput
-        level = f"{t.confidence * 100:g}% CI"  # a sequential run's intervals are 97.5 % ones
-        interval = "" if math.isnan(t.low) else f" ({level} {t.low:.2f}-{t.high:.2f})"
-        others = [s.throughput.mean for s in speed if s.concurrency == top.concurrency]
-        if len(others) > 1:  # other runtimes, protocols or variants at that load
-            interval += (
-                f"; {len(others) - 1} other comparison(s) at that load, "
-                f"{min(others):.2f}x-{max(others):.2f}x in all"
-            )
-        parts.append(
-            f"{top.candidate} serves {t.mean:.2f}x the requests/s of {top.baseline} at "
-            f"{top.concurrency} clients{interval}"
-        )
-    named = bool(speed)  # whether a part so far has the candidate for its subject
-    if openloop is not None:
-        for model, baseline in rate_pairs(openloop, record.plan)[:1]:
-            verdict = rate_verdict(openloop, model, baseline)
-            caveat = "" if verdict in (Verdict.HOLDS, Verdict.DOES_NOT) else f" ({verdict})"
-            lowest = min((p.rate for p in openloop.points), default=math.nan)
-            if verdict is Verdict.NOT_SEPARATED:
-                parts.append(
-                    f"{model} and {baseline} both met every arrival rate tried within "
-                    f"{openloop.slo} (not separated)"
-                )
-            elif not openloop.max_rate[model] and not openloop.max_rate[baseline]:
-                parts.append(
-                    f"neither {model} nor {baseline} met {openloop.slo} at the lowest arrival "
-                    f"rate tried ({lowest:,.0f} req/s)"
-                )
-            elif not openloop.max_rate[baseline]:
-                named = True
-                parts.append(
-                    f"{model} sustains {rate_figure(openloop, model)} req/s within "
-                    f"{openloop.slo}, where {baseline} met no rate tried"
-                )
-            else:
-                named = True
-                parts.append(
-                    f"{model} sustains {rate_ratio(openloop, model, baseline)} the arrival "
-                    f"rate of {baseline} within {openloop.slo}{caveat}"
-                )
-    own = len(parts)  # the candidate's own figures follow
-    if base.macs and cand.macs:
-        parts.append(f"needs {base.macs / cand.macs:.2f}x fewer multiply-adds")
-    if (gap := accuracy_gap(base, cand)) is not None:
-        a_cand, a_base, verdict = gap
-        said = {Verdict.HOLDS: "is more accurate", Verdict.DOES_NOT: "is less accurate"}
-        parts.append(
-            f"{said.get(verdict, 'is as accurate within noise')} ({a_cand:.2%} vs {a_base:.2%})"
-        )
-    if not parts:
-        return ""
-    if not named and len(parts) > own:  # no part before named the candidate: name it here
-        parts[own] = f"{cand.name} {parts[own]}"
-    failed = [s for s in record.failed_steps if s.target.variant in (base.name, cand.name)]
-    text = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
-    if failed:
-        text += f" ({len(failed)} step(s) of these two failed: see the report)"
-    return f"Bottom line: {text}."

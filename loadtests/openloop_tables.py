@@ -30,7 +30,7 @@ def openloop_summary(record: OpenLoopRecord) -> Table:
     """Per model: its highest rate under the SLO (">=" when it met every rate tried), the ratio
     to the first variant on the same runtime (as the claims compare), its latency there, and
     where the search stopped."""
-    from loadtests.claims import rate_figure, rate_ratio
+    from loadtests.rate_claims import rate_figure, rate_ratio
 
     header = [
         "model",

@@ -34,10 +34,12 @@ from loadtests.answer import (
     comparison_rows,
     interval_note,
 )
-from loadtests.claims import Claim, bottom_line, claims, rate_claims
+from loadtests.bottom_line import bottom_line
+from loadtests.claims import Claim, claims, pair
 from loadtests.openloop_results import OpenLoopRecord
 from loadtests.plots import plots
 from loadtests.protocols import Protocol
+from loadtests.rate_claims import rate_claims
 from loadtests.results import Percentiles, RunRecord
 from loadtests.tables import Previous, Table, failure_lines, previous_tables, tables
 from loadtests.tuned_compare import tuned_lines, tuned_tables
@@ -89,7 +91,9 @@ def build_report(out_dir: Path) -> Report:
     openloop = load_openloop(out_dir)
     closed = bool(record.steps)  # False: an open-loop run on its own
     items = speedups(record, levels) if closed else []
-    found = claims(record, items, openloop)
+    found = claims(record, items)
+    if openloop is not None and pair(record) is not None:
+        found += rate_claims(openloop, record.plan)
     summary = bottom_line(record, items, openloop)
     costed = cost.load(out_dir)
     price = cost.bottom_line(costed) if costed is not None else ""

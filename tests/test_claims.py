@@ -9,9 +9,11 @@ from dataclasses import replace
 import pytest
 
 from loadtests.analysis import Axis, Speedup
-from loadtests.claims import Claim, Kind, Verdict, accuracy_difference, bottom_line, claims
+from loadtests.bottom_line import bottom_line
+from loadtests.claims import Claim, Kind, Verdict, accuracy_difference, claims
 from loadtests.labels import Label
 from loadtests.openloop_results import OpenLoopRecord
+from loadtests.rate_claims import rate_claims
 from loadtests.results import LoadPlan, RunRecord, ServedVariant
 from loadtests.stats import Interval
 from tests.helpers import run_record, step_result
@@ -175,7 +177,7 @@ def test_rate_claims_follow_the_search_brackets() -> None:
     )
     plan = LoadPlan(runtimes=("onnx", "savedmodel"))
     data = run_record(plan, record(0.99, 0.99).variants)
-    found = {c.subject: c for c in by_kind(claims(data, [], openloop))[Kind.RATE]}
+    found = {c.subject: c for c in rate_claims(openloop, data.plan)}
     assert found["depthwise@onnx"].verdict is Verdict.HOLDS and found["depthwise@onnx"].value == 2
     assert found["depthwise@savedmodel"].verdict is Verdict.WITHIN_RESOLUTION
     line = bottom_line(data, [], openloop)
@@ -213,7 +215,7 @@ def test_a_rate_loadgen_could_not_decide_gives_no_verdict() -> None:
         {"original": 800, "depthwise": 400},
         points,
     )
-    (claim,) = by_kind(claims(record(0.99, 0.99), [], openloop))[Kind.RATE]
+    (claim,) = rate_claims(openloop, record(0.99, 0.99).plan)
     assert claim.verdict is Verdict.NEEDS_MORE
     assert "depthwise at 800 req/s undecided: needs 159 more requests" in claim.measured
 
@@ -243,7 +245,7 @@ def test_a_rate_ratio_is_a_bound_or_says_why_there_is_none() -> None:
 
     def said(rates: dict[str, tuple[list[float], list[float]]]) -> tuple[str, str]:
         openloop = searched(rates)
-        (claim,) = by_kind(claims(data, [], openloop))[Kind.RATE]
+        (claim,) = rate_claims(openloop, data.plan)
         return claim.measured, bottom_line(data, [], openloop)
 
     measured, line = said({"original@onnx": ([], [400]), "depthwise@onnx": ([400, 800], [1600])})

@@ -212,8 +212,8 @@ class ConsoleListener:
 
     def open_loop_finished(self, record: OpenLoopRecord, data: Path) -> None:
         """Each model's highest rate, and where the results are."""
-        from loadtests.claims import not_separated, rate_figure, rate_ratio
         from loadtests.openloop_tables import same_runtime_baseline
+        from loadtests.rate_claims import not_separated, rate_figure, rate_ratio
 
         for model in record.models:
             base = same_runtime_baseline(record.models, model)  # as the claims compare

@@ -1,0 +1,117 @@
+"""The open loop's claim: does the candidate sustain a higher arrival rate within the SLO?
+
+Each other variant is set against the plan's first on the same runtime. The search brackets
+each model's answer between the highest rate that met the SLO and the lowest that missed it,
+so a verdict is given only when the brackets are apart; a model that met every rate tried has
+a bound, not a figure (">= 1,600"), and two such are "not separated". The closed loop's and the
+seed study's claims are :mod:`loadtests.claims`'.
+"""
+
+from __future__ import annotations
+
+from loadtests.claims import Claim, Kind, Verdict
+from loadtests.openloop_results import OpenLoopRecord
+from loadtests.results import LoadPlan
+from modelrepo.layout import ModelName
+
+
+def rate_pairs(openloop: OpenLoopRecord, plan: LoadPlan) -> list[tuple[str, str]]:
+    """(candidate, baseline) model pairs of an open-loop sweep of ``plan``'s models: each other
+    variant against the plan's first on the same runtime."""
+    base_name = plan.variants[0]
+    out = []
+    for name in plan.model_names():
+        model, baseline = str(name), str(ModelName(base_name, name.runtime))
+        if name.variant != base_name and {model, baseline} <= openloop.max_rate.keys():
+            out.append((model, baseline))
+    return out
+
+
+def rate_figure(openloop: OpenLoopRecord, model: str) -> str:
+    """A model's highest rate within the SLO: "at least" when it met every rate tried."""
+    rate = f"{openloop.max_rate[model]:,.0f}"
+    return f">= {rate}" if openloop.open_ended(model) else rate
+
+
+def rate_ratio(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
+    """``model``'s highest rate within the SLO against ``baseline``'s, as a bound when either
+    met every rate tried (">=" or "<="), or why there is no ratio: "2.00x", ">= 1.50x",
+    "not separated", "baseline met none", "neither met the SLO"."""
+    if openloop.open_ended(model) and openloop.open_ended(baseline):
+        return "not separated"
+    if not openloop.max_rate[baseline]:
+        return "neither met the SLO" if not openloop.max_rate[model] else "baseline met none"
+    if not openloop.max_rate[model]:
+        return "0.00x"  # it met none: no bound to give
+    prefix = ">= " if openloop.open_ended(model) else "<= " if openloop.open_ended(baseline) else ""
+    return f"{prefix}{openloop.ratio_to(model, baseline):.2f}x"
+
+
+def rate_measured(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
+    """The claim's measurement: both rates and their ratio, or why there is no ratio."""
+    if openloop.open_ended(model) and openloop.open_ended(baseline):
+        top = max(openloop.max_rate[model], openloop.max_rate[baseline])
+        return f"both met every rate tried, up to {top:,.0f} req/s: {not_separated(openloop)}"
+    undecided = [p for m in (model, baseline) if (p := openloop.undecided(m)) is not None]
+    text = (
+        f"{rate_figure(openloop, model)} vs {rate_figure(openloop, baseline)} req/s of "
+        f"{baseline} ({rate_ratio(openloop, model, baseline)})"
+    )
+    for point in undecided:
+        text += f"; {point.model} at {point.rate:,.0f} req/s {point.verdict}"
+    return text
+
+
+def not_separated(openloop: OpenLoopRecord) -> str:
+    """What to do when the rates tried did not separate the models."""
+    from loadtests.loadgen import SUT_CEILING
+
+    top = max((p.rate for p in openloop.points), default=0.0)
+    if openloop.ceiling is not None and top >= openloop.ceiling >= SUT_CEILING:
+        return (
+            f"the rates did not separate the models up to {top:,.0f} req/s: a tighter --slo "
+            "or a higher --ceiling separates them"
+        )
+    if openloop.ceiling is not None and top >= openloop.ceiling:
+        return (
+            f"the rates did not separate the models: the search stopped at --ceiling "
+            f"{openloop.ceiling:g}; give --ceiling {SUT_CEILING:g}"
+        )
+    higher = ",".join(
+        f"{min(top * k, SUT_CEILING):g}" for k in (2, 4, 8) if top * k / 2 < SUT_CEILING
+    )
+    return f"the rates did not separate the models: give higher --rates, e.g. --rates {higher}"
+
+
+def rate_claims(openloop: OpenLoopRecord, plan: LoadPlan) -> list[Claim]:
+    """Per candidate model, its highest arrival rate within the SLO against its baseline's
+    (same runtime). The search brackets each answer between the highest rate that met the SLO
+    and the lowest that missed it; the claim holds or fails only when the brackets are apart."""
+    return [
+        Claim(
+            Kind.RATE,
+            f"faster inference: {model}, highest Poisson arrival rate within {openloop.slo}",
+            "cuts inference time",
+            rate_measured(openloop, model, baseline),
+            rate_verdict(openloop, model, baseline),
+            openloop.ratio_to(model, baseline),
+            model,
+        )
+        for model, baseline in rate_pairs(openloop, plan)
+    ]
+
+
+def rate_verdict(openloop: OpenLoopRecord, model: str, baseline: str) -> Verdict:
+    """holds / does not when the two search brackets are apart; not separated when both met
+    every rate tried (a ceiling, not a tie); needs more requests when an upper end of a bracket
+    is a rate LoadGen could not decide; else within search resolution."""
+    if openloop.open_ended(model) and openloop.open_ended(baseline):
+        return Verdict.NOT_SEPARATED
+    (low_c, high_c), (low_b, high_b) = openloop.bracket(model), openloop.bracket(baseline)
+    if low_c >= high_b and openloop.undecided(baseline) is None:
+        return Verdict.HOLDS
+    if high_c <= low_b and openloop.undecided(model) is None:
+        return Verdict.DOES_NOT
+    if openloop.undecided(model) or openloop.undecided(baseline):
+        return Verdict.NEEDS_MORE
+    return Verdict.WITHIN_RESOLUTION
