@@ -14,7 +14,7 @@ export MNIST_DATA := $(SHARED_MNIST)
 endif
 endif
 
-.PHONY: demo test test-fast bench bench-models bench-peers bench-memory bench-metrics profile wrk h2load nginx bench-protocols bench-overload bench-http-path bench-startup container-test container-gpu-check env browser clean
+.PHONY: demo test test-fast bench bench-models bench-peers bench-memory bench-metrics profile wrk h2load nginx bench-protocols bench-overload bench-refusal bench-http-path bench-startup container-test container-gpu-check env browser clean
 
 env: $(STAMP)
 
@@ -113,6 +113,11 @@ bench-http-path: $(STAMP)
 # for bench-peers).
 bench-overload: $(STAMP) wrk
 	$(BIN)/python scripts/bench_overload.py --out runs/bench-overload.json $(CPU_SPLIT)
+
+# What one refusal costs the server's core against one served request, ours and nginx's, and the
+# goodput at 4x overload those costs allow on that core (the server on CPU 0, the load on CPU 1).
+bench-refusal: $(STAMP) wrk nginx
+	$(BIN)/python scripts/bench_refusal.py --models models --server-cpus 0 --load-cpus 1
 
 # Every protocol (native, TF Serving, KServe V2 JSON/binary/gRPC) against /predict on one server,
 # wrk for HTTP and h2load for gRPC (issue 21: none more than 15 % below /predict).
