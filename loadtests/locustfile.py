@@ -13,8 +13,9 @@ Options of its own (also in ``locust --help``): ``--variant`` (or a model name s
 (how to shape the tensors: the load-test runner reads it from the model's metadata once and
 passes it; run on its own, the Locust file reads the metadata itself, see loadtests/shaping.py).
 
-Every request is recorded with its status (HTTP status, 0 when no answer came; gRPC code) and,
-for a failed one, the server's message (the first per status is kept).
+Every request is recorded with its status (HTTP status, 0 when no answer came; gRPC code; -1
+when the task itself raised, a fault here) and, for a failed one, the server's message (the
+first per status is kept).
 
 ``mnist-serve loadtest`` drives several targets in one run instead: ``--schedule FILE`` (a
 :class:`loadtests.schedule.Schedule`) switches every user from target to target window by
@@ -33,7 +34,6 @@ workers send theirs to the master.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 import time
@@ -50,11 +50,11 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 from pydantic import TypeAdapter
 
+from loadtests.locust_options import add_options
 from loadtests.payloads import PAYLOADS, Payloads
 from loadtests.protocols import (
     GENERATOR_ERROR,
     HEADER_LENGTH,
-    PROTOCOLS,
     AnswerError,
     Protocol,
     decode,
@@ -73,52 +73,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
 SERVER_TIMING = re.compile(r"(\w+);dur=([\d.]+)")
 
 
-@events.init_command_line_parser.add_listener
-def add_options(parser: Any) -> None:
-    """Options of this Locust file."""
-    parser.add_argument(
-        "--variant",
-        default="depthwise",
-        help="Variant, or model name variant@runtime (depthwise@onnx), to load.",
-    )
-    parser.add_argument("--mode", choices=["json", "png"], default="json", help="Payload kind.")
-    parser.add_argument(
-        "--protocol",
-        choices=list(PROTOCOLS),
-        default="native",
-        help="native (/predict), tfserving (TF Serving REST), kserve-http (V2, binary tensors) "
-        "or kserve-grpc (V2 gRPC: run the MnistGrpcUser class, --host grpc://host:port).",
-    )
-    parser.add_argument(
-        "--mnist",
-        default=os.environ.get("MNIST_DATA", ""),
-        help="MNIST .npz or IDX folder (default: $MNIST_DATA).",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=float,
-        default=0.0,
-        help="Seconds at the start whose requests are not recorded.",
-    )
-    parser.add_argument("--samples-out", default="", help="Write exact per-request samples here.")
-    parser.add_argument(
-        "--layout",
-        default="",
-        help="How to shape the tensor protocols' digits (JSON of loadtests.shaping.TensorLayout). "
-        "Default: read from the model's metadata on the --host.",
-    )
-    parser.add_argument(
-        "--schedule",
-        default="",
-        help="A window schedule (JSON, written by mnist-serve loadtest): drive its targets in "
-        "turn instead of --variant/--protocol.",
-    )
-    parser.add_argument(
-        "--grpc-host",
-        default="",
-        help="host:port of the gRPC endpoint when a schedule mixes HTTP and gRPC targets.",
-    )
-
+events.init_command_line_parser.add_listener(add_options)
 
 RECORDER = Recorder()
 # Idle users (the run is over, or the window's protocol is another class's) re-check this often.
@@ -190,6 +145,13 @@ def pick(environment: Environment, over_http: bool) -> tuple[Payloads, Protocol,
     return payloads, Protocol(slot.protocol), window if counted else -1
 
 
+def unpicked(environment: Environment) -> int:
+    """The window of a user whose task has not picked one yet: -1 (not counted) with a
+    schedule, else 0 (there is only one)."""
+    options = environment.parsed_options
+    return -1 if options and options.schedule else 0
+
+
 SLOT_PAYLOADS: dict[Slot, Payloads] = {}
 
 
@@ -225,8 +187,12 @@ def on_init(environment: Environment, **_: Any) -> None:
 
 @events.test_start.add_listener
 def on_test_start(environment: Environment, **_: Any) -> None:
-    """Open the recording window after the warm-up."""
+    """Open the recording window after the warm-up. The master notes how many workers it
+    must hear last from; a worker's reports are not its last until it stops again."""
     RECORDER.start(environment.parsed_options.warmup if environment.parsed_options else 0.0)
+    RECORDER.final = False
+    if isinstance(environment.runner, MasterRunner):
+        RECORDER.workers_expected = environment.runner.worker_count
 
 
 @events.report_to_master.add_listener
@@ -253,14 +219,10 @@ def on_test_stop(environment: Environment, **_: Any) -> None:
 def on_user_error(user_instance: Any, exception: Exception, **_: Any) -> None:
     """A task that raised (a fault here, not an answer of the server's; Locust logs it and
     goes on, and the runner's --exit-code-on-error 0 keeps its exit code 0): a failed request
-    of the window it happened in, with the exception as its message, so that the step says
-    why it failed rather than "no request finished"."""
+    of the window its task picked (-1, not counted, before it picked one), with the exception
+    as its message, so that the step says why it failed rather than "no request finished"."""
     user = getattr(user_instance, "user", user_instance)  # Locust passes the user's TaskSet
-    options = user.environment.parsed_options
-    window = 0
-    if options and options.schedule in SCHEDULES:
-        _target, at, counted = SCHEDULES[options.schedule].at(time.time() - RECORDER.window_start)
-        window = at if counted else -1
+    window = getattr(user, "window", 0)  # the window its task picked (0: no schedule)
     message = f"{type(exception).__name__}: {exception}"
     RECORDER.add(0.0, False, False, np.nan, np.nan, GENERATOR_ERROR, message, window)
 
@@ -270,8 +232,6 @@ def on_quitting(environment: Environment, **_: Any) -> None:
     """Master or single process: write the samples."""
     options = environment.parsed_options
     if options and options.samples_out and not isinstance(environment.runner, WorkerRunner):
-        if isinstance(environment.runner, MasterRunner):
-            RECORDER.workers_expected = max(1, int(options.processes or 1))
         RECORDER.save(options.samples_out)
 
 
@@ -293,6 +253,10 @@ class MnistUser(FastHttpUser):
             if not protocol.over_http:
                 raise StopUser()  # the gRPC protocol has its own user class, MnistGrpcUser
         self.next_index = random.randrange(PAYLOADS)
+        scheduled = bool(
+            self.environment.parsed_options and self.environment.parsed_options.schedule
+        )
+        self.window = -1 if scheduled else 0  # until a task picks one (on_user_error)
 
     @task
     def predict(self) -> None:
@@ -301,6 +265,7 @@ class MnistUser(FastHttpUser):
         if picked is None:
             return
         payloads, protocol, window = picked
+        self.window = window  # where a fault in the rest of this task is counted
         i = self.next_index
         self.next_index = (i + 1) % PAYLOADS
         request = payloads.requests[i]
@@ -361,6 +326,10 @@ class MnistGrpcUser(User):
         self.channel = grpc.insecure_channel(target)
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self.next_index = random.randrange(PAYLOADS)
+        scheduled = bool(
+            self.environment.parsed_options and self.environment.parsed_options.schedule
+        )
+        self.window = -1 if scheduled else 0  # until a task picks one (on_user_error)
 
     def on_stop(self) -> None:
         """Close the channel."""
@@ -373,6 +342,7 @@ class MnistGrpcUser(User):
         if picked is None:
             return
         payloads, _, window = picked
+        self.window = window  # where a fault in the rest of this task is counted
         i = self.next_index
         self.next_index = (i + 1) % PAYLOADS
         request = payloads.requests[i]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 # free_port() releases the port it found before the server binds it: another program may take
 # it in between. The server then exits ("cannot listen"), and is started again on new ports.
@@ -35,6 +36,24 @@ def free_port() -> int:
 def port_taken(log: str) -> bool:
     """Whether a server's log says it could not bind its port."""
     return "cannot listen" in log or "address already in use" in log.lower()
+
+
+def wait_owned(port: int, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
+    """Block until ``process`` (or a process it started) is the one listening on ``port``: a
+    connection that succeeds may reach another program that took the port first, while ours
+    is still starting (it then exits, unable to bind). RuntimeError if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening")
+        with contextlib.suppress(psutil.Error):
+            top = psutil.Process(process.pid)
+            for member in [top, *top.children(recursive=True)]:
+                for conn in member.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                        return
+        time.sleep(0.05)
+    raise TimeoutError(f"the server did not listen on port {port} within {timeout} s")
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
@@ -121,13 +140,18 @@ def run_server(
             )
         try:
             wait_for_port(port, process)
+            wait_owned(port, process)
             break
         except Exception as err:
+            died = process.poll() is not None
             stop(process)
             said = log.read_text(errors="replace")
-            if attempt < BIND_ATTEMPTS and process.poll() is not None and port_taken(said):
+            if attempt < BIND_ATTEMPTS and died and port_taken(said):
                 continue  # another program took a port between free_port() and the bind
             raise RuntimeError(f"{err}\n--- server log ---\n{said[-3000:]}") from err
+        except BaseException:  # Ctrl-C, a test's timeout: the server does not outlive us
+            stop(process)
+            raise
     try:
         grpc_target = f"127.0.0.1:{grpc_port}" if grpc else None
         yield ServerProcess(f"http://127.0.0.1:{port}", process, log, grpc_target)

@@ -26,6 +26,9 @@ SAMPLE_FIELDS = (
 )
 # Kept per status of the failed requests: the server's first message (not per request).
 MESSAGE_LIMIT = 300
+# How often a Locust worker reports to its master (locust.runners.WORKER_REPORT_INTERVAL, Locust
+# 2.47): a lost last report loses at most this much of the run's end.
+REPORT_INTERVAL_S = 3.0
 
 
 class Recorder:
@@ -66,7 +69,8 @@ class Recorder:
         window: int = 0,
     ) -> None:
         """Record one finished request, unless it started during the warm-up. ``status`` is the
-        protocol's own code (HTTP status, 0: no answer; gRPC code); ``error`` says why a failed
+        protocol's own code (HTTP status, 0: no answer; gRPC code), or -1 when the load
+        generator's own task raised (``protocols.GENERATOR_ERROR``); ``error`` says why a failed
         request failed (the first per status is kept)."""
         now = time.time()
         if now - latency_ms / 1000 < self.record_from:

@@ -35,14 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests import loadgen
+from loadtests import defaults, loadgen
 from loadtests.loadgen import LoadGenRun
 from loadtests.openloop_results import LoadGenVerdict, OpenLoopRecord, RatePoint, Slo
 from loadtests.protocols import Protocol, encode
 from loadtests.runner import machine
 
 DIGITS = 256  # distinct test digits, LoadGen's query sample library
-MIN_REQUESTS = 1000  # measured per run at least: a p99 then rests on the 10 slowest
 WARMUP_S = 0.5  # sent before each run and not shown to LoadGen (connections, the batcher)
 CEILING = loadgen.SUT_CEILING  # the highest rate the search extends to by itself
 # An undecided run is run again only if LoadGen asks for at most this many times the minimum.
@@ -162,7 +161,7 @@ def measure_rate(
     rate: float,
     seconds: float,
     slo: Slo,
-    min_requests: int = MIN_REQUESTS,
+    min_requests: int = defaults.MIN_REQUESTS,
     out_dir: Path | None = None,
 ) -> RatePoint:
     """LoadGen's Server scenario at ``rate`` (at least ``seconds`` and ``min_requests``) after
@@ -213,7 +212,7 @@ def run_sweep(
     out_dir: Path,
     mnist: str | None = None,
     on_point: Callable[[RatePoint], None] | None = None,
-    min_requests: int = MIN_REQUESTS,
+    min_requests: int = defaults.MIN_REQUESTS,
     ceiling: float | None = CEILING,
 ) -> OpenLoopRecord:
     """Every model's search for its highest rate within ``slo``, interleaved round by round

@@ -21,8 +21,8 @@ from pydantic import TypeAdapter
 from loadtests.labels import Label, Step
 from loadtests.protocols import Protocol, status_label
 from loadtests.results import Failure, LoadPlan, Percentiles, StepResult
-from loadtests.samples import SAMPLE_FIELDS
-from loadtests.schedule import Schedule, Slot
+from loadtests.samples import REPORT_INTERVAL_S, SAMPLE_FIELDS
+from loadtests.schedule import TAIL_S, Schedule, Slot
 from loadtests.shaping import TensorLayout
 from modelrepo.layout import ModelName
 
@@ -65,7 +65,8 @@ def summarize(
     if missing:
         warnings.append(
             f"{missing} Locust worker(s)' last report did not reach the master before it "
-            "stopped: up to their last 3 s of samples are missing"
+            f"stopped: their samples of the run's last {REPORT_INTERVAL_S:g} s at most are "
+            "missing (this window's throughput may read low)"
         )
     if len(good) == 0:
         warnings.append("no successful requests")
@@ -271,6 +272,7 @@ def cut(
 ) -> list[StepResult]:
     """One result per window of a schedule's samples; each window's samples in its own file."""
     window = samples["window"].astype(int)
+    lost = int(samples.get("missing_reports", 0))
     cpu_share = float(samples["generator_cpu_s"]) / max(len(steps), 1)
     results = []
     for index, step in enumerate(steps):
@@ -278,7 +280,11 @@ def cut(
         part = {name: samples[name][mask] for name in SAMPLE_FIELDS}
         part["window_start"] = np.asarray(float(samples["window_start"]))
         part["generator_cpu_s"] = np.asarray(cpu_share)
-        part["missing_reports"] = samples.get("missing_reports", np.asarray(0))
+        # A lost last report holds what was sent after the one before, at most one report
+        # interval before the run's end: only the windows that end in that stretch lose any.
+        end = len(schedule.windows) * schedule.window_s + TAIL_S
+        late = (index + 1) * schedule.window_s > end - REPORT_INTERVAL_S
+        part["missing_reports"] = np.asarray(lost if late else 0)
         if "error_status" in samples:  # the first message per status, in this window
             mine = samples.get("error_window", np.full(len(samples["error_status"]), index))
             for name in ("error_status", "error_message"):

@@ -19,6 +19,7 @@ def test_the_bound_at_4x_is_the_cores_budget() -> None:
     assert bound(1.0, 16.0) == pytest.approx(0.8)
     assert bound(0.0, 500.0) == pytest.approx(1.0)
     assert bound(125.0, 500.0) == pytest.approx(0.0)
+    assert bound(200.0, 500.0) == 0.0 and bound(500.0, 500.0) == 0.0  # past it: none, no error
 
 
 def test_busy_time_counts_only_the_processes_pinned_to_the_cpus() -> None:

@@ -56,6 +56,8 @@ def test_loadtest_and_demo_defaults_are_the_plans_and_read_back() -> None:
     assert percent(cli["precision"]) == defaults.PRECISION and plan.precision == 0
     assert seconds(cli["budget"]) == defaults.BUDGET_S == 600
     assert csv(cli["rates"], float) == defaults.RATES
+    assert cli["min_requests"] == shown["demo"]["min_requests"] == defaults.MIN_REQUESTS
+    assert percent(defaults.share(0.025)) == 0.025  # not rounded to a whole percent
     demo = shown["demo"]
     assert csv(demo["concurrency"], int) == defaults.DEMO_CONCURRENCY
     assert seconds(demo["duration"]) == defaults.DEMO_WINDOW_S

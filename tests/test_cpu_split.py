@@ -101,13 +101,18 @@ def test_a_pinned_server_runs_only_on_its_cpus(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize(("workers", "listening"), [("1", True), ("2", False)])
 def test_a_port_taken_before_the_bind_starts_the_server_again(
-    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: str
+    models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: str,
+    listening: bool,
 ) -> None:
-    """``free_port()`` releases the port it found; another socket may bind it before the
-    server does (a client's, say: bound, not listening). The server then cannot listen, and
-    ``run_server`` starts it on new ports (the single process and the supervisor say so in
+    """``free_port()`` releases the port it found; another socket may take it before the
+    server binds it: a client's (bound, not listening), or another server's (listening: a
+    connection to the port then succeeds, but reaches it, not ours). Ours then cannot listen,
+    and ``run_server`` starts it on new ports (the single process and the supervisor say so in
     their own words)."""
     import socket
 
@@ -115,6 +120,8 @@ def test_a_port_taken_before_the_bind_starts_the_server_again(
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
+        if listening:
+            taken.listen()
         ports = iter([taken.getsockname()[1]])
         real = procs.free_port
         monkeypatch.setattr(procs, "free_port", lambda: next(ports, None) or real())

@@ -131,21 +131,24 @@ def test_each_window_keeps_its_own_models_error_message(tmp_path: Path) -> None:
     assert [f.message for f in second.failures] == ["no model b"]
 
 
-def test_a_workers_lost_last_report_is_said_on_the_steps(tmp_path: Path) -> None:
+def test_a_workers_lost_last_report_is_said_on_the_steps_it_touches(tmp_path: Path) -> None:
     """Locust's master waits 0.5 s for its workers' last reports: one that comes later is
-    lost, and its samples with it. The steps say so (a worker's reports sent once it stopped
-    are its last; the master counts the workers it heard last from)."""
-    from loadtests.schedule import Schedule, Slot
+    lost, and its samples with it. The steps whose windows end within the last report interval
+    say so (a worker's reports sent once it stopped are its last; the master counts the
+    workers it heard last from); the earlier windows were reported before."""
+    from loadtests.samples import REPORT_INTERVAL_S
+    from loadtests.schedule import TAIL_S, Schedule, Slot
     from loadtests.windows import cut
 
-    def steps_with(finals: list[bool]) -> list[str]:
+    def warned(finals: list[bool]) -> list[bool]:
         master = Recorder()
         master.workers_expected = 2
         for worker, final in enumerate(finals):
             recorder = Recorder()
             recorder.start(warmup_s=0.0)
             time.sleep(0.01)
-            recorder.add(1.0, True, True, 0, 0, window=0)
+            for window in range(4):
+                recorder.add(1.0, True, True, 0, 0, window=window)
             recorder.final = final
             master.merge(recorder.drain(), f"worker-{worker}")
         path = tmp_path / "samples.npz"
@@ -153,13 +156,30 @@ def test_a_workers_lost_last_report_is_said_on_the_steps(tmp_path: Path) -> None
         with np.load(path) as data:
             everything = {key: data[key] for key in data.files}
         (tmp_path / "samples").mkdir(exist_ok=True)
-        schedule = Schedule((Slot("a", "native"),), (0,), 1.0, 0.0)
-        (step,) = cut(everything, [Step(Label("a"), 1, 0)], {}, schedule, 2, tmp_path)
-        return step.warnings
+        schedule = Schedule((Slot("a", "native"), Slot("b", "native")), (0, 1, 1, 0), 2.0, 0.0)
+        steps = [Step(Label(m), 1, r) for r, m in enumerate("abba")]
+        results = cut(everything, steps, {}, schedule, 2, tmp_path)
+        said = [r.warnings for r in results]
+        assert all(w == [] or w[0].startswith("1 Locust worker(s)' last report") for w in said)
+        return [bool(w) for w in said]
 
-    assert steps_with([True, True]) == []
-    (warning,) = steps_with([True, False])  # the second worker's last report never came
-    assert warning.startswith("1 Locust worker(s)' last report did not reach the master")
+    assert warned([True, True]) == [False, False, False, False]
+    # The run ends 8 s + TAIL_S after the first window opens: windows ending in its last
+    # REPORT_INTERVAL_S (3 s) lost samples, the two before had theirs reported already.
+    assert 4 * 2.0 + TAIL_S - REPORT_INTERVAL_S == 5.5
+    assert warned([True, False]) == [False, False, True, True]
+
+
+def test_the_report_interval_is_locusts() -> None:
+    """The window of samples a lost last report takes is Locust's worker report interval (read
+    in a subprocess: importing Locust patches this process with gevent)."""
+    from loadtests.samples import REPORT_INTERVAL_S
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import locust.runners as r; print(r.WORKER_REPORT_INTERVAL)"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert float(done.stdout) == REPORT_INTERVAL_S
 
 
 @pytest.mark.slow
@@ -552,7 +572,7 @@ def test_distributed_mode_gathers_every_workers_samples(
     (step,) = record.steps
     assert step.requests > 50 and step.errors == 0
     assert step.generator_cpu_s > 0  # reported by the workers, summed by the master
-    assert step.warnings == []  # both workers' last reports reached the master
+    assert not [w for w in step.warnings if "last report" in w]  # both reached the master
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -85,7 +85,7 @@ def demo(
         ),
     ] = defaults.CLI_DEMO_RATES,
     slo: SloOption = DEFAULT_SLO,
-    min_requests: MinRequestsOption = 1000,
+    min_requests: MinRequestsOption = defaults.MIN_REQUESTS,
     ceiling: CeilingOption = None,
     out: Annotated[
         Path | None, typer.Option(help="Results folder. Default: runs/demo-<time>.")

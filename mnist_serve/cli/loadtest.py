@@ -199,7 +199,7 @@ def loadtest(
         defaults.CLI_CONCURRENCY
     ),
     duration: Annotated[
-        str, typer.Option(help="One measurement window (2s); models alternate window by window.")
+        str, typer.Option(help="One measurement window; models alternate window by window.")
     ] = defaults.CLI_WINDOW,
     warmup: Annotated[
         str,
@@ -234,7 +234,7 @@ def loadtest(
     ] = "closed",
     rates: RatesOption = defaults.CLI_RATES,
     slo: SloOption = DEFAULT_SLO,
-    min_requests: MinRequestsOption = 1000,
+    min_requests: MinRequestsOption = defaults.MIN_REQUESTS,
     ceiling: CeilingOption = None,
     tuned: Annotated[
         bool,
