@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import httpx
-from bench_overload import rss_mb
 from bench_service import REPO
+from overload_load import rss_mb
 
 from loadtests.procs import free_port, serve_command, wait_for_port
 from service.copies import HEAVY

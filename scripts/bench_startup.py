@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench_memory import settled
-from bench_overload import rss_mb
+from overload_load import rss_mb
 
 from loadtests.procs import run_server
 
