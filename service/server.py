@@ -11,6 +11,8 @@ import asyncio
 import logging
 import os
 import socket
+import sys
+from typing import TextIO
 
 import uvicorn
 
@@ -26,12 +28,31 @@ from service.settings import Settings
 from service.shared import SharedInFlight
 
 
+class CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a line is logged.
+
+    A plain ``StreamHandler`` keeps the stream it was made with: after a server started in
+    process (a test's ``CliRunner``, which swaps ``sys.stderr`` for a buffer it then closes),
+    every later log line would fail with "--- Logging error ---". The standard library's own
+    last-resort handler looks ``sys.stderr`` up the same way.
+    """
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None:
+        """Ignored: the stream is always the current ``sys.stderr``."""
+
+
 def configure_logging(settings: Settings, role: str | None = None) -> None:
     """Log lines with time and level; with several processes, each says which it is."""
     who = f"[{role} {os.getpid()}] " if role else ""
     logging.basicConfig(
         level=settings.log_level.upper(),
         format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s",
+        handlers=[CurrentStderr()],
         force=True,
     )
 

@@ -1,6 +1,7 @@
 """The command line: help everywhere, clear errors with exit code 2."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,18 @@ def test_serve_rejects_an_empty_model_repository(tmp_path: Path) -> None:
     result = runner.invoke(app, ["serve", "--models", str(tmp_path)])
     assert result.exit_code == 2
     assert "no exported models" in result.output
+
+
+def test_log_lines_after_an_in_process_serve_reach_the_current_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # serve configures logging while CliRunner's stderr is in place, then CliRunner closes it:
+    # a handler that kept that stream would fail every later line ("--- Logging error ---").
+    assert runner.invoke(app, ["serve", "--models", str(tmp_path)]).exit_code == 2
+    capsys.readouterr()
+    logging.getLogger("httpx").warning("a line after serve")
+    err = capsys.readouterr().err
+    assert "a line after serve" in err and "Logging error" not in err
 
 
 def test_serve_rejects_invalid_settings(tmp_path: Path) -> None:
