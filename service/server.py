@@ -39,6 +39,7 @@ class CurrentStderr(logging.StreamHandler):
 
     @property
     def stream(self) -> TextIO:
+        """The current ``sys.stderr``."""
         return sys.stderr
 
     @stream.setter
