@@ -44,9 +44,7 @@ import json
 import math
 import os
 import platform
-import re
 import shlex
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict
@@ -54,8 +52,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import bench_service
 import numpy as np
-from bench_service import wrk_command
 from overload_load import MAX_CONNECTIONS, Load, PeakRss, generator, open_loop, rss_mb
 
 from loadtests.front import Front, NginxNotFound, nginx_binary, run_front
@@ -63,7 +61,6 @@ from loadtests.procs import add_cpu_split, check_cpu_split, run_server
 from modelrepo.contract import INPUT_NAME, SIDE
 from training.data import load_mnist
 
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 NO_SHEDDING = (
     "--max-in-flight",
     "1000000",
@@ -85,18 +82,8 @@ DEFAULT_SERVERS = ("defaults", "resends", "off")  # nginx only when asked: it ne
 
 def wrk(url: str, connections: int, seconds: int, script: Path) -> tuple[float, float]:
     """Closed-loop wrk run: (requests/s with status 200, p50 ms)."""
-    out = subprocess.run(
-        wrk_command(url, connections, seconds, script),
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=True,
-    ).stdout
-    total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    good = total - (float(errors.group(1)) if errors else 0.0)
-    p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    return good / seconds, float(p50.group(1)) * UNITS[p50.group(2)]  # type: ignore[union-attr]
+    run = bench_service.wrk(url, connections, seconds, script)
+    return (run["requests"] - run["errors"]) / seconds, run["p50"]
 
 
 def main() -> None:
