@@ -21,13 +21,9 @@ else takes the normal path, where the guard counts it in or sheds it.) A refused
 immediate retry, and a just-served client's immediate next request while refused ones wait, wait
 unread in their sockets (the holds, ``service.holds``).
 
-And it never makes an early answer wait: a request whose connection closes after it
-(``Connection: close``, HTTP/1.0) and that is answered before its body has all arrived (404,
-413, 503, ...) gets its answer at once, then a *lingering close*, as nginx does: the answer is
-followed by a FIN (``write_eof``), the rest of the body is read and dropped as it comes, and
-the socket closes when the client closes it or after ``linger_s``. Closing at once instead
-would turn the unread body into a TCP reset, which a client such as urllib reads instead of
-the answer; waiting for the body before answering made such clients wait for the body timeout.
+And it never makes an early answer wait: a request whose connection closes after it and that
+is answered before its body has all arrived gets its answer at once, then a lingering close,
+as nginx does (``service.linger``).
 
 And it answers the hot routes itself: a POST it counted in at its headers whose path is an
 inference route (``hot``, the fast path's ``answer``) gets no ASGI task; the handler is called
@@ -56,6 +52,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from service.admission import ADMITTED, SHED_RESPONSE, AdmissionGuard, whole_plain_post
 from service.cycle import HotAnswer, write_answer
 from service.holds import Holds
+from service.linger import Linger
 from service.settings import Settings
 from service.shared import SharedState
 
@@ -73,32 +70,15 @@ TOO_MANY_CONNECTIONS = (
 )
 
 
-class _LingeringTransport:
-    """The transport as a closing request's cycle sees it: its ``close()`` lingers."""
-
-    __slots__ = ("_protocol", "_transport")
-
-    def __init__(self, protocol: GuardedHttpToolsProtocol, transport: asyncio.Transport) -> None:
-        self._protocol = protocol
-        self._transport = transport
-
-    def close(self) -> None:
-        """Close, lingering if the request's body is still arriving."""
-        self._protocol.linger_close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
-    """HttpToolsProtocol with header size, count and time limits (the class attributes), and
-    the holds (:class:`~service.holds.Holds`)."""
+class GuardedHttpToolsProtocol(Holds, Linger, HttpToolsProtocol):
+    """HttpToolsProtocol with header size, count and time limits (the class attributes), the
+    holds (:class:`~service.holds.Holds`) and the lingering close
+    (:class:`~service.linger.Linger`)."""
 
     header_timeout_s = 10.0
     max_header_bytes = 16_384
     max_headers = 100
     max_connections = 4096
-    linger_s = 5.0  # how long a lingering close reads a closing client's unread body
     guard: AdmissionGuard | None = None  # shed POSTs here when it is full
     # With several worker processes, the server-wide count of open connections (else this
     # process's own, ``len(self.connections)``).
@@ -117,7 +97,6 @@ class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
     _header_count = 0
     _refusal = ""
     _over_limit = False
-    _linger_timer: asyncio.TimerHandle | None = None
     _in_message = False  # the parser is inside a request (its headers or body)
     _hold_after_answer = False  # the app refused the request being answered (hold_refused)
 
@@ -137,8 +116,7 @@ class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the header clock with the connection."""
         self._cancel_header_timer()
-        if self._linger_timer is not None:
-            self._linger_timer.cancel()
+        self._end_linger()
         if self._hold_timer is not None:
             self._end_hold()
         if self.shared is not None:
@@ -147,7 +125,7 @@ class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser; count what arrives while the headers are still incomplete."""
-        if self.transport.is_closing() or self._linger_timer is not None:
+        if self.transport.is_closing() or self.lingering:
             return  # refused, or answered and lingering: whatever else arrives is dropped
         if (self._hold_until or self._hold_timer is not None) and self._held(data):
             return  # a refused client resending within its hold: parsed on its release
@@ -217,11 +195,7 @@ class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
             if guard is not None and self.scope.pop(ADMITTED, False):  # type: ignore[misc]
                 guard.leave()
             raise
-        cycle = self.cycle
-        if cycle is not None and not cycle.keep_alive:
-            # The connection closes after this request: if its answer comes before its body
-            # has all arrived, close lingering (see the module docstring).
-            cycle.transport = _LingeringTransport(self, self.transport)  # type: ignore[assignment]
+        self._linger_on_close()  # if the connection closes after this request
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         """Start the request: a hot route admitted at its headers is answered here, anything
@@ -314,25 +288,10 @@ class GuardedHttpToolsProtocol(Holds, HttpToolsProtocol):
         self._hold()
         return True
 
-    def linger_close(self) -> None:
-        """Close after an answer: at once if the request's body is all in, else lingering."""
-        cycle, transport = self.cycle, self.transport
-        if (
-            cycle is None
-            or not cycle.more_body
-            or transport.is_closing()
-            or not transport.can_write_eof()
-        ):
-            transport.close()
-            return
-        transport.write_eof()  # the answer, then FIN: the client reads it whole
-        self._linger_timer = self.loop.call_later(self.linger_s, transport.close)
-        self.flow.resume_reading()  # keep reading, and dropping, the rest of the body
-
     def on_response_complete(self) -> None:
         """Start the next request, unless the connection is lingering to its close; after a
         refusal by the app (:func:`hold_refused`), hold the connection as a refusal here does."""
-        if self._linger_timer is not None:
+        if self.lingering:
             self.server_state.total_requests += 1
             return
         super().on_response_complete()
