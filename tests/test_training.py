@@ -66,3 +66,22 @@ def test_next_export_gets_the_next_version(
     assert repository.get("depthwise").version == 2
     assert repository.get("depthwise", 1).path == first.path
     assert not list(tmp_path.glob(".staging-*")), "staging folders must not be left behind"
+
+
+def test_the_same_seed_trains_the_same_weights_and_another_does_not(
+    trained: QuickModels, mnist: Mnist
+) -> None:
+    # Reproducible training on the CPU, bit for bit: the fixture trained both seed models in
+    # turn; depthwise again alone, from the same seed, must come out identical.
+    from training import catalog
+    from training.train import TrainConfig, train_variant
+
+    def weights(seed: int) -> list[np.ndarray]:
+        config = TrainConfig(epochs=1, limit=trained.results["depthwise"].train_images, seed=seed)
+        return list(train_variant(catalog.get("depthwise"), mnist, config).model.get_weights())
+
+    first = trained.results["depthwise"]
+    again = weights(first.config.seed)
+    assert all(np.array_equal(a, b) for a, b in zip(first.model.get_weights(), again, strict=True))
+    other = weights(first.config.seed + 1)
+    assert not all(np.array_equal(a, b) for a, b in zip(again, other, strict=True))
