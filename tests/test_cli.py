@@ -20,9 +20,10 @@ def test_help_explains_every_command(command: list[str]) -> None:
 
 
 def test_tune_help_names_the_values_it_searches() -> None:
-    """``tune --help`` lists the search space in prose: every value of ``loadtests.tune.SPACE``
-    (its one place) must be there, so the two cannot drift apart."""
-    from loadtests.tune import SPACE
+    """``tune --help`` lists the search space in prose: every value of
+    ``loadtests.tune_results.SPACE`` (its one place) must be there, so the two cannot drift
+    apart."""
+    from loadtests.tune_results import SPACE
 
     output = runner.invoke(app, ["tune", "--help"], terminal_width=200).output
     text = " ".join(output.replace("│", " ").split())  # rich's box and wrapping undone

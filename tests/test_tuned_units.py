@@ -128,7 +128,7 @@ def test_tuned_comparison_says_whether_the_leader_changed(tmp_path: Path) -> Non
 
 
 def test_tuning_pools_repeated_trials_at_their_lower_rate() -> None:
-    from loadtests.tune import DEFAULTS, ModelTuning, Trial
+    from loadtests.tune_results import DEFAULTS, ModelTuning, Trial
 
     lucky = DEFAULTS.model_copy(update={"max_batch_size": 8})
     steady = DEFAULTS.model_copy(update={"max_batch_size": 16})
@@ -153,7 +153,7 @@ def test_the_best_is_one_that_was_confirmed() -> None:
     """Every configuration measures 100/s lower the second time (a busy machine): the two
     confirmed leaders pool below the runner-up's single reading, which must not win unconfirmed
     (it once was saved for serve --tuned)."""
-    from loadtests.tune import DEFAULTS, ModelTuning, Trial
+    from loadtests.tune_results import DEFAULTS, ModelTuning, Trial
 
     first = DEFAULTS.model_copy(update={"max_batch_size": 64})
     second = DEFAULTS.model_copy(update={"max_batch_size": 16})
@@ -175,19 +175,20 @@ def test_a_trial_whose_service_fails_is_named_and_the_search_goes_on(
 ) -> None:
     """One configuration's service exits: that trial is recorded as failed, with why, and the
     search (and the saving of its best) goes on; it once ended the whole tune."""
-    from loadtests import tune
+    from loadtests import tune, tune_results
     from loadtests.openloop_results import Slo
     from loadtests.probe import LoadTestError
     from modelrepo.layout import ModelName
+    from modelrepo.tuned import ServingConfig
 
     saved = stub_tune_io(monkeypatch)
 
-    def measure(*args: object) -> tune.Trial:
+    def measure(*args: object) -> tune_results.Trial:
         config = args[2]
-        assert isinstance(config, tune.ServingConfig)
+        assert isinstance(config, ServingConfig)
         if config.max_batch_size == 8:
             raise LoadTestError("the service exited (log: server.log):\nTraceback ...")
-        return tune.Trial(config, 1000.0 + config.max_batch_size, 1.0, 0.0, [])
+        return tune_results.Trial(config, 1000.0 + config.max_batch_size, 1.0, 0.0, [])
 
     monkeypatch.setattr(tune, "measure", measure)
     name = ModelName("depthwise", "onnx")
@@ -200,7 +201,8 @@ def test_a_trial_whose_service_fails_is_named_and_the_search_goes_on(
 def test_the_defaults_measured_once_still_win_over_a_confirmed_slower_best() -> None:
     """The defaults' confirmation skipped (the budget): they stay eligible, and keeping them
     beats a confirmed configuration that pooled lower."""
-    from loadtests.tune import DEFAULTS, ModelTuning, Trial, verdict
+    from loadtests.tune_report import verdict
+    from loadtests.tune_results import DEFAULTS, ModelTuning, Trial
 
     other = DEFAULTS.model_copy(update={"max_batch_size": 64})
     tuning = ModelTuning("a@onnx", 1)
@@ -220,19 +222,20 @@ def test_nothing_is_saved_when_no_configuration_met_the_slo(
 ) -> None:
     """Every trial missed the SLO at the lowest rate: the lowest p50 is not saved as a tuning
     for ``serve --tuned`` (it once was), and the verdict says why."""
-    from loadtests import tune
+    from loadtests import tune, tune_report, tune_results
     from loadtests.openloop_results import RatePoint, Slo
     from loadtests.results import Percentiles
     from modelrepo.layout import ModelName
+    from modelrepo.tuned import ServingConfig
 
     saved = stub_tune_io(monkeypatch)
     slow = Percentiles(50, 60, 70, 80, 90)
     missed = RatePoint("depthwise@onnx", 400.0, 400, 400, 390.0, slow, 1.0, False, 0.1)
 
-    def measure(*args: object) -> tune.Trial:
+    def measure(*args: object) -> tune_results.Trial:
         config = args[2]
-        assert isinstance(config, tune.ServingConfig)
-        return tune.Trial(config, 0.0, 10.0 / config.max_batch_size, 0.0, [missed])
+        assert isinstance(config, ServingConfig)
+        return tune_results.Trial(config, 0.0, 10.0 / config.max_batch_size, 0.0, [missed])
 
     monkeypatch.setattr(tune, "measure", measure)
     tuning = tune.tune_model(
@@ -240,7 +243,7 @@ def test_nothing_is_saved_when_no_configuration_met_the_slo(
     )
     assert tuning.best is not None and not tuning.best.met_slo
     assert saved == [] and tuning.saved is None
-    said = tune.verdict(tuning)
+    said = tune_report.verdict(tuning)
     assert "no configuration met the SLO, even at the lowest rate tried (400 req/s)" in said
     assert "nothing saved" in said
 
@@ -252,7 +255,8 @@ def test_a_best_that_missed_the_slo_on_confirmation_is_neither_saved_nor_called_
     verdict says so (not "none met it"), the table labels no row best, the summary says none
     met the SLO."""
     from loadtests.openloop_results import Slo
-    from loadtests.tune import DEFAULTS, ModelTuning, Trial, TuneRecord, verdict, write_tune_report
+    from loadtests.tune_report import verdict, write_tune_report
+    from loadtests.tune_results import DEFAULTS, ModelTuning, Trial, TuneRecord
 
     other = DEFAULTS.model_copy(update={"max_batch_size": 64})
     tuning = ModelTuning("a@onnx", 1)
@@ -324,7 +328,7 @@ def test_tune_exits_1_when_no_model_got_a_configuration(
 
     from loadtests import tune
     from loadtests.openloop_results import Slo
-    from loadtests.tune import DEFAULTS, ModelTuning, Trial, TuneRecord
+    from loadtests.tune_results import DEFAULTS, ModelTuning, Trial, TuneRecord
     from mnist_serve.cli import app
 
     version = tmp_path / "depthwise" / "1"

@@ -55,7 +55,8 @@ def tune(
     """
     from loadtests.openloop_results import Slo
     from loadtests.runner import LoadTestError
-    from loadtests.tune import Trial, run_tune
+    from loadtests.tune import run_tune
+    from loadtests.tune_results import Trial
     from modelrepo.layout import ModelName, ModelRepository
 
     check_data_path(data)
@@ -93,7 +94,7 @@ def tune(
     except LoadTestError as err:
         console.print(f"[red]tune failed:[/] {escape(str(err))}")
         raise typer.Exit(1) from err
-    from loadtests.tune import verdict
+    from loadtests.tune_report import verdict
 
     for tuning in record.models:
         console.print(f"[bold]{escape(verdict(tuning))}[/]")
