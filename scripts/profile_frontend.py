@@ -41,7 +41,7 @@ from training.data import load_mnist
 PARTS = (
     ("model", r"onnxruntime|modelrepo/runtimes|tensorflow|openvino|litert"),
     ("admission", r"service/admission|service/shared"),
-    ("protocol (ours)", r"service/protocol"),
+    ("protocol (ours)", r"service/(protocol|holds|linger)"),
     ("decode", r"service/decode|orjson.*loads|numpy/.*(fromnumeric|_methods)|validate_pixels"),
     ("metrics", r"prometheus_client|service/metrics|Inference\.__exit__"),
     ("batcher hand-off", r"service/batcher|service/remote|service/channel|concurrent/futures"),

@@ -11,7 +11,8 @@ writes the cycle directly:
 * :func:`write_answer`: a whole response in one write (``send`` writes the head and the body
   separately, and checks every header for illegal characters).
 
-This module and ``service.protocol`` are the only ones that know uvicorn's internals;
+This module, ``service.protocol`` and its mixin ``service.linger`` are the only ones that
+know uvicorn's internals;
 pyproject.toml bounds uvicorn's version, and tests/test_cycle.py (a real uvicorn server in a
 thread) and tests/test_protocols.py (the service) exercise each of these. Each function falls
 back to the ASGI way (None, "never gone") when the request did not come through uvicorn (the
