@@ -77,6 +77,10 @@ def uvicorn_config(settings: Settings, worker: WorkerContext | None) -> uvicorn.
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # uvicorn's lines through the root logger (configure_logging): the same format, the
+        # process's role on each, and the current stderr; its own config would give its loggers
+        # handlers of their own, on the streams of the moment.
+        log_config=None,
         access_log=settings.access_log,
         # uvloop + httptools (uvicorn[standard]): the fastest pure-Python stack; the protocol
         # is httptools' with header limits and timeouts (service.protocol).

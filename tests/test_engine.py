@@ -123,6 +123,13 @@ def test_front_ends_share_the_executor_and_its_batches(engine: Server) -> None:
     assert images == 400  # each request's one image, batched once
 
 
+def test_every_process_says_which_it_is_in_uvicorn_lines_too(engine: Server) -> None:
+    """uvicorn's own lines go through our log format: each says which worker wrote it."""
+    log = engine.log.read_text()
+    for worker in (0, 1):
+        assert re.search(rf"INFO \[worker {worker} \d+\] uvicorn.error: Application startup", log)
+
+
 def test_grpc_on_every_worker(engine: Server) -> None:
     """KServe V2 gRPC answers on the shared port, whichever worker takes the connection."""
     assert engine.grpc_target is not None
