@@ -42,9 +42,6 @@ from loadtests.runner import LoadTestError
 VERSION = "6.0.17"  # the mlcommons-loadgen whose logs these readers are tested on
 CONFIDENCE = 0.99  # LoadGen's early-stopping confidence (fixed in LoadGen)
 TIMEOUT_S = 10.0  # a request unanswered this long is a failure
-# The highest rate a search goes to by itself: what this client kept up with in every run on a
-# 2-core machine (not 4,000/s: docs/benchmarks.md, I), above the models' ~1,700/s there.
-SUT_CEILING = 2000.0
 DETAIL_LOG = "mlperf_log_detail.txt"
 SUMMARY_LOG = "mlperf_log_summary.txt"
 _NEEDS = re.compile(r"need to run at least (\d+) more queries")

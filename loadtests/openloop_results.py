@@ -97,6 +97,40 @@ class LoadGenVerdict:
 
 
 @dataclass(frozen=True)
+class ClientRun:
+    """One calibration run: LoadGen with our client against the null server at ``rate``."""
+
+    rate: float
+    valid: bool  # LoadGen's verdict on the SLO
+    p99_ms: float  # latency from the scheduled send, the server doing nothing
+    lag_p99_ms: float  # how late the client itself sent
+
+
+@dataclass(frozen=True)
+class ClientCeiling:
+    """The highest rate this machine's client sustains within the SLO against a server that
+    does nothing (:mod:`loadtests.client_ceiling`): the open loop's search goes no higher,
+    since above it a miss would be the client's, not the model's."""
+
+    rate: float  # the highest VALID calibration rate (0: none was)
+    runs: list[ClientRun]
+    capped: bool = False  # every rate tried was VALID: the client may go higher still
+
+    @property
+    def summary(self) -> str:
+        """One line: the ceiling and how it was found."""
+        if not self.rate:
+            return "the client met no calibration rate within the SLO against a null server"
+        at = next(r for r in self.runs if r.rate == self.rate)
+        above = min((r.rate for r in self.runs if not r.valid), default=None)
+        missed = f", missed {above:,.0f}" if above is not None else " (calibration's top)"
+        return (
+            f"{self.rate:,.0f} req/s, what LoadGen with our client sustained against a null "
+            f"server on this machine (p99 {at.p99_ms:.2f} ms{missed})"
+        )
+
+
+@dataclass(frozen=True)
 class RatePoint:
     """One open-loop run of one model at one arrival rate."""
 
@@ -145,6 +179,7 @@ class OpenLoopRecord:
     min_requests: int = 0  # each run measured at least this many requests
     warmup_s: float = 0.0  # sent before each run and not measured
     ceiling: float | None = None  # the search doubled a rate met at the top up to this
+    client: ClientCeiling | None = None  # the ceiling, when calibrated at the start
     generator: str = ""  # what sent the load and judged each rate (LoadGen and its version)
     schema: int = SCHEMA
 

@@ -120,8 +120,11 @@ def openloop_tables(openloop: OpenLoopRecord) -> dict[str, Table]:
     best = (
         f"Open loop: the highest Poisson arrival rate within {openloop.slo} ({judge}; VALID "
         "needs the percentile within the bound and LoadGen's early stopping passed; latency "
-        "from the scheduled send time, failures count as over the bound; bisection)"
+        "from the scheduled send time, failures count as over the bound; bisection"
     )
+    if openloop.client is not None:
+        best += f"; the ceiling: {openloop.client.summary}"
+    best += ")"
     every = (
         f"Open loop: every run (at least {openloop.seconds_per_run:g} s and "
         f"{openloop.min_requests:,} requests each, after {openloop.warmup_s:g} s of warm-up"

@@ -64,22 +64,19 @@ def rate_measured(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
 
 def not_separated(openloop: OpenLoopRecord) -> str:
     """What to do when the rates tried did not separate the models."""
-    from loadtests.loadgen import SUT_CEILING
-
     top = max((p.rate for p in openloop.points), default=0.0)
-    if openloop.ceiling is not None and top >= openloop.ceiling >= SUT_CEILING:
-        return (
-            f"the rates did not separate the models up to {top:,.0f} req/s: a tighter --slo "
-            "or a higher --ceiling separates them"
-        )
     if openloop.ceiling is not None and top >= openloop.ceiling:
+        if openloop.client is not None:
+            return (
+                f"the rates did not separate the models up to {top:,.0f} req/s, the client's "
+                f"ceiling ({openloop.client.summary}): a tighter --slo separates them, or a "
+                "client on a faster machine (--url)"
+            )
         return (
             f"the rates did not separate the models: the search stopped at --ceiling "
-            f"{openloop.ceiling:g}; give --ceiling {SUT_CEILING:g}"
+            f"{openloop.ceiling:g}; --ceiling auto goes up to what the client sustains"
         )
-    higher = ",".join(
-        f"{min(top * k, SUT_CEILING):g}" for k in (2, 4, 8) if top * k / 2 < SUT_CEILING
-    )
+    higher = ",".join(f"{top * k:g}" for k in (2, 4, 8))
     return f"the rates did not separate the models: give higher --rates, e.g. --rates {higher}"
 
 

@@ -14,19 +14,28 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
-from loadtests import cost, history, power, runner, slo
+from loadtests import client_ceiling, cost, history, power, runner, slo
 from loadtests.defaults import DEMO_WARMUP_S
-from loadtests.openloop_results import OPENLOOP_FILE, OpenLoopRecord, RatePoint, Slo
+from loadtests.openloop_results import (
+    OPENLOOP_FILE,
+    ClientCeiling,
+    ClientRun,
+    OpenLoopRecord,
+    RatePoint,
+    Slo,
+)
 from loadtests.protocols import Protocol as WireProtocol
 from loadtests.results import LoadPlan, RunRecord, Step, StepResult
-from loadtests.slo import CEILING
 
 if TYPE_CHECKING:
     from loadtests.decision import Stop
     from loadtests.sequential import Estimate
     from modelrepo.layout import ModelRepository
+
+
+AUTO: Final = "auto"
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,9 @@ class Sweep:
     slo: Slo
     seconds: int
     min_requests: int
-    ceiling: float | None = CEILING  # every rate met: double up to this (None: stop)
+    # Every rate met: double up to this (req/s); AUTO: up to the client's own ceiling,
+    # calibrated at the start (loadtests/client_ceiling.py); None: stop at the top rate.
+    ceiling: float | Literal["auto"] | None = AUTO
 
     @classmethod
     def parse(
@@ -46,16 +57,27 @@ class Sweep:
         target: str,
         seconds: int,
         min_requests: int,
-        ceiling: float = CEILING,
+        ceiling: str | float = AUTO,
     ) -> Sweep:
         """From the command line's --rates (``100,200``), --slo (``p99=20ms``) and --ceiling
-        (0: none); ValueError saying what is wrong otherwise."""
+        (``auto``, a rate, or 0: none); ValueError saying what is wrong otherwise."""
         arrival = tuple(float(part) for part in rates.split(",") if part.strip())
         if not arrival or not all(math.isfinite(r) and r > 0 for r in arrival):
             raise ValueError("--rates must be positive numbers")
-        if not math.isfinite(ceiling) or ceiling < 0:
-            raise ValueError("--ceiling must be a number of requests/s, or 0 for none")
-        return cls(arrival, Slo.parse(target), seconds, min_requests, ceiling or None)
+        return cls(arrival, Slo.parse(target), seconds, min_requests, parse_ceiling(ceiling))
+
+
+def parse_ceiling(text: str | float) -> float | Literal["auto"] | None:
+    """--ceiling: ``auto``, a rate in requests/s, or 0 (none); ValueError otherwise."""
+    if isinstance(text, str) and text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = math.nan
+    if not math.isfinite(rate) or rate < 0:
+        raise ValueError(f"--ceiling must be auto, a rate in requests/s, or 0 for none: {text!r}")
+    return rate or None
 
 
 class Listener(Protocol):
@@ -78,6 +100,12 @@ class Listener(Protocol):
 
     def open_loop_started(self, plan: LoadPlan, sweep: Sweep) -> None:
         """The open-loop search begins."""
+
+    def client_run(self, run: ClientRun) -> None:
+        """One calibration run of the client against the null server is done."""
+
+    def client_calibrated(self, ceiling: ClientCeiling) -> None:
+        """The client's ceiling is known: the search goes no higher."""
 
     def rate_point(self, point: RatePoint) -> None:
         """One open-loop run is done."""
@@ -173,8 +201,22 @@ def record_served(
 def run_sweep(
     plan: LoadPlan, sweep: Sweep, out: Path, url: str, listener: Listener
 ) -> OpenLoopRecord:
-    """The open-loop sweep and SLO search (loadtests/slo.py) into ``openloop.json``."""
+    """The open-loop sweep and SLO search (loadtests/slo.py) into ``openloop.json``; with
+    ``--ceiling auto``, the client's ceiling calibrated first (loadtests/client_ceiling.py)."""
     listener.open_loop_started(plan, sweep)
+    client = None
+    ceiling = sweep.ceiling
+    if ceiling == AUTO:
+        client = client_ceiling.calibrate(
+            sweep.slo,
+            slo.bodies(plan.mnist or None, plan.models()[0]),
+            out / slo.LOADGEN_DIR / client_ceiling.FOLDER,
+            sweep.seconds,
+            sweep.min_requests,
+            listener.client_run,
+        )
+        listener.client_calibrated(client)
+        ceiling = client.rate or None
     record = slo.run_sweep(
         url,
         plan.models(),
@@ -185,7 +227,8 @@ def run_sweep(
         plan.mnist or None,
         on_point=listener.rate_point,
         min_requests=sweep.min_requests,
-        ceiling=sweep.ceiling,
+        ceiling=ceiling,
+        client=client,
     )
     listener.open_loop_finished(record, out / OPENLOOP_FILE)
     return record

@@ -13,8 +13,9 @@ INVALID (one stall on a busy machine must not end a search), with as many reques
 asks for when undecided (the percentile met on too few requests); still undecided, it "needs N
 more requests" and does not count as met. A failed request counts as over the bound, so a
 server cannot meet the target by refusing work. When every rate tried is met, the search goes
-on upward by doubling (up to ``CEILING``) so that the models are separated rather than tied at
-the top rate. Results go to ``openloop.json`` and LoadGen's logs to ``loadgen/`` in the run
+on upward by doubling (up to the ceiling: by default the client's own, calibrated at the start
+by :mod:`loadtests.client_ceiling`) so that the models are separated rather than tied at the top
+rate. Results go to ``openloop.json`` and LoadGen's logs to ``loadgen/`` in the run
 folder; :mod:`loadtests.report` renders them.
 
 Locust stays the closed-loop engine (its users wait for answers). The asyncio generator
@@ -37,13 +38,18 @@ import numpy as np
 
 from loadtests import defaults, loadgen
 from loadtests.loadgen import LoadGenRun
-from loadtests.openloop_results import LoadGenVerdict, OpenLoopRecord, RatePoint, Slo
+from loadtests.openloop_results import (
+    ClientCeiling,
+    LoadGenVerdict,
+    OpenLoopRecord,
+    RatePoint,
+    Slo,
+)
 from loadtests.protocols import Protocol, encode
 from loadtests.runner import machine
 
 DIGITS = 256  # distinct test digits, LoadGen's query sample library
 WARMUP_S = 0.5  # sent before each run and not shown to LoadGen (connections, the batcher)
-CEILING = loadgen.SUT_CEILING  # the highest rate the search extends to by itself
 # An undecided run is run again only if LoadGen asks for at most this many times the minimum.
 MAX_RERUN_FACTOR = 10
 LOADGEN_DIR = "loadgen"
@@ -213,7 +219,8 @@ def run_sweep(
     mnist: str | None = None,
     on_point: Callable[[RatePoint], None] | None = None,
     min_requests: int = defaults.MIN_REQUESTS,
-    ceiling: float | None = CEILING,
+    ceiling: float | None = None,
+    client: ClientCeiling | None = None,
 ) -> OpenLoopRecord:
     """Every model's search for its highest rate within ``slo``, interleaved round by round
     (alternating the order, as the closed loop does, so that drift on the machine does not
@@ -246,6 +253,7 @@ def run_sweep(
         min_requests=min_requests,
         warmup_s=WARMUP_S,
         ceiling=ceiling,
+        client=client,
         generator=f"MLPerf LoadGen {loadgen.VERSION}, Server scenario",
     )
     record.save(out_dir)

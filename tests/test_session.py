@@ -13,7 +13,7 @@ import pytest
 
 from loadtests import session
 from loadtests.decision import Stop
-from loadtests.openloop_results import OpenLoopRecord, RatePoint, Slo
+from loadtests.openloop_results import ClientCeiling, ClientRun, OpenLoopRecord, RatePoint, Slo
 from loadtests.results import LoadPlan, Percentiles, RunRecord, Step, StepResult
 from loadtests.runner import LoadTestError, Target
 from loadtests.sequential import Estimate
@@ -43,6 +43,12 @@ class Recorder:
 
     def open_loop_started(self, plan: LoadPlan, sweep: session.Sweep) -> None:
         self.events.append(("open", sweep.rates))
+
+    def client_run(self, run: ClientRun) -> None:
+        self.events.append(("client", run.rate))
+
+    def client_calibrated(self, ceiling: ClientCeiling) -> None:
+        self.events.append(("ceiling", ceiling.rate))
 
     def rate_point(self, point: RatePoint) -> None:
         self.events.append(("point", (point.model, point.rate)))
@@ -138,9 +144,50 @@ def test_sweep_options_are_checked() -> None:
     for rates, slo in bad:
         with pytest.raises(ValueError):
             session.Sweep.parse(rates, slo, 2, 5)
-    for ceiling in (math.nan, math.inf, -1.0):  # NaN once passed both checks
+    for ceiling in (math.nan, math.inf, -1.0, "nan", "fast", ""):  # NaN once passed both
         with pytest.raises(ValueError, match="--ceiling"):
             session.Sweep.parse("100", "p99=20ms", 2, 5, ceiling)
+    assert session.Sweep.parse("100", "p99=20ms", 2, 5).ceiling == "auto"  # the default
+    assert session.Sweep.parse("100", "p99=20ms", 2, 5, " Auto").ceiling == "auto"
+    assert session.Sweep.parse("100", "p99=20ms", 2, 5, "800").ceiling == 800
+    assert session.Sweep.parse("100", "p99=20ms", 2, 5, "0").ceiling is None
+
+
+def test_ceiling_auto_calibrates_the_client_first_and_the_search_stops_there(
+    tmp_path: Path, fakes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--ceiling auto: the client's ceiling is calibrated before the first rate, the search
+    doubles up to it and no further, and openloop.json records how it was found."""
+    calls: list[tuple[float, int]] = []
+
+    def calibrate(
+        slo: Slo,
+        payloads: list[bytes],
+        folder: Path,
+        seconds: float,
+        min_requests: int,
+        on_run: Any,
+    ) -> ClientCeiling:
+        calls.append((seconds, min_requests))
+        runs = [ClientRun(1000, True, 1.0, 0.1), ClientRun(1500, False, 30.0, 9.0)]
+        for run in runs:
+            on_run(run)
+        return ClientCeiling(1000, runs)
+
+    monkeypatch.setattr(session.client_ceiling, "calibrate", calibrate)
+    sweep = session.Sweep.parse("100,200", "p99=20ms", 1, 10)
+    listener = Recorder()
+    plan = LoadPlan(variants=("original", "depthwise"), concurrency=(1,), repeats=1)
+    outcome = session.run_load_test(plan, tmp_path / "run", None, tmp_path, listener, sweep=sweep)
+    assert calls == [(1, 10)]
+    kinds = [kind for kind, _ in listener.events]
+    assert kinds[kinds.index("open") + 1 : kinds.index("point")] == ["client", "client", "ceiling"]
+    record = outcome.openloop
+    assert record is not None and record.ceiling == 1000
+    assert max(p.rate for p in record.points) == 1000  # 200, 400, 800, then 1000, not 1600
+    assert OpenLoopRecord.load(tmp_path / "run").client == ClientCeiling(
+        1000, [ClientRun(1000, True, 1.0, 0.1), ClientRun(1500, False, 30.0, 9.0)]
+    )
 
 
 def test_an_open_loop_run_alone_gets_the_same_report(
@@ -176,7 +223,8 @@ def test_an_open_loop_run_alone_gets_the_same_report(
     )
     assert "| depthwise | >= 800 | not separated |" in text
     assert "both met every rate tried, up to 800 req/s" in text
-    assert "stopped at --ceiling 800; give --ceiling 2000" in text and "1.00x" not in text
+    assert "stopped at --ceiling 800; --ceiling auto goes up to what the client" in text
+    assert "1.00x" not in text
     assert "99.04%" in text  # the test accuracy, from the server
     assert "Client-side latency" not in text and not (out / "steps.csv").exists()
     assert "![Trade-off: accuracy vs capacity](plots/tradeoff.png)" in text

@@ -43,16 +43,14 @@ if TYPE_CHECKING:
 
 
 def parse_sweep(
-    rates: str, slo: str, duration_s: int, min_requests: int, ceiling: float | None = None
+    rates: str, slo: str, duration_s: int, min_requests: int, ceiling: str | None = None
 ) -> Sweep:
-    """The open-loop sweep of --rates, --slo and --ceiling (None: the default); BadParameter
-    when malformed."""
-    from loadtests.session import Sweep
+    """The open-loop sweep of --rates, --slo and --ceiling (None: auto); BadParameter when
+    malformed."""
+    from loadtests.session import AUTO, Sweep
 
     try:
-        if ceiling is None:
-            return Sweep.parse(rates, slo, duration_s, min_requests)
-        return Sweep.parse(rates, slo, duration_s, min_requests, ceiling)
+        return Sweep.parse(rates, slo, duration_s, min_requests, ceiling or AUTO)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
 

@@ -70,12 +70,14 @@ SloOption = Annotated[
     ),
 ]
 CeilingOption = Annotated[
-    float | None,
+    str | None,
     typer.Option(
-        min=0,
+        metavar="auto|REQ/S",
         help="Open loop: when every --rates is VALID, the search doubles the top rate up to "
-        "this (req/s) so the models are separated, not tied at the top rate. 0: stop at "
-        "--rates. Default: 2,000, what LoadGen's Python client keeps up with on 2 cores.",
+        "this (req/s) so the models are separated, not tied at the top rate. Default: auto, "
+        "the highest rate LoadGen with our client sustains within --slo against a null server "
+        "on this machine, calibrated in a few seconds at the start (above it a miss would be "
+        "the client's). 0: stop at --rates.",
         show_default=False,
     ),
 ]

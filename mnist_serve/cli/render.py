@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from loadtests.analysis import RunComparison
     from loadtests.changes import Change
     from loadtests.decision import Stop
-    from loadtests.openloop_results import OpenLoopRecord, RatePoint
+    from loadtests.openloop_results import ClientCeiling, ClientRun, OpenLoopRecord, RatePoint
     from loadtests.results import LoadPlan, Step, StepResult
     from loadtests.sequential import Estimate
     from loadtests.session import Sweep
@@ -188,11 +188,12 @@ class ConsoleListener:
         from loadtests.slo import WARMUP_S
 
         rates = ", ".join(f"{r:g}" for r in sweep.rates)
-        top = (
-            f"doubling up to {sweep.ceiling:,.0f} req/s"
-            if sweep.ceiling
-            else "stopping at the top rate (--ceiling 0)"
-        )
+        if sweep.ceiling == "auto":
+            top = "doubling up to the client's own ceiling, calibrated first"
+        elif sweep.ceiling:
+            top = f"doubling up to {sweep.ceiling:,.0f} req/s"
+        else:
+            top = "stopping at the top rate (--ceiling 0)"
         console.print(
             f"Open loop (MLPerf LoadGen, Server scenario): {', '.join(plan.models())} at {rates} "
             f"req/s (each run at least {sweep.seconds} s and {sweep.min_requests:,} requests "
@@ -200,6 +201,18 @@ class ConsoleListener:
             f"the highest VALID rate within {sweep.slo} by bisection, the models in alternating "
             f"order; if every rate is met, {top}"
         )
+
+    def client_run(self, run: ClientRun) -> None:
+        """A line per calibration run against the null server."""
+        verdict = "[green]VALID[/]" if run.valid else "[red]not VALID[/]"
+        console.print(
+            f"{'client, null server':>22} {run.rate:8.1f}/s: p99 {run.p99_ms:.2f} ms, "
+            f"lag p99 {run.lag_p99_ms:.2f} ms, {verdict}"
+        )
+
+    def client_calibrated(self, ceiling: ClientCeiling) -> None:
+        """The ceiling the search will stop at."""
+        console.print(f"The open loop's ceiling: {ceiling.summary}")
 
     def rate_point(self, point: RatePoint) -> None:
         """A line per open-loop run, with LoadGen's verdict."""

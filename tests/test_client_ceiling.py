@@ -1,0 +1,84 @@
+"""The open loop's ceiling calibrated on the client: the null server, the search over rates,
+and a real calibration with MLPerf LoadGen against the real null server."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtests import client_ceiling
+from loadtests.loadgen import LoadGenRun
+from loadtests.openloop_results import ClientCeiling, ClientRun, Slo
+from tests.test_slo import verdict
+
+SLO = Slo(99, 20)
+
+
+def test_the_null_server_answers_every_request_on_a_kept_alive_connection() -> None:
+    with client_ceiling.null_server() as url:
+        port = int(url.split(":")[2].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            request = b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\nhello"
+            conn.sendall(request * 3)  # pipelined: each body read and dropped
+            answers = b""
+            while answers.count(b"ok") < 3:
+                chunk = conn.recv(4096)
+                assert chunk, f"closed after {answers!r}"
+                answers += chunk
+    assert answers.count(b"HTTP/1.1 200 OK") == 3
+
+
+def fake_loadgen(capacity: float, rates: list[float]) -> Any:
+    """LoadGen's run as :func:`loadtests.loadgen.run_server_scenario` returns it: VALID up to
+    ``capacity``; each rate asked for noted in ``rates``."""
+
+    def run(url: str, payloads: list[bytes], rate: float, slo: Slo, folder: Path, **kw: Any):
+        rates.append(rate)
+        ok = rate <= capacity
+        return LoadGenRun(verdict(ok, ok, 1000, None), 1000, 0, 0.1 if ok else 9.0, folder)
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("capacity", "tried", "ceiling"),
+    [
+        # doubling until a rate is not VALID, then two halvings of the gap
+        (5000, [1000, 2000, 4000, 8000, 6000, 5000], 5000),
+        (2500, [1000, 2000, 4000, 3000, 2500], 2500),
+        (500, [1000], 0),  # not even the first rate: no ceiling
+        (10**6, [1000, 2000, 4000, 8000, 16000, 32000, 64000], 64000),  # the top: capped
+    ],
+)
+def test_the_calibration_doubles_then_bisects(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capacity: float, tried: list, ceiling: float
+) -> None:
+    rates: list[float] = []
+    seen: list[ClientRun] = []
+    monkeypatch.setattr(client_ceiling, "run_server_scenario", fake_loadgen(capacity, rates))
+    found = client_ceiling.calibrate(SLO, [b"{}"], tmp_path, 1, 100, seen.append)
+    assert rates == tried and found.rate == ceiling
+    assert [r.rate for r in found.runs] == tried and seen == found.runs
+    assert found.capped == (capacity > client_ceiling.TOP)
+    if ceiling:
+        assert f"{ceiling:,.0f} req/s, what LoadGen with our client sustained" in found.summary
+    else:
+        assert "met no calibration rate" in found.summary
+
+
+@pytest.mark.slow
+def test_a_real_calibration_against_the_null_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Real LoadGen, our client, the null server in its own process: the client sustains at
+    least the first rate (2,000 req/s was the slow machines' figure), and LoadGen's logs are
+    kept. The top is lowered to keep the test short."""
+    monkeypatch.setattr(client_ceiling, "TOP", 2000.0)
+    found = client_ceiling.calibrate(SLO, [b'{"instances": [[0]]}'] * 8, tmp_path, 1, 500)
+    assert isinstance(found, ClientCeiling) and found.rate >= client_ceiling.START
+    first = found.runs[0]
+    assert first.rate == client_ceiling.START and first.valid and first.p99_ms <= SLO.limit_ms
+    assert (tmp_path / "null-1000" / "mlperf_log_summary.txt").is_file()
