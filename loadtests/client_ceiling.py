@@ -8,8 +8,10 @@ kept up with about 2,000 req/s on the slow 2-core machines and with 12,000 on on
 faster (docs/benchmarks.md, I and Z). Too low, it stops the search before the models part; too
 high, the search runs into the client's own limit, and a miss there is the client's. So
 ``--ceiling auto`` (the default) runs :func:`calibrate` first: LoadGen at doubling rates on the
-null server, with the sweep's SLO, payloads and run length, then a bisection between the last
-rate VALID and the first not. A few seconds; the ceiling and its runs go into ``openloop.json``.
+null server, with the sweep's SLO, payloads and minimum requests, then two bisections between the
+last rate the client kept up with and the first it did not. About ten one-second runs; the
+ceiling and its runs go into ``openloop.json``. ``loadtest --tuned`` calibrates once for both
+of its runs.
 
 The null server runs while the service under test sits idle, so the client has the machine
 it will have in the sweep, less the service's share under load: the ceiling is an upper bound
@@ -24,13 +26,17 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from loadtests.loadgen import LoadGenError, run_server_scenario
+from loadtests.loadgen import LoadGenError, LoadGenRun, run_server_scenario
 from loadtests.openloop_results import ClientCeiling, ClientRun, Slo
 
-START = 1000.0  # the first calibration rate (req/s); it doubles from here
-TOP = 64000.0  # the calibration stops here, VALID or not
-BISECTIONS = 2  # halvings of the gap between the last VALID rate and the first not
+START = 1000.0  # the first calibration rate (req/s): it doubles from here while kept up
+FLOOR = 125.0  # or, when the client misses START, halves down to this
+TOP = 64000.0  # the calibration stops here, kept up with or not
+BISECTIONS = 2  # halvings of the gap between the last rate kept up with and the first not
+RUN_S = 1.0  # each calibration run lasts at least this (and the sweep's --min-requests)
 WARMUP_S = 0.5  # before each calibration run, not shown to LoadGen
+MAX_LAG_MS = 5.0  # a run counts only if the client sent its p99 within this (or a quarter
+# of the SLO's bound, if less): with a loose SLO LoadGen says VALID while the client falls behind
 FOLDER = "client"  # LoadGen's logs of the calibration, under the sweep's loadgen/ folder
 STARTUP_S = 20.0  # the null server must say its port within this
 
@@ -38,24 +44,25 @@ STARTUP_S = 20.0  # the null server must say its port within this
 @contextlib.contextmanager
 def null_server() -> Iterator[str]:
     """A null server in its own process for the duration: its URL."""
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "loadtests.null_server", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = _first_line(process, STARTUP_S)
-        if not line.strip().isdigit():
-            raise LoadGenError(f"the null server did not start (it said {line.strip()!r})")
-        yield f"http://127.0.0.1:{int(line)}/null"
-    finally:
-        process.terminate()
+    ) as process:
         try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            line = _first_line(process, STARTUP_S).strip()
+            if not line.isdigit():
+                raise LoadGenError(
+                    f"the null server did not start (exit code {process.poll()}, said {line!r})"
+                )
+            yield f"http://127.0.0.1:{int(line)}/null"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _first_line(process: subprocess.Popen[str], timeout_s: float) -> str:
@@ -70,50 +77,72 @@ def _first_line(process: subprocess.Popen[str], timeout_s: float) -> str:
     return process.stdout.readline()
 
 
+def kept_up(run: LoadGenRun, slo: Slo) -> bool:
+    """Whether the client kept up in a run on the null server: LoadGen's VALID, and the
+    client's own lag p99 within ``MAX_LAG_MS`` (or a quarter of the bound, if less)."""
+    return run.result.valid and run.sut_lag_p99_ms <= min(MAX_LAG_MS, slo.limit_ms / 4)
+
+
 def calibrate(
     slo: Slo,
     payloads: list[bytes],
     folder: Path,
-    seconds: float,
     min_requests: int,
     on_run: Callable[[ClientRun], None] | None = None,
 ) -> ClientCeiling:
-    """The client's ceiling on this machine: LoadGen against a null server at ``START``,
-    doubling while VALID (up to ``TOP``), then ``BISECTIONS`` halvings of the gap between
-    the last VALID rate and the first not; each run as the sweep's (``seconds``,
-    ``min_requests``, ``slo``, ``payloads``), LoadGen's logs in ``folder``."""
+    """The client's ceiling on this machine: runs against a null server at ``START``,
+    doubling while the client keeps up (:func:`kept_up`; up to ``TOP``) or, if it misses
+    ``START``, halving until it keeps up (down to ``FLOOR``); then ``BISECTIONS`` halvings of
+    the gap. A rate missed is run once more and the second verdict stands, as in the search.
+    Each run lasts ``RUN_S`` and ``min_requests`` with the sweep's ``slo`` and ``payloads``;
+    LoadGen's logs go to ``folder``."""
     runs: list[ClientRun] = []
     with null_server() as url:
 
-        def run(rate: float) -> ClientRun:
-            result = run_server_scenario(
-                url,
-                payloads,
-                rate,
-                slo,
-                folder / f"null-{rate:g}",
-                min_duration_s=seconds,
-                min_queries=min_requests,
-                warmup_s=WARMUP_S,
-            )
-            verdict = result.result
-            done = ClientRun(
-                rate, verdict.valid, round(verdict.latency_ms.p99, 3), result.sut_lag_p99_ms
-            )
-            runs.append(done)
-            if on_run is not None:
-                on_run(done)
-            return done
+        def met(rate: float) -> bool:
+            for attempt in (1, 2):
+                result = run_server_scenario(
+                    url,
+                    payloads,
+                    rate,
+                    slo,
+                    folder / (f"null-{rate:g}" + ("" if attempt == 1 else "-again")),
+                    min_duration_s=RUN_S,
+                    min_queries=min_requests,
+                    warmup_s=WARMUP_S,
+                )
+                done = ClientRun(
+                    rate,
+                    kept_up(result, slo),
+                    round(result.result.latency_ms.p99, 3),
+                    result.sut_lag_p99_ms,
+                    attempt,
+                )
+                runs.append(done)
+                if on_run is not None:
+                    on_run(done)
+                if done.valid:
+                    return True
+            return False
 
-        passed, failed, rate = 0.0, 0.0, START
-        while rate <= TOP:
-            if not run(rate).valid:
-                failed = rate
-                break
-            passed, rate = rate, rate * 2
+        passed, failed = 0.0, 0.0
+        if met(START):
+            passed, rate = START, START * 2
+            while rate <= TOP and not failed:
+                if met(rate):
+                    passed, rate = rate, rate * 2
+                else:
+                    failed = rate
+        else:
+            failed, rate = START, START / 2
+            while rate >= FLOOR and not passed:
+                if met(rate):
+                    passed = rate
+                else:
+                    failed, rate = rate, rate / 2
         for _ in range(BISECTIONS if failed and passed else 0):
             middle = round((passed + failed) / 2)
-            if run(middle).valid:
+            if met(middle):
                 passed = middle
             else:
                 failed = middle

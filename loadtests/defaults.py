@@ -30,7 +30,8 @@ DEMO_WARMUP_S = 1
 DEMO_BUDGET_S = 360
 DEMO_RATES = (200, 400, 800, 1600)
 # The demo's open-loop runs are as long as --min-requests needs (1,000 requests: 5 s at
-# 200/s, 1.25 s at 800/s), at least this: the search then takes about 30 s per model.
+# 200/s, 1.25 s at 800/s), at least this: the search then takes about 30 s per model on a slow
+# machine, and a minute on a fast one, where it doubles on up to the client's ceiling.
 DEMO_OPEN_LOOP_S = 1
 
 

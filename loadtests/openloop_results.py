@@ -101,9 +101,10 @@ class ClientRun:
     """One calibration run: LoadGen with our client against the null server at ``rate``."""
 
     rate: float
-    valid: bool  # LoadGen's verdict on the SLO
+    valid: bool  # LoadGen's VALID, and the client's lag within its limit: the client kept up
     p99_ms: float  # latency from the scheduled send, the server doing nothing
     lag_p99_ms: float  # how late the client itself sent
+    attempt: int = 1  # 2: the rate was missed once and run again (the second verdict stands)
 
 
 @dataclass(frozen=True)
@@ -112,20 +113,28 @@ class ClientCeiling:
     does nothing (:mod:`loadtests.client_ceiling`): the open loop's search goes no higher,
     since above it a miss would be the client's, not the model's."""
 
-    rate: float  # the highest VALID calibration rate (0: none was)
+    rate: float  # the highest calibration rate the client kept up with (0: none)
     runs: list[ClientRun]
-    capped: bool = False  # every rate tried was VALID: the client may go higher still
+    capped: bool = False  # kept up with every rate tried: the client may go higher still
+    problem: str = ""  # the calibration could not run: why
 
     @property
     def summary(self) -> str:
         """One line: the ceiling and how it was found."""
+        if self.problem:
+            return f"the client's ceiling is unknown: the calibration failed ({self.problem})"
         if not self.rate:
-            return "the client met no calibration rate within the SLO against a null server"
-        at = next(r for r in self.runs if r.rate == self.rate)
-        above = min((r.rate for r in self.runs if not r.valid), default=None)
-        missed = f", missed {above:,.0f}" if above is not None else " (calibration's top)"
+            low = min((r.rate for r in self.runs), default=0.0)
+            return (
+                f"the client kept up with no calibration rate, down to {low:,.0f} req/s, "
+                "against a null server"
+            )
+        at = next(r for r in self.runs if r.rate == self.rate and r.valid)
+        kept = {r.rate for r in self.runs if r.valid}
+        above = min((r.rate for r in self.runs if r.rate not in kept), default=None)
+        missed = f", missed {above:,.0f}" if above is not None else ", the calibration's top"
         return (
-            f"{self.rate:,.0f} req/s, what LoadGen with our client sustained against a null "
+            f"{self.rate:,.0f} req/s, what LoadGen with our client kept up with against a null "
             f"server on this machine (p99 {at.p99_ms:.2f} ms{missed})"
         )
 

@@ -65,6 +65,11 @@ def rate_measured(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
 def not_separated(openloop: OpenLoopRecord) -> str:
     """What to do when the rates tried did not separate the models."""
     top = max((p.rate for p in openloop.points), default=0.0)
+    if openloop.client is not None and not openloop.client.rate:
+        return (
+            f"the rates did not separate the models up to {top:,.0f} req/s, where the search "
+            f"stopped: {openloop.client.summary}; give --ceiling N, or a tighter --slo"
+        )
     if openloop.ceiling is not None and top >= openloop.ceiling:
         if openloop.client is not None:
             return (

@@ -28,6 +28,7 @@ from loadtests.openloop_results import (
 )
 from loadtests.protocols import Protocol as WireProtocol
 from loadtests.results import LoadPlan, RunRecord, Step, StepResult
+from loadtests.runner import LoadTestError
 
 if TYPE_CHECKING:
     from loadtests.decision import Stop
@@ -47,8 +48,9 @@ class Sweep:
     seconds: int
     min_requests: int
     # Every rate met: double up to this (req/s); AUTO: up to the client's own ceiling,
-    # calibrated at the start (loadtests/client_ceiling.py); None: stop at the top rate.
-    ceiling: float | Literal["auto"] | None = AUTO
+    # calibrated at the start (loadtests/client_ceiling.py), or a ClientCeiling calibrated
+    # already (loadtest --tuned's second run); None: stop at the top rate.
+    ceiling: float | Literal["auto"] | ClientCeiling | None = AUTO
 
     @classmethod
     def parse(
@@ -198,25 +200,38 @@ def record_served(
     )
 
 
+def calibrated(plan: LoadPlan, sweep: Sweep, out: Path, listener: Listener) -> ClientCeiling:
+    """The client's ceiling on this machine (loadtests/client_ceiling.py); a calibration that
+    cannot run leaves the search without a ceiling, saying why, rather than ending the run."""
+    try:
+        client = client_ceiling.calibrate(
+            sweep.slo,
+            slo.bodies(plan.mnist or None, plan.models()[0]),
+            out / slo.LOADGEN_DIR / client_ceiling.FOLDER,
+            sweep.min_requests,
+            listener.client_run,
+        )
+    except LoadTestError as err:
+        client = ClientCeiling(0.0, [], problem=str(err))
+    listener.client_calibrated(client)
+    return client
+
+
 def run_sweep(
     plan: LoadPlan, sweep: Sweep, out: Path, url: str, listener: Listener
 ) -> OpenLoopRecord:
     """The open-loop sweep and SLO search (loadtests/slo.py) into ``openloop.json``; with
     ``--ceiling auto``, the client's ceiling calibrated first (loadtests/client_ceiling.py)."""
     listener.open_loop_started(plan, sweep)
-    client = None
-    ceiling = sweep.ceiling
-    if ceiling == AUTO:
-        client = client_ceiling.calibrate(
-            sweep.slo,
-            slo.bodies(plan.mnist or None, plan.models()[0]),
-            out / slo.LOADGEN_DIR / client_ceiling.FOLDER,
-            sweep.seconds,
-            sweep.min_requests,
-            listener.client_run,
-        )
-        listener.client_calibrated(client)
-        ceiling = client.rate or None
+    client: ClientCeiling | None
+    match sweep.ceiling:
+        case "auto":
+            client = calibrated(plan, sweep, out, listener)
+            ceiling = client.rate or None
+        case ClientCeiling() as client:  # calibrated already, by the run before (--tuned)
+            ceiling = client.rate or None
+        case rate:  # a rate, or None
+            client, ceiling = None, rate
     record = slo.run_sweep(
         url,
         plan.models(),

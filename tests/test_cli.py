@@ -295,3 +295,34 @@ def test_explore_refuses_runtimes_none() -> None:
     """'none' meant every runtime to explore (and the SavedModel only to train)."""
     result = runner.invoke(app, ["explore", "--runtimes", "none"])
     assert result.exit_code == 2 and "name runtimes to measure" in result.output, result.output
+
+
+def test_loadtest_tuned_calibrates_the_open_loops_ceiling_once_for_both_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--tuned --arrival poisson: the second run searches up to the first run's calibrated
+    ceiling, so both runs' rates are judged against the same ceiling."""
+    from types import SimpleNamespace
+
+    import loadtests.tuned_compare
+    from loadtests.openloop_results import ClientCeiling, ClientRun, OpenLoopRecord, Slo
+    from loadtests.results import LoadPlan
+    from loadtests.session import Outcome, Sweep
+    from mnist_serve.cli import loadtest
+
+    known = ClientCeiling(4000, [ClientRun(4000, True, 1.0, 0.1)])
+    sweeps: list[Sweep] = []
+
+    def run(plan: LoadPlan, out: Path, url: None, models: Path, grpc: None, sweep: Sweep,
+            *args: object, **kwargs: object) -> Outcome:  # fmt: skip
+        sweeps.append(sweep)
+        record = OpenLoopRecord(Slo(99, 20), 1, [100], [], {}, [], ceiling=4000, client=known)
+        return Outcome(out, 1, tmp_path / "h.sqlite", None, record)
+
+    comparison = SimpleNamespace(save=lambda out: None, configs={}, verdict=lambda: "same")
+    monkeypatch.setattr(loadtest, "run_load_test", run)
+    monkeypatch.setattr(loadtest, "announce_report", lambda out: None)
+    monkeypatch.setattr(loadtests.tuned_compare, "compare", lambda *args: comparison)
+    sweep = Sweep(rates=(100.0,), slo=Slo(99, 20), seconds=1, min_requests=10)
+    loadtest.run_tuned(LoadPlan(), tmp_path, tmp_path, None, sweep, closed=False)
+    assert [s.ceiling for s in sweeps] == ["auto", known]

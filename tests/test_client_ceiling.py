@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from loadtests import client_ceiling
-from loadtests.loadgen import LoadGenRun
+from loadtests.loadgen import LoadGenError, LoadGenRun
 from loadtests.openloop_results import ClientCeiling, ClientRun, Slo
 from tests.test_slo import verdict
 
@@ -31,14 +31,14 @@ def test_the_null_server_answers_every_request_on_a_kept_alive_connection() -> N
     assert answers.count(b"HTTP/1.1 200 OK") == 3
 
 
-def fake_loadgen(capacity: float, rates: list[float]) -> Any:
+def fake_loadgen(capacity: float, rates: list[float], lag_ms: float = 0.1) -> Any:
     """LoadGen's run as :func:`loadtests.loadgen.run_server_scenario` returns it: VALID up to
-    ``capacity``; each rate asked for noted in ``rates``."""
+    ``capacity``, the client ``lag_ms`` late; each rate asked for noted in ``rates``."""
 
     def run(url: str, payloads: list[bytes], rate: float, slo: Slo, folder: Path, **kw: Any):
         rates.append(rate)
         ok = rate <= capacity
-        return LoadGenRun(verdict(ok, ok, 1000, None), 1000, 0, 0.1 if ok else 9.0, folder)
+        return LoadGenRun(verdict(ok, ok, 1000, None), 1000, 0, lag_ms if ok else 9.0, folder)
 
     return run
 
@@ -46,10 +46,12 @@ def fake_loadgen(capacity: float, rates: list[float]) -> Any:
 @pytest.mark.parametrize(
     ("capacity", "tried", "ceiling"),
     [
-        # doubling until a rate is not VALID, then two halvings of the gap
-        (5000, [1000, 2000, 4000, 8000, 6000, 5000], 5000),
-        (2500, [1000, 2000, 4000, 3000, 2500], 2500),
-        (500, [1000], 0),  # not even the first rate: no ceiling
+        # doubling while kept up; a miss is run once more; then two halvings of the gap
+        (5000, [1000, 2000, 4000, 8000, 8000, 6000, 6000, 5000], 5000),
+        (2500, [1000, 2000, 4000, 4000, 3000, 3000, 2500], 2500),
+        # not even the first rate: halving down until kept up, then bisecting upward
+        (300, [1000, 1000, 500, 500, 250, 375, 375, 312, 312], 250),
+        (100, [1000, 1000, 500, 500, 250, 250, 125, 125], 0),  # not even the floor
         (10**6, [1000, 2000, 4000, 8000, 16000, 32000, 64000], 64000),  # the top: capped
     ],
 )
@@ -59,14 +61,40 @@ def test_the_calibration_doubles_then_bisects(
     rates: list[float] = []
     seen: list[ClientRun] = []
     monkeypatch.setattr(client_ceiling, "run_server_scenario", fake_loadgen(capacity, rates))
-    found = client_ceiling.calibrate(SLO, [b"{}"], tmp_path, 1, 100, seen.append)
+    found = client_ceiling.calibrate(SLO, [b"{}"], tmp_path, 100, seen.append)
     assert rates == tried and found.rate == ceiling
     assert [r.rate for r in found.runs] == tried and seen == found.runs
+    for rate in {r.rate for r in found.runs if not r.valid}:  # each miss run twice
+        assert [r.attempt for r in found.runs if r.rate == rate] == [1, 2]
     assert found.capped == (capacity > client_ceiling.TOP)
     if ceiling:
-        assert f"{ceiling:,.0f} req/s, what LoadGen with our client sustained" in found.summary
+        assert f"{ceiling:,.0f} req/s, what LoadGen with our client kept up with" in found.summary
     else:
-        assert "met no calibration rate" in found.summary
+        assert "kept up with no calibration rate, down to 125 req/s" in found.summary
+
+
+def test_a_run_valid_for_loadgen_counts_only_if_the_client_kept_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With a loose SLO LoadGen says VALID while the client falls seconds behind: such a run
+    is not kept up with, so the ceiling is not set by the SLO's slack."""
+    rates: list[float] = []
+    lagging = fake_loadgen(10**6, rates, lag_ms=client_ceiling.MAX_LAG_MS + 1)
+    monkeypatch.setattr(client_ceiling, "run_server_scenario", lagging)
+    found = client_ceiling.calibrate(Slo(99, 2000), [b"{}"], tmp_path, 100)
+    assert found.rate == 0 and not any(r.valid for r in found.runs)
+    assert client_ceiling.kept_up(lagging("", [], 1, SLO, tmp_path), Slo(99, 100)) is False
+
+
+def test_a_null_server_that_cannot_start_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_ceiling.sys, "executable", "/bin/false")
+    with (
+        pytest.raises(LoadGenError, match=r"null server did not start \(exit code"),
+        client_ceiling.null_server(),
+    ):
+        pass
 
 
 @pytest.mark.slow
@@ -77,7 +105,7 @@ def test_a_real_calibration_against_the_null_server(
     least the first rate (2,000 req/s was the slow machines' figure), and LoadGen's logs are
     kept. The top is lowered to keep the test short."""
     monkeypatch.setattr(client_ceiling, "TOP", 2000.0)
-    found = client_ceiling.calibrate(SLO, [b'{"instances": [[0]]}'] * 8, tmp_path, 1, 500)
+    found = client_ceiling.calibrate(SLO, [b'{"instances": [[0]]}'] * 8, tmp_path, 500)
     assert isinstance(found, ClientCeiling) and found.rate >= client_ceiling.START
     first = found.runs[0]
     assert first.rate == client_ceiling.START and first.valid and first.p99_ms <= SLO.limit_ms

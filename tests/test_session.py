@@ -3,6 +3,7 @@ through a listener (fakes stand in for Locust, the open-loop generator and the s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -164,11 +165,10 @@ def test_ceiling_auto_calibrates_the_client_first_and_the_search_stops_there(
         slo: Slo,
         payloads: list[bytes],
         folder: Path,
-        seconds: float,
         min_requests: int,
         on_run: Any,
     ) -> ClientCeiling:
-        calls.append((seconds, min_requests))
+        calls.append((slo.limit_ms, min_requests))
         runs = [ClientRun(1000, True, 1.0, 0.1), ClientRun(1500, False, 30.0, 9.0)]
         for run in runs:
             on_run(run)
@@ -179,7 +179,7 @@ def test_ceiling_auto_calibrates_the_client_first_and_the_search_stops_there(
     listener = Recorder()
     plan = LoadPlan(variants=("original", "depthwise"), concurrency=(1,), repeats=1)
     outcome = session.run_load_test(plan, tmp_path / "run", None, tmp_path, listener, sweep=sweep)
-    assert calls == [(1, 10)]
+    assert calls == [(20, 10)]
     kinds = [kind for kind, _ in listener.events]
     assert kinds[kinds.index("open") + 1 : kinds.index("point")] == ["client", "client", "ceiling"]
     record = outcome.openloop
@@ -231,3 +231,36 @@ def test_an_open_loop_run_alone_gets_the_same_report(
     assert (out / "plots" / "tradeoff.png").stat().st_size > 1000
     claim = next(c for c in written.claims if "arrival rate" in c.claim)
     assert claim.verdict == "not separated"
+
+
+def test_a_ceiling_calibrated_already_is_reused_and_a_failed_one_stops_at_the_rates(
+    tmp_path: Path, fakes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--tuned's second run reuses the first run's ClientCeiling (no second calibration); a
+    calibration that cannot run leaves the search at --rates, and the claim says why."""
+    from loadtests.rate_claims import not_separated
+
+    def must_not_run(*args: Any) -> ClientCeiling:
+        raise AssertionError("calibrated twice")
+
+    monkeypatch.setattr(session.client_ceiling, "calibrate", must_not_run)
+    plan = LoadPlan(variants=("original", "depthwise"), concurrency=(1,), repeats=1)
+    known = ClientCeiling(400, [ClientRun(400, True, 1.0, 0.1)])
+    sweep = session.Sweep(rates=(100, 200), slo=Slo(99, 20), seconds=1, min_requests=10)
+    again = session.run_sweep(
+        plan, dataclasses.replace(sweep, ceiling=known), tmp_path / "a", "u", Recorder()
+    )
+    assert again.client == known and max(p.rate for p in again.points) == 400
+
+    def failing(*args: Any) -> ClientCeiling:
+        raise session.LoadTestError("the null server did not start")
+
+    monkeypatch.setattr(session.client_ceiling, "calibrate", failing)
+    listener = Recorder()
+    record = session.run_sweep(plan, sweep, tmp_path / "b", "u", listener)
+    assert ("ceiling", 0.0) in listener.events and record.ceiling is None
+    assert max(p.rate for p in record.points) == 200  # the top rate given
+    assert record.client is not None and "the null server did not start" in record.client.problem
+    said = not_separated(record)
+    assert "up to 200 req/s, where the search stopped" in said
+    assert "the calibration failed (the null server did not start)" in said

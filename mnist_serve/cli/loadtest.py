@@ -50,7 +50,9 @@ def parse_sweep(
     from loadtests.session import AUTO, Sweep
 
     try:
-        return Sweep.parse(rates, slo, duration_s, min_requests, ceiling or AUTO)
+        return Sweep.parse(
+            rates, slo, duration_s, min_requests, AUTO if ceiling is None else ceiling
+        )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
 
@@ -132,6 +134,8 @@ def run_tuned(
     """``--tuned``: the plan at the defaults (in ``out/defaults``), then with every model at
     its tuned configuration (in ``out``), and whether the answer differs. Both runs go in the
     history beside ``out`` (the defaults run is an ordinary run, comparable with others)."""
+    import dataclasses
+
     from loadtests import history
     from loadtests.tuned_compare import compare
 
@@ -149,6 +153,9 @@ def run_tuned(
         history_path=history.default_path(out.parent),
     )
     console.print("[bold]2/2: each model at its tuned configuration (serve --tuned)[/]")
+    if sweep is not None and before.openloop is not None and before.openloop.client is not None:
+        # One ceiling for both runs: the client's, as calibrated before the first.
+        sweep = dataclasses.replace(sweep, ceiling=before.openloop.client)
     after = run_load_test(
         plan, out, None, models, grpc_url, sweep, closed, pricing, ("--tuned",), announce=False
     )

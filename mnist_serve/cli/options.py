@@ -59,7 +59,7 @@ RatesOption = Annotated[
     typer.Option(
         help="Open loop: comma-separated Poisson arrival rates, requests/s, each run by MLPerf "
         "LoadGen (Server scenario) in order until one is not VALID for the --slo; the search "
-        "then bisects between the last two. All VALID: the rate doubles, up to 2,000/s."
+        "then bisects between the last two. All VALID: the rate doubles, up to --ceiling."
     ),
 ]
 SloOption = Annotated[
@@ -76,8 +76,8 @@ CeilingOption = Annotated[
         help="Open loop: when every --rates is VALID, the search doubles the top rate up to "
         "this (req/s) so the models are separated, not tied at the top rate. Default: auto, "
         "the highest rate LoadGen with our client sustains within --slo against a null server "
-        "on this machine, calibrated in a few seconds at the start (above it a miss would be "
-        "the client's). 0: stop at --rates.",
+        "on this machine, calibrated at the start in about ten one-second runs (above it a miss "
+        "would be the client's). 0: stop at --rates.",
         show_default=False,
     ),
 ]

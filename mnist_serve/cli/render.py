@@ -185,11 +185,15 @@ class ConsoleListener:
 
     def open_loop_started(self, plan: LoadPlan, sweep: Sweep) -> None:
         """Announce the search."""
+        from loadtests.openloop_results import ClientCeiling
+        from loadtests.session import AUTO
         from loadtests.slo import WARMUP_S
 
         rates = ", ".join(f"{r:g}" for r in sweep.rates)
-        if sweep.ceiling == "auto":
+        if sweep.ceiling == AUTO:
             top = "doubling up to the client's own ceiling, calibrated first"
+        elif isinstance(sweep.ceiling, ClientCeiling):
+            top = f"doubling up to the client's ceiling, {sweep.ceiling.summary}"
         elif sweep.ceiling:
             top = f"doubling up to {sweep.ceiling:,.0f} req/s"
         else:
@@ -204,10 +208,11 @@ class ConsoleListener:
 
     def client_run(self, run: ClientRun) -> None:
         """A line per calibration run against the null server."""
-        verdict = "[green]VALID[/]" if run.valid else "[red]not VALID[/]"
+        verdict = "[green]kept up[/]" if run.valid else "[red]did not keep up[/]"
         console.print(
             f"{'client, null server':>22} {run.rate:8.1f}/s: p99 {run.p99_ms:.2f} ms, "
             f"lag p99 {run.lag_p99_ms:.2f} ms, {verdict}"
+            + (" (second run)" if run.attempt > 1 else "")
         )
 
     def client_calibrated(self, ceiling: ClientCeiling) -> None:
