@@ -28,6 +28,7 @@ from pathlib import Path
 
 from loadtests.loadgen import LoadGenError, LoadGenRun, run_server_scenario
 from loadtests.openloop_results import ClientCeiling, ClientRun, Slo
+from loadtests.runner import LoadTestError
 
 START = 1000.0  # the first calibration rate (req/s): it doubles from here while kept up
 FLOOR = 125.0  # or, when the client misses START, halves down to this
@@ -147,3 +148,19 @@ def calibrate(
             else:
                 failed = middle
     return ClientCeiling(passed, runs, capped=not failed)
+
+
+def try_calibrate(
+    slo: Slo,
+    payloads: list[bytes],
+    folder: Path,
+    min_requests: int,
+    on_run: Callable[[ClientRun], None] | None = None,
+) -> ClientCeiling:
+    """:func:`calibrate`, or, when it cannot run (LoadGen missing, the null server not
+    starting), a ceiling of 0 saying why: the search then keeps to its rates, and the run
+    goes on rather than ending."""
+    try:
+        return calibrate(slo, payloads, folder, min_requests, on_run)
+    except LoadTestError as err:
+        return ClientCeiling(0.0, [], problem=str(err))

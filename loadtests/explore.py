@@ -10,7 +10,8 @@ runtime, measured through HTTP, and set on a Pareto front of accuracy against se
    (:func:`modelrepo.runtimes.median_call_ms`, one thread, as the service runs them);
 3. starts one service for all of them (:mod:`loadtests.served`) and measures each in turn:
    p50/p99 at one closed-loop client, throughput at 32 (:mod:`loadtests.closedloop`), then
-   the highest Poisson rate within the SLO by a short search (:mod:`loadtests.slo`);
+   the highest Poisson rate within the SLO by a short search (:mod:`loadtests.slo`), up to
+   the client's own ceiling, calibrated once a run (:mod:`loadtests.client_ceiling`);
 4. saves ``explore.json`` after every model (a re-run skips what is measured, unless
    ``again``), writes the report (:mod:`loadtests.explore_report`) and stores the run in the
    history.
@@ -29,9 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from loadtests import closedloop, history, runner, served, slo, studies
+from loadtests import client_ceiling, closedloop, history, runner, served, slo, studies
 from loadtests.explore_results import FULL, QUICK, ExploreBudget, ExploreRecord, ModelMeasurement
-from loadtests.openloop_results import RatePoint, Slo
+from loadtests.openloop_results import ClientCeiling, ClientRun, RatePoint, Slo
 from loadtests.results import ResultsError
 from modelrepo.layout import RUNTIME_NAMES, ModelName, ModelRepository, ModelVersion
 from training import catalog
@@ -91,6 +92,12 @@ class ExploreListener(Protocol):
 
     def skipped(self, models: list[str]) -> None:
         """These models were measured before and are kept (no ``again``)."""
+
+    def client_run(self, run: ClientRun) -> None:
+        """One calibration run of the client against the null server is done."""
+
+    def client_calibrated(self, ceiling: ClientCeiling) -> None:
+        """The client's ceiling is known: no model's search goes higher."""
 
     def finished(self, report: ExploreReport, run_id: int) -> None:
         """The report is written and the run stored in the history."""
@@ -201,9 +208,11 @@ def measure_served(
     budget: ExploreBudget,
     target: Slo,
     alone: tuple[float, float],
+    ceiling: float | None = None,
     on_point: Callable[[RatePoint], None] | None = None,
 ) -> ModelMeasurement:
-    """One model through HTTP: one client, 32 clients, then its highest rate within the SLO."""
+    """One model through HTTP: one client, 32 clients, then its highest rate within the SLO
+    (the ladder cut at the client's ``ceiling``, and doubled on up to it if every rate met)."""
     endpoint = f"{url}/predict/{item.model}"
     c1 = closedloop.run_closed_loop(endpoint, bodies, 1, budget.c1_s, budget.warmup_s)
     c32 = closedloop.run_closed_loop(endpoint, bodies, 32, budget.c32_s, budget.warmup_s)
@@ -216,7 +225,8 @@ def measure_served(
             on_point(point)
         return point
 
-    best, points = slo.find_max_rate(measure, budget.rates, budget.bisections)
+    ladder = slo.under_ceiling(budget.rates, ceiling)
+    best, points = slo.find_max_rate(measure, ladder, budget.bisections, ceiling)
     missed = [p.rate for p in points if not p.met]
     metadata = item.version.load_metadata()
     return ModelMeasurement(
@@ -279,6 +289,13 @@ def run_explore(plan: ExplorePlan, console: Console, listener: ExploreListener) 
             alone[item.model] = time_alone(item, budget.alone_calls)
             listener.model_done(item.model, f"{alone[item.model][0]:.3f} ms at batch 1")
         bodies = slo.bodies(plan.mnist or None, todo[0].model)
+        if budget.calibrate and record.client is None:  # once a run, kept when it resumes
+            folder = plan.out / slo.LOADGEN_DIR / client_ceiling.FOLDER
+            record.client = client_ceiling.try_calibrate(
+                plan.slo, bodies, folder, budget.min_requests, listener.client_run
+            )
+            listener.client_calibrated(record.client)
+        ceiling = record.client.rate or None if record.client is not None else None
         served_variants = sorted({item.name.variant for item in todo})
         args: tuple[str, ...] = ("--variants", ",".join(served_variants), "--poll-s", "0")
         if set(plan.runtimes) != set(RUNTIME_NAMES):
@@ -286,7 +303,9 @@ def run_explore(plan: ExplorePlan, console: Console, listener: ExploreListener) 
         with served.service(plan.models_dir, plan.out, *args) as url:
             listener.phase("served", len(todo), budget.estimate_s)
             for item in todo:
-                measured = measure_served(url, item, bodies, budget, plan.slo, alone[item.model])
+                measured = measure_served(
+                    url, item, bodies, budget, plan.slo, alone[item.model], ceiling
+                )
                 record.put(measured)
                 record.updated_at = measured.measured_at
                 record.save(plan.out)

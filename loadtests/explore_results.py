@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from loadtests.openloop_results import RatePoint, Slo
+from loadtests.openloop_results import ClientCeiling, RatePoint, Slo
 from loadtests.results import JSON_CONFIG, Machine, Percentiles, load_record
 
 EXPLORE_FILE = "explore.json"
@@ -35,16 +35,20 @@ class ExploreBudget:
     rate_s: float  # seconds per open-loop run (longer when min_requests needs it)
     min_requests: int  # measured per open-loop run, at least
     alone_calls: int  # model-alone timing: calls at batch 1 (a quarter of them at batch 32)
+    # Calibrate the client's ceiling first (loadtests/client_ceiling.py): the ladder is cut
+    # there, and a model that meets every rate is searched on upward to it.
+    calibrate: bool = False
 
     @property
     def estimate_s(self) -> float:
         """Roughly how long one model takes to measure, from service start to report."""
         runs = len(self.rates) + self.bisections + 1  # one missed run is repeated
+        runs += 2 if self.calibrate else 0  # doubling on past the ladder, typically twice
         per_run = max(self.rate_s, self.min_requests / max(self.rates)) + 0.5
         return self.c1_s + self.c32_s + 2 * self.warmup_s + runs * per_run
 
 
-# About 11 s a model: 68 models (17 variants x 4 runtimes) in about 13 minutes on 2 cores.
+# About 14 s a model: 68 models (17 variants x 4 runtimes) in about 16 minutes on 2 cores.
 FULL = ExploreBudget(
     c1_s=1.5,
     c32_s=1.5,
@@ -54,6 +58,7 @@ FULL = ExploreBudget(
     rate_s=1.0,
     min_requests=400,
     alone_calls=50,
+    calibrate=True,
 )
 # --quick: a shape check for the tests, seconds a model; its figures are not to be quoted.
 QUICK = ExploreBudget(
@@ -115,6 +120,7 @@ class ExploreRecord:
     budget: ExploreBudget
     machine: Machine
     measurements: list[ModelMeasurement] = field(default_factory=list)
+    client: ClientCeiling | None = None  # the client's ceiling, calibrated once for the run
     schema: int = EXPLORE_SCHEMA
 
     def get(self, model: str, version: int) -> ModelMeasurement | None:

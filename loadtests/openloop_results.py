@@ -106,6 +106,16 @@ class ClientRun:
     lag_p99_ms: float  # how late the client itself sent
     attempt: int = 1  # 2: the rate was missed once and run again (the second verdict stands)
 
+    @property
+    def summary(self) -> str:
+        """One line for the console: the rate, what the client saw, kept up or not."""
+        kept = "kept up" if self.valid else "did not keep up"
+        again = " (second run)" if self.attempt > 1 else ""
+        return (
+            f"client on a null server at {self.rate:,.0f} req/s: p99 {self.p99_ms:.2f} ms, "
+            f"lag p99 {self.lag_p99_ms:.2f} ms, {kept}{again}"
+        )
+
 
 @dataclass(frozen=True)
 class ClientCeiling:

@@ -28,7 +28,6 @@ from loadtests.openloop_results import (
 )
 from loadtests.protocols import Protocol as WireProtocol
 from loadtests.results import LoadPlan, RunRecord, Step, StepResult
-from loadtests.runner import LoadTestError
 
 if TYPE_CHECKING:
     from loadtests.decision import Stop
@@ -203,16 +202,13 @@ def record_served(
 def calibrated(plan: LoadPlan, sweep: Sweep, out: Path, listener: Listener) -> ClientCeiling:
     """The client's ceiling on this machine (loadtests/client_ceiling.py); a calibration that
     cannot run leaves the search without a ceiling, saying why, rather than ending the run."""
-    try:
-        client = client_ceiling.calibrate(
-            sweep.slo,
-            slo.bodies(plan.mnist or None, plan.models()[0]),
-            out / slo.LOADGEN_DIR / client_ceiling.FOLDER,
-            sweep.min_requests,
-            listener.client_run,
-        )
-    except LoadTestError as err:
-        client = ClientCeiling(0.0, [], problem=str(err))
+    client = client_ceiling.try_calibrate(
+        sweep.slo,
+        slo.bodies(plan.mnist or None, plan.models()[0]),
+        out / slo.LOADGEN_DIR / client_ceiling.FOLDER,
+        sweep.min_requests,
+        listener.client_run,
+    )
     listener.client_calibrated(client)
     return client
 

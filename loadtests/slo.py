@@ -151,6 +151,14 @@ def find_max_rate(
     return search.passed, search.runs
 
 
+def under_ceiling(rates: Sequence[float], ceiling: float | None) -> list[float]:
+    """A built-in ladder (explore's, tune's) cut at the client's ceiling, since a rate above
+    it would measure the client; the ceiling itself when it is below every rate."""
+    if ceiling is None:
+        return list(rates)
+    return [rate for rate in rates if rate <= ceiling] or [ceiling]
+
+
 def bodies(mnist: str | None, model: str) -> list[bytes]:
     """JSON bodies of real MNIST test digits for ``model`` (the same digits for every model)."""
     from training.data import load_mnist

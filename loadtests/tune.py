@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from loadtests import closedloop, history, served, slo, studies
+from loadtests import client_ceiling, closedloop, history, served, slo, studies
 from loadtests.explore_results import FULL, QUICK, ExploreBudget
 from loadtests.openloop_results import RatePoint, Slo
 from loadtests.probe import LoadTestError
@@ -46,8 +46,10 @@ def measure(
     target: Slo,
     bodies: list[bytes],
     out: Path,
+    ceiling: float | None = None,
 ) -> Trial:
-    """Serve ``name`` alone with ``config`` and measure it."""
+    """Serve ``name`` alone with ``config`` and measure it (its rate search cut at, and
+    doubled on up to, the client's ``ceiling``)."""
     started = time.monotonic()
     args = (
         "--variants", name.variant, "--runtimes", name.runtime or "savedmodel", "--poll-s", "0",
@@ -65,7 +67,8 @@ def measure(
                 url, model, bodies, rate, budget.rate_s, target, budget.min_requests
             )
 
-        best, points = slo.find_max_rate(at, budget.rates, budget.bisections)
+        ladder = slo.under_ceiling(budget.rates, ceiling)
+        best, points = slo.find_max_rate(at, ladder, budget.bisections, ceiling)
     return Trial(config, best, c1.latency_ms.p50, round(time.monotonic() - started, 1), points)
 
 
@@ -78,6 +81,7 @@ def tune_model(
     quick: bool = False,
     on_trial: Callable[[str, Trial | None, str], None] | None = None,
     mnist: str | None = None,
+    ceiling: float | None = None,
 ) -> ModelTuning:
     """The coordinate search for one model, within ``budget_s``; saves the best beside it."""
     budget = TUNE_QUICK if quick else TUNE_FULL
@@ -92,7 +96,7 @@ def tune_model(
     def attempt(config: ServingConfig, label: str, folder: Path) -> Trial | None:
         """One trial; None (recorded, and the search goes on) if its service failed."""
         try:
-            return measure(models_dir, name, config, budget, target, bodies, folder)
+            return measure(models_dir, name, config, budget, target, bodies, folder, ceiling)
         except LoadTestError as err:
             reason = str(err).splitlines()[0]
             tuning.failed.append(f"{label}: {reason}")
@@ -171,18 +175,31 @@ def run_tune(
     on_trial: Callable[[str, Trial | None, str], None] | None = None,
     mnist: str | None = None,
 ) -> tuple[TuneRecord, Path, int]:
-    """Tune every model (the budget shared equally), write the report, store the run."""
+    """Tune every model (the budget shared equally), its rate searches up to the client's
+    ceiling calibrated first (loadtests/client_ceiling.py; not with ``quick``); write the
+    report, store the run."""
     started, begun = datetime.now(UTC), time.monotonic()
+    client = None
+    if names and (TUNE_QUICK if quick else TUNE_FULL).calibrate:
+        folder = out / slo.LOADGEN_DIR / client_ceiling.FOLDER
+        bodies = slo.bodies(mnist, str(names[0]))
+        client = client_ceiling.try_calibrate(target, bodies, folder, TUNE_FULL.min_requests)
+        if on_trial is not None:
+            on_trial("client", None, f"the open loop's ceiling: {client.summary}")
+    ceiling = client.rate or None if client is not None else None
     done = []
     for index, name in enumerate(names):
         share = (budget_s - (time.monotonic() - begun)) / (len(names) - index)
-        done.append(tune_model(models_dir, name, target, share, out, quick, on_trial, mnist))
+        done.append(
+            tune_model(models_dir, name, target, share, out, quick, on_trial, mnist, ceiling)
+        )
     record = TuneRecord(
         created_at=started.isoformat(timespec="seconds"),
         slo=target,
         budget_s=budget_s,
         spent_s=round(time.monotonic() - begun, 1),
         models=done,
+        client=client,
     )
     _, page, summary = write_tune_report(record, out)
     path = history.default_path(out.parent)

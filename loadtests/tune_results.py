@@ -9,7 +9,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from loadtests.openloop_results import RatePoint, Slo
+from loadtests.openloop_results import ClientCeiling, RatePoint, Slo
 from loadtests.results import JSON_CONFIG
 from modelrepo.tuned import ServingConfig
 from service.settings import Settings
@@ -117,6 +117,7 @@ class TuneRecord:
     budget_s: float
     spent_s: float
     models: list[ModelTuning]
+    client: ClientCeiling | None = None  # the client's ceiling, calibrated once for the run
 
 
 def grid_size() -> int:

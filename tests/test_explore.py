@@ -121,6 +121,44 @@ def test_explore_resumes_and_again_re_measures(explored: Explored, mnist_path: P
     assert "(n=4)" in (explored.out / "explore.md").read_text()  # the report: what was asked
 
 
+def test_explore_cuts_its_ladder_at_the_clients_ceiling_calibrated_once_a_run(
+    explored: Explored, mnist_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FULL's calibration on QUICK's budget: the client's ceiling is calibrated once, kept in
+    explore.json, and no model's search goes above it (QUICK's ladder is 200, 800: cut at a
+    ceiling of 300, every model that meets 200 is searched on up to 300, not to 800); a
+    resumed run keeps the ceiling it had and does not calibrate again."""
+    from dataclasses import replace
+
+    from loadtests import client_ceiling, explore
+    from loadtests.explore_results import QUICK
+    from loadtests.openloop_results import ClientCeiling, ClientRun
+
+    calls: list[int] = []
+
+    def calibrate(*args: object) -> ClientCeiling:
+        calls.append(1)
+        return ClientCeiling(300, [ClientRun(300, True, 1.0, 0.1)])
+
+    monkeypatch.setattr(client_ceiling, "calibrate", calibrate)
+    monkeypatch.setattr(explore.ExplorePlan, "budget", property(lambda self: replace(
+        QUICK, calibrate=True)))  # fmt: skip
+    out = tmp_path / "explore-ceiling"
+    args = ["explore", "--family", "strides", "--quick", "--slo", SLO, "--runtimes", "onnx"]
+    args += ["--models", str(explored.models), "--out", str(out), "--data", str(mnist_path)]
+    output = invoke(args, explored.env)
+    assert "The open loop's ceiling: 300 req/s" in output and calls == [1]
+    record = ExploreRecord.load(out)
+    assert record.client == ClientCeiling(300, [ClientRun(300, True, 1.0, 0.1)])
+    for measured in record.measurements:
+        assert {p.rate for p in measured.rate_points} <= {200, 300}, measured.model
+        assert measured.max_rate == 300, measured.model  # p99 <= 5 s: every rate met
+    assert "The ladder cut at 300 req/s, what LoadGen" in (out / "explore.md").read_text()
+    again = invoke([*args, "--again"], explored.env)
+    assert calls == [1] and "open loop's ceiling" not in again  # kept from the run it resumed
+    assert ExploreRecord.load(out).client == record.client
+
+
 def test_tune_saves_the_best_configuration_and_says_what_it_skipped(
     explored: Explored, mnist_path: Path
 ) -> None:

@@ -253,7 +253,7 @@ def test_a_ceiling_calibrated_already_is_reused_and_a_failed_one_stops_at_the_ra
     assert again.client == known and max(p.rate for p in again.points) == 400
 
     def failing(*args: Any) -> ClientCeiling:
-        raise session.LoadTestError("the null server did not start")
+        raise LoadTestError("the null server did not start")
 
     monkeypatch.setattr(session.client_ceiling, "calibrate", failing)
     listener = Recorder()

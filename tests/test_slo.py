@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from loadtests.openloop import OpenLoopResult, Sample
 from loadtests.openloop_results import LoadGenVerdict, OpenLoopRecord, RatePoint, Slo
 from loadtests.results import Percentiles
-from loadtests.slo import RateSearch, find_max_rate
+from loadtests.slo import RateSearch, find_max_rate, under_ceiling
 from mnist_serve.cli import app
 
 
@@ -70,6 +70,16 @@ def test_every_rate_met_goes_on_upward_to_the_ceiling() -> None:
     search.record(point(100, 10_000))
     search.record(point(200, 10_000))
     assert search.next_rate() is None and search.extended == []
+
+
+def test_a_built_in_ladder_is_cut_at_the_clients_ceiling() -> None:
+    """Explore's and tune's ladders: no rate above what the client can measure."""
+    assert under_ceiling([400, 1200, 3000, 6000], None) == [400, 1200, 3000, 6000]
+    assert under_ceiling([400, 1200, 3000, 6000], 5000) == [400, 1200, 3000]
+    assert under_ceiling([400, 1200], 300) == [300]  # below every rate: the ceiling alone
+    best, runs = find_max_rate(lambda r: point(r, capacity=10_000), under_ceiling([400, 1200,
+        3000, 6000], 5000), 2, 5000)  # fmt: skip
+    assert best == 5000 and [p.rate for p in runs] == [400, 1200, 3000, 5000]
 
 
 def verdict(valid: bool, latency_met: bool, queries: int, needs: int | None) -> LoadGenVerdict:

@@ -36,6 +36,7 @@ from mnist_serve.cli.options import (
 
 if TYPE_CHECKING:
     from loadtests.explore_report import ExploreReport
+    from loadtests.openloop_results import ClientCeiling, ClientRun
 
 
 class ExploreProgress:
@@ -82,6 +83,15 @@ class ExploreProgress:
             f"{len(models)} models measured before are kept (--again re-measures them): "
             f"{', '.join(models)}"
         )
+
+    def client_run(self, run: ClientRun) -> None:
+        """A line per calibration run against the null server."""
+        self._close()
+        console.print(f"  {run.summary}")
+
+    def client_calibrated(self, ceiling: ClientCeiling) -> None:
+        """The ceiling every model's search stops at."""
+        console.print(f"The open loop's ceiling: {escape(ceiling.summary)}")
 
     def finished(self, report: ExploreReport, run_id: int) -> None:
         """Where the report is, the answer, the front."""

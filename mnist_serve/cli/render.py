@@ -208,12 +208,8 @@ class ConsoleListener:
 
     def client_run(self, run: ClientRun) -> None:
         """A line per calibration run against the null server."""
-        verdict = "[green]kept up[/]" if run.valid else "[red]did not keep up[/]"
-        console.print(
-            f"{'client, null server':>22} {run.rate:8.1f}/s: p99 {run.p99_ms:.2f} ms, "
-            f"lag p99 {run.lag_p99_ms:.2f} ms, {verdict}"
-            + (" (second run)" if run.attempt > 1 else "")
-        )
+        colour = "green" if run.valid else "red"
+        console.print(f"  [{colour}]{escape(run.summary)}[/]")
 
     def client_calibrated(self, ceiling: ClientCeiling) -> None:
         """The ceiling the search will stop at."""
