@@ -28,6 +28,7 @@ from pathlib import Path
 
 from loadtests.loadgen import LoadGenError, LoadGenRun, run_server_scenario
 from loadtests.openloop_results import ClientCeiling, ClientRun, Slo
+from loadtests.procs import stop
 from loadtests.runner import LoadTestError
 
 START = 1000.0  # the first calibration rate (req/s): it doubles from here while kept up
@@ -58,12 +59,7 @@ def null_server() -> Iterator[str]:
                 )
             yield f"http://127.0.0.1:{int(line)}/null"
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, timeout_s=5)
 
 
 def _first_line(process: subprocess.Popen[str], timeout_s: float) -> str:
@@ -96,71 +92,67 @@ def calibrate(
     ``START``, halving until it keeps up (down to ``FLOOR``); then ``BISECTIONS`` halvings of
     the gap. A rate missed is run once more and the second verdict stands, as in the search.
     Each run lasts ``RUN_S`` and ``min_requests`` with the sweep's ``slo`` and ``payloads``;
-    LoadGen's logs go to ``folder``."""
+    LoadGen's logs go to ``folder``. When the calibration cannot run (LoadGen missing, the
+    null server not starting), a ceiling of 0 saying why: the search then keeps to its rates,
+    and the run goes on rather than ending."""
     runs: list[ClientRun] = []
-    with null_server() as url:
+    try:
+        with null_server() as url:
 
-        def met(rate: float) -> bool:
-            for attempt in (1, 2):
-                result = run_server_scenario(
-                    url,
-                    payloads,
-                    rate,
-                    slo,
-                    folder / (f"null-{rate:g}" + ("" if attempt == 1 else "-again")),
-                    min_duration_s=RUN_S,
-                    min_queries=min_requests,
-                    warmup_s=WARMUP_S,
-                )
-                done = ClientRun(
-                    rate,
-                    kept_up(result, slo),
-                    round(result.result.latency_ms.p99, 3),
-                    result.sut_lag_p99_ms,
-                    attempt,
-                )
-                runs.append(done)
-                if on_run is not None:
-                    on_run(done)
-                if done.valid:
-                    return True
-            return False
+            def met(rate: float) -> bool:
+                for attempt in (1, 2):
+                    result = run_server_scenario(
+                        url,
+                        payloads,
+                        rate,
+                        slo,
+                        folder / (f"null-{rate:g}" + ("" if attempt == 1 else "-again")),
+                        min_duration_s=RUN_S,
+                        min_queries=min_requests,
+                        warmup_s=WARMUP_S,
+                    )
+                    done = ClientRun(
+                        rate,
+                        kept_up(result, slo),
+                        round(result.result.latency_ms.p99, 3),
+                        result.sut_lag_p99_ms,
+                        attempt,
+                    )
+                    runs.append(done)
+                    if on_run is not None:
+                        on_run(done)
+                    if done.valid:
+                        return True
+                return False
 
-        passed, failed = 0.0, 0.0
-        if met(START):
-            passed, rate = START, START * 2
-            while rate <= TOP and not failed:
-                if met(rate):
-                    passed, rate = rate, rate * 2
-                else:
-                    failed = rate
-        else:
-            failed, rate = START, START / 2
-            while rate >= FLOOR and not passed:
-                if met(rate):
-                    passed = rate
-                else:
-                    failed, rate = rate, rate / 2
-        for _ in range(BISECTIONS if failed and passed else 0):
-            middle = round((passed + failed) / 2)
-            if met(middle):
-                passed = middle
-            else:
-                failed = middle
+            passed, failed = search(met)
+    except LoadTestError as err:
+        return ClientCeiling(0.0, runs, problem=str(err))
     return ClientCeiling(passed, runs, capped=not failed)
 
 
-def try_calibrate(
-    slo: Slo,
-    payloads: list[bytes],
-    folder: Path,
-    min_requests: int,
-    on_run: Callable[[ClientRun], None] | None = None,
-) -> ClientCeiling:
-    """:func:`calibrate`, or, when it cannot run (LoadGen missing, the null server not
-    starting), a ceiling of 0 saying why: the search then keeps to its rates, and the run
-    goes on rather than ending."""
-    try:
-        return calibrate(slo, payloads, folder, min_requests, on_run)
-    except LoadTestError as err:
-        return ClientCeiling(0.0, [], problem=str(err))
+def search(met: Callable[[float], bool]) -> tuple[float, float]:
+    """The calibration's rates, one at a time: the highest ``met`` and the lowest not (0 if
+    none)."""
+    passed, failed = 0.0, 0.0
+    if met(START):
+        passed, rate = START, START * 2
+        while rate <= TOP and not failed:
+            if met(rate):
+                passed, rate = rate, rate * 2
+            else:
+                failed = rate
+    else:
+        failed, rate = START, START / 2
+        while rate >= FLOOR and not passed:
+            if met(rate):
+                passed = rate
+            else:
+                failed, rate = rate, rate / 2
+    for _ in range(BISECTIONS if failed and passed else 0):
+        middle = round((passed + failed) / 2)
+        if met(middle):
+            passed = middle
+        else:
+            failed = middle
+    return passed, failed

@@ -291,7 +291,7 @@ def run_explore(plan: ExplorePlan, console: Console, listener: ExploreListener) 
         bodies = slo.bodies(plan.mnist or None, todo[0].model)
         if budget.calibrate and record.client is None:  # once a run, kept when it resumes
             folder = plan.out / slo.LOADGEN_DIR / client_ceiling.FOLDER
-            record.client = client_ceiling.try_calibrate(
+            record.client = client_ceiling.calibrate(
                 plan.slo, bodies, folder, budget.min_requests, listener.client_run
             )
             listener.client_calibrated(record.client)

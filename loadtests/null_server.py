@@ -13,16 +13,9 @@ import argparse
 import asyncio
 import contextlib
 
+from loadtests.openloop import content_length
+
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
-
-
-def content_length(head: bytes) -> int:
-    """The Content-Length of a request head (0 when it has none)."""
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    return 0
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

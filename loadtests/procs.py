@@ -16,6 +16,7 @@ import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -159,11 +160,11 @@ def run_server(
         stop(process)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (the server drains), SIGKILL after 20 s."""
+def stop(process: subprocess.Popen[Any], timeout_s: float = 20.0) -> None:
+    """SIGTERM (the server drains), SIGKILL after ``timeout_s``."""
     process.terminate()
     try:
-        process.wait(timeout=20)
+        process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()

@@ -202,7 +202,7 @@ def record_served(
 def calibrated(plan: LoadPlan, sweep: Sweep, out: Path, listener: Listener) -> ClientCeiling:
     """The client's ceiling on this machine (loadtests/client_ceiling.py); a calibration that
     cannot run leaves the search without a ceiling, saying why, rather than ending the run."""
-    client = client_ceiling.try_calibrate(
+    client = client_ceiling.calibrate(
         sweep.slo,
         slo.bodies(plan.mnist or None, plan.models()[0]),
         out / slo.LOADGEN_DIR / client_ceiling.FOLDER,

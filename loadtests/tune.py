@@ -183,7 +183,7 @@ def run_tune(
     if names and (TUNE_QUICK if quick else TUNE_FULL).calibrate:
         folder = out / slo.LOADGEN_DIR / client_ceiling.FOLDER
         bodies = slo.bodies(mnist, str(names[0]))
-        client = client_ceiling.try_calibrate(target, bodies, folder, TUNE_FULL.min_requests)
+        client = client_ceiling.calibrate(target, bodies, folder, TUNE_FULL.min_requests)
         if on_trial is not None:
             on_trial("client", None, f"the open loop's ceiling: {client.summary}")
     ceiling = client.rate or None if client is not None else None

@@ -240,6 +240,8 @@ def test_a_ceiling_calibrated_already_is_reused_and_a_failed_one_stops_at_the_ra
     calibration that cannot run leaves the search at --rates, and the claim says why."""
     from loadtests.rate_claims import not_separated
 
+    calibrate = session.client_ceiling.calibrate
+
     def must_not_run(*args: Any) -> ClientCeiling:
         raise AssertionError("calibrated twice")
 
@@ -252,10 +254,13 @@ def test_a_ceiling_calibrated_already_is_reused_and_a_failed_one_stops_at_the_ra
     )
     assert again.client == known and max(p.rate for p in again.points) == 400
 
-    def failing(*args: Any) -> ClientCeiling:
+    @contextmanager
+    def no_null_server() -> Iterator[str]:
         raise LoadTestError("the null server did not start")
+        yield ""
 
-    monkeypatch.setattr(session.client_ceiling, "calibrate", failing)
+    monkeypatch.setattr(session.client_ceiling, "calibrate", calibrate)  # the real one
+    monkeypatch.setattr(session.client_ceiling, "null_server", no_null_server)
     listener = Recorder()
     record = session.run_sweep(plan, sweep, tmp_path / "b", "u", listener)
     assert ("ceiling", 0.0) in listener.events and record.ceiling is None
