@@ -4,18 +4,20 @@ server that does nothing (:mod:`loadtests.null_server`).
 
 The rate search doubles a rate every model met, up to a ceiling, so that two models are not
 "tied" at the top rate tried. A fixed ceiling fits one machine only: LoadGen with our client
-kept up with about 2,000 req/s on the slow 2-core machines and with 12,000 on one four times
-faster (docs/benchmarks.md, I and Z). Too low, it stops the search before the models part; too
-high, the search runs into the client's own limit, and a miss there is the client's. So
-``--ceiling auto`` (the default) runs :func:`calibrate` first: LoadGen at doubling rates on the
+kept up with about 2,000 req/s on the slow 2-core machines and with 12,000-28,000 on one four
+times faster (docs/benchmarks.md, I, Z and AA). Too low, it stops the search before the models
+part; too high, the search runs into the client's own limit, and a miss there is the client's.
+So ``--ceiling auto`` (the default) runs :func:`calibrate` first: LoadGen at doubling rates on the
 null server, with the sweep's SLO, payloads and minimum requests, then two bisections between the
 last rate the client kept up with and the first it did not. About ten one-second runs; the
 ceiling and its runs go into ``openloop.json``. ``loadtest --tuned`` calibrates once for both
-of its runs.
+of its runs; ``explore`` once a run (kept in ``explore.json`` when it resumes) and ``tune``
+once for all its models (``tune.json``), each with its own minimum requests.
 
-The null server runs while the service under test sits idle, so the client has the machine
-it will have in the sweep, less the service's share under load: the ceiling is an upper bound
-on what the client can measure honestly, and the sweep's points record the client's lag too.
+For ``loadtest`` the null server runs while the service under test sits idle; for ``explore``
+and ``tune`` before any service starts. Either way the client has the machine it will have in
+the measurement, less the service's share under load: the ceiling is an upper bound on what
+the client can measure honestly, and every point records the client's lag too.
 """
 
 from __future__ import annotations
@@ -93,8 +95,8 @@ def calibrate(
     the gap. A rate missed is run once more and the second verdict stands, as in the search.
     Each run lasts ``RUN_S`` and ``min_requests`` with the sweep's ``slo`` and ``payloads``;
     LoadGen's logs go to ``folder``. When the calibration cannot run (LoadGen missing, the
-    null server not starting), a ceiling of 0 saying why: the search then keeps to its rates,
-    and the run goes on rather than ending."""
+    null server not starting, a log not written), a ceiling of 0 saying why: the search then
+    keeps to its rates, and the run goes on rather than ending."""
     runs: list[ClientRun] = []
     try:
         with null_server() as url:
@@ -126,7 +128,7 @@ def calibrate(
                 return False
 
             passed, failed = search(met)
-    except LoadTestError as err:
+    except (LoadTestError, OSError) as err:
         return ClientCeiling(0.0, runs, problem=str(err))
     return ClientCeiling(passed, runs, capped=not failed)
 

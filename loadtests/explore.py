@@ -96,8 +96,9 @@ class ExploreListener(Protocol):
     def client_run(self, run: ClientRun) -> None:
         """One calibration run of the client against the null server is done."""
 
-    def client_calibrated(self, ceiling: ClientCeiling) -> None:
-        """The client's ceiling is known: no model's search goes higher."""
+    def client_calibrated(self, ceiling: ClientCeiling, kept: bool) -> None:
+        """The client's ceiling is known (``kept``: from the run resumed): no model's search
+        goes higher."""
 
     def finished(self, report: ExploreReport, run_id: int) -> None:
         """The report is written and the run stored in the history."""
@@ -256,9 +257,9 @@ def measure_served(
     )
 
 
-def open_record(plan: ExplorePlan) -> ExploreRecord:
+def open_record(plan: ExplorePlan, console: Console) -> ExploreRecord:
     """The record in ``plan.out`` to resume, or a new one (``again`` keeps the file's other
-    models but re-measures the plan's)."""
+    models but re-measures the plan's); one measured otherwise is kept aside, saying so."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
     if (plan.out / "explore.json").is_file():
         try:
@@ -267,6 +268,13 @@ def open_record(plan: ExplorePlan) -> ExploreRecord:
             found = None
         if found is not None and found.slo == plan.slo and found.budget == plan.budget:
             return found
+        # Measured otherwise (another SLO or budget, or an older version): kept aside, and
+        # every model measured afresh, since figures of two budgets do not compare.
+        (plan.out / "explore.json").replace(plan.out / "explore.json.old")
+        console.print(
+            f"[yellow]{plan.out / 'explore.json'} was measured with another SLO or budget (or "
+            "an older version): kept as explore.json.old; every model is measured afresh[/]"
+        )
     return ExploreRecord(now, now, plan.slo, plan.budget, runner.machine())
 
 
@@ -276,7 +284,7 @@ def run_explore(plan: ExplorePlan, console: Console, listener: ExploreListener) 
     from loadtests.explore_report import write_explore_report
 
     train_missing(plan, console, listener)
-    record = open_record(plan)
+    record = open_record(plan, console)
     todo, kept = pending(plan, record)
     if kept:
         listener.skipped(kept)
@@ -289,13 +297,16 @@ def run_explore(plan: ExplorePlan, console: Console, listener: ExploreListener) 
             alone[item.model] = time_alone(item, budget.alone_calls)
             listener.model_done(item.model, f"{alone[item.model][0]:.3f} ms at batch 1")
         bodies = slo.bodies(plan.mnist or None, todo[0].model)
-        if budget.calibrate and record.client is None:  # once a run, kept when it resumes
+        if budget.calibrate and (record.client is None or record.client.problem):
+            # Once a run (and again if it could not run): a resumed run keeps its ceiling.
             folder = plan.out / slo.LOADGEN_DIR / client_ceiling.FOLDER
             record.client = client_ceiling.calibrate(
                 plan.slo, bodies, folder, budget.min_requests, listener.client_run
             )
-            listener.client_calibrated(record.client)
-        ceiling = record.client.rate or None if record.client is not None else None
+            listener.client_calibrated(record.client, kept=False)
+        elif record.client is not None:
+            listener.client_calibrated(record.client, kept=True)
+        ceiling = record.client.limit if record.client is not None else None
         served_variants = sorted({item.name.variant for item in todo})
         args: tuple[str, ...] = ("--variants", ",".join(served_variants), "--poll-s", "0")
         if set(plan.runtimes) != set(RUNTIME_NAMES):

@@ -291,7 +291,7 @@ def write_explore_report(
         f"{', '.join(f'{r:g}' for r in b.rates)} req/s and {b.bisections} bisection(s) for the "
         f"highest rate within {record.slo} ({b.rate_s:g} s / at least {b.min_requests} requests "
         f"a run); model alone: median in-process call, one thread."
-        + (f" The ladder cut at {record.client.summary}." if record.client else "")
+        + (f" {record.client.search_note}" if record.client else "")
         + (" QUICK budget: a shape check, not figures to quote." if chosen[0].quick else "")
     )
     tables = {"Models by Pareto rank": ranked_table(ranked, speed)}

@@ -43,7 +43,9 @@ class ExploreBudget:
     def estimate_s(self) -> float:
         """Roughly how long one model takes to measure, from service start to report."""
         runs = len(self.rates) + self.bisections + 1  # one missed run is repeated
-        runs += 2 if self.calibrate else 0  # doubling on past the ladder, typically twice
+        # A model that meets the whole ladder doubles on past it: twice, typically, on a fast
+        # machine; on a slow one the ceiling cuts the ladder instead (an overestimate there).
+        runs += 2 if self.calibrate else 0
         per_run = max(self.rate_s, self.min_requests / max(self.rates)) + 0.5
         return self.c1_s + self.c32_s + 2 * self.warmup_s + runs * per_run
 

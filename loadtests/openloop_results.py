@@ -129,6 +129,21 @@ class ClientCeiling:
     problem: str = ""  # the calibration could not run: why
 
     @property
+    def limit(self) -> float | None:
+        """The rate no search goes above (None: the calibration found none)."""
+        return self.rate or None
+
+    @property
+    def search_note(self) -> str:
+        """A report's sentence on what the ceiling did to the rate search."""
+        if self.limit is None:
+            return f"The rate search had no ceiling: {self.summary}."
+        return (
+            "The rate search went no higher than the client's ceiling (its rates cut there, "
+            f"or doubled on up to it): {self.summary}."
+        )
+
+    @property
     def summary(self) -> str:
         """One line: the ceiling and how it was found."""
         if self.problem:

@@ -223,9 +223,9 @@ def run_sweep(
     match sweep.ceiling:
         case "auto":
             client = calibrated(plan, sweep, out, listener)
-            ceiling = client.rate or None
+            ceiling = client.limit
         case ClientCeiling() as client:  # calibrated already, by the run before (--tuned)
-            ceiling = client.rate or None
+            ceiling = client.limit
         case rate:  # a rate, or None
             client, ceiling = None, rate
     record = slo.run_sweep(

@@ -153,8 +153,9 @@ def find_max_rate(
 
 def under_ceiling(rates: Sequence[float], ceiling: float | None) -> list[float]:
     """A built-in ladder (explore's, tune's) cut at the client's ceiling, since a rate above
-    it would measure the client; the ceiling itself when it is below every rate."""
-    if ceiling is None:
+    it would measure the client; the ceiling itself when it is below every rate (None or 0:
+    the ladder as given)."""
+    if not ceiling:
         return list(rates)
     return [rate for rate in rates if rate <= ceiling] or [ceiling]
 

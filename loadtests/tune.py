@@ -24,7 +24,7 @@ from pathlib import Path
 
 from loadtests import client_ceiling, closedloop, history, served, slo, studies
 from loadtests.explore_results import FULL, QUICK, ExploreBudget
-from loadtests.openloop_results import RatePoint, Slo
+from loadtests.openloop_results import ClientRun, RatePoint, Slo
 from loadtests.probe import LoadTestError
 from loadtests.tune_report import write_tune_report
 from loadtests.tune_results import DEFAULTS, SPACE, ModelTuning, Trial, TuneRecord, grid_size
@@ -174,19 +174,19 @@ def run_tune(
     quick: bool = False,
     on_trial: Callable[[str, Trial | None, str], None] | None = None,
     mnist: str | None = None,
+    on_run: Callable[[ClientRun], None] | None = None,
 ) -> tuple[TuneRecord, Path, int]:
-    """Tune every model (the budget shared equally), its rate searches up to the client's
-    ceiling calibrated first (loadtests/client_ceiling.py; not with ``quick``); write the
-    report, store the run."""
+    """Tune every model (the budget shared equally, the calibration's time taken from it),
+    its rate searches up to the client's ceiling calibrated first (loadtests/client_ceiling.py,
+    each run to ``on_run``; not with ``quick``); write the report, store the run."""
     started, begun = datetime.now(UTC), time.monotonic()
+    budget = TUNE_QUICK if quick else TUNE_FULL
     client = None
-    if names and (TUNE_QUICK if quick else TUNE_FULL).calibrate:
+    if names and budget.calibrate:
         folder = out / slo.LOADGEN_DIR / client_ceiling.FOLDER
         bodies = slo.bodies(mnist, str(names[0]))
-        client = client_ceiling.calibrate(target, bodies, folder, TUNE_FULL.min_requests)
-        if on_trial is not None:
-            on_trial("client", None, f"the open loop's ceiling: {client.summary}")
-    ceiling = client.rate or None if client is not None else None
+        client = client_ceiling.calibrate(target, bodies, folder, budget.min_requests, on_run)
+    ceiling = client.limit if client is not None else None
     done = []
     for index, name in enumerate(names):
         share = (budget_s - (time.monotonic() - begun)) / (len(names) - index)

@@ -78,7 +78,7 @@ def write_tune_report(record: TuneRecord, out: Path) -> tuple[Path, Path, str]:
     intro = (
         f"Coordinate search under {record.slo} within a {record.budget_s:.0f} s budget "
         f"({record.spent_s:.0f} s spent); the full grid holds {grid_size()} configurations."
-        + (f" Rates up to the client's ceiling: {record.client.summary}." if record.client else "")
+        + (f" {record.client.search_note}" if record.client else "")
     )
     md = [f"# {title}", "", intro, ""]
     parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]

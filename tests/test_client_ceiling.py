@@ -97,6 +97,39 @@ def test_a_null_server_that_cannot_start_is_a_clear_error(
         pass
 
 
+def test_a_calibration_that_fails_midway_keeps_its_runs_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No exception escapes: the search goes on without a ceiling, and the report says why."""
+    rates: list[float] = []
+    working = fake_loadgen(10**6, rates)
+
+    def breaks_at_4000(url: str, payloads: list[bytes], rate: float, *args: Any, **kw: Any):
+        if rate >= 4000:
+            raise LoadGenError("LoadGen wrote no log")
+        return working(url, payloads, rate, *args, **kw)
+
+    monkeypatch.setattr(client_ceiling, "run_server_scenario", breaks_at_4000)
+    found = client_ceiling.calibrate(SLO, [b"{}"], tmp_path, 100)
+    assert found.limit is None and found.problem == "LoadGen wrote no log"
+    assert [r.rate for r in found.runs] == [1000, 2000]
+    assert found.search_note == (
+        "The rate search had no ceiling: the client's ceiling is unknown: the calibration "
+        "failed (LoadGen wrote no log)."
+    )
+
+
+def test_what_a_calibration_says() -> None:
+    run = ClientRun(2000, True, 1.234, 0.2, attempt=2)
+    assert run.summary == (
+        "client on a null server at 2,000 req/s: p99 1.23 ms, lag p99 0.20 ms, kept up (second run)"
+    )
+    ceiling = ClientCeiling(2000, [ClientRun(4000, False, 900, 800), run])
+    assert ceiling.limit == 2000
+    assert ceiling.search_note.startswith("The rate search went no higher than the client's")
+    assert ceiling.search_note.endswith("(p99 1.23 ms, missed 4,000).")
+
+
 @pytest.mark.slow
 def test_a_real_calibration_against_the_null_server(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path

@@ -153,9 +153,10 @@ def test_explore_cuts_its_ladder_at_the_clients_ceiling_calibrated_once_a_run(
     for measured in record.measurements:
         assert {p.rate for p in measured.rate_points} <= {200, 300}, measured.model
         assert measured.max_rate == 300, measured.model  # p99 <= 5 s: every rate met
-    assert "The ladder cut at 300 req/s, what LoadGen" in (out / "explore.md").read_text()
+    said = "The rate search went no higher than the client's ceiling (its rates cut there"
+    assert said in (out / "explore.md").read_text()
     again = invoke([*args, "--again"], explored.env)
-    assert calls == [1] and "open loop's ceiling" not in again  # kept from the run it resumed
+    assert calls == [1] and "ceiling (kept from the run resumed): 300 req/s" in again
     assert ExploreRecord.load(out).client == record.client
 
 

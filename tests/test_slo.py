@@ -77,6 +77,7 @@ def test_a_built_in_ladder_is_cut_at_the_clients_ceiling() -> None:
     assert under_ceiling([400, 1200, 3000, 6000], None) == [400, 1200, 3000, 6000]
     assert under_ceiling([400, 1200, 3000, 6000], 5000) == [400, 1200, 3000]
     assert under_ceiling([400, 1200], 300) == [300]  # below every rate: the ceiling alone
+    assert under_ceiling([400, 1200], 0) == [400, 1200]  # none found: the ladder as given
     best, runs = find_max_rate(lambda r: point(r, capacity=10_000), under_ceiling([400, 1200,
         3000, 6000], 5000), 2, 5000)  # fmt: skip
     assert best == 5000 and [p.rate for p in runs] == [400, 1200, 3000, 5000]

@@ -340,3 +340,64 @@ def test_tune_exits_1_when_no_model_got_a_configuration(
     result = CliRunner().invoke(app, ["tune", "depthwise", "--models", str(tmp_path)])
     assert result.exit_code == 1, result.output
     assert "no configuration saved for any model" in result.output
+
+
+def test_tune_calibrates_the_clients_ceiling_once_and_every_trial_searches_up_to_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without --quick: one calibration for all the models, its ceiling handed to every
+    trial's rate search, kept in tune.json and said in the report."""
+    from loadtests import client_ceiling, tune, tune_results
+    from loadtests.openloop_results import ClientCeiling, ClientRun, Slo
+    from modelrepo.layout import ModelName
+
+    stub_tune_io(monkeypatch)
+    known = ClientCeiling(5000, [ClientRun(5000, True, 1.0, 0.1)])
+    calibrations: list[int] = []
+    ceilings: set[float | None] = set()
+
+    def calibrate(slo: Slo, payloads: list[bytes], folder: Path, min_requests: int,
+                  on_run: object) -> ClientCeiling:  # fmt: skip
+        calibrations.append(min_requests)
+        return known
+
+    def measure(*args: object) -> tune_results.Trial:
+        ceilings.add(args[-1])  # type: ignore[arg-type]
+        return tune_results.Trial(args[2], 1000.0, 1.0, 0.0, [])  # type: ignore[arg-type]
+
+    monkeypatch.setattr(client_ceiling, "calibrate", calibrate)
+    monkeypatch.setattr(tune, "measure", measure)
+    names = [ModelName("depthwise", "onnx"), ModelName("original", "onnx")]
+    record, page, _ = tune.run_tune(tmp_path, names, Slo(99, 20), 1e9, tmp_path / "out")
+    assert calibrations == [tune.TUNE_FULL.min_requests] and ceilings == {5000}
+    assert record.client == known
+    said = "The rate search went no higher than the client's ceiling"
+    assert said in (tmp_path / "out" / "tune.md").read_text() and page.name == "tune.html"
+    tune.run_tune(tmp_path, names, Slo(99, 20), 1e9, tmp_path / "quick", quick=True)
+    assert len(calibrations) == 1 and ceilings == {5000, None}  # --quick: no calibration
+
+
+def test_an_explore_record_of_another_budget_is_kept_aside_not_overwritten(
+    tmp_path: Path,
+) -> None:
+    """explore.json measured with another SLO or budget (or before the budget calibrated) is
+    not resumed: it is kept as explore.json.old, saying so, and a new record starts."""
+    from rich.console import Console
+
+    from loadtests import runner
+    from loadtests.explore import ExplorePlan, open_record
+    from loadtests.explore_results import ExploreRecord
+    from loadtests.openloop_results import Slo
+
+    plan = ExplorePlan(out=tmp_path, slo=Slo(99, 20))
+    same = open_record(plan, Console())
+    same.save(tmp_path)
+    assert open_record(plan, Console()) == same  # resumed
+    older = ExploreRecord("then", "then", Slo(99, 50), plan.budget, runner.machine())
+    older.save(tmp_path)
+    console = Console(record=True, width=300)
+    fresh = open_record(plan, console)
+    assert fresh.slo == Slo(99, 20) and fresh.measurements == []
+    old = json.loads((tmp_path / "explore.json.old").read_text())
+    assert old["slo"] == {"percentile": 99.0, "limit_ms": 50.0}
+    assert "kept as explore.json.old" in console.export_text()

@@ -87,11 +87,12 @@ class ExploreProgress:
     def client_run(self, run: ClientRun) -> None:
         """A line per calibration run against the null server."""
         self._close()
-        console.print(f"  {run.summary}")
+        console.print(f"  {escape(run.summary)}")
 
-    def client_calibrated(self, ceiling: ClientCeiling) -> None:
+    def client_calibrated(self, ceiling: ClientCeiling, kept: bool) -> None:
         """The ceiling every model's search stops at."""
-        console.print(f"The open loop's ceiling: {escape(ceiling.summary)}")
+        where = " (kept from the run resumed)" if kept else ""
+        console.print(f"The open loop's ceiling{where}: {escape(ceiling.summary)}")
 
     def finished(self, report: ExploreReport, run_id: int) -> None:
         """Where the report is, the answer, the front."""

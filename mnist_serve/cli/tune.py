@@ -84,18 +84,29 @@ def tune(
 
     console.print(
         f"tuning {', '.join(map(str, names))} under {target} within {budget_s} s "
-        "(a service started per configuration)"
+        "(a service started per configuration; without --quick, the client's ceiling "
+        "calibrated first)"
     )
     folder = out or default_out("tune")
     try:
         record, page, run_id = run_tune(
-            models, names, target, budget_s, folder, quick, show, str(data) if data else None
+            models,
+            names,
+            target,
+            budget_s,
+            folder,
+            quick,
+            show,
+            str(data) if data else None,
+            lambda run: console.print(f"  {escape(run.summary)}"),
         )
     except LoadTestError as err:
         console.print(f"[red]tune failed:[/] {escape(str(err))}")
         raise typer.Exit(1) from err
     from loadtests.tune_report import verdict
 
+    if record.client is not None:
+        console.print(escape(record.client.search_note))
     for tuning in record.models:
         console.print(f"[bold]{escape(verdict(tuning))}[/]")
         if tuning.skipped:
