@@ -39,8 +39,6 @@ TOP = 64000.0  # the calibration stops here, kept up with or not
 BISECTIONS = 2  # halvings of the gap between the last rate kept up with and the first not
 RUN_S = 1.0  # each calibration run lasts at least this (and the sweep's --min-requests)
 WARMUP_S = 0.5  # before each calibration run, not shown to LoadGen
-MAX_LAG_MS = 5.0  # a run counts only if the client sent its p99 within this (or a quarter
-# of the SLO's bound, if less): with a loose SLO LoadGen says VALID while the client falls behind
 FOLDER = "client"  # LoadGen's logs of the calibration, under the sweep's loadgen/ folder
 STARTUP_S = 20.0  # the null server must say its port within this
 
@@ -78,8 +76,8 @@ def _first_line(process: subprocess.Popen[str], timeout_s: float) -> str:
 
 def kept_up(run: LoadGenRun, slo: Slo) -> bool:
     """Whether the client kept up in a run on the null server: LoadGen's VALID, and the
-    client's own lag p99 within ``MAX_LAG_MS`` (or a quarter of the bound, if less)."""
-    return run.result.valid and run.sut_lag_p99_ms <= min(MAX_LAG_MS, slo.limit_ms / 4)
+    client's own lag p99 within :attr:`Slo.client_lag_limit_ms`."""
+    return run.result.valid and run.sut_lag_p99_ms <= slo.client_lag_limit_ms
 
 
 def calibrate(

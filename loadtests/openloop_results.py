@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from loadtests.openloop import OpenLoopResult
 
 OPENLOOP_FILE = "openloop.json"
+# A loose SLO would let LoadGen pass a client seconds behind: past this, the client lagged.
+MAX_CLIENT_LAG_MS = 5.0
 SLO_PATTERN = re.compile(r"^p(\d+(?:\.\d+)?)=(\d+(?:\.\d+)?)ms$")
 
 
@@ -47,6 +49,12 @@ class Slo:
 
     def __str__(self) -> str:
         return f"p{self.percentile:g} <= {self.limit_ms:g} ms"
+
+    @property
+    def client_lag_limit_ms(self) -> float:
+        """How late the client may send its p99 request before a run measures the client
+        rather than the server: ``MAX_CLIENT_LAG_MS``, or a quarter of the bound if less."""
+        return min(MAX_CLIENT_LAG_MS, self.limit_ms / 4)
 
     def latency_ms(self, result: OpenLoopResult) -> float:
         """The SLO's percentile over every request, failures counting as infinitely slow."""
@@ -238,6 +246,11 @@ class OpenLoopRecord:
         missed = [p for p in self.points if p.model == model and not p.met]
         lowest = min(missed, key=lambda p: p.rate, default=None)
         return lowest if lowest is not None and lowest.undecided else None
+
+    def client_lagged(self, point: RatePoint) -> bool:
+        """Whether ``point`` missed the SLO with the client itself late (its lag p99 past the
+        SLO's limit for it): the miss may be the client's, not the model's."""
+        return not point.met and point.lag_p99_ms > self.slo.client_lag_limit_ms
 
     def at_max_rate(self, model: str) -> RatePoint | None:
         """The run of ``model`` at its highest rate under the SLO (None if none met it)."""

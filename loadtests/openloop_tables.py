@@ -95,7 +95,7 @@ def openloop_runs(record: OpenLoopRecord) -> Table:
             f"{p.goodput_rps:,.1f}",
             *[f"{v:.2f}" for v in p.latency_ms.values()],
             f"{p.slo_ms:.2f}",
-            p.verdict,
+            p.verdict + (" (the client lagged)" if record.client_lagged(p) else ""),
             f"{p.loadgen.overlatency}" if p.loadgen else "-",
             f"{p.lag_p99_ms:.2f}",
             "1" if p.runs == 1 else f"{p.runs} (first {first_verdict(p)})",

@@ -59,6 +59,14 @@ def rate_measured(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
     )
     for point in undecided:
         text += f"; {point.model} at {point.rate:,.0f} req/s {point.verdict}"
+    for m in (model, baseline):
+        missed = [p for p in openloop.points if p.model == m and not p.met]
+        lowest = min(missed, key=lambda p: p.rate, default=None)
+        if lowest is not None and openloop.client_lagged(lowest):
+            text += (
+                f"; at {lowest.rate:,.0f} req/s, where {m} missed, the client itself lagged "
+                f"(p99 {lowest.lag_p99_ms:.2f} ms late): that miss may be the client's"
+            )
     return text
 
 

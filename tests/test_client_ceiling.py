@@ -11,7 +11,7 @@ import pytest
 
 from loadtests import client_ceiling
 from loadtests.loadgen import LoadGenError, LoadGenRun
-from loadtests.openloop_results import ClientCeiling, ClientRun, Slo
+from loadtests.openloop_results import MAX_CLIENT_LAG_MS, ClientCeiling, ClientRun, Slo
 from tests.test_slo import verdict
 
 SLO = Slo(99, 20)
@@ -79,7 +79,7 @@ def test_a_run_valid_for_loadgen_counts_only_if_the_client_kept_up(
     """With a loose SLO LoadGen says VALID while the client falls seconds behind: such a run
     is not kept up with, so the ceiling is not set by the SLO's slack."""
     rates: list[float] = []
-    lagging = fake_loadgen(10**6, rates, lag_ms=client_ceiling.MAX_LAG_MS + 1)
+    lagging = fake_loadgen(10**6, rates, lag_ms=MAX_CLIENT_LAG_MS + 1)
     monkeypatch.setattr(client_ceiling, "run_server_scenario", lagging)
     found = client_ceiling.calibrate(Slo(99, 2000), [b"{}"], tmp_path, 100)
     assert found.rate == 0 and not any(r.valid for r in found.runs)
@@ -143,3 +143,28 @@ def test_a_real_calibration_against_the_null_server(
     first = found.runs[0]
     assert first.rate == client_ceiling.START and first.valid and first.p99_ms <= SLO.limit_ms
     assert (tmp_path / "null-1000" / "mlperf_log_summary.txt").is_file()
+
+
+def test_a_miss_with_the_client_late_is_said_to_be_possibly_the_clients() -> None:
+    """A rate missed while the client itself sent its p99 request late (past the SLO's limit
+    for it) is flagged in the runs table and in the rate claim: that miss may be the
+    client's; a miss with the client on time is not."""
+    from loadtests.openloop_results import OpenLoopRecord, RatePoint
+    from loadtests.openloop_tables import openloop_runs
+    from loadtests.rate_claims import rate_measured
+    from loadtests.results import Percentiles
+
+    def run(model: str, rate: float, met: bool, lag_ms: float) -> RatePoint:
+        latency = Percentiles(1, 2, 3, 4 if met else 40, 5 if met else 50)
+        return RatePoint(model, rate, 1000, 1000, rate, latency, 4 if met else 40, met, lag_ms)
+
+    points = [run("a", 1000, True, 0.2), run("a", 2000, False, 0.3)]
+    points += [run("b", 2000, True, 0.2), run("b", 4000, False, SLO.client_lag_limit_ms + 1)]
+    record = OpenLoopRecord(SLO, 1, [1000], ["a", "b"], {"a": 1000, "b": 2000}, points)
+    assert SLO.client_lag_limit_ms == 5.0 and Slo(99, 8).client_lag_limit_ms == 2.0
+    said = rate_measured(record, "b", "a")
+    assert "at 4,000 req/s, where b missed, the client itself lagged (p99 6.00 ms late)" in said
+    assert "where a missed" not in said
+    header, rows = openloop_runs(record)
+    verdicts = [row[header.index("verdict")] for row in rows]
+    assert verdicts == ["met", "missed", "met", "missed (the client lagged)"]
