@@ -23,6 +23,7 @@ QUICK for the tests). Progress goes to a :class:`ExploreListener`.
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -228,7 +229,7 @@ def measure_served(
 
     ladder = slo.under_ceiling(budget.rates, ceiling)
     best, points = slo.find_max_rate(measure, ladder, budget.bisections, ceiling)
-    missed = [p.rate for p in points if not p.met]
+    upper = target.upper_end(points, item.model)  # a miss with the client late bounds nothing
     metadata = item.version.load_metadata()
     return ModelMeasurement(
         model=item.model,
@@ -248,7 +249,7 @@ def measure_served(
         errors=c1.errors + c32.errors,
         requests=c1.requests + c32.requests,
         max_rate=best,
-        first_missed=min(missed) if missed else None,
+        first_missed=None if math.isinf(upper) else upper,
         rate_points=points,
         alone_b1_ms=alone[0],
         alone_b32_ms=alone[1],

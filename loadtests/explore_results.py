@@ -96,7 +96,8 @@ class ModelMeasurement:
     c32_rps: float
     errors: int  # failed closed-loop requests (both levels)
     max_rate: float  # highest Poisson rate meeting the SLO (0: none did)
-    first_missed: float | None  # lowest rate that missed it (None: every rate met it)
+    # lowest rate that missed it with the client keeping up (None: none did; Slo.upper_end)
+    first_missed: float | None
     rate_points: list[RatePoint]
     alone_b1_ms: float  # median in-process call at batch 1, one thread
     alone_b32_ms: float

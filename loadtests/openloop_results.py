@@ -56,6 +56,19 @@ class Slo:
         rather than the server: ``MAX_CLIENT_LAG_MS``, or a quarter of the bound if less."""
         return min(MAX_CLIENT_LAG_MS, self.limit_ms / 4)
 
+    def client_lagged(self, point: RatePoint) -> bool:
+        """Whether ``point`` missed the target with the client itself late (its lag p99 past
+        :attr:`client_lag_limit_ms`): the miss may be the client's, so it bounds nothing."""
+        return not point.met and point.lag_p99_ms > self.client_lag_limit_ms
+
+    def upper_end(self, points: list[RatePoint], model: str) -> float:
+        """The upper end of ``model``'s answer: the lowest rate it missed the target at with
+        the client keeping up; infinity when there is none (its answer is a lower bound)."""
+        counted = (
+            p.rate for p in points if p.model == model and not p.met and not self.client_lagged(p)
+        )
+        return min(counted, default=math.inf)
+
     def latency_ms(self, result: OpenLoopResult) -> float:
         """The SLO's percentile over every request, failures counting as infinitely slow."""
         values = [s.latency * 1000 if s.status == 200 else math.inf for s in result.samples]
@@ -232,13 +245,24 @@ class OpenLoopRecord:
 
     def bracket(self, model: str) -> tuple[float, float]:
         """Where the search left ``model``'s answer: the highest rate that met the SLO (0 if
-        none) and the lowest that missed it (infinity if none did)."""
-        missed = [p.rate for p in self.points if p.model == model and not p.met]
-        return self.max_rate.get(model, 0.0), min(missed, default=math.inf)
+        none) and the lowest that missed it with the client keeping up (infinity if none did:
+        :meth:`Slo.upper_end`)."""
+        return self.max_rate.get(model, 0.0), self.slo.upper_end(self.points, model)
 
     def open_ended(self, model: str) -> bool:
-        """Whether ``model`` met every rate tried: its answer is a lower bound only."""
+        """Whether ``model``'s answer is a lower bound only: it met every rate tried, or
+        missed only where the client itself lagged."""
         return math.isinf(self.bracket(model)[1])
+
+    def lagged_misses(self, model: str) -> list[RatePoint]:
+        """``model``'s misses below its answer's upper end with the client late: not counted
+        against it (:meth:`Slo.client_lagged`)."""
+        high = self.bracket(model)[1]
+        return [
+            p
+            for p in self.points
+            if p.model == model and p.rate < high and self.slo.client_lagged(p)
+        ]
 
     def undecided(self, model: str) -> RatePoint | None:
         """The lowest rate at which LoadGen could not decide for ``model`` (needs more
@@ -246,11 +270,6 @@ class OpenLoopRecord:
         missed = [p for p in self.points if p.model == model and not p.met]
         lowest = min(missed, key=lambda p: p.rate, default=None)
         return lowest if lowest is not None and lowest.undecided else None
-
-    def client_lagged(self, point: RatePoint) -> bool:
-        """Whether ``point`` missed the SLO with the client itself late (its lag p99 past the
-        SLO's limit for it): the miss may be the client's, not the model's."""
-        return not point.met and point.lag_p99_ms > self.slo.client_lag_limit_ms
 
     def at_max_rate(self, model: str) -> RatePoint | None:
         """The run of ``model`` at its highest rate under the SLO (None if none met it)."""

@@ -48,7 +48,7 @@ def openloop_summary(record: OpenLoopRecord) -> Table:
         stop = "every rate tried met"
         if missed:
             first = min(missed, key=lambda p: p.rate)
-            stop = f"{first.rate:,g} req/s: {first.verdict}"
+            stop = f"{first.rate:,g} req/s: {first.verdict}{lagged(record, first)}"
         base = same_runtime_baseline(record.models, model)
         if model == base:
             ratio = "baseline"
@@ -95,7 +95,7 @@ def openloop_runs(record: OpenLoopRecord) -> Table:
             f"{p.goodput_rps:,.1f}",
             *[f"{v:.2f}" for v in p.latency_ms.values()],
             f"{p.slo_ms:.2f}",
-            p.verdict + (" (the client lagged)" if record.client_lagged(p) else ""),
+            p.verdict + lagged(record, p),
             f"{p.loadgen.overlatency}" if p.loadgen else "-",
             f"{p.lag_p99_ms:.2f}",
             "1" if p.runs == 1 else f"{p.runs} (first {first_verdict(p)})",
@@ -104,6 +104,11 @@ def openloop_runs(record: OpenLoopRecord) -> Table:
         for p in record.points
     ]
     return header, rows
+
+
+def lagged(record: OpenLoopRecord, point: RatePoint) -> str:
+    """A miss's label when the client itself lagged (it bounds nothing: ``Slo.upper_end``)."""
+    return " (the client lagged)" if record.slo.client_lagged(point) else ""
 
 
 def first_verdict(point: RatePoint) -> str:

@@ -1,9 +1,10 @@
 """The open loop's claim: does the candidate sustain a higher arrival rate within the SLO?
 
 Each other variant is set against the plan's first on the same runtime. The search brackets
-each model's answer between the highest rate that met the SLO and the lowest that missed it,
-so a verdict is given only when the brackets are apart; a model that met every rate tried has
-a bound, not a figure (">= 1,600"), and two such are "not separated". The closed loop's and the
+each model's answer between the highest rate that met the SLO and the lowest that missed it
+with the client keeping up, so a verdict is given only when the brackets are apart; a model
+that met every rate tried (or missed only where the client itself lagged) has a bound, not a
+figure (">= 1,600"), and two such are "not separated". The closed loop's and the
 seed study's claims are :mod:`loadtests.claims`'.
 """
 
@@ -51,7 +52,13 @@ def rate_measured(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
     """The claim's measurement: both rates and their ratio, or why there is no ratio."""
     if openloop.open_ended(model) and openloop.open_ended(baseline):
         top = max(openloop.max_rate[model], openloop.max_rate[baseline])
-        return f"both met every rate tried, up to {top:,.0f} req/s: {not_separated(openloop)}"
+        lags = lag_notes(openloop, (model, baseline))
+        if not lags:
+            return f"both met every rate tried, up to {top:,.0f} req/s: {not_separated(openloop)}"
+        return (
+            f"neither missed the SLO with the client keeping up, up to {top:,.0f} req/s{lags}: "
+            f"{not_separated(openloop)}"
+        )
     undecided = [p for m in (model, baseline) if (p := openloop.undecided(m)) is not None]
     text = (
         f"{rate_figure(openloop, model)} vs {rate_figure(openloop, baseline)} req/s of "
@@ -59,21 +66,30 @@ def rate_measured(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
     )
     for point in undecided:
         text += f"; {point.model} at {point.rate:,.0f} req/s {point.verdict}"
-    for m in (model, baseline):
-        missed = [p for p in openloop.points if p.model == m and not p.met]
-        lowest = min(missed, key=lambda p: p.rate, default=None)
-        if lowest is not None and openloop.client_lagged(lowest):
-            text += (
-                f"; at {lowest.rate:,.0f} req/s, where {m} missed, the client itself lagged "
-                f"(p99 {lowest.lag_p99_ms:.2f} ms late): that miss may be the client's"
-            )
-    return text
+    return text + lag_notes(openloop, (model, baseline))
+
+
+def lag_notes(openloop: OpenLoopRecord, models: tuple[str, ...]) -> str:
+    """A clause per miss of ``models`` with the client itself late, which bounds nothing."""
+    return "".join(
+        f"; at {point.rate:,.0f} req/s, where {m} missed, the client itself lagged "
+        f"(p99 {point.lag_p99_ms:.2f} ms late): that miss may be the client's, so it does "
+        f"not bound {m}'s rate"
+        for m in models
+        for point in openloop.lagged_misses(m)
+    )
 
 
 def not_separated(openloop: OpenLoopRecord) -> str:
     """What to do when the rates tried did not separate the models."""
     top = max((p.rate for p in openloop.points), default=0.0)
-    if openloop.client is not None and not openloop.client.rate:
+    if any(openloop.lagged_misses(m) for m in openloop.models):
+        return (
+            "the rates did not separate the models: where they missed, the client itself "
+            f"lagged (past {openloop.slo.client_lag_limit_ms:g} ms); a tighter --slo makes them "
+            "miss where the client keeps up, or run the client on another machine (--url)"
+        )
+    if openloop.client is not None and openloop.client.limit is None:
         return (
             f"the rates did not separate the models up to {top:,.0f} req/s, where the search "
             f"stopped: {openloop.client.summary}; give --ceiling N, or a tighter --slo"

@@ -3,6 +3,7 @@ and a real calibration with MLPerf LoadGen against the real null server."""
 
 from __future__ import annotations
 
+import math
 import socket
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,19 @@ from typing import Any
 import pytest
 
 from loadtests import client_ceiling
+from loadtests.claims import Verdict
 from loadtests.loadgen import LoadGenError, LoadGenRun
-from loadtests.openloop_results import MAX_CLIENT_LAG_MS, ClientCeiling, ClientRun, Slo
+from loadtests.openloop_results import (
+    MAX_CLIENT_LAG_MS,
+    ClientCeiling,
+    ClientRun,
+    OpenLoopRecord,
+    RatePoint,
+    Slo,
+)
+from loadtests.openloop_tables import openloop_runs, openloop_summary
+from loadtests.rate_claims import rate_measured, rate_verdict
+from loadtests.results import Percentiles
 from tests.test_slo import verdict
 
 SLO = Slo(99, 20)
@@ -145,26 +157,54 @@ def test_a_real_calibration_against_the_null_server(
     assert (tmp_path / "null-1000" / "mlperf_log_summary.txt").is_file()
 
 
-def test_a_miss_with_the_client_late_is_said_to_be_possibly_the_clients() -> None:
+def lag_run(model: str, rate: float, met: bool, lag_ms: float) -> RatePoint:
+    """A run of ``model`` at ``rate`` that met the SLO or not, with the client ``lag_ms`` late."""
+    latency = Percentiles(1, 2, 3, 4 if met else 40, 5 if met else 50)
+    return RatePoint(model, rate, 1000, 1000, rate, latency, 4 if met else 40, met, lag_ms)
+
+
+LATE = SLO.client_lag_limit_ms + 1
+
+
+def test_a_miss_with_the_client_late_bounds_nothing_and_is_said_so() -> None:
     """A rate missed while the client itself sent its p99 request late (past the SLO's limit
-    for it) is flagged in the runs table and in the rate claim: that miss may be the
-    client's; a miss with the client on time is not."""
-    from loadtests.openloop_results import OpenLoopRecord, RatePoint
-    from loadtests.openloop_tables import openloop_runs
-    from loadtests.rate_claims import rate_measured
-    from loadtests.results import Percentiles
-
-    def run(model: str, rate: float, met: bool, lag_ms: float) -> RatePoint:
-        latency = Percentiles(1, 2, 3, 4 if met else 40, 5 if met else 50)
-        return RatePoint(model, rate, 1000, 1000, rate, latency, 4 if met else 40, met, lag_ms)
-
-    points = [run("a", 1000, True, 0.2), run("a", 2000, False, 0.3)]
-    points += [run("b", 2000, True, 0.2), run("b", 4000, False, SLO.client_lag_limit_ms + 1)]
+    for it) is flagged in both tables and the rate claim, and does not bound the model's rate:
+    its figure is a lower bound and the claim is judged on the other bracket alone. A miss with
+    the client on time bounds as before."""
+    points = [lag_run("a", 1000, True, 0.2), lag_run("a", 2000, False, 0.3)]
+    points += [lag_run("b", 2000, True, 0.2), lag_run("b", 4000, False, LATE)]
     record = OpenLoopRecord(SLO, 1, [1000], ["a", "b"], {"a": 1000, "b": 2000}, points)
     assert SLO.client_lag_limit_ms == 5.0 and Slo(99, 8).client_lag_limit_ms == 2.0
     said = rate_measured(record, "b", "a")
+    assert said.startswith(">= 2,000 vs 1,000 req/s of a (>= 2.00x)")
     assert "at 4,000 req/s, where b missed, the client itself lagged (p99 6.00 ms late)" in said
-    assert "where a missed" not in said
+    assert "does not bound b's rate" in said and "where a missed" not in said
+    assert record.bracket("b") == (2000, math.inf) and record.bracket("a") == (1000, 2000)
+    assert rate_verdict(record, "b", "a") is Verdict.HOLDS
     header, rows = openloop_runs(record)
     verdicts = [row[header.index("verdict")] for row in rows]
     assert verdicts == ["met", "missed", "met", "missed (the client lagged)"]
+    header, rows = openloop_summary(record)
+    stops = [row[header.index("search stopped at")] for row in rows]
+    assert stops == ["2,000 req/s: missed", "4,000 req/s: missed (the client lagged)"]
+
+
+def test_a_miss_with_the_client_on_time_above_a_late_one_still_bounds() -> None:
+    """The upper end is the lowest miss with the client keeping up, wherever a late one is."""
+    points = [lag_run("a", 1000, True, 0.2), lag_run("a", 1500, False, LATE)]
+    points += [lag_run("a", 2000, False, 0.3)]
+    assert SLO.upper_end(points, "a") == 2000 and SLO.upper_end(points, "b") == math.inf
+    record = OpenLoopRecord(SLO, 1, [1000], ["a"], {"a": 1000}, points)
+    assert [p.rate for p in record.lagged_misses("a")] == [1500]
+
+
+def test_two_models_missing_only_with_the_client_late_are_not_separated() -> None:
+    """When both models missed only where the client lagged, the rates said nothing about
+    them: not separated, with advice that names the client's lag."""
+    points = [lag_run("a", 1000, True, 0.2), lag_run("a", 2000, False, LATE)]
+    points += [lag_run("b", 1000, True, 0.2), lag_run("b", 2000, False, LATE)]
+    record = OpenLoopRecord(SLO, 1, [1000], ["a", "b"], {"a": 1000, "b": 1000}, points)
+    assert rate_verdict(record, "b", "a") is Verdict.NOT_SEPARATED
+    said = rate_measured(record, "b", "a")
+    assert said.startswith("neither missed the SLO with the client keeping up, up to 1,000")
+    assert "the client itself lagged (past 5 ms)" in said and "--url" in said
