@@ -14,7 +14,7 @@ writes the cycle directly:
 This module, ``service.protocol`` and its mixin ``service.linger`` are the only ones that
 know uvicorn's internals;
 pyproject.toml bounds uvicorn's version, and tests/test_cycle.py (a real uvicorn server in a
-thread) and tests/test_protocols.py (the service) exercise each of these. Each function falls
+thread) and tests/test_protocols_http.py (the service) exercise each of these. Each function falls
 back to the ASGI way (None, "never gone") when the request did not come through uvicorn (the
 test client).
 """

@@ -18,7 +18,7 @@ from modelrepo.contract import SIDE
 
 BOX = 20
 # The picture formats accepted (Pillow's names), each tested with every common image mode in
-# tests/test_hostile.py. Anything else Pillow could open (ICO, PPM, PSD, ...) is refused.
+# tests/test_hostile_pictures.py. Anything else Pillow could open (ICO, PPM, PSD, ...) is refused.
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 # Downscale big uploads first: the digit ends up 20 px tall, so 256 px keeps plenty of detail.
 WORKING_SIDE = 256

@@ -10,8 +10,8 @@ such clients wait for the body timeout.
 
 :class:`Linger` is a mixin of :class:`service.protocol.GuardedHttpToolsProtocol`, which calls
 ``_linger_on_close`` once a request's headers are in, drops what arrives while ``lingering``,
-and calls ``_end_linger`` when the connection is lost. tests/test_hostile.py checks it against
-a real server.
+and calls ``_end_linger`` when the connection is lost. tests/test_hostile_connections.py
+checks it against a real server.
 """
 
 from __future__ import annotations

@@ -32,9 +32,9 @@ guard counting the request out after. Anything else (a pipelined request, any ot
 goes to the app through uvicorn's cycle as before.
 
 It hooks the protocol's documented parser callbacks (``on_message_begin``, ``on_header``,
-``on_headers_complete``) and ``data_received``; tests/test_hostile.py checks each limit against
-a real server, so an uvicorn upgrade that changes them fails there. (uvicorn's h11 protocol has
-a size limit but runs 2-3x slower.)
+``on_headers_complete``) and ``data_received``; tests/test_hostile_connections.py checks each
+limit against a real server, so an uvicorn upgrade that changes them fails there. (uvicorn's
+h11 protocol has a size limit but runs 2-3x slower.)
 """
 
 from __future__ import annotations

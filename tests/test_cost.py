@@ -130,7 +130,7 @@ def test_the_rapl_meter_adds_up_the_packages_and_survives_a_wrap(tmp_path: Path)
 @pytest.mark.slow
 def test_the_report_shows_the_cost_and_where_it_comes_from(tmp_path: Path) -> None:
     from loadtests.report import build_report
-    from tests.test_loadtests import write_recorded_set
+    from tests.test_loadtests_report import write_recorded_set
 
     write_recorded_set(tmp_path, np.random.default_rng(7))
     record = RunRecord.load(tmp_path)

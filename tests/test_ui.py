@@ -22,7 +22,7 @@ from loadtests.report import build_report
 from modelrepo.layout import RUNTIME_NAMES
 from tests.conftest import QuickModels
 from tests.helpers import REPO, Server, png_bytes, run_server
-from tests.test_loadtests import write_recorded_set
+from tests.test_loadtests_report import write_recorded_set
 from training.data import Mnist, to_model_input
 
 if TYPE_CHECKING:
