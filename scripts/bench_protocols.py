@@ -35,11 +35,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import re
 import resource
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,16 +46,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import numpy as np
 from bench_service import wrk, wrk_command
 from prometheus_client.parser import text_string_to_metric_families
 from protocol_requests import (
-    GRPC_HEADERS,
-    GRPC_PATH,
     PROTOCOLS,
     CheckError,
     check_answer,
     generator_files,
+    h2load,
+    h2load_command,
     requests_for,
 )
 
@@ -163,41 +160,6 @@ def settled_counts(url: str, timeout_s: float = 5.0) -> dict[str, int]:
             break
         counts = again
     return counts
-
-
-def h2load_command(
-    target: str, connections: int, seconds: int, body: Path, log: Path | None = None
-) -> list[str]:
-    """h2load POSTing ``body`` as gRPC calls to ``target`` (host:port): ``connections`` HTTP/2
-    connections, one call in flight on each; one thread at c=1, two above (as wrk)."""
-    threads = 1 if connections == 1 else 2
-    command = ["h2load", f"-t{threads}", f"-c{connections}", "-m1", f"-D{seconds}"]
-    command += ["-d", str(body)] + [f"-H{k}: {v}" for k, v in GRPC_HEADERS.items()]
-    command += ["--log-file", str(log)] if log else []
-    return [*command, f"http://{target}{GRPC_PATH}"]
-
-
-def h2load(target: str, connections: int, seconds: int, body: Path) -> dict[str, float]:
-    """One h2load run: requests/s, p50 ms (from its per-request log), answers, failures."""
-    with tempfile.TemporaryDirectory() as folder:
-        log = Path(folder) / "requests.log"
-        command = h2load_command(target, connections, seconds, body, log)
-        out = subprocess.run(
-            command, capture_output=True, text=True, timeout=seconds + 60, check=True
-        ).stdout
-        rows = np.loadtxt(log, dtype=np.int64, ndmin=2) if log.stat().st_size else None
-    found = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out)
-    counts = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", out)
-    status = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
-    if not (found and counts and status):
-        raise CheckError(f"h2load's output was not understood:\n{out}")
-    ok = rows[rows[:, 1] == 200, 2] if rows is not None else np.zeros(0)
-    return {
-        "rps": float(found.group(1)),
-        "p50": float(np.median(ok)) / 1e3 if ok.size else float("nan"),
-        "requests": float(counts.group(1)),
-        "errors": float(sum(int(n) for n in counts.groups()[1:]) + int(status.group(4))),
-    }
 
 
 def measure(
