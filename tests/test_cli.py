@@ -19,6 +19,25 @@ def test_help_explains_every_command(command: list[str]) -> None:
     assert "Usage" in result.output
 
 
+@pytest.mark.parametrize(
+    ("command", "first", "last"),
+    [
+        (["explore"], "Trains what is missing", "explore.json into --out."),
+        (["loadtest"], "Closed loop (default)", "in the results folder."),
+        (["serve"], "Every option can also come", "wins over the variable."),
+    ],
+)
+def test_help_paragraphs_are_reflowed_to_the_terminal(
+    command: list[str], first: str, last: str
+) -> None:
+    """A command's description is wrapped to the terminal, not to the docstring's source
+    lines: on a wide terminal each paragraph is one line (a narrow one used to get every
+    source line wrapped again, leaving a stub of a line after each)."""
+    output = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "400"}).output
+    line = next(line for line in output.splitlines() if first in line)
+    assert last in line, output
+
+
 def test_tune_help_names_the_values_it_searches() -> None:
     """``tune --help`` lists the search space in prose: every value of
     ``loadtests.tune_results.SPACE`` (its one place) must be there, so the two cannot drift

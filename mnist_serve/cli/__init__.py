@@ -8,6 +8,8 @@ imported inside the commands that need them, so ``--help`` and argument errors a
 
 from __future__ import annotations
 
+import inspect
+
 import typer
 
 from mnist_serve.cli import demo, explore, history, loadtest, models, repository, serve, tune
@@ -48,5 +50,18 @@ app.command("explore")(explore.explore)
 app.command("tune")(tune.tune)
 app.add_typer(history.app, name="history")
 app.add_typer(repository.app, name="models")
+
+
+def reflow(doc: str) -> str:
+    """A docstring as help text: its paragraphs each on one line. Typer's rich help keeps a
+    paragraph's line breaks, so a terminal narrower than the source wraps each line again."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+for _group in (app, history.app, repository.app):
+    for _info in _group.registered_commands:
+        if _info.help is None and _info.callback is not None and _info.callback.__doc__:
+            _info.help = reflow(_info.callback.__doc__)
 
 __all__ = ["app"]
