@@ -33,7 +33,7 @@ def test_help_paragraphs_are_reflowed_to_the_terminal(
     """A command's description is wrapped to the terminal, not to the docstring's source
     lines: on a wide terminal each paragraph is one line (a narrow one used to get every
     source line wrapped again, leaving a stub of a line after each)."""
-    output = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "400"}).output
+    output = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "1000"}).output
     line = next(line for line in output.splitlines() if first in line)
     assert last in line, output
 
