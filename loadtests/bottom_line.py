@@ -49,10 +49,17 @@ def bottom_line(
             verdict = rate_verdict(openloop, model, baseline)
             caveat = "" if verdict in (Verdict.HOLDS, Verdict.DOES_NOT) else f" ({verdict})"
             lowest = min((p.rate for p in openloop.points), default=math.nan)
-            if verdict is Verdict.NOT_SEPARATED:
+            if verdict is Verdict.NOT_SEPARATED and not (
+                openloop.lagged_misses(model) or openloop.lagged_misses(baseline)
+            ):
                 parts.append(
                     f"{model} and {baseline} both met every arrival rate tried within "
                     f"{openloop.slo} (not separated)"
+                )
+            elif verdict is Verdict.NOT_SEPARATED:
+                parts.append(
+                    f"the arrival rates did not separate {model} and {baseline} within "
+                    f"{openloop.slo}: where they missed, the client itself lagged"
                 )
             elif not openloop.max_rate[model] and not openloop.max_rate[baseline]:
                 parts.append(

@@ -51,7 +51,8 @@ class Verdict(StrEnum):
     WITHIN_NOISE = "within noise"  # the interval includes "no difference"
     ONE_RUN = "one run"  # no interval
     WITHIN_RESOLUTION = "within search resolution"  # open loop: the search brackets overlap
-    NOT_SEPARATED = "not separated"  # open loop: both met every rate tried (a ceiling, no tie)
+    # open loop: both met every rate tried (a ceiling, no tie), or a lower bound overlaps
+    NOT_SEPARATED = "not separated"
     NEEDS_MORE = "needs more requests"  # open loop: LoadGen's early stopping undecided
 
 

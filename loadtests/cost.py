@@ -233,7 +233,11 @@ def cost_table(record: CostRecord) -> tuple[str, tuple[list[str], list[list[str]
             m.model,
             f"{m.bound[0]}{m.rate_per_s:,.0f}",
             f"{m.rate_source} {m.rate_detail}"
-            + (" (it met every rate tried: a lower bound)" if m.open_ended else ""),
+            + (
+                " (a lower bound: it met every rate tried, or missed only with the client late)"
+                if m.open_ended
+                else ""
+            ),
             f"{m.bound[1]}${m.usd_per_million:.4g}" if m.usd_per_million is not None else "-",
             f"{m.bound[1]}{m.joules_per_inference:.3g}"
             if m.joules_per_inference is not None

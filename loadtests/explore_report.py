@@ -149,8 +149,8 @@ def fmt(value: float, digits: int = 2) -> str:
 
 
 def rate_text(m: ModelMeasurement) -> str:
-    """The highest rate within the SLO; ">=" when every rate tried met it (the search's top:
-    a lower bound, not the model's limit)."""
+    """The highest rate within the SLO; ">=" when it is a lower bound, not the model's limit:
+    every rate tried met it, or it missed only with the client late (``first_missed`` None)."""
     if math.isnan(m.max_rate):
         return "-"
     return f"{'>=' if m.first_missed is None and m.max_rate > 0 else ''}{m.max_rate:,.0f}"

@@ -265,11 +265,12 @@ class OpenLoopRecord:
         ]
 
     def undecided(self, model: str) -> RatePoint | None:
-        """The lowest rate at which LoadGen could not decide for ``model`` (needs more
-        requests), if that is where its search stopped."""
-        missed = [p for p in self.points if p.model == model and not p.met]
-        lowest = min(missed, key=lambda p: p.rate, default=None)
-        return lowest if lowest is not None and lowest.undecided else None
+        """The run at the upper end of ``model``'s answer, if LoadGen could not decide there
+        (needs more requests): where its search stopped."""
+        high = self.bracket(model)[1]
+        at = (p for p in self.points if p.model == model and not p.met and p.rate == high)
+        point = next(at, None)
+        return point if point is not None and point.undecided else None
 
     def at_max_rate(self, model: str) -> RatePoint | None:
         """The run of ``model`` at its highest rate under the SLO (None if none met it)."""

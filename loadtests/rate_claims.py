@@ -29,9 +29,10 @@ def rate_pairs(openloop: OpenLoopRecord, plan: LoadPlan) -> list[tuple[str, str]
 
 
 def rate_figure(openloop: OpenLoopRecord, model: str) -> str:
-    """A model's highest rate within the SLO: "at least" when it met every rate tried."""
+    """A model's highest rate within the SLO: "at least" when its answer is a lower bound
+    (it met every rate tried, or missed only with the client late)."""
     rate = f"{openloop.max_rate[model]:,.0f}"
-    return f">= {rate}" if openloop.open_ended(model) else rate
+    return f">= {rate}" if openloop.open_ended(model) and openloop.max_rate[model] else rate
 
 
 def rate_ratio(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
@@ -54,10 +55,13 @@ def rate_measured(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
         top = max(openloop.max_rate[model], openloop.max_rate[baseline])
         lags = lag_notes(openloop, (model, baseline))
         if not lags:
-            return f"both met every rate tried, up to {top:,.0f} req/s: {not_separated(openloop)}"
+            return (
+                f"both met every rate tried, up to {top:,.0f} req/s: "
+                f"{not_separated(openloop, (model, baseline))}"
+            )
         return (
             f"neither missed the SLO with the client keeping up, up to {top:,.0f} req/s{lags}: "
-            f"{not_separated(openloop)}"
+            f"{not_separated(openloop, (model, baseline))}"
         )
     undecided = [p for m in (model, baseline) if (p := openloop.undecided(m)) is not None]
     text = (
@@ -80,10 +84,10 @@ def lag_notes(openloop: OpenLoopRecord, models: tuple[str, ...]) -> str:
     )
 
 
-def not_separated(openloop: OpenLoopRecord) -> str:
-    """What to do when the rates tried did not separate the models."""
+def not_separated(openloop: OpenLoopRecord, models: tuple[str, ...] = ()) -> str:
+    """What to do when the rates tried did not separate ``models`` (default: all)."""
     top = max((p.rate for p in openloop.points), default=0.0)
-    if any(openloop.lagged_misses(m) for m in openloop.models):
+    if any(openloop.lagged_misses(m) for m in models or tuple(openloop.models)):
         return (
             "the rates did not separate the models: where they missed, the client itself "
             f"lagged (past {openloop.slo.client_lag_limit_ms:g} ms); a tighter --slo makes them "
@@ -129,8 +133,10 @@ def rate_claims(openloop: OpenLoopRecord, plan: LoadPlan) -> list[Claim]:
 
 def rate_verdict(openloop: OpenLoopRecord, model: str, baseline: str) -> Verdict:
     """holds / does not when the two search brackets are apart; not separated when both met
-    every rate tried (a ceiling, not a tie); needs more requests when an upper end of a bracket
-    is a rate LoadGen could not decide; else within search resolution."""
+    every rate tried (a ceiling, not a tie), or when one is a lower bound only (it missed only
+    with the client late) that reaches into the other's bracket: more search would not tell;
+    needs more requests when an upper end of a bracket is a rate LoadGen could not decide; else
+    within search resolution."""
     if openloop.open_ended(model) and openloop.open_ended(baseline):
         return Verdict.NOT_SEPARATED
     (low_c, high_c), (low_b, high_b) = openloop.bracket(model), openloop.bracket(baseline)
@@ -140,4 +146,6 @@ def rate_verdict(openloop: OpenLoopRecord, model: str, baseline: str) -> Verdict
         return Verdict.DOES_NOT
     if openloop.undecided(model) or openloop.undecided(baseline):
         return Verdict.NEEDS_MORE
+    if openloop.open_ended(model) or openloop.open_ended(baseline):
+        return Verdict.NOT_SEPARATED  # a lower bound (the client lagged) within the other's
     return Verdict.WITHIN_RESOLUTION

@@ -361,3 +361,24 @@ def test_the_open_loop_runs_table_counts_failures_and_says_how_loadgen_timed_the
         ) is said
         assert title.endswith(")") and title.count("(") == title.count(")")
         assert rows[0][header.index("failed")] == ("40" if said else "0")
+
+
+def test_the_bottom_line_says_when_the_client_lagged_where_the_models_missed() -> None:
+    """Both models missed only where the client itself was late: the bottom line does not say
+    they met every rate tried, but that the client lagged where they missed."""
+    from loadtests.openloop_results import RatePoint, Slo
+    from loadtests.results import Percentiles
+
+    slo = Slo(99, 20)
+
+    def run(model: str, rate: float, met: bool, lag_ms: float) -> RatePoint:
+        latency = Percentiles(1, 2, 3, 4, 5)
+        return RatePoint(model, rate, 10, 10, rate, latency, 4 if met else 40, met, lag_ms)
+
+    late = slo.client_lag_limit_ms + 1
+    models = ["original@onnx", "depthwise@onnx"]
+    points = [run(m, 400, True, 0.1) for m in models] + [run(m, 800, False, late) for m in models]
+    openloop = OpenLoopRecord(slo, 2, [400, 800], models, dict.fromkeys(models, 400.0), points)
+    data = run_record(LoadPlan(runtimes=("onnx",)), record(0.99, 0.99).variants)
+    line = bottom_line(data, [], openloop)
+    assert "the client itself lagged" in line and "met every arrival rate" not in line

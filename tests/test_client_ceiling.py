@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from loadtests.openloop_results import (
     Slo,
 )
 from loadtests.openloop_tables import openloop_runs, openloop_summary
-from loadtests.rate_claims import rate_measured, rate_verdict
+from loadtests.rate_claims import not_separated, rate_figure, rate_measured, rate_verdict
 from loadtests.results import Percentiles
 from tests.test_slo import verdict
 
@@ -208,3 +209,42 @@ def test_two_models_missing_only_with_the_client_late_are_not_separated() -> Non
     said = rate_measured(record, "b", "a")
     assert said.startswith("neither missed the SLO with the client keeping up, up to 1,000")
     assert "the client itself lagged (past 5 ms)" in said and "--url" in said
+
+
+def test_an_undecided_upper_end_above_a_late_miss_needs_more_requests() -> None:
+    """Where a model's answer ends is the lowest miss with the client on time; if LoadGen
+    could not decide there, the claim needs more requests, whatever a late miss below says."""
+    undecided = replace(
+        lag_run("a", 2000, False, 0.3), loadgen=verdict(False, True, 100, 359), met=False
+    )
+    points = [lag_run("a", 1000, True, 0.2), lag_run("a", 1500, False, LATE), undecided]
+    points += [lag_run("b", 2000, True, 0.2), lag_run("b", 4000, False, 0.3)]
+    record = OpenLoopRecord(SLO, 1, [1000], ["a", "b"], {"a": 1000, "b": 2000}, points)
+    assert record.undecided("a") is undecided and record.bracket("a") == (1000, 2000)
+    assert rate_verdict(record, "b", "a") is Verdict.NEEDS_MORE
+
+
+def test_a_lower_bound_from_a_late_miss_inside_the_others_bracket_is_not_separated() -> None:
+    """One model bounded below only (it missed with the client late at 2,000), the other
+    bracketed at 3,000-3,500: more bisection cannot tell them apart, so not separated (not
+    "within search resolution"), and the bottom line says the client lagged."""
+    points = [lag_run("a", 1875, True, 0.2), lag_run("a", 2000, False, LATE)]
+    points += [lag_run("b", 3000, True, 0.2), lag_run("b", 3500, False, 0.3)]
+    record = OpenLoopRecord(SLO, 1, [1000], ["a", "b"], {"a": 1875, "b": 3000}, points)
+    assert rate_verdict(record, "b", "a") is Verdict.NOT_SEPARATED
+    assert rate_figure(record, "a") == ">= 1,875" and rate_figure(record, "b") == "3,000"
+    nothing = OpenLoopRecord(SLO, 1, [1000], ["a"], {"a": 0}, [lag_run("a", 1000, False, LATE)])
+    assert rate_figure(nothing, "a") == "0"  # no ">= 0"
+
+
+def test_the_advice_names_the_lag_only_for_the_pair_that_lagged() -> None:
+    """Two models that met every rate are told to go higher, even when a third model's
+    misses had the client late."""
+    points = [lag_run(m, 1000, True, 0.2) for m in ("a", "b", "c")]
+    points += [lag_run("c", 2000, False, LATE)]
+    record = OpenLoopRecord(
+        SLO, 1, [1000], ["a", "b", "c"], {"a": 1000, "b": 1000, "c": 1000}, points
+    )
+    said = rate_measured(record, "b", "a")
+    assert said.startswith("both met every rate tried") and "lagged" not in said
+    assert "lagged" in not_separated(record)  # the whole sweep's advice still names it
