@@ -5,6 +5,7 @@ search with LoadGen's verdicts. :mod:`loadtests.tables` puts them among the repo
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from loadtests.loadgen import TIMEOUT_S
@@ -44,11 +45,7 @@ def openloop_summary(record: OpenLoopRecord) -> Table:
     rows = []
     for model in record.models:
         point = record.at_max_rate(model)
-        missed = [p for p in record.points if p.model == model and not p.met]
-        stop = "every rate tried met"
-        if missed:
-            first = min(missed, key=lambda p: p.rate)
-            stop = f"{first.rate:,g} req/s: {first.verdict}{lagged(record, first)}"
+        stop = stopped_at(record, model)
         base = same_runtime_baseline(record.models, model)
         if model == base:
             ratio = "baseline"
@@ -104,6 +101,20 @@ def openloop_runs(record: OpenLoopRecord) -> Table:
         for p in record.points
     ]
     return header, rows
+
+
+def stopped_at(record: OpenLoopRecord, model: str) -> str:
+    """Where ``model``'s search stopped: the miss that bounds its rate (the upper end of its
+    bracket), then any miss below it with the client itself late, which bounds nothing."""
+    high = record.bracket(model)[1]
+    late = ", ".join(f"{rate:,g}" for rate in sorted(p.rate for p in record.lagged_misses(model)))
+    if math.isinf(high):
+        return (
+            f"missed only with the client late, at {late} req/s" if late else "every rate tried met"
+        )
+    bound = next(p for p in record.points if p.model == model and not p.met and p.rate == high)
+    stop = f"{high:,g} req/s: {bound.verdict}"
+    return f"{stop}; below it the client lagged at {late} req/s" if late else stop
 
 
 def lagged(record: OpenLoopRecord, point: RatePoint) -> str:

@@ -187,7 +187,7 @@ def test_a_miss_with_the_client_late_bounds_nothing_and_is_said_so() -> None:
     assert verdicts == ["met", "missed", "met", "missed (the client lagged)"]
     header, rows = openloop_summary(record)
     stops = [row[header.index("search stopped at")] for row in rows]
-    assert stops == ["2,000 req/s: missed", "4,000 req/s: missed (the client lagged)"]
+    assert stops == ["2,000 req/s: missed", "missed only with the client late, at 4,000 req/s"]
 
 
 def test_a_miss_with_the_client_on_time_above_a_late_one_still_bounds() -> None:
@@ -197,6 +197,9 @@ def test_a_miss_with_the_client_on_time_above_a_late_one_still_bounds() -> None:
     assert SLO.upper_end(points, "a") == 2000 and SLO.upper_end(points, "b") == math.inf
     record = OpenLoopRecord(SLO, 1, [1000], ["a"], {"a": 1000}, points)
     assert [p.rate for p in record.lagged_misses("a")] == [1500]
+    header, rows = openloop_summary(record)
+    stop = rows[0][header.index("search stopped at")]
+    assert stop == "2,000 req/s: missed; below it the client lagged at 1,500 req/s"
 
 
 def test_two_models_missing_only_with_the_client_late_are_not_separated() -> None:
