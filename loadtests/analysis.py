@@ -54,6 +54,7 @@ class Level:
     model_ms: float
     generator_busy: float
     failed: int = 0  # repeats without a single successful request
+    cpu_steal: float | None = None  # the most the hypervisor took in a repeat (steal.py)
 
     @property
     def percentiles(self) -> Percentiles:
@@ -86,6 +87,8 @@ def load_levels(out_dir: Path) -> tuple[RunRecord, Levels]:
         figures = (step.accuracy, step.server_queue_ms_p50, step.server_model_ms_p50)
         served.setdefault(key, []).append(figures)
         level.generator_busy = max(level.generator_busy, step.generator_busy)
+        if step.cpu_steal is not None:
+            level.cpu_steal = max(level.cpu_steal or 0.0, step.cpu_steal)
         level.failed += step.failed
     # Means over the repeats that have each figure: a failed repeat (or a server without
     # Server-Timing) has none, and must not turn the level's mean into NaN.

@@ -49,7 +49,13 @@ def bottom_line(
             verdict = rate_verdict(openloop, model, baseline)
             caveat = "" if verdict in (Verdict.HOLDS, Verdict.DOES_NOT) else f" ({verdict})"
             lowest = min((p.rate for p in openloop.points), default=math.nan)
-            if verdict is Verdict.NOT_SEPARATED and not (
+            if openloop.client is not None and openloop.client.unmeasurable:
+                parts.append(
+                    f"the arrival rates cannot separate {model} and {baseline} within "
+                    f"{openloop.slo} on this machine now: the client kept up with no rate "
+                    "against a server that does nothing"
+                )
+            elif verdict is Verdict.NOT_SEPARATED and not (
                 openloop.lagged_misses(model) or openloop.lagged_misses(baseline)
             ):
                 parts.append(

@@ -117,6 +117,7 @@ def calibrate(
                         round(result.result.latency_ms.p99, 3),
                         result.sut_lag_p99_ms,
                         attempt,
+                        result.cpu_steal,
                     )
                     runs.append(done)
                     if on_run is not None:

@@ -234,7 +234,8 @@ def cost_table(record: CostRecord) -> tuple[str, tuple[list[str], list[list[str]
             f"{m.bound[0]}{m.rate_per_s:,.0f}",
             f"{m.rate_source} {m.rate_detail}"
             + (
-                " (a lower bound: it met every rate tried, or missed only with the client late)"
+                " (a lower bound: it met every rate tried, or missed only where the client could "
+                "not keep up)"
                 if m.open_ended
                 else ""
             ),

@@ -212,9 +212,11 @@ def measure_served(
     alone: tuple[float, float],
     ceiling: float | None = None,
     on_point: Callable[[RatePoint], None] | None = None,
+    unmeasurable: bool = False,
 ) -> ModelMeasurement:
     """One model through HTTP: one client, 32 clients, then its highest rate within the SLO
-    (the ladder cut at the client's ``ceiling``, and doubled on up to it if every rate met)."""
+    (the ladder cut at the client's ``ceiling``, and doubled on up to it if every rate met;
+    ``unmeasurable``: the client kept up with no calibration rate, so no miss bounds it)."""
     endpoint = f"{url}/predict/{item.model}"
     c1 = closedloop.run_closed_loop(endpoint, bodies, 1, budget.c1_s, budget.warmup_s)
     c32 = closedloop.run_closed_loop(endpoint, bodies, 32, budget.c32_s, budget.warmup_s)
@@ -229,7 +231,8 @@ def measure_served(
 
     ladder = slo.under_ceiling(budget.rates, ceiling)
     best, points = slo.find_max_rate(measure, ladder, budget.bisections, ceiling)
-    upper = target.upper_end(points, item.model)  # a miss with the client late bounds nothing
+    # A miss with the client late bounds nothing, nor any when it kept up with no rate at all.
+    upper = math.inf if unmeasurable else target.upper_end(points, item.model)
     metadata = item.version.load_metadata()
     return ModelMeasurement(
         model=item.model,
@@ -308,6 +311,7 @@ def run_explore(plan: ExplorePlan, console: Console, listener: ExploreListener) 
         elif record.client is not None:
             listener.client_calibrated(record.client, kept=True)
         ceiling = record.client.limit if record.client is not None else None
+        unmeasurable = record.client is not None and record.client.unmeasurable
         served_variants = sorted({item.name.variant for item in todo})
         args: tuple[str, ...] = ("--variants", ",".join(served_variants), "--poll-s", "0")
         if set(plan.runtimes) != set(RUNTIME_NAMES):
@@ -316,7 +320,14 @@ def run_explore(plan: ExplorePlan, console: Console, listener: ExploreListener) 
             listener.phase("served", len(todo), budget.estimate_s)
             for item in todo:
                 measured = measure_served(
-                    url, item, bodies, budget, plan.slo, alone[item.model], ceiling
+                    url,
+                    item,
+                    bodies,
+                    budget,
+                    plan.slo,
+                    alone[item.model],
+                    ceiling,
+                    unmeasurable=unmeasurable,
                 )
                 record.put(measured)
                 record.updated_at = measured.measured_at

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from loadtests import steal
 from loadtests.openloop import ConnectionPool, Sample, encode_request
 from loadtests.openloop_results import LoadGenVerdict, Slo
 from loadtests.results import Percentiles
@@ -61,6 +62,7 @@ class LoadGenRun:
     failed: int  # other statuses, lost connections, timeouts
     sut_lag_p99_ms: float  # from LoadGen's issue call to the request's write on a socket
     folder: Path  # LoadGen's logs: mlperf_log_summary.txt, mlperf_log_detail.txt
+    cpu_steal: float | None = None  # the CPU the hypervisor took meanwhile (loadtests/steal.py)
 
     @property
     def summary(self) -> Path:
@@ -276,6 +278,7 @@ def run_server_scenario(
     logs.log_output.copy_summary_to_stdout = False
     logs.enable_trace = False
     sut = _HttpSut(url, payloads, slo.limit_ms / 1000, connections)
+    before = steal.read()
     try:
         sut.warm_up(rate, warmup_s)
         handle = lg.ConstructSUT(sut.issue, sut.flush)
@@ -287,7 +290,8 @@ def run_server_scenario(
             lg.DestroySUT(handle)
     finally:
         sut.close()
+    stolen = steal.share(before, steal.read())
     lags = sorted(sut.lags)
     lag = lags[min(len(lags) - 1, int(0.99 * len(lags)))] * 1000 if lags else math.nan
     result = read_detail_log(folder / DETAIL_LOG)
-    return LoadGenRun(result, sut.ok, sut.failed, round(lag, 3), folder)
+    return LoadGenRun(result, sut.ok, sut.failed, round(lag, 3), folder, stolen)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from loadtests import steal
 from loadtests.results import (
     JSON_CONFIG,
     SCHEMA,
@@ -126,6 +127,7 @@ class ClientRun:
     p99_ms: float  # latency from the scheduled send, the server doing nothing
     lag_p99_ms: float  # how late the client itself sent
     attempt: int = 1  # 2: the rate was missed once and run again (the second verdict stands)
+    cpu_steal: float | None = None  # the CPU the hypervisor took meanwhile (loadtests/steal.py)
 
     @property
     def summary(self) -> str:
@@ -134,8 +136,15 @@ class ClientRun:
         again = " (second run)" if self.attempt > 1 else ""
         return (
             f"client on a null server at {self.rate:,.0f} req/s: p99 {self.p99_ms:.2f} ms, "
-            f"lag p99 {self.lag_p99_ms:.2f} ms, {kept}{again}"
+            f"lag p99 {self.lag_p99_ms:.2f} ms{steal.note(self.cpu_steal)}, {kept}{again}"
         )
+
+
+UNMEASURABLE = (
+    "This machine cannot measure the SLO now: no model's miss will bound its rate (the search "
+    "runs for the record). A looser --slo, a client on another machine (--url), or a quieter "
+    "machine."
+)
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,13 @@ class ClientCeiling:
         return self.rate or None
 
     @property
+    def unmeasurable(self) -> bool:
+        """The calibration ran and the client kept up with none of its rates, down to
+        ``client_ceiling.FLOOR``, against a server that does nothing: on this machine, now, a
+        model's miss cannot be told from the client's, so no miss bounds a model's rate."""
+        return bool(self.runs) and not self.rate and not self.problem
+
+    @property
     def search_note(self) -> str:
         """A report's sentence on what the ceiling did to the rate search."""
         if self.limit is None:
@@ -171,9 +187,16 @@ class ClientCeiling:
             return f"the client's ceiling is unknown: the calibration failed ({self.problem})"
         if not self.rate:
             low = min((r.rate for r in self.runs), default=0.0)
+            worst = max((r.cpu_steal or 0.0 for r in self.runs), default=0.0)
+            why = (
+                f" (the hypervisor took up to {steal.percent(worst)} of the CPU meanwhile: "
+                f"{steal.ADVICE})"
+                if steal.noisy(worst)
+                else ""
+            )
             return (
                 f"the client kept up with no calibration rate, down to {low:,.0f} req/s, "
-                "against a null server"
+                f"against a null server{why}"
             )
         at = next(r for r in self.runs if r.rate == self.rate and r.valid)
         kept = {r.rate for r in self.runs if r.valid}
@@ -201,6 +224,8 @@ class RatePoint:
     runs: int = 1  # 2: the first run was not VALID and the second run's verdict stands
     loadgen: LoadGenVerdict | None = None  # None: measured by the asyncio generator
     first: LoadGenVerdict | None = None  # with runs 2: LoadGen's verdict on the first run
+    # The CPU the hypervisor took during the run whose verdict stands (loadtests/steal.py)
+    cpu_steal: float | None = None
 
     @property
     def undecided(self) -> bool:
@@ -246,12 +271,15 @@ class OpenLoopRecord:
     def bracket(self, model: str) -> tuple[float, float]:
         """Where the search left ``model``'s answer: the highest rate that met the SLO (0 if
         none) and the lowest that missed it with the client keeping up (infinity if none did:
-        :meth:`Slo.upper_end`)."""
+        :meth:`Slo.upper_end`; or if the client kept up with no calibration rate:
+        :attr:`ClientCeiling.unmeasurable`)."""
+        if self.client is not None and self.client.unmeasurable:
+            return self.max_rate.get(model, 0.0), math.inf
         return self.max_rate.get(model, 0.0), self.slo.upper_end(self.points, model)
 
     def open_ended(self, model: str) -> bool:
         """Whether ``model``'s answer is a lower bound only: it met every rate tried, or
-        missed only where the client itself lagged."""
+        missed only where the client itself lagged (or where it could not keep up)."""
         return math.isinf(self.bracket(model)[1])
 
     def lagged_misses(self, model: str) -> list[RatePoint]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from loadtests import steal
 from loadtests.loadgen import TIMEOUT_S
 from loadtests.openloop_results import OpenLoopRecord, RatePoint
 from loadtests.results import Percentiles
@@ -80,6 +81,7 @@ def openloop_runs(record: OpenLoopRecord) -> Table:
         "verdict",
         "over the bound",
         "generator lag p99 ms",
+        "CPU steal",
         "runs",
         "LoadGen summary",
     ]
@@ -95,6 +97,7 @@ def openloop_runs(record: OpenLoopRecord) -> Table:
             p.verdict + lagged(record, p),
             f"{p.loadgen.overlatency}" if p.loadgen else "-",
             f"{p.lag_p99_ms:.2f}",
+            steal.percent(p.cpu_steal),
             "1" if p.runs == 1 else f"{p.runs} (first {first_verdict(p)})",
             p.loadgen.summary if p.loadgen else "-",
         ]
@@ -109,6 +112,9 @@ def stopped_at(record: OpenLoopRecord, model: str) -> str:
     high = record.bracket(model)[1]
     late = ", ".join(f"{rate:,g}" for rate in sorted(p.rate for p in record.lagged_misses(model)))
     if math.isinf(high):
+        missed = [p.rate for p in record.points if p.model == model and not p.met]
+        if missed and record.client is not None and record.client.unmeasurable:
+            return f"{min(missed):,g} req/s, but the client kept up with no calibration rate"
         return (
             f"missed only with the client late, at {late} req/s" if late else "every rate tried met"
         )
@@ -150,6 +156,14 @@ def openloop_tables(openloop: OpenLoopRecord) -> dict[str, Table]:
             "; LoadGen takes a latency for every request, so a failed one counts as just over "
             f"the bound ({TIMEOUT_S:g} s if never answered): in a run with failures the high "
             "percentiles show that, not the answers' times"
+        )
+    stolen = [p.cpu_steal for p in openloop.points if p.cpu_steal and steal.noisy(p.cpu_steal)]
+    if stolen:
+        every += (
+            f"; in {len(stolen)} of {len(openloop.points)} runs the hypervisor took over "
+            f"{steal.percent(steal.NOISY)} of the CPU (CPU steal, up to "
+            f"{steal.percent(max(stolen))}): those figures read slower and noisier than the "
+            f"machine is; {steal.ADVICE}"
         )
     every += ")"
     return {best: openloop_summary(openloop), every: openloop_runs(openloop)}

@@ -54,6 +54,8 @@ def rate_measured(openloop: OpenLoopRecord, model: str, baseline: str) -> str:
     if openloop.open_ended(model) and openloop.open_ended(baseline):
         top = max(openloop.max_rate[model], openloop.max_rate[baseline])
         lags = lag_notes(openloop, (model, baseline))
+        if openloop.client is not None and openloop.client.unmeasurable:
+            return f"no miss bounds either model: {not_separated(openloop, (model, baseline))}"
         if not lags:
             return (
                 f"both met every rate tried, up to {top:,.0f} req/s: "
@@ -87,6 +89,12 @@ def lag_notes(openloop: OpenLoopRecord, models: tuple[str, ...]) -> str:
 def not_separated(openloop: OpenLoopRecord, models: tuple[str, ...] = ()) -> str:
     """What to do when the rates tried did not separate ``models`` (default: all)."""
     top = max((p.rate for p in openloop.points), default=0.0)
+    if openloop.client is not None and openloop.client.unmeasurable:
+        return (
+            f"this machine cannot measure {openloop.slo} now: {openloop.client.summary}, so no "
+            "model's miss can be told from the client's; a looser --slo, a client on another "
+            "machine (--url), or a quieter machine"
+        )
     if any(openloop.lagged_misses(m) for m in models or tuple(openloop.models)):
         return (
             "the rates did not separate the models: where they missed, the client itself "

@@ -257,6 +257,7 @@ def write_steps_csv(record: RunRecord, path: Path) -> None:
         "server_model_ms_p50",
         "server_queue_ms_p50",
         "generator_busy",
+        "cpu_steal",
         "failed",
         "failures",
     ]
@@ -279,6 +280,7 @@ def write_steps_csv(record: RunRecord, path: Path) -> None:
                     round(s.server_model_ms_p50, 4),
                     round(s.server_queue_ms_p50, 4),
                     s.generator_busy,
+                    "" if s.cpu_steal is None else s.cpu_steal,
                     int(s.failed),
                     s.failure_line if s.errors or s.failed else "",
                 ]

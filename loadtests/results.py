@@ -195,6 +195,7 @@ class StepResult:
     samples: str  # the .npz of every request, relative to the run folder
     warnings: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)  # every failed request, by status
+    cpu_steal: float | None = None  # the CPU the hypervisor took in the window (steal.py)
 
     @property
     def failed(self) -> bool:

@@ -88,6 +88,7 @@ def rate_point(
         runs=1 if first is None else 2,
         loadgen=verdict,
         first=None if first is None else linked(first, out_dir),
+        cpu_steal=run.cpu_steal,
     )
 
 

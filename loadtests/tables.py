@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests import changes
+from loadtests import changes, steal
 from loadtests.analysis import DRIFT, Levels, RunComparison, Speedup, drift
 from loadtests.claims import Claim
 from loadtests.openloop_results import OpenLoopRecord
@@ -217,6 +217,7 @@ def closed_loop_tables(record: RunRecord, levels: Levels) -> dict[str, Table]:
         "right on digits sent",
         "test accuracy (10k)",
         "gen. CPU",
+        "CPU steal",
     ]
     rows = []
     for c in conc:
@@ -234,6 +235,7 @@ def closed_loop_tables(record: RunRecord, levels: Levels) -> dict[str, Table]:
                     _figure(lv.accuracy, ".2%") if len(lv.latency) else "-",
                     _percent(served.test_accuracy if served else None),
                     f"{lv.generator_busy:.0%}",
+                    steal.percent(lv.cpu_steal),
                 ]
             )
     title = (

@@ -13,11 +13,13 @@ import math
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from pydantic import TypeAdapter
 
+from loadtests import steal
 from loadtests.labels import Label, Step
 from loadtests.protocols import Protocol, status_label
 from loadtests.results import Failure, LoadPlan, Percentiles, StepResult
@@ -238,13 +240,14 @@ def run_windows(
         schedule.seconds,
     )
     try:
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=limit,
-            cwd=Path(__file__).resolve().parent.parent,  # Locust runs in the repo
-        )
+        with steal.Sampler() as sampler:
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=limit,
+                cwd=Path(__file__).resolve().parent.parent,  # Locust runs in the repo
+            )
     except subprocess.TimeoutExpired as err:
         raw = err.stderr or b""  # bytes, whatever ``text`` says
         said = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
@@ -259,7 +262,7 @@ def run_windows(
     with np.load(samples_path) as data:
         everything = {key: data[key] for key in data.files}
     samples_path.unlink()  # cut into per-window files below
-    return cut(everything, steps, runtimes, schedule, plan.processes, out_dir)
+    return cut(everything, steps, runtimes, schedule, plan.processes, out_dir, sampler)
 
 
 def cut(
@@ -269,8 +272,10 @@ def cut(
     schedule: Schedule,
     processes: int,
     out_dir: Path,
+    sampler: steal.Sampler | None = None,
 ) -> list[StepResult]:
-    """One result per window of a schedule's samples; each window's samples in its own file."""
+    """One result per window of a schedule's samples; each window's samples in its own file
+    (``sampler``: the CPU steal read during the run, told per window)."""
     window = samples["window"].astype(int)
     lost = int(samples.get("missing_reports", 0))
     cpu_share = float(samples["generator_cpu_s"]) / max(len(steps), 1)
@@ -293,7 +298,22 @@ def cut(
         np.savez_compressed(path, allow_pickle=False, **part)
         relative = str(path.relative_to(out_dir))
         runtime = runtimes.get(step.model, "default")
-        results.append(
-            summarize(step, runtime, part, processes, relative, window_s=schedule.counted_s)
-        )
+        result = summarize(step, runtime, part, processes, relative, window_s=schedule.counted_s)
+        if sampler is not None:
+            start = float(samples["window_start"]) + index * schedule.window_s
+            stolen = sampler.share(start + schedule.settle_s, start + schedule.window_s)
+            result = stolen_from(result, stolen)
+        results.append(result)
     return results
+
+
+def stolen_from(result: StepResult, stolen: float | None) -> StepResult:
+    """``result`` with the CPU steal read over its window, and a warning when it is high."""
+    warnings = list(result.warnings)
+    if steal.noisy(stolen):
+        warnings.append(
+            f"the hypervisor took over {steal.percent(steal.NOISY)} of the CPU in some windows "
+            f"(CPU steal): their figures read slower and noisier than the machine is; "
+            f"{steal.ADVICE}"
+        )
+    return replace(result, cpu_steal=stolen, warnings=warnings)

@@ -155,6 +155,7 @@ def test_a_real_calibration_against_the_null_server(
     assert isinstance(found, ClientCeiling) and found.rate >= client_ceiling.START
     first = found.runs[0]
     assert first.rate == client_ceiling.START and first.valid and first.p99_ms <= SLO.limit_ms
+    assert first.cpu_steal is not None and 0 <= first.cpu_steal <= 1
     assert (tmp_path / "null-1000" / "mlperf_log_summary.txt").is_file()
 
 

@@ -192,8 +192,8 @@ def test_a_session_writes_the_cost_and_an_open_loop_report_shows_it(
     assert f"{line} original <= $1, depthwise <= $1 (at $0.72/h, from --price-per-hour)" in text
     assert (
         "| original | >= 200 | highest rate within the SLO (open loop) p99 <= 20 ms (a lower "
-        "bound: it met every rate tried, or missed only with the client late) | <= $1 | <= 0.1 |"
-        in text
+        "bound: it met every rate tried, or missed only where the client could not keep up) "
+        "| <= $1 | <= 0.1 |" in text
     )
 
 

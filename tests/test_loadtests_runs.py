@@ -69,6 +69,7 @@ def test_short_real_run_against_a_real_service(
         assert step.throughput_rps > 0 and step.errors == 0 and step.requests > 20
         assert step.accuracy > 0.85
         assert step.server_model_ms_p50 > 0
+        assert step.cpu_steal is not None and 0 <= step.cpu_steal <= 1  # read per window
     p50s = [step.latency_ms.p50 for step in record.steps]
     assert any(p != round(p) for p in p50s), "percentiles must keep sub-millisecond precision"
     assert RunRecord.load(tmp_path) == record  # the file round-trips to the same record

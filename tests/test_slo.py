@@ -210,6 +210,8 @@ def test_open_loop_mode_end_to_end(models_dir: Path, mnist_path: Path, tmp_path:
     record = OpenLoopRecord.load(tmp_path)
     assert record.max_rate == {"original": 200, "depthwise": 200}
     assert all(p.ok == p.requests >= 460 and p.verdict == "VALID" for p in record.points)
+    assert all(p.cpu_steal is not None for p in record.points)  # read around each run
+    assert "| CPU steal |" in (tmp_path / "report.md").read_text()
     assert record.slo == Slo(99, 2000) and record.models == ["original", "depthwise"]
     assert record.generator.startswith("MLPerf LoadGen 6.0.17")
     # One report for every mode: report.md and report.html with the open-loop section, the

@@ -93,6 +93,10 @@ class ExploreProgress:
         """The ceiling every model's search stops at."""
         where = " (kept from the run resumed)" if kept else ""
         console.print(f"The open loop's ceiling{where}: {escape(ceiling.summary)}")
+        if ceiling.unmeasurable:
+            from loadtests.openloop_results import UNMEASURABLE
+
+            console.print(f"[red]{escape(UNMEASURABLE)}[/]")
 
     def finished(self, report: ExploreReport, run_id: int) -> None:
         """Where the report is, the answer, the front."""

@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from loadtests import steal
 from mnist_serve.cli.options import console
 
 if TYPE_CHECKING:
@@ -214,6 +215,10 @@ class ConsoleListener:
     def client_calibrated(self, ceiling: ClientCeiling) -> None:
         """The ceiling the search will stop at."""
         console.print(f"The open loop's ceiling: {ceiling.summary}")
+        if ceiling.unmeasurable:
+            from loadtests.openloop_results import UNMEASURABLE
+
+            console.print(f"[red]{escape(UNMEASURABLE)}[/]")
 
     def rate_point(self, point: RatePoint) -> None:
         """A line per open-loop run, with LoadGen's verdict."""
@@ -221,7 +226,9 @@ class ConsoleListener:
         console.print(
             f"{point.model:>22} {point.rate:8.1f}/s: {point.ok}/{point.requests} ok, "
             f"p50 {point.latency_ms.p50:.2f} p99 {point.latency_ms.p99:.2f} ms, "
-            f"[{colour}]{point.verdict}[/]" + (" (second run)" if point.runs > 1 else "")
+            f"[{colour}]{point.verdict}[/]"
+            + (" (second run)" if point.runs > 1 else "")
+            + steal.note(point.cpu_steal)
         )
 
     def open_loop_finished(self, record: OpenLoopRecord, data: Path) -> None:
