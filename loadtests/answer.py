@@ -123,15 +123,24 @@ class Answer:
 def score(
     record: RunRecord, levels: Levels, openloop: OpenLoopRecord | None, label: Label
 ) -> tuple[float, float]:
-    """How a target ranks: its highest rate within the SLO (0 without an open loop), then its
-    mean closed-loop throughput at the highest level."""
+    """How a target ranks: its highest rate within the SLO (0 without an open loop, or one
+    whose client kept up with no calibration rate), then its mean closed-loop throughput at
+    the highest level."""
     top = max(record.plan.concurrency)
     level = levels.get((label, top))
     throughput = (
         float(sum(level.throughput) / len(level.throughput)) if level and level.throughput else 0.0
     )
-    rate = openloop.max_rate.get(str(label.model), 0.0) if openloop else 0.0
+    rate = 0.0
+    if openloop is not None and measurable(openloop):
+        rate = openloop.max_rate.get(str(label.model), 0.0)
     return rate, throughput
+
+
+def measurable(openloop: OpenLoopRecord | None) -> bool:
+    """Whether an open loop was run and its rates can rank the models (its client kept up
+    with some calibration rate: ``ClientCeiling.unmeasurable``)."""
+    return openloop is not None and not (openloop.client and openloop.client.unmeasurable)
 
 
 def answer(
@@ -161,6 +170,11 @@ def answer(
             why += (
                 f"; the open loop did not separate the models ({rate:,.0f} req/s within "
                 f"{openloop.slo} for several)"
+            )
+        elif openloop is not None and not measurable(openloop):
+            why += (
+                f"; the open loop cannot rank them on this machine now (its client met "
+                f"{openloop.slo} at no rate against a server that does nothing)"
             )
     rival, effect = rival_of(best, items, top)
     changes: list[str] = []

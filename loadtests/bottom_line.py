@@ -50,6 +50,7 @@ def bottom_line(
             caveat = "" if verdict in (Verdict.HOLDS, Verdict.DOES_NOT) else f" ({verdict})"
             lowest = min((p.rate for p in openloop.points), default=math.nan)
             if openloop.client is not None and openloop.client.unmeasurable:
+                named = False  # this part's subject is not the candidate
                 parts.append(
                     f"the arrival rates cannot separate {model} and {baseline} within "
                     f"{openloop.slo} on this machine now: the client kept up with no rate "
@@ -58,16 +59,19 @@ def bottom_line(
             elif verdict is Verdict.NOT_SEPARATED and not (
                 openloop.lagged_misses(model) or openloop.lagged_misses(baseline)
             ):
+                named = False  # this part's subject is not the candidate
                 parts.append(
                     f"{model} and {baseline} both met every arrival rate tried within "
                     f"{openloop.slo} (not separated)"
                 )
             elif verdict is Verdict.NOT_SEPARATED:
+                named = False  # this part's subject is not the candidate
                 parts.append(
                     f"the arrival rates did not separate {model} and {baseline} within "
                     f"{openloop.slo}: where they missed, the client itself lagged"
                 )
             elif not openloop.max_rate[model] and not openloop.max_rate[baseline]:
+                named = False  # this part's subject is not the candidate
                 parts.append(
                     f"neither {model} nor {baseline} met {openloop.slo} at the lowest arrival "
                     f"rate tried ({lowest:,.0f} req/s)"

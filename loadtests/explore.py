@@ -301,8 +301,11 @@ def run_explore(plan: ExplorePlan, console: Console, listener: ExploreListener) 
             alone[item.model] = time_alone(item, budget.alone_calls)
             listener.model_done(item.model, f"{alone[item.model][0]:.3f} ms at batch 1")
         bodies = slo.bodies(plan.mnist or None, todo[0].model)
-        if budget.calibrate and (record.client is None or record.client.problem):
-            # Once a run (and again if it could not run): a resumed run keeps its ceiling.
+        if budget.calibrate and (
+            record.client is None or record.client.problem or record.client.unmeasurable
+        ):
+            # Once a run (and again if it could not run, or the client kept up with no rate:
+            # the machine may be quieter now); a resumed run keeps its ceiling.
             folder = plan.out / slo.LOADGEN_DIR / client_ceiling.FOLDER
             record.client = client_ceiling.calibrate(
                 plan.slo, bodies, folder, budget.min_requests, listener.client_run

@@ -23,6 +23,7 @@ fewest queries for which ``overlatency`` queries over the bound still let LoadGe
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import re
@@ -156,6 +157,8 @@ class _HttpSut:
         self.outstanding: dict[int, float] = {}  # LoadGen's sample id -> when it was issued
         self.ok = self.failed = 0
         self.lags: list[float] = []
+        self.issued: collections.deque[tuple[float, list[tuple[int, int]]]] = collections.deque()
+        self.draining = False  # a drain is scheduled on the loop and has not started
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -167,10 +170,19 @@ class _HttpSut:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     def issue(self, samples: list[Any]) -> None:
-        """LoadGen's issue callback (its thread): hand the queries to the event loop."""
-        now = time.perf_counter()
-        queries = [(sample.id, sample.index) for sample in samples]
-        self.loop.call_soon_threadsafe(self._send, queries, now)
+        """LoadGen's issue callback (its thread): hand the queries to the event loop. One
+        wake-up of the loop serves every query issued until it runs (:meth:`_drain`), not one
+        per query: a wake-up is a system call and a pass of the loop."""
+        self.issued.append((time.perf_counter(), [(s.id, s.index) for s in samples]))
+        if not self.draining:
+            self.draining = True
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self.draining = False  # first: a query issued from here on schedules another drain
+        while self.issued:
+            issued, queries = self.issued.popleft()
+            self._send(queries, issued)
 
     def flush(self) -> None:
         """LoadGen's flush callback: nothing is held back."""

@@ -77,12 +77,18 @@ Record = Callable[[Sample, object], None]  # an answer (or a failure) and its re
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; answers are matched to requests in order."""
 
-    def __init__(self, on_free: Callable[[_Connection], None], record: Record) -> None:
+    def __init__(
+        self,
+        on_free: Callable[[_Connection], None],
+        record: Record,
+        on_lost: Callable[[_Connection], None] | None = None,
+    ) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.pending: tuple[float, float, object] | None = None  # (scheduled, sent, tag)
         self.closed = False
         self._on_free = on_free
+        self._on_lost = on_lost
         self._record = record
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -123,19 +129,30 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._on_lost is not None:
+            self._on_lost(self)
         if self.pending is not None:
             scheduled, sent, tag = self.pending
             self.pending = None
             self._record(Sample(scheduled, sent, time.perf_counter(), 0), tag)
 
 
+# Connections opened at once mid-run, at most. When the client's loop falls behind for a moment
+# (a collection, a burst), every connection looks busy until the loop reads their answers; with
+# no cap each request then opened one, up to max_connections: on the 2-core machine the pool
+# grew from 256 to 2,048 in one second at 12,000-24,000 req/s against a null server, and the
+# opening, on the same loop, kept the client a second behind (docs/benchmarks.md, section AC).
+OPENING_MAX = 8
+
+
 class ConnectionPool:
     """Keep-alive connections to one loopback server, on the running event loop.
 
     :meth:`send` writes a request on an idle connection, else opens one (up to
-    ``max_connections``), else queues it for the first to come free; each answer (or failure,
-    status 0) goes to ``record`` with the request's tag. :func:`run_open_loop` and LoadGen's
-    system under test (:mod:`loadtests.loadgen`) both send through it.
+    ``max_connections``, ``OPENING_MAX`` at a time), else queues it for the first to come free;
+    each answer (or failure, status 0) goes to ``record`` with the request's tag.
+    :func:`run_open_loop` and LoadGen's system under test (:mod:`loadtests.loadgen`) both send
+    through it.
     """
 
     def __init__(self, url: str, record: Record, max_connections: int = 2048) -> None:
@@ -151,7 +168,7 @@ class ConnectionPool:
         self.opening: set[asyncio.Task[None]] = set()
 
     def _connection(self) -> _Connection:
-        return _Connection(self._on_free, self.record)
+        return _Connection(self._on_free, self.record, self.live.discard)
 
     def _on_free(self, connection: _Connection) -> None:
         if self.waiting:
@@ -189,8 +206,10 @@ class ConnectionPool:
             if not connection.closed:
                 connection.send(request, scheduled, tag)
                 return
-        self.live.difference_update([c for c in self.live if c.closed])
-        if len(self.live) + len(self.opening) >= self.max_connections:
+        if (
+            len(self.opening) >= OPENING_MAX
+            or len(self.live) + len(self.opening) >= self.max_connections
+        ):
             self.waiting.append((request, scheduled, tag))
             return
         task = asyncio.get_running_loop().create_task(self._open_and_send(request, scheduled, tag))

@@ -142,8 +142,8 @@ class ClientRun:
 
 UNMEASURABLE = (
     "This machine cannot measure the SLO now: no model's miss will bound its rate (the search "
-    "runs for the record). A looser --slo, a client on another machine (--url), or a quieter "
-    "machine."
+    "runs for the record). Try a looser --slo, a client on another machine (--url), or a "
+    "quieter machine."
 )
 
 
@@ -173,6 +173,8 @@ class ClientCeiling:
     @property
     def search_note(self) -> str:
         """A report's sentence on what the ceiling did to the rate search."""
+        if self.unmeasurable:
+            return f"No miss bounds a model's rate: {self.summary}."
         if self.limit is None:
             return f"The rate search had no ceiling: {self.summary}."
         return (
@@ -202,6 +204,9 @@ class ClientCeiling:
         kept = {r.rate for r in self.runs if r.valid}
         above = min((r.rate for r in self.runs if r.rate not in kept), default=None)
         missed = f", missed {above:,.0f}" if above is not None else ", the calibration's top"
+        worst = max((r.cpu_steal or 0.0 for r in self.runs), default=0.0)
+        if steal.noisy(worst):
+            missed += f"; CPU steal up to {steal.percent(worst)}: {steal.ADVICE}"
         return (
             f"{self.rate:,.0f} req/s, what LoadGen with our client kept up with against a null "
             f"server on this machine (p99 {at.p99_ms:.2f} ms{missed})"

@@ -114,7 +114,10 @@ def stopped_at(record: OpenLoopRecord, model: str) -> str:
     if math.isinf(high):
         missed = [p.rate for p in record.points if p.model == model and not p.met]
         if missed and record.client is not None and record.client.unmeasurable:
-            return f"{min(missed):,g} req/s, but the client kept up with no calibration rate"
+            return (
+                f"{min(missed):,g} req/s: missed, which bounds nothing (the client kept up with "
+                "no calibration rate)"
+            )
         return (
             f"missed only with the client late, at {late} req/s" if late else "every rate tried met"
         )

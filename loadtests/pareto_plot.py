@@ -53,8 +53,9 @@ def error_pct(m: ModelMeasurement) -> float:
 
 
 def censored(models: Sequence[ModelMeasurement]) -> int:
-    """How many models met every rate the search tried (their rate is a lower bound)."""
-    return sum(1 for m in models if m.first_missed is None and m.max_rate > 0)
+    """How many models no miss bounded: they met every rate the search tried, or missed only
+    where the client could not keep up (their rate is a lower bound, or tells nothing)."""
+    return sum(1 for m in models if m.first_missed is None)
 
 
 def plotted(models: Sequence[ModelMeasurement]) -> list[ModelMeasurement]:
@@ -79,8 +80,8 @@ def panels(models: Sequence[ModelMeasurement], slo: str) -> list[Panel]:
         return [p50, Panel(lambda m: m.max_rate, True, label, "rate")]
     highest = max(m.max_rate for m in models)
     note = (
-        f"{top} of {len(models)} models met every rate tried, or missed only with the client "
-        f"late (up to {highest:,.0f} req/s): the "
+        f"{top} of {len(models)} models met every rate tried, or missed only where the client "
+        f"could not keep up (up to {highest:,.0f} req/s): the "
         "rate search cannot separate them, so this panel shows throughput at 32 clients"
     )
     c32 = Panel(

@@ -30,7 +30,7 @@ def rate_pairs(openloop: OpenLoopRecord, plan: LoadPlan) -> list[tuple[str, str]
 
 def rate_figure(openloop: OpenLoopRecord, model: str) -> str:
     """A model's highest rate within the SLO: "at least" when its answer is a lower bound
-    (it met every rate tried, or missed only with the client late)."""
+    (it met every rate tried, or missed only where the client could not keep up)."""
     rate = f"{openloop.max_rate[model]:,.0f}"
     return f">= {rate}" if openloop.open_ended(model) and openloop.max_rate[model] else rate
 
@@ -92,7 +92,7 @@ def not_separated(openloop: OpenLoopRecord, models: tuple[str, ...] = ()) -> str
     if openloop.client is not None and openloop.client.unmeasurable:
         return (
             f"this machine cannot measure {openloop.slo} now: {openloop.client.summary}, so no "
-            "model's miss can be told from the client's; a looser --slo, a client on another "
+            "model's miss can be told from the client's: try a looser --slo, a client on another "
             "machine (--url), or a quieter machine"
         )
     if any(openloop.lagged_misses(m) for m in models or tuple(openloop.models)):

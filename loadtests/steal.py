@@ -53,7 +53,8 @@ def share(before: Ticks | None, after: Ticks | None) -> float | None:
     """The share of CPU time stolen between two readings (None without both, or no tick)."""
     if before is None or after is None or after.total <= before.total:
         return None
-    return round((after.steal - before.steal) / (after.total - before.total), 4)
+    stolen = (after.steal - before.steal) / (after.total - before.total)
+    return round(min(max(stolen, 0.0), 1.0), 4)
 
 
 def noisy(stolen: float | None) -> bool:

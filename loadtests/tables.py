@@ -217,7 +217,7 @@ def closed_loop_tables(record: RunRecord, levels: Levels) -> dict[str, Table]:
         "right on digits sent",
         "test accuracy (10k)",
         "gen. CPU",
-        "CPU steal",
+        "CPU steal (max)",
     ]
     rows = []
     for c in conc:

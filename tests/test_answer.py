@@ -136,3 +136,24 @@ def test_a_model_that_failed_is_not_given_more_minutes() -> None:
     said = " ".join(found.changes)
     assert "depthwise vs original at 32: no valid window pairs" in said
     assert "more minutes" not in said
+
+
+def test_an_open_loop_whose_client_kept_up_with_no_rate_does_not_rank_the_models() -> None:
+    """Original serves more at 32 clients; the open loop's rates favour depthwise but its
+    client met the SLO at no calibration rate: the answer goes by the closed loop, and says
+    why the open loop did not rank them. With a calibrated client the rates rank them."""
+    from loadtests.openloop_results import ClientCeiling, ClientRun, OpenLoopRecord, Slo
+
+    record = record_of(PLAN, (0.990, 0.990))
+    levels = windows(PLAN, {1: 1.0, 32: 0.7}, noise=0.01)
+    runs = [ClientRun(rate, False, 30.0, 4.0) for rate in (1000, 500, 250, 125)]
+    openloop = OpenLoopRecord(
+        Slo(99, 20), 1, [100], ["original", "depthwise"], {"original": 100, "depthwise": 400}, []
+    )
+    openloop.client = ClientCeiling(0.0, runs)
+    found = answer(record, levels, speedups(record, levels), openloop)
+    assert found is not None and found.recommended == Label("original")
+    assert "the open loop cannot rank them on this machine now" in found.why
+    openloop.client = ClientCeiling(1000.0, [ClientRun(1000, True, 3.0, 0.2)])
+    found = answer(record, levels, speedups(record, levels), openloop)
+    assert found is not None and found.recommended == Label("depthwise")

@@ -141,3 +141,45 @@ def test_failed_requests_count_over_the_bound(
     assert result.overlatency >= outcome.failed
     assert not result.valid and not result.latency_met and not result.undecided
     assert result.latency_ms.p99 > 100
+
+
+def test_queries_issued_while_the_loop_is_busy_share_one_wake_up(
+    server: tuple[str, list[int]],
+) -> None:
+    """LoadGen's thread hands queries to the client's loop with one wake-up for all it issues
+    before the loop gets to them, not one each (a wake-up is a system call and a pass of the
+    loop); every query is still sent, each timed from its own issue, and answered."""
+    sut = loadgen._HttpSut(server[0], [b"{}"], 1.0, 8)
+    done: list[int] = []
+    sut._complete = done.append  # type: ignore[method-assign,assignment]  # no LoadGen here
+    wake_ups = [0]
+    hand_off = sut.loop.call_soon_threadsafe
+
+    def counted(callback: object, *args: object) -> object:
+        wake_ups[0] += 1
+        return hand_off(callback, *args)  # type: ignore[arg-type]
+
+    sut.loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
+    busy = threading.Event()
+    hand_off(busy.wait, 5)  # the loop is held until the queries are issued
+    for query in range(100):
+        sut.issue([SampleOf(query, 0)])
+    busy.set()
+    try:
+        for _ in range(300):
+            if len(done) == 100:
+                break
+            threading.Event().wait(0.01)
+        assert sorted(done) == list(range(100)) and sut.ok == 100
+        assert wake_ups[0] == 1
+    finally:
+        sut.loop.call_soon_threadsafe = hand_off  # type: ignore[method-assign]
+        sut.close()
+
+
+class SampleOf:
+    """A query as LoadGen hands it to ``issue``: its id and the index of its sample."""
+
+    def __init__(self, id: int, index: int) -> None:
+        self.id = id
+        self.index = index

@@ -111,6 +111,36 @@ def test_each_window_keeps_its_own_models_error_message(tmp_path: Path) -> None:
     assert [f.message for f in second.failures] == ["no model b"]
 
 
+def test_each_window_gets_the_cpu_steal_read_over_it(tmp_path: Path) -> None:
+    """The steal read during the Locust run is told per window, over its counted part (after
+    the settling): a window with a burst of steal is flagged, the calm one beside it not."""
+    from loadtests import steal
+    from loadtests.schedule import Schedule, Slot
+    from loadtests.windows import cut
+
+    recorder = Recorder()
+    recorder.start(warmup_s=0.0)
+    time.sleep(0.01)
+    recorder.add(1.0, True, True, 0, 0, window=0)
+    recorder.add(1.0, True, True, 0, 0, window=1)
+    recorder.save(str(tmp_path / "samples.npz"))
+    with np.load(tmp_path / "samples.npz") as data:
+        everything = {key: data[key] for key in data.files}
+    (tmp_path / "samples").mkdir()
+    schedule = Schedule((Slot("a", "native"), Slot("b", "native")), (0, 1), 1.0, 0.0)
+    start = float(everything["window_start"])
+    sampler = steal.Sampler()
+    # Readings every 0.1 s, window 0 calm, window 1 (from start + 1 s) losing half its ticks;
+    # the settling of window 1 (its first 0.1 s) steals everything and is not counted.
+    ticks = [(0.0, 0, 0), (0.5, 0, 100), (1.0, 0, 200), (1.1, 100, 300), (1.6, 150, 400)]
+    ticks += [(2.0, 200, 500)]
+    sampler.samples = [steal.Ticks(start + at, st, total) for at, st, total in ticks]
+    steps = [Step(Label(name), 1, 0) for name in ("a", "b")]
+    first, second = cut(everything, steps, {}, schedule, 1, tmp_path, sampler)
+    assert first.cpu_steal == 0.0 and not any("CPU steal" in w for w in first.warnings)
+    assert second.cpu_steal == 0.5 and any("CPU steal" in w for w in second.warnings)
+
+
 def test_a_workers_lost_last_report_is_said_on_the_steps_it_touches(tmp_path: Path) -> None:
     """Locust's master waits 0.5 s for its workers' last reports: one that comes later is
     lost, and its samples with it. The steps whose windows end within the last report interval

@@ -9,7 +9,13 @@ from collections.abc import Callable
 
 import pytest
 
-from loadtests.openloop import content_length, run_open_loop
+from loadtests.openloop import (
+    OPENING_MAX,
+    ConnectionPool,
+    Sample,
+    content_length,
+    run_open_loop,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -142,3 +148,29 @@ async def test_a_warm_up_request_never_answered_is_not_a_measured_failure() -> N
         )
         server.close()
     assert len(result.samples) == 10 and all(s.status == 200 for s in result.samples), result
+
+
+async def test_a_burst_opens_connections_a_few_at_a_time_and_the_rest_wait() -> None:
+    """With no idle connection, a burst of 40 requests opens at most OPENING_MAX connections at
+    once and queues the rest for the first to come free (one opened per request took a lagging
+    client from 256 connections to 2,048 in a second); every request is answered, and a
+    connection lost leaves the pool."""
+    server, port = await start_server(DELAY_S, serial=False)
+    answered: list[Sample] = []
+    async with server:
+        pool = ConnectionPool(f"http://127.0.0.1:{port}/x", lambda s, _: answered.append(s))
+        for _ in range(40):
+            pool.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
+        assert len(pool.opening) == OPENING_MAX and len(pool.waiting) == 40 - OPENING_MAX
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if len(answered) == 40:
+                break
+        assert [s.status for s in answered] == [200] * 40
+        assert OPENING_MAX <= len(pool.live) < 40 and not pool.waiting
+        pool.close()  # each connection lost leaves the pool (no scan of the live ones)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not pool.live:
+                break
+        assert not pool.live

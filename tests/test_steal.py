@@ -53,25 +53,34 @@ def test_what_is_flagged() -> None:
     assert not steal.noisy(None) and not steal.noisy(steal.NOISY) and steal.noisy(0.31)
     assert steal.percent(0.31) == "31 %" and steal.percent(None) == "-"
     assert steal.note(0.31) == ", CPU steal 31 %" and steal.note(0.01) == ""
+    kept = ClientCeiling(1000, [ClientRun(1000, True, 3.0, 0.2, 1, 0.3)])
+    assert "(p99 3.00 ms, the calibration's top; CPU steal up to 30 %: re-run when" in kept.summary
+    assert "CPU steal 30 %" in kept.runs[0].summary
+    assert "steal" not in ClientCeiling(1000, [ClientRun(1000, True, 3.0, 0.2)]).summary
 
 
-def test_the_sampler_tells_each_window_its_own_steal(tmp_path: Path) -> None:
-    """Readings every 10 ms while the counters move: a window sees the readings around it."""
+def test_the_sampler_tells_any_stretch_its_own_steal(tmp_path: Path) -> None:
+    """From the last reading at or before a stretch's start to the first at or after its end;
+    outside what was read, its ends. Where there is nothing to read, no figure."""
+    sampler = steal.Sampler(tmp_path / "unused")
+    ticks = [(10.0, 0, 100), (10.5, 0, 150), (11.0, 50, 250), (11.5, 50, 300)]
+    sampler.samples = [steal.Ticks(at, stolen, total) for at, stolen, total in ticks]
+    assert sampler.share(10.0, 10.5) == 0.0
+    assert sampler.share(10.5, 11.0) == 0.5
+    assert sampler.share(10.6, 10.9) == 0.5  # the readings around it
+    assert sampler.share(0, math.inf) == round(50 / 200, 4)
+    assert sampler.share(12.0, 13.0) == 0.0  # after the last reading: the last stretch read
+    nothing = steal.Sampler(tmp_path / "missing").start()
+    nothing.stop()
+    assert nothing.share(0, 1) is None and not nothing.samples
+
+
+def test_the_sampler_reads_until_stopped(tmp_path: Path) -> None:
     stat = tmp_path / "stat"
     proc_stat(stat, 0, 100)
     with steal.Sampler(stat, interval_s=0.01) as sampler:
         time.sleep(0.05)
-        proc_stat(stat, 0, 150)  # none of 50 ticks stolen
-        time.sleep(0.1)
-        middle = time.time()
-        proc_stat(stat, 50, 200)  # half of the next 100 ticks stolen
-        time.sleep(0.1)
-    assert sampler.share(sampler.samples[0].at, middle - 0.05) == 0.0
-    assert sampler.share(middle - 0.05, sampler.samples[-1].at) == 0.5
-    assert sampler.share(0, math.inf) == round(50 / 150, 4)  # outside what was read: its ends
-    nothing = steal.Sampler(tmp_path / "missing").start()
-    nothing.stop()
-    assert nothing.share(0, 1) is None and not nothing.samples
+    assert len(sampler.samples) >= 2 and sampler._thread is None  # a last reading at stop
 
 
 def test_a_window_with_high_steal_is_flagged_in_its_step() -> None:
@@ -108,7 +117,7 @@ def test_a_client_that_kept_up_with_no_rate_leaves_every_miss_unbounding() -> No
     assert "a looser --slo" in said
     header, rows = openloop_summary(record)
     assert rows[0][header.index("search stopped at")] == (
-        "2,000 req/s, but the client kept up with no calibration rate"
+        "2,000 req/s: missed, which bounds nothing (the client kept up with no calibration rate)"
     )
     plan = LoadPlan(runtimes=("onnx",))
     data = run_record(plan, served_record(0.99, 0.99).variants)
@@ -117,8 +126,8 @@ def test_a_client_that_kept_up_with_no_rate_leaves_every_miss_unbounding() -> No
     calibrated = ClientCeiling(500.0, [ClientRun(500, True, 3.0, 0.2)])
     kept = replace(record, client=calibrated)
     assert not calibrated.unmeasurable and rate_verdict(kept, B, A) is Verdict.HOLDS
-    failed = ClientCeiling(0.0, [], problem="LoadGen missing")
-    assert not failed.unmeasurable  # it did not run: the search keeps its rates
+    failed = ClientCeiling(0.0, record.client.runs, problem="the null server died")
+    assert not failed.unmeasurable  # it did not finish: the search keeps its rates
 
 
 def test_the_runs_table_shows_each_runs_steal_and_warns_above_the_limit() -> None:

@@ -151,6 +151,7 @@ class ConsoleListener:
                 f"{step.target!s:>20} c={step.concurrency:<3} w{step.repeat + 1}: "
                 f"{result.throughput_rps:8.1f} req/s  p50 {p.p50:.3f} ms  p99 {p.p99:.3f} ms  "
                 f"errors {result.errors}  accuracy {result.accuracy:.2%}"
+                + steal.note(result.cpu_steal)
                 + (f"  [yellow]{escape(result.failure_line)}[/]" if result.errors else "")
                 + "".join(f"  [yellow]{w}[/]" for w in result.warnings)
             )
