@@ -160,13 +160,7 @@ def openloop_tables(openloop: OpenLoopRecord) -> dict[str, Table]:
             f"the bound ({TIMEOUT_S:g} s if never answered): in a run with failures the high "
             "percentiles show that, not the answers' times"
         )
-    stolen = [p.cpu_steal for p in openloop.points if p.cpu_steal and steal.noisy(p.cpu_steal)]
-    if stolen:
-        every += (
-            f"; in {len(stolen)} of {len(openloop.points)} runs the hypervisor took over "
-            f"{steal.percent(steal.NOISY)} of the CPU (CPU steal, up to "
-            f"{steal.percent(max(stolen))}): those figures read slower and noisier than the "
-            f"machine is; {steal.ADVICE}"
-        )
+    if stolen := steal.warning([p.cpu_steal for p in openloop.points], "runs"):
+        every += f"; {stolen}"
     every += ")"
     return {best: openloop_summary(openloop), every: openloop_runs(openloop)}

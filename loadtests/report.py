@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtests import cost
+from loadtests import cost, steal
 from loadtests.analysis import (
     against_previous,
     load_levels,
@@ -122,6 +122,8 @@ def build_report(out_dir: Path) -> Report:
         all_tables.update([cost.cost_table(costed)])
     all_tables.update(tuned_tables(out_dir))
     warnings = sorted({w for step in record.steps for w in step.warnings})
+    if stolen := steal.warning([step.cpu_steal for step in record.steps], "windows"):
+        warnings.append(stolen)
     plan = record.plan
     title = "mnist-serve load test: " + " vs ".join(plan.variants)
     if not closed:

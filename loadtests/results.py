@@ -314,6 +314,24 @@ class RunRecord:
         """The steps without a single successful request."""
         return [s for s in self.steps if s.failed]
 
+    @property
+    def stalled_steps(self) -> list[StepResult]:
+        """The failed steps that are stalls: no request finished, none failed, while another
+        window of the same target at the same load served. A window of a second in which
+        nothing came back, amid windows that served, is the machine or the client stopping
+        for a moment (docs/benchmarks.md, section AC), not the model; the comparisons leave
+        its pair out, and the run does not fail for it."""
+        served = {(s.target, s.concurrency) for s in self.steps if not s.failed}
+        return [
+            s for s in self.failed_steps if s.requests == 0 and (s.target, s.concurrency) in served
+        ]
+
+    @property
+    def broken_steps(self) -> list[StepResult]:
+        """The failed steps that fail the run: every one but the stalls."""
+        stalled = self.stalled_steps
+        return [s for s in self.failed_steps if s not in stalled]
+
     def variant(self, name: str) -> ServedVariant | None:
         """What the server said of a variant, if it was served."""
         return next((v for v in self.variants if v.name == name), None)

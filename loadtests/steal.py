@@ -72,6 +72,19 @@ def note(stolen: float | None) -> str:
     return f", CPU steal {percent(stolen)}" if noisy(stolen) else ""
 
 
+def warning(shares: list[float | None], what: str) -> str:
+    """The report's warning over measurements with ``shares`` stolen ("" when none is over
+    :data:`NOISY`); ``what`` names them ("windows", "runs")."""
+    stolen = [share for share in shares if share is not None and noisy(share)]
+    if not stolen:
+        return ""
+    return (
+        f"in {len(stolen)} of {len(shares)} {what} the hypervisor took over {percent(NOISY)} of "
+        f"the CPU (CPU steal, up to {percent(max(stolen))}): those figures read slower and "
+        f"noisier than the machine is; {ADVICE}"
+    )
+
+
 class Sampler:
     """Reads ``/proc/stat`` every ``interval_s`` from :meth:`start` to :meth:`stop` (or over a
     ``with`` block), so that the steal of any stretch inside can be told after the fact: the

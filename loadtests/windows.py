@@ -299,21 +299,9 @@ def cut(
         relative = str(path.relative_to(out_dir))
         runtime = runtimes.get(step.model, "default")
         result = summarize(step, runtime, part, processes, relative, window_s=schedule.counted_s)
-        if sampler is not None:
+        if sampler is not None:  # the report warns of the windows over steal.NOISY
             start = float(samples["window_start"]) + index * schedule.window_s
             stolen = sampler.share(start + schedule.settle_s, start + schedule.window_s)
-            result = stolen_from(result, stolen)
+            result = replace(result, cpu_steal=stolen)
         results.append(result)
     return results
-
-
-def stolen_from(result: StepResult, stolen: float | None) -> StepResult:
-    """``result`` with the CPU steal read over its window, and a warning when it is high."""
-    warnings = list(result.warnings)
-    if steal.noisy(stolen):
-        warnings.append(
-            f"the hypervisor took over {steal.percent(steal.NOISY)} of the CPU in some windows "
-            f"(CPU steal): their figures read slower and noisier than the machine is; "
-            f"{steal.ADVICE}"
-        )
-    return replace(result, cpu_steal=stolen, warnings=warnings)

@@ -263,3 +263,22 @@ def test_drift_flags_a_repeat_off_its_siblings() -> None:
     assert [d.target for d in drift(failed)] == [a]  # no drift to speak of (it once divided by 0)
     one_failed = {(b, 8): level(b, [100.0, 0.0, 104.0])}  # a spread without bound, not 0 %
     assert math.isinf(drift(one_failed)[0].spread) and drift(one_failed)[0].flagged == [2]
+
+
+def test_a_lone_window_that_finished_nothing_is_a_stall_not_a_failed_run() -> None:
+    """A window in which no request finished and none failed, while the same model's other
+    windows at that load served, is a stall (the run does not fail for it); a window of
+    failures, or a model none of whose windows served, still fails the run."""
+    from tests.helpers import run_record, step_result
+
+    steps = [
+        step_result("original", 1, 0, 200.0),
+        step_result("original", 1, 1, 0.0, requests=0),  # a stall
+        step_result("depthwise", 1, 0, 0.0, requests=0),  # never served at this load
+        step_result("depthwise", 32, 0, 0.0, requests=50, errors=50),  # every request failed
+        step_result("depthwise", 32, 1, 300.0),
+    ]
+    record = run_record(LoadPlan(), steps=steps)
+    assert len(record.failed_steps) == 3
+    assert record.stalled_steps == [steps[1]]
+    assert record.broken_steps == [steps[2], steps[3]]

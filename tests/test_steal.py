@@ -16,8 +16,7 @@ from loadtests.openloop_results import ClientCeiling, ClientRun, OpenLoopRecord,
 from loadtests.openloop_tables import openloop_summary, openloop_tables
 from loadtests.rate_claims import rate_figure, rate_measured, rate_verdict
 from loadtests.results import LoadPlan
-from loadtests.windows import stolen_from
-from tests.helpers import run_record, step_result
+from tests.helpers import run_record
 from tests.test_claims import record as served_record
 from tests.test_client_ceiling import lag_run
 
@@ -83,12 +82,11 @@ def test_the_sampler_reads_until_stopped(tmp_path: Path) -> None:
     assert len(sampler.samples) >= 2 and sampler._thread is None  # a last reading at stop
 
 
-def test_a_window_with_high_steal_is_flagged_in_its_step() -> None:
-    step = step_result("original", 1, 0, 100.0)
-    flagged = stolen_from(step, 0.3)
-    assert flagged.cpu_steal == 0.3 and any("CPU steal" in w for w in flagged.warnings)
-    calm = stolen_from(step, 0.01)
-    assert calm.cpu_steal == 0.01 and calm.warnings == step.warnings
+def test_the_warning_counts_the_measurements_over_the_limit() -> None:
+    said = steal.warning([0.01, None, 0.2, 0.31], "windows")
+    assert said.startswith("in 2 of 4 windows the hypervisor took over 5 % of the CPU")
+    assert "(CPU steal, up to 31 %)" in said and steal.ADVICE in said
+    assert steal.warning([0.01, None], "runs") == "" and steal.warning([], "runs") == ""
 
 
 def unmeasurable_record() -> OpenLoopRecord:

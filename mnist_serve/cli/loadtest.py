@@ -108,12 +108,20 @@ def run_load_test(
     if announce:
         announce_report(out)
     record = outcome.closed
-    if record is not None and record.failed_steps:
+    if record is not None and record.stalled_steps:
+        first = record.stalled_steps[0]
+        console.print(
+            f"[yellow]{len(record.stalled_steps)} of {len(record.steps)} windows finished no "
+            f"request while the same model's other windows served (first: {first.target} at "
+            f"{first.concurrency} client(s), window {first.repeat + 1}): a stall of the machine "
+            "or the client, left out of the comparisons; see the report[/]"
+        )
+    if record is not None and record.broken_steps:
         # The report and the history are written; the command still says the run failed.
-        first = record.failed_steps[0]
+        first = record.broken_steps[0]
         load_test_failed(
             LoadTestError(
-                f"{len(record.failed_steps)} of {len(record.steps)} steps had no successful "
+                f"{len(record.broken_steps)} of {len(record.steps)} steps had no successful "
                 f"request (first: {first.target} at {first.concurrency} client(s), "
                 f"{first.failure_line}); see the report"
             )

@@ -92,6 +92,7 @@ class ConsoleListener:
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.verbose = verbose  # a line per window, not only per check
+        self.told_steal = False  # a window's CPU steal over steal.NOISY was said
 
     def service_starting(self, models: Path) -> None:
         """Say a service is being started."""
@@ -137,6 +138,13 @@ class ConsoleListener:
             )
             return
         self.progress.update(self.task, total=total, completed=index + 1)
+        if steal.noisy(result.cpu_steal) and not self.told_steal:
+            self.told_steal = True  # once a run: the report counts the windows
+            self.progress.console.print(
+                f"[yellow]CPU steal {steal.percent(result.cpu_steal)} in a window: the "
+                "hypervisor is giving this machine's CPU to someone else, so figures read "
+                f"slower and noisier than the machine is; {steal.ADVICE}[/]"
+            )
         if result.failed:
             self.progress.console.print(
                 f"{step.target!s:>20} c={step.concurrency:<3} w{step.repeat + 1}: [red]FAILED[/]: "
