@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from loadtests import steal
 from loadtests.analysis import Axis, Levels, Speedup
 from loadtests.claims import accuracy_difference
 from loadtests.decision import (
@@ -27,6 +28,7 @@ from loadtests.decision import (
 )
 from loadtests.labels import Label
 from loadtests.openloop_results import OpenLoopRecord
+from loadtests.rate_claims import rate_figure
 from loadtests.results import RunRecord
 from loadtests.stats import Interval
 
@@ -137,6 +139,22 @@ def score(
     return rate, throughput
 
 
+def unseparated(openloop: OpenLoopRecord, best: Label, others: Sequence[Label]) -> list[Label]:
+    """The ``others`` whose open-loop answer is not below ``best``'s: the lowest rate each
+    missed with the client keeping up is above the highest ``best`` met, or is unknown (it
+    missed only with the client late, or LoadGen could not decide there). Two lower bounds
+    (">= 212" against ">= 88") do not order two models."""
+    low = openloop.bracket(str(best.model))[0]
+    out = []
+    for other in others:
+        model = str(other.model)
+        if model not in openloop.max_rate:
+            continue
+        if openloop.bracket(model)[1] > low or openloop.undecided(model) is not None:
+            out.append(other)
+    return out
+
+
 def measurable(openloop: OpenLoopRecord | None) -> bool:
     """Whether an open loop was run and its rates can rank the models (its client kept up
     with some calibration rate: ``ClientCeiling.unmeasurable``)."""
@@ -161,15 +179,20 @@ def answer(
     ranked = sorted(targets, key=lambda t: score(record, levels, openloop, t), reverse=True)
     best = ranked[0]
     rate, throughput = score(record, levels, openloop, best)
-    tied = sum(score(record, levels, openloop, t)[0] == rate for t in targets) > 1
-    if openloop is not None and rate > 0 and not tied:
+    close = unseparated(openloop, best, ranked[1:]) if openloop is not None and rate > 0 else []
+    if close:  # the open loop cannot order these: the closed loop's throughput does
+        best = max([best, *close], key=lambda t: score(record, levels, None, t))
+        throughput = score(record, levels, None, best)[1]
+    if openloop is not None and rate > 0 and not close:
         why = f"the highest Poisson rate within {openloop.slo} ({rate:,.0f} req/s)"
     else:
         why = f"the highest throughput at {top} clients ({throughput:,.0f} req/s)"
-        if openloop is not None and rate > 0:
+        if openloop is not None and close:
+            leader, figure = ranked[0], rate_figure(openloop, str(ranked[0].model))
+            names = ", ".join(str(t) for t in close[:3]) + (" and more" if len(close) > 3 else "")
             why += (
-                f"; the open loop did not separate the models ({rate:,.0f} req/s within "
-                f"{openloop.slo} for several)"
+                f"; the open loop did not separate {leader} ({figure} req/s within "
+                f"{openloop.slo}) from {names}"
             )
         elif openloop is not None and not measurable(openloop):
             why += (
@@ -199,8 +222,36 @@ def answer(
         changes += flips(best, rival, items, top, margin)
     else:
         effect_text, cost = "", ""
+    if openloop is not None:
+        changes = disagreements(openloop, best, items, top, margin) + changes
     changes += undecided(record, items, margin)
     return Answer(best, why, effect_text, cost, changes, price)
+
+
+def disagreements(
+    openloop: OpenLoopRecord, best: Label, items: Sequence[Speedup], top: int, margin: float
+) -> list[str]:
+    """Where the closed loop at ``top`` clients decides a target faster than ``best`` while
+    the open loop did not put it below ``best``: the two loops' runs disagree (a busy or
+    shared machine), and the answer says so rather than hide it."""
+    out = []
+    for s in items:
+        if s.concurrency != top or best not in (s.candidate, s.baseline):
+            continue
+        other = s.baseline if s.candidate == best else s.candidate
+        ratio = s.throughput if s.candidate == other else s.throughput.inverse()
+        if decide(ratio, margin) is not Decision.FASTER:
+            continue
+        if measurable(openloop) and other not in unseparated(openloop, best, [other]):
+            continue  # the open loop put it below best: no disagreement to speak of
+        worst = max((p.cpu_steal or 0.0 for p in openloop.points), default=0.0)
+        out.append(
+            f"the runs disagree: at {top} clients {other} serves {ratio} the requests/s of "
+            f"{best}, and only the open loop's rates, which did not order them, put {best} "
+            "first; re-run on a quiet machine"
+            + (f" (CPU steal up to {steal.percent(worst)} here)" if steal.noisy(worst) else "")
+        )
+    return out
 
 
 def rival_of(
