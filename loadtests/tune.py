@@ -6,7 +6,8 @@ every max batch size is tried (the others at their defaults), the best is kept, 
 wait with it, then the intra-op threads, then the worker count. Each trial starts a service with
 that configuration serving the model alone, measures p50 at one client
 (:mod:`loadtests.closedloop`) and the highest Poisson rate within the SLO (:mod:`loadtests.slo`),
-and stops it. Best: the highest rate, then the lowest p50; the two best and the defaults are
+and stops it. Best: the highest rate, then the lowest p50 (also among rates the search did not
+separate: lower bounds order nothing); the two best and the defaults are
 measured once more and judged on their lower rate. A trial that would not fit in what is left of
 the budget is skipped and named; so are the grid's combinations the coordinate
 search never tries. The best configuration, if it met the SLO at some rate, is saved beside the
@@ -87,7 +88,7 @@ def tune_model(
     budget = TUNE_QUICK if quick else TUNE_FULL
     version = ModelRepository(models_dir).get(name.variant)
     bodies = slo.bodies(mnist, str(name))
-    tuning = ModelTuning(str(name), version.version)
+    tuning = ModelTuning(str(name), version.version, slo=target)
     deadline = time.monotonic() + budget_s
     estimate = START_S + budget.estimate_s
     current = DEFAULTS

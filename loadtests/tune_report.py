@@ -64,9 +64,17 @@ def verdict(tuning: ModelTuning) -> str:
             "was). Loosen the SLO or look at the service's log."
         )
     against = f" (defaults: {base.max_rate:,.0f} req/s, p50 {base.p50_ms:.3f} ms)" if base else ""
+    leader, close = tuning.contenders()
+    tie = (
+        f" The rate search did not separate {len(close) + 1} configurations (up to "
+        f"{leader.max_rate:,.0f} req/s; a rate met at the top, or missed only with the client "
+        "late, is a lower bound), so the lowest p50 at one client chose among them."
+        if leader is not None and close
+        else ""
+    )
     return (
         f"{tuning.model}: best {best.config}: {best.max_rate:,.0f} req/s within the SLO, p50 "
-        f"{best.p50_ms:.3f} ms at one client{against}; saved to {tuning.saved}."
+        f"{best.p50_ms:.3f} ms at one client{against}; saved to {tuning.saved}.{tie}"
     )
 
 

@@ -61,6 +61,7 @@ class ModelTuning:
     failed: list[str] = field(default_factory=list)  # candidates whose service failed, and why
     untried: int = 0  # grid combinations the coordinate search does not visit
     saved: str | None = None  # where the best was saved
+    slo: Slo | None = None  # the target, to tell a miss with the client late (older files: None)
 
     def pooled(self) -> list[Trial]:
         """One trial per configuration: one measured more than once counts at the lowest rate
@@ -85,13 +86,38 @@ class ModelTuning:
         """The best configuration, pooled, among those measured again to confirm (and the
         defaults) when any were: one measured once keeps a reading that may have been lucky,
         and would otherwise win over the confirmed, whose lower rate counts (None if none
-        ran)."""
+        ran). Among the rate's leader and the configurations its rate is not apart from
+        (:meth:`unseparated`), the lowest p50 at one client wins."""
+        leader, close = self.contenders()
+        if leader is None or not close:
+            return leader
+        return min([leader, *close], key=lambda t: math.inf if math.isnan(t.p50_ms) else t.p50_ms)
+
+    def contenders(self) -> tuple[Trial | None, list[Trial]]:
+        """The rate's leader among the eligible trials (see :attr:`best`), and those it is
+        not apart from."""
         pooled = self.pooled()
         # The defaults stay eligible, confirmed or not: keeping them is never a lucky change.
         eligible = [t for t in pooled if t.runs > 1 or t.config == DEFAULTS]
         if not any(t.runs > 1 for t in pooled):
             eligible = pooled
-        return max(eligible, key=Trial.key, default=None)
+        leader = max(eligible, key=Trial.key, default=None)
+        return leader, [] if leader is None else self.unseparated(leader, eligible)
+
+    def unseparated(self, leader: Trial, others: list[Trial]) -> list[Trial]:
+        """The ``others`` that met the SLO and whose rate search the leader's rate is not
+        apart from: the lowest rate each missed with the client keeping up lies above the
+        leader's, or there is none (it missed only with the client late). Two lower bounds
+        order nothing; p50 at one client then decides."""
+        if self.slo is None or not leader.met_slo:
+            return []
+        return [
+            t
+            for t in others
+            if t is not leader
+            and t.met_slo
+            and self.slo.upper_end(t.points, self.model) > leader.max_rate
+        ]
 
     @property
     def chosen(self) -> Trial | None:
