@@ -17,6 +17,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loadtests.decision import Stop
 from loadtests.probe import LoadTestError, check_target, read_layouts, served_engine
@@ -35,6 +36,9 @@ from loadtests.windows import WindowsError, run_windows
 from modelrepo.layout import ModelName
 
 __all__ = ["LoadTestError", "Target", "parse_duration", "run_plan", "target_service"]
+
+if TYPE_CHECKING:
+    from training.data import Mnist
 
 
 def parse_duration(text: str, minimum: int = 1) -> int:
@@ -119,10 +123,16 @@ def check_digits(mnist: str) -> None:
     """The digits Locust will send, readable (LoadTestError otherwise): read here once, before
     any Locust process, whose workers would otherwise each stop on it, and leave a master
     waiting for them."""
+    read_digits(mnist)
+
+
+def read_digits(mnist: str | None) -> Mnist:
+    """MNIST from ``mnist`` (or $MNIST_DATA), the digits the load tests send; LoadTestError
+    naming why if it cannot be read."""
     from training.data import DataError, load_mnist
 
     try:
-        load_mnist(mnist or None)
+        return load_mnist(mnist or None)
     except DataError as err:
         raise LoadTestError(f"the digits to send cannot be read: {err}") from err
 

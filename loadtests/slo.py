@@ -46,7 +46,7 @@ from loadtests.openloop_results import (
     Slo,
 )
 from loadtests.protocols import Protocol, encode
-from loadtests.runner import machine
+from loadtests.runner import machine, read_digits
 
 DIGITS = 256  # distinct test digits, LoadGen's query sample library
 WARMUP_S = 0.5  # sent before each run and not shown to LoadGen (connections, the batcher)
@@ -162,10 +162,9 @@ def under_ceiling(rates: Sequence[float], ceiling: float | None) -> list[float]:
 
 
 def bodies(mnist: str | None, model: str) -> list[bytes]:
-    """JSON bodies of real MNIST test digits for ``model`` (the same digits for every model)."""
-    from training.data import load_mnist
-
-    data = load_mnist(mnist or None)
+    """JSON bodies of real MNIST test digits for ``model`` (the same digits for every model);
+    LoadTestError if MNIST cannot be read."""
+    data = read_digits(mnist)
     picks = np.random.default_rng(0).choice(len(data.x_test), size=DIGITS, replace=False)
     return [encode(Protocol.NATIVE, "json", model, data.x_test[i]).body for i in picks]
 

@@ -291,3 +291,15 @@ def test_demo_prints_the_bottom_line_and_reports_both_loops(
         "original@savedmodel": 200,
         "depthwise@savedmodel": 200,
     }
+
+
+def test_unreadable_digits_end_the_open_loop_with_a_load_test_error(tmp_path: Path) -> None:
+    """The open loop's digits come from MNIST as the closed loop's do: an unreadable file is a
+    LoadTestError naming it (the CLI's "load test failed: ..."), not a traceback."""
+    from loadtests.runner import LoadTestError
+    from loadtests.slo import bodies
+
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not digits")
+    with pytest.raises(LoadTestError, match=r"the digits to send cannot be read: .*bad\.npz"):
+        bodies(str(bad), "depthwise@onnx")
