@@ -83,12 +83,15 @@ def tune_model(
     on_trial: Callable[[str, Trial | None, str], None] | None = None,
     mnist: str | None = None,
     ceiling: float | None = None,
+    unmeasurable: bool = False,
 ) -> ModelTuning:
-    """The coordinate search for one model, within ``budget_s``; saves the best beside it."""
+    """The coordinate search for one model, within ``budget_s``; saves the best beside it
+    (``unmeasurable``: the client kept up with no calibration rate, so no miss bounds a
+    trial's rate: :meth:`ModelTuning.unseparated`)."""
     budget = TUNE_QUICK if quick else TUNE_FULL
     version = ModelRepository(models_dir).get(name.variant)
     bodies = slo.bodies(mnist, str(name))
-    tuning = ModelTuning(str(name), version.version, slo=target)
+    tuning = ModelTuning(str(name), version.version, slo=target, unmeasurable=unmeasurable)
     deadline = time.monotonic() + budget_s
     estimate = START_S + budget.estimate_s
     current = DEFAULTS
@@ -188,11 +191,14 @@ def run_tune(
         bodies = slo.bodies(mnist, str(names[0]))
         client = client_ceiling.calibrate(target, bodies, folder, budget.min_requests, on_run)
     ceiling = client.limit if client is not None else None
+    unmeasurable = client is not None and client.unmeasurable
     done = []
     for index, name in enumerate(names):
         share = (budget_s - (time.monotonic() - begun)) / (len(names) - index)
         done.append(
-            tune_model(models_dir, name, target, share, out, quick, on_trial, mnist, ceiling)
+            tune_model(
+                models_dir, name, target, share, out, quick, on_trial, mnist, ceiling, unmeasurable
+            )
         )
     record = TuneRecord(
         created_at=started.isoformat(timespec="seconds"),

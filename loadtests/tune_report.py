@@ -40,6 +40,10 @@ def trials_table(tuning: ModelTuning) -> Table:
     return header, rows
 
 
+LOWER_BOUND = "a rate met at the top, or missed only with the client late, is a lower bound"
+UNBOUNDED = "the client kept up with no calibration rate, so no miss bounds a rate"
+
+
 def verdict(tuning: ModelTuning) -> str:
     """One model's outcome in a sentence."""
     best, base = tuning.best, tuning.at_defaults
@@ -67,8 +71,8 @@ def verdict(tuning: ModelTuning) -> str:
     leader, close = tuning.contenders()
     tie = (
         f" The rate search did not separate {len(close) + 1} configurations (up to "
-        f"{leader.max_rate:,.0f} req/s; a rate met at the top, or missed only with the client "
-        "late, is a lower bound), so the lowest p50 at one client chose among them."
+        f"{leader.max_rate:,.0f} req/s; {UNBOUNDED if tuning.unmeasurable else LOWER_BOUND}), so "
+        "the lowest p50 at one client chose among them."
         if leader is not None and close
         else ""
     )

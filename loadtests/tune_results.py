@@ -62,6 +62,7 @@ class ModelTuning:
     untried: int = 0  # grid combinations the coordinate search does not visit
     saved: str | None = None  # where the best was saved
     slo: Slo | None = None  # the target, to tell a miss with the client late (older files: None)
+    unmeasurable: bool = False  # the client kept up with no calibration rate: no miss bounds
 
     def pooled(self) -> list[Trial]:
         """One trial per configuration: one measured more than once counts at the lowest rate
@@ -106,18 +107,20 @@ class ModelTuning:
 
     def unseparated(self, leader: Trial, others: list[Trial]) -> list[Trial]:
         """The ``others`` that met the SLO and whose rate search the leader's rate is not
-        apart from: the lowest rate each missed with the client keeping up lies above the
-        leader's, or there is none (it missed only with the client late). Two lower bounds
-        order nothing; p50 at one client then decides."""
+        apart from: the lowest rate each missed with the client keeping up (:meth:`upper_end`)
+        lies above the leader's, or there is none (it missed only with the client late). Two
+        lower bounds order nothing; p50 at one client then decides."""
         if self.slo is None or not leader.met_slo:
             return []
-        return [
-            t
-            for t in others
-            if t is not leader
-            and t.met_slo
-            and self.slo.upper_end(t.points, self.model) > leader.max_rate
-        ]
+        low = leader.max_rate
+        return [t for t in others if t is not leader and t.met_slo and self.upper_end(t) > low]
+
+    def upper_end(self, trial: Trial) -> float:
+        """The lowest rate ``trial`` missed the SLO at with the client keeping up (infinity
+        if none, or if the client kept up with no calibration rate: ``unmeasurable``)."""
+        if self.slo is None or self.unmeasurable:
+            return math.inf
+        return self.slo.upper_end(trial.points, self.model)
 
     @property
     def chosen(self) -> Trial | None:

@@ -55,3 +55,23 @@ def test_a_configuration_that_met_nothing_is_not_a_contender() -> None:
     ]
     best = tuning.best
     assert best is not None and best.config == DEFAULTS
+
+
+def test_with_a_client_that_kept_up_with_no_rate_no_miss_separates_configurations() -> None:
+    """The calibration's client kept up with no rate: batch 64's 2,000 req/s is not apart from
+    the defaults' 1,600 however their misses went, so p50 at one client chooses, and the
+    verdict says why."""
+    batched = DEFAULTS.model_copy(update={"max_batch_size": 64})
+    tuning = ModelTuning("a@onnx", 1, slo=SLO)
+    tuning.trials = [
+        Trial(DEFAULTS, 1600, 0.4, 20, [point(1600, True, 0.1), point(2000, False, 0.1)]),
+        Trial(batched, 2000, 0.9, 20, [point(2000, True, 0.1), point(2400, False, 0.1)]),
+    ]
+    best = tuning.best
+    assert best is not None and best.config == batched
+    tuning.unmeasurable = True
+    best = tuning.best
+    assert best is not None and best.config == DEFAULTS
+    assert "the client kept up with no calibration rate, so no miss bounds a rate" in verdict(
+        tuning
+    )
