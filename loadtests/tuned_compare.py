@@ -19,6 +19,8 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
+from loadtests.analysis import load_levels, load_openloop, speedups
+from loadtests.answer import answer
 from loadtests.openloop_results import OpenLoopRecord
 from loadtests.results import RunRecord
 from loadtests.tables import Table
@@ -49,6 +51,7 @@ class TunedComparison:
     configs: dict[str, str]  # model -> its tuned configuration, or why it had none
     standings: list[Standing]
     repeats: int = 1  # closed-loop repeats per step in each run
+    answers: tuple[str, str] = ("", "")  # the model to deploy at the defaults, at their best
 
     @property
     def changed(self) -> list[Standing]:
@@ -56,13 +59,23 @@ class TunedComparison:
         return [s for s in self.standings if not s.same_leader]
 
     def verdict(self) -> str:
-        """Whether the answer differs from the one at the defaults, in a sentence."""
+        """Whether the answer differs from the one at the defaults, in a sentence or two: the
+        runs' answers (:mod:`loadtests.answer`), then the leader of each measure."""
+        deploy = ""
+        at_defaults, at_best = self.answers
+        if at_defaults and at_best:
+            deploy = (
+                f"At their best (--tuned) the answer is the same: deploy {at_best}. "
+                if at_defaults == at_best
+                else f"At their best (--tuned) the answer changes: deploy {at_best}, where at "
+                f"the defaults it was {at_defaults}. "
+            )
         if not self.standings:
-            return "At their best: nothing to compare."
+            return deploy + "Nothing else to compare."
         if not self.changed:
             leaders = sorted({s.tuned[0] for s in self.standings})
-            return (
-                "At their best (--tuned) the answer is the same as at the defaults: "
+            return deploy + (
+                "The leaders are those at the defaults: "
                 f"{', '.join(leaders)} lead(s) on every measure."
             )
         noise = (
@@ -71,7 +84,8 @@ class TunedComparison:
             else ""
         )
         return (
-            "At their best (--tuned) the answer differs from the defaults: "
+            deploy
+            + "The leader differs from the defaults': "
             + "; ".join(
                 f"{s.measure}: {s.defaults[0]} led at the defaults, {s.tuned[0]} at their best"
                 for s in self.changed
@@ -124,8 +138,10 @@ def compare(
     models_dir: Path,
     defaults: tuple[RunRecord | None, OpenLoopRecord | None],
     tuned: tuple[RunRecord | None, OpenLoopRecord | None],
+    answers: tuple[str, str] = ("", ""),
 ) -> TunedComparison:
-    """Rank the models by each measure in both runs."""
+    """Rank the models by each measure in both runs (``answers``: each run's, by
+    :func:`answer_in`)."""
     before: dict[str, list[str]] = {}
     after: dict[str, list[str]] = {}
     for (closed, openloop), into in ((defaults, before), (tuned, after)):
@@ -148,7 +164,15 @@ def compare(
         configs[model] = str(found) if found else "not tuned: the service's settings"
     standings = [Standing(k, before[k], after[k]) for k in after if k in before]
     repeats = tuned[0].plan.repeats if tuned[0] is not None else 1
-    return TunedComparison(configs, standings, repeats)
+    return TunedComparison(configs, standings, repeats, answers)
+
+
+def answer_in(folder: Path) -> str:
+    """The ``model@runtime`` the run in ``folder`` says to deploy ("" if it names none)."""
+    record, levels = load_levels(folder)
+    items = speedups(record, levels) if record.steps else []
+    found = answer(record, levels, items, load_openloop(folder))
+    return str(found.recommended) if found is not None else ""
 
 
 def tuned_lines(folder: Path) -> list[str]:

@@ -252,12 +252,20 @@ def test_loadtest_tuned_compares_the_models_at_their_best(
         gate.pick_runs(db, str(tuned.id), None)
     assert "small-stride2@onnx: batch 4, wait 2 ms" in output
     assert "small-stride3@onnx: not tuned" in output
-    verdict = re.search(r"At their best \(--tuned\) the answer (is the same|differs)", output)
+    said = (
+        r"At their best \(--tuned\) the answer (is the same|changes): deploy (small-stride\d@onnx)"
+    )
+    verdict = re.search(said, output)
     assert verdict is not None
     report = (out / "report.md").read_text()
     assert "## At their best (--tuned) vs at the defaults" in report
-    assert f"At their best (--tuned) the answer {verdict.group(1)}" in report
+    assert (
+        f"At their best (--tuned) the answer {verdict.group(1)}: deploy {verdict.group(2)}"
+        in report
+    )
     comparison = json.loads((out / "tuned-comparison.json").read_text())
+    assert comparison["answers"][1] == verdict.group(2)  # the tuned run's own answer
+    assert comparison["answers"][0] in ("small-stride2@onnx", "small-stride3@onnx")
     measures = [s["measure"] for s in comparison["standings"]]
     assert measures == [
         "throughput at 1 client(s)",

@@ -116,11 +116,14 @@ def test_tuned_comparison_says_whether_the_leader_changed(tmp_path: Path) -> Non
     same = TunedComparison(
         {"a": "x"}, [Standing("throughput at 32 client(s)", ["a", "b"], ["a", "b"])], 3
     )
-    assert "the answer is the same" in same.verdict() and not same.changed
+    assert "The leaders are those at the defaults" in same.verdict() and not same.changed
     moved = TunedComparison(
-        {"a": "x"}, [Standing("throughput at 32 client(s)", ["a", "b"], ["b", "a"])], 1
+        {"a": "x"}, [Standing("throughput at 32 client(s)", ["a", "b"], ["b", "a"])], 1, ("a", "b")
     )
-    assert "differs" in moved.verdict() and "b at their best" in moved.verdict()
+    assert moved.verdict().startswith(
+        "At their best (--tuned) the answer changes: deploy b, where at the defaults it was a."
+    )
+    assert "The leader differs" in moved.verdict() and "b at their best" in moved.verdict()
     assert "may be noise" in moved.verdict()  # one repeat
     moved.save(tmp_path)
     assert tuned_lines(tmp_path) == [moved.verdict()]

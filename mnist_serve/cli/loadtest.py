@@ -145,7 +145,7 @@ def run_tuned(
     import dataclasses
 
     from loadtests import history
-    from loadtests.tuned_compare import compare
+    from loadtests.tuned_compare import answer_in, compare
 
     console.print("[bold]1/2: at the service's defaults[/]")
     before = run_load_test(
@@ -167,7 +167,10 @@ def run_tuned(
     after = run_load_test(
         plan, out, None, models, grpc_url, sweep, closed, pricing, ("--tuned",), announce=False
     )
-    comparison = compare(models, (before.closed, before.openloop), (after.closed, after.openloop))
+    answers = (answer_in(out / "defaults"), answer_in(out))
+    comparison = compare(
+        models, (before.closed, before.openloop), (after.closed, after.openloop), answers
+    )
     comparison.save(out)
     for model, config in comparison.configs.items():
         console.print(f"  {model}: {config}")
