@@ -189,10 +189,25 @@ def on_init(environment: Environment, **_: Any) -> None:
 def on_test_start(environment: Environment, **_: Any) -> None:
     """Open the recording window after the warm-up. The master notes how many workers it
     must hear last from; a worker's reports are not its last until it stops again."""
-    RECORDER.start(environment.parsed_options.warmup if environment.parsed_options else 0.0)
+    options = environment.parsed_options
+    RECORDER.start(options.warmup if options else 0.0)
     RECORDER.final = False
     if isinstance(environment.runner, MasterRunner):
         RECORDER.workers_expected = environment.runner.worker_count
+    if options and options.schedule and not isinstance(environment.runner, WorkerRunner):
+        end = RECORDER.window_start + Schedule.load(Path(options.schedule)).end_s
+        gevent.spawn(quit_at, environment, end)
+
+
+def quit_at(environment: Environment, end: float) -> None:
+    """Quit the run at ``end`` (wall clock): when its schedule is over. Locust's --run-time
+    timer counts from the event loop's cached clock, which Locust's own start-up leaves 1-2 s
+    stale, so it fired that much early and cut the last window short (the runner's
+    --run-time is now only a safety net)."""
+    while (left := end - time.time()) > 0:
+        gevent.sleep(min(left, IDLE_S))
+    if environment.runner is not None:
+        environment.runner.quit()
 
 
 @events.report_to_master.add_listener

@@ -55,9 +55,14 @@ class Schedule:
         return self.window_s - self.settle_s
 
     @property
+    def end_s(self) -> float:
+        """When the run is over, from time zero: the windows and the tail."""
+        return len(self.windows) * self.window_s + TAIL_S
+
+    @property
     def seconds(self) -> float:
         """The Locust run's whole length: warm-up, windows and tail."""
-        return self.warmup_s + len(self.windows) * self.window_s + TAIL_S
+        return self.warmup_s + self.end_s
 
     def at(self, elapsed_s: float) -> tuple[int, int, bool]:
         """At ``elapsed_s`` from the end of the warm-up (negative during it): the target index

@@ -34,6 +34,9 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 GENERATOR_BUSY = 0.85
 # Locust's own start-up and shut-down, beyond the schedule's length (for time estimates).
 LOCUST_OVERHEAD_S = 3.0
+# --run-time beyond the schedule: its timer fires up to Locust's start-up time early
+# (loadtests/locustfile.py, quit_at), so it only stops a run whose own end did not come.
+RUN_TIME_MARGIN_S = 10.0
 
 
 class WindowsError(Exception):
@@ -183,8 +186,8 @@ def locust_command(
         str(users),
         "--spawn-rate",
         str(users),
-        "--run-time",
-        f"{math.ceil(seconds)}s",
+        "--run-time",  # a safety net: the Locust file quits when the schedule is over
+        f"{math.ceil(seconds + RUN_TIME_MARGIN_S)}s",
         "--stop-timeout",
         "10",
         "--mode",
