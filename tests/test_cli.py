@@ -342,6 +342,7 @@ def test_loadtest_tuned_calibrates_the_open_loops_ceiling_once_for_both_runs(
     monkeypatch.setattr(loadtest, "run_load_test", run)
     monkeypatch.setattr(loadtest, "announce_report", lambda out: None)
     monkeypatch.setattr(loadtests.tuned_compare, "compare", lambda *args: comparison)
+    monkeypatch.setattr(loadtests.tuned_compare, "answer_in", lambda folder: "")
     sweep = Sweep(rates=(100.0,), slo=Slo(99, 20), seconds=1, min_requests=10)
     loadtest.run_tuned(LoadPlan(), tmp_path, tmp_path, None, sweep, closed=False)
     assert [s.ceiling for s in sweeps] == ["auto", known]
