@@ -140,19 +140,9 @@ def score(
 
 
 def unseparated(openloop: OpenLoopRecord, best: Label, others: Sequence[Label]) -> list[Label]:
-    """The ``others`` whose open-loop answer is not below ``best``'s: the lowest rate each
-    missed with the client keeping up is above the highest ``best`` met, or is unknown (it
-    missed only with the client late, or LoadGen could not decide there). Two lower bounds
-    (">= 212" against ">= 88") do not order two models."""
-    low = openloop.bracket(str(best.model))[0]
-    out = []
-    for other in others:
-        model = str(other.model)
-        if model not in openloop.max_rate:
-            continue
-        if openloop.bracket(model)[1] > low or openloop.undecided(model) is not None:
-            out.append(other)
-    return out
+    """The ``others`` the open loop did not separate ``best`` from
+    (:meth:`OpenLoopRecord.ahead`)."""
+    return [o for o in others if not openloop.ahead(str(best.model), str(o.model))]
 
 
 def measurable(openloop: OpenLoopRecord | None) -> bool:

@@ -287,6 +287,15 @@ class OpenLoopRecord:
         missed only where the client itself lagged (or where it could not keep up)."""
         return math.isinf(self.bracket(model)[1])
 
+    def ahead(self, model: str, other: str) -> bool:
+        """Whether the search separated ``model`` above ``other``: ``other`` missed the SLO,
+        with the client keeping up and LoadGen decided, at or below the highest rate ``model``
+        met. Two lower bounds (">= 212" against ">= 88") order nothing."""
+        if other not in self.max_rate:
+            return True
+        missed = self.bracket(other)[1]
+        return missed <= self.bracket(model)[0] and self.undecided(other) is None
+
     def lagged_misses(self, model: str) -> list[RatePoint]:
         """``model``'s misses below its answer's upper end with the client late: not counted
         against it (:meth:`Slo.client_lagged`)."""

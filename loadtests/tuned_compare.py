@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import TypeAdapter
@@ -32,16 +32,37 @@ COMPARISON_FILE = "tuned-comparison.json"
 
 @dataclass(frozen=True)
 class Standing:
-    """The models ranked best first by one measure, at the defaults and at their best."""
+    """The models ranked best first by one measure, at the defaults and at their best;
+    ``close``: those the run at their best did not separate from its leader (the open loop's
+    brackets overlap: :meth:`OpenLoopRecord.ahead`; the closed loop's ranks are by means)."""
 
     measure: str
     defaults: list[str]
     tuned: list[str]
+    close: list[str] = field(default_factory=list)
 
     @property
     def same_leader(self) -> bool:
         """Whether the same model leads in both runs."""
         return self.defaults[:1] == self.tuned[:1]
+
+    @property
+    def apart(self) -> bool:
+        """Whether a new leader was separated from the old one at their best."""
+        return self.same_leader or self.defaults[0] not in self.close
+
+    def leader_column(self) -> str:
+        """The report's "same leader" cell."""
+        return "yes" if self.same_leader else "no" if self.apart else "no (not apart)"
+
+    def change(self) -> str:
+        """The change of leader, in words (for a standing whose leader differs)."""
+        said = (
+            f"{self.measure}: {self.defaults[0]} led at the defaults, {self.tuned[0]} at their best"
+        )
+        if not self.apart:
+            said += f" but not apart from {self.defaults[0]} (the search did not separate them)"
+        return said
 
 
 @dataclass
@@ -86,10 +107,7 @@ class TunedComparison:
         return (
             deploy
             + "The leader differs from the defaults': "
-            + "; ".join(
-                f"{s.measure}: {s.defaults[0]} led at the defaults, {s.tuned[0]} at their best"
-                for s in self.changed
-            )
+            + "; ".join(s.change() for s in self.changed)
             + noise
         )
 
@@ -134,6 +152,12 @@ def open_standings(record: OpenLoopRecord) -> dict[str, list[str]]:
     return {f"highest rate within {record.slo}": ranked}
 
 
+def close_to_leader(record: OpenLoopRecord, ranked: list[str]) -> list[str]:
+    """The models ``ranked`` (best first) that ``record``'s search did not separate from the
+    first: their brackets overlap (:meth:`OpenLoopRecord.ahead`)."""
+    return [m for m in ranked[1:] if not record.ahead(ranked[0], m)]
+
+
 def compare(
     models_dir: Path,
     defaults: tuple[RunRecord | None, OpenLoopRecord | None],
@@ -162,7 +186,12 @@ def compare(
             configs[model] = f"unreadable tuned.json: {err}"
             continue
         configs[model] = str(found) if found else "not tuned: the service's settings"
-    standings = [Standing(k, before[k], after[k]) for k in after if k in before]
+    close = (
+        {k: close_to_leader(openloop, ranked) for k, ranked in open_standings(openloop).items()}
+        if openloop is not None
+        else {}
+    )
+    standings = [Standing(k, before[k], after[k], close.get(k, [])) for k in after if k in before]
     repeats = tuned[0].plan.repeats if tuned[0] is not None else 1
     return TunedComparison(configs, standings, repeats, answers)
 
@@ -189,7 +218,7 @@ def tuned_tables(folder: Path) -> dict[str, Table]:
     standings = (
         ["measure", "at the defaults (best first)", "at their best", "same leader"],
         [
-            [s.measure, ", ".join(s.defaults), ", ".join(s.tuned), "yes" if s.same_leader else "no"]
+            [s.measure, ", ".join(s.defaults), ", ".join(s.tuned), s.leader_column()]
             for s in found.standings
         ],
     )

@@ -4,7 +4,6 @@ the studies table, the report listing, the --tuned comparison."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -278,48 +277,6 @@ def test_a_best_that_missed_the_slo_on_confirmation_is_neither_saved_nor_called_
     markdown, _, summary = write_tune_report(record, tmp_path)
     assert summary == "tune: a@onnx (none met the SLO)"
     assert "| best |" not in markdown.read_text()
-
-
-def test_standings_keep_protocols_apart_and_rank_a_failed_target_last(tmp_path: Path) -> None:
-    """Over two protocols, each target ranks on its own figures (they were once averaged per
-    model); a target whose every request failed has no p50 and comes last (its NaN once sorted
-    anywhere)."""
-    from dataclasses import replace
-
-    from loadtests.labels import Label
-    from loadtests.protocols import Protocol
-    from loadtests.results import LoadPlan, StepResult
-    from loadtests.tuned_compare import closed_standings, compare
-    from tests.helpers import run_record, step_result
-
-    def step(variant: str, protocol: Protocol, rps: float, p50: float) -> StepResult:
-        label = Label(variant, protocol=protocol, show_protocol=True)
-        plain = step_result(variant, 1, 0, rps, errors=100 if math.isnan(p50) else 0)
-        latency = replace(plain.latency_ms, p50=p50)
-        return replace(plain, target=label, protocol=protocol, latency_ms=latency)
-
-    native, tfserving = Protocol.NATIVE, Protocol.TFSERVING
-    steps = [
-        step("original", native, 100, 2.0),
-        step("depthwise", native, 150, 1.0),
-        step("original", tfserving, 300, 0.5),
-        step("depthwise", tfserving, 0, math.nan),
-    ]
-    plan = LoadPlan(concurrency=(1,), protocols=(native, tfserving))
-    found = closed_standings(run_record(plan, steps=steps))
-    assert found["p50 at 1 client(s)"] == [
-        "original via tfserving", "depthwise via native", "original via native",
-        "depthwise via tfserving",
-    ]  # fmt: skip
-    assert found["throughput at 1 client(s)"][:2] == [
-        "original via tfserving",
-        "depthwise via native",
-    ]
-    # The configurations are per model, once each (the target names once crashed the parse).
-    run = run_record(plan, steps=steps)
-    compared = compare(tmp_path, (run, None), (run, None))
-    assert list(compared.configs) == ["original", "depthwise"]
-    assert set(compared.configs.values()) == {"not tuned: the service's settings"}
 
 
 def test_tune_exits_1_when_no_model_got_a_configuration(
