@@ -49,7 +49,7 @@ class Standing:
     @property
     def apart(self) -> bool:
         """Whether a new leader was separated from the old one at their best."""
-        return self.same_leader or self.defaults[0] not in self.close
+        return self.same_leader or not self.defaults or self.defaults[0] not in self.close
 
     def leader_column(self) -> str:
         """The report's "same leader" cell."""
@@ -57,11 +57,11 @@ class Standing:
 
     def change(self) -> str:
         """The change of leader, in words (for a standing whose leader differs)."""
-        said = (
-            f"{self.measure}: {self.defaults[0]} led at the defaults, {self.tuned[0]} at their best"
-        )
+        before = self.defaults[0] if self.defaults else "no model"
+        after = self.tuned[0] if self.tuned else "no model"
+        said = f"{self.measure}: {before} led at the defaults, {after} at their best"
         if not self.apart:
-            said += f" but not apart from {self.defaults[0]} (the search did not separate them)"
+            said += f" but not apart from {before} (the search did not separate them)"
         return said
 
 
@@ -158,6 +158,13 @@ def close_to_leader(record: OpenLoopRecord, ranked: list[str]) -> list[str]:
     return [m for m in ranked[1:] if not record.ahead(ranked[0], m)]
 
 
+def standings_of(run: tuple[RunRecord | None, OpenLoopRecord | None]) -> dict[str, list[str]]:
+    """Every measure's ranking in one run (its closed loop, its open loop, either optional)."""
+    closed, openloop = run
+    out = closed_standings(closed) if closed is not None else {}
+    return out | (open_standings(openloop) if openloop is not None else {})
+
+
 def compare(
     models_dir: Path,
     defaults: tuple[RunRecord | None, OpenLoopRecord | None],
@@ -166,13 +173,7 @@ def compare(
 ) -> TunedComparison:
     """Rank the models by each measure in both runs (``answers``: each run's, by
     :func:`answer_in`)."""
-    before: dict[str, list[str]] = {}
-    after: dict[str, list[str]] = {}
-    for (closed, openloop), into in ((defaults, before), (tuned, after)):
-        if closed is not None:
-            into.update(closed_standings(closed))
-        if openloop is not None:
-            into.update(open_standings(openloop))
+    before, after = standings_of(defaults), standings_of(tuned)
     closed, openloop = tuned
     # The models themselves (the closed-loop rankings name targets: "m via tfserving").
     names = [s.target.model for s in closed.steps] if closed is not None else []
@@ -187,7 +188,7 @@ def compare(
             continue
         configs[model] = str(found) if found else "not tuned: the service's settings"
     close = (
-        {k: close_to_leader(openloop, ranked) for k, ranked in open_standings(openloop).items()}
+        {k: close_to_leader(openloop, after[k]) for k in open_standings(openloop)}
         if openloop is not None
         else {}
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from loadtests.openloop_results import ClientCeiling, ClientRun, OpenLoopRecord, RatePoint, Slo
 from loadtests.results import Percentiles
-from loadtests.tuned_compare import compare
+from loadtests.tuned_compare import Standing, compare
 
 
 def test_standings_keep_protocols_apart_and_rank_a_failed_target_last(tmp_path: Path) -> None:
@@ -86,3 +86,10 @@ def test_a_new_open_loop_leader_not_apart_from_the_old_is_said_to_be_so(tmp_path
     assert found.standings[0].close == []
     assert "b at their best" in found.verdict() and "not apart" not in found.verdict()
     assert found.standings[0].leader_column() == "no"
+
+
+def test_a_run_that_ranked_no_model_changes_the_leader_in_words() -> None:
+    """A run whose measure ranked nothing (its open loop measured no model) still reads."""
+    standing = Standing("highest rate within p99 <= 20 ms", [], ["b"])
+    assert not standing.same_leader and standing.apart and standing.leader_column() == "no"
+    assert standing.change().startswith("highest rate within p99 <= 20 ms: no model led")
