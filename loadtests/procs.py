@@ -34,6 +34,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def readyz(url: str, timeout_s: float = 5.0) -> httpx.Response | None:
+    """GET ``url``/readyz; None if no answer came within ``timeout_s``. A server starting with
+    several workers answers nothing until its first worker's loop runs: the connection waits in
+    the shared socket's backlog (a few seconds on a slow machine), so a wait must ask again."""
+    try:
+        return httpx.get(f"{url}/readyz", timeout=timeout_s)
+    except httpx.TimeoutException:
+        return None
+
+
 def port_taken(log: str) -> bool:
     """Whether a server's log says it could not bind its port."""
     return "cannot listen" in log or "address already in use" in log.lower()
@@ -85,12 +95,10 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
-            try:
-                status = httpx.get(f"{self.url}/readyz", timeout=5).status_code
-            except httpx.TimeoutException:  # a busy machine (the model loading): ask again
+            if (answer := readyz(self.url)) is None:  # still starting, or a busy machine
                 continue
-            seen.append(status)
-            if status == 200:
+            seen.append(answer.status_code)
+            if answer.status_code == 200:
                 return seen
             time.sleep(0.02)
         raise TimeoutError(f"not ready after {timeout} s: {self.log.read_text()[-3000:]}")

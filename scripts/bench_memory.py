@@ -23,7 +23,7 @@ import httpx
 from bench_service import REPO
 from overload_load import rss_mb
 
-from loadtests.procs import free_port, serve_command, wait_for_port
+from loadtests.procs import free_port, readyz, serve_command, wait_for_port
 from service.copies import HEAVY
 
 DESIGNS = {  # name: serve flags
@@ -50,7 +50,7 @@ def settled(url: str, workers: int, timeout_s: float = 180) -> dict[int, list[st
     """Wait for /readyz, then for every worker to report in process what its design runs
     there (a hybrid front end warms its copies after the server is ready, one by one)."""
     deadline = time.monotonic() + timeout_s
-    while (ready := httpx.get(f"{url}/readyz", timeout=5)).status_code != 200:
+    while (ready := readyz(url)) is None or ready.status_code != 200:
         if time.monotonic() > deadline:
             raise SystemExit(f"{url} never became ready")
         time.sleep(0.2)

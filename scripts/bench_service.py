@@ -31,10 +31,9 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import httpx
 import numpy as np
 
-from loadtests.procs import free_port, serve_command, wait_for_port
+from loadtests.procs import free_port, readyz, serve_command, wait_for_port
 from modelrepo.contract import INPUT_NAME, INPUT_SHAPE
 from modelrepo.layout import RUNTIME_NAMES, ModelRepository
 from modelrepo.runtimes import LoadOptions, load_runtime, median_call_ms
@@ -56,9 +55,9 @@ def server(command: list[str], port: int) -> Iterator[str]:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            status = httpx.get(f"{url}/readyz", timeout=5).status_code
-            if status in (200, 404):  # 404: a baseline without /readyz, ready once listening
-                break
+            answer = readyz(url)
+            if answer is not None and answer.status_code in (200, 404):
+                break  # 404: a baseline without /readyz, ready once listening
             time.sleep(0.2)
         yield url
     finally:

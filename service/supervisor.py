@@ -2,7 +2,9 @@
 
 ``serve --workers N`` (N > 1) runs this in the parent process. It opens the listening socket
 once (so a port in use fails here, at once) and starts N worker processes that all accept on
-it, each serving every protocol (HTTP on the shared socket, gRPC with SO_REUSEPORT). With the
+it, each serving every protocol (HTTP on the shared socket, gRPC with SO_REUSEPORT). A
+connection made before the first worker runs waits in the socket's backlog and is answered when
+it does (a few seconds on a slow machine, as under systemd's socket activation). With the
 hybrid and executor engines it also starts the executor (``service.executor``), which owns the
 models and the device; the workers are then front ends without TensorFlow (hybrid: with their
 own copies of the light models, ``service.copies``). With the replicas engine each worker
