@@ -44,6 +44,7 @@ from pathlib import Path
 import httpx
 from bench_service import floor_command, post_script, quiet_server, server, wrk
 
+from loadtests import steal
 from loadtests.procs import add_cpu_split, check_cpu_split, free_port
 from modelrepo.contract import INPUT_NAME, PIXELS
 from modelrepo.layout import ModelRepository
@@ -77,6 +78,12 @@ class Run:
     rps: float
     p50_ms: float
     errors: float  # non-2xx answers
+    socket_errors: float = 0.0  # wrk's connect, read, write errors and timeouts (2 s unanswered)
+    steal: float | None = None  # the CPU the hypervisor took during the run (loadtests.steal)
+
+    def label(self) -> str:
+        """The run, for a warning: "ours c=64 round 1"."""
+        return f"{self.server} c={self.concurrency} round {self.round}"
 
 
 def ours_name(engine: str) -> str:
@@ -132,6 +139,15 @@ def table(runs: list[Run]) -> str:
     errors = sum(r.errors for r in runs)
     if errors:
         lines.append(f"\nWarning: {errors:.0f} non-2xx answers in these runs.")
+    if failed := [r for r in runs if r.socket_errors]:
+        said = ", ".join(f"{r.label()} ({r.socket_errors:.0f})" for r in failed)
+        lines.append(
+            f"\nWarning: wrk's socket errors (timeouts: no answer in 2 s) in {said}: a stall "
+            "there, so its ratios are not the servers' own; re-run."
+        )
+    if noisy := [r for r in runs if steal.noisy(r.steal)]:
+        said = ", ".join(f"{r.label()} ({steal.percent(r.steal)})" for r in noisy)
+        lines.append(f"\nWarning: CPU steal over {steal.NOISY:.0%} in {said}: {steal.ADVICE}.")
     return "\n".join(lines)
 
 
@@ -222,12 +238,17 @@ def main() -> None:
         for level in levels:
             for round_ in range(1, ROUNDS + 1):
                 for name in order(round_, servers):
+                    before = steal.read()
                     got = wrk(urls[name], level, args.duration, script)
-                    run = Run(name, level, round_, got["rps"], got["p50"], got["errors"])
+                    run = Run(
+                        name, level, round_, got["rps"], got["p50"], got["errors"],
+                        got["socket_errors"], steal.share(before, steal.read()),
+                    )  # fmt: skip
                     runs.append(run)
                     print(
                         f"{name:6} c={level:<3} round {round_}: {run.rps:8.0f} req/s  "
-                        f"p50 {run.p50_ms:.3f} ms  errors {run.errors:.0f}",
+                        f"p50 {run.p50_ms:.3f} ms  errors {run.errors:.0f}  socket errors "
+                        f"{run.socket_errors:.0f}{steal.note(run.steal)}",
                         file=sys.stderr,
                         flush=True,
                     )

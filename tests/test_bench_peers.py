@@ -51,7 +51,7 @@ def test_table_shows_every_run_and_both_rounds_ratios(peers: ModuleType) -> None
     assert "| mosec | 1 | 500 | 1.010 | 400 | 1.010 |" in lines
     assert "| 1 | 2.00x | 3.00x | 0.50x | 0.80x |" in lines
     assert "| 32 | 0.50x | 0.80x | 0.25x | 0.50x |" in lines
-    assert "non-2xx" not in text
+    assert "non-2xx" not in text and "socket errors" not in text and "steal" not in text
 
 
 def test_table_warns_of_errors(peers: ModuleType) -> None:
@@ -62,3 +62,15 @@ def test_table_warns_of_errors(peers: ModuleType) -> None:
 def test_rounds_alternate_the_order(peers: ModuleType) -> None:
     assert peers.order(1) == ("mosec", "ours", "floor")
     assert peers.order(2) == ("floor", "ours", "mosec")
+
+
+def test_table_names_the_runs_a_stall_or_the_hypervisor_spoiled(peers: ModuleType) -> None:
+    """A run whose wrk timed out (a stall: 1,197 req/s at p50 10 ms, seen once) or that ran
+    while the hypervisor took the CPU is named, so its ratios are not taken for the servers'."""
+    stalled = peers.Run("ours", 32, 1, 1197, 10.5, 0.0, socket_errors=128, steal=0.01)
+    stolen = peers.Run("mosec", 1, 2, 400, 1.0, 0.0, steal=0.17)
+    figures = [r for r in runs(peers) if (r.server, r.concurrency, r.round) not in
+               {("ours", 32, 1), ("mosec", 1, 2)}] + [stalled, stolen]  # fmt: skip
+    text = peers.table(figures)
+    assert "socket errors (timeouts: no answer in 2 s) in ours c=32 round 1 (128)" in text
+    assert "CPU steal over 5% in mosec c=1 round 2 (17 %)" in text
