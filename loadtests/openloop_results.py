@@ -226,9 +226,11 @@ class RatePoint:
     slo_ms: float  # the SLO's percentile over every request, failures over the bound
     met: bool  # with LoadGen: its verdict is VALID
     lag_p99_ms: float  # how late the generator itself sent (send minus schedule)
-    runs: int = 1  # 2: the first run was not VALID and the second run's verdict stands
+    # 2: the first run was not VALID and the second run's verdict stands; 3: the first was
+    # INVALID, the second undecided, and the third (with the requests LoadGen asked for) stands
+    runs: int = 1
     loadgen: LoadGenVerdict | None = None  # None: measured by the asyncio generator
-    first: LoadGenVerdict | None = None  # with runs 2: LoadGen's verdict on the first run
+    first: LoadGenVerdict | None = None  # with runs 2 or 3: LoadGen's verdict on the first run
     # The CPU the hypervisor took during the run whose verdict stands (loadtests/steal.py)
     cpu_steal: float | None = None
 

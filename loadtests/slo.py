@@ -11,12 +11,14 @@ verdict decides each rate: VALID needs the percentile within the bound *and* its
 test passed. A rate not VALID is run once more and the second verdict stands: as it was when
 INVALID (one stall on a busy machine must not end a search), with as many requests as LoadGen
 asks for when undecided (the percentile met on too few requests); still undecided, it "needs N
-more requests" and does not count as met. A failed request counts as over the bound, so a
-server cannot meet the target by refusing work. When every rate tried is met, the search goes
-on upward by doubling (up to the ceiling: by default the client's own, calibrated at the start
-by :mod:`loadtests.client_ceiling`) so that the models are separated rather than tied at the top
-rate. Results go to ``openloop.json`` and LoadGen's logs to ``loadgen/`` in the run
-folder; :mod:`loadtests.report` renders them.
+more requests" and does not count as met. (An INVALID run followed by an undecided one, whose
+percentile met the bound on the minimum count, gets a third run with the count LoadGen asks
+for: the first was a stall, and the second only too short.) A failed request counts as over
+the bound, so a server cannot meet the target by refusing work. When every rate tried is met,
+the search goes on upward by doubling (up to the ceiling: by default the client's own,
+calibrated at the start by :mod:`loadtests.client_ceiling`) so that the models are separated
+rather than tied at the top rate. Results go to ``openloop.json`` and LoadGen's logs to
+``loadgen/`` in the run folder; :mod:`loadtests.report` renders them.
 
 Locust stays the closed-loop engine (its users wait for answers). The asyncio generator
 (:mod:`loadtests.openloop`) stays only where LoadGen cannot serve: ``scripts/bench_overload.py``,
@@ -71,8 +73,10 @@ def rate_point(
     slo: Slo,
     out_dir: Path,
     first: LoadGenRun | None = None,
+    runs: int = 0,
 ) -> RatePoint:
-    """One rate's point from LoadGen's run (``first``: the run before it, not VALID)."""
+    """One rate's point from LoadGen's run (``first``: the first run at this rate, not VALID;
+    ``runs``: how many ran, 0 for 1 without ``first`` and 2 with it)."""
     verdict = linked(run, out_dir)
     share_ok = run.ok / verdict.queries if verdict.queries else 0.0
     return RatePoint(
@@ -85,7 +89,7 @@ def rate_point(
         slo_ms=round(verdict.percentile_ms(slo.percentile), 3),
         met=verdict.valid,
         lag_p99_ms=run.sut_lag_p99_ms,
-        runs=1 if first is None else 2,
+        runs=runs or (1 if first is None else 2),
         loadgen=verdict,
         first=None if first is None else linked(first, out_dir),
         cpu_steal=run.cpu_steal,
@@ -185,6 +189,8 @@ def measure_rate(
     not end a search; a real limit fails twice; each VALID carries LoadGen's 99 % confidence,
     so two tries keep 98 %), an undecided one (the percentile met on too few requests) with
     the total LoadGen asks for, unless that is over MAX_RERUN_FACTOR times ``min_requests``.
+    A second run that is undecided after an INVALID first (the first a stall, the second met
+    the bound on too few requests) gets a third with the total LoadGen asks for, on the same cap.
     Without ``out_dir`` (explore, tune) the logs go to a temporary folder, removed after."""
     if out_dir is None:
         with tempfile.TemporaryDirectory(prefix="loadgen-") as scratch:
@@ -210,12 +216,17 @@ def measure_rate(
     first = run(min_requests, 1)
     if first.result.valid:
         return rate_point(model, rate, first, slo, root)
+    cap = MAX_RERUN_FACTOR * max(min_requests, 1)
     needed = first.result.queries + (first.result.needs_more or 0)
     if not first.result.undecided:  # INVALID: a real limit, or a stall on a busy machine
         needed = min_requests
-    elif needed > MAX_RERUN_FACTOR * max(min_requests, 1):
+    elif needed > cap:
         return rate_point(model, rate, first, slo, root)
-    return rate_point(model, rate, run(needed, 2), slo, root, first)
+    second = run(needed, 2)
+    more = second.result.queries + (second.result.needs_more or 0)
+    if not first.result.undecided and second.result.undecided and more <= cap:
+        return rate_point(model, rate, run(more, 3), slo, root, first, runs=3)
+    return rate_point(model, rate, second, slo, root, first)
 
 
 def run_sweep(

@@ -148,6 +148,19 @@ def test_a_rate_not_valid_is_run_once_more(monkeypatch: pytest.MonkeyPatch, tmp_
     point = measure()
     assert asked == [100] and point.runs == 1 and point.undecided
     assert point.verdict == "undecided: needs 1,000 more requests"
+    # A stall, then the bound met on too few requests (seen: "needs 1 more"): a third run.
+    queued[:] = [verdict(False, False, 100, 2000), verdict(False, True, 100, 1),
+                 verdict(True, True, 101, None)]  # fmt: skip
+    point = measure()
+    assert asked == [100, 100, 101] and point.met and point.runs == 3
+    assert point.first is not None and not point.first.undecided  # the INVALID one
+    assert (
+        point.loadgen is not None
+        and point.loadgen.summary == "loadgen/m-onnx-50-3/mlperf_log_summary.txt"
+    )
+    queued[:] = [verdict(False, False, 100, 2000), verdict(False, True, 100, 1000)]
+    point = measure()  # asking for over 10x the minimum: the second run stands
+    assert asked == [100, 100] and point.runs == 2 and point.undecided
 
 
 def test_searches_are_interleaved_in_alternating_order(

@@ -236,7 +236,7 @@ class ConsoleListener:
             f"{point.model:>22} {point.rate:8.1f}/s: {point.ok}/{point.requests} ok, "
             f"p50 {point.latency_ms.p50:.2f} p99 {point.latency_ms.p99:.2f} ms, "
             f"[{colour}]{point.verdict}[/]"
-            + (" (second run)" if point.runs > 1 else "")
+            + {1: "", 2: " (second run)"}.get(point.runs, f" (run {point.runs})")
             + steal.note(point.cpu_steal)
         )
 
