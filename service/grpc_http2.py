@@ -17,8 +17,8 @@ themselves are :mod:`service.grpc_server`'s. It speaks what gRPC clients use, an
   (RESOURCE_EXHAUSTED), and a path that names no unary method at its headers (UNIMPLEMENTED),
   each with a trailers-only answer and RST_STREAM, so the client stops sending at once.
 
-Our header blocks use only HPACK's static table and never-indexed literals, so the same
-pre-encoded bytes are right on every connection.
+The frames' bytes and constants, and the pre-encoded header blocks, are
+:mod:`service.http2_frames`'.
 """
 
 from __future__ import annotations
@@ -30,25 +30,15 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol, cast
 
 import grpc
-from hpack import Decoder, Encoder, HPACKError, NeverIndexedHeaderTuple
+from hpack import Decoder, HPACKError
+
+from service import http2_frames as h2
 
 log = logging.getLogger(__name__)
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
-WINDOW_UPDATE, CONTINUATION = 8, 9
-END_STREAM = ACK = 0x1
-END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
-NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
-STREAM_CLOSED, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x5, 0x7, 0x8, 0x9
-SET_INITIAL_WINDOW, SET_MAX_FRAME, SET_MAX_STREAMS = 0x4, 0x5, 0x3
-DEFAULT_WINDOW, DEFAULT_FRAME = 65_535, 16_384
-MAX_WINDOW = 2**31 - 1
 MAX_STREAMS = 128  # concurrent calls per connection (each may hold a message being read)
-MAX_DETAILS = 1024  # characters of a status message sent (it may echo what a client sent)
 MAX_HEADER_BLOCK = 64 * 1024  # a call's header block, encoded
 CONNECTION_TOP_UP = 2**30  # the connection's receive window, topped up when half is used
-HEAD = struct.Struct(">I")  # a frame's 24-bit length is the top of this, with the type
 
 
 class Calls(Protocol):
@@ -65,31 +55,6 @@ class Calls(Protocol):
     def call(self, connection: Connection, sid: int, stream: Stream) -> Coroutine[Any, Any, None]:
         """Run a whole request's call, answering with :meth:`Connection.answer`."""
         ...
-
-
-def _block(*headers: tuple[str, str]) -> bytes:
-    """A header block that leaves the client's HPACK table alone (static or never indexed),
-    so the same bytes are right on any connection at any time."""
-    return Encoder().encode([NeverIndexedHeaderTuple(k, v) for k, v in headers], huffman=False)
-
-
-RESPONSE_HEADERS = _block((":status", "200"), ("content-type", "application/grpc"))
-OK_TRAILERS = _block(("grpc-status", "0"))
-
-
-def status_block(code: grpc.StatusCode, details: str, trailers_only: bool) -> bytes:
-    """Trailers (or a whole trailers-only answer) carrying ``code`` and ``details``."""
-    head = [(":status", "200"), ("content-type", "application/grpc")] if trailers_only else []
-    text = "".join(  # at most ~3 KB: a header block must fit in one frame
-        chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}"
-        for b in details[:MAX_DETAILS].encode()
-    )
-    return _block(*head, ("grpc-status", str(code.value[0])), ("grpc-message", text))
-
-
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    """One HTTP/2 frame."""
-    return HEAD.pack(len(payload))[1:] + bytes((kind, flags)) + HEAD.pack(stream) + payload
 
 
 class Stream:
@@ -118,9 +83,9 @@ class Connection(asyncio.Protocol):
         self.decoder = Decoder()
         self.streams: dict[int, Stream] = {}
         self.headers_open: tuple[int, int, bytearray] | None = None  # stream, flags, block
-        self.send_window = DEFAULT_WINDOW  # the connection's, for what we send
-        self.stream_window = DEFAULT_WINDOW  # the client's initial window for each stream
-        self.frame_size = DEFAULT_FRAME  # the largest frame the client takes
+        self.send_window = h2.DEFAULT_WINDOW  # the connection's, for what we send
+        self.stream_window = h2.DEFAULT_WINDOW  # the client's initial window for each stream
+        self.frame_size = h2.DEFAULT_FRAME  # the largest frame the client takes
         self.received = 0  # DATA bytes since our last connection WINDOW_UPDATE
         self.last_stream = 0
         self.closing = False
@@ -128,11 +93,13 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is not one
         self.server.connections.add(self)
-        window = min(MAX_WINDOW, max(DEFAULT_WINDOW, self.server.max_message + 5))
-        settings = struct.pack(">HIHI", SET_MAX_STREAMS, MAX_STREAMS, SET_INITIAL_WINDOW, window)
+        window = min(h2.MAX_WINDOW, max(h2.DEFAULT_WINDOW, self.server.max_message + 5))
+        settings = struct.pack(
+            ">HIHI", h2.SET_MAX_STREAMS, MAX_STREAMS, h2.SET_INITIAL_WINDOW, window
+        )
         transport.write(
-            frame(SETTINGS, 0, 0, settings)
-            + frame(WINDOW_UPDATE, 0, 0, HEAD.pack(CONNECTION_TOP_UP))
+            h2.frame(h2.SETTINGS, 0, 0, settings)
+            + h2.frame(h2.WINDOW_UPDATE, 0, 0, h2.HEAD.pack(CONNECTION_TOP_UP))
         )
 
     def pause_writing(self) -> None:  # noqa: D102
@@ -153,30 +120,30 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:  # noqa: D102
         buffer = self.buffer + data if self.buffer else data
         if not self.preface:
-            if len(buffer) < len(PREFACE):
+            if len(buffer) < len(h2.PREFACE):
                 self.buffer = buffer
                 return
-            if not buffer.startswith(PREFACE):
-                self.fail(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+            if not buffer.startswith(h2.PREFACE):
+                self.fail(h2.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
                 return
-            buffer, self.preface = buffer[len(PREFACE) :], True
+            buffer, self.preface = buffer[len(h2.PREFACE) :], True
         out: list[bytes] = []
         start, size = 0, len(buffer)
         while size - start >= 9 and self.transport is not None:
-            length = HEAD.unpack_from(buffer, start)[0] >> 8
-            if length > DEFAULT_FRAME:
-                self.fail(FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+            length = h2.HEAD.unpack_from(buffer, start)[0] >> 8
+            if length > h2.DEFAULT_FRAME:
+                self.fail(h2.FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
                 return
             if size - start - 9 < length:
                 break
             kind, flags = buffer[start + 3], buffer[start + 4]
-            stream = HEAD.unpack_from(buffer, start + 5)[0] & MAX_WINDOW
+            stream = h2.HEAD.unpack_from(buffer, start + 5)[0] & h2.MAX_WINDOW
             payload = buffer[start + 9 : start + 9 + length]
             start += 9 + length
             try:
                 self.on_frame(kind, flags, stream, payload, out)
             except (struct.error, IndexError, ValueError) as err:  # a malformed frame
-                self.fail(FRAME_SIZE_ERROR, f"malformed frame of type {kind}: {err}")
+                self.fail(h2.FRAME_SIZE_ERROR, f"malformed frame of type {kind}: {err}")
         self.buffer = buffer[start:]
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
@@ -184,53 +151,55 @@ class Connection(asyncio.Protocol):
 
     def on_frame(self, kind: int, flags: int, sid: int, payload: bytes, out: list[bytes]) -> None:
         """Act on one frame; what it answers goes on ``out``."""
-        if self.headers_open is not None and (kind != CONTINUATION or sid != self.headers_open[0]):
-            self.fail(PROTOCOL_ERROR, "a header block was interrupted")
-        elif kind == DATA:
+        if self.headers_open is not None and (
+            kind != h2.CONTINUATION or sid != self.headers_open[0]
+        ):
+            self.fail(h2.PROTOCOL_ERROR, "a header block was interrupted")
+        elif kind == h2.DATA:
             self.on_data(flags, sid, payload, out)
-        elif kind == HEADERS:
-            if flags & PADDED:
+        elif kind == h2.HEADERS:
+            if flags & h2.PADDED:
                 payload = payload[1 : len(payload) - payload[0]] if payload else b""
-            if flags & PRIORITY_FLAG:
+            if flags & h2.PRIORITY_FLAG:
                 payload = payload[5:]
             self.headers_open = (sid, flags, bytearray(payload))
-            if flags & END_HEADERS:
+            if flags & h2.END_HEADERS:
                 self.on_headers(out)
-        elif kind == CONTINUATION:
+        elif kind == h2.CONTINUATION:
             if self.headers_open is None:
-                self.fail(PROTOCOL_ERROR, "CONTINUATION without HEADERS")
+                self.fail(h2.PROTOCOL_ERROR, "CONTINUATION without HEADERS")
                 return
             self.headers_open[2].extend(payload)
             if len(self.headers_open[2]) > MAX_HEADER_BLOCK:
-                self.fail(PROTOCOL_ERROR, "header block too large")
+                self.fail(h2.PROTOCOL_ERROR, "header block too large")
                 return
-            if flags & END_HEADERS:
+            if flags & h2.END_HEADERS:
                 self.on_headers(out)
-        elif kind == SETTINGS and not flags & ACK:
+        elif kind == h2.SETTINGS and not flags & h2.ACK:
             if len(payload) % 6:
                 raise ValueError("SETTINGS length is not a multiple of 6")
-            out.append(frame(SETTINGS, ACK, 0))
+            out.append(h2.frame(h2.SETTINGS, h2.ACK, 0))
             self.on_settings(payload, out)
-        elif kind == PING and not flags & ACK:
+        elif kind == h2.PING and not flags & h2.ACK:
             if len(payload) != 8:
                 raise ValueError("PING is not 8 bytes")
-            out.append(frame(PING, ACK, 0, payload))
-        elif kind == WINDOW_UPDATE:
+            out.append(h2.frame(h2.PING, h2.ACK, 0, payload))
+        elif kind == h2.WINDOW_UPDATE:
             if len(payload) != 4:
                 raise ValueError("WINDOW_UPDATE is not 4 bytes")
-            increment = HEAD.unpack(payload)[0] & MAX_WINDOW
+            increment = h2.HEAD.unpack(payload)[0] & h2.MAX_WINDOW
             if increment == 0:
-                self.fail(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+                self.fail(h2.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
             else:
                 self.on_window_update(sid, increment, out)
-        elif kind == RST_STREAM:
+        elif kind == h2.RST_STREAM:
             gone = self.streams.pop(sid, None)
             if gone is not None and gone.task is not None:
                 gone.task.cancel()  # the client left: its call is cancelled
-        elif kind == GOAWAY:
+        elif kind == h2.GOAWAY:
             self.closing = True  # closed once the calls in flight are answered
-        elif kind == PUSH_PROMISE:
-            self.fail(PROTOCOL_ERROR, "a client cannot push")
+        elif kind == h2.PUSH_PROMISE:
+            self.fail(h2.PROTOCOL_ERROR, "a client cannot push")
 
     def on_headers(self, out: list[bytes]) -> None:
         """A whole header block: a new call, or (ignored) request trailers."""
@@ -240,17 +209,17 @@ class Connection(asyncio.Protocol):
         try:
             headers = self.decoder.decode(bytes(block), raw=True)
         except HPACKError as err:
-            self.fail(COMPRESSION_ERROR, f"bad header block: {err}")
+            self.fail(h2.COMPRESSION_ERROR, f"bad header block: {err}")
             return
         stream = self.streams.get(sid)
         if stream is None:
             if sid % 2 == 0 or sid <= self.last_stream or self.closing:
                 if not self.closing:
-                    self.fail(PROTOCOL_ERROR, f"stream {sid} cannot be opened")
+                    self.fail(h2.PROTOCOL_ERROR, f"stream {sid} cannot be opened")
                 return
             self.last_stream = sid
             if len(self.streams) >= MAX_STREAMS:
-                out.append(frame(RST_STREAM, 0, sid, HEAD.pack(REFUSED_STREAM)))
+                out.append(h2.frame(h2.RST_STREAM, 0, sid, h2.HEAD.pack(h2.REFUSED_STREAM)))
                 return
             loop = asyncio.get_running_loop()
             stream = self.streams[sid] = Stream(self.stream_window, loop.time())
@@ -259,28 +228,28 @@ class Connection(asyncio.Protocol):
             if method is None:
                 path = stream.headers.get(b":path", b"").decode(errors="replace")
                 refusal = f"no unary method {path}"
-                self.refuse(sid, grpc.StatusCode.UNIMPLEMENTED, refusal, out, flags & END_STREAM)
+                self.refuse(sid, grpc.StatusCode.UNIMPLEMENTED, refusal, out, flags & h2.END_STREAM)
                 return
         elif stream.task is not None:  # the request was whole already
-            self.reset(sid, STREAM_CLOSED, out)
+            self.reset(sid, h2.STREAM_CLOSED, out)
             return
-        if flags & END_STREAM:
+        if flags & h2.END_STREAM:
             self.start_call(sid, stream)
 
     def on_data(self, flags: int, sid: int, payload: bytes, out: list[bytes]) -> None:
         """Message bytes for a call; at END_STREAM the call starts."""
         self.received += len(payload)
         if self.received >= CONNECTION_TOP_UP // 2:
-            out.append(frame(WINDOW_UPDATE, 0, 0, HEAD.pack(self.received)))
+            out.append(h2.frame(h2.WINDOW_UPDATE, 0, 0, h2.HEAD.pack(self.received)))
             self.received = 0
         stream = self.streams.get(sid)
         if stream is None or stream.task is not None:
             return  # a call already answered (or reset): its remaining bytes are dropped
-        if flags & PADDED:
+        if flags & h2.PADDED:
             payload = payload[1 : len(payload) - payload[0]] if payload else b""
         stream.body += payload
         if len(stream.body) >= 5:
-            declared = HEAD.unpack_from(stream.body, 1)[0]
+            declared = h2.HEAD.unpack_from(stream.body, 1)[0]
             limit = self.server.max_message
             if declared > limit:
                 refusal = f"message of {declared} bytes is over the limit of {limit}"
@@ -290,9 +259,9 @@ class Connection(asyncio.Protocol):
                 refusal = ""
             if refusal:
                 code = grpc.StatusCode.RESOURCE_EXHAUSTED
-                self.refuse(sid, code, refusal, out, flags & END_STREAM)
+                self.refuse(sid, code, refusal, out, flags & h2.END_STREAM)
                 return
-        if flags & END_STREAM:
+        if flags & h2.END_STREAM:
             self.start_call(sid, stream)
 
     def on_settings(self, payload: bytes, out: list[bytes]) -> None:
@@ -300,16 +269,16 @@ class Connection(asyncio.Protocol):
         a window that grew lets waiting answers go."""
         for offset in range(0, len(payload), 6):
             key, value = struct.unpack_from(">HI", payload, offset)
-            if key == SET_INITIAL_WINDOW:
-                if value > MAX_WINDOW:
-                    self.fail(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
+            if key == h2.SET_INITIAL_WINDOW:
+                if value > h2.MAX_WINDOW:
+                    self.fail(h2.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
                     return
                 delta, self.stream_window = value - self.stream_window, value
                 for stream in self.streams.values():
                     stream.window += delta
-            elif key == SET_MAX_FRAME:
-                if not DEFAULT_FRAME <= value < 2**24:
-                    self.fail(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
+            elif key == h2.SET_MAX_FRAME:
+                if not h2.DEFAULT_FRAME <= value < 2**24:
+                    self.fail(h2.PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
                     return
                 self.frame_size = value
         self.flush_waiting(out)
@@ -342,16 +311,23 @@ class Connection(asyncio.Protocol):
         stream = self.streams.pop(sid, None)
         if stream is not None and stream.task is not None:
             stream.task.cancel()
-        out.append(frame(HEADERS, END_HEADERS | END_STREAM, sid, status_block(code, details, True)))
+        out.append(
+            h2.frame(
+                h2.HEADERS,
+                h2.END_HEADERS | h2.END_STREAM,
+                sid,
+                h2.status_block(code, details, True),
+            )
+        )
         if not whole:
-            out.append(frame(RST_STREAM, 0, sid, HEAD.pack(NO_ERROR)))
+            out.append(h2.frame(h2.RST_STREAM, 0, sid, h2.HEAD.pack(h2.NO_ERROR)))
 
     def reset(self, sid: int, code: int, out: list[bytes]) -> None:
         """End a stream with RST_STREAM (a stream error), cancelling its call."""
         stream = self.streams.pop(sid, None)
         if stream is not None and stream.task is not None:
             stream.task.cancel()
-        out.append(frame(RST_STREAM, 0, sid, HEAD.pack(code)))
+        out.append(h2.frame(h2.RST_STREAM, 0, sid, h2.HEAD.pack(code)))
 
     def answer(self, sid: int, message: bytes | None, trailers: bytes) -> None:
         """Send a call's answer: headers, its message, trailers (or trailers only)."""
@@ -360,11 +336,11 @@ class Connection(asyncio.Protocol):
             return  # reset by the client, or the connection is gone
         if message is None:
             del self.streams[sid]
-            out = [frame(HEADERS, END_HEADERS | END_STREAM, sid, trailers)]
+            out = [h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, sid, trailers)]
         else:
-            stream.pending = b"\x00" + HEAD.pack(len(message)) + message
+            stream.pending = b"\x00" + h2.HEAD.pack(len(message)) + message
             stream.trailers = trailers
-            out = [frame(HEADERS, END_HEADERS, sid, RESPONSE_HEADERS)]
+            out = [h2.frame(h2.HEADERS, h2.END_HEADERS, sid, h2.RESPONSE_HEADERS)]
             self.flush(sid, stream, out)
         self.transport.write(b"".join(out))
         self.close_if_idle()
@@ -379,15 +355,15 @@ class Connection(asyncio.Protocol):
             chunk, stream.pending = stream.pending[:room], stream.pending[room:]
             self.send_window -= room
             stream.window -= room
-            out.append(frame(DATA, 0, sid, chunk))
-        out.append(frame(HEADERS, END_HEADERS | END_STREAM, sid, stream.trailers))
+            out.append(h2.frame(h2.DATA, 0, sid, chunk))
+        out.append(h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, sid, stream.trailers))
         self.streams.pop(sid, None)
 
     def goaway(self) -> None:
         """Refuse new calls (shutdown); close once the calls in flight are answered."""
         if self.transport is not None and not self.closing:
             self.closing = True
-            self.transport.write(frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, 0)))
+            self.transport.write(h2.frame(h2.GOAWAY, 0, 0, struct.pack(">II", self.last_stream, 0)))
         self.close_if_idle()
 
     def close_if_idle(self) -> None:
@@ -400,7 +376,9 @@ class Connection(asyncio.Protocol):
         log.info("gRPC connection closed: %s", reason)
         if self.transport is not None:
             self.transport.write(
-                frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, code) + reason.encode())
+                h2.frame(
+                    h2.GOAWAY, 0, 0, struct.pack(">II", self.last_stream, code) + reason.encode()
+                )
             )
             self.transport.close()
             self.transport = None

@@ -23,7 +23,8 @@ from typing import Any
 
 import grpc
 
-from service.grpc_http2 import HEAD, OK_TRAILERS, Connection, Stream, status_block
+from service.grpc_http2 import Connection, Stream
+from service.http2_frames import HEAD, OK_TRAILERS, status_block
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import pytest
 from hpack import Encoder
 from tritonclient.grpc import service_pb2 as pb
 
-from service import grpc_http2
+from service import grpc_http2, http2_frames
 from service.grpc_server import Context, GrpcServer, Method
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -296,7 +296,7 @@ def test_a_client_that_is_not_http2_is_sent_away(server: Any) -> None:
         received = b""
         while chunk := plain.recv(4096):
             received += chunk
-    assert bytes([grpc_http2.GOAWAY]) in received[:64]  # our SETTINGS, then GOAWAY, closed
+    assert bytes([http2_frames.GOAWAY]) in received[:64]  # our SETTINGS, then GOAWAY, closed
     assert call(target, INFER, pb.ModelInferRequest(id="fine")).id == "fine"
 
 
@@ -336,7 +336,7 @@ class RawClient:
     def __init__(self, target: str) -> None:
         host, port = target.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=5)
-        self.sock.sendall(grpc_http2.PREFACE + grpc_http2.frame(grpc_http2.SETTINGS, 0, 0))
+        self.sock.sendall(http2_frames.PREFACE + http2_frames.frame(http2_frames.SETTINGS, 0, 0))
         self.encoder = Encoder()
         self.buffer = b""
 
@@ -345,7 +345,7 @@ class RawClient:
             [(":method", "POST"), (":scheme", "http"), (":path", path),
              (":authority", "t"), ("content-type", "application/grpc")]
         )  # fmt: skip
-        return grpc_http2.frame(grpc_http2.HEADERS, flags, sid, block)
+        return http2_frames.frame(http2_frames.HEADERS, flags, sid, block)
 
     def frames(self, until: Callable[[int, int, bytes], bool]) -> list[tuple[int, int, bytes]]:
         """(type, stream, payload) of each frame the server sent, until ``until`` says so or
@@ -372,10 +372,10 @@ class RawClient:
 def test_a_malformed_frame_ends_only_its_connection(server: Any) -> None:
     target, _, _ = server
     client = RawClient(target)
-    client.sock.sendall(grpc_http2.frame(grpc_http2.WINDOW_UPDATE, 0, 0, b"\x00\x00\x01"))
-    seen = client.frames(lambda kind, sid, payload: kind == grpc_http2.GOAWAY)
-    goaway = [payload for kind, _, payload in seen if kind == grpc_http2.GOAWAY]
-    assert goaway and struct.unpack(">I", goaway[0][4:8])[0] == grpc_http2.FRAME_SIZE_ERROR
+    client.sock.sendall(http2_frames.frame(http2_frames.WINDOW_UPDATE, 0, 0, b"\x00\x00\x01"))
+    seen = client.frames(lambda kind, sid, payload: kind == http2_frames.GOAWAY)
+    goaway = [payload for kind, _, payload in seen if kind == http2_frames.GOAWAY]
+    assert goaway and struct.unpack(">I", goaway[0][4:8])[0] == http2_frames.FRAME_SIZE_ERROR
     assert client.frames(lambda *_: False) == []  # then closed
     assert call(target, INFER, pb.ModelInferRequest(id="ok")).id == "ok"
 
@@ -388,13 +388,13 @@ def test_a_request_ended_twice_runs_once(server: Any, handlers: Handlers) -> Non
     message = slow_request(2).SerializeToString()
     data = struct.pack(">BI", 0, len(message)) + message
     client.sock.sendall(
-        client.headers(1, SLOW, grpc_http2.END_HEADERS)
-        + grpc_http2.frame(grpc_http2.DATA, grpc_http2.END_STREAM, 1, data)
+        client.headers(1, SLOW, http2_frames.END_HEADERS)
+        + http2_frames.frame(http2_frames.DATA, http2_frames.END_STREAM, 1, data)
     )
     time.sleep(0.3)  # the handler runs
-    client.sock.sendall(client.headers(1, SLOW, grpc_http2.END_HEADERS | grpc_http2.END_STREAM))
-    seen = client.frames(lambda kind, sid, payload: kind == grpc_http2.RST_STREAM)
-    assert seen[-1] == (grpc_http2.RST_STREAM, 1, struct.pack(">I", grpc_http2.STREAM_CLOSED))
+    client.sock.sendall(client.headers(1, SLOW, http2_frames.END_HEADERS | http2_frames.END_STREAM))
+    seen = client.frames(lambda kind, sid, payload: kind == http2_frames.RST_STREAM)
+    assert seen[-1] == (http2_frames.RST_STREAM, 1, struct.pack(">I", http2_frames.STREAM_CLOSED))
     assert handlers.cancelled.wait(5)
     assert handlers.slow_calls == 1
     client.sock.close()
@@ -405,14 +405,14 @@ def test_streams_over_the_limit_are_refused(server: Any) -> None:
     client = RawClient(target)
     opened = [2 * i + 1 for i in range(grpc_http2.MAX_STREAMS + 1)]
     client.sock.sendall(
-        b"".join(client.headers(sid, INFER, grpc_http2.END_HEADERS) for sid in opened)
+        b"".join(client.headers(sid, INFER, http2_frames.END_HEADERS) for sid in opened)
     )
-    seen = client.frames(lambda kind, sid, payload: kind == grpc_http2.RST_STREAM)
-    refused = struct.pack(">I", grpc_http2.REFUSED_STREAM)
-    assert seen[-1] == (grpc_http2.RST_STREAM, opened[-1], refused)
+    seen = client.frames(lambda kind, sid, payload: kind == http2_frames.RST_STREAM)
+    refused = struct.pack(">I", http2_frames.REFUSED_STREAM)
+    assert seen[-1] == (http2_frames.RST_STREAM, opened[-1], refused)
     client.sock.close()
 
 
 def test_a_status_message_is_cut_to_fit_one_frame() -> None:
-    block = grpc_http2.status_block(grpc.StatusCode.NOT_FOUND, "é" * 100_000, True)
-    assert len(block) < grpc_http2.DEFAULT_FRAME
+    block = http2_frames.status_block(grpc.StatusCode.NOT_FOUND, "é" * 100_000, True)
+    assert len(block) < http2_frames.DEFAULT_FRAME
