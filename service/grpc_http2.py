@@ -17,8 +17,8 @@ themselves are :mod:`service.grpc_server`'s. It speaks what gRPC clients use, an
   (RESOURCE_EXHAUSTED), and a path that names no unary method at its headers (UNIMPLEMENTED),
   each with a trailers-only answer and RST_STREAM, so the client stops sending at once.
 
-The frames' bytes and constants, and the pre-encoded header blocks, are
-:mod:`service.http2_frames`'.
+The frames themselves (their constants, their bytes, the pre-encoded header blocks) live in
+:mod:`service.http2_frames`.
 """
 
 from __future__ import annotations
