@@ -149,13 +149,17 @@ def test_a_real_calibration_against_the_null_server(
 ) -> None:
     """Real LoadGen, our client, the null server in its own process: the client sustains at
     least the first rate (2,000 req/s was the slow machines' figure), and LoadGen's logs are
-    kept. The top is lowered to keep the test short."""
+    kept. The top is lowered to keep the test short. A stall of a shared machine may spoil the
+    first try at a rate (CI saw p99 13 ms with 7 % steal); as in the calibration itself, the
+    second try's verdict stands."""
     monkeypatch.setattr(client_ceiling, "TOP", 2000.0)
     found = client_ceiling.calibrate(SLO, [b'{"instances": [[0]]}'] * 8, tmp_path, 500)
     assert isinstance(found, ClientCeiling) and found.rate >= client_ceiling.START
-    first = found.runs[0]
-    assert first.rate == client_ceiling.START and first.valid and first.p99_ms <= SLO.limit_ms
-    assert first.cpu_steal is not None and 0 <= first.cpu_steal <= 1
+    at_start = [run for run in found.runs if run.rate == client_ceiling.START]
+    assert found.runs[0].rate == client_ceiling.START and 1 <= len(at_start) <= 2
+    decided = at_start[-1]
+    assert decided.valid and decided.p99_ms <= SLO.limit_ms
+    assert all(r.cpu_steal is not None and 0 <= r.cpu_steal <= 1 for r in found.runs)
     assert (tmp_path / "null-1000" / "mlperf_log_summary.txt").is_file()
 
 
