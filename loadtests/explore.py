@@ -53,6 +53,7 @@ class ExplorePlan:
     """What ``explore`` is asked to do."""
 
     family: str = "all"
+    chosen: tuple[str, ...] = ()  # some of the family's variants only; () for all of them
     models_dir: Path = Path("models")
     out: Path = Path("runs/explore")
     runtimes: tuple[str, ...] = RUNTIME_NAMES
@@ -68,15 +69,27 @@ class ExplorePlan:
             raise ValueError(f"unknown family {self.family!r}; known: {', '.join(FAMILIES)}")
         if not self.runtimes:
             raise ValueError("name at least one runtime")
+        family = [v.name for v in catalog.VARIANTS if self.family in ("all", v.family)]
+        if unknown := [v for v in self.chosen if v not in family]:
+            raise ValueError(
+                f"not in family {self.family!r}: {', '.join(unknown)}; its variants: "
+                + ", ".join(family)
+            )
 
     @property
     def budget(self) -> ExploreBudget:
         """The per-model measurement budget."""
         return QUICK if self.quick else FULL
 
+    @property
+    def label(self) -> str:
+        """The family, and the variants chosen of it if only some were: the report's title."""
+        return f"{self.family} ({', '.join(self.variants())})" if self.chosen else self.family
+
     def variants(self) -> list[str]:
-        """The family's variants, in catalogue order."""
-        return [v.name for v in catalog.VARIANTS if self.family in ("all", v.family)]
+        """The family's variants (those ``chosen``, if any), in catalogue order."""
+        family = [v.name for v in catalog.VARIANTS if self.family in ("all", v.family)]
+        return [v for v in family if not self.chosen or v in self.chosen]
 
 
 class ExploreListener(Protocol):
@@ -342,7 +355,7 @@ def run_explore(plan: ExplorePlan, console: Console, listener: ExploreListener) 
                 )
     record.save(plan.out)
     wanted = {item.model for item in todo} | set(kept)
-    report = write_explore_report(record, plan.out, wanted, plan.family)
+    report = write_explore_report(record, plan.out, wanted, plan.label)
     path = history.default_path(plan.out.parent)
     run_id = studies.store(path, plan.out, "explore", record.updated_at, report.summary)
     listener.finished(report, run_id)

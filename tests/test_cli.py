@@ -316,6 +316,16 @@ def test_explore_refuses_runtimes_none() -> None:
     assert result.exit_code == 2 and "name runtimes to measure" in result.output, result.output
 
 
+def test_explore_refuses_a_variant_outside_its_family(tmp_path: Path) -> None:
+    """At once, before anything is trained or served."""
+    args = ["explore", "--family", "seed", "--variants", "depthwise,small-k3-3"]
+    result = runner.invoke(app, [*args, "--models", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "not in family 'seed': small-k3-3" in result.output, (
+        result.output
+    )
+    assert not (tmp_path / "m").exists()
+
+
 def test_loadtest_tuned_calibrates_the_open_loops_ceiling_once_for_both_runs(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -112,13 +112,16 @@ def test_explore_resumes_and_again_re_measures(explored: Explored, mnist_path: P
     assert "training" not in resumed
     assert "converting small-stride4 version 1 to openvino" in resumed
     assert (version / "openvino" / "model.xml").is_file()
-    again = invoke([*args, "--again", "--runtimes", "onnx"], explored.env)
-    assert "served: 4 models" in again
+    chosen = ["small-stride2", "small-stride3", "small-stride5"]
+    again = invoke([*args, "--again", "--runtimes", "onnx", "--variants", ",".join(chosen)],
+                   explored.env)  # fmt: skip
+    assert "served: 3 models" in again
     after = {m.model: m.measured_at for m in ExploreRecord.load(explored.out).measurements}
     assert after.keys() == before.keys()
     changed = {m for m in after if after[m] != before[m]}
-    assert changed == {f"{v}@onnx" for v in STRIDES}  # re-measured; the others kept as they were
-    assert "(n=4)" in (explored.out / "explore.md").read_text()  # the report: what was asked
+    assert changed == {f"{v}@onnx" for v in chosen}  # re-measured; the others kept as they were
+    report = (explored.out / "explore.md").read_text()  # the report: what was asked
+    assert "(n=3)" in report and "explore: strides (" + ", ".join(chosen) + ")" in report
 
 
 def test_explore_cuts_its_ladder_at_the_clients_ceiling_calibrated_once_a_run(
@@ -145,10 +148,12 @@ def test_explore_cuts_its_ladder_at_the_clients_ceiling_calibrated_once_a_run(
         QUICK, calibrate=True)))  # fmt: skip
     out = tmp_path / "explore-ceiling"
     args = ["explore", "--family", "strides", "--quick", "--slo", SLO, "--runtimes", "onnx"]
+    args += ["--variants", "small-stride4"]  # one model: the ceiling is the run's, not a model's
     args += ["--models", str(explored.models), "--out", str(out), "--data", str(mnist_path)]
     output = invoke(args, explored.env)
     assert "The open loop's ceiling: 300 req/s" in output and calls == [1]
     record = ExploreRecord.load(out)
+    assert [m.model for m in record.measurements] == ["small-stride4@onnx"]
     assert record.client == ClientCeiling(300, [ClientRun(300, True, 1.0, 0.1)])
     for measured in record.measurements:
         assert {p.rate for p in measured.rate_points} <= {200, 300}, measured.model

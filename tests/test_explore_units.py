@@ -62,3 +62,18 @@ def test_with_a_client_that_kept_up_with_no_rate_no_miss_bounds_the_rate(
         "http://x", item, [b"{}"], QUICK, SLO, (0.1, 0.5), None, unmeasurable=True
     )
     assert (found.max_rate, found.first_missed) == (200, None)
+
+
+def test_variants_chosen_narrow_the_family_in_catalogue_order() -> None:
+    plan = explore.ExplorePlan(family="strides", chosen=("small-stride4", "small-stride2"))
+    assert plan.variants() == ["small-stride2", "small-stride4"]
+    assert plan.label == "strides (small-stride2, small-stride4)"
+    whole = explore.ExplorePlan(family="strides")
+    assert whole.variants() == [f"small-stride{n}" for n in (2, 3, 4, 5)]
+    assert whole.label == "strides"
+
+
+def test_a_variant_outside_the_family_is_refused_naming_the_familys() -> None:
+    with pytest.raises(ValueError, match="not in family 'strides': small-pool2, nope; its va"):
+        explore.ExplorePlan(family="strides", chosen=("small-stride2", "small-pool2", "nope"))
+    assert explore.ExplorePlan(family="all", chosen=("small-pool2",)).variants() == ["small-pool2"]

@@ -115,6 +115,13 @@ def explore(
         str,
         typer.Option(help="The family to explore: all, seed, kernels, strides, padding, pooling."),
     ] = "all",
+    variants: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated variants of the family to explore (train if missing, "
+            "measure, report), e.g. small-stride2,small-stride4. Default: all of them."
+        ),
+    ] = "",
     epochs: Annotated[
         int, typer.Option(min=1, help="Epochs for the variants trained because missing.")
     ] = 2,
@@ -164,6 +171,7 @@ def explore(
     try:
         plan = ExplorePlan(
             family=family,
+            chosen=tuple(dict.fromkeys(v.strip() for v in variants.split(",") if v.strip())),
             models_dir=models,
             out=out or runs_dir() / "explore",
             runtimes=parse_runtimes(runtimes) or ExplorePlan.runtimes,
