@@ -1,5 +1,6 @@
-"""A refused client's retry waits unread in its socket (service.protocol's hold), and the
-server-wide admission count survives a process killed in the middle of it (service.shared).
+"""A refused client's retry waits unread in its socket (service.protocol's hold); a whole plain
+POST is shed before the HTTP parser. (The server-wide admission count across processes:
+test_shared_admission.py.)
 
 The hold is tested on a real uvicorn server, in a thread, with the service's protocol and
 admission guard around a small ASGI app: ``/block`` holds its request until the test lets it
@@ -11,9 +12,7 @@ the server full.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 import socket
 import threading
 import time
@@ -29,7 +28,6 @@ from service import holds
 from service.admission import AdmissionGuard
 from service.protocol import GuardedHttpToolsProtocol, guarded_protocol, hold_refused
 from service.settings import Settings
-from service.shared import SharedInFlight, SharedState, spawn_context
 from tests.helpers import serve_in_thread
 
 OK = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
@@ -321,42 +319,6 @@ def test_a_post_is_counted_in_when_its_headers_are_parsed() -> None:
             connection.connection_lost(None)
         loop.run_until_complete(asyncio.sleep(0))
         loop.close()
-
-
-@pytest.mark.slow
-def test_the_admission_count_survives_a_process_killed_inside_it() -> None:
-    """A process SIGKILLed while entering and leaving as fast as it can leaves nothing locked:
-    the others still enter at once, and the supervisor's ``forget`` takes back its share."""
-    context = spawn_context()
-    state = SharedState(context, limit=4, processes=2, models=1)
-    child = context.Process(target=_enter_and_leave_for_ever, args=(state,))
-    child.start()
-    while state.pids()[0] == 0:
-        time.sleep(0.01)
-    time.sleep(0.3)
-    os.kill(child.pid or 0, signal.SIGKILL)
-    child.join(10)
-    entered = threading.Event()
-    ours = SharedInFlight(state, 1)
-
-    def enter() -> None:
-        if ours.try_enter():
-            entered.set()
-
-    worker = threading.Thread(target=enter, daemon=True)
-    worker.start()
-    assert entered.wait(2), "entering hung after a process was killed"
-    state.forget(0)
-    assert state.in_flight == 1
-    ours.leave()
-    assert state.in_flight == 0
-
-
-def _enter_and_leave_for_ever(state: SharedState) -> None:
-    state.set_pid(0, os.getpid())
-    while True:
-        if state.try_enter(0):
-            state.leave(0)
 
 
 def test_a_whole_plain_post_is_shed_without_parsing(
