@@ -73,10 +73,10 @@ def rate_point(
     slo: Slo,
     out_dir: Path,
     first: LoadGenRun | None = None,
-    runs: int = 0,
+    runs: int | None = None,
 ) -> RatePoint:
     """One rate's point from LoadGen's run (``first``: the first run at this rate, not VALID;
-    ``runs``: how many ran, 0 for 1 without ``first`` and 2 with it)."""
+    ``runs``: how many ran; by default 1 without ``first`` and 2 with it)."""
     verdict = linked(run, out_dir)
     share_ok = run.ok / verdict.queries if verdict.queries else 0.0
     return RatePoint(
@@ -89,7 +89,7 @@ def rate_point(
         slo_ms=round(verdict.percentile_ms(slo.percentile), 3),
         met=verdict.valid,
         lag_p99_ms=run.sut_lag_p99_ms,
-        runs=runs or (1 if first is None else 2),
+        runs=runs if runs is not None else (1 if first is None else 2),
         loadgen=verdict,
         first=None if first is None else linked(first, out_dir),
         cpu_steal=run.cpu_steal,

@@ -173,8 +173,10 @@ def compare(
 ) -> TunedComparison:
     """Rank the models by each measure in both runs (``answers``: each run's, by
     :func:`answer_in`)."""
-    before, after = standings_of(defaults), standings_of(tuned)
     closed, openloop = tuned
+    opened = open_standings(openloop) if openloop is not None else {}
+    before = standings_of(defaults)
+    after = (closed_standings(closed) if closed is not None else {}) | opened
     # The models themselves (the closed-loop rankings name targets: "m via tfserving").
     names = [s.target.model for s in closed.steps] if closed is not None else []
     names += [ModelName.parse(m) for m in openloop.models] if openloop is not None else []
@@ -187,11 +189,9 @@ def compare(
             configs[model] = f"unreadable tuned.json: {err}"
             continue
         configs[model] = str(found) if found else "not tuned: the service's settings"
-    close = (
-        {k: close_to_leader(openloop, after[k]) for k in open_standings(openloop)}
-        if openloop is not None
-        else {}
-    )
+    close = {}
+    if openloop is not None:  # who the open loop's search did not separate from its leader
+        close = {k: close_to_leader(openloop, after[k]) for k in opened}
     standings = [Standing(k, before[k], after[k], close.get(k, [])) for k in after if k in before]
     repeats = tuned[0].plan.repeats if tuned[0] is not None else 1
     return TunedComparison(configs, standings, repeats, answers)
