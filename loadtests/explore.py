@@ -48,6 +48,11 @@ QUICK_TRAIN_LIMIT = 2_000  # --quick trains on this many images: seconds a varia
 DEFAULT_SLO = Slo(99, 20)
 
 
+def family_variants(family: str) -> list[str]:
+    """A family's variants (every one for ``all``), in catalogue order."""
+    return [v.name for v in catalog.VARIANTS if family in ("all", v.family)]
+
+
 @dataclass(frozen=True)
 class ExplorePlan:
     """What ``explore`` is asked to do."""
@@ -69,7 +74,7 @@ class ExplorePlan:
             raise ValueError(f"unknown family {self.family!r}; known: {', '.join(FAMILIES)}")
         if not self.runtimes:
             raise ValueError("name at least one runtime")
-        family = [v.name for v in catalog.VARIANTS if self.family in ("all", v.family)]
+        family = family_variants(self.family)
         if unknown := [v for v in self.chosen if v not in family]:
             raise ValueError(
                 f"not in family {self.family!r}: {', '.join(unknown)}; its variants: "
@@ -88,8 +93,7 @@ class ExplorePlan:
 
     def variants(self) -> list[str]:
         """The family's variants (those ``chosen``, if any), in catalogue order."""
-        family = [v.name for v in catalog.VARIANTS if self.family in ("all", v.family)]
-        return [v for v in family if not self.chosen or v in self.chosen]
+        return [v for v in family_variants(self.family) if not self.chosen or v in self.chosen]
 
 
 class ExploreListener(Protocol):
