@@ -3,11 +3,11 @@
 Each run stores its plan, machine and versions (as JSON) and, per target and level, the
 throughput and latency of every repeat. Two runs are *comparable* when they tested the same
 models, protocols, levels and payloads on the same CPU, against a service started with the
-same options (:func:`comparable_key`): :func:`previous_comparable` finds the
-last such run for the report. This module stores and finds runs and reads their figures back
-(:func:`figures`, :func:`rates`); :mod:`loadtests.changes` sets two runs side by side, and
-``mnist-serve history check`` judges that comparison as a regression gate
-(:mod:`loadtests.gate`).
+same options and, with ``--tuned``, the same tuned configurations (:func:`comparable_key`):
+:func:`previous_comparable` finds the last such run for the report. This module stores and
+finds runs and reads their figures back (:func:`figures`, :func:`rates`);
+:mod:`loadtests.changes` sets two runs side by side, and ``mnist-serve history check`` judges
+that comparison as a regression gate (:mod:`loadtests.gate`).
 
 The file is ``history.sqlite`` beside the run folders (``runs/``) unless
 ``MNIST_SERVE_HISTORY`` (or ``--history``) names another.
@@ -19,7 +19,7 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -31,6 +31,7 @@ from loadtests.labels import Label
 from loadtests.openloop_results import OpenLoopRecord
 from loadtests.protocols import Protocol
 from loadtests.results import RESULTS_FILE, LoadPlan, Machine, RunRecord, StepResult
+from modelrepo.tuned import ServingConfig
 
 ENV_VAR = "MNIST_SERVE_HISTORY"
 # PRAGMA user_version of the file: 2 since the steps keep their target's parts in columns; 3
@@ -152,11 +153,17 @@ def stored_options(folder: Path, path: Path) -> list[str]:
     return []
 
 
-def comparable_key(plan: LoadPlan, machine: Machine, server_args: Sequence[str] = ()) -> str:
-    """What must match for two runs to compare: models, protocols, levels, payloads, CPU, and
-    the options of the service the run started (``--tuned``, ``--workers 1``...). A service at
-    its defaults adds nothing, so the keys of runs stored before the options counted still
-    match."""
+def comparable_key(
+    plan: LoadPlan,
+    machine: Machine,
+    server_args: Sequence[str] = (),
+    tuned: Mapping[str, ServingConfig] | None = None,
+) -> str:
+    """What must match for two runs to compare: models, protocols, levels, payloads, CPU, the
+    options of the service the run started (``--tuned``, ``--workers 1``...) and, with
+    ``--tuned``, the configurations it ran (``tuned``: a model tuned again no longer compares
+    with its run before as if only the code had changed). A service at its defaults adds
+    nothing, so the keys of runs stored before the options counted still match."""
     key: dict[str, object] = {
         "variants": list(plan.variants),
         "runtimes": list(plan.runtimes),
@@ -167,6 +174,8 @@ def comparable_key(plan: LoadPlan, machine: Machine, server_args: Sequence[str] 
     }
     if server_args:
         key["server"] = list(server_args)
+    if tuned:
+        key["tuned"] = {model: config.model_dump() for model, config in tuned.items()}
     return json.dumps(key, sort_keys=True)
 
 
@@ -177,20 +186,23 @@ def store(
     closed: RunRecord | None = None,
     openloop: OpenLoopRecord | None = None,
     server_args: Sequence[str] | None = None,
+    tuned: Mapping[str, ServingConfig] | None = None,
 ) -> int:
     """Add a run to the history: its closed-loop steps, its open-loop search, or both; its id.
-    ``server_args``: the options of the service it started (default: the closed-loop
-    record's)."""
+    ``server_args`` and ``tuned``: the options of the service it started and the tuned
+    configurations it ran (default: the closed-loop record's)."""
     found = closed or openloop
     if found is None or found.machine is None:
         raise ValueError("a run to store needs closed-loop results or an open-loop record")
     if server_args is None:
         server_args = closed.server_args if closed is not None else ()
+    if tuned is None:
+        tuned = closed.tuned if closed is not None else {}
     with connect(path) as db:
         row = (
             str(folder),
             found.created_at,
-            comparable_key(plan, found.machine, server_args),
+            comparable_key(plan, found.machine, server_args, tuned),
             json.dumps(asdict(plan)),
             json.dumps(asdict(found.machine)),
         )
@@ -310,7 +322,8 @@ def previous_comparable(path: Path, folder: Path, record: RunRecord) -> Run | No
         found = get(path, str(folder))
         this, key = found.id, found.comparable
     except KeyError:
-        this, key = None, comparable_key(record.plan, record.machine, record.server_args)
+        this = None
+        key = comparable_key(record.plan, record.machine, record.server_args, record.tuned)
     measured = kinds(path)
     earlier = [
         r

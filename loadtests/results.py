@@ -28,6 +28,7 @@ from loadtests.protocols import PROTOCOLS, Protocol
 from loadtests.shaping import TensorLayout
 from modelrepo.layout import ModelName, check_runtimes
 from modelrepo.metadata import SeedSummary
+from modelrepo.tuned import ServingConfig
 
 RESULTS_FILE = "results.json"
 # Bumped when a record's shape changes; an older file is refused with a clear message.
@@ -308,6 +309,8 @@ class RunRecord:
     stops: list[Stop] = field(default_factory=list)  # why each level's measurement ended
     # How each model was fed over each tensor protocol, from its metadata.
     layouts: list[ProtocolLayout] = field(default_factory=list)
+    # The tuned configurations a service started with --tuned ran, by variant@runtime.
+    tuned: dict[str, ServingConfig] = field(default_factory=dict)
 
     @property
     def failed_steps(self) -> list[StepResult]:

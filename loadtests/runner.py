@@ -34,6 +34,7 @@ from loadtests.results import (
 from loadtests.sequential import OnCheck, run_level
 from loadtests.windows import WindowsError, run_windows
 from modelrepo.layout import ModelName
+from modelrepo.tuned import ServingConfig, tuned_configs
 
 __all__ = ["LoadTestError", "Target", "parse_duration", "run_plan", "target_service"]
 
@@ -59,6 +60,17 @@ def runtime_of(model: str, served: list[ServedVariant]) -> str:
         return name.runtime
     entry = next((e for e in served if e.name == name.variant), None)
     return (entry.runtime if entry else None) or "default"
+
+
+def tuned_in_effect(
+    models_dir: Path | None, plan: LoadPlan, served: list[ServedVariant]
+) -> dict[str, ServingConfig]:
+    """The tuned configuration each of ``plan``'s models runs with on a service that applied
+    ``models_dir``'s (``serve --tuned``; None: one that did not), by the runtime answering it."""
+    if models_dir is None:
+        return {}
+    answering = [(ModelName.parse(m).variant, runtime_of(m, served)) for m in plan.models()]
+    return tuned_configs(models_dir, answering)
 
 
 def machine() -> Machine:
@@ -144,12 +156,15 @@ def run_plan(
     server_args: tuple[str, ...] = (),
     on_step: Callable[[Step, int, int, StepResult | None], None] | None = None,
     on_check: OnCheck | None = None,
+    tuned_from: Path | None = None,
 ) -> RunRecord:
     """Run ``plan`` against ``target``, level by level, each until its comparisons are settled
     (:mod:`loadtests.sequential`; kserve-grpc windows go to its gRPC address). Writes
     ``results.json`` into ``out_dir`` and returns the same record; ``server_args`` are recorded
-    as the options of a service started here. ``on_step`` hears of every window (``total``: the
-    windows expected so far), ``on_check`` of every check of the stopping rule."""
+    as the options of a service started here (``tuned_from``: the model repository whose
+    tuned configurations it applied, ``serve --tuned``). ``on_step`` hears of every window
+    (``total``: the windows expected so far), ``on_check`` of every check of the stopping
+    rule."""
     out_dir.mkdir(parents=True, exist_ok=True)
     served = check_target(target.url, plan, target.grpc_url)
     check_digits(plan.mnist)
@@ -196,6 +211,7 @@ def run_plan(
         engine=served_engine(target.url) if served else None,
         stops=stops,
         layouts=[ProtocolLayout(protocol, layout) for (_, protocol), layout in layouts.items()],
+        tuned=tuned_in_effect(tuned_from, plan, served),
     )
     record.save(out_dir)
     return record

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from loadtests.decision import Stop
     from loadtests.sequential import Estimate
     from modelrepo.layout import ModelRepository
+    from modelrepo.tuned import ServingConfig
 
 
 AUTO: Final = "auto"
@@ -152,7 +153,10 @@ def run_load_test(
     if url is None:
         listener.service_starting(models)
     grpc = WireProtocol.KSERVE_GRPC in plan.protocols
+    # A service started here with --tuned applies the models' tuned.json: recorded, and keyed.
+    tuned_from = models if url is None and "--tuned" in server_args else None
     record = openloop = None
+    tuned: dict[str, ServingConfig] = {}
     with (
         runner.target_service(url, grpc_url, models, out, server_args, grpc=grpc) as target,
         power.PowerMeter() as meter,  # over the loops, not the service's start-up
@@ -161,27 +165,41 @@ def run_load_test(
             listener.closed_loop_started(plan, target.url)
             try:
                 record = runner.run_plan(
-                    plan, out, target, server_args, listener.step, listener.level_checked
+                    plan,
+                    out,
+                    target,
+                    server_args,
+                    listener.step,
+                    listener.level_checked,
+                    tuned_from,
                 )
             finally:
                 listener.closed_loop_finished()
+            tuned = record.tuned
         else:
-            record_served(plan, out, target, server_args).save(out)
+            served = record_served(plan, out, target, server_args, tuned_from)
+            served.save(out)
+            tuned = served.tuned
         if sweep is not None:
             openloop = run_sweep(plan, sweep, out, target.url, listener)
     costed = cost.build(pricing or cost.Pricing(), record, openloop, meter.reading, meter.problem)
     costed.save(out)
     path = history_path or history.default_path(out.parent)
-    run_id = history.store(path, out, plan, record, openloop, server_args)
+    run_id = history.store(path, out, plan, record, openloop, server_args, tuned)
     listener.stored(run_id, path)
     return Outcome(out, run_id, path, record, openloop, costed)
 
 
 def record_served(
-    plan: LoadPlan, out: Path, target: runner.Target, server_args: tuple[str, ...]
+    plan: LoadPlan,
+    out: Path,
+    target: runner.Target,
+    server_args: tuple[str, ...],
+    tuned_from: Path | None = None,
 ) -> RunRecord:
     """``results.json`` of a run without closed-loop steps: the plan, the machine and what the
-    server serves (test accuracy, parameters, runtimes), for the report's sections."""
+    server serves (test accuracy, parameters, runtimes, tuned configurations), for the
+    report's sections."""
     served = runner.check_target(target.url, plan, target.grpc_url)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     return RunRecord(
@@ -196,6 +214,7 @@ def record_served(
         variants=served,
         steps=[],
         engine=runner.served_engine(target.url) if served else None,
+        tuned=runner.tuned_in_effect(tuned_from, plan, served),
     )
 
 

@@ -10,6 +10,7 @@ until it is tuned again (each entry records the version it was tuned on).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -88,6 +89,21 @@ def tuned_config(models_dir: Path, variant: str, runtime: str) -> ServingConfig 
     """The tuned configuration of ``variant@runtime``, or None."""
     entry = load_tuned(models_dir, variant).runtimes.get(runtime)
     return entry.config if entry else None
+
+
+def tuned_configs(models_dir: Path, models: Iterable[tuple[str, str]]) -> dict[str, ServingConfig]:
+    """The tuned configuration of each ``(variant, runtime)`` that has one, by
+    ``variant@runtime``: what a service started with ``--tuned`` runs them with (an unreadable
+    file is left out: ``serve --tuned`` refuses to start on one, naming it)."""
+    found = {}
+    for variant, runtime in models:
+        try:
+            config = tuned_config(models_dir, variant, runtime)
+        except TunedError:
+            continue
+        if config is not None:
+            found[f"{variant}@{runtime}"] = config
+    return found
 
 
 def save_tuned(models_dir: Path, variant: str, runtime: str, entry: TunedEntry) -> Path:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from loadtests import gate, history
 from loadtests.closedloop import run_closed_loop
 from loadtests.explore_results import ExploreRecord
+from loadtests.results import RunRecord
 from loadtests.slo import bodies
 from loadtests.studies import studies
 from mnist_serve.cli import app
@@ -255,6 +256,13 @@ def test_loadtest_tuned_compares_the_models_at_their_best(
     assert defaults.comparable != tuned.comparable
     with pytest.raises(gate.NothingToCompare):
         gate.pick_runs(db, str(tuned.id), None)
+    # The tuned run records (and is keyed by) what each model ran with: a model tuned again
+    # later makes a new run incomparable with this one.
+    ran = {
+        "small-stride2@onnx": load_tuned(explored.models, "small-stride2").runtimes["onnx"].config
+    }
+    assert RunRecord.load(out).tuned == ran and RunRecord.load(out / "defaults").tuned == {}
+    assert json.loads(tuned.comparable)["tuned"] == {m: c.model_dump() for m, c in ran.items()}
     assert "small-stride2@onnx: batch 4, wait 2 ms" in output
     assert "small-stride3@onnx: not tuned" in output
     said = (

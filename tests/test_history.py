@@ -202,6 +202,42 @@ def test_runs_against_differently_started_services_do_not_compare(tmp_path: Path
     assert history.get(db, str(searched_tuned)).comparable == history.get(db, "tuned").comparable
 
 
+def test_tuned_runs_compare_only_at_the_same_tuned_configurations(tmp_path: Path) -> None:
+    """Two runs against ``serve --tuned`` compare when their models ran the same tuned
+    configurations; a model tuned again in between makes the later run incomparable, not a
+    regression of the code; the key found from a record not yet stored holds them too."""
+    from dataclasses import replace
+
+    from loadtests import gate
+    from modelrepo.tuned import ServingConfig
+
+    db = tmp_path / "history.sqlite"
+    small = ServingConfig(max_batch_size=4, max_wait_ms=2, intra_op_threads=1, workers=1)
+    large = small.model_copy(update={"max_batch_size": 32})
+
+    def tuned_run(created: str, config: ServingConfig) -> RunRecord:
+        run = record(created, {1: [100, 101, 99]})
+        return replace(run, server_args=["--tuned"], tuned={"depthwise@savedmodel": config})
+
+    first, same, retuned = (
+        tuned_run("2026-11-20", small),
+        tuned_run("2026-11-21", small),
+        (tuned_run("2026-11-22", large)),
+    )
+    for name, run in (("first", first), ("same", same), ("retuned", retuned)):
+        history.store(db, tmp_path / name, run.plan, run)
+    assert json.loads(history.get(db, "first").comparable)["tuned"] == {
+        "depthwise@savedmodel": small.model_dump()
+    }
+    before, _ = gate.pick_runs(db, "same", None)
+    assert Path(before.folder).name == "first"
+    with pytest.raises(gate.NothingToCompare, match="same tuned configurations"):
+        gate.pick_runs(db, "retuned", None)
+    later = tuned_run("2026-11-23", small)  # not stored: its key comes from the record
+    found = history.previous_comparable(db, tmp_path / "later", later)
+    assert found is not None and Path(found.folder).name == "same"
+
+
 def test_a_tuned_run_stored_before_the_options_counted_is_rekeyed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -78,6 +78,29 @@ def test_model_settings_apply_only_with_tuned(tmp_path: Path) -> None:
     assert model_settings(tuned, litert) is tuned
 
 
+def test_a_run_records_the_configuration_each_model_was_answered_with(tmp_path: Path) -> None:
+    """By the runtime that answers it: a bare variant is its served default runtime's; a
+    model with no tuned configuration, or an unreadable file, records none; no repository
+    (a service not started with --tuned) records nothing."""
+    from loadtests.results import LoadPlan, ServedVariant
+    from loadtests.runner import tuned_in_effect
+
+    for variant in ("depthwise", "original", "broken"):
+        (tmp_path / variant).mkdir()
+    save_tuned(tmp_path, "depthwise", "onnx", entry())
+    save_tuned(tmp_path, "original", "litert", entry())
+    (tmp_path / "broken" / "tuned.json").write_text("{")
+    served = [ServedVariant("depthwise", runtime="onnx"), ServedVariant("original")]
+    bare = LoadPlan(variants=("depthwise", "original", "broken"))
+    assert tuned_in_effect(tmp_path, bare, served) == {"depthwise@onnx": CONFIG}
+    named = LoadPlan(variants=("original", "depthwise"), runtimes=("litert", "onnx"))
+    assert tuned_in_effect(tmp_path, named, served) == {
+        "original@litert": CONFIG,
+        "depthwise@onnx": CONFIG,
+    }
+    assert tuned_in_effect(None, named, served) == {}
+
+
 def test_studies_sit_beside_the_load_tests(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite"
     assert studies(path) == []
