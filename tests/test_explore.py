@@ -236,8 +236,9 @@ def test_the_page_lists_explore_and_tune_reports(tuned_server: Server) -> None:
 
 
 def test_loadtest_tuned_compares_the_models_at_their_best(
-    explored: Explored, mnist_path: Path
+    explored: Explored, tuned_server: Server, mnist_path: Path
 ) -> None:
+    """(``tuned_server`` saved small-stride2@onnx's tuned configuration.)"""
     out = explored.runs / "loadtest-tuned"
     output = invoke(
         ["loadtest", "--tuned", "--variants", "small-stride2,small-stride3", "--runtimes", "onnx",
