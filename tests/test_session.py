@@ -73,7 +73,13 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         yield Target(url or "http://127.0.0.1:1", None, started_here=url is None)
 
     def plan_run(
-        plan: LoadPlan, out: Path, target: Target, server_args: Any, on_step: Any, on_check: Any
+        plan: LoadPlan,
+        out: Path,
+        target: Target,
+        server_args: Any,
+        on_step: Any,
+        on_check: Any,
+        tuned_from: Path | None = None,
     ) -> RunRecord:
         steps = []
         for index, step in enumerate(plan.steps()):
