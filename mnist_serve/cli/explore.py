@@ -30,6 +30,7 @@ from mnist_serve.cli.options import (
     SloOption,
     check_data_path,
     console,
+    csv,
     parse_runtimes,
     runs_dir,
 )
@@ -171,7 +172,7 @@ def explore(
     try:
         plan = ExplorePlan(
             family=family,
-            chosen=tuple(dict.fromkeys(v.strip() for v in variants.split(",") if v.strip())),
+            chosen=tuple(dict.fromkeys(csv(variants, str))),
             models_dir=models,
             out=out or runs_dir() / "explore",
             runtimes=parse_runtimes(runtimes) or ExplorePlan.runtimes,
