@@ -94,7 +94,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="open-loop run per rate")
     parser.add_argument("--multiples", default="1,2,4", help="rates, in multiples of capacity")
     parser.add_argument(
-        "--storm", type=int, default=400, help="connections of the retry-storm run (wrk)"
+        "--storm",
+        type=int,
+        default=400,
+        help="connections of the retry-storm run (wrk); 0 skips it",
     )
     parser.add_argument("--data", type=Path, default=os.environ.get("MNIST_DATA"))
     parser.add_argument(
@@ -137,6 +140,8 @@ def main() -> None:
             f"--servers: unknown {', '.join(unknown) or '(none given)'}; choose from "
             f"{', '.join(SERVERS)}"
         )
+    if args.storm < 0:
+        parser.error(f"--storm: {args.storm} connections; 0 skips the retry storm")
     front = Front(args.front_limit, args.front_nice)
     if "nginx" not in servers and front != Front():
         parser.error("--front-limit and --front-nice apply only with --servers ...,nginx")
@@ -214,16 +219,17 @@ def main() -> None:
             reference = reference or capacity
             # A retry storm: wrk's connections resend at once after every answer, 503s
             # included, ignoring Retry-After; goodput is what the 200s keep of capacity.
-            storm, _ = wrk(url, args.storm, 5, script)
-            storms.append(
-                f"| {label} | {args.storm} | {storm:,.0f} | {storm / capacity:.0%} of "
-                f"{capacity:,.0f} | {storm / reference:.0%} of {reference:,.0f} |"
-            )
-            record["storms"].append(
-                {"server": label, "connections": args.storm, "goodput": storm, "capacity": capacity}
-                | {"reference": reference}
-                | ({"front": asdict(front)} if label == fronted else {})
-            )
+            if args.storm:
+                storm, _ = wrk(url, args.storm, 5, script)
+                storms.append(
+                    f"| {label} | {args.storm} | {storm:,.0f} | {storm / capacity:.0%} of "
+                    f"{capacity:,.0f} | {storm / reference:.0%} of {reference:,.0f} |"
+                )
+                record["storms"].append(
+                    {"server": label, "connections": args.storm, "goodput": storm}
+                    | {"capacity": capacity, "reference": reference}
+                    | ({"front": asdict(front)} if label == fronted else {})
+                )
             idle = rss_mb(server.process.pid)
             print(
                 f"\n{label}: c=1 p50 {c1_p50:.2f} ms, capacity {capacity:,.0f} req/s (c=32), "
@@ -254,13 +260,14 @@ def main() -> None:
     print("|---" * 11 + "|")
     for row in rows:
         print(row)
-    print(
-        "\n| server | retry-storm connections | goodput/s | of its own capacity (c=32) "
-        "| of the first server's |"
-    )
-    print("|---" * 5 + "|")
-    for row in storms:
-        print(row)
+    if storms:
+        print(
+            "\n| server | retry-storm connections | goodput/s | of its own capacity (c=32) "
+            "| of the first server's |"
+        )
+        print("|---" * 5 + "|")
+        for row in storms:
+            print(row)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2, default=str))

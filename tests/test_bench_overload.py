@@ -39,3 +39,9 @@ def test_front_flags_without_the_front_are_refused() -> None:
     done = run_script("bench_overload", "--servers", "defaults", "--front-nice", "-5", timeout=60)
     assert done.returncode == 2, done.stderr
     assert "apply only with --servers ...,nginx" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_negative_storm_is_refused_at_once() -> None:
+    done = run_script("bench_overload", "--storm", "-1", timeout=60)
+    assert done.returncode == 2 and "0 skips the retry storm" in done.stderr, done.stderr
