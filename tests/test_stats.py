@@ -1,3 +1,5 @@
+"""modelrepo.stats' Student t quantiles, incomplete beta and intervals against scipy's."""
+
 import math
 
 import pytest
