@@ -246,8 +246,8 @@ def pick_runs(path: Path, run: str | None, against: str | None) -> tuple[history
         raise NothingToCompare(
             f"no run before run {after.id} with the same plan (models, runtimes, protocols, "
             f"levels, payloads) on the same CPU, against a service started with the same "
-            f"options (and, with --tuned, the same tuned configurations), in {path}: nothing "
-            "to compare it with"
+            f"options (and, with --tuned, the same tuned configurations; with --url, one "
+            f"reporting the same engine), in {path}: nothing to compare it with"
         )
     return earlier[-1], after
 

@@ -3,7 +3,8 @@
 Each run stores its plan, machine and versions (as JSON) and, per target and level, the
 throughput and latency of every repeat. Two runs are *comparable* when they tested the same
 models, protocols, levels and payloads on the same CPU, against a service started with the
-same options and, with ``--tuned``, the same tuned configurations (:func:`comparable_key`):
+same options and, with ``--tuned``, the same tuned configurations, or (``--url``) one that
+reported the same engine (:mod:`loadtests.comparable`):
 :func:`previous_comparable` finds the last such run for the report. This module stores and
 finds runs and reads their figures back (:func:`figures`, :func:`rates`);
 :mod:`loadtests.changes` sets two runs side by side, and ``mnist-serve history check`` judges
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
+from loadtests.comparable import comparable_key, served_elsewhere
 from loadtests.labels import Label
 from loadtests.openloop_results import OpenLoopRecord
 from loadtests.protocols import Protocol
@@ -153,32 +155,6 @@ def stored_options(folder: Path, path: Path) -> list[str]:
     return []
 
 
-def comparable_key(
-    plan: LoadPlan,
-    machine: Machine,
-    server_args: Sequence[str] = (),
-    tuned: Mapping[str, ServingConfig] | None = None,
-) -> str:
-    """What must match for two runs to compare: models, protocols, levels, payloads, CPU, the
-    options of the service the run started (``--tuned``, ``--workers 1``...) and, with
-    ``--tuned``, the configurations it ran (``tuned``: a model tuned again no longer compares
-    with its run before as if only the code had changed). A service at its defaults adds
-    nothing, so the keys of runs stored before the options counted still match."""
-    key: dict[str, object] = {
-        "variants": list(plan.variants),
-        "runtimes": list(plan.runtimes),
-        "protocols": list(plan.protocols),
-        "concurrency": list(plan.concurrency),
-        "mode": plan.mode,
-        "cpu": machine.cpu,
-    }
-    if server_args:
-        key["server"] = list(server_args)
-    if tuned:
-        key["tuned"] = {model: config.model_dump() for model, config in tuned.items()}
-    return json.dumps(key, sort_keys=True)
-
-
 def store(
     path: Path,
     folder: Path,
@@ -187,10 +163,12 @@ def store(
     openloop: OpenLoopRecord | None = None,
     server_args: Sequence[str] | None = None,
     tuned: Mapping[str, ServingConfig] | None = None,
+    elsewhere: Mapping[str, object] | None = None,
 ) -> int:
     """Add a run to the history: its closed-loop steps, its open-loop search, or both; its id.
-    ``server_args`` and ``tuned``: the options of the service it started and the tuned
-    configurations it ran (default: the closed-loop record's)."""
+    ``server_args``, ``tuned`` and ``elsewhere``: the options of the service it started, the
+    tuned configurations it ran and how a service it did not start served (default: the
+    closed-loop record's)."""
     found = closed or openloop
     if found is None or found.machine is None:
         raise ValueError("a run to store needs closed-loop results or an open-loop record")
@@ -198,11 +176,13 @@ def store(
         server_args = closed.server_args if closed is not None else ()
     if tuned is None:
         tuned = closed.tuned if closed is not None else {}
+    if elsewhere is None:
+        elsewhere = served_elsewhere(closed)
     with connect(path) as db:
         row = (
             str(folder),
             found.created_at,
-            comparable_key(plan, found.machine, server_args, tuned),
+            comparable_key(plan, found.machine, server_args, tuned, elsewhere),
             json.dumps(asdict(plan)),
             json.dumps(asdict(found.machine)),
         )
@@ -323,7 +303,13 @@ def previous_comparable(path: Path, folder: Path, record: RunRecord) -> Run | No
         this, key = found.id, found.comparable
     except KeyError:
         this = None
-        key = comparable_key(record.plan, record.machine, record.server_args, record.tuned)
+        key = comparable_key(
+            record.plan,
+            record.machine,
+            record.server_args,
+            record.tuned,
+            served_elsewhere(record),
+        )
     measured = kinds(path)
     earlier = [
         r

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
-from loadtests import client_ceiling, cost, history, power, runner, slo
+from loadtests import client_ceiling, comparable, cost, history, power, runner, slo
 from loadtests.defaults import DEMO_WARMUP_S
 from loadtests.openloop_results import (
     OPENLOOP_FILE,
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from loadtests.decision import Stop
     from loadtests.sequential import Estimate
     from modelrepo.layout import ModelRepository
-    from modelrepo.tuned import ServingConfig
 
 
 AUTO: Final = "auto"
@@ -156,7 +155,6 @@ def run_load_test(
     # A service started here with --tuned applies the models' tuned.json: recorded, and keyed.
     tuned_from = models if url is None and "--tuned" in server_args else None
     record = openloop = None
-    tuned: dict[str, ServingConfig] = {}
     with (
         runner.target_service(url, grpc_url, models, out, server_args, grpc=grpc) as target,
         power.PowerMeter() as meter,  # over the loops, not the service's start-up
@@ -175,17 +173,17 @@ def run_load_test(
                 )
             finally:
                 listener.closed_loop_finished()
-            tuned = record.tuned
+            served = record
         else:
             served = record_served(plan, out, target, server_args, tuned_from)
             served.save(out)
-            tuned = served.tuned
         if sweep is not None:
             openloop = run_sweep(plan, sweep, out, target.url, listener)
     costed = cost.build(pricing or cost.Pricing(), record, openloop, meter.reading, meter.problem)
     costed.save(out)
     path = history_path or history.default_path(out.parent)
-    run_id = history.store(path, out, plan, record, openloop, server_args, tuned)
+    elsewhere = comparable.served_elsewhere(served)  # a --url service: how it said it served
+    run_id = history.store(path, out, plan, record, openloop, server_args, served.tuned, elsewhere)
     listener.stored(run_id, path)
     return Outcome(out, run_id, path, record, openloop, costed)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from loadtests import changes, history
+from loadtests import changes, comparable, history
 from loadtests.labels import Label
 from loadtests.openloop_results import OpenLoopRecord, RatePoint, Slo
 from loadtests.results import LoadPlan, Machine, Percentiles, RunRecord
@@ -147,7 +147,7 @@ def test_an_older_history_is_migrated_without_parsing_its_labels(tmp_path: Path)
         old.execute(
             "INSERT INTO runs VALUES (1, 'runs/a', '2026-11-20', ?, ?, ?)",
             (
-                history.comparable_key(run.plan, run.machine),
+                comparable.comparable_key(run.plan, run.machine),
                 json.dumps(asdict(run.plan)),
                 json.dumps(asdict(run.machine)),
             ),
@@ -177,7 +177,7 @@ def test_runs_against_differently_started_services_do_not_compare(tmp_path: Path
     again = record("2026-11-22", {1: [101, 99, 100]})
     for name, run in (("plain", plain), ("tuned", tuned), ("again", again)):
         history.store(db, tmp_path / name, run.plan, run)
-    assert history.comparable_key(plain.plan, plain.machine) == json.dumps(
+    assert comparable.comparable_key(plain.plan, plain.machine) == json.dumps(
         {
             "concurrency": [1],
             "cpu": "EPYC",
@@ -263,16 +263,62 @@ def test_a_tuned_run_stored_before_the_options_counted_is_rekeyed(
     (root / "runs" / "gone" / "results.json").unlink()
     written = root / "runs" / "older" / "results.json"
     written.write_text(json.dumps({**json.loads(written.read_text()), "schema": 1}))
-    old_key = history.comparable_key(plain.plan, plain.machine)
+    old_key = comparable.comparable_key(plain.plan, plain.machine)
     with sqlite3.connect(db) as before:  # as a version 2 file stored them
         before.execute("UPDATE runs SET comparable = ?", (old_key,))
         before.execute("PRAGMA user_version = 2")
     keys = {Path(r.folder).name: r.comparable for r in history.runs(db)}  # from tmp_path
     assert keys["plain"] == keys["gone"] == old_key
-    tuned_key = history.comparable_key(tuned.plan, tuned.machine, ["--tuned"])
+    tuned_key = comparable.comparable_key(tuned.plan, tuned.machine, ["--tuned"])
     assert keys["tuned"] == keys["older"] == tuned_key
     monkeypatch.chdir(root)
     assert history.previous_comparable(db, Path("runs/tuned"), tuned) is None
+
+
+def test_runs_against_a_url_compare_by_the_engine_the_service_reported(tmp_path: Path) -> None:
+    """A ``--url`` run's options are unknown: it compares with ``--url`` runs against a service
+    reporting the same engine, workers and in-flight limit, never with a run that started its
+    own service or with one against another engine (or a server that is not mnist-serve)."""
+    from dataclasses import replace
+
+    from loadtests.results import ServedEngine
+
+    db = tmp_path / "history.sqlite"
+    hybrid = ServedEngine("hybrid", 2, 128)
+    started = record("2026-11-20", {1: [100, 102, 98]})
+    runs = {
+        "started": started,
+        "url": replace(started, started_server=False, engine=hybrid),
+        "url-again": replace(started, started_server=False, engine=hybrid),
+        "one-worker": replace(started, started_server=False, engine=ServedEngine("single", 1, 128)),
+        "peer": replace(started, started_server=False, engine=None),
+        "peer-again": replace(started, started_server=False, engine=None),
+    }
+    for name, run in runs.items():
+        history.store(db, tmp_path / name, run.plan, run)
+    keys = {Path(r.folder).name: r.comparable for r in history.runs(db)}
+    assert keys["started"] == comparable.comparable_key(started.plan, started.machine)
+    assert keys["url"] == keys["url-again"] != keys["started"]
+    assert json.loads(keys["url"])["elsewhere"] == {
+        "engine": "hybrid",
+        "workers": 2,
+        "max_in_flight": 128,
+    }
+    assert keys["one-worker"] not in (keys["url"], keys["started"])
+    assert keys["peer"] == keys["peer-again"] not in (keys["url"], keys["started"])
+    found = history.previous_comparable(db, tmp_path / "url-again", runs["url-again"])
+    assert found is not None and Path(found.folder).name == "url"
+    assert history.previous_comparable(db, tmp_path / "one-worker", runs["one-worker"]) is None
+    # An open-loop-only run takes how the service said it served from its record.
+    alone = history.store(
+        db,
+        tmp_path / "open",
+        started.plan,
+        None,
+        searched(900),
+        elsewhere=comparable.served_elsewhere(runs["url"]),
+    )
+    assert history.get(db, str(alone)).comparable == keys["url"]
 
 
 def test_a_folder_name_that_several_runs_share_is_refused_and_their_history_found(
