@@ -50,8 +50,9 @@ def comparable_key(
 
 def served_elsewhere(record: RunRecord | None) -> dict[str, object]:
     """What the key holds of a service the run did not start (``--url``): the engine, workers
-    and in-flight limit it reported (``/engine``), or that it is not mnist-serve. Empty for a
-    service the run started (its options are in the key) or no record."""
+    and in-flight limit it reported (``/engine``), or that it reported none (a server that is
+    not mnist-serve). Empty for a service the run started (its options are in the key) or no
+    record."""
     if record is None or record.started_server:
         return {}
-    return asdict(record.engine) if record.engine is not None else {"engine": "not mnist-serve"}
+    return asdict(record.engine) if record.engine is not None else {"engine": "none reported"}
