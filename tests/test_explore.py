@@ -31,7 +31,9 @@ pytestmark = pytest.mark.slow
 STRIDES = [v.name for v in catalog.VARIANTS if v.family == "strides"]
 EVERY_MODEL = {f"{v}@{r}" for v in STRIDES for r in RUNTIME_NAMES}
 # Generous: the explore test checks shapes and the workflow, not this busy machine's speed.
-SLO = "p99=5000ms"
+# p90, not p99: LoadGen's early stopping needs 459 queries at a rate to decide a p99 (seconds
+# at QUICK's rates, over a minute for the 16 models), a p90 only 44, fewer than QUICK's 60.
+SLO = "p90=5000ms"
 
 
 @dataclass
@@ -71,7 +73,7 @@ def test_explore_trains_what_is_missing_and_measures_every_variant_on_every_runt
     for m in record.measurements:
         assert m.c1_latency_ms.p50 > 0 and m.c1_latency_ms.p99 >= m.c1_latency_ms.p50
         assert m.c32_rps > 0 and m.errors == 0 and m.requests > 0
-        assert m.max_rate > 0 and m.rate_points  # p99 <= 5 s: met at the first rate at least
+        assert m.max_rate > 0 and m.rate_points  # p90 <= 5 s: met at the first rate at least
         assert m.alone_b1_ms > 0 and m.alone_b32_ms > 0
         assert m.parameters > 0 and m.macs > 0 and 0 < m.test_accuracy <= 1
 
@@ -158,7 +160,7 @@ def test_explore_cuts_its_ladder_at_the_clients_ceiling_calibrated_once_a_run(
     assert record.client == ClientCeiling(300, [ClientRun(300, True, 1.0, 0.1)])
     for measured in record.measurements:
         assert {p.rate for p in measured.rate_points} <= {200, 300}, measured.model
-        assert measured.max_rate == 300, measured.model  # p99 <= 5 s: every rate met
+        assert measured.max_rate == 300, measured.model  # p90 <= 5 s: every rate met
     said = "The rate search went no higher than the client's ceiling (its rates cut there"
     assert said in (out / "explore.md").read_text()
     again = invoke([*args, "--again"], explored.env)
@@ -177,7 +179,7 @@ def test_tune_saves_the_best_configuration_and_says_what_it_skipped(
     )  # fmt: skip
     entry = load_tuned(explored.models, "small-stride5").runtimes["litert"]
     assert entry.config.max_batch_size in (1, 8, 16, 32, 64) and entry.max_rate > 0
-    assert entry.slo == "p99 <= 5000 ms" and entry.version == 1
+    assert entry.slo == "p90 <= 5000 ms" and entry.version == 1
     assert "skipped for the budget:" in output and "saved to" in output
     report = (out / "tune.md").read_text()
     assert "Skipped for the budget:" in report and "| best" in report.replace("|  ", "| ")
