@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from loadtests.analysis import Axis, Speedup
-from loadtests.results import RunRecord, ServedVariant
+from loadtests.described import ServedVariant
+from loadtests.results import RunRecord
 from modelrepo.contract import TEST_SIZE
 from modelrepo.metadata import SeedSummary
 from modelrepo.stats import t_quantile

@@ -4,7 +4,8 @@ Two runs compare (in the report's "previous comparable run", ``mnist-serve histo
 only when their keys match: the same models, protocols, levels and payloads on the same CPU,
 against a service started with the same options and, with ``--tuned``, the same tuned
 configurations; or, for a service the run did not start (``--url``), one that reported the same
-engine. :mod:`loadtests.history` stores and looks up runs by it.
+engine and the same batching for each model. :mod:`loadtests.history` stores and looks up runs
+by it.
 """
 
 from __future__ import annotations
@@ -50,9 +51,12 @@ def comparable_key(
 
 def served_elsewhere(record: RunRecord | None) -> dict[str, object]:
     """What the key holds of a service the run did not start (``--url``): the engine, workers
-    and in-flight limit it reported (``/engine``), or that it reported none (a server that is
-    not mnist-serve). Empty for a service the run started (its options are in the key) or no
-    record."""
+    and in-flight limit it reported (``/engine``) and how each model measured batched
+    (``/variants``), or that it reported none (a server that is not mnist-serve). Empty for a
+    service the run started (its options are in the key) or no record."""
     if record is None or record.started_server:
         return {}
-    return asdict(record.engine) if record.engine is not None else {"engine": "none reported"}
+    if record.engine is None:
+        return {"engine": "none reported"}
+    batching = {model: asdict(b) for model, b in record.batching().items()}
+    return asdict(record.engine) | ({"batching": batching} if batching else {})

@@ -15,8 +15,9 @@ from typing import assert_never
 
 import httpx
 
+from loadtests.described import ServedEngine, ServedVariant
 from loadtests.protocols import Protocol
-from loadtests.results import LoadPlan, ServedEngine, ServedVariant
+from loadtests.results import LoadPlan
 from loadtests.shaping import LayoutError, TensorLayout, fetch_layout
 
 

@@ -3,7 +3,7 @@ claims view read, as typed records saved and loaded here only.
 
 Every load test (``mnist-serve loadtest``, ``demo``) leaves ``results.json``: a
 :class:`RunRecord` holding the :class:`LoadPlan`, the :class:`Machine`, what the server said of
-each variant (:class:`ServedVariant`) and one :class:`StepResult` per measured window (none for
+itself (:mod:`loadtests.described`) and one :class:`StepResult` per measured window (none for
 an open-loop run alone). An open-loop sweep also leaves ``openloop.json``
 (:mod:`loadtests.openloop_results`). Both are dataclasses, validated by pydantic when loaded, so a
 missing or mistyped field fails with the field's name instead of a ``KeyError`` deep in the
@@ -23,11 +23,11 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from loadtests import defaults
 from loadtests.decision import Stop
+from loadtests.described import ServedBatching, ServedEngine, ServedVariant
 from loadtests.labels import Label, Step
 from loadtests.protocols import PROTOCOLS, Protocol
 from loadtests.shaping import TensorLayout
 from modelrepo.layout import ModelName, check_runtimes
-from modelrepo.metadata import SeedSummary
 from modelrepo.tuned import ServingConfig
 
 RESULTS_FILE = "results.json"
@@ -224,60 +224,6 @@ class Machine:
 
 
 @dataclass(frozen=True)
-class ServedRuntime:
-    """One runtime of a variant, as the server's ``/variants`` described it."""
-
-    runtime: str
-    model: str
-    state: str
-    device: str | None = None
-    batch1_ms: float | None = None
-    max_abs_diff: float | None = None
-
-
-@dataclass(frozen=True)
-class ServedVariant:
-    """A variant as the server described it: its training figures and runtimes. Against a
-    server other than mnist-serve only the name is known."""
-
-    name: str
-    version: int | None = None
-    runtime: str | None = None  # the default runtime: what the bare name means
-    device: str | None = None
-    parameters: int | None = None
-    macs: int | None = None
-    test_accuracy: float | None = None
-    epochs: int | None = None
-    epoch_seconds: list[float] | None = None
-    savedmodel_bytes: int | None = None
-    seeds: SeedSummary | None = None  # when trained with --seeds
-    runtimes: list[ServedRuntime] = field(default_factory=list)
-
-    @classmethod
-    def from_server(cls, entries: list[dict[str, Any]]) -> list[ServedVariant]:
-        """``/variants`` JSON as records (the seed summary lifted out of the metadata)."""
-        lifted = [
-            {**e, "seeds": e.get("seeds") or (e.get("metadata") or {}).get("seeds")}
-            for e in entries
-        ]
-        return TypeAdapter(list[ServedVariant]).validate_python(lifted)
-
-
-@dataclass(frozen=True)
-class ServedEngine:
-    """How the server under test served (mnist-serve's ``/engine``)."""
-
-    engine: str  # single, hybrid, executor or replicas
-    workers: int
-    max_in_flight: int
-
-    def __str__(self) -> str:
-        if self.engine == "single":
-            return "one process"
-        return f"{self.engine} engine, {self.workers} worker processes"
-
-
-@dataclass(frozen=True)
 class ProtocolLayout:
     """How a model's digits were shaped over one tensor protocol (from its metadata)."""
 
@@ -338,6 +284,19 @@ class RunRecord:
     def variant(self, name: str) -> ServedVariant | None:
         """What the server said of a variant, if it was served."""
         return next((v for v in self.variants if v.name == name), None)
+
+    def batching(self) -> dict[str, ServedBatching]:
+        """How each model measured batched, as its service said on ``/variants`` (a bare
+        variant: its default runtime's), by the name the plan addressed it by; a model the
+        service said nothing of (a version before it did, another server) is left out."""
+        found = {}
+        for name in self.plan.model_names():
+            variant = self.variant(name.variant)
+            runtime = name.runtime or (variant.runtime if variant else None)
+            for served in variant.runtimes if variant else []:
+                if served.runtime == runtime and served.batching is not None:
+                    found[str(name)] = served.batching
+        return found
 
     def save(self, folder: Path) -> Path:
         """Write ``results.json`` into ``folder``."""

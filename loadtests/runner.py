@@ -20,17 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loadtests.decision import Stop
+from loadtests.described import ServedVariant
 from loadtests.probe import LoadTestError, check_target, read_layouts, served_engine
 from loadtests.procs import run_server
-from loadtests.results import (
-    LoadPlan,
-    Machine,
-    ProtocolLayout,
-    RunRecord,
-    ServedVariant,
-    Step,
-    StepResult,
-)
+from loadtests.results import LoadPlan, Machine, ProtocolLayout, RunRecord, Step, StepResult
 from loadtests.sequential import OnCheck, run_level
 from loadtests.windows import WindowsError, run_windows
 from modelrepo.layout import ModelName

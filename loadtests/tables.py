@@ -194,6 +194,10 @@ def tables(
             ["server options", " ".join(record.server_args) or "defaults"],
             ["serving engine", str(record.engine) if record.engine else "not reported"],
             [
+                "batching, as served",
+                "; ".join(f"{m}: {b}" for m, b in record.batching().items()) or "not reported",
+            ],
+            [
                 "tensors (from each model's metadata)",
                 "; ".join(map(str, record.layouts)) or "-",
             ],

@@ -227,6 +227,7 @@ def variant_info(served: ServedVariant) -> VariantInfo:
             cpu_only=m.cpu_only,
             reason=m.reason,
             batch1_ms=m.batch1_ms,
+            batching=m.batching,
             max_abs_diff=_max_abs_diff(served.metadata.conversion(m.runtime_name)),
         )
         for m in served.runtimes.values()

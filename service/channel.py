@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from modelrepo.contract import CLASSES, INPUT_SHAPE, PIXELS
+from service.schemas import Batching
 
 HELLO, STATES, REQUEST, ANSWER = b"H", b"S", b"R", b"A"
 CONTROL, CONTROL_DONE = b"C", b"D"  # a front end's load/unload for the executor, and its answer
@@ -58,6 +59,7 @@ class ModelState:
     refused: dict[str, str] = field(default_factory=dict)  # the variant's refused versions
     index: int = 0  # what requests address it by (stable for the executor's life)
     newest: bool = True  # the variant's newest version served (else an older one, latest:N)
+    batching: Batching | None = None  # how it batches, once loaded
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def hello_frame(hello: Hello) -> bytes:
 
 def states_frame(states: list[ModelState]) -> bytes:
     """The executor's STATES: every model, in index order."""
-    return frame(STATES, [asdict(s) for s in states])
+    return frame(STATES, [{**asdict(s), "batching": _dump(s.batching)} for s in states])
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,15 @@ def read_hello(payload: bytes) -> Hello:
 
 def read_states(payload: bytes) -> list[ModelState]:
     """A STATES frame's contents."""
-    return [ModelState(**item) for item in json.loads(payload)]
+    states = []
+    for item in json.loads(payload):
+        batching = item.pop("batching", None)
+        states.append(ModelState(**item, batching=batching and Batching(**batching)))
+    return states
+
+
+def _dump(batching: Batching | None) -> dict[str, Any] | None:
+    return batching.model_dump() if batching is not None else None
 
 
 class Frames:

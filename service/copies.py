@@ -36,7 +36,8 @@ from service import collector
 from service.batcher import Batcher, ModelQueue
 from service.channel import ModelState
 from service.device import TENSORFLOW_RUNTIMES
-from service.registry import ModelRegistry, ServedModel, open_model
+from service.loading import open_model
+from service.registry import ModelRegistry, ServedModel
 from service.versions import RETIRE_GRACE_S, RETIRE_TIMEOUT_S
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class LocalCopies:
         """Load and warm the copy, then point the ready models of its version at it."""
         registry = self.registry
         try:
-            _, batcher, batch1_ms = await open_model(
+            opened = await open_model(
                 registry.settings,
                 model,
                 gpu=False,
@@ -123,6 +124,7 @@ class LocalCopies:
         except Exception as err:  # the executor still serves it: this is only a shortcut
             log.warning("%s version %d: no copy in this front end (%s)", *key, err)
             return
+        batcher = opened.batcher
         if self.copies.get(key) is not copy:  # retired while it loaded
             await batcher.stop()
             return
@@ -132,7 +134,9 @@ class LocalCopies:
                 served.batcher = batcher
                 copy.holders.append(served)
         collector.settle(f"copy of {key[0]} loaded")
-        log.info("%s version %d now serves in this front end (batch 1: %.3f ms)", *key, batch1_ms)
+        log.info(
+            "%s version %d now serves in this front end (batch 1: %.3f ms)", *key, opened.batch1_ms
+        )
 
     async def _retire(self, copy: Copy) -> None:
         """Stop ``copy`` once no request holds it (or after the versions' timeout)."""

@@ -123,6 +123,7 @@ class Executor:
                         refused,
                         index,
                         m.model.version == served.model.version,
+                        m.batching,
                     )
                 )
         return states

@@ -13,29 +13,20 @@ it, else the first one served, in :data:`~modelrepo.layout.RUNTIME_NAMES` order)
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-
-from modelrepo.contract import INPUT_SHAPE
 from modelrepo.layout import ModelName, ModelRepository, ModelVersion, RepositoryError
 from modelrepo.metadata import ModelMetadata
-from modelrepo.runtimes import (
-    RUNTIMES,
-    LoadOptions,
-    Runtime,
-    RuntimeLoadError,
-    load_runtime,
-    median_call_ms,
-)
-from service.batcher import Batcher, ModelQueue
+from modelrepo.runtimes import RUNTIMES, Runtime, RuntimeLoadError
+from service.batcher import ModelQueue
 from service.decode import Limits
 from service.errors import BadRequest, ModelNotLoaded, Unavailable, UnknownModel
+from service.loading import open_model
 from service.metrics import Metrics
+from service.schemas import Batching
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,6 +54,7 @@ class ServedModel:
     runtime: Runtime | None = None  # in this process (None in a front end: see device)
     batcher: ModelQueue | None = None
     batch1_ms: float | None = None  # median model time of one image, measured at warm-up
+    batching: Batching | None = None  # how it batches, once loaded (here or in the executor)
     device: str | None = None  # where it runs, once loaded (here or in the executor)
     active: int = 0  # requests that resolved it and are not done (a retired one waits for 0)
 
@@ -278,11 +270,12 @@ class ModelRegistry:
 
     async def load_model(self, model: ServedModel) -> None:
         """Load, warm and start one model (ready when it returns; raises if it cannot)."""
-        runtime, batcher, batch1_ms = await open_model(
+        opened = await open_model(
             self.settings, model, gpu=self.gpu, metrics=self.metrics, in_flight=self.in_flight_now
         )
+        runtime, batcher = opened.runtime, opened.batcher
         model.runtime, model.batcher, model.device = runtime, batcher, runtime.device
-        model.batch1_ms = batch1_ms
+        model.batch1_ms, model.batching = opened.batch1_ms, opened.batching
         model.state = "ready"
         log.info(
             "serving %s version %d on %s (batch 1: %.3f ms%s)",
@@ -304,60 +297,6 @@ class ModelRegistry:
                 await model.batcher.stop()
 
 
-def model_settings(settings: Settings, model: ServedModel) -> Settings:
-    """The settings ``model`` runs with: the service's, or with ``tuned``, the batching and
-    threads ``mnist-serve tune`` saved for it (modelrepo.tuned)."""
-    if not settings.tuned:
-        return settings
-    from modelrepo.tuned import tuned_config
-
-    found = tuned_config(settings.models_dir, model.model.variant, model.runtime_name)
-    if found is None:
-        log.info("%s has no tuned configuration: the service's settings apply", model.name)
-        return settings
-    log.info("%s runs with its tuned configuration: %s", model.name, found)
-    return settings.model_copy(
-        update={
-            "max_batch_size": found.max_batch_size,
-            "max_wait_ms": found.max_wait_ms,
-            "intra_op_threads": found.intra_op_threads,
-        }
-    )
-
-
-async def open_model(
-    settings: Settings,
-    model: ServedModel,
-    *,
-    gpu: bool,
-    metrics: Metrics,
-    in_flight: Callable[[], int],
-) -> tuple[Runtime, Batcher, float]:
-    """Load ``model``'s artifact, warm it and start a batcher on it: the runtime, the
-    batcher and its median batch-1 time in ms (the model itself is left unchanged)."""
-    tuned = model_settings(settings, model)
-    options = LoadOptions(gpu=gpu and not model.cpu_only, threads=tuned.intra_op_threads)
-    artifact = model.model.artifact(model.runtime_name)
-    runtime = await asyncio.to_thread(load_runtime, model.runtime_name, artifact, options)
-    batch1_ms = await asyncio.to_thread(warm_up, runtime, tuned.max_batch_size)
-    labels = (model.model.variant, model.runtime_name)
-    batcher = Batcher(
-        runtime.predict,
-        max_batch_size=tuned.max_batch_size,
-        max_wait_s=tuned.max_wait_ms / 1000,
-        max_queue=tuned.max_queue,
-        merge=tuned.batching,
-        inline=batch1_ms <= tuned.inline_max_model_ms,
-        in_flight=in_flight,  # the process's requests: inline only alone, wait only for more
-        deadline_s=tuned.max_queue_wait_ms / 1000,
-        batch_s=batch1_ms / 1000,
-        max_request_images=settings.max_images_per_request,
-        on_batch=metrics.batch_size.labels(*labels).observe,
-    )
-    batcher.start()
-    return runtime, batcher, batch1_ms
-
-
 def tuned_workers(settings: Settings) -> int | None:
     """With ``tuned``: the worker count every served model's tuned configuration agrees on
     (workers serve every model, so one count must suit all), else None."""
@@ -377,17 +316,3 @@ def short_reason(err: BaseException) -> str:
     if isinstance(err, RuntimeLoadError):
         return str(err)
     return f"{type(err).__name__} while loading"
-
-
-def warm_up_sizes(max_batch_size: int) -> list[int]:
-    """Every batch size up to 64, then powers of two and the maximum (large sizes are rarer)."""
-    sizes = set(range(1, min(max_batch_size, 64) + 1))
-    sizes |= {2**k for k in range(7, 11) if 2**k <= max_batch_size} | {max_batch_size}
-    return sorted(sizes)
-
-
-def warm_up(runtime: Runtime, max_batch_size: int) -> float:
-    """Run one batch of each size the batcher forms; return the median batch-1 time in ms."""
-    for size in warm_up_sizes(max_batch_size):
-        runtime.predict(np.zeros((size, *INPUT_SHAPE), dtype=np.float32))
-    return median_call_ms(runtime, np.zeros((1, *INPUT_SHAPE), dtype=np.float32), 50, 0)

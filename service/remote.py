@@ -183,6 +183,7 @@ class ExecutorClient(asyncio.Protocol):
             model.reason = state.reason
             model.device = state.device or model.device
             model.batch1_ms = state.batch1_ms or model.batch1_ms
+            model.batching = state.batching or model.batching
             model.batcher = self.queue(model, state) if ready else None
         if self.copies is not None:
             self.copies.keep(states)

@@ -45,6 +45,19 @@ class ErrorResponse(BaseModel):
     detail: str = Field(examples=["pixel values must lie in [0, 1] (pixels / 255); found 0 to 255"])
 
 
+class Batching(BaseModel):
+    """How one loaded model batches and threads: the service's settings or, with serve
+    --tuned, the configuration ``mnist-serve tune`` saved for it."""
+
+    max_batch_size: int = Field(description="Images per model call, at most.", examples=[32])
+    max_wait_ms: float = Field(
+        description="How long a part-filled batch waits for more under load.", examples=[0.25]
+    )
+    merges: bool = Field(description="Whether concurrent requests share a model call.")
+    intra_op_threads: int = Field(description="Threads inside one op (0: the runtime's default).")
+    tuned: bool = Field(description="Whether these are its tuned configuration's (serve --tuned).")
+
+
 class RuntimeInfo(BaseModel):
     """One runtime of a served variant."""
 
@@ -55,6 +68,7 @@ class RuntimeInfo(BaseModel):
     cpu_only: bool = Field(description="LiteRT and OpenVINO run on the CPU even with a GPU.")
     reason: str | None = Field(None, description="Why it failed to load.")
     batch1_ms: float | None = Field(None, description="Model time for one image at warm-up.")
+    batching: Batching | None = Field(None, description="How it batches, once loaded.")
     max_abs_diff: float | None = Field(
         None, description="Largest difference from the SavedModel's answers on the test set."
     )

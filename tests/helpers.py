@@ -19,10 +19,11 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
+from loadtests.described import ServedVariant
 from loadtests.labels import Label
 from loadtests.procs import ServerProcess as Server
 from loadtests.procs import run_server
-from loadtests.results import LoadPlan, Machine, Percentiles, RunRecord, ServedVariant, StepResult
+from loadtests.results import LoadPlan, Machine, Percentiles, RunRecord, StepResult
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -138,3 +139,18 @@ def run_record(
         variants=variants if variants is not None else [ServedVariant(v) for v in plan.variants],
         steps=steps or [],
     )
+
+
+def batching(**changed: object) -> dict[str, object]:
+    """A runtime's ``batching`` in ``/variants`` for a service at its defaults, but ``changed``."""
+    from service.settings import Settings
+
+    fields = Settings.model_fields
+    served = {
+        "max_batch_size": fields["max_batch_size"].default,
+        "max_wait_ms": fields["max_wait_ms"].default,
+        "merges": fields["batching"].default,
+        "intra_op_threads": fields["intra_op_threads"].default,
+        "tuned": False,
+    }
+    return served | changed

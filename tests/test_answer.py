@@ -8,10 +8,11 @@ import numpy as np
 from loadtests.analysis import Level, Levels, speedups
 from loadtests.answer import Answer, answer, comparison_rows, disagreements
 from loadtests.decision import Stop
+from loadtests.described import ServedVariant
 from loadtests.labels import Label
 from loadtests.openloop_results import ClientCeiling, ClientRun, OpenLoopRecord, RatePoint, Slo
 from loadtests.report import answer_html
-from loadtests.results import LoadPlan, Percentiles, RunRecord, ServedVariant
+from loadtests.results import LoadPlan, Percentiles, RunRecord
 from tests.helpers import run_record
 
 

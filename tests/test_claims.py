@@ -11,10 +11,11 @@ import pytest
 from loadtests.analysis import Axis, Speedup
 from loadtests.bottom_line import bottom_line
 from loadtests.claims import Claim, Kind, Verdict, accuracy_difference, claims
+from loadtests.described import ServedVariant
 from loadtests.labels import Label
 from loadtests.openloop_results import OpenLoopRecord
 from loadtests.rate_claims import rate_claims
-from loadtests.results import LoadPlan, RunRecord, ServedVariant
+from loadtests.results import LoadPlan, RunRecord
 from loadtests.stats import Interval
 from tests.helpers import run_record, step_result
 from training.seeds import SeedSummary, summarize

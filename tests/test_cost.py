@@ -156,7 +156,7 @@ def test_a_session_writes_the_cost_and_an_open_loop_report_shows_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from loadtests import session
-    from loadtests.results import ServedVariant
+    from loadtests.described import ServedVariant
     from tests.test_session import Recorder
 
     monkeypatch.setattr(power, "POWERCAP", tmp_path / "no-powercap")

@@ -23,7 +23,7 @@ import tritonclient.grpc as grpcclient
 from modelrepo.contract import INPUT_NAME, PIXELS
 from service.channel import Hello, Slots, unlink
 from service.shared import SharedState, spawn_context
-from tests.helpers import Server, run_server
+from tests.helpers import Server, batching, run_server
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +112,10 @@ def test_front_ends_share_the_executor_and_its_batches(engine: Server) -> None:
         with httpx.Client() as client:
             served_by.add(client.get(f"{engine.url}/engine").json()["process"])
     assert served_by == {0, 1}
+    for _ in range(10):  # each front end describes the executor's models as the executor does
+        with httpx.Client() as client:
+            entries = client.get(f"{engine.url}/variants").json()
+        assert [r["batching"] for e in entries for r in e["runtimes"]] == [batching()] * 2
     statuses = burst(engine, 400)
     assert statuses == [200] * 400
     assert settled_metric(engine, "mnist_serve_requests_total", before + 400, status="200") == (

@@ -23,7 +23,7 @@ from loadtests.studies import studies
 from mnist_serve.cli import app
 from modelrepo.layout import RUNTIME_NAMES
 from modelrepo.tuned import ServingConfig, TunedEntry, load_tuned, save_tuned
-from tests.helpers import Server, run_server
+from tests.helpers import Server, batching, run_server
 from training import catalog
 
 pytestmark = pytest.mark.slow
@@ -223,6 +223,11 @@ def test_a_server_started_with_tuned_applies_the_saved_batching(
     log = tuned_server.log.read_text()
     assert "small-stride2@onnx runs with its tuned configuration: batch 4, wait 2 ms" in log
     assert "small-stride2@litert has no tuned configuration" in log
+    (entry,) = httpx.get(f"{tuned_server.url}/variants").json()
+    runtimes = {r["runtime"]: r["batching"] for r in entry["runtimes"]}
+    assert runtimes["onnx"] == batching(max_batch_size=4, max_wait_ms=2, intra_op_threads=1,
+                                        tuned=True)  # fmt: skip
+    assert runtimes["litert"] == batching()
 
 
 def test_the_page_lists_explore_and_tune_reports(tuned_server: Server) -> None:

@@ -281,7 +281,7 @@ def test_runs_against_a_url_compare_by_the_engine_the_service_reported(tmp_path:
     own service or with one against another engine (or a server that is not mnist-serve)."""
     from dataclasses import replace
 
-    from loadtests.results import ServedEngine
+    from loadtests.described import ServedBatching, ServedEngine, ServedRuntime, ServedVariant
 
     db = tmp_path / "history.sqlite"
     hybrid = ServedEngine("hybrid", 2, 128)
@@ -309,6 +309,27 @@ def test_runs_against_a_url_compare_by_the_engine_the_service_reported(tmp_path:
     found = history.previous_comparable(db, tmp_path / "url-again", runs["url-again"])
     assert found is not None and Path(found.folder).name == "url"
     assert history.previous_comparable(db, tmp_path / "one-worker", runs["one-worker"]) is None
+
+    # The same engine batching otherwise (``/variants``: the bare variant's default runtime's)
+    # is another line of comparison; batching alike, the runs compare.
+    def batched(size: int) -> RunRecord:
+        served = [ServedRuntime("litert", "depthwise@litert", "ready", batching=ServedBatching(
+            size, 0.25, True, 1, False))]  # fmt: skip
+        variant = ServedVariant("depthwise", runtime="litert", runtimes=served)
+        return replace(runs["url"], variants=[variant])
+
+    for name, run in {
+        "batch-32": batched(32),
+        "batch-8": batched(8),
+        "batch-8-again": batched(8),
+    }.items():
+        history.store(db, tmp_path / name, run.plan, run)
+    keys = {Path(r.folder).name: r.comparable for r in history.runs(db)}
+    assert json.loads(keys["batch-8"])["elsewhere"]["batching"] == {
+        "depthwise": {"max_batch_size": 8, "max_wait_ms": 0.25, "merges": True,
+                      "intra_op_threads": 1, "tuned": False}}  # fmt: skip
+    assert keys["batch-8"] == keys["batch-8-again"] != keys["batch-32"]
+    assert keys["batch-32"] != keys["url"]  # nothing said of its batching: not the same
     # An open-loop-only run takes how the service said it served from its record.
     alone = history.store(
         db,

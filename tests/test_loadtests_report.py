@@ -13,9 +13,10 @@ import pytest
 from scipy import stats
 
 from loadtests.analysis import Axis, load_levels, speedups
+from loadtests.described import ServedVariant
 from loadtests.labels import Label
 from loadtests.report import build_report
-from loadtests.results import SCHEMA, LoadPlan, ResultsError, RunRecord, ServedVariant
+from loadtests.results import SCHEMA, LoadPlan, ResultsError, RunRecord
 from loadtests.stats import mean_interval
 from loadtests.windows import summarize
 from tests import helpers

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from loadtests.described import ServedBatching
 from loadtests.labels import Label
 from loadtests.procs import free_port
 from loadtests.protocols import GENERATOR_ERROR, PROTOCOLS
@@ -18,7 +19,7 @@ from loadtests.report import build_report
 from loadtests.results import LoadPlan, RunRecord, Step
 from loadtests.runner import LoadTestError, Target, run_plan, target_service
 from loadtests.windows import summarize
-from tests.helpers import REPO, Server
+from tests.helpers import REPO, Server, batching
 
 
 @pytest.mark.slow
@@ -74,8 +75,13 @@ def test_short_real_run_against_a_real_service(
     assert any(p != round(p) for p in p50s), "percentiles must keep sub-millisecond precision"
     assert RunRecord.load(tmp_path) == record  # the file round-trips to the same record
     written = build_report(tmp_path)
+    # How each model batched, as the service said: the conftest server's --max-batch-size 16.
+    served = ServedBatching(**batching(max_batch_size=16))  # type: ignore[arg-type]
+    assert record.batching() == {str(m): served for m in plan.model_names()}
     assert written.html.stat().st_size > 20_000 and len(written.comparisons[1]) == 8
     assert record.stops and all(stop.reason == "fixed windows" for stop in record.stops)
+    said = f"| batching, as served | original@savedmodel: {served}; depthwise@savedmodel: {served};"
+    assert said in (tmp_path / "report.md").read_text()
 
 
 @pytest.mark.slow

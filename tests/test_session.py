@@ -203,8 +203,8 @@ def test_an_open_loop_run_alone_gets_the_same_report(
     so report.md and report.html are built as for any run: claims, the open-loop tables, the
     test accuracy. Every rate met on both models: the search went on upward to the ceiling,
     and the report says the rates did not separate them (no "1.00x" tie)."""
+    from loadtests.described import ServedVariant
     from loadtests.report import build_report
-    from loadtests.results import ServedVariant
 
     served = [
         ServedVariant("original", parameters=1_199_882, macs=11_992_448, test_accuracy=0.9912),

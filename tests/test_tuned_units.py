@@ -19,7 +19,8 @@ from modelrepo.tuned import (
     save_tuned,
     tuned_config,
 )
-from service.registry import ServedModel, model_settings
+from service.loading import model_settings
+from service.registry import ServedModel
 from service.reports import find_runs
 from service.settings import Settings
 
@@ -82,7 +83,8 @@ def test_a_run_records_the_configuration_each_model_was_answered_with(tmp_path: 
     """By the runtime that answers it: a bare variant is its served default runtime's; a
     model with no tuned configuration, or an unreadable file, records none; no repository
     (a service not started with --tuned) records nothing."""
-    from loadtests.results import LoadPlan, ServedVariant
+    from loadtests.described import ServedVariant
+    from loadtests.results import LoadPlan
     from loadtests.runner import tuned_in_effect
 
     for variant in ("depthwise", "original", "broken"):
