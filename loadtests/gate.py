@@ -247,7 +247,7 @@ def pick_runs(path: Path, run: str | None, against: str | None) -> tuple[history
             f"no run before run {after.id} with the same plan (models, runtimes, protocols, "
             f"levels, payloads) on the same CPU, against a service started with the same "
             f"options (and, with --tuned, the same tuned configurations; with --url, one "
-            f"reporting the same engine), in {path}: nothing to compare it with"
+            f"reporting the same engine and batching), in {path}: nothing to compare it with"
         )
     return earlier[-1], after
 

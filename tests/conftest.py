@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from modelrepo.layout import ModelRepository, ModelVersion
-from tests.helpers import REPO, Server, run_server
+from tests.helpers import REPO, SERVER_ARGS, Server, run_server
 from training import catalog
 from training.data import ENV_VAR, Mnist, load_mnist
 
@@ -72,6 +72,6 @@ def models_dir(trained: QuickModels) -> Path:
 def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A real ``mnist-serve serve`` on 127.0.0.1, ready."""
     log = tmp_path_factory.mktemp("server") / "server.log"
-    with run_server(models_dir, log, "--max-batch-size", "16") as running:
+    with run_server(models_dir, log, *SERVER_ARGS) as running:
         running.wait_ready()
         yield running

@@ -26,6 +26,9 @@ from loadtests.procs import run_server
 from loadtests.results import LoadPlan, Machine, Percentiles, RunRecord, StepResult
 
 REPO = Path(__file__).resolve().parent.parent
+# The shared ``server`` fixture's options (tests/conftest.py): a test that stands another server
+# beside it for load tests to compare (tests/test_gate.py) starts that one batching the same.
+SERVER_ARGS = ("--max-batch-size", "16")
 
 __all__ = [
     "REPO",

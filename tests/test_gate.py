@@ -15,7 +15,7 @@ from loadtests.gate import Metric, Verdict, judge
 from loadtests.results import LoadPlan, Percentiles, RunRecord
 from loadtests.stats import Interval, change_interval
 from mnist_serve.cli import app
-from tests.helpers import Server, run_record, run_server, step_result
+from tests.helpers import SERVER_ARGS, Server, run_record, run_server, step_result
 from training.data import Mnist
 
 
@@ -278,7 +278,9 @@ def test_a_real_regression_fails_the_check_and_the_same_server_passes(
     assert "PASS run 2 against run 1" in out
     heavy = heavy_depthwise(mnist, tmp_path / "heavy")
     log = tmp_path / "slow-server.log"
-    with run_server(heavy, log, "--runtimes", "savedmodel") as slow:
+    # Batching as the first server does: a --url run compares only with runs against a service
+    # reporting the same engine and batching (loadtests.comparable).
+    with run_server(heavy, log, "--runtimes", "savedmodel", *SERVER_ARGS) as slow:
         slow.wait_ready()
         load_test("slow", slow.url)
     code, out = invoke("--max-regression", E2E_THRESHOLD, "--all")
