@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from modelrepo.layout import ModelName
 from modelrepo.metadata import SeedSummary
 
 
@@ -84,3 +85,12 @@ class ServedEngine:
         if self.engine == "single":
             return "one process"
         return f"{self.engine} engine, {self.workers} worker processes"
+
+
+def runtime_of(model: str, served: list[ServedVariant]) -> str:
+    """The runtime that answers ``model``: named in it, else the variant's default."""
+    name = ModelName.parse(model)
+    if name.runtime:
+        return name.runtime
+    entry = next((e for e in served if e.name == name.variant), None)
+    return (entry.runtime if entry else None) or "default"

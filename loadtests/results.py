@@ -23,7 +23,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from loadtests import defaults
 from loadtests.decision import Stop
-from loadtests.described import ServedBatching, ServedEngine, ServedVariant
+from loadtests.described import ServedBatching, ServedEngine, ServedVariant, runtime_of
 from loadtests.labels import Label, Step
 from loadtests.protocols import PROTOCOLS, Protocol
 from loadtests.shaping import TensorLayout
@@ -290,12 +290,12 @@ class RunRecord:
         variant: its default runtime's), by the name the plan addressed it by; a model the
         service said nothing of (a version before it did, another server) is left out."""
         found = {}
-        for name in self.plan.model_names():
-            variant = self.variant(name.variant)
-            runtime = name.runtime or (variant.runtime if variant else None)
+        for model in self.plan.models():
+            variant = self.variant(ModelName.parse(model).variant)
+            runtime = runtime_of(model, self.variants)  # the one answering it
             for served in variant.runtimes if variant else []:
                 if served.runtime == runtime and served.batching is not None:
-                    found[str(name)] = served.batching
+                    found[model] = served.batching
         return found
 
     def save(self, folder: Path) -> Path:

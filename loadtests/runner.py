@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loadtests.decision import Stop
-from loadtests.described import ServedVariant
+from loadtests.described import ServedVariant, runtime_of
 from loadtests.probe import LoadTestError, check_target, read_layouts, served_engine
 from loadtests.procs import run_server
 from loadtests.results import LoadPlan, Machine, ProtocolLayout, RunRecord, Step, StepResult
@@ -44,15 +44,6 @@ def parse_duration(text: str, minimum: int = 1) -> int:
     if seconds < minimum:
         raise ValueError(f"duration {text!r} must be at least {minimum} s")
     return seconds
-
-
-def runtime_of(model: str, served: list[ServedVariant]) -> str:
-    """The runtime that answers ``model``: named in it, else the variant's default."""
-    name = ModelName.parse(model)
-    if name.runtime:
-        return name.runtime
-    entry = next((e for e in served if e.name == name.variant), None)
-    return (entry.runtime if entry else None) or "default"
 
 
 def tuned_in_effect(
