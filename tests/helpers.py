@@ -28,7 +28,8 @@ from loadtests.results import LoadPlan, Machine, Percentiles, RunRecord, StepRes
 REPO = Path(__file__).resolve().parent.parent
 # The shared ``server`` fixture's options (tests/conftest.py): a test that stands another server
 # beside it for load tests to compare (tests/test_gate.py) starts that one batching the same.
-SERVER_ARGS = ("--max-batch-size", "16")
+SERVER_BATCH = 16
+SERVER_ARGS = ("--max-batch-size", str(SERVER_BATCH))
 
 __all__ = [
     "REPO",
@@ -157,3 +158,9 @@ def batching(**changed: object) -> dict[str, object]:
         "tuned": False,
     }
     return served | changed
+
+
+def shared_server_batching() -> dict[str, object]:
+    """What the shared ``server`` fixture (started with ``SERVER_ARGS``) says of each model's
+    ``batching`` in ``/variants``."""
+    return batching(max_batch_size=SERVER_BATCH)

@@ -19,7 +19,7 @@ from loadtests.report import build_report
 from loadtests.results import LoadPlan, RunRecord, Step
 from loadtests.runner import LoadTestError, Target, run_plan, target_service
 from loadtests.windows import summarize
-from tests.helpers import REPO, Server, batching
+from tests.helpers import REPO, Server, shared_server_batching
 
 
 @pytest.mark.slow
@@ -75,8 +75,8 @@ def test_short_real_run_against_a_real_service(
     assert any(p != round(p) for p in p50s), "percentiles must keep sub-millisecond precision"
     assert RunRecord.load(tmp_path) == record  # the file round-trips to the same record
     written = build_report(tmp_path)
-    # How each model batched, as the service said: the conftest server's --max-batch-size 16.
-    served = ServedBatching(**batching(max_batch_size=16))  # type: ignore[arg-type]
+    # How each model batched, as the service said (the shared server's SERVER_ARGS).
+    served = ServedBatching(**shared_server_batching())  # type: ignore[arg-type]
     assert record.batching() == {str(m): served for m in plan.model_names()}
     assert written.html.stat().st_size > 20_000 and len(written.comparisons[1]) == 8
     assert record.stops and all(stop.reason == "fixed windows" for stop in record.stops)

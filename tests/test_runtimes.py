@@ -17,7 +17,7 @@ from modelrepo.contract import INPUT_NAME, PIXELS
 from modelrepo.layout import CONVERTED_RUNTIMES, RUNTIME_NAMES, ModelName, ModelRepository
 from modelrepo.runtimes import LoadOptions, RuntimeLoadError, load_runtime
 from tests.conftest import QuickModels
-from tests.helpers import Server, batching, run_server
+from tests.helpers import Server, run_server, shared_server_batching
 from training.convert import MAX_ABS_DIFF, ConversionError, convert, reference
 from training.data import Mnist, to_model_input
 
@@ -112,7 +112,7 @@ def test_variants_list_every_runtime_with_device_and_state(server: Server) -> No
         assert list(runtimes) == list(RUNTIME_NAMES)
         for name, info in runtimes.items():
             assert info["state"] == "ready" and info["device"] and info["batch1_ms"] > 0
-            assert info["batching"] == batching(max_batch_size=16)  # the server's --max-batch-size
+            assert info["batching"] == shared_server_batching()
             assert info["model"] == f"{entry['name']}@{name}"
             assert info["cpu_only"] == (name in ("litert", "openvino"))
         assert runtimes["onnx"]["device"] == "CPUExecutionProvider"
