@@ -179,11 +179,18 @@ def answer(
         why = f"the highest throughput at {top} clients ({throughput:,.0f} req/s)"
         if openloop is not None and close:
             leader, figure = ranked[0], rate_figure(openloop, str(ranked[0].model))
-            names = ", ".join(str(t) for t in close[:3]) + (" and more" if len(close) > 3 else "")
+            names = ", ".join(
+                f"{t} ({rate_figure(openloop, str(t.model))} req/s)" for t in close[:3]
+            ) + (" and more" if len(close) > 3 else "")
             why += (
                 f"; the open loop did not separate {leader} ({figure} req/s within "
                 f"{openloop.slo}) from {names}"
             )
+            if any(openloop.open_ended(str(t.model)) for t in [leader, *close]):
+                why += (
+                    "; a rate with >= is a lower bound: that model met every rate tried, or "
+                    "missed only where the load client could not keep up"
+                )
         elif openloop is not None and not measurable(openloop):
             why += (
                 f"; the open loop cannot rank them on this machine now (its client met "

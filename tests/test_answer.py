@@ -189,6 +189,7 @@ def test_two_lower_bounds_do_not_rank_the_models() -> None:
     assert found is not None and found.recommended == Label("depthwise")
     assert "the highest throughput at 32 clients" in found.why
     assert "the open loop did not separate original (>= 212 req/s within" in found.why
+    assert "from depthwise (>= 88 req/s); a rate with >= is a lower bound" in found.why
     items = speedups(record, levels)
     said = disagreements(openloop, Label("original"), items, 32, 0.05)
     assert len(said) == 1 and said[0].startswith("the runs disagree: at 32 clients depthwise")
