@@ -88,8 +88,12 @@ class ExplorePlan:
 
     @property
     def label(self) -> str:
-        """The family, and the variants chosen of it if only some were: the report's title."""
-        return f"{self.family} ({', '.join(self.variants())})" if self.chosen else self.family
+        """The family, and the variants chosen of it if only some were: the report's title
+        ("strides (small-stride2, small-stride4)"; the chosen variants alone from ``all``)."""
+        if not self.chosen:
+            return self.family
+        chosen = ", ".join(self.variants())
+        return chosen if self.family == "all" else f"{self.family} ({chosen})"
 
     def variants(self) -> list[str]:
         """The family's variants (those ``chosen``, if any), in catalogue order."""

@@ -71,6 +71,8 @@ def test_variants_chosen_narrow_the_family_in_catalogue_order() -> None:
     whole = explore.ExplorePlan(family="strides")
     assert whole.variants() == [f"small-stride{n}" for n in (2, 3, 4, 5)]
     assert whole.label == "strides"
+    picked = explore.ExplorePlan(family="all", chosen=("small-pool2", "small-stride2"))
+    assert picked.label == "small-stride2, small-pool2"  # not "all (...)"
 
 
 def test_a_variant_outside_the_family_is_refused_naming_the_familys() -> None:
