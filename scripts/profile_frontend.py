@@ -14,7 +14,8 @@ admission, protocol (our httptools subclass), uvicorn (its protocol and request 
 client), model (the runtime), rendering (response, JSON, Server-Timing), event loop and other.
 
 Run: ``python scripts/profile_frontend.py --models models`` (needs wrk and py-spy:
-``apt-get install wrk``, ``pip install py-spy``).
+``apt-get install wrk``, ``pip install py-spy``; ``--no-sample`` measures the CPU per request
+alone, without py-spy).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -121,6 +123,64 @@ def cpu_per_request(
     return used, steal.share(ticks, steal.read())
 
 
+@dataclass
+class Target:
+    """A server under test: where to send the load, and the process whose CPU is counted."""
+
+    url: str
+    pid: int
+
+
+@dataclass
+class Rounds:
+    """CPU per request (µs) of the floor and ours, one dict a round, and the runs steal spoiled."""
+
+    measured: list[dict[str, float]] = field(default_factory=list)
+    stolen: list[str] = field(default_factory=list)  # "ours in round 2 (11 %)"
+
+    def ratios(self) -> list[float]:
+        """Ours over the floor, round by round."""
+        return [r["ours"] / r["floor"] for r in self.measured]
+
+
+def measure_rounds(
+    targets: dict[str, Target], rounds: int, concurrency: int, seconds: int, script: Path
+) -> Rounds:
+    """The CPU per request with nothing sampling either server (py-spy's own CPU on these
+    cores would slow ours alone), floor and ours in alternating order, round by round."""
+    found = Rounds()
+    for i in range(rounds):
+        measured: dict[str, float] = {}
+        for name in ("floor", "ours") if i % 2 == 0 else ("ours", "floor"):
+            target = targets[name]
+            measured[name], taken = cpu_per_request(
+                target.url, target.pid, concurrency, seconds, script
+            )
+            if steal.noisy(taken):
+                found.stolen.append(f"{name} in round {i + 1} ({steal.percent(taken)})")
+        found.measured.append(measured)
+        print(
+            f"round {i + 1}: floor {measured['floor']:.1f} µs, ours {measured['ours']:.1f} µs "
+            f"CPU per request: {measured['ours'] / measured['floor']:.2f}x",
+            file=sys.stderr,
+        )
+    return found
+
+
+def sampled_run(
+    target: Target, concurrency: int, seconds: int, script: Path, out: Path
+) -> tuple[collections.Counter[str], float, float]:
+    """A run of ours sampled by py-spy: the samples by part, that run's own CPU per request
+    (µs) and its rate (req/s)."""
+    before = cpu_seconds(target.pid)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        load = pool.submit(wrk, target.url, concurrency, seconds, script)
+        time.sleep(1)  # sample the middle of the run
+        counts = profile(target.pid, seconds - 2, out)
+        got = load.result()
+    return counts, (cpu_seconds(target.pid) - before) / (got["rps"] * seconds) * 1e6, got["rps"]
+
+
 def main() -> None:
     """Floor and ours under the same load: CPU per request, and ours' profile by part."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -136,6 +196,11 @@ def main() -> None:
         help="CPU-per-request rounds, floor and ours in alternating order (the ratio per round)",
     )
     parser.add_argument(
+        "--no-sample",
+        action="store_true",
+        help="only the CPU per request: no py-spy run (nor py-spy needed)",
+    )
+    parser.add_argument(
         "--pid-of",
         choices=("server", "worker"),
         default="server",
@@ -145,7 +210,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1 or args.duration < 3:
         parser.error("--rounds must be at least 1 and --duration at least 3 s")
-    for tool, hint in (("wrk", "apt-get install wrk"), ("py-spy", "pip install py-spy")):
+    needed = {"wrk": "apt-get install wrk"} | (
+        {} if args.no_sample else {"py-spy": "pip install py-spy"}
+    )
+    for tool, hint in needed.items():
         if not shutil.which(tool):
             sys.exit(f"{tool} is not installed: {hint}")
     work = Path(tempfile.mkdtemp(prefix="profile-"))
@@ -159,40 +227,19 @@ def main() -> None:
         ),
     }
     paths = {"floor": f"/predict/{args.variant}", "ours": f"/predict/{args.variant}@{args.runtime}"}
-    rounds: list[dict[str, float]] = []
-    stolen: list[str] = []  # the runs the hypervisor took over steal.NOISY of the CPU in
     with contextlib.ExitStack() as stack:
-        urls, pids = {}, {}
+        targets = {}
         for name in ("floor", "ours"):
             base = stack.enter_context(server(commands[name], ports[name]))
-            urls[name] = base + paths[name]
-            wrk(urls[name], 8, 2, script)  # warm up
-            pids[name] = serving_pid(base, ports[name], args.pid_of if name == "ours" else "server")
-        # The CPU per request with nothing sampling either server (py-spy's own CPU on these two
-        # cores would slow ours alone); floor and ours in alternating order, round by round.
-        for i in range(args.rounds):
-            order = ("floor", "ours") if i % 2 == 0 else ("ours", "floor")
-            measured = {}
-            for name in order:
-                measured[name], taken = cpu_per_request(
-                    urls[name], pids[name], args.concurrency, args.duration, script
-                )
-                if steal.noisy(taken):
-                    stolen.append(f"{name} in round {i + 1} ({steal.percent(taken)})")
-            rounds.append(measured)
-            print(
-                f"round {i + 1}: floor {measured['floor']:.1f} µs, ours {measured['ours']:.1f} "
-                f"µs CPU per request: {measured['ours'] / measured['floor']:.2f}x",
-                file=sys.stderr,
+            wrk(base + paths[name], 8, 2, script)  # warm up
+            pid = serving_pid(base, ports[name], args.pid_of if name == "ours" else "server")
+            targets[name] = Target(base + paths[name], pid)
+        found = measure_rounds(targets, args.rounds, args.concurrency, args.duration, script)
+        sampled = None
+        if not args.no_sample:
+            sampled = sampled_run(
+                targets["ours"], args.concurrency, args.duration, script, work / "ours.txt"
             )
-        # Then a run of ours sampled by py-spy, for where its CPU goes (shares only).
-        before = cpu_seconds(pids["ours"])
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            load = pool.submit(wrk, urls["ours"], args.concurrency, args.duration, script)
-            time.sleep(1)  # sample the middle of the run
-            counts = profile(pids["ours"], args.duration - 2, work / "ours.txt")
-            sampled = load.result()
-        sampled_us = (cpu_seconds(pids["ours"]) - before) / (sampled["rps"] * args.duration) * 1e6
     cpu = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
     print(
         f"Machine: {cpu[0] if cpu else platform.processor()}, {os.cpu_count()} cores; wrk "
@@ -201,18 +248,23 @@ def main() -> None:
     )
     print("| round | floor µs CPU per request | ours | ours / floor (target <= 1.3x) |")
     print("|---|---|---|---|")
-    for i, measured in enumerate(rounds, 1):
-        ratio = measured["ours"] / measured["floor"]
+    for i, (measured, ratio) in enumerate(zip(found.measured, found.ratios(), strict=True), 1):
         print(f"| {i} | {measured['floor']:.1f} | {measured['ours']:.1f} | {ratio:.2f}x |")
-    ratio = statistics.median(r["ours"] / r["floor"] for r in rounds)
-    print(f"\nMedian over the rounds: {ratio:.2f}x.")
-    if stolen:
-        said = ", ".join(stolen)
+    print(f"\nMedian over the rounds: {statistics.median(found.ratios()):.2f}x.")
+    if found.stolen:
+        said = ", ".join(found.stolen)
         print(f"Warning: CPU steal over {steal.NOISY:.0%} in {said}: {steal.ADVICE}.")
-    ours = statistics.median(r["ours"] for r in rounds)
+    if sampled is not None:
+        print_parts(statistics.median(r["ours"] for r in found.measured), *sampled)
+
+
+def print_parts(
+    ours: float, counts: collections.Counter[str], sampled_us: float, sampled_rps: float
+) -> None:
+    """Where ours' CPU goes: each part's share of the samples, and of ``ours`` µs."""
     print(
         f"\nWhere ours goes (py-spy, a separate run; µs from the rounds' median, {ours:.1f}; "
-        f"while sampled it spent {sampled_us:.1f} µs a request at {sampled['rps']:,.0f} req/s, "
+        f"while sampled it spent {sampled_us:.1f} µs a request at {sampled_rps:,.0f} req/s, "
         "py-spy's own CPU sharing the cores):\n"
     )
     total = sum(counts.values()) or 1
