@@ -28,7 +28,7 @@ from loadtests.decision import (
 )
 from loadtests.labels import Label
 from loadtests.openloop_results import OpenLoopRecord
-from loadtests.rate_claims import rate_figure
+from loadtests.rate_claims import WHY_LOWER_BOUND, rate_figure
 from loadtests.results import RunRecord
 from loadtests.stats import Interval
 
@@ -178,19 +178,17 @@ def answer(
     else:
         why = f"the highest throughput at {top} clients ({throughput:,.0f} req/s)"
         if openloop is not None and close:
-            leader, figure = ranked[0], rate_figure(openloop, str(ranked[0].model))
+            shown = [ranked[0], *close[:3]]
+            figures = [rate_figure(openloop, str(t.model)) for t in shown]
             names = ", ".join(
-                f"{t} ({rate_figure(openloop, str(t.model))} req/s)" for t in close[:3]
+                f"{t} ({f} req/s)" for t, f in zip(shown[1:], figures[1:], strict=True)
             ) + (" and more" if len(close) > 3 else "")
             why += (
-                f"; the open loop did not separate {leader} ({figure} req/s within "
+                f"; the open loop did not separate {shown[0]} ({figures[0]} req/s within "
                 f"{openloop.slo}) from {names}"
             )
-            if any(openloop.open_ended(str(t.model)) for t in [leader, *close]):
-                why += (
-                    "; a rate with >= is a lower bound: that model met every rate tried, or "
-                    "missed only where the load client could not keep up"
-                )
+            if any(f.startswith(">=") for f in figures):
+                why += f"; a rate with >= is a lower bound: each such model {WHY_LOWER_BOUND}"
         elif openloop is not None and not measurable(openloop):
             why += (
                 f"; the open loop cannot rank them on this machine now (its client met "

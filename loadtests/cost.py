@@ -27,6 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from loadtests.openloop_results import OpenLoopRecord
 from loadtests.power import PowerReading
+from loadtests.rate_claims import WHY_LOWER_BOUND
 from loadtests.results import JSON_CONFIG, SCHEMA, ResultsError, RunRecord
 
 COST_FILE = "cost.json"
@@ -233,12 +234,7 @@ def cost_table(record: CostRecord) -> tuple[str, tuple[list[str], list[list[str]
             m.model,
             f"{m.bound[0]}{m.rate_per_s:,.0f}",
             f"{m.rate_source} {m.rate_detail}"
-            + (
-                " (a lower bound: it met every rate tried, or missed only where the client could "
-                "not keep up)"
-                if m.open_ended
-                else ""
-            ),
+            + (f" (a lower bound: it {WHY_LOWER_BOUND})" if m.open_ended else ""),
             f"{m.bound[1]}${m.usd_per_million:.4g}" if m.usd_per_million is not None else "-",
             f"{m.bound[1]}{m.joules_per_inference:.3g}"
             if m.joules_per_inference is not None

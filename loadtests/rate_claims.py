@@ -28,6 +28,10 @@ def rate_pairs(openloop: OpenLoopRecord, plan: LoadPlan) -> list[tuple[str, str]
     return out
 
 
+# Why a highest rate within the SLO is a lower bound, not the model's limit (the reports' words).
+WHY_LOWER_BOUND = "met every rate tried, or missed only where the client could not keep up"
+
+
 def rate_figure(openloop: OpenLoopRecord, model: str) -> str:
     """A model's highest rate within the SLO: "at least" when its answer is a lower bound
     (it met every rate tried, or missed only where the client could not keep up)."""

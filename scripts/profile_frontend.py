@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from bench_peers import order
 from bench_service import floor_command, post_script, quiet_server, server, wrk
 
 from loadtests import steal
@@ -112,15 +113,19 @@ def profile(pid: int, seconds: float, out: Path) -> collections.Counter[str]:
     return counts
 
 
-def cpu_per_request(
-    url: str, pid: int, concurrency: int, seconds: int, script: Path
-) -> tuple[float, float | None]:
-    """One wrk run against ``url``, nothing sampling the server: its CPU per request in µs,
-    and the share of the machine's CPU the hypervisor took meanwhile (``loadtests.steal``)."""
-    before, ticks = cpu_seconds(pid), steal.read()
-    got = wrk(url, concurrency, seconds, script)
-    used = (cpu_seconds(pid) - before) / (got["rps"] * seconds) * 1e6
-    return used, steal.share(ticks, steal.read())
+class MeasureError(RuntimeError):
+    """A run whose CPU per request means nothing: no answers, or answers that were not 200."""
+
+
+def per_request_us(cpu_before: float, pid: int, got: dict[str, float], what: str) -> float:
+    """The CPU ``pid`` spent since ``cpu_before`` over the requests of the wrk run ``got``, in
+    µs; raises :class:`MeasureError` if that run (``what``) had errors or no answer at all."""
+    if got["errors"] or got["socket_errors"] or not got["requests"]:
+        raise MeasureError(
+            f"{what}: {got['requests']:.0f} answered, {got['errors']:.0f} not 2xx, "
+            f"{got['socket_errors']:.0f} socket errors; no CPU per request from that"
+        )
+    return (cpu_seconds(pid) - cpu_before) / got["requests"] * 1e6
 
 
 @dataclass
@@ -131,12 +136,22 @@ class Target:
     pid: int
 
 
+def cpu_per_request(
+    target: Target, concurrency: int, seconds: int, script: Path, what: str
+) -> tuple[float, float | None]:
+    """One wrk run against ``target``, nothing sampling it: its CPU per request in µs, and
+    the share of the machine's CPU the hypervisor took meanwhile (``loadtests.steal``)."""
+    before, ticks = cpu_seconds(target.pid), steal.read()
+    got = wrk(target.url, concurrency, seconds, script)
+    return per_request_us(before, target.pid, got, what), steal.share(ticks, steal.read())
+
+
 @dataclass
 class Rounds:
-    """CPU per request (µs) of the floor and ours, one dict a round, and the runs steal spoiled."""
+    """CPU per request (µs) of the floor and ours, one dict a round, and each run's steal."""
 
     measured: list[dict[str, float]] = field(default_factory=list)
-    stolen: list[str] = field(default_factory=list)  # "ours in round 2 (11 %)"
+    stolen: list[float | None] = field(default_factory=list)
 
     def ratios(self) -> list[float]:
         """Ours over the floor, round by round."""
@@ -149,22 +164,36 @@ def measure_rounds(
     """The CPU per request with nothing sampling either server (py-spy's own CPU on these
     cores would slow ours alone), floor and ours in alternating order, round by round."""
     found = Rounds()
-    for i in range(rounds):
+    for i in range(1, rounds + 1):
         measured: dict[str, float] = {}
-        for name in ("floor", "ours") if i % 2 == 0 else ("ours", "floor"):
-            target = targets[name]
-            measured[name], taken = cpu_per_request(
-                target.url, target.pid, concurrency, seconds, script
+        flagged = ""  # the runs of this round the hypervisor took over steal.NOISY in
+        for name in order(i, ("floor", "ours")):
+            what = f"{name} in round {i}"
+            measured[name], share = cpu_per_request(
+                targets[name], concurrency, seconds, script, what
             )
-            if steal.noisy(taken):
-                found.stolen.append(f"{name} in round {i + 1} ({steal.percent(taken)})")
+            found.stolen.append(share)
+            if steal.noisy(share):
+                flagged += f" ({name}{steal.note(share)})"
         found.measured.append(measured)
         print(
-            f"round {i + 1}: floor {measured['floor']:.1f} µs, ours {measured['ours']:.1f} µs "
-            f"CPU per request: {measured['ours'] / measured['floor']:.2f}x",
+            f"round {i}: floor {measured['floor']:.1f} µs, ours {measured['ours']:.1f} µs "
+            f"CPU per request: {found.ratios()[-1]:.2f}x{flagged}",
             file=sys.stderr,
         )
     return found
+
+
+def print_rounds(found: Rounds) -> None:
+    """Each round's CPU per request and ratio, their median, and a warning if steal spoiled
+    any run."""
+    print("| round | floor µs CPU per request | ours | ours / floor (target <= 1.3x) |")
+    print("|---|---|---|---|")
+    for i, (measured, ratio) in enumerate(zip(found.measured, found.ratios(), strict=True), 1):
+        print(f"| {i} | {measured['floor']:.1f} | {measured['ours']:.1f} | {ratio:.2f}x |")
+    print(f"\nMedian over the rounds: {statistics.median(found.ratios()):.2f}x.")
+    if said := steal.warning(found.stolen, "runs"):
+        print(f"Warning: {said}.")
 
 
 def sampled_run(
@@ -178,7 +207,7 @@ def sampled_run(
         time.sleep(1)  # sample the middle of the run
         counts = profile(target.pid, seconds - 2, out)
         got = load.result()
-    return counts, (cpu_seconds(target.pid) - before) / (got["rps"] * seconds) * 1e6, got["rps"]
+    return counts, per_request_us(before, target.pid, got, "ours, sampled"), got["rps"]
 
 
 def main() -> None:
@@ -208,8 +237,10 @@ def main() -> None:
     )
     parser.add_argument("serve_args", nargs="*", help="extra `serve` flags (after --)")
     args = parser.parse_args()
-    if args.rounds < 1 or args.duration < 3:
-        parser.error("--rounds must be at least 1 and --duration at least 3 s")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.duration < (1 if args.no_sample else 3):
+        parser.error("--duration must be at least 3 s (1 s with --no-sample)")
     needed = {"wrk": "apt-get install wrk"} | (
         {} if args.no_sample else {"py-spy": "pip install py-spy"}
     )
@@ -227,6 +258,8 @@ def main() -> None:
         ),
     }
     paths = {"floor": f"/predict/{args.variant}", "ours": f"/predict/{args.variant}@{args.runtime}"}
+    cpu = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+    machine = cpu[0] if cpu else platform.processor()
     with contextlib.ExitStack() as stack:
         targets = {}
         for name in ("floor", "ours"):
@@ -234,28 +267,26 @@ def main() -> None:
             wrk(base + paths[name], 8, 2, script)  # warm up
             pid = serving_pid(base, ports[name], args.pid_of if name == "ours" else "server")
             targets[name] = Target(base + paths[name], pid)
-        found = measure_rounds(targets, args.rounds, args.concurrency, args.duration, script)
-        sampled = None
-        if not args.no_sample:
+        try:
+            found = measure_rounds(targets, args.rounds, args.concurrency, args.duration, script)
+        except (MeasureError, OSError) as err:  # OSError: the process gone from /proc
+            sys.exit(f"profile: {err}")
+        print(
+            f"Machine: {machine}, {os.cpu_count()} cores; wrk c={args.concurrency}, "
+            f"{args.duration} s a run; ours: serve {' '.join(serve_args)}, "
+            f"{args.variant}@{args.runtime}; {args.rounds} rounds, alternating order.\n"
+        )
+        print_rounds(found)
+        if args.no_sample:
+            return
+        ours = statistics.median(r["ours"] for r in found.measured)
+        try:
             sampled = sampled_run(
                 targets["ours"], args.concurrency, args.duration, script, work / "ours.txt"
             )
-    cpu = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-    print(
-        f"Machine: {cpu[0] if cpu else platform.processor()}, {os.cpu_count()} cores; wrk "
-        f"c={args.concurrency}, {args.duration} s a run; ours: serve {' '.join(serve_args)}, "
-        f"{args.variant}@{args.runtime}; {args.rounds} rounds, alternating order.\n"
-    )
-    print("| round | floor µs CPU per request | ours | ours / floor (target <= 1.3x) |")
-    print("|---|---|---|---|")
-    for i, (measured, ratio) in enumerate(zip(found.measured, found.ratios(), strict=True), 1):
-        print(f"| {i} | {measured['floor']:.1f} | {measured['ours']:.1f} | {ratio:.2f}x |")
-    print(f"\nMedian over the rounds: {statistics.median(found.ratios()):.2f}x.")
-    if found.stolen:
-        said = ", ".join(found.stolen)
-        print(f"Warning: CPU steal over {steal.NOISY:.0%} in {said}: {steal.ADVICE}.")
-    if sampled is not None:
-        print_parts(statistics.median(r["ours"] for r in found.measured), *sampled)
+        except (MeasureError, OSError, subprocess.CalledProcessError) as err:
+            sys.exit(f"profile: the sampled run failed ({err}); --no-sample measures without it")
+        print_parts(ours, *sampled)
 
 
 def print_parts(

@@ -198,3 +198,32 @@ def test_two_lower_bounds_do_not_rank_the_models() -> None:
     assert found is not None and found.recommended == Label("original")
     assert found.why.startswith("the highest Poisson rate within p99 <= 20 ms (212 req/s)")
     assert not disagreements(openloop, Label("original"), items, 32, 0.05)  # the open loop ordered
+
+
+def test_overlapping_brackets_are_not_called_lower_bounds() -> None:
+    """original met 212 req/s and missed 400; depthwise met 200 and missed 300, both with the
+    client keeping up: depthwise's miss (300) is above original's highest met rate, so the
+    open loop does not separate them, but neither rate is a lower bound and none is said."""
+    record = record_of(PLAN, (0.990, 0.990))
+    levels = windows(PLAN, {1: 1.4, 32: 1.4}, noise=0.01)
+    points = [
+        rate_point("original", 212, met=True, lag_ms=0.1),
+        rate_point("original", 400, met=False, lag_ms=0.1),
+        rate_point("depthwise", 200, met=True, lag_ms=0.1),
+        rate_point("depthwise", 300, met=False, lag_ms=0.1),
+    ]
+    openloop = OpenLoopRecord(
+        Slo(99, 20),
+        1,
+        [100],
+        ["original", "depthwise"],
+        {"original": 212, "depthwise": 200},
+        points,
+    )
+    openloop.client = ClientCeiling(3500.0, [ClientRun(3500, True, 3.0, 0.2)])
+    found = answer(record, levels, speedups(record, levels), openloop)
+    assert found is not None
+    assert "did not separate original (212 req/s within p99 <= 20 ms) from depthwise (200" in (
+        found.why
+    )
+    assert ">=" not in found.why and "lower bound" not in found.why
