@@ -33,13 +33,17 @@ SERVER_ARGS = ("--max-batch-size", str(SERVER_BATCH))
 
 __all__ = [
     "REPO",
+    "SERVER_ARGS",
+    "SERVER_BATCH",
     "Server",
+    "batching",
     "png_bytes",
     "run_record",
     "run_script",
     "run_server",
     "script_module",
     "serve_in_thread",
+    "shared_server_batching",
     "step_result",
 ]
 
