@@ -328,3 +328,48 @@ async def test_a_request_larger_than_a_tuned_batch_runs_alone() -> None:
     await batcher.stop()
     assert model.batches == [1, 1, 5, 2]
     assert [len(p) for p, _ in results] == [1, *sizes]
+
+
+async def turn_of_each_answer(shedding: bool | None) -> list[int]:
+    """The loop turn in which each of a batch's four requests got its answer (``shedding``:
+    what the server says; None: a batcher that never asks, the executor's)."""
+    gate = threading.Event()
+    in_turns = None if shedding is None else (lambda: shedding)
+    batcher = Batcher(RecordingModel(gate), max_batch_size=8, max_wait_s=0.05, in_turns=in_turns)
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    turn = 0
+
+    def tick() -> None:  # counts the loop's turns
+        nonlocal turn
+        turn += 1
+        handles[0] = loop.call_soon(tick)
+
+    handles = [loop.call_soon(tick)]
+
+    async def answered_in() -> int:
+        await batcher.submit(images(0.1))
+        return turn
+
+    first = asyncio.ensure_future(batcher.submit(images(0.2)))  # occupies the model
+    await asyncio.sleep(0.05)
+    rest = [asyncio.ensure_future(answered_in()) for _ in range(4)]  # one batch, after it
+    await asyncio.sleep(0.05)
+    gate.set()
+    await first
+    turns = await asyncio.gather(*rest)
+    handles[0].cancel()
+    await batcher.stop()
+    return turns
+
+
+async def test_while_shedding_a_batch_answers_one_request_per_turn_of_the_loop() -> None:
+    """While the server sheds, a batch's answers are handed back one per turn (service.turns),
+    so that the loop reads its sockets, and refuses, between two answers' renderings;
+    otherwise, and in the executor's batchers, all in one turn."""
+    in_turns = await turn_of_each_answer(shedding=True)
+    assert len(set(in_turns)) == 4, in_turns
+    assert in_turns == sorted(in_turns)  # in the batch's order
+    for shedding in (False, None):
+        at_once = await turn_of_each_answer(shedding)
+        assert len(set(at_once)) == 1, (shedding, at_once)
