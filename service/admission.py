@@ -18,8 +18,6 @@ Triton (``max_queue_size``, queue timeouts) and mosec (bounded queues, 429/503 a
 
 from __future__ import annotations
 
-import math
-import time
 from collections import deque
 from collections.abc import Callable
 
@@ -28,10 +26,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.shared import InFlight, LocalInFlight
 
-# How long after its last refusal a process still counts as shedding (service.turns: a batch's
-# answers then go back one per turn of the loop). Under overload refusals come every fraction of
-# a millisecond; 50 ms after the last, the server is back to answering batches at once.
-SHED_LATELY_S = 0.05
 SHED_BODY = orjson.dumps(
     {
         "error": "overloaded",
@@ -109,7 +103,6 @@ class AdmissionGuard:
         # each callback reads one again (False if it no longer can); one per request that leaves.
         self._held: deque[Callable[[], bool]] = deque(maxlen=65_536)
         self._waiting = 0  # of those, the ones still held (the rest were read or closed)
-        self._last_shed = -math.inf  # time.monotonic() of the last request shed here
 
     @property
     def in_flight(self) -> int:
@@ -137,13 +130,8 @@ class AdmissionGuard:
 
     def shed(self) -> None:
         """Count one shed request (here or in service.protocol)."""
-        self._last_shed = time.monotonic()
         if self._on_shed is not None:
             self._on_shed()
-
-    def shed_lately(self) -> bool:
-        """Whether this process shed a request within the last ``SHED_LATELY_S``."""
-        return time.monotonic() - self._last_shed < SHED_LATELY_S
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on, or shed it at once if it is a POST and the server is full."""

@@ -271,16 +271,13 @@ def guarded_app(app: FastAPI, in_flight: InFlight | None = None) -> AdmissionGua
     the inference routes' fast path (``service.fastpath``) just inside it. ``in_flight``: the
     server-wide count, when several processes serve."""
     registry: ModelRegistry = app.state.registry
-    guard = AdmissionGuard(
+    return AdmissionGuard(
         FastPath(app, HOT_ROUTES),
         registry.settings.max_in_flight,
         on_shed=registry.metrics.shed.labels("in_flight").inc,
         in_flight=in_flight,
         on_refused=hold_refused,
     )
-    if registry.settings.shed_hold == "resends":  # the 503s must not wait (service.turns)
-        registry.shedding = guard.shed_lately
-    return guard
 
 
 def create_app(settings: Settings | None = None, worker: WorkerContext | None = None) -> FastAPI:

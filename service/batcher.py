@@ -8,10 +8,8 @@ once, so batching never adds its wait when there is nothing to merge. Given an `
 count of the process's requests, it waits only while a request not yet in the batch is in the
 process: a front end that holds 16 of 32 clients never fills a batch of 32, and used to wait out
 the whole window for each one (docs/benchmarks.md, section L). The model runs in a worker
-thread, off the event loop; its output is split back to the requests in order (while the server
-sheds, one request per turn of the event loop, so that a batch's answers do not keep the loop
-from the requests to refuse: ``service.turns``). If the call fails, every request in the batch
-fails with it.
+thread, off the event loop; its output is split back to the requests in order. If the call
+fails, every request in the batch fails with it.
 
 Load shedding (see ``service.admission`` for the server-wide part): with a ``deadline_s``, a
 request is refused at once (503, before its body is read) when the batches ahead of it would
@@ -41,7 +39,6 @@ from typing import Protocol
 import numpy as np
 
 from service.errors import ClientGone, ModelFailure, Overloaded, Unavailable
-from service.turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +108,6 @@ class Batcher:
         deadline_s: float | None = None,
         batch_s: float = 0.0,
         max_request_images: int | None = None,
-        in_turns: Callable[[], bool] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -142,10 +138,6 @@ class Batcher:
         self.deadline_s = deadline_s
         self.batch_s = batch_s  # running average of a batch's model time (seed: warm-up's)
         self.dropped = 0  # requests dropped from their batch: client gone or deadline passed
-        # Whether a batch's answers go back one per turn of the loop now (service.turns: while
-        # the server sheds); None: never (the executor's batchers, whose clients are front ends).
-        self._in_turns = in_turns
-        self._turns: Turns[tuple[np.ndarray, Timing]] = Turns()
 
     @property
     def queued(self) -> int:
@@ -341,17 +333,10 @@ class Batcher:
         self.batch_s += BATCH_TIME_WEIGHT * (model_s - self.batch_s)
         if self._on_batch is not None:
             self._on_batch(len(images))
-        turns = self._turns if self._in_turns is not None and self._in_turns() else None
         offset = 0
         for pending in batch:
             n = len(pending.images)
             if not pending.future.done():
                 timing = Timing(started - pending.enqueued, model_s, len(images))
-                answer = (probabilities[offset : offset + n], timing)
-                if turns is not None:
-                    turns.resolve(pending.future, answer)
-                else:
-                    pending.future.set_result(answer)
+                pending.future.set_result((probabilities[offset : offset + n], timing))
             offset += n
-        if turns is not None:  # the next batch waits for these answers to have gone back
-            await turns.drained()

@@ -120,7 +120,6 @@ class LocalCopies:
                 gpu=False,
                 metrics=registry.metrics,
                 in_flight=registry.in_flight_now,
-                in_turns=registry.answers_in_turns,
             )
         except Exception as err:  # the executor still serves it: this is only a shortcut
             log.warning("%s version %d: no copy in this front end (%s)", *key, err)

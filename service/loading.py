@@ -68,7 +68,6 @@ async def open_model(
     gpu: bool,
     metrics: Metrics,
     in_flight: Callable[[], int],
-    in_turns: Callable[[], bool] | None = None,
 ) -> Opened:
     """Load ``model``'s artifact, warm it and start a batcher on it (the model itself is left
     unchanged: a front end's copy of a model the executor serves opens it too)."""
@@ -90,7 +89,6 @@ async def open_model(
         batch_s=batch1_ms / 1000,
         max_request_images=settings.max_images_per_request,
         on_batch=metrics.batch_size.labels(*labels).observe,
-        in_turns=in_turns,
     )
     batcher.start()
     batching = Batching(

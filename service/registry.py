@@ -21,7 +21,7 @@ from typing import Literal
 from modelrepo.layout import ModelName, ModelRepository, ModelVersion, RepositoryError
 from modelrepo.metadata import ModelMetadata
 from modelrepo.runtimes import RUNTIMES, Runtime, RuntimeLoadError
-from service.batcher import ModelQueue, never
+from service.batcher import ModelQueue
 from service.decode import Limits
 from service.errors import BadRequest, ModelNotLoaded, Unavailable, UnknownModel
 from service.loading import open_model
@@ -163,11 +163,6 @@ class ModelRegistry:
     variants: dict[str, ServedVariant]
     gpu: bool  # whether GPU-capable runtimes use the GPU, chosen by service.device.place
     in_flight: int = 0  # predict requests in the server now, all models (kept by the handler)
-    # Whether this process has shed a request lately: set where HTTP is served with
-    # --shed-hold resends (guarded_app in service.app); while it has, a batch's answers go back
-    # one per turn of the event loop (service.turns). Otherwise, and in the executor (whose
-    # clients are front ends), "never".
-    shedding: Callable[[], bool] = never
     limits: Limits = field(init=False)
 
     def __post_init__(self) -> None:
@@ -276,12 +271,7 @@ class ModelRegistry:
     async def load_model(self, model: ServedModel) -> None:
         """Load, warm and start one model (ready when it returns; raises if it cannot)."""
         opened = await open_model(
-            self.settings,
-            model,
-            gpu=self.gpu,
-            metrics=self.metrics,
-            in_flight=self.in_flight_now,
-            in_turns=self.answers_in_turns,
+            self.settings, model, gpu=self.gpu, metrics=self.metrics, in_flight=self.in_flight_now
         )
         runtime, batcher = opened.runtime, opened.batcher
         model.runtime, model.batcher, model.device = runtime, batcher, runtime.device
@@ -295,10 +285,6 @@ class ModelRegistry:
             model.batch1_ms,
             ", lone requests run inline" if batcher.inline else "",
         )
-
-    def answers_in_turns(self) -> bool:
-        """Whether a batch's answers go back one per turn of the loop now (while it sheds)."""
-        return self.shedding()
 
     def in_flight_now(self) -> int:
         """Predict requests in this process now (for its batchers)."""

@@ -10,8 +10,6 @@ executor's socket and keeps each model's state as the executor reports it. A rea
   time (both in ``service.shared``);
 * ``submit()`` writes the images into a free slot of this front end's shared-memory block,
   sends a 13-byte request and waits for the answer; the probabilities are read from the slot.
-  While the server sheds, answers that arrive together are handed back one per turn of the
-  loop (``service.turns``).
 
 With the hybrid engine, a ready model of a light runtime serves through this front end's own
 copy once it is warm (``service.copies``), and through the executor until then.
@@ -60,7 +58,6 @@ from service.errors import ClientGone, ModelFailure, Overloaded, Unavailable
 from service.registry import ModelRegistry, ServedModel, ServedVariant
 from service.shared import FAILED as PROCESS_FAILED
 from service.shared import LOADING, READY, SharedState
-from service.turns import Turns
 
 log = logging.getLogger(__name__)
 RECONNECT_S = 0.05
@@ -97,8 +94,6 @@ class ExecutorClient(asyncio.Protocol):
         self.frames = Frames()
         self.transport: asyncio.Transport | None = None
         self.waiting: dict[int, _Waiting] = {}
-        # The executor's answers, one per turn of the loop while the server sheds (service.turns).
-        self.turns: Turns[tuple[int, Timing]] = Turns()
         self.ids = itertools.count(1)
         self._lost: asyncio.Future[None] | None = None
         self.controls: dict[int, asyncio.Future[str | None]] = {}
@@ -127,15 +122,12 @@ class ExecutorClient(asyncio.Protocol):
         self.transport = None
         if self.waiting:
             log.error("the model executor stopped with %d requests waiting", len(self.waiting))
-
-        def restarted() -> Unavailable:
-            return Unavailable("the model executor restarted; retry shortly", retry_after_s=1)
-
         for waiting in self.waiting.values():
             if not waiting.future.done():
-                waiting.future.set_exception(restarted())
+                waiting.future.set_exception(
+                    Unavailable("the model executor restarted; retry shortly", retry_after_s=1)
+                )
         self.waiting.clear()
-        self.turns.fail(restarted)  # their slots are reset below: never read them after
         for future in self.controls.values():
             if not future.done():
                 future.set_exception(Unavailable("the model executor restarted; retry"))
@@ -162,11 +154,7 @@ class ExecutorClient(asyncio.Protocol):
                 if waiting.abandoned:
                     self.slots.give(waiting.slot)
                 elif not waiting.future.done():
-                    answer = (status, Timing(queue_s, model_s, batch))
-                    if self.registry.answers_in_turns():
-                        self.turns.resolve(waiting.future, answer)
-                    else:
-                        waiting.future.set_result(answer)
+                    waiting.future.set_result((status, Timing(queue_s, model_s, batch)))
             elif kind == STATES[0]:
                 self.apply(read_states(fields))
             elif kind == CONTROL_DONE[0]:

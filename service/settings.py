@@ -113,8 +113,7 @@ class Settings(BaseSettings):
         "the most goodput, but at 2x-4x overload an open-loop client can find all its "
         "connections held and wait seconds) or 'resends', only one sent within "
         f"{RESEND_WINDOW_S * 1000:g} ms of the 503, as a retry storm does (every request "
-        "answered at once, less goodput; while shedding, a batch's answers also go out one "
-        "per turn of the event loop, so that the 503s are not kept waiting behind them).",
+        "answered at once, less goodput).",
     )
     max_queue_wait_ms: float = Field(
         300,

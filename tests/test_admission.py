@@ -88,21 +88,3 @@ PLAIN = b"POST /predict/depthwise HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r
 )
 def test_only_a_whole_plain_post_is_shed_unparsed(data: bytes, whole: bool) -> None:
     assert whole_plain_post(data, 16_384) is whole
-
-
-async def test_shed_lately_says_whether_a_request_was_shed_just_now(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """What turns a batch's answers one per turn (service.turns) with --shed-hold resends."""
-    monkeypatch.setattr("service.admission.SHED_LATELY_S", 0.05)
-    inner = HeldApp()
-    guard = AdmissionGuard(inner, max_in_flight=1)
-    held = asyncio.ensure_future(call(guard, "POST"))
-    await asyncio.sleep(0.01)
-    assert not guard.shed_lately()  # full, but nothing shed yet
-    assert (await call(guard, "POST"))[0]["status"] == 503
-    assert guard.shed_lately()
-    await asyncio.sleep(0.1)
-    assert not guard.shed_lately()
-    inner.release.set()
-    await held

@@ -101,22 +101,3 @@ def test_copies_follow_the_executor(models_dir: Path) -> None:
     finally:  # a loaded copy settles the collector (service.collector): not for later tests
         gc.unfreeze()
         gc.set_threshold(*threshold)
-
-
-@pytest.mark.slow  # on trained models
-@pytest.mark.parametrize("hold", ["resends", "all"])
-def test_answers_go_one_per_turn_only_while_a_resends_server_sheds(
-    models_dir: Path, hold: str
-) -> None:
-    """With --shed-hold resends, a batch's answers go back one per turn of the loop while the
-    server sheds (service.turns), so that its 503s do not wait behind them; with the defaults'
-    holds never (their 503s wait seconds anyway: it only cost goodput)."""
-    from service.app import create_app, guarded_app
-
-    settings = Settings(models_dir=models_dir, variants=["depthwise"], shed_hold=hold)
-    app = create_app(settings)
-    guard = guarded_app(app)
-    registry: ModelRegistry = app.state.registry
-    assert not registry.answers_in_turns()
-    guard.shed()
-    assert registry.answers_in_turns() is (hold == "resends")
