@@ -120,13 +120,16 @@ class Listener(Protocol):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a session left: the results folder, its history id, and which loops ran."""
+    """What a session left: the results folder, its history id, which loops ran, and what the
+    service served (``served``: the closed loop's record, or, without one, the record of the
+    models served and their tuned configurations)."""
 
     out: Path
     run_id: int
     history: Path
     closed: RunRecord | None
     openloop: OpenLoopRecord | None
+    served: RunRecord
     cost: cost.CostRecord | None = None
 
 
@@ -185,7 +188,7 @@ def run_load_test(
     elsewhere = comparable.served_elsewhere(served)  # a --url service: how it said it served
     run_id = history.store(path, out, plan, record, openloop, server_args, served.tuned, elsewhere)
     listener.stored(run_id, path)
-    return Outcome(out, run_id, path, record, openloop, costed)
+    return Outcome(out, run_id, path, record, openloop, served, costed)
 
 
 def record_served(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
+from loadtests.rate_claims import WHY_LOWER_BOUND
 from loadtests.report import html_table, markdown_table
 from loadtests.tables import Table
 from loadtests.tune_results import DEFAULTS, ModelTuning, Trial, TuneRecord, grid_size
@@ -40,7 +41,8 @@ def trials_table(tuning: ModelTuning) -> Table:
     return header, rows
 
 
-LOWER_BOUND = "a rate met at the top, or missed only with the client late, is a lower bound"
+# The rate search's lower bounds, in the load test's reports' words (one place).
+LOWER_BOUND = f"a configuration's rate is a lower bound when it {WHY_LOWER_BOUND}"
 UNBOUNDED = "the client kept up with no calibration rate, so no miss bounds a rate"
 
 

@@ -21,11 +21,11 @@ from pydantic import TypeAdapter
 
 from loadtests.analysis import load_levels, load_openloop, speedups
 from loadtests.answer import answer
+from loadtests.described import runtime_of
 from loadtests.openloop_results import OpenLoopRecord
 from loadtests.results import RunRecord
 from loadtests.tables import Table
 from modelrepo.layout import ModelName
-from modelrepo.tuned import TunedError, tuned_config
 
 COMPARISON_FILE = "tuned-comparison.json"
 
@@ -166,13 +166,15 @@ def standings_of(run: tuple[RunRecord | None, OpenLoopRecord | None]) -> dict[st
 
 
 def compare(
-    models_dir: Path,
+    served: RunRecord,
     defaults: tuple[RunRecord | None, OpenLoopRecord | None],
     tuned: tuple[RunRecord | None, OpenLoopRecord | None],
     answers: tuple[str, str] = ("", ""),
 ) -> TunedComparison:
     """Rank the models by each measure in both runs (``answers``: each run's, by
-    :func:`answer_in`)."""
+    :func:`answer_in`). Each model's configuration is the one the ``--tuned`` run recorded in
+    effect (``served``: that run's record, :attr:`RunRecord.tuned`, by the runtime that
+    answered it), not ``tuned.json`` as it reads now."""
     closed, openloop = tuned
     opened = open_standings(openloop) if openloop is not None else {}
     before = standings_of(defaults)
@@ -183,11 +185,7 @@ def compare(
     configs = {}
     for name in dict.fromkeys(names):
         model = str(name)
-        try:
-            found = tuned_config(models_dir, name.variant, name.runtime or "savedmodel")
-        except TunedError as err:
-            configs[model] = f"unreadable tuned.json: {err}"
-            continue
+        found = served.tuned.get(f"{name.variant}@{runtime_of(model, served.variants)}")
         configs[model] = str(found) if found else "not tuned: the service's settings"
     close = {}
     if openloop is not None:  # who the open loop's search did not separate from its leader

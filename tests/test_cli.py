@@ -338,6 +338,7 @@ def test_loadtest_tuned_calibrates_the_open_loops_ceiling_once_for_both_runs(
     from loadtests.results import LoadPlan
     from loadtests.session import Outcome, Sweep
     from mnist_serve.cli import loadtest
+    from tests.helpers import run_record
 
     known = ClientCeiling(4000, [ClientRun(4000, True, 1.0, 0.1)])
     sweeps: list[Sweep] = []
@@ -346,7 +347,7 @@ def test_loadtest_tuned_calibrates_the_open_loops_ceiling_once_for_both_runs(
             *args: object, **kwargs: object) -> Outcome:  # fmt: skip
         sweeps.append(sweep)
         record = OpenLoopRecord(Slo(99, 20), 1, [100], [], {}, [], ceiling=4000, client=known)
-        return Outcome(out, 1, tmp_path / "h.sqlite", None, record)
+        return Outcome(out, 1, tmp_path / "h.sqlite", None, record, run_record(plan))
 
     comparison = SimpleNamespace(save=lambda out: None, configs={}, verdict=lambda: "same")
     monkeypatch.setattr(loadtest, "run_load_test", run)

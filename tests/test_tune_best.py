@@ -5,6 +5,7 @@ no server)."""
 from __future__ import annotations
 
 from loadtests.openloop_results import RatePoint, Slo
+from loadtests.rate_claims import WHY_LOWER_BOUND
 from loadtests.results import Percentiles
 from loadtests.tune_report import verdict
 from loadtests.tune_results import DEFAULTS, ModelTuning, Trial
@@ -42,6 +43,8 @@ def test_a_lower_bound_does_not_beat_a_faster_one_client_configuration() -> None
     said = verdict(tuning)
     assert "The rate search did not separate 2 configurations (up to 2,000 req/s" in said
     assert "the lowest p50 at one client chose among them" in said
+    # Why they are bounds, in the load test's reports' words.
+    assert f"is a lower bound when it {WHY_LOWER_BOUND}" in said
 
 
 def test_a_configuration_that_met_nothing_is_not_a_contender() -> None:

@@ -4,14 +4,13 @@ whether a change of leader is one the measurement separated (synthetic records; 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from loadtests.openloop_results import ClientCeiling, ClientRun, OpenLoopRecord, RatePoint, Slo
-from loadtests.results import Percentiles
+from loadtests.results import Percentiles, RunRecord
 from loadtests.tuned_compare import Standing, compare
 
 
-def test_standings_keep_protocols_apart_and_rank_a_failed_target_last(tmp_path: Path) -> None:
+def test_standings_keep_protocols_apart_and_rank_a_failed_target_last() -> None:
     """Over two protocols, each target ranks on its own figures (they were once averaged per
     model); a target whose every request failed has no p50 and comes last (its NaN once sorted
     anywhere)."""
@@ -48,9 +47,44 @@ def test_standings_keep_protocols_apart_and_rank_a_failed_target_last(tmp_path: 
     ]
     # The configurations are per model, once each (the target names once crashed the parse).
     run = run_record(plan, steps=steps)
-    compared = compare(tmp_path, (run, None), (run, None))
+    compared = compare(run, (run, None), (run, None))
     assert list(compared.configs) == ["original", "depthwise"]
     assert set(compared.configs.values()) == {"not tuned: the service's settings"}
+
+
+def test_each_models_configuration_is_the_one_its_run_recorded_in_effect() -> None:
+    """The configurations come from the ``--tuned`` run's record, by the runtime that answered
+    each model (a bare name: its variant's default runtime, here onnx), not from ``tuned.json``
+    as it reads when the comparison is made (once read from the repository, as savedmodel)."""
+    from loadtests.described import ServedVariant
+    from loadtests.results import LoadPlan
+    from modelrepo.tuned import ServingConfig
+    from tests.helpers import run_record
+
+    config = ServingConfig(max_batch_size=8, max_wait_ms=0.5, intra_op_threads=1, workers=1)
+    plan = LoadPlan(variants=("original", "depthwise"))
+    served = [
+        ServedVariant("original", runtime="savedmodel"),
+        ServedVariant("depthwise", runtime="onnx"),
+    ]
+    run = run_record(plan, variants=served)
+    run.tuned = {"depthwise@onnx": config, "original@onnx": config}
+    defaults, tuned = openloop_of([("a", 100, True, False)]), openloop_of([("a", 100, True, False)])
+    defaults.models = tuned.models = ["original", "depthwise@onnx", "depthwise"]
+    found = compare(run, (None, defaults), (None, tuned)).configs
+    assert found == {
+        "original": "not tuned: the service's settings",  # served on savedmodel, not tuned there
+        "depthwise@onnx": str(config),
+        "depthwise": str(config),
+    }
+
+
+def record_of() -> RunRecord:
+    """The record of a run that served models a and b, neither tuned."""
+    from loadtests.results import LoadPlan
+    from tests.helpers import run_record
+
+    return run_record(LoadPlan(variants=("a", "b")))
 
 
 def openloop_of(points: list[tuple[str, float, bool, bool]]) -> OpenLoopRecord:
@@ -67,7 +101,7 @@ def openloop_of(points: list[tuple[str, float, bool, bool]]) -> OpenLoopRecord:
     return record
 
 
-def test_a_new_open_loop_leader_not_apart_from_the_old_is_said_to_be_so(tmp_path: Path) -> None:
+def test_a_new_open_loop_leader_not_apart_from_the_old_is_said_to_be_so() -> None:
     """At the defaults a met 400 req/s and b missed 400 on time: a leads. At their best b met
     600 and a 500, but each missed the next rate only with the client late: two lower bounds,
     so b's lead is not apart from a, and the verdict and the table say so. Once a misses 600
@@ -76,13 +110,13 @@ def test_a_new_open_loop_leader_not_apart_from_the_old_is_said_to_be_so(tmp_path
                             ("b", 400, False, False)])  # fmt: skip
     tuned = openloop_of([("a", 500, True, False), ("a", 1000, False, True),
                          ("b", 600, True, False), ("b", 1200, False, True)])  # fmt: skip
-    found = compare(tmp_path, (None, defaults), (None, tuned))
+    found = compare(record_of(), (None, defaults), (None, tuned))
     (standing,) = found.standings
     assert (standing.defaults[0], standing.tuned[0], standing.close) == ("a", "b", ["a"])
     assert "b at their best but not apart from a" in found.verdict()
     assert standing.leader_column() == "no (not apart)"
     tuned.points[1] = RatePoint("a", 600, 10, 10, 600, Percentiles(1, 2, 3, 4, 5), 40, False, 0.1)
-    found = compare(tmp_path, (None, defaults), (None, tuned))
+    found = compare(record_of(), (None, defaults), (None, tuned))
     assert found.standings[0].close == []
     assert "b at their best" in found.verdict() and "not apart" not in found.verdict()
     assert found.standings[0].leader_column() == "no"

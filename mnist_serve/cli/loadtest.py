@@ -169,7 +169,7 @@ def run_tuned(
     )
     answers = (answer_in(out / "defaults"), answer_in(out))
     comparison = compare(
-        models, (before.closed, before.openloop), (after.closed, after.openloop), answers
+        after.served, (before.closed, before.openloop), (after.closed, after.openloop), answers
     )
     comparison.save(out)
     for model, config in comparison.configs.items():
