@@ -297,18 +297,17 @@ class ModelRegistry:
                 await model.batcher.stop()
 
 
-def tuned_workers(settings: Settings) -> int | None:
-    """With ``tuned``: the worker count every served model's tuned configuration agrees on
-    (workers serve every model, so one count must suit all), else None."""
+def tuned_worker_counts(settings: Settings) -> set[int | None]:
+    """With ``tuned``: the worker counts the served models' tuned configurations ask for (None
+    for a model without one). Workers serve every model, so only one count can apply."""
     from modelrepo.tuned import tuned_config
 
-    counts = {
+    return {
         found.workers if found else None
         for variant in plan(settings).values()
         for model in variant.runtimes.values()
         for found in [tuned_config(settings.models_dir, model.model.variant, model.runtime_name)]
     }
-    return counts.pop() if len(counts) == 1 else None
 
 
 def short_reason(err: BaseException) -> str:

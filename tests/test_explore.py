@@ -223,6 +223,9 @@ def test_a_server_started_with_tuned_applies_the_saved_batching(
     log = tuned_server.log.read_text()
     assert "small-stride2@onnx runs with its tuned configuration: batch 4, wait 2 ms" in log
     assert "small-stride2@litert has no tuned configuration" in log
+    # One model tuned to a worker per core, one not tuned: no count applies to both, it says.
+    said = "the models' tuned worker counts differ (one per core, none): serving with workers=0"
+    assert said in log
     (entry,) = httpx.get(f"{tuned_server.url}/variants").json()
     runtimes = {r["runtime"]: r["batching"] for r in entry["runtimes"]}
     assert runtimes["onnx"] == batching(max_batch_size=4, max_wait_ms=2, intra_op_threads=1,

@@ -46,24 +46,29 @@ def serve(**given: Any) -> None:
 
 
 def with_tuned_workers(settings: Settings) -> Settings:
-    """``--tuned`` without ``--workers``: the worker count the tuned models agree on, if any."""
+    """``--tuned`` without ``--workers``: the worker count the tuned models agree on, if any
+    (else the settings', saying why)."""
     import os
 
-    from service.registry import tuned_workers
+    from service.registry import tuned_worker_counts
 
     if os.environ.get("MNIST_SERVE_WORKERS"):
         return settings
     from modelrepo.tuned import TunedError
 
     try:
-        workers = tuned_workers(settings)
+        counts = tuned_worker_counts(settings)
     except TunedError as err:
         console.print(f"[red]cannot serve --tuned:[/] {err}")
         raise typer.Exit(2) from err
-    if workers is None:
-        console.print(
-            "--tuned: the models' tuned worker counts differ (or some have none): "
-            f"serving with workers={settings.workers}"
-        )
-        return settings
-    return settings.model_copy(update={"workers": workers})
+    found = sorted(c for c in counts if c is not None)
+    if len(counts) == 1 and found:
+        return settings.model_copy(update={"workers": found[0]})
+    workers = f"workers={settings.workers}{' (one per core)' * (settings.workers == 0)}"
+    if not found:
+        why = "no model served has a tuned configuration (mnist-serve tune saves them)"
+    else:
+        asked = [f"{c}" if c else "one per core" for c in found] + ["none"] * (None in counts)
+        why = f"the models' tuned worker counts differ ({', '.join(asked)})"
+    console.print(f"--tuned: {why}: serving with {workers}")
+    return settings
