@@ -64,11 +64,13 @@ def with_tuned_workers(settings: Settings) -> Settings:
     found = sorted(c for c in counts if c is not None)
     if len(counts) == 1 and found:
         return settings.model_copy(update={"workers": found[0]})
-    workers = f"workers={settings.workers}{' (one per core)' * (settings.workers == 0)}"
     if not found:
         why = "no model served has a tuned configuration (mnist-serve tune saves them)"
     else:
-        asked = [f"{c}" if c else "one per core" for c in found] + ["none"] * (None in counts)
+        asked = [str(count) if count else "one per core" for count in found]
+        if None in counts:
+            asked.append("none")
         why = f"the models' tuned worker counts differ ({', '.join(asked)})"
-    console.print(f"--tuned: {why}: serving with {workers}")
+    per_core = " (one per core)" if settings.workers == 0 else ""
+    console.print(f"--tuned: {why}: serving with workers={settings.workers}{per_core}")
     return settings
