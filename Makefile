@@ -14,7 +14,7 @@ export MNIST_DATA := $(SHARED_MNIST)
 endif
 endif
 
-.PHONY: demo test test-fast bench bench-models bench-peers bench-memory bench-metrics profile wrk h2load nginx bench-protocols bench-overload bench-refusal bench-http-path bench-startup container-test container-gpu-check env browser clean
+.PHONY: demo test test-fast bench bench-models bench-peers bench-memory bench-metrics profile wrk h2load nginx bench-protocols bench-overload bench-overload-mosec bench-refusal bench-http-path bench-startup container-test container-gpu-check env browser clean
 
 env: $(STAMP)
 
@@ -113,6 +113,13 @@ bench-http-path: $(STAMP)
 # for bench-peers).
 bench-overload: $(STAMP) wrk
 	$(BIN)/python scripts/bench_overload.py --out runs/bench-overload.json $(CPU_SPLIT)
+
+# The same overload against the peer: ours and mosec on the same model.onnx, each loaded at
+# multiples of its own capacity; installs the peers extra (mosec) into .venv if missing.
+bench-overload-mosec: $(STAMP) wrk
+	@$(BIN)/python -c "import mosec" 2>/dev/null || $(BIN)/pip install --quiet -e '.[peers]'
+	$(BIN)/python scripts/bench_overload.py --model depthwise@onnx --servers defaults,resends,mosec \
+	    --out runs/bench-overload-mosec.json $(CPU_SPLIT)
 
 # What one refusal costs the server's core against one served request, ours and nginx's, and the
 # goodput at 4x overload those costs allow on that core (the server on CPU 0, the load on CPU 1).

@@ -6,7 +6,12 @@ resending at once is held after a 503), and the same with shedding off (``--max-
 ``--max-queue-wait-ms`` and ``--max-queue`` so large they never trigger: the old behaviour).
 ``--servers defaults,nginx`` runs our defaults behind nginx too (:mod:`loadtests.front`: nginx
 refuses the POST over ``--front-limit`` in flight itself, so a refusal costs no Python; its
-RSS columns are our server's alone).
+RSS columns are our server's alone). ``--servers ...,mosec`` runs the peer, mosec
+(scripts/mosec_server.py: a Rust front end, one Python worker, batches of up to 32 in 1 ms),
+on the same ONNX file (``--model V@onnx``), refusing with 429 once ``--mosec-capacity``
+requests wait; being another server, it is loaded at multiples of *its own* capacity, and its
+goodput is a share of that, as the targets are stated (``--mosec-rates ours``: at exactly our
+rates, its goodput then a share of our capacity, for the same load side by side).
 For each: c=1 p50 and capacity (wrk, closed loop, c=1 and c=32), then open-loop load at 1x, 2x
 and 4x the first server's capacity (the same offered rates for every server, so they compare),
 with /healthz and /metrics probed every 100 ms throughout (one keep-alive connection each, in a
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import math
 import os
@@ -53,12 +59,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import bench_service
+import mosec_peer
 import numpy as np
-from overload_load import MAX_CONNECTIONS, Load, PeakRss, generator, open_loop, rss_mb
+from overload_load import (
+    MAX_CONNECTIONS,
+    PROBES,
+    Load,
+    PeakRss,
+    generator,
+    open_loop,
+    rss_mb,
+)
 
 from loadtests.front import Front, NginxNotFound, nginx_binary, run_front
 from loadtests.procs import add_cpu_split, check_cpu_split, run_server
 from modelrepo.contract import INPUT_NAME, SIDE
+from modelrepo.layout import ModelRepository, RepositoryError
 from training.data import load_mnist
 
 NO_SHEDDING = (
@@ -76,8 +92,32 @@ SERVERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "resends": ("shedding on, --shed-hold resends", ("--shed-hold", "resends")),
     "off": ("shedding off", NO_SHEDDING),
     "nginx": ("defaults behind nginx (limit_conn)", ()),
+    "mosec": ("mosec (peer)", ()),
 }
-DEFAULT_SERVERS = ("defaults", "resends", "off")  # nginx only when asked: it needs nginx
+DEFAULT_SERVERS = ("defaults", "resends", "off")  # nginx and mosec only when asked
+
+
+def mosec_model(parser: argparse.ArgumentParser, models: Path, model: str, capacity: int) -> Path:
+    """The ONNX file mosec is to serve, or the parser's error saying why it cannot."""
+    variant, _, runtime = model.partition("@")
+    if runtime != "onnx":
+        parser.error(f"--servers mosec: mosec serves ONNX; pass --model {variant}@onnx")
+    if capacity < 1:
+        parser.error(f"--mosec-capacity: {capacity}; at least 1")
+    try:
+        onnx = ModelRepository(models).get(variant).artifact("onnx")
+    except RepositoryError as error:
+        parser.error(f"--servers mosec: {error} (make demo trains the models)")
+    if not onnx.is_file():
+        parser.error(f"--servers mosec: {onnx} is missing (train with --runtimes onnx)")
+    if missing := mosec_peer.check_installed():
+        parser.error(missing)
+    return onnx
+
+
+def mosec_version() -> str:
+    """The installed mosec's version (the peer's label)."""
+    return importlib.metadata.version("mosec")
 
 
 def wrk(url: str, connections: int, seconds: int, script: Path) -> tuple[float, float]:
@@ -108,7 +148,23 @@ def main() -> None:
         default=",".join(DEFAULT_SERVERS),
         help=f"the servers to run, in order, of: {', '.join(SERVERS)} (--in-flight adds its own;"
         " nginx: our defaults behind nginx, which refuses over --front-limit POSTs in flight "
-        "itself, from C; needs nginx: make nginx)",
+        "itself, from C; needs nginx: make nginx; mosec: the peer on the same ONNX file, at "
+        "multiples of its own capacity; needs --model V@onnx and pip install -e '.[peers]')",
+    )
+    parser.add_argument(
+        "--mosec-capacity",
+        type=int,
+        default=mosec_peer.DEFAULT_CAPACITY,
+        help="with --servers ...,mosec: requests mosec queues before it answers 429 (its own "
+        "default)",
+    )
+    parser.add_argument(
+        "--mosec-rates",
+        choices=("own", "ours"),
+        default="own",
+        help="with --servers ...,mosec: load mosec at multiples of its own capacity (the targets'"
+        " terms) or at exactly the rates ours got (the same load; a server of ours must come "
+        "first in --servers)",
     )
     parser.add_argument(
         "--front-limit",
@@ -152,10 +208,19 @@ def main() -> None:
             nginx_binary()
         except NginxNotFound as error:
             parser.error(str(error))
+    variant, _, runtime = args.model.partition("@")
+    onnx = Path()  # the file mosec serves
+    if "mosec" in servers:
+        if args.mosec_rates == "ours" and servers[0] == "mosec":
+            parser.error("--mosec-rates ours: name a server of ours before mosec in --servers")
+        onnx = mosec_model(parser, args.models, args.model, args.mosec_capacity)
+    elif args.mosec_capacity != mosec_peer.DEFAULT_CAPACITY or args.mosec_rates != "own":
+        parser.error("--mosec-capacity and --mosec-rates apply only with --servers ...,mosec")
     if args.load_cpus is not None:
         os.sched_setaffinity(0, args.load_cpus)  # wrk and the generator inherit it
     binary = generator()
-    variant, _, runtime = args.model.partition("@")
+    if "mosec" in servers and binary is None:
+        parser.error("--servers mosec needs the C generator (the asyncio one counts only 503s)")
     digit = load_mnist(args.data).x_test[0].reshape(SIDE, SIDE).astype(np.float32)
     digit = digit / 255.0 if digit.max() > 1 else digit
     body = json.dumps({INPUT_NAME: np.round(digit, 4).tolist()}).encode()
@@ -185,11 +250,13 @@ def main() -> None:
         for limit in filter(None, args.in_flight.split(","))
     }
     configs: dict[str, tuple[str, ...]] = {}
-    fronted = ""  # the label of the server behind nginx, if any
+    fronted = peer = ""  # the labels of the server behind nginx and of mosec, if any
     for name in servers:
         label, flags = SERVERS[name]
         if name == "nginx":
             label = fronted = f"{label} {front.limit}, nice {front.nice}"
+        if name == "mosec":
+            label = peer = f"mosec {mosec_version()}, --capacity {args.mosec_capacity}"
         configs[label] = (*common, *flags)
         if name == "defaults":  # the limits compared sit beside the defaults they change
             configs |= in_flight
@@ -198,63 +265,83 @@ def main() -> None:
     rows: list[str] = []
     storms: list[str] = []
     record: dict[str, Any] = {"machine": machine, "model": args.model, "runs": [], "storms": []}
-    reference = 0.0  # the first server's capacity: every server gets the same offered rates
+    # The first of our servers' capacity: each of ours gets the same offered rates (the peer's
+    # come from its own capacity).
+    reference = 0.0
     for label, flags in configs.items():
         log = work / f"{len(rows)}.log"
         with contextlib.ExitStack() as stack:
-            server = stack.enter_context(
-                run_server(args.models, log, *flags, cpus=args.server_cpus)
-            )
-            server.wait_ready()
-            base = server.url
-            if label == fronted:  # the same server, reached through nginx on the same CPUs
-                port = urlsplit(server.url).port or 80
-                base = stack.enter_context(
-                    run_front(port, front, work / "nginx", cpus=args.server_cpus)
+            probes, shed_status = PROBES, 503
+            if label == peer:
+                mosec = stack.enter_context(
+                    mosec_peer.run(onnx, log, args.mosec_capacity, args.server_cpus)
                 )
-            url = f"{base}/predict/{args.model}"
+                url, pid = mosec.url, mosec.pid
+                probes, shed_status = mosec_peer.PROBES, mosec_peer.SHED_STATUS
+            else:
+                server = stack.enter_context(
+                    run_server(args.models, log, *flags, cpus=args.server_cpus)
+                )
+                server.wait_ready()
+                base, pid = server.url, server.process.pid
+                if label == fronted:  # the same server, reached through nginx on the same CPUs
+                    port = urlsplit(server.url).port or 80
+                    base = stack.enter_context(
+                        run_front(port, front, work / "nginx", cpus=args.server_cpus)
+                    )
+                url = f"{base}/predict/{args.model}"
             wrk(url, 4, 2, script)  # warm up
             _, c1_p50 = wrk(url, 1, 5, script)
             capacity, _ = wrk(url, 32, 5, script)
-            reference = reference or capacity
-            # A retry storm: wrk's connections resend at once after every answer, 503s
+            if label != peer:
+                reference = reference or capacity
+            rates_from = capacity if label == peer and args.mosec_rates == "own" else reference
+            # A retry storm: wrk's connections resend at once after every answer, refusals
             # included, ignoring Retry-After; goodput is what the 200s keep of capacity.
             if args.storm:
                 storm, _ = wrk(url, args.storm, 5, script)
+                first = reference or capacity  # the peer, run before any of ours: its own
                 storms.append(
                     f"| {label} | {args.storm} | {storm:,.0f} | {storm / capacity:.0%} of "
-                    f"{capacity:,.0f} | {storm / reference:.0%} of {reference:,.0f} |"
+                    f"{capacity:,.0f} | {storm / first:.0%} of {first:,.0f} |"
                 )
                 record["storms"].append(
                     {"server": label, "connections": args.storm, "goodput": storm}
-                    | {"capacity": capacity, "reference": reference}
+                    | {"capacity": capacity, "reference": first}
                     | ({"front": asdict(front)} if label == fronted else {})
                 )
-            idle = rss_mb(server.process.pid)
+            idle = rss_mb(pid)
             print(
                 f"\n{label}: c=1 p50 {c1_p50:.2f} ms, capacity {capacity:,.0f} req/s (c=32), "
                 f"idle RSS {idle:,.0f} MB"
             )
             for multiple in multiples:
-                peak = PeakRss(server.process.pid)
+                peak = PeakRss(pid)
                 peak.start()
                 load = open_loop(
-                    url, work / "body.json", reference * multiple, args.seconds, binary
+                    url,
+                    work / "body.json",
+                    rates_from * multiple,
+                    args.seconds,
+                    binary,
+                    probes,
+                    shed_status,
                 )
                 peak.running = False
                 time.sleep(3)
-                after = rss_mb(server.process.pid)
-                rows.append(report(label, multiple, reference, c1_p50, load, peak.peak, after))
+                after = rss_mb(pid)
+                rows.append(report(label, multiple, rates_from, c1_p50, load, peak.peak, after))
                 record["runs"].append(
-                    {"server": label, "multiple": multiple, "capacity": reference}
+                    {"server": label, "multiple": multiple, "capacity": rates_from}
                     | {"c1_p50_ms": c1_p50, "rss_peak_mb": peak.peak, "rss_after_mb": after}
                     | asdict(load)
                 )
                 if label == fronted:
                     record["runs"][-1]["front"] = asdict(front)
     print(
-        "\n| server | load | offered/s | goodput/s (of capacity) | 503/s | failed/s "
-        "| 503 p50 / p99 ms | 200 p50 / p99 ms (p99 / c=1 p50) | /healthz, /metrics max ms "
+        "\n| server | load | offered/s | goodput/s (of capacity) | refused/s | failed/s "
+        "| refused p50 / p99 ms | 200 p50 / p99 ms (p99 / c=1 p50) "
+        "| /healthz (mosec: /), /metrics max ms "
         "| RSS peak / after MB | generator lag p99 ms |"
     )
     print("|---" * 11 + "|")

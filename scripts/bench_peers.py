@@ -30,28 +30,23 @@ Run: ``make bench-peers`` or ``python scripts/bench_peers.py --models models``. 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
+import mosec_peer
 from bench_service import floor_command, post_script, quiet_server, server, wrk
 
 from loadtests import steal
 from loadtests.procs import add_cpu_split, check_cpu_split, free_port
-from modelrepo.contract import INPUT_NAME, PIXELS
 from modelrepo.layout import ModelRepository
 from training.data import load_mnist
 
-HERE = Path(__file__).resolve().parent
-MOSEC_SERVER = HERE / "mosec_server.py"
 SERVERS = ("mosec", "ours", "floor")  # round 1's order; round 2 runs the reverse
 ENGINE_FLAGS = {
     "default": [],
@@ -151,19 +146,6 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def wait_answers(url: str, timeout_s: float = 120.0) -> None:
-    """Poll a POST of the benchmark body until it answers 200 (mosec's workers start late)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.post(url, json={INPUT_NAME: [0.0] * PIXELS}, timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f} s")
-
-
 def main() -> None:
     """Start the three servers, run wrk over them in alternating rounds, print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -183,8 +165,8 @@ def main() -> None:
     split = check_cpu_split(parser, args)
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk")
-    if importlib.util.find_spec("mosec") is None:
-        sys.exit("mosec is not installed: pip install -e '.[peers]'")
+    if missing := mosec_peer.check_installed():
+        sys.exit(missing)
     levels = [int(c) for c in args.concurrency.split(",")]
     onnx = ModelRepository(args.models).get(args.variant).artifact("onnx")
     if not onnx.is_file():
@@ -198,21 +180,10 @@ def main() -> None:
     servers = ("mosec", *(ours_name(e) for e in engines), "floor")
     ports = {name: free_port() for name in servers}
     commands = {
-        "mosec": [
-            sys.executable,
-            str(MOSEC_SERVER),
-            "--onnx",
-            str(onnx),
-            "--port",
-            str(ports["mosec"]),
-            "--address",
-            "127.0.0.1",
-            "--log-level",
-            "warning",
-        ],
+        "mosec": mosec_peer.command(onnx, ports["mosec"]),
         "floor": floor_command(args.models, args.variant, ports["floor"]),
     }
-    paths = {"mosec": "/inference", "floor": f"/predict/{args.variant}"}
+    paths = {"mosec": mosec_peer.PATH, "floor": f"/predict/{args.variant}"}
     for engine in engines:
         name = ours_name(engine)
         flags = [*ENGINE_FLAGS[engine], *OURS_FLAGS]
@@ -230,7 +201,7 @@ def main() -> None:
         for name in servers:
             base = stack.enter_context(server(commands[name], ports[name]))
             urls[name] = base + paths[name]
-            wait_answers(urls[name])
+            mosec_peer.wait_answers(urls[name])
         if args.load_cpus is not None:  # ...and wrk, started from here on, these
             os.sched_setaffinity(0, args.load_cpus)
         for name in servers:

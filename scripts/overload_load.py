@@ -93,16 +93,24 @@ class Load:
     raw: dict[str, Any] | None = None  # the C generator's whole result
 
     @classmethod
-    def from_c(cls, run: cgen.OpenLoopRun, probes: dict[str, list[float]]) -> Load:
-        """From the C generator's result."""
+    def from_c(
+        cls, run: cgen.OpenLoopRun, probes: dict[str, list[float]], shed_status: int = 503
+    ) -> Load:
+        """From the C generator's result; ``shed_status``: the server's refusal (mosec: 429)."""
+        shed = run.shed if shed_status == 503 else run.other  # the tool times 503s apart
+        if shed_status != 503 and (mixed := set(run.status_counts) - {200, shed_status}):
+            raise ValueError(
+                f"answers other than 200 and {shed_status} ({sorted(mixed)}): the refusals' "
+                "latency would mix them in"
+            )
         return cls(
             "c",
             run.offered_rate,
             run.per_second(200),
-            run.per_second(503),
+            run.per_second(shed_status),
             run.failed / run.duration_s,
-            ms(run.shed.p50),
-            ms(run.shed.p99),
+            ms(shed.p50),
+            ms(shed.p99),
             ms(run.ok.p50),
             ms(run.ok.p99),
             ms(run.lag.p99),
@@ -135,17 +143,27 @@ def probes_max(probes: dict[str, list[float]]) -> dict[str, float]:
     return {path: max(v) * 1000 if v else math.nan for path, v in probes.items()}
 
 
-def open_loop(url: str, body: Path, rate: float, seconds: float, binary: Path | None) -> Load:
-    """Open-loop POSTs of ``body`` to ``url`` at ``rate`` for ``seconds``, the probes beside;
-    with the C generator (``binary``), else the asyncio one."""
+def open_loop(
+    url: str,
+    body: Path,
+    rate: float,
+    seconds: float,
+    binary: Path | None,
+    probe_paths: tuple[str, ...] = PROBES,
+    shed_status: int = 503,
+) -> Load:
+    """Open-loop POSTs of ``body`` to ``url`` at ``rate`` for ``seconds``, ``probe_paths`` GET
+    beside; with the C generator (``binary``), else the asyncio one (which counts 503s only)."""
     if binary is None:
+        if shed_status != 503:
+            raise ValueError("the asyncio generator counts only 503 refusals: use the C one")
         result = asyncio.run(
-            run_open_loop(url, body.read_bytes(), rate, seconds, probe_paths=PROBES)
+            run_open_loop(url, body.read_bytes(), rate, seconds, probe_paths=probe_paths)
         )
         return Load.from_python(result)
     parts = urlsplit(url)
     port = parts.port or 80
-    probes = [Probe(port, path) for path in PROBES]
+    probes = [Probe(port, path) for path in probe_paths]
     for probe in probes:
         probe.start()
     plan = cgen.Plan(
@@ -165,7 +183,7 @@ def open_loop(url: str, body: Path, rate: float, seconds: float, binary: Path | 
             probe.running = False
         for probe in probes:
             probe.join()
-    return Load.from_c(run, {probe.path: probe.seconds for probe in probes})
+    return Load.from_c(run, {probe.path: probe.seconds for probe in probes}, shed_status)
 
 
 def generator() -> Path | None:

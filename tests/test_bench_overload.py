@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import run_script, script_module
@@ -9,16 +11,17 @@ from tests.helpers import run_script, script_module
 
 def test_every_named_server_is_known() -> None:
     bench = script_module("bench_overload")
-    assert list(bench.SERVERS) == ["defaults", "resends", "off", "nginx"]
+    assert list(bench.SERVERS) == ["defaults", "resends", "off", "nginx", "mosec"]
     assert bench.SERVERS["resends"][1] == ("--shed-hold", "resends")
-    assert bench.DEFAULT_SERVERS == ("defaults", "resends", "off")  # nginx only when asked
+    assert bench.DEFAULT_SERVERS == ("defaults", "resends", "off")  # nginx, mosec when asked
 
 
 @pytest.mark.slow
 def test_an_unknown_server_is_refused_at_once() -> None:
     done = run_script("bench_overload", "--servers", "defaults,fast", timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "--servers: unknown fast; choose from defaults, resends, off, nginx" in done.stderr
+    known = "defaults, resends, off, nginx, mosec"
+    assert f"--servers: unknown fast; choose from {known}" in done.stderr
     assert "machine:" not in done.stdout  # nothing was measured
 
 
@@ -45,3 +48,41 @@ def test_front_flags_without_the_front_are_refused() -> None:
 def test_a_negative_storm_is_refused_at_once() -> None:
     done = run_script("bench_overload", "--storm", "-1", timeout=60)
     assert done.returncode == 2 and "0 skips the retry storm" in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_mosec_on_another_runtime_is_refused_at_once() -> None:
+    """mosec serves the ONNX file: asked beside LiteRT (the default --model), it says which
+    --model to pass, before any server starts."""
+    done = run_script("bench_overload", "--servers", "defaults,mosec", timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "mosec serves ONNX; pass --model depthwise@onnx" in done.stderr
+    assert "machine:" not in done.stdout
+
+
+@pytest.mark.slow
+def test_mosec_without_a_trained_model_is_refused_at_once(tmp_path: Path) -> None:
+    done = run_script(
+        "bench_overload", "--servers", "mosec", "--model", "depthwise@onnx",
+        "--models", tmp_path, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no exported version of 'depthwise'" in done.stderr and "make demo" in done.stderr
+
+
+@pytest.mark.slow
+def test_mosec_flags_without_mosec_are_refused() -> None:
+    done = run_script("bench_overload", "--mosec-capacity", "64", timeout=60)
+    assert done.returncode == 2 and "apply only with --servers ...,mosec" in done.stderr, (
+        done.stderr
+    )
+
+
+@pytest.mark.slow
+def test_mosec_at_our_rates_needs_one_of_ours_first() -> None:
+    done = run_script(
+        "bench_overload", "--servers", "mosec,defaults", "--model", "depthwise@onnx",
+        "--mosec-rates", "ours", timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "name a server of ours before mosec" in done.stderr

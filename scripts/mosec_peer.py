@@ -1,0 +1,98 @@
+"""How the benchmarks start the mosec peer (scripts/mosec_server.py) and know it answers.
+
+Shared by ``scripts/bench_peers.py`` (throughput against mosec) and ``scripts/bench_overload.py``
+(overload against mosec). This module does not import mosec, so a benchmark that may run
+without the peer can import it; :func:`check_installed` says how to get it when it is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from loadtests.procs import free_port, stop, wait_for_port
+from modelrepo.contract import INPUT_NAME, PIXELS
+
+MOSEC_SERVER = Path(__file__).resolve().parent / "mosec_server.py"
+PATH = "/inference"  # where mosec answers a POST
+PROBES = ("/", "/metrics")  # its GETs: a liveness answer and its Prometheus metrics
+SHED_STATUS = 429  # mosec's answer when its queue (--capacity) is full; ours is 503
+DEFAULT_CAPACITY = 1024  # mosec's own default --capacity (requests queued before it refuses)
+
+
+def check_installed() -> str | None:
+    """What is wrong if mosec cannot be imported here, else None."""
+    if importlib.util.find_spec("mosec") is None:
+        return "mosec is not installed: pip install -e '.[peers]'"
+    return None
+
+
+def command(onnx: Path, port: int, capacity: int = DEFAULT_CAPACITY) -> list[str]:
+    """mosec serving ``onnx`` on 127.0.0.1:``port`` (one worker, batches of up to 32, 1 ms)."""
+    return [
+        sys.executable,
+        str(MOSEC_SERVER),
+        "--onnx",
+        str(onnx),
+        "--port",
+        str(port),
+        "--address",
+        "127.0.0.1",
+        "--capacity",
+        str(capacity),
+        "--log-level",
+        "warning",
+    ]
+
+
+def wait_answers(url: str, timeout_s: float = 120.0) -> None:
+    """Poll a POST of a blank digit until it answers 200 (mosec's workers start late)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(url, json={INPUT_NAME: [0.0] * PIXELS}, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f} s")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A running mosec: where it answers POSTs, and its process (RSS counts its children)."""
+
+    url: str
+    pid: int
+
+
+@contextmanager
+def run(
+    onnx: Path, log: Path, capacity: int = DEFAULT_CAPACITY, cpus: Collection[int] | None = None
+) -> Iterator[Peer]:
+    """mosec serving ``onnx`` on a free port, answering; stopped on exit. With ``cpus``, it and
+    the processes it starts (its Rust front end, its worker) run only on those CPUs."""
+    port = free_port()
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command(onnx, port, capacity),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
+        )
+    try:
+        wait_for_port(port, process)
+        url = f"http://127.0.0.1:{port}{PATH}"
+        wait_answers(url)
+        yield Peer(url, process.pid)
+    finally:
+        stop(process)
