@@ -62,6 +62,7 @@ class EnginePlan:
     workers: int
     engine: str  # "single" (one process), "hybrid", "executor" or "replicas"
     gpu: bool
+    note: str = ""  # why the plan is not what the settings named, to say at start-up
 
     @property
     def executor(self) -> bool:
@@ -79,7 +80,14 @@ def plan_engine(settings: Settings) -> EnginePlan:
     gpu = gpu_wanted(settings.device)
     workers = settings.workers or usable_cores()
     if workers == 1:
-        return EnginePlan(1, "single", gpu)
+        note = ""
+        if "engine" in settings.model_fields_set:  # named, by a flag or MNIST_SERVE_ENGINE
+            why = "--workers 1" if settings.workers else "one usable core"
+            note = (
+                f"one worker ({why}): serving as a single process; --engine {settings.engine} "
+                "applies only with several workers (--workers N)"
+            )
+        return EnginePlan(1, "single", gpu, note)
     engine = settings.engine
     if gpu and engine == "replicas":
         raise ConfigError(
@@ -93,6 +101,8 @@ def serve(settings: Settings) -> None:
     """Serve until interrupted: alone (one worker), or as the supervisor of several."""
     configure_logging(settings)
     engine = plan_engine(settings)
+    if engine.note:
+        log.warning("%s", engine.note)
     if engine.workers == 1:
         run_single(settings)
         return
