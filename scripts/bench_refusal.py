@@ -19,7 +19,10 @@ would land on the server's core, so these costs are if anything low.
   always full. ``ours`` refuses in its HTTP protocol, at the request's headers, with its
   pre-encoded 503 (``--shed-hold resends``: every request is read and answered); ``nginx``
   refuses from C in front of it (``limit_conn 1``, :mod:`loadtests.front`), which costs no
-  Python.
+  Python; ``mosec``, the peer (``--servers ...,mosec``, with ``--model V@onnx``), refuses with
+  429 from its Rust front end once its queue (``--capacity 1``) is full: its Python worker is
+  stopped and a few requests wait in the queue (``mosec_peer.refusing_all``). Its served
+  request is its own, at its defaults.
 
 At 4x, with ``r`` the refusal's cost over the served request's, serving a share ``g`` of
 capacity leaves ``4 - g`` requests refused per capacity's worth, so the core holds
@@ -32,8 +35,10 @@ nginx, against its own served request (through the proxy) and against ours (as i
 ran in our process, without the proxy hop).
 
 Needs the split (``--server-cpus 0 --load-cpus 1``: the load's work must not land on the
-measured core), wrk, a C compiler and trained models; ``nginx`` needs nginx (``make nginx``).
-Run: ``make bench-refusal`` or ``python scripts/bench_refusal.py --server-cpus 0 --load-cpus 1``.
+measured core), wrk, a C compiler and trained models; ``nginx`` needs nginx (``make nginx``),
+``mosec`` the peers extra (``pip install -e '.[peers]'``).
+Run: ``make bench-refusal`` or ``python scripts/bench_refusal.py --server-cpus 0 --load-cpus 1``
+(``--model depthwise@onnx --servers ours,nginx,mosec`` with the peer).
 About 2 minutes.
 """
 
@@ -52,6 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import mosec_peer
 import numpy as np
 import psutil
 from bench_service import post_script, wrk
@@ -60,9 +66,12 @@ from loadtests import cgen
 from loadtests.front import Front, NginxNotFound, nginx_binary, run_front
 from loadtests.procs import add_cpu_split, check_cpu_split, run_server
 from modelrepo.contract import SIDE
+from modelrepo.layout import ModelRepository
 from training.data import load_mnist
 
-SERVERS = ("ours", "nginx")
+SERVERS = ("ours", "nginx", "mosec")
+DEFAULT_SERVERS = ("ours", "nginx")  # mosec when asked: it needs the peers extra and ONNX
+MOSEC_TIMEOUT_MS = "3600000"  # mosec's held requests must outlive every measurement
 MIN_REFUSED = 0.99  # the share of 503s a refusal run must have, else it measured something else
 
 
@@ -143,16 +152,18 @@ def refusal_cost(
     binary: Path,
     cpus: Collection[int],
     idle: float,
+    refused_status: int = 503,
 ) -> tuple[Cost, float]:
-    """The C generator at ``rate``: the core's busy time beyond ``idle`` over the 503s; and the
-    share of the answers that were 503s (should be all)."""
+    """The C generator at ``rate``: the core's busy time beyond ``idle`` over the refusals
+    (``refused_status``: 503, mosec's 429); and the share of the answers that were refusals
+    (should be all)."""
     port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
     path = "/" + url.split("/", 3)[3]
     plan = cgen.Plan(port, rate, seconds, path=path, body=body, max_connections=2048, preopen=256)
     before, started = busy_s(cpus), time.monotonic()
     run = cgen.run(plan, binary)
     core = busy_s(cpus) - before - idle * (time.monotonic() - started)
-    refused = run.status_counts.get(503, 0)
+    refused = run.status_counts.get(refused_status, 0)
     return Cost(refused, core), refused / max(run.completed, 1)
 
 
@@ -162,6 +173,10 @@ def server(
 ) -> Iterator[str]:
     """``kind`` serving ``model``: at its defaults (``mode`` "serve"), or made to refuse every
     POST ("refuse", module doc). Yields the URL to POST to."""
+    if kind == "mosec":
+        with mosec_server(mode, models, model, cpus, work) as url:
+            yield url
+        return
     variant, _, runtime = model.partition("@")
     flags = ["--variants", variant, "--runtimes", runtime, "--workers", "1", "--poll-s", "0"]
     if mode == "refuse":  # the held request must outlive every measurement (30 s by default)
@@ -188,6 +203,22 @@ def server(
         yield base + path
 
 
+@contextmanager
+def mosec_server(mode: str, models: Path, model: str, cpus: set[int], work: Path) -> Iterator[str]:
+    """The peer serving ``model``'s ONNX file: at its defaults, or refusing every POST."""
+    onnx = ModelRepository(models).get(model.partition("@")[0]).artifact("onnx")
+    log = work / f"mosec-{mode}.log"
+    if mode == "serve":
+        with mosec_peer.run(onnx, log, cpus=cpus) as peer:
+            yield peer.url
+        return
+    with (
+        mosec_peer.run(onnx, log, 1, cpus, "--timeout", MOSEC_TIMEOUT_MS) as peer,
+        mosec_peer.refusing_all(peer, (work / "body.json").read_bytes()),
+    ):
+        yield peer.url
+
+
 def bound(refusal: float, served: float) -> float:
     """The goodput at 4x, a share of capacity (1 / ``served``), that one core holds when a
     refusal costs ``refusal`` and a served request ``served`` (module doc): none once refusing
@@ -202,22 +233,31 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--model", default="depthwise@litert", help="variant@runtime to load")
     parser.add_argument("--data", type=Path, default=os.environ.get("MNIST_DATA"))
-    parser.add_argument("--servers", default=",".join(SERVERS), help="of: ours, nginx")
+    parser.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help="of: ours, nginx (needs nginx: make nginx), mosec (the peer; needs --model V@onnx "
+        "and pip install -e '.[peers]')",
+    )
     parser.add_argument("--rates", default="1500,6000,12000", help="refusals offered per second")
     parser.add_argument("--seconds", type=int, default=6, help="each measurement's length")
     add_cpu_split(parser)
     args = parser.parse_args()
-    split = check_cpu_split(parser, args)
-    if not split:
-        parser.error("give --server-cpus and --load-cpus: the measured core must be the server's")
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     if not servers or set(servers) - set(SERVERS):
         parser.error(f"--servers: choose from {', '.join(SERVERS)}")
+    if "mosec" in servers and not args.model.endswith("@onnx"):
+        parser.error("--servers mosec: mosec serves ONNX; pass --model <variant>@onnx")
+    split = check_cpu_split(parser, args)
+    if not split:
+        parser.error("give --server-cpus and --load-cpus: the measured core must be the server's")
     if "nginx" in servers:
         try:
             nginx_binary()
         except NginxNotFound as error:
             parser.error(str(error))
+    if "mosec" in servers and (missing := mosec_peer.check_installed()):
+        parser.error(missing)
     rates = [float(r) for r in args.rates.split(",")]
     os.sched_setaffinity(0, args.load_cpus)  # wrk and the generator inherit it
     binary = cgen.build()
@@ -234,18 +274,21 @@ def main() -> None:
             served = served_cost(url, script, args.seconds, cpus)
         refusals = []
         with server(kind, "refuse", args.models, args.model, cpus, work) as url:
-            refusal_cost(url, body, rates[0], 2, binary, cpus, 0.0)  # warm: connections, caches
+            status = mosec_peer.SHED_STATUS if kind == "mosec" else 503
+            refusal_cost(url, body, rates[0], 2, binary, cpus, 0.0, status)  # warm: connections
             idle = idle_share(cpus, args.seconds)
             for rate in rates:
-                cost, share = refusal_cost(url, body, rate, args.seconds, binary, cpus, idle)
+                cost, share = refusal_cost(
+                    url, body, rate, args.seconds, binary, cpus, idle, status
+                )
                 if share < MIN_REFUSED:  # the held request gone: the costs would mix in served
                     raise SystemExit(
-                        f"{kind} answered {share:.1%} 503s at {rate:g}/s: not a refusal run"
+                        f"{kind} answered {share:.1%} {status}s at {rate:g}/s: not a refusal run"
                     )
                 refusals.append(cost.us)
                 print(
                     f"  {kind}: {rate:,.0f}/s offered: {cost.us:.1f} us a refusal, "
-                    f"{share:.0%} of the answers 503 (idle: {idle:.1%} of the core)"
+                    f"{share:.0%} of the answers {status} (idle: {idle:.1%} of the core)"
                 )
         print(
             f"{kind}: a served request {served.us:.0f} us of the core at c=32 "
@@ -260,8 +303,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for kind, served_us, refusals in rows:
         cheapest = min(refusals)  # the most favourable
-        # nginx's refusal set against our own served request too: as if it refused in our
-        # process, without the proxy hop its served requests pay.
+        # nginx's or mosec's refusal set against our own served request too: as if it refused
+        # in our process, without the proxy hop (nginx) or the dearer request (mosec).
         against = [(served_us, "")] + (
             [(ours, " (ours served)")] if kind != "ours" and ours else []
         )

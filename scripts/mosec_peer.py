@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -16,8 +17,10 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+import psutil
 
 from loadtests.procs import free_port, stop, wait_for_port
 from modelrepo.contract import INPUT_NAME, PIXELS
@@ -36,8 +39,9 @@ def check_installed() -> str | None:
     return None
 
 
-def command(onnx: Path, port: int, capacity: int = DEFAULT_CAPACITY) -> list[str]:
-    """mosec serving ``onnx`` on 127.0.0.1:``port`` (one worker, batches of up to 32, 1 ms)."""
+def command(onnx: Path, port: int, capacity: int = DEFAULT_CAPACITY, *flags: str) -> list[str]:
+    """mosec serving ``onnx`` on 127.0.0.1:``port`` (one worker, batches of up to 32, 1 ms),
+    with more of mosec's own ``flags`` (``--timeout`` in ms)."""
     return [
         sys.executable,
         str(MOSEC_SERVER),
@@ -51,6 +55,7 @@ def command(onnx: Path, port: int, capacity: int = DEFAULT_CAPACITY) -> list[str
         str(capacity),
         "--log-level",
         "warning",
+        *flags,
     ]
 
 
@@ -77,14 +82,18 @@ class Peer:
 
 @contextmanager
 def run(
-    onnx: Path, log: Path, capacity: int = DEFAULT_CAPACITY, cpus: Collection[int] | None = None
+    onnx: Path,
+    log: Path,
+    capacity: int = DEFAULT_CAPACITY,
+    cpus: Collection[int] | None = None,
+    *flags: str,
 ) -> Iterator[Peer]:
     """mosec serving ``onnx`` on a free port, answering; stopped on exit. With ``cpus``, it and
     the processes it starts (its Rust front end, its worker) run only on those CPUs."""
     port = free_port()
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            command(onnx, port, capacity),
+            command(onnx, port, capacity, *flags),
             stdout=sink,
             stderr=subprocess.STDOUT,
             preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
@@ -96,3 +105,42 @@ def run(
         yield Peer(url, process.pid)
     finally:
         stop(process)
+
+
+@contextmanager
+def refusing_all(peer: Peer, body: bytes, held: int = 3) -> Iterator[None]:
+    """mosec (started with ``--capacity 1`` and a long ``--timeout``) made to answer every
+    POST with 429: its Python worker is stopped (SIGSTOP), then ``held`` requests are sent a
+    moment apart. The first leaves as a batch for the stopped worker (mosec sends it, and waits
+    for the answer before it sends another), the second fills the queue, and every one after is
+    refused; those held stay unanswered until exit (the worker then resumes, so it stops
+    cleanly)."""
+    workers = [
+        child
+        for child in psutil.Process(peer.pid).children(recursive=True)
+        if "spawn_main" in " ".join(child.cmdline())  # not its Rust front end, nor the tracker
+    ]
+    if not workers:
+        raise RuntimeError("mosec's worker process was not found")
+    parts = urlsplit(peer.url)
+    request = (
+        f"POST {parts.path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    sockets: list[socket.socket] = []
+    for worker in workers:
+        worker.suspend()
+    try:
+        for _ in range(held):  # sent whole, never read, each after the last was taken in
+            sockets.append(socket.create_connection(("127.0.0.1", parts.port or 80)))
+            sockets[-1].sendall(request)
+            time.sleep(0.2)  # past the batch window (1 ms): one request, one batch or place
+        status = httpx.post(peer.url, content=body, timeout=10).status_code
+        if status != SHED_STATUS:
+            raise RuntimeError(f"mosec was to refuse every POST, but answered {status}")
+        yield
+    finally:
+        for worker in workers:
+            worker.resume()
+        for sock in sockets:
+            sock.close()

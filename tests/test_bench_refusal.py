@@ -57,3 +57,13 @@ def test_it_refuses_to_measure_without_the_split() -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert "give --server-cpus and --load-cpus" in done.stderr
     assert "machine:" not in done.stdout
+
+
+@pytest.mark.slow
+def test_mosec_on_another_runtime_is_refused_at_once() -> None:
+    """The peer serves the ONNX file: asked beside LiteRT (the default --model), it says which
+    --model to pass, before anything is measured."""
+    done = run_script("bench_refusal", "--servers", "ours,mosec", timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "mosec serves ONNX; pass --model <variant>@onnx" in done.stderr
+    assert "machine:" not in done.stdout
