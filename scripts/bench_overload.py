@@ -13,7 +13,8 @@ requests wait; being another server, it is loaded at multiples of *its own* capa
 goodput is a share of that, as the targets are stated (``--mosec-rates ours``: at exactly our
 rates, its goodput then a share of our capacity, for the same load side by side).
 For each: c=1 p50 and capacity (wrk, closed loop, c=1 and c=32), then open-loop load at 1x, 2x
-and 4x the first server's capacity (the same offered rates for every server, so they compare),
+and 4x the first server's capacity (the same offered rates for each of ours, so they compare;
+mosec's as above),
 with /healthz and /metrics probed every 100 ms throughout (one keep-alive connection each, in a
 thread), and the server's RSS sampled (idle, peak, and 3 s after). A multi-process server's
 /metrics answers no sooner than ``service.metrics.SETTLE_S`` (100 ms): it waits for every
@@ -74,7 +75,6 @@ from overload_load import (
 from loadtests.front import Front, NginxNotFound, nginx_binary, run_front
 from loadtests.procs import add_cpu_split, check_cpu_split, run_server
 from modelrepo.contract import INPUT_NAME, SIDE
-from modelrepo.layout import ModelRepository, RepositoryError
 from training.data import load_mnist
 
 NO_SHEDDING = (
@@ -99,17 +99,12 @@ DEFAULT_SERVERS = ("defaults", "resends", "off")  # nginx and mosec only when as
 
 def mosec_model(parser: argparse.ArgumentParser, models: Path, model: str, capacity: int) -> Path:
     """The ONNX file mosec is to serve, or the parser's error saying why it cannot."""
-    variant, _, runtime = model.partition("@")
-    if runtime != "onnx":
-        parser.error(f"--servers mosec: mosec serves ONNX; pass --model {variant}@onnx")
     if capacity < 1:
         parser.error(f"--mosec-capacity: {capacity}; at least 1")
     try:
-        onnx = ModelRepository(models).get(variant).artifact("onnx")
-    except RepositoryError as error:
-        parser.error(f"--servers mosec: {error} (make demo trains the models)")
-    if not onnx.is_file():
-        parser.error(f"--servers mosec: {onnx} is missing (train with --runtimes onnx)")
+        onnx = mosec_peer.onnx_for(models, model)
+    except mosec_peer.PeerSetupError as error:
+        parser.error(f"--servers mosec: {error}")
     if missing := mosec_peer.check_installed():
         parser.error(missing)
     return onnx
@@ -154,17 +149,15 @@ def main() -> None:
     parser.add_argument(
         "--mosec-capacity",
         type=int,
-        default=mosec_peer.DEFAULT_CAPACITY,
-        help="with --servers ...,mosec: requests mosec queues before it answers 429 (its own "
-        "default)",
+        help="with --servers ...,mosec: requests mosec queues before it answers 429 (default: "
+        f"mosec's own, {mosec_peer.DEFAULT_CAPACITY:,})",
     )
     parser.add_argument(
         "--mosec-rates",
         choices=("own", "ours"),
-        default="own",
-        help="with --servers ...,mosec: load mosec at multiples of its own capacity (the targets'"
-        " terms) or at exactly the rates ours got (the same load; a server of ours must come "
-        "first in --servers)",
+        help="with --servers ...,mosec: load mosec at multiples of its own capacity (own, the "
+        "default: the targets' terms) or at exactly the rates ours got (ours: the same load; a "
+        "server of ours must come first in --servers)",
     )
     parser.add_argument(
         "--front-limit",
@@ -209,12 +202,14 @@ def main() -> None:
         except NginxNotFound as error:
             parser.error(str(error))
     variant, _, runtime = args.model.partition("@")
-    onnx = Path()  # the file mosec serves
+    onnx = Path()  # the file mosec serves, how many it queues, and which rates it gets
+    queue: int = mosec_peer.DEFAULT_CAPACITY if args.mosec_capacity is None else args.mosec_capacity
+    mosec_rates: str = args.mosec_rates or "own"
     if "mosec" in servers:
-        if args.mosec_rates == "ours" and servers[0] == "mosec":
+        if mosec_rates == "ours" and servers[0] == "mosec":
             parser.error("--mosec-rates ours: name a server of ours before mosec in --servers")
-        onnx = mosec_model(parser, args.models, args.model, args.mosec_capacity)
-    elif args.mosec_capacity != mosec_peer.DEFAULT_CAPACITY or args.mosec_rates != "own":
+        onnx = mosec_model(parser, args.models, args.model, queue)
+    elif args.mosec_capacity is not None or args.mosec_rates is not None:
         parser.error("--mosec-capacity and --mosec-rates apply only with --servers ...,mosec")
     if args.load_cpus is not None:
         os.sched_setaffinity(0, args.load_cpus)  # wrk and the generator inherit it
@@ -256,7 +251,7 @@ def main() -> None:
         if name == "nginx":
             label = fronted = f"{label} {front.limit}, nice {front.nice}"
         if name == "mosec":
-            label = peer = f"mosec {mosec_version()}, --capacity {args.mosec_capacity}"
+            label = peer = f"mosec {mosec_version()}, --capacity {queue}"
         configs[label] = (*common, *flags)
         if name == "defaults":  # the limits compared sit beside the defaults they change
             configs |= in_flight
@@ -273,9 +268,7 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             probes, shed_status = PROBES, 503
             if label == peer:
-                mosec = stack.enter_context(
-                    mosec_peer.run(onnx, log, args.mosec_capacity, args.server_cpus)
-                )
+                mosec = stack.enter_context(mosec_peer.run(onnx, log, queue, args.server_cpus))
                 url, pid = mosec.url, mosec.pid
                 probes, shed_status = mosec_peer.PROBES, mosec_peer.SHED_STATUS
             else:
@@ -295,7 +288,7 @@ def main() -> None:
             capacity, _ = wrk(url, 32, 5, script)
             if label != peer:
                 reference = reference or capacity
-            rates_from = capacity if label == peer and args.mosec_rates == "own" else reference
+            rates_from = capacity if label == peer and mosec_rates == "own" else reference
             # A retry storm: wrk's connections resend at once after every answer, refusals
             # included, ignoring Retry-After; goodput is what the 200s keep of capacity.
             if args.storm:
@@ -333,6 +326,7 @@ def main() -> None:
                 rows.append(report(label, multiple, rates_from, c1_p50, load, peak.peak, after))
                 record["runs"].append(
                     {"server": label, "multiple": multiple, "capacity": rates_from}
+                    | ({"rates": mosec_rates} if label == peer else {})
                     | {"c1_p50_ms": c1_p50, "rss_peak_mb": peak.peak, "rss_after_mb": after}
                     | asdict(load)
                 )
@@ -350,7 +344,7 @@ def main() -> None:
     if storms:
         print(
             "\n| server | retry-storm connections | goodput/s | of its own capacity (c=32) "
-            "| of the first server's |"
+            "| of the first of ours' (mosec before any of ours: its own) |"
         )
         print("|---" * 5 + "|")
         for row in storms:
@@ -382,6 +376,11 @@ def report(
         f"| {peak:,.0f} / {after:,.0f} | {load.lag_p99:.1f} |"
     )
     print(row, flush=True)
+    if load.unexpected:
+        print(
+            f"  WARNING: answers neither 200 nor the refusal ({load.unexpected}): counted as "
+            "failed, and the refusals' latency is unknown (they are timed together)"
+        )
     if load.cpu_share is not None:
         print(
             f"  generator: {load.cpu_share:.0%} of a core; {load.waited:,} requests found all "

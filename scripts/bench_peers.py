@@ -44,7 +44,6 @@ from bench_service import floor_command, post_script, quiet_server, server, wrk
 
 from loadtests import steal
 from loadtests.procs import add_cpu_split, check_cpu_split, free_port
-from modelrepo.layout import ModelRepository
 from training.data import load_mnist
 
 SERVERS = ("mosec", "ours", "floor")  # round 1's order; round 2 runs the reverse
@@ -168,9 +167,10 @@ def main() -> None:
     if missing := mosec_peer.check_installed():
         sys.exit(missing)
     levels = [int(c) for c in args.concurrency.split(",")]
-    onnx = ModelRepository(args.models).get(args.variant).artifact("onnx")
-    if not onnx.is_file():
-        sys.exit(f"{onnx} is missing: train with --runtimes onnx")
+    try:
+        onnx = mosec_peer.onnx_for(args.models, f"{args.variant}@onnx")
+    except mosec_peer.PeerSetupError as error:
+        sys.exit(str(error))
     digit = load_mnist().x_test[0] / 255.0
     script = post_script(Path(tempfile.mkdtemp(prefix="bench-peers-")), digit.ravel())
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]

@@ -66,7 +66,6 @@ from loadtests import cgen
 from loadtests.front import Front, NginxNotFound, nginx_binary, run_front
 from loadtests.procs import add_cpu_split, check_cpu_split, run_server
 from modelrepo.contract import SIDE
-from modelrepo.layout import ModelRepository
 from training.data import load_mnist
 
 SERVERS = ("ours", "nginx", "mosec")
@@ -174,7 +173,7 @@ def server(
     """``kind`` serving ``model``: at its defaults (``mode`` "serve"), or made to refuse every
     POST ("refuse", module doc). Yields the URL to POST to."""
     if kind == "mosec":
-        with mosec_server(mode, models, model, cpus, work) as url:
+        with mosec_server(mode, mosec_peer.onnx_for(models, model), cpus, work) as url:
             yield url
         return
     variant, _, runtime = model.partition("@")
@@ -204,9 +203,8 @@ def server(
 
 
 @contextmanager
-def mosec_server(mode: str, models: Path, model: str, cpus: set[int], work: Path) -> Iterator[str]:
-    """The peer serving ``model``'s ONNX file: at its defaults, or refusing every POST."""
-    onnx = ModelRepository(models).get(model.partition("@")[0]).artifact("onnx")
+def mosec_server(mode: str, onnx: Path, cpus: set[int], work: Path) -> Iterator[str]:
+    """The peer serving ``onnx``: at its defaults, or refusing every POST."""
     log = work / f"mosec-{mode}.log"
     if mode == "serve":
         with mosec_peer.run(onnx, log, cpus=cpus) as peer:
@@ -246,8 +244,11 @@ def main() -> None:
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     if not servers or set(servers) - set(SERVERS):
         parser.error(f"--servers: choose from {', '.join(SERVERS)}")
-    if "mosec" in servers and not args.model.endswith("@onnx"):
-        parser.error("--servers mosec: mosec serves ONNX; pass --model <variant>@onnx")
+    if "mosec" in servers:
+        try:
+            mosec_peer.onnx_for(args.models, args.model)  # found now, not after ours ran
+        except mosec_peer.PeerSetupError as error:
+            parser.error(f"--servers mosec: {error}")
     split = check_cpu_split(parser, args)
     if not split:
         parser.error("give --server-cpus and --load-cpus: the measured core must be the server's")

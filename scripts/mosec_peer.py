@@ -24,12 +24,32 @@ import psutil
 
 from loadtests.procs import free_port, stop, wait_for_port
 from modelrepo.contract import INPUT_NAME, PIXELS
+from modelrepo.layout import ModelRepository, RepositoryError
 
 MOSEC_SERVER = Path(__file__).resolve().parent / "mosec_server.py"
 PATH = "/inference"  # where mosec answers a POST
 PROBES = ("/", "/metrics")  # its GETs: a liveness answer and its Prometheus metrics
 SHED_STATUS = 429  # mosec's answer when its queue (--capacity) is full; ours is 503
 DEFAULT_CAPACITY = 1024  # mosec's own default --capacity (requests queued before it refuses)
+
+
+class PeerSetupError(Exception):
+    """mosec cannot serve what was asked: the message says why, and what to do."""
+
+
+def onnx_for(models: Path, model: str) -> Path:
+    """The ONNX file mosec serves for ``model`` (``variant@onnx``, its latest version in
+    ``models``); PeerSetupError if it is another runtime, untrained or not converted."""
+    variant, _, runtime = model.partition("@")
+    if runtime != "onnx":
+        raise PeerSetupError(f"mosec serves ONNX; pass --model {variant}@onnx")
+    try:
+        onnx = ModelRepository(models).get(variant).artifact("onnx")
+    except RepositoryError as error:
+        raise PeerSetupError(f"{error} (make demo trains the models)") from None
+    if not onnx.is_file():
+        raise PeerSetupError(f"{onnx} is missing (train with --runtimes onnx)")
+    return onnx
 
 
 def check_installed() -> str | None:

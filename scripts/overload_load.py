@@ -10,7 +10,7 @@ import http.client
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,26 +91,36 @@ class Load:
     waited: int | None = None  # requests that found all connections busy (C only)
     cpu_share: float | None = None  # the generator's CPU time over the run's (C only)
     raw: dict[str, Any] | None = None  # the C generator's whole result
+    # Answers neither 200 nor the refusal, when the refusal is not 503 (mosec's 408 after its
+    # --timeout): counted as failed, and the refusals' latency then unknown (NaN).
+    unexpected: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def from_c(
         cls, run: cgen.OpenLoopRun, probes: dict[str, list[float]], shed_status: int = 503
     ) -> Load:
-        """From the C generator's result; ``shed_status``: the server's refusal (mosec: 429)."""
-        shed = run.shed if shed_status == 503 else run.other  # the tool times 503s apart
-        if shed_status != 503 and (mixed := set(run.status_counts) - {200, shed_status}):
-            raise ValueError(
-                f"answers other than 200 and {shed_status} ({sorted(mixed)}): the refusals' "
-                "latency would mix them in"
-            )
+        """From the C generator's result; ``shed_status``: the server's refusal (mosec: 429).
+
+        The generator times 503s apart and every other non-2xx answer together: with another
+        refusal status, any other such answer is counted as failed, and the refusals' latency,
+        which would mix it in, is left unknown."""
+        shed, unexpected = run.shed, {}
+        if shed_status != 503:
+            shed = run.other
+            unexpected = {
+                status: count
+                for status, count in run.status_counts.items()
+                if status // 100 != 2 and status != shed_status
+            }
+        known = not unexpected
         return cls(
             "c",
             run.offered_rate,
             run.per_second(200),
             run.per_second(shed_status),
-            run.failed / run.duration_s,
-            ms(shed.p50),
-            ms(shed.p99),
+            (run.failed + sum(unexpected.values())) / run.duration_s,
+            ms(shed.p50) if known else math.nan,
+            ms(shed.p99) if known else math.nan,
             ms(run.ok.p50),
             ms(run.ok.p99),
             ms(run.lag.p99),
@@ -118,6 +128,7 @@ class Load:
             run.waited,
             run.cpu_s / run.elapsed_s,
             asdict(run),
+            unexpected,
         )
 
     @classmethod

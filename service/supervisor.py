@@ -82,7 +82,7 @@ def plan_engine(settings: Settings) -> EnginePlan:
     if workers == 1:
         note = ""
         if "engine" in settings.model_fields_set:  # named, by a flag or MNIST_SERVE_ENGINE
-            why = "--workers 1" if settings.workers else "one usable core"
+            why = "workers=1" if settings.workers else "one usable core"
             note = (
                 f"one worker ({why}): serving as a single process; --engine {settings.engine} "
                 "applies only with several workers (--workers N)"

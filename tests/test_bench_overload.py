@@ -72,7 +72,7 @@ def test_mosec_without_a_trained_model_is_refused_at_once(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_mosec_flags_without_mosec_are_refused() -> None:
-    done = run_script("bench_overload", "--mosec-capacity", "64", timeout=60)
+    done = run_script("bench_overload", "--mosec-capacity", "1024", timeout=60)  # its default
     assert done.returncode == 2 and "apply only with --servers ...,mosec" in done.stderr, (
         done.stderr
     )
@@ -86,3 +86,12 @@ def test_mosec_at_our_rates_needs_one_of_ours_first() -> None:
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     assert "name a server of ours before mosec" in done.stderr
+
+
+@pytest.mark.slow
+def test_an_empty_mosec_queue_is_refused_at_once() -> None:
+    done = run_script(
+        "bench_overload", "--servers", "mosec", "--model", "depthwise@onnx",
+        "--mosec-capacity", "0", timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "--mosec-capacity: 0; at least 1" in done.stderr, done.stderr

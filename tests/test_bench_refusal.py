@@ -65,5 +65,5 @@ def test_mosec_on_another_runtime_is_refused_at_once() -> None:
     --model to pass, before anything is measured."""
     done = run_script("bench_refusal", "--servers", "ours,mosec", timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "mosec serves ONNX; pass --model <variant>@onnx" in done.stderr
+    assert "mosec serves ONNX; pass --model depthwise@onnx" in done.stderr
     assert "machine:" not in done.stdout

@@ -4,6 +4,7 @@ that was asked for cannot apply (one worker serves alone, whatever --engine says
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,11 +14,18 @@ from service.supervisor import plan_engine
 from tests.helpers import run_server
 
 
+@pytest.fixture(autouse=True)
+def no_engine_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings below are the tests' alone, not the shell's."""
+    for name in ("MNIST_SERVE_WORKERS", "MNIST_SERVE_ENGINE"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_one_worker_asked_with_an_engine_says_the_engine_does_not_apply() -> None:
     plan = plan_engine(Settings(workers=1, engine="executor"))
     assert (plan.workers, plan.engine) == (1, "single")
     assert plan.note == (
-        "one worker (--workers 1): serving as a single process; --engine executor applies "
+        "one worker (workers=1): serving as a single process; --engine executor applies "
         "only with several workers (--workers N)"
     )
 
@@ -29,15 +37,17 @@ def test_one_usable_core_is_named_as_the_reason(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.parametrize(
-    ("settings", "engine"),
+    ("given", "engine"),
     [
-        (Settings(workers=1), "single"),  # no engine named: nothing to say
-        (Settings(workers=2, engine="executor"), "executor"),
-        (Settings(workers=2), "hybrid"),
+        ({"workers": 1}, "single"),  # no engine named: nothing to say
+        ({"workers": 2, "engine": "executor"}, "executor"),
+        ({"workers": 2}, "hybrid"),
     ],
 )
-def test_nothing_is_said_when_the_plan_is_what_was_asked(settings: Settings, engine: str) -> None:
-    plan = plan_engine(settings)
+def test_nothing_is_said_when_the_plan_is_what_was_asked(
+    given: dict[str, Any], engine: str
+) -> None:
+    plan = plan_engine(Settings.model_validate(given))
     assert plan.engine == engine and plan.note == ""
 
 
