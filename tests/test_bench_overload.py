@@ -50,48 +50,31 @@ def test_a_negative_storm_is_refused_at_once() -> None:
     assert done.returncode == 2 and "0 skips the retry storm" in done.stderr, done.stderr
 
 
+MOSEC = ("--servers", "mosec", "--model", "depthwise@onnx")
+
+
 @pytest.mark.slow
-def test_mosec_on_another_runtime_is_refused_at_once() -> None:
-    """mosec serves the ONNX file: asked beside LiteRT (the default --model), it says which
-    --model to pass, before any server starts."""
-    done = run_script("bench_overload", "--servers", "defaults,mosec", timeout=60)
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "mosec serves ONNX; pass --model depthwise@onnx" in done.stderr
-    assert "machine:" not in done.stdout
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        # mosec serves the ONNX file: beside LiteRT (the default --model), it names the --model
+        (("--servers", "defaults,mosec"), "mosec serves ONNX; pass --model depthwise@onnx"),
+        (("--mosec-capacity", "1024"), "apply only with --servers ...,mosec"),  # its default
+        ((*MOSEC, "--mosec-capacity", "0"), "--mosec-capacity: 0; at least 1"),
+        (
+            ("--servers", "mosec,defaults", "--model", "depthwise@onnx", "--mosec-rates", "ours"),
+            "name a server of ours before mosec",
+        ),
+    ],
+)
+def test_mosec_asked_wrongly_is_refused_at_once(args: tuple[str, ...], said: str) -> None:
+    done = run_script("bench_overload", *args, timeout=60)
+    assert done.returncode == 2 and said in done.stderr, done.stdout + done.stderr
+    assert "machine:" not in done.stdout  # nothing was measured
 
 
 @pytest.mark.slow
 def test_mosec_without_a_trained_model_is_refused_at_once(tmp_path: Path) -> None:
-    done = run_script(
-        "bench_overload", "--servers", "mosec", "--model", "depthwise@onnx",
-        "--models", tmp_path, timeout=60,
-    )  # fmt: skip
+    done = run_script("bench_overload", *MOSEC, "--models", tmp_path, timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no exported version of 'depthwise'" in done.stderr and "make demo" in done.stderr
-
-
-@pytest.mark.slow
-def test_mosec_flags_without_mosec_are_refused() -> None:
-    done = run_script("bench_overload", "--mosec-capacity", "1024", timeout=60)  # its default
-    assert done.returncode == 2 and "apply only with --servers ...,mosec" in done.stderr, (
-        done.stderr
-    )
-
-
-@pytest.mark.slow
-def test_mosec_at_our_rates_needs_one_of_ours_first() -> None:
-    done = run_script(
-        "bench_overload", "--servers", "mosec,defaults", "--model", "depthwise@onnx",
-        "--mosec-rates", "ours", timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "name a server of ours before mosec" in done.stderr
-
-
-@pytest.mark.slow
-def test_an_empty_mosec_queue_is_refused_at_once() -> None:
-    done = run_script(
-        "bench_overload", "--servers", "mosec", "--model", "depthwise@onnx",
-        "--mosec-capacity", "0", timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 2 and "--mosec-capacity: 0; at least 1" in done.stderr, done.stderr
