@@ -138,15 +138,7 @@ def run_server(
         command = serve_command(models, port, "--host", "127.0.0.1", *args)
         if grpc:
             command += ["--grpc-port", str(grpc_port)]
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                command,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
-            )
+        process = start_logged(command, log, cpus, {**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             wait_for_port(port, process)
             wait_owned(port, process)
@@ -166,6 +158,25 @@ def run_server(
         yield ServerProcess(f"http://127.0.0.1:{port}", process, log, grpc_target)
     finally:
         stop(process)
+
+
+def start_logged(
+    command: list[str],
+    log: Path,
+    cpus: Collection[int] | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` with its output (stdout and stderr) in ``log``; with ``cpus``, it and
+    every process it starts may run only on those CPUs."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
+        )
 
 
 def stop(process: subprocess.Popen[Any], timeout_s: float = 20.0) -> None:

@@ -8,9 +8,7 @@ without the peer can import it; :func:`check_installed` says how to get it when 
 from __future__ import annotations
 
 import importlib.util
-import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Collection, Iterator
@@ -22,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 
-from loadtests.procs import free_port, stop, wait_for_port
+from loadtests.procs import free_port, start_logged, stop, wait_for_port
 from modelrepo.contract import INPUT_NAME, PIXELS
 from modelrepo.layout import ModelRepository, RepositoryError
 
@@ -111,13 +109,7 @@ def run(
     """mosec serving ``onnx`` on a free port, answering; stopped on exit. With ``cpus``, it and
     the processes it starts (its Rust front end, its worker) run only on those CPUs."""
     port = free_port()
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command(onnx, port, capacity, *flags),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
-        )
+    process = start_logged(command(onnx, port, capacity, *flags), log, cpus)
     try:
         wait_for_port(port, process)
         url = f"http://127.0.0.1:{port}{PATH}"
