@@ -71,7 +71,8 @@ from training.data import load_mnist
 SERVERS = ("ours", "nginx", "mosec")
 DEFAULT_SERVERS = ("ours", "nginx")  # mosec when asked: it needs the peers extra and ONNX
 MOSEC_TIMEOUT_MS = "3600000"  # mosec's held requests must outlive every measurement
-MIN_REFUSED = 0.99  # the share of 503s a refusal run must have, else it measured something else
+# The share of refusals (503, mosec's 429) a refusal run must have, else it measured something else
+MIN_REFUSED = 0.99
 
 
 def busy_s(cpus: Collection[int]) -> float:

@@ -1,7 +1,8 @@
 """How the benchmarks start the mosec peer (scripts/mosec_server.py) and know it answers.
 
-Shared by ``scripts/bench_peers.py`` (throughput against mosec) and ``scripts/bench_overload.py``
-(overload against mosec). This module does not import mosec, so a benchmark that may run
+Shared by ``scripts/bench_peers.py`` (throughput against mosec), ``scripts/bench_overload.py``
+(overload against mosec) and ``scripts/bench_refusal.py`` (what a refusal costs mosec's core,
+with :func:`refusing_all`). This module does not import mosec, so a benchmark that may run
 without the peer can import it; :func:`check_installed` says how to get it when it is missing.
 """
 
